@@ -1,0 +1,52 @@
+# Keel — top-level build.  `make` builds build/kernel.elf; `make run` boots it;
+# `make test` installs what is missing, builds, lints and runs every test.
+SHELL := /bin/bash
+BUILD := build
+VENV := .venv
+PY := $(VENV)/bin/python
+SMP ?=
+RUN_ARGS ?=
+
+.PHONY: all kernel deps venv ffi run test lint pytest bench clean
+
+all: kernel
+
+include kernel/build.mk
+
+# Debian packages the build and the tests need; installed only when missing.
+deps:
+	@bash scripts/install-deps
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+# The KVM bindings are compiled against the system's <linux/kvm.h>.
+FFI_STAMP := $(BUILD)/ffi/.stamp
+$(FFI_STAMP): vmm/kvm/ffi_build.py /usr/include/linux/kvm.h $(VENV)/.stamp
+	$(PY) -m vmm.kvm.ffi_build
+	@touch $@
+
+ffi: $(FFI_STAMP)
+
+run: deps venv ffi kernel
+	$(VENV)/bin/keel run $(BUILD)/kernel.elf $(if $(SMP),--smp $(SMP)) $(RUN_ARGS)
+
+lint: venv ffi
+	$(VENV)/bin/ruff check vmm tests scripts
+	$(VENV)/bin/mypy vmm
+
+pytest: venv ffi kernel
+	$(VENV)/bin/pytest -ra tests
+
+test: deps venv ffi kernel lint pytest
+
+bench: deps venv ffi kernel
+	$(PY) scripts/bench
+
+clean:
+	rm -rf $(BUILD) vmm/kvm/_kvm*.so

@@ -1,0 +1,90 @@
+/*
+ * Interrupt and exception entry.  One 16-byte stub per vector pushes a zero
+ * error code where the CPU does not push one (so every trap frame has the
+ * same shape) and the vector number, then joins trap_common, which saves all
+ * general-purpose registers as a struct trap_frame (kernel/arch/x86_64/trap.h)
+ * and calls trap_dispatch(frame).
+ */
+#include <arch/layout.h>
+
+/* Vectors for which the CPU pushes an error code. */
+#define HAS_ERRCODE(v) ((v) == 8 || (v) == 10 || (v) == 11 || (v) == 12 || \
+                        (v) == 13 || (v) == 14 || (v) == 17 || (v) == 21 || \
+                        (v) == 29 || (v) == 30)
+
+/* Offset of the saved CS once vector and error code are on the stack. */
+#define FRAME_CS_NOREGS 24
+#define FRAME_CS_REGS (24 + 15 * 8)
+
+    .pushsection .rodata
+    .balign 8
+    .globl trap_stub_table
+trap_stub_table:
+    .popsection
+
+    .text
+    .balign 16
+    .set vec, 0
+    .rept 256
+    .balign 16
+1:
+    .if !HAS_ERRCODE(vec)
+    pushq $0
+    .endif
+    pushq $vec
+    jmp trap_common
+    .pushsection .rodata
+    .quad 1b
+    .popsection
+    .set vec, vec + 1
+    .endr
+
+trap_common:
+    /* Entered from user mode (later), GS must be switched to the kernel's
+     * per-CPU base.  NMI/#MC from kernel code between a swapgs and the
+     * following iretq would need the paranoid entry: no user mode yet. */
+    testb $3, FRAME_CS_NOREGS(%rsp)
+    jz 1f
+    swapgs
+1:  pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    cld
+    movq %rsp, %rdi
+    /* The CPU aligned RSP to 16 before pushing the 5-word frame; with the
+     * 2 + 15 words pushed here RSP is 16-byte aligned again for the call. */
+    call trap_dispatch
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    testb $3, FRAME_CS_NOREGS(%rsp)
+    jz 2f
+    swapgs
+2:  addq $16, %rsp
+    iretq
+
+    .section .note.GNU-stack, "", @progbits

@@ -1,0 +1,71 @@
+/* x86-64 per-CPU state and the inline primitives the core may use. */
+#ifndef ARCH_CPU_H
+#define ARCH_CPU_H
+
+#include <arch/layout.h>
+#include <keel/types.h>
+
+struct tss {
+    u32 reserved0;
+    u64 rsp[3];
+    u64 reserved1;
+    u64 ist[7];
+    u64 reserved2;
+    u16 reserved3;
+    u16 iomap_base;
+} __packed;
+
+_Static_assert(sizeof(struct tss) == 104, "tss layout");
+
+/* Each CPU has its own GDT because the TSS descriptor's busy bit is per
+ * CPU; the IDT is shared (it is never written after boot). */
+struct arch_cpu {
+    u64 gdt[GDT_ENTRIES];
+    struct tss tss;
+    u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
+};
+
+static inline void *arch_cpu_self(void)
+{
+    void *p;
+    __asm__ volatile("movq %%gs:0, %0" : "=r"(p));
+    return p;
+}
+
+static inline void arch_cpu_relax(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
+
+static inline unsigned long arch_irq_save(void)
+{
+    unsigned long flags;
+    __asm__ volatile("pushfq; popq %0; cli" : "=r"(flags) : : "memory");
+    return flags;
+}
+
+static inline void arch_irq_restore(unsigned long flags)
+{
+    if (flags & (1ul << 9))
+        __asm__ volatile("sti" ::: "memory");
+}
+
+static inline void arch_irq_disable(void)
+{
+    __asm__ volatile("cli" ::: "memory");
+}
+
+static inline void arch_irq_enable(void)
+{
+    __asm__ volatile("sti" ::: "memory");
+}
+
+/* Enables interrupts and halts in one step (STI's one-instruction shadow
+ * covers HLT), so a wake-up that arrives after the caller checked its
+ * condition with interrupts off is not lost.  Returns with them enabled. */
+static inline void arch_idle(void)
+{
+    __asm__ volatile("sti; hlt" ::: "memory");
+}
+
+#endif

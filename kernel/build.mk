@@ -1,0 +1,39 @@
+# Kernel build: included from the top-level Makefile.  Produces
+# build/kernel.elf, a PVH-bootable ELF (XEN_ELFNOTE_PHYS32_ENTRY) linked in
+# the higher half and loaded at 1 MiB.
+KCC ?= gcc
+KLD ?= ld
+KBUILD := $(BUILD)/kernel
+ARCH := x86_64
+
+KERNEL_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter \
+	-ffreestanding -fno-builtin -nostdinc -fno-pic -fno-pie -fno-stack-protector \
+	-fno-omit-frame-pointer -fno-asynchronous-unwind-tables -fno-strict-aliasing \
+	-mcmodel=kernel -mno-red-zone -mgeneral-regs-only -mno-mmx -mno-sse -mno-sse2 \
+	-Ikernel/include -Ikernel/arch/$(ARCH)/include -Ikernel/arch/$(ARCH) \
+	-MMD -MP
+KERNEL_ASFLAGS := -D__ASSEMBLY__ -Wa,--noexecstack -Ikernel/include \
+	-Ikernel/arch/$(ARCH)/include -fno-pic -fno-pie -MMD -MP
+KERNEL_LDFLAGS := -nostdlib -static -z max-page-size=4096 --no-warn-rwx-segments \
+	-T kernel/arch/$(ARCH)/kernel.ld
+
+KERNEL_C := $(wildcard kernel/core/*.c) $(wildcard kernel/arch/$(ARCH)/*.c)
+KERNEL_S := $(wildcard asm/$(ARCH)/*.S)
+KERNEL_OBJS := $(patsubst %.c,$(KBUILD)/%.o,$(KERNEL_C)) \
+	$(patsubst %.S,$(KBUILD)/%.o,$(KERNEL_S))
+
+kernel: $(BUILD)/kernel.elf
+
+$(BUILD)/kernel.elf: $(KERNEL_OBJS) kernel/arch/$(ARCH)/kernel.ld
+	$(KLD) $(KERNEL_LDFLAGS) -o $@ $(KERNEL_OBJS)
+
+$(KBUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(KCC) $(KERNEL_CFLAGS) -c -o $@ $<
+
+$(KBUILD)/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(KCC) $(KERNEL_ASFLAGS) -c -o $@ $<
+
+-include $(KERNEL_OBJS:.o=.d)

@@ -1,0 +1,75 @@
+/* Boot-time bump allocator over the loader's RAM regions. */
+#include <keel/bootmem.h>
+
+#define LOW_LIMIT 0x100000ul /* the first MiB holds loader and firmware data */
+
+static const struct boot_info *boot;
+static u32 region; /* index of the region being carved */
+static u64 next;   /* next free physical address in it */
+
+static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+bool bootmem_range_free(const struct boot_info *bi, u64 base, u64 size)
+{
+    bool in_ram = false;
+
+    if (base < LOW_LIMIT)
+        return false;
+    for (u32 i = 0; i < bi->nmem; i++) {
+        const struct mem_region *r = &bi->mem[i];
+        if (r->type == MEM_RAM && base >= r->base && base + size <= r->base + r->size)
+            in_ram = true;
+        else if (r->type != MEM_RAM && overlaps(base, size, r->base, r->size))
+            return false;
+    }
+    if (!in_ram || overlaps(base, size, bi->kernel_start, bi->kernel_end - bi->kernel_start))
+        return false;
+    for (u32 i = 0; i < bi->nmodules; i++) {
+        if (overlaps(base, size, bi->modules[i].base, bi->modules[i].size))
+            return false;
+    }
+    return true;
+}
+
+void bootmem_init(const struct boot_info *bi)
+{
+    boot = bi;
+    region = 0;
+    next = 0;
+}
+
+u64 bootmem_alloc(u64 size, u64 align)
+{
+    for (; region < boot->nmem; region++) {
+        const struct mem_region *r = &boot->mem[region];
+        if (r->type != MEM_RAM)
+            continue;
+        u64 end = r->base + r->size;
+        if (next < r->base)
+            next = r->base;
+        /* The direct map covers only the first 4 GiB during boot. */
+        while (ALIGN_UP(next, align) + size <= MIN(end, 0x100000000ul)) {
+            u64 base = ALIGN_UP(next, align);
+            if (bootmem_range_free(boot, base, size)) {
+                next = base + size;
+                return base;
+            }
+            next = base + 4096;
+        }
+    }
+    return 0;
+}
+
+u64 bootmem_ram_bytes(const struct boot_info *bi)
+{
+    u64 total = 0;
+
+    for (u32 i = 0; i < bi->nmem; i++) {
+        if (bi->mem[i].type == MEM_RAM)
+            total += bi->mem[i].size;
+    }
+    return total;
+}

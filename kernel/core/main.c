@@ -1,0 +1,153 @@
+/* kmain: the portable boot sequence, and the boot-time self tests selected
+ * with keel.test= on the command line. */
+#include <arch.h>
+#include <keel/boot.h>
+#include <keel/bootmem.h>
+#include <keel/cmdline.h>
+#include <keel/console.h>
+#include <keel/cpu.h>
+#include <keel/exit.h>
+#include <keel/panic.h>
+#include <keel/printk.h>
+#include <keel/string.h>
+
+#define AP_BOOT_TIMEOUT_US 5000000ul
+#define TIMER_TEST_TIMEOUT_US 20000000ul
+
+struct boot_info boot_info;
+
+__noreturn void kmain(struct hvm_start_info *si);
+
+static u32 start_secondaries(void)
+{
+    for (u32 i = 1; i < cpu_count; i++) {
+        u64 stack = bootmem_alloc(KSTACK_SIZE, 4096);
+        if (!stack)
+            panic("no memory for the kernel stack of cpu %u", i);
+        cpus[i].stack_top = (uptr)arch_phys_to_virt(stack) + KSTACK_SIZE;
+        __atomic_store_n(&cpus[i].state, CPU_STARTING, __ATOMIC_RELEASE);
+    }
+    arch_start_secondaries();
+
+    u64 deadline = arch_time_us() + AP_BOOT_TIMEOUT_US;
+    u32 online;
+    for (;;) {
+        online = 0;
+        bool waiting = false;
+        for (u32 i = 0; i < cpu_count; i++) {
+            u32 st = __atomic_load_n(&cpus[i].state, __ATOMIC_ACQUIRE);
+            online += st == CPU_ONLINE;
+            waiting |= st == CPU_STARTING || st == CPU_BOOTING;
+        }
+        if (!waiting)
+            break;
+        if (arch_time_us() > deadline) {
+            for (u32 i = 0; i < cpu_count; i++) {
+                u32 st = CPU_STARTING;
+                if (__atomic_compare_exchange_n(&cpus[i].state, &st, CPU_FAILED, false,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                    printk("keel: cpu %u (apic %u) did not start\n", i, cpus[i].hw_id);
+            }
+            deadline = ~0ul; /* CPUs already booting get to finish */
+        }
+        arch_cpu_relax();
+    }
+    return online;
+}
+
+static __noreturn void test_timer(void)
+{
+    u64 deadline = arch_time_us() + TIMER_TEST_TIMEOUT_US;
+
+    while (cpus_timer_ok() < cpu_count) {
+        if (arch_time_us() > deadline) {
+            for (u32 i = 0; i < cpu_count; i++)
+                printk("keel: cpu %u: %lu timer ticks\n", i, READ_ONCE(cpus[i].ticks));
+            printk("keel: timer failed: %u of %u cpus ticking\n", cpus_timer_ok(), cpu_count);
+            arch_exit(KEEL_EXIT_FAIL);
+        }
+        arch_cpu_relax();
+    }
+    printk("keel: timer ok %u cpus\n", cpu_count);
+    arch_exit(KEEL_EXIT_PASS);
+}
+
+static __noreturn void test_serial(void)
+{
+    char line[128];
+
+    printk("keel: serial ready\n");
+    console_read_line(line, sizeof(line));
+    printk("keel: serial rx %s\n", line);
+    arch_exit(KEEL_EXIT_PASS);
+}
+
+static __noreturn void test_fault(void)
+{
+    printk("keel: writing to an unmapped address\n");
+    *(volatile u64 *)0xdead0000000ul = 1;
+    panic("the write to an unmapped address did not fault");
+}
+
+/* The interactive console of `make run`: a few commands, anything else is
+ * echoed back. */
+static __noreturn void monitor(void)
+{
+    char line[128];
+
+    printk("keel: ready. Commands: help, cpus, ticks, panic, exit\n");
+    console_set_echo(true);
+    for (;;) {
+        printk("keel> ");
+        console_read_line(line, sizeof(line));
+        if (!strcmp(line, "exit")) {
+            printk("keel: bye\n");
+            arch_exit(KEEL_EXIT_PASS);
+        } else if (!strcmp(line, "panic")) {
+            panic("requested from the console");
+        } else if (!strcmp(line, "cpus") || !strcmp(line, "ticks")) {
+            for (u32 i = 0; i < cpu_count; i++)
+                printk("cpu %u: apic %u, state %u, %lu timer ticks\n", i, cpus[i].hw_id,
+                       cpus[i].state, READ_ONCE(cpus[i].ticks));
+        } else if (!strcmp(line, "help")) {
+            printk("help: this text; cpus/ticks: per-cpu state; panic: test the panic path;"
+                   " exit: power off\n");
+        } else if (line[0]) {
+            printk("you typed: %s\n", line);
+        }
+    }
+}
+
+__noreturn void kmain(struct hvm_start_info *si)
+{
+    struct arch_platform plat;
+    char test[32];
+
+    arch_early_init(si, &boot_info);
+    printk("keel: booting (cmdline \"%s\")\n", boot_info.cmdline);
+    bootmem_init(&boot_info);
+    printk("keel: memory %lu MiB usable\n", bootmem_ram_bytes(&boot_info) >> 20);
+
+    arch_platform_init(&plat);
+    printk("keel: %u cpus in MADT, lapic timer %u Hz\n", plat.cpus_in_firmware, plat.timer_hz);
+    printk("keel: cpu 0 online (apic %u)\n", cpus[0].hw_id);
+    __atomic_store_n(&cpus[0].state, CPU_ONLINE, __ATOMIC_RELEASE);
+
+    u32 online = start_secondaries();
+    printk("keel: smp ready %u cpus\n", online);
+
+    if (!cmdline_get(boot_info.cmdline, "keel.test", test, sizeof(test)))
+        monitor();
+    if (!strcmp(test, "boot"))
+        arch_exit(online == cpu_count ? KEEL_EXIT_PASS : KEEL_EXIT_FAIL);
+    if (!strcmp(test, "timer"))
+        test_timer();
+    if (!strcmp(test, "serial"))
+        test_serial();
+    if (!strcmp(test, "fault"))
+        test_fault();
+    if (!strcmp(test, "triple"))
+        arch_triple_fault();
+    printk("keel: unknown test %s\n", test);
+    arch_exit(KEEL_EXIT_FAIL);
+}

@@ -1,0 +1,18 @@
+/* Boot-time physical allocator: a bump pointer over the firmware's RAM
+ * regions that never hands out the first MiB, the kernel image or a boot
+ * module.  Allocations are permanent; single-threaded use only (the BSP,
+ * before secondary CPUs run). */
+#ifndef KEEL_BOOTMEM_H
+#define KEEL_BOOTMEM_H
+
+#include <keel/boot.h>
+
+void bootmem_init(const struct boot_info *bi);
+/* Returns a physical address, or 0 when nothing fits. */
+u64 bootmem_alloc(u64 size, u64 align);
+/* Total bytes of RAM the memory map reports as usable. */
+u64 bootmem_ram_bytes(const struct boot_info *bi);
+/* Whether [base, base+size) is RAM and free of the image and modules. */
+bool bootmem_range_free(const struct boot_info *bi, u64 base, u64 size);
+
+#endif

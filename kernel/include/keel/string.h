@@ -1,0 +1,19 @@
+#ifndef KEEL_STRING_H
+#define KEEL_STRING_H
+
+#include <keel/types.h>
+
+/* gcc may emit calls to memcpy/memset/memmove/memcmp even with -fno-builtin,
+ * so these four must exist under exactly these names. */
+void *memcpy(void *dst, const void *src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+size_t strnlen(const char *s, size_t max);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+/* Copies at most size-1 bytes and always terminates (when size > 0). */
+size_t strlcpy(char *dst, const char *src, size_t size);
+
+#endif

@@ -1,0 +1,72 @@
+"""Bad input to ``keel run``: one clear line on stderr, non-zero status, no traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import keel
+
+
+def assert_clean_error(proc: object, needle: str) -> None:
+    err = proc.stderr  # type: ignore[attr-defined]
+    assert proc.returncode != 0  # type: ignore[attr-defined]
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("keel: error:"), err
+    assert needle in lines[0], err
+
+
+def test_missing_kernel(tmp_path: Path) -> None:
+    assert_clean_error(keel("run", str(tmp_path / "nope.elf")), "nope.elf")
+
+
+def test_directory_as_kernel(tmp_path: Path) -> None:
+    assert_clean_error(keel("run", str(tmp_path)), str(tmp_path))
+
+
+def test_not_an_elf(tmp_path: Path) -> None:
+    bad = tmp_path / "kernel.txt"
+    bad.write_text("hello, I am not a kernel\n")
+    assert_clean_error(keel("run", str(bad)), "ELF")
+
+
+def test_truncated_elf(tmp_path: Path, tiny_guest: Callable[..., Path]) -> None:
+    cut = tmp_path / "cut.elf"
+    cut.write_bytes(tiny_guest("HELLO").read_bytes()[:100])
+    assert_clean_error(keel("run", str(cut)), "cut.elf")
+
+
+def test_elf_without_pvh_note() -> None:
+    assert_clean_error(keel("run", "/bin/true"), "PVH")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--smp", "0"], "smp"),
+        (["--smp", "-3"], "smp"),
+        (["--smp", "many"], "smp"),
+        (["--memory", "1M"], "memory"),
+        (["--memory", "100T"], "memory"),
+        (["--memory", "lots"], "lots"),
+        (["--memory", ""], "memory"),
+    ],
+)
+def test_bad_options(tiny_guest: Callable[..., Path], args: list[str], needle: str) -> None:
+    proc = keel("run", str(tiny_guest("HELLO")), *args)
+    assert_clean_error(proc, needle)
+
+
+def test_unknown_command() -> None:
+    proc = keel("fly")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("keel: error:")
+
+
+def test_unreadable_initrd(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    proc = keel("run", str(tiny_guest("HELLO")), "--initrd", str(tmp_path / "missing.cpio"))
+    assert_clean_error(proc, "missing.cpio")

@@ -1,0 +1,86 @@
+"""Keel's kernel under Keel's VMM on real KVM: boot, SMP, timers, IRQs, faults."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import keel, requires_kvm
+from vmm.machine import STATUS_GUEST_CRASH, Machine
+
+pytestmark = requires_kvm
+
+
+def assert_all_cpus_online(text: str, n: int) -> None:
+    online = sorted(int(m) for m in re.findall(r"keel: cpu (\d+) online", text))
+    assert online == list(range(n)), text
+    assert f"keel: smp ready {n} cpus" in text, text
+
+
+@pytest.mark.parametrize("smp", [1, 2, 4])
+def test_boot_on_every_vcpu(kernel: Path, smp: int) -> None:
+    proc = keel("run", str(kernel), "--smp", str(smp), "--cmdline", "keel.test=boot")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_all_cpus_online(proc.stdout, smp)
+    assert f"keel: {smp} cpus in MADT" in proc.stdout
+
+
+def test_default_smp_is_host_cores(kernel: Path) -> None:
+    import os
+
+    n = len(os.sched_getaffinity(0))
+    proc = keel("run", str(kernel), "--cmdline", "keel.test=boot")
+    assert proc.returncode == 0, proc.stderr
+    assert_all_cpus_online(proc.stdout, n)
+
+
+def test_large_memory_is_reported(kernel: Path) -> None:
+    proc = keel("run", str(kernel), "--smp", "1", "--memory", "1G", "--cmdline", "keel.test=boot")
+    assert proc.returncode == 0, proc.stderr
+    usable = int(re.search(r"keel: memory (\d+) MiB usable", proc.stdout).group(1))  # type: ignore[union-attr]
+    assert 1000 <= usable <= 1024
+
+
+def test_lapic_timers_tick_on_every_cpu(kernel: Path) -> None:
+    proc = keel("run", str(kernel), "--smp", "2", "--cmdline", "keel.test=timer")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "keel: timer ok 2 cpus" in proc.stdout
+
+
+def test_serial_input_through_ioapic(kernel: Path) -> None:
+    m = Machine(kernel, smp=2, cmdline="keel.test=serial", console=lambda _d: None)
+    m.start()
+    try:
+        assert m.console.wait_for("keel: serial ready", timeout=60), m.console.text()
+        m.send_console(b"ping 42\r")
+        result = m.wait(timeout=60)
+        assert result is not None, m.console.text()
+        assert result.status == 0, result.reason
+        assert "keel: serial rx ping 42" in m.console.text()
+    finally:
+        m.close()
+
+
+def test_exception_dump_and_failure_status(kernel: Path) -> None:
+    proc = keel("run", str(kernel), "--smp", "1", "--cmdline", "keel.test=fault")
+    assert proc.returncode == 35, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "keel: exception #PF" in out
+    assert re.search(r"cr2=(0x)?0*dead0000000", out), out
+    assert "rip=" in out and "r15=" in out
+
+
+def test_triple_fault_is_reported_by_the_vmm(kernel: Path) -> None:
+    proc = keel("run", str(kernel), "--smp", "2", "--cmdline", "keel.test=triple")
+    assert proc.returncode == STATUS_GUEST_CRASH
+    assert "KVM_EXIT_SHUTDOWN" in proc.stderr
+    assert "vCPU 0 (" in proc.stderr and "vCPU 1 (" in proc.stderr
+    assert "| keel: smp ready 2 cpus" in proc.stderr
+
+
+def test_unknown_test_name_fails(kernel: Path) -> None:
+    proc = keel("run", str(kernel), "--smp", "1", "--cmdline", "keel.test=nonsense")
+    assert proc.returncode == 35
+    assert "keel: unknown test nonsense" in proc.stdout

@@ -1,0 +1,75 @@
+"""Shared fixtures: the built kernel, tiny test guests, and KVM/QEMU checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = ROOT / "build" / "kernel.elf"
+GUESTS = Path(__file__).resolve().parent / "guests"
+KEEL = [sys.executable, "-m", "vmm.cli"]
+
+
+def have_kvm() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+requires_kvm = pytest.mark.skipif(not have_kvm(), reason="/dev/kvm is not available")
+requires_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"
+)
+
+
+@pytest.fixture(scope="session")
+def kernel() -> Path:
+    if not KERNEL.exists():
+        pytest.fail(f"{KERNEL} is missing: run 'make' first")
+    return KERNEL
+
+
+@pytest.fixture(scope="session")
+def tiny_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build a tiny PVH guest from tests/guests/tiny.S with -DGUEST_<name>."""
+    out = tmp_path_factory.mktemp("guests")
+    cache: dict[tuple[str, tuple[str, ...]], Path] = {}
+
+    def build(name: str, *defines: str) -> Path:
+        key = (name, defines)
+        if key not in cache:
+            stem = "-".join([name.lower(), *(d.replace("=", "_") for d in defines)])
+            obj, elf = out / f"{stem}.o", out / f"{stem}.elf"
+            flags = [f"-DGUEST_{name}", *(f"-D{d}" for d in defines)]
+            subprocess.run(
+                ["gcc", "-c", *flags, "-o", str(obj), str(GUESTS / "tiny.S")], check=True
+            )
+            subprocess.run(
+                ["ld", "-nostdlib", "-static", "-N", "--no-warn-rwx-segments",
+                 "-Ttext=0x100000", "-o", str(elf), str(obj)],
+                check=True,
+            )  # fmt: skip
+            cache[key] = elf
+        return cache[key]
+
+    return build
+
+
+def keel(
+    *args: str, timeout: float = 60, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``keel`` CLI as a user would; returns the completed process."""
+    return subprocess.run(
+        [*KEEL, *args],
+        input=stdin.decode() if stdin is not None else None,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )

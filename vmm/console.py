@@ -1,0 +1,65 @@
+"""The console transcript: what the guest printed, kept for scripts and diagnostics.
+
+The UART hands every byte here.  ``Console`` forwards it to a sink (the
+terminal, a file) and keeps the transcript so scripts can wait for a line and
+a crash report can show the last lines the guest printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+TRANSCRIPT_LIMIT = 4 << 20  # bytes kept; older output is dropped first
+
+
+class Console:
+    def __init__(self, sink: Callable[[bytes], None] | None = None) -> None:
+        self._sink = sink
+        self._buf = bytearray()
+        self._dropped = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def write(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink(data)
+        with self._cond:
+            self._buf += data
+            excess = len(self._buf) - TRANSCRIPT_LIMIT
+            if excess > 0:
+                del self._buf[:excess]
+                self._dropped += excess
+            self._cond.notify_all()
+
+    def text(self) -> str:
+        with self._cond:
+            return self._buf.decode("utf-8", "replace")
+
+    def last_lines(self, count: int = 20) -> list[str]:
+        lines = self.text().splitlines()
+        return lines[-count:]
+
+    def wait_for(self, needle: str, timeout: float | None = None) -> bool:
+        """Block until ``needle`` appears in the transcript.
+
+        False on timeout, or once the console is closed (the machine stopped)
+        without the text having appeared."""
+        target = needle.encode()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while target not in self._buf:
+                if self._closed:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self) -> None:
+        """The guest is gone: wake every waiter so nobody waits forever."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,67 @@
+"""Guest RAM: anonymous host mappings registered with KVM as memory slots.
+
+Every access from the VMM goes through ``view``/``read``/``write``, which
+check that the whole range lies inside one slot: a guest-supplied address is
+hostile input and an out-of-range one raises ``GuestMemoryError`` instead of
+touching host memory.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Any
+
+from vmm.errors import KeelError
+
+# MAP_NORESERVE: a large guest costs host memory only for pages it touches.
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+
+
+class GuestMemoryError(KeelError):
+    """A guest-physical range that is not entirely inside guest RAM."""
+
+
+class GuestMemory:
+    def __init__(self, slots: list[tuple[int, int]]) -> None:
+        from vmm.kvm.ffi import ffi
+
+        self._ffi = ffi
+        self.slots: list[tuple[int, int, mmap.mmap, memoryview, Any]] = []
+        for gpa, size in slots:
+            mm = mmap.mmap(
+                -1,
+                size,
+                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            )
+            self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size, _, _, _ in self.slots)
+
+    def host_address(self, index: int) -> int:
+        """Host virtual address of slot ``index`` (for KVM_SET_USER_MEMORY_REGION)."""
+        return int(self._ffi.cast("uintptr_t", self.slots[index][4]))
+
+    def view(self, gpa: int, length: int) -> memoryview:
+        """A writable view of ``[gpa, gpa + length)``; it must lie in one slot."""
+        if gpa < 0 or length < 0:
+            raise GuestMemoryError(f"bad guest range {gpa:#x}+{length:#x}")
+        for base, size, _, view, _ in self.slots:
+            if base <= gpa and gpa + length <= base + size:
+                return view[gpa - base : gpa - base + length]
+        raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is outside guest RAM")
+
+    def read(self, gpa: int, length: int) -> bytes:
+        return bytes(self.view(gpa, length))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.view(gpa, len(data))[:] = data
+
+    def close(self) -> None:
+        for _, _, mm, view, buf in self.slots:
+            view.release()
+            self._ffi.release(buf)
+            mm.close()
+        self.slots.clear()
