@@ -69,6 +69,10 @@ class _VcpuSlot:
     host_cpu: int
     thread: threading.Thread | None = None
     parked: bool = False
+    # True from before the thread starts until it is about to return; only
+    # changed under Machine._lock.  Kicks go only to live threads: a signal
+    # sent to a thread that has ended is undefined behaviour (and crashes).
+    alive: bool = False
     final_state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,6 +191,8 @@ class Machine:
             slot.thread = threading.Thread(
                 target=self._vcpu_thread, args=(slot,), name=f"vcpu{slot.vcpu.index}", daemon=True
             )
+            with self._lock:
+                slot.alive = True
             slot.thread.start()
 
     def wait(self, timeout: float | None = None) -> ExitResult | None:
@@ -337,6 +343,8 @@ class Machine:
             self._finish(ExitResult(STATUS_GUEST_CRASH, f"VMM error on vCPU {vcpu.index}: {exc!r}"))
         finally:
             slot.final_state = _snapshot(vcpu)
+            with self._lock:
+                slot.alive = False
 
     def _park(self, slot: _VcpuSlot) -> None:
         with self._lock:
@@ -352,6 +360,8 @@ class Machine:
     def _kick_all(self) -> None:
         """Make every vCPU leave KVM_RUN soon.  Caller holds ``_lock``."""
         for slot in self._slots:
+            if not slot.alive:
+                continue
             slot.vcpu.request_exit()
             if slot.thread is not None and slot.thread.ident is not None:
                 try:

@@ -19,7 +19,7 @@ def assert_all_cpus_online(text: str, n: int) -> None:
     assert f"keel: smp ready {n} cpus" in text, text
 
 
-@pytest.mark.parametrize("smp", [1, 2, 4])
+@pytest.mark.parametrize("smp", [1, 2, 4, 8])
 def test_boot_on_every_vcpu(kernel: Path, smp: int) -> None:
     proc = keel("run", str(kernel), "--smp", str(smp), "--cmdline", "keel.test=boot")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -93,10 +93,12 @@ class Vcpu:
 
     def request_exit(self) -> None:
         """Make the next (or current, once signalled) KVM_RUN return at once."""
-        self._run.immediate_exit = 1
+        if self._run is not None:
+            self._run.immediate_exit = 1
 
     def clear_exit_request(self) -> None:
-        self._run.immediate_exit = 0
+        if self._run is not None:
+            self._run.immediate_exit = 0
 
     # -- state ----------------------------------------------------------------
     def get_regs(self) -> dict[str, int]:
