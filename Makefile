@@ -32,6 +32,9 @@ $(FFI_STAMP): vmm/kvm/ffi_build.py /usr/include/linux/kvm.h $(VENV)/.stamp
 	@touch $@
 
 ffi: $(FFI_STAMP)
+	@# Byte-code is written here once: imports then skip compiling even where
+	@# PYTHONDONTWRITEBYTECODE is set (start-up time is part of boot time).
+	@$(PY) -m compileall -q vmm
 
 run: deps venv ffi kernel
 	$(VENV)/bin/keel run $(BUILD)/kernel.elf $(if $(SMP),--smp $(SMP)) $(RUN_ARGS)

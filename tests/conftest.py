@@ -17,6 +17,10 @@ GUESTS = Path(__file__).resolve().parent / "guests"
 KEEL = [sys.executable, "-m", "vmm.cli"]
 
 
+# Keep the kernel parse cache of test runs out of the user's ~/.cache.
+os.environ.setdefault("KEEL_CACHE_DIR", str(ROOT / "build" / "test-cache"))
+
+
 def have_kvm() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 

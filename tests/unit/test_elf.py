@@ -263,3 +263,34 @@ def test_built_kernel() -> None:
     assert 0 < image.entry32 < 1 << 32
     assert image.segments and image.segments[0].paddr >= MiB
     assert image.end <= 1 << 32
+
+
+def test_parse_cache_gives_the_same_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
+    path = write(tmp_path, make_elf())
+    first = elf.load_kernel(path)
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    again = elf.load_kernel(path)
+    assert again == first
+
+
+def test_parse_cache_misses_on_changed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
+    path = write(tmp_path, make_elf())
+    elf.load_kernel(path)
+    path.write_bytes(b"\x7fELF" + b"\0" * 60)
+    with pytest.raises(KernelImageError):
+        elf.load_kernel(path)
+
+
+def test_corrupt_cache_entry_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(cache))
+    path = write(tmp_path, make_elf())
+    good = elf.load_kernel(path)
+    (entry,) = cache.iterdir()
+    for junk in ("{", '{"entry": 1, "loads": [[1048576, 999999, 16, 16]]}', '{"loads": []}'):
+        entry.write_text(junk)
+        assert elf.load_kernel(path) == good

@@ -7,7 +7,9 @@ the file, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import struct
 from collections.abc import Iterator
@@ -104,12 +106,61 @@ def load_kernel(path: str | os.PathLike[str]) -> KernelImage:
     except OSError as exc:
         raise KernelImageError(f"kernel {name!r}: cannot read: {exc.strerror}") from None
     _check_header(raw, fail)
+    digest = hashlib.blake2b(raw, digest_size=20).hexdigest()
+    cached = _cache_get(digest, raw)
+    if cached is not None:
+        return cached
     try:
-        return _load(raw, fail)
+        image, loads = _load(raw, fail)
     except KernelImageError:
         raise
     except Exception as exc:  # elftools on hostile input: anything at all
         raise fail(f"is truncated or corrupt ({type(exc).__name__})") from None
+    _cache_put(digest, image.entry32, loads)
+    return image
+
+
+# -- the parse cache ---------------------------------------------------------------------
+# Importing pyelftools costs more wall time than booting the kernel, so the
+# result of a successful parse (entry point and where each segment lies in the
+# file) is kept, addressed by a hash of the whole file: a changed or corrupt
+# file simply misses.  Only files that passed every check are recorded, and a
+# cache that cannot be read or written is ignored.
+
+
+def cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("KEEL_CACHE_DIR") or os.path.join(base, "keel", "kernels")
+
+
+def _cache_get(digest: str, raw: bytes) -> KernelImage | None:
+    try:
+        with open(os.path.join(cache_dir(), digest + ".json"), encoding="ascii") as f:
+            record = json.load(f)
+        entry = int(record["entry"])
+        segments = []
+        for paddr, offset, filesz, memsz in record["loads"]:
+            if not 0 <= offset <= offset + filesz <= len(raw) or filesz > memsz:
+                return None
+            segments.append(Segment(int(paddr), raw[offset : offset + filesz], int(memsz)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not segments:
+        return None
+    return KernelImage(entry, tuple(segments), max(s.paddr + s.memsz for s in segments))
+
+
+def _cache_put(digest: str, entry: int, loads: list[tuple[int, int, int, int]]) -> None:
+    directory = cache_dir()
+    path = os.path.join(directory, digest + ".json")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            json.dump({"entry": entry, "loads": loads}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _check_header(raw: bytes, fail: _Fail) -> None:
@@ -143,7 +194,7 @@ def _file_range(raw: bytes, offset: int, size: int, what: str, fail: _Fail) -> b
     return raw[offset : offset + size]
 
 
-def _load(raw: bytes, fail: _Fail) -> KernelImage:
+def _load(raw: bytes, fail: _Fail) -> tuple[KernelImage, list[tuple[int, int, int, int]]]:
     from elftools.elf.elffile import ELFFile
 
     elf = ELFFile(io.BytesIO(raw))
@@ -168,7 +219,8 @@ def _load(raw: bytes, fail: _Fail) -> KernelImage:
         raise fail("has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); is it a PVH kernel?")
 
     segments: list[Segment] = []
-    for paddr, offset, filesz, memsz in sorted(loads):
+    loads.sort()
+    for paddr, offset, filesz, memsz in loads:
         if paddr < LOAD_MIN or paddr + memsz > LOAD_LIMIT:
             raise fail(
                 f"is not loadable: segment at {paddr:#x} is outside the loadable range"
@@ -179,7 +231,8 @@ def _load(raw: bytes, fail: _Fail) -> KernelImage:
         segments.append(Segment(paddr, raw[offset : offset + filesz], memsz))
     if not any(s.paddr <= entry < s.paddr + s.memsz for s in segments):
         raise fail(f"has its PVH entry point {entry:#x} outside every loaded segment")
-    return KernelImage(entry, tuple(segments), max(s.paddr + s.memsz for s in segments))
+    end = max(s.paddr + s.memsz for s in segments)
+    return KernelImage(entry, tuple(segments), end), loads
 
 
 def _ptype(value: Any) -> int:
