@@ -7,11 +7,12 @@ PY := $(VENV)/bin/python
 SMP ?=
 RUN_ARGS ?=
 
-.PHONY: all kernel deps venv ffi run test lint pytest bench clean
+.PHONY: all kernel initrd deps venv ffi run test lint pytest bench clean
 
-all: kernel
+all: kernel initrd
 
 include kernel/build.mk
+include userspace/build.mk
 
 # Debian packages the build and the tests need; installed only when missing.
 deps:
@@ -36,19 +37,19 @@ ffi: $(FFI_STAMP)
 	@# PYTHONDONTWRITEBYTECODE is set (start-up time is part of boot time).
 	@$(PY) -m compileall -q vmm
 
-run: deps venv ffi kernel
-	$(VENV)/bin/keel run $(BUILD)/kernel.elf $(if $(SMP),--smp $(SMP)) $(RUN_ARGS)
+run: deps venv ffi kernel initrd
+	$(VENV)/bin/keel run $(BUILD)/kernel.elf --initrd $(BUILD)/initrd.cpio $(if $(SMP),--smp $(SMP)) $(RUN_ARGS)
 
 lint: venv ffi
 	$(VENV)/bin/ruff check vmm tests scripts
 	$(VENV)/bin/mypy vmm
 
-pytest: venv ffi kernel
+pytest: venv ffi kernel initrd
 	$(VENV)/bin/pytest -ra tests
 
-test: deps venv ffi kernel lint pytest
+test: deps venv ffi kernel initrd lint pytest
 
-bench: deps venv ffi kernel
+bench: deps venv ffi kernel initrd
 	$(PY) scripts/bench
 
 clean:

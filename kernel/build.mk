@@ -11,9 +11,10 @@ KERNEL_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-proto
 	-ffreestanding -fno-builtin -nostdinc -fno-pic -fno-pie -fno-stack-protector \
 	-fno-omit-frame-pointer -fno-asynchronous-unwind-tables -fno-strict-aliasing \
 	-mcmodel=kernel -mno-red-zone -mgeneral-regs-only -mno-mmx -mno-sse -mno-sse2 \
-	-Ikernel/include -Ikernel/arch/$(ARCH)/include -Ikernel/arch/$(ARCH) \
-	-MMD -MP
-KERNEL_ASFLAGS := -D__ASSEMBLY__ -Wa,--noexecstack -Ikernel/include \
+	-Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include -Ikernel/arch/$(ARCH)/include \
+	-Ikernel/arch/$(ARCH) -MMD -MP
+KERNEL_ASFLAGS := -D__ASSEMBLY__ -Wa,--noexecstack -Ikernel/include -Ikernel/uapi \
+	-I$(BUILD)/gen/include \
 	-Ikernel/arch/$(ARCH)/include -fno-pic -fno-pie -MMD -MP
 KERNEL_LDFLAGS := -nostdlib -static -z max-page-size=4096 --no-warn-rwx-segments \
 	-T kernel/arch/$(ARCH)/kernel.ld
@@ -23,16 +24,21 @@ KERNEL_S := $(wildcard asm/$(ARCH)/*.S)
 KERNEL_OBJS := $(patsubst %.c,$(KBUILD)/%.o,$(KERNEL_C)) \
 	$(patsubst %.S,$(KBUILD)/%.o,$(KERNEL_S))
 
+GEN_STAMP := $(BUILD)/gen/.stamp
+$(GEN_STAMP): kernel/calls.tbl scripts/gencalls.py
+	python3 scripts/gencalls.py kernel/calls.tbl $(BUILD)/gen
+	@touch $@
+
 kernel: $(BUILD)/kernel.elf
 
 $(BUILD)/kernel.elf: $(KERNEL_OBJS) kernel/arch/$(ARCH)/kernel.ld
 	$(KLD) $(KERNEL_LDFLAGS) -o $@ $(KERNEL_OBJS)
 
-$(KBUILD)/%.o: %.c
+$(KBUILD)/%.o: %.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
 	$(KCC) $(KERNEL_CFLAGS) -c -o $@ $<
 
-$(KBUILD)/%.o: %.S
+$(KBUILD)/%.o: %.S $(GEN_STAMP)
 	@mkdir -p $(dir $@)
 	$(KCC) $(KERNEL_ASFLAGS) -c -o $@ $<
 

@@ -6,6 +6,7 @@
  * and calls trap_dispatch(frame).
  */
 #include <arch/layout.h>
+#include <keel/cpu.h>
 
 /* Vectors for which the CPU pushes an error code. */
 #define HAS_ERRCODE(v) ((v) == 8 || (v) == 10 || (v) == 11 || (v) == 12 || \
@@ -40,13 +41,9 @@ trap_stub_table:
     .endr
 
 trap_common:
-    /* Entered from user mode (later), GS must be switched to the kernel's
-     * per-CPU base.  NMI/#MC from kernel code between a swapgs and the
-     * following iretq would need the paranoid entry: no user mode yet. */
     testb $3, FRAME_CS_NOREGS(%rsp)
-    jz 1f
-    swapgs
-1:  pushq %rax
+    jnz from_user
+    pushq %rax
     pushq %rbx
     pushq %rcx
     pushq %rdx
@@ -81,10 +78,35 @@ trap_common:
     popq %rcx
     popq %rbx
     popq %rax
-    testb $3, FRAME_CS_NOREGS(%rsp)
-    jz 2f
-    swapgs
-2:  addq $16, %rsp
+    addq $16, %rsp
     iretq
+
+/* From user mode the CPU took RSP from TSS.rsp0, the end of the current
+ * thread's saved-register area in its TCB: the frame is completed there,
+ * then C runs on this CPU's kernel stack and leaves through
+ * arch_return_to_user. */
+from_user:
+    swapgs
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    cld
+    movq %rsp, %rdi
+    movq %gs:CPU_OFFSET_STACK_TOP, %rsp
+    xorl %ebp, %ebp
+    call trap_from_user
+    ud2
 
     .section .note.GNU-stack, "", @progbits

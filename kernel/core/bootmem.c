@@ -73,3 +73,44 @@ u64 bootmem_ram_bytes(const struct boot_info *bi)
     }
     return total;
 }
+
+/* Splits [base, end) around the image and the modules. */
+static void emit_free(u64 base, u64 end, void (*fn)(u64, u64))
+{
+    u64 cut_base = end, cut_end = end;
+
+    if (base >= end)
+        return;
+    /* the first excluded range that starts inside [base, end) */
+    if (boot->kernel_start < end && boot->kernel_end > base) {
+        cut_base = boot->kernel_start;
+        cut_end = boot->kernel_end;
+    }
+    for (u32 i = 0; i < boot->nmodules; i++) {
+        const struct boot_module *m = &boot->modules[i];
+        if (m->base < end && m->base + m->size > base && m->base < cut_base) {
+            cut_base = m->base;
+            cut_end = m->base + m->size;
+        }
+    }
+    if (cut_base >= end) {
+        fn(base, end);
+        return;
+    }
+    emit_free(base, MAX(cut_base, base), fn);
+    emit_free(ALIGN_UP(cut_end, 4096), end, fn);
+}
+
+void bootmem_for_each_free(void (*fn)(u64 base, u64 end))
+{
+    for (; region < boot->nmem; region++) {
+        const struct mem_region *r = &boot->mem[region];
+        if (r->type != MEM_RAM)
+            continue;
+        u64 base = MAX(MAX(r->base, next), LOW_LIMIT);
+        u64 end = MIN(r->base + r->size, 0x100000000ul);
+        emit_free(base, end, fn);
+        next = 0;
+    }
+    next = ~0ul;
+}

@@ -2,6 +2,9 @@
 #include <arch.h>
 #include <keel/cpu.h>
 #include <keel/printk.h>
+#include <keel/sched.h>
+
+volatile u32 sched_started;
 
 struct cpu cpus[MAX_CPUS];
 u32 cpu_count;
@@ -32,6 +35,19 @@ __noreturn void cpu_secondary_main(void)
     __atomic_store_n(&c->state, CPU_ONLINE, __ATOMIC_RELEASE);
     for (;;) {
         arch_irq_disable();
+        if (READ_ONCE(sched_started))
+            sched_idle();
         arch_idle();
     }
+}
+
+void sched_start_all(void)
+{
+    __atomic_store_n(&sched_started, 1, __ATOMIC_RELEASE);
+    for (u32 i = 1; i < cpu_count; i++) {
+        if (READ_ONCE(cpus[i].state) == CPU_ONLINE)
+            arch_wake_cpu(&cpus[i]);
+    }
+    arch_irq_disable();
+    sched_idle();
 }

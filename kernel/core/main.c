@@ -10,6 +10,7 @@
 #include <keel/panic.h>
 #include <keel/printk.h>
 #include <keel/string.h>
+#include <keel/syscall.h>
 
 #define AP_BOOT_TIMEOUT_US 5000000ul
 #define TIMER_TEST_TIMEOUT_US 20000000ul
@@ -118,6 +119,17 @@ static __noreturn void monitor(void)
     }
 }
 
+static bool is_kernel_test(const char *name)
+{
+    static const char *const tests[] = { "boot", "timer", "serial", "fault", "triple" };
+
+    for (u32 i = 0; i < ARRAY_SIZE(tests); i++) {
+        if (!strcmp(name, tests[i]))
+            return true;
+    }
+    return false;
+}
+
 __noreturn void kmain(struct hvm_start_info *si)
 {
     struct arch_platform plat;
@@ -136,8 +148,14 @@ __noreturn void kmain(struct hvm_start_info *si)
     u32 online = start_secondaries();
     printk("keel: smp ready %u cpus\n", online);
 
-    if (!cmdline_get(boot_info.cmdline, "keel.test", test, sizeof(test)))
-        monitor();
+    bool have_test = cmdline_get(boot_info.cmdline, "keel.test", test, sizeof(test));
+    if (!have_test || !is_kernel_test(test)) {
+        /* Everything else is user space's: init reads the command line. */
+        if (root_task_create())
+            sched_start_all();
+        if (!have_test)
+            monitor();
+    }
     if (!strcmp(test, "boot"))
         arch_exit(online == cpu_count ? KEEL_EXIT_PASS : KEEL_EXIT_FAIL);
     if (!strcmp(test, "timer"))

@@ -45,4 +45,40 @@ __noreturn void arch_halt(void);
 /* Deliberately escalates to a triple fault (a test of the VMM). */
 __noreturn void arch_triple_fault(void);
 
+/* -- threads and address spaces (everything under the kernel lock) ------ */
+struct tcb;
+
+void arch_zero_object(void *p, u64 len);
+u64 arch_virt_to_phys(const void *p);
+
+/* A new thread: user mode, interrupts enabled, clean FPU state. */
+void arch_tcb_init(struct tcb *t);
+void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
+void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
+/* The result of a system call, seen by the thread when it next runs. */
+void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);
+void arch_fpu_save(struct tcb *t);
+/* Whether t has what it needs to run (an address space). */
+bool arch_thread_can_run(struct tcb *t);
+/* Switches to t's address space and registers and leaves the kernel,
+ * releasing the kernel lock on the way. */
+__noreturn void arch_enter_user(struct tcb *t);
+/* Idle until an interrupt (called without the kernel lock). */
+void arch_idle_wait(void);
+void arch_flush_user_tlb(void);
+void arch_send_tlb_ipi(struct cpu *c);
+
+/* Paging: a vspace's top-level table and the levels below it.  Levels are
+ * counted from the leaf: 0 = a frame in a page table, 1 = a page table in a
+ * page directory, 2 = a page directory in a PDPT, 3 = a PDPT in the top
+ * level.  Return KEEL_E_* codes. */
+#define PAGING_LEVELS 4
+void arch_vspace_init(void *root);
+long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights);
+/* Clears the entry for vaddr at level if it still points to phys. */
+bool arch_unmap(void *root, u32 level, u64 vaddr, u64 phys);
+bool arch_lookup(void *root, u64 vaddr, u64 *phys, u32 *flags);
+/* Bytes of address space one entry of a table at this level covers. */
+u64 arch_level_size(u32 level);
+
 #endif

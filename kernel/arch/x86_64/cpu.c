@@ -96,4 +96,5 @@ void x86_cpu_init(struct cpu *c)
     lidt(&p);
     wrmsr(MSR_GS_BASE, (u64)c);
     wrmsr(MSR_KERNEL_GS_BASE, 0);
+    x86_user_init();
 }

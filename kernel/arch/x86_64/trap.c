@@ -5,6 +5,7 @@
 #include <keel/cpu.h>
 #include <keel/exit.h>
 #include <keel/printk.h>
+#include <keel/sched.h>
 
 #include "trap.h"
 #include "x86.h"
@@ -57,6 +58,10 @@ void trap_dispatch(struct trap_frame *f)
         lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
+        lapic_eoi();
+    } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP) {
+        /* An idle CPU runs no user code: a flush request is just acked. */
+        cpu_serve_requests();
         lapic_eoi();
     } else if (v == VEC_SPURIOUS || (v >= 0x70 && v < 0x80)) {
         /* spurious LAPIC or legacy PIC interrupt: no EOI */

@@ -102,6 +102,8 @@ struct trap_frame;
 
 /* cpu.c: descriptor tables and the per-CPU base register of one CPU. */
 void x86_cpu_init(struct cpu *c);
+/* user.c: syscall MSRs and FPU enablement, per CPU. */
+void x86_user_init(void);
 void idt_init(void);
 
 /* serial.c: the 16550 console. */

@@ -15,4 +15,9 @@ u64 bootmem_ram_bytes(const struct boot_info *bi);
 /* Whether [base, base+size) is RAM and free of the image and modules. */
 bool bootmem_range_free(const struct boot_info *bi, u64 base, u64 size);
 
+/* Calls fn for every range of RAM below 4 GiB not handed out yet (the
+ * image, modules and everything allocated so far excluded).  After this the
+ * allocator must not be used: the ranges belong to someone else. */
+void bootmem_for_each_free(void (*fn)(u64 base, u64 end));
+
 #endif

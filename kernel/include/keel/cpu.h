@@ -8,6 +8,8 @@
 /* Offsets the assembly entry code relies on; checked by static asserts. */
 #define CPU_OFFSET_SELF 0
 #define CPU_OFFSET_STACK_TOP 8
+#define CPU_OFFSET_FRAME_TOP 16
+#define CPU_OFFSET_SCRATCH 24
 #define MAX_CPUS 64
 
 #ifndef __ASSEMBLY__
@@ -22,9 +24,15 @@ enum cpu_state {
     CPU_FAILED,     /* never arrived before the boot timeout */
 };
 
+struct tcb;
+
 struct cpu {
     struct cpu *self;  /* must be first: this_cpu() loads it from the base */
-    uptr stack_top;    /* initial kernel stack; the AP entry switches to it */
+    uptr stack_top;    /* this CPU's kernel stack; every entry from user mode
+                        * starts on it afresh */
+    uptr frame_top;    /* end of the current thread's saved user registers:
+                        * where the entry code stores them */
+    uptr scratch;      /* the syscall entry parks the user stack pointer here */
     u32 index;         /* logical index: BSP 0, then firmware (MADT) order */
     u32 hw_id;         /* the interrupt controller's id for this CPU */
     /* Shared: written with atomics by this CPU and by the BSP during boot
@@ -32,11 +40,23 @@ struct cpu {
     u32 state;
     u32 pad;
     volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
+    /* Scheduling, under the kernel lock unless noted. */
+    struct tcb *current;   /* thread in user mode on this CPU, or NULL */
+    struct tcb *fpu_owner; /* thread whose FPU state is in the registers */
+    u32 need_resched;
+    volatile u32 idle;      /* halted in the idle loop (read without the lock) */
+    volatile u32 in_kernel; /* not running user code (read without the lock) */
+    /* Requests from other CPUs, set and polled with atomics. */
+    volatile u32 tlb_request;
+    volatile u32 stop_request;
+    volatile u32 stop_ack;
     struct arch_cpu arch;
 } __aligned(64);
 
 _Static_assert(offsetof(struct cpu, self) == CPU_OFFSET_SELF, "cpu.self");
 _Static_assert(offsetof(struct cpu, stack_top) == CPU_OFFSET_STACK_TOP, "cpu.stack_top");
+_Static_assert(offsetof(struct cpu, frame_top) == CPU_OFFSET_FRAME_TOP, "cpu.frame_top");
+_Static_assert(offsetof(struct cpu, scratch) == CPU_OFFSET_SCRATCH, "cpu.scratch");
 
 /* Slots 0..cpu_count-1 are filled by the architecture from firmware tables
  * before the secondary CPUs are started and never change afterwards. */
@@ -58,6 +78,8 @@ u32 cpus_timer_ok(void);
  * architectural state (descriptor tables, interrupt controller, timer) is
  * set up, with interrupts disabled.  Never returns. */
 __noreturn void cpu_secondary_main(void);
+/* The boot CPU, once the root task exists: every CPU enters the scheduler. */
+__noreturn void sched_start_all(void);
 #endif
 
 #endif

@@ -17,6 +17,25 @@ struct tss {
 
 _Static_assert(sizeof(struct tss) == 104, "tss layout");
 
+/* The registers of an interrupted context, in the order trap_entry.S and
+ * syscall_entry.S save them.  For a user thread this lives in its TCB: the
+ * CPU and the entry code write it there directly. */
+struct trap_frame {
+    u64 r15, r14, r13, r12, r11, r10, r9, r8;
+    u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    u64 vector, error;
+    u64 rip, cs, rflags, rsp, ss; /* pushed by the CPU */
+};
+
+/* vector of a frame saved by the syscall instruction (it returns by
+ * sysret; any other frame by iret) */
+#define VEC_SYSCALL 0x100
+
+struct arch_tcb {
+    struct trap_frame frame __aligned(16); /* its end is where entries store */
+    u8 fpu[512] __aligned(16);             /* fxsave area */
+};
+
 /* Each CPU has its own GDT because the TSS descriptor's busy bit is per
  * CPU; the IDT is shared (it is never written after boot). */
 struct arch_cpu {

@@ -41,7 +41,8 @@
 #define VEC_LAPIC_TIMER 0x20
 #define VEC_IRQ_BASE 0x30 /* + GSI */
 #define VEC_IRQ_COUNT 64
-#define VEC_IPI_WAKEUP 0xf0
+#define VEC_IPI_WAKEUP 0xf0 /* wake an idle CPU or make one reschedule */
+#define VEC_IPI_TLB 0xf1    /* flush user TLB entries */
 #define VEC_SPURIOUS 0xff
 
 #define MSR_EFER 0xc0000080
@@ -50,6 +51,14 @@
 #define MSR_GS_BASE 0xc0000101
 #define MSR_KERNEL_GS_BASE 0xc0000102
 #define MSR_APIC_BASE 0x1b
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_FMASK 0xc0000084
+#define EFER_SCE (1 << 0)
+
+/* Selectors with their privilege level, as user mode sees them. */
+#define USER_CS (GDT_UCODE | 3)
+#define USER_DS (GDT_UDATA | 3)
 
 #define CR0_PE (1 << 0)
 #define CR0_WP (1 << 16)

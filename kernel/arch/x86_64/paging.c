@@ -1,0 +1,95 @@
+/* x86-64 four-level page tables for user address spaces.  The upper half
+ * of every top-level table is the kernel's, shared with the boot tables. */
+#include <arch.h>
+#include <keel/abi.h>
+#include <keel/string.h>
+
+#include "x86.h"
+
+#define PTE_P 0x1ul
+#define PTE_W 0x2ul
+#define PTE_U 0x4ul
+#define PTE_PS 0x80ul
+#define PTE_NX (1ul << 63)
+#define PTE_ADDR 0x000ffffffffff000ul
+
+extern u64 boot_pml4[512];
+static bool nx_enabled;
+
+u64 arch_level_size(u32 level)
+{
+    return 1ul << (12 + 9 * level);
+}
+
+static u32 index_at(u64 vaddr, u32 level)
+{
+    return (vaddr >> (12 + 9 * level)) & 511;
+}
+
+void arch_vspace_init(void *root)
+{
+    u64 *pml4 = root;
+
+    nx_enabled = rdmsr(MSR_EFER) & EFER_NXE;
+    for (u32 i = 256; i < 512; i++)
+        pml4[i] = boot_pml4[i];
+}
+
+/* The table holding the entry for vaddr at level, or NULL. */
+static u64 *walk(void *root, u32 level, u64 vaddr)
+{
+    u64 *table = root;
+
+    for (u32 l = PAGING_LEVELS - 1; l > level; l--) {
+        u64 e = table[index_at(vaddr, l)];
+        if (!(e & PTE_P) || (e & PTE_PS))
+            return NULL;
+        table = arch_phys_to_virt(e & PTE_ADDR);
+    }
+    return table;
+}
+
+long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights)
+{
+    u64 *table = walk(root, level, vaddr);
+    u64 e = phys | PTE_P | PTE_U;
+
+    if (!table)
+        return KEEL_E_NO_TABLE;
+    u64 *slot = &table[index_at(vaddr, level)];
+    if (*slot & PTE_P)
+        return KEEL_E_EXISTS;
+    if (level > 0 || (rights & KEEL_RIGHT_WRITE))
+        e |= PTE_W;
+    if (level == 0 && !(rights & KEEL_RIGHT_EXEC) && nx_enabled)
+        e |= PTE_NX;
+    *slot = e;
+    return KEEL_E_OK;
+}
+
+bool arch_unmap(void *root, u32 level, u64 vaddr, u64 phys)
+{
+    u64 *table = walk(root, level, vaddr);
+
+    if (!table)
+        return false;
+    u64 *slot = &table[index_at(vaddr, level)];
+    if (!(*slot & PTE_P) || (*slot & PTE_ADDR) != phys)
+        return false;
+    *slot = 0;
+    return true;
+}
+
+bool arch_lookup(void *root, u64 vaddr, u64 *phys, u32 *flags)
+{
+    u64 *table = walk(root, 0, vaddr);
+
+    if (!table)
+        return false;
+    u64 e = table[index_at(vaddr, 0)];
+    if (!(e & PTE_P) || !(e & PTE_U))
+        return false;
+    *phys = (e & PTE_ADDR) | (vaddr & 0xfff);
+    *flags = KEEL_MAP_PRESENT | (e & PTE_W ? KEEL_MAP_WRITE : 0) | (e & PTE_NX ? 0 : KEEL_MAP_EXEC);
+    return true;
+}

@@ -1,0 +1,242 @@
+/* User mode on x86-64: syscall/sysret set-up, thread register state, FPU
+ * state, and the entries from user mode into the portable kernel. */
+#include <arch.h>
+#include <keel/console.h>
+#include <keel/cpu.h>
+#include <keel/printk.h>
+#include <keel/sched.h>
+#include <keel/string.h>
+#include <keel/syscall.h>
+
+#include "trap.h"
+#include "x86.h"
+
+#define RFLAGS_IF (1ul << 9)
+#define RFLAGS_USER 0xcd5ul /* CF PF AF ZF SF DF OF: what user code may set */
+#define FMASK_BITS 0x47700ul     /* TF DF IF IOPL NT AC cleared on entry */
+#define CR0_MP (1ul << 1)
+#define CR0_EM (1ul << 2)
+#define CR0_TS (1ul << 3)
+#define CR0_NE (1ul << 5)
+#define CR4_OSFXSR (1ul << 9)
+#define CR4_OSXMMEXCPT (1ul << 10)
+
+extern char syscall_entry[];
+extern char boot_pml4[];
+__noreturn void arch_return_to_user(struct trap_frame *f);
+__noreturn void syscall_from_user(struct trap_frame *f);
+__noreturn void trap_from_user(struct trap_frame *f);
+
+static u8 fpu_initial[512] __aligned(16);
+
+static inline u64 read_cr0(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr0, %0" : "=r"(v));
+    return v;
+}
+
+static inline u64 read_cr4(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr3(u64 v)
+{
+    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
+}
+
+/* Per CPU, after its GDT is loaded. */
+void x86_user_init(void)
+{
+    __asm__ volatile("mov %0, %%cr0" : : "r"((read_cr0() | CR0_MP | CR0_NE) & ~(CR0_EM | CR0_TS)));
+    __asm__ volatile("mov %0, %%cr4" : : "r"(read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT));
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);
+    wrmsr(MSR_STAR, ((u64)GDT_UCODE32 << 48) | ((u64)GDT_KCODE << 32));
+    wrmsr(MSR_LSTAR, (u64)syscall_entry);
+    wrmsr(MSR_FMASK, FMASK_BITS);
+    if (!fpu_initial[0]) {
+        /* The state a new thread starts with, written as an fxsave image
+         * (no fninit/ldmxcsr: hypervisors that emulate kernel code may not
+         * emulate those): x87 control word 0x37f, all exceptions masked,
+         * MXCSR 0x1f80, every register empty. */
+        fpu_initial[0] = 0x7f;
+        fpu_initial[1] = 0x03;
+        u32 mxcsr = 0x1f80;
+        memcpy(&fpu_initial[24], &mxcsr, 4);
+    }
+}
+
+void arch_zero_object(void *p, u64 len)
+{
+    u64 n = len / 8;
+
+    __asm__ volatile("rep stosq" : "+D"(p), "+c"(n) : "a"(0ul) : "memory");
+}
+
+u64 arch_virt_to_phys(const void *p)
+{
+    u64 v = (u64)p;
+
+    return v >= KERNEL_VMA ? v - KERNEL_VMA : v - DIRECT_MAP_BASE;
+}
+
+void arch_tcb_init(struct tcb *t)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    memset(f, 0, sizeof(*f));
+    f->cs = USER_CS;
+    f->ss = USER_DS;
+    f->rflags = RFLAGS_IF | 2;
+    memcpy(t->arch.fpu, fpu_initial, sizeof(fpu_initial));
+}
+
+void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    f->rip = pc;
+    f->rsp = sp;
+    f->rdi = arg;
+    f->vector = 0; /* leave by iret: every register as written */
+}
+
+void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
+{
+    *pc = t->arch.frame.rip;
+    *sp = t->arch.frame.rsp;
+    *ret = t->arch.frame.rax;
+}
+
+void arch_tcb_set_results(struct tcb *t, long err, const u64 *res)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    f->rax = (u64)err;
+    f->rdx = res[0];
+    f->r10 = res[1];
+    f->r8 = res[2];
+    f->r9 = res[3];
+    f->r12 = res[4];
+    f->r13 = res[5];
+}
+
+void arch_fpu_save(struct tcb *t)
+{
+    __asm__ volatile("fxsave64 %0" : "=m"(t->arch.fpu));
+}
+
+static void fpu_restore(struct tcb *t)
+{
+    __asm__ volatile("fxrstor64 %0" : : "m"(t->arch.fpu));
+}
+
+bool arch_thread_can_run(struct tcb *t)
+{
+    return t->vspace.cap.type == KEEL_OBJ_VSPACE;
+}
+
+void arch_flush_user_tlb(void)
+{
+    write_cr3(read_cr3());
+}
+
+void arch_send_tlb_ipi(struct cpu *c)
+{
+    lapic_send_ipi(c->hw_id, VEC_IPI_TLB);
+}
+
+void arch_enter_user(struct tcb *t)
+{
+    struct cpu *c = this_cpu();
+    u64 cr3 = arch_virt_to_phys((void *)t->vspace.cap.obj);
+
+    c->frame_top = (uptr)(&t->arch.frame + 1);
+    c->arch.tss.rsp[0] = c->frame_top;
+    if (read_cr3() != cr3)
+        write_cr3(cr3);
+    else if (c->tlb_request)
+        arch_flush_user_tlb();
+    WRITE_ONCE(c->tlb_request, 0);
+    if (c->fpu_owner != t) {
+        fpu_restore(t);
+        c->fpu_owner = t;
+    }
+    /* Only user-changeable flags survive; interrupts stay on. */
+    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
+    spin_unlock(&kernel_lock);
+    arch_return_to_user(&t->arch.frame);
+}
+
+void arch_idle_wait(void)
+{
+    u64 kernel_cr3 = arch_virt_to_phys(boot_pml4);
+
+    if (read_cr3() != kernel_cr3)
+        write_cr3(kernel_cr3);
+    this_cpu()->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
+    arch_idle();
+    arch_irq_disable();
+}
+
+void syscall_from_user(struct trap_frame *f)
+{
+    struct cpu *c = this_cpu();
+    u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
+
+    kernel_enter();
+    if (c->current)
+        syscall_handle(c->current, f->rax, f->rdi, f->rsi, args);
+    sched_exit_kernel();
+}
+
+void trap_from_user(struct trap_frame *f)
+{
+    struct cpu *c = this_cpu();
+    u64 v = f->vector;
+
+    if (v == VEC_IPI_TLB) {
+        /* Served without the kernel lock: its sender holds it. */
+        arch_flush_user_tlb();
+        __atomic_store_n(&c->tlb_request, 0, __ATOMIC_RELEASE);
+        lapic_eoi();
+        arch_return_to_user(f);
+    }
+    if (v == 14 && f->rip == (u64)syscall_entry) {
+        /* A syscall instruction that reached its entry point still in user
+         * mode: some hypervisors (kvm_pvm, for guests that are not
+         * PVM-aware) switch RIP to LSTAR but not the privilege level, and
+         * the fetch faults on the kernel page.  RCX and R11 hold what
+         * syscall saved, so the call is served all the same and returns
+         * by iret. */
+        f->rip = f->rcx;
+        f->rflags = f->r11;
+        if (f->rax == KEEL_SYS_FLOOR) {
+            f->rax = 0;
+            arch_return_to_user(f);
+        }
+        syscall_from_user(f);
+    }
+    kernel_enter();
+    if (v < 32) {
+        if (v != 2 && c->current)
+            thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
+    } else if (v == VEC_LAPIC_TIMER) {
+        cpu_timer_tick();
+        sched_timer_tick();
+        lapic_eoi();
+    } else if (v == VEC_IRQ_BASE + 4) {
+        serial_irq();
+        lapic_eoi();
+    } else if (v == VEC_IPI_WAKEUP) {
+        c->need_resched = 1;
+        cpu_serve_requests();
+        lapic_eoi();
+    } else if (v != VEC_SPURIOUS && (v < 0x70 || v >= 0x80)) {
+        lapic_eoi();
+    }
+    sched_exit_kernel();
+}

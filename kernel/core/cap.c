@@ -1,0 +1,196 @@
+/* Capability slots and the derivation tree.
+ *
+ * Invariants (checked by the host tests after every operation):
+ *  - an empty slot has no parent, children or siblings;
+ *  - a child's rights are a subset of its parent's, and it names the same
+ *    object (or, for the children of an untyped slot, an object inside the
+ *    untyped region);
+ *  - an object with a header has refs == the number of slots naming it.
+ * Everything runs under the kernel lock.
+ */
+#include <keel/object.h>
+#include <keel/string.h>
+
+u64 kernel_ids = 1;
+static struct kobj *zombies;
+
+struct slot *cnode_slot(const struct cap *cnode, u64 index)
+{
+    if (cnode->type != KEEL_OBJ_CNODE || index == 0 || index >= (1ul << cnode->size_bits))
+        return NULL;
+    return (struct slot *)cnode->obj + index;
+}
+
+struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
+{
+    struct slot *s = cnode_slot(&t->cspace.cap, cptr);
+
+    if (!s || !s->cap.type) {
+        *err = KEEL_E_INVALID_CAP;
+        return NULL;
+    }
+    return s;
+}
+
+/* Object types with a header and a reference count. */
+static bool has_header(u32 type)
+{
+    return type == KEEL_OBJ_CNODE || type == KEEL_OBJ_TCB || type == KEEL_OBJ_ENDPOINT ||
+           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE;
+}
+
+struct kobj *cap_kobj(const struct cap *c)
+{
+    if (!has_header(c->type))
+        return NULL;
+    if (c->type == KEEL_OBJ_VSPACE)
+        return &vspace_from_cap(c)->hdr;
+    return (struct kobj *)c->obj;
+}
+
+/* Untyped memory is handed out by retype only: a copy would be a second
+ * allocator over the same memory. */
+bool cap_is_derivable(const struct cap *c)
+{
+    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED;
+}
+
+void obj_ref(const struct cap *c)
+{
+    struct kobj *o = cap_kobj(c);
+
+    if (o)
+        o->refs++;
+}
+
+static void obj_unref(const struct cap *c)
+{
+    struct kobj *o = cap_kobj(c);
+
+    if (o && --o->refs == 0) {
+        o->zombie_next = zombies;
+        zombies = o;
+    }
+}
+
+void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
+{
+    child->cap = *cap;
+    child->parent = parent;
+    child->child = NULL;
+    child->prev = NULL;
+    child->next = parent ? parent->child : NULL;
+    if (child->next)
+        child->next->prev = child;
+    if (parent)
+        parent->child = child;
+    obj_ref(cap);
+}
+
+void slot_move(struct slot *dst, struct slot *src)
+{
+    *dst = *src;
+    if (dst->parent && dst->parent->child == src)
+        dst->parent->child = dst;
+    if (dst->prev)
+        dst->prev->next = dst;
+    if (dst->next)
+        dst->next->prev = dst;
+    for (struct slot *c = dst->child; c; c = c->next)
+        c->parent = dst;
+    memset(src, 0, sizeof(*src));
+}
+
+/* Unlinks s from the tree; its children move up to its parent (or become
+ * roots), keeping every other derivation relation. */
+static void slot_unlink(struct slot *s)
+{
+    struct slot *c = s->child;
+
+    while (c) {
+        struct slot *next = c->next;
+        c->parent = s->parent;
+        c->prev = NULL;
+        c->next = NULL;
+        if (s->parent) {
+            c->next = s->parent->child;
+            if (c->next)
+                c->next->prev = c;
+            s->parent->child = c;
+        }
+        c = next;
+    }
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->parent && s->parent->child == s)
+        s->parent->child = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    struct slot *parent = s->parent;
+    s->parent = s->child = s->next = s->prev = NULL;
+    if (parent && parent->cap.type == KEEL_OBJ_UNTYPED && !parent->child)
+        untyped_slot_emptied(parent);
+}
+
+void slot_delete(struct slot *s)
+{
+    struct cap c;
+
+    if (!s->cap.type)
+        return;
+    if (s->cap.flags & CAP_MAPPED)
+        paging_cap_deleted(&s->cap);
+    c = s->cap;
+    slot_unlink(s);
+    memset(&s->cap, 0, sizeof(s->cap));
+    if (s->owner && s == &s->owner->vspace)
+        tcb_binding_lost(s->owner);
+    obj_unref(&c);
+}
+
+/* Deletes every descendant of s, leaves first.  Deleting a capability may
+ * destroy an object, which deletes the capabilities stored in it; the walk
+ * therefore restarts from s each time instead of keeping pointers. */
+void slot_revoke(struct slot *s)
+{
+    while (s->cap.type && s->child) {
+        struct slot *leaf = s->child;
+        while (leaf->child)
+            leaf = leaf->child;
+        slot_delete(leaf);
+        zombies_reap();
+    }
+}
+
+static void destroy(struct kobj *o)
+{
+    switch (o->type) {
+    case KEEL_OBJ_TCB:
+        tcb_destroy((struct tcb *)o);
+        break;
+    case KEEL_OBJ_ENDPOINT:
+        endpoint_destroy((struct endpoint *)o);
+        break;
+    case KEEL_OBJ_NOTIFICATION:
+        notification_destroy((struct notification *)o);
+        break;
+    case KEEL_OBJ_CNODE:
+        cnode_destroy((struct cnode *)o);
+        break;
+    case KEEL_OBJ_VSPACE:
+        vspace_destroy((struct vspace *)o);
+        break;
+    }
+}
+
+/* Destroys objects whose last capability went away.  Iterative: destroying
+ * a CNode deletes the capabilities in it, which may queue more objects. */
+void zombies_reap(void)
+{
+    while (zombies) {
+        struct kobj *o = zombies;
+        zombies = o->zombie_next;
+        o->zombie_next = NULL;
+        destroy(o);
+    }
+}

@@ -1,0 +1,92 @@
+/* Capability tables: copy, mint, move, delete, revoke, identify. */
+#include <keel/invoke.h>
+
+void cnode_destroy(struct cnode *cn)
+{
+    struct slot *slots = (struct slot *)cn;
+
+    for (u64 i = 1; i < (1ul << cn->size_bits); i++)
+        slot_delete(&slots[i]);
+}
+
+static long derive(struct invocation *inv, bool mint)
+{
+    struct cap *cn = &inv->slot->cap;
+    struct slot *dst = cnode_slot(cn, inv->arg[0]);
+    struct slot *src = cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]);
+    u64 rights = inv->arg[3];
+
+    if (!dst)
+        return KEEL_E_INVALID_ARG;
+    if (!src || !src->cap.type)
+        return KEEL_E_INVALID_CAP;
+    if (dst->cap.type)
+        return KEEL_E_EXISTS;
+    if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
+        return KEEL_E_INVALID_ARG;
+    if (mint && src->cap.badge)
+        return KEEL_E_INVALID_ARG; /* badges are set once */
+    if (mint && src->cap.type != KEEL_OBJ_ENDPOINT && src->cap.type != KEEL_OBJ_NOTIFICATION)
+        return KEEL_E_INVALID_ARG;
+
+    struct cap c = src->cap;
+    c.rights &= (u8)rights;
+    if (mint)
+        c.badge = inv->arg[4];
+    if (c.flags & CAP_MAPPED) { /* a mapping belongs to one capability */
+        c.flags &= (u8)~CAP_MAPPED;
+        c.a = c.b = 0;
+    }
+    slot_insert_child(src, dst, &c);
+    return KEEL_E_OK;
+}
+
+static long move(struct invocation *inv)
+{
+    struct slot *dst = cnode_slot(&inv->slot->cap, inv->arg[0]);
+    struct slot *src = cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]);
+
+    if (!dst)
+        return KEEL_E_INVALID_ARG;
+    if (!src || !src->cap.type)
+        return KEEL_E_INVALID_CAP;
+    if (dst == src)
+        return KEEL_E_OK;
+    if (dst->cap.type)
+        return KEEL_E_EXISTS;
+    slot_move(dst, src);
+    return KEEL_E_OK;
+}
+
+long decode_cnode(struct invocation *inv)
+{
+    struct slot *s;
+
+    switch (inv->label) {
+    case KEEL_CALL_CNODE_COPY:
+        return derive(inv, false);
+    case KEEL_CALL_CNODE_MINT:
+        return derive(inv, true);
+    case KEEL_CALL_CNODE_MOVE:
+        return move(inv);
+    case KEEL_CALL_CNODE_DELETE:
+    case KEEL_CALL_CNODE_REVOKE:
+    case KEEL_CALL_CNODE_IDENTIFY:
+        s = cnode_slot(&inv->slot->cap, inv->arg[0]);
+        if (!s)
+            return KEEL_E_INVALID_ARG;
+        if (inv->label == KEEL_CALL_CNODE_DELETE) {
+            slot_delete(s);
+        } else if (inv->label == KEEL_CALL_CNODE_REVOKE) {
+            if (!s->cap.type)
+                return KEEL_E_INVALID_CAP;
+            slot_revoke(s);
+        } else {
+            inv->res[0] = s->cap.type;
+            inv->res[1] = s->cap.rights;
+            inv->res[2] = s->cap.badge;
+        }
+        return KEEL_E_OK;
+    }
+    return KEEL_E_UNKNOWN_CALL;
+}

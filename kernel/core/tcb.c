@@ -1,0 +1,131 @@
+/* Threads: configure, registers, resume, suspend, and their lifetime. */
+#include <keel/invoke.h>
+#include <keel/sched.h>
+#include <keel/string.h>
+
+void tcb_init(struct tcb *t)
+{
+    t->hdr.type = KEEL_OBJ_TCB;
+    t->cpu = -1;
+    t->state = THREAD_INACTIVE;
+    t->id = kernel_ids++;
+    t->cspace.owner = t->vspace.owner = t->fault_ep.owner = t;
+    arch_tcb_init(t);
+}
+
+/* Takes t off whatever it waits on. */
+static void tcb_unblock(struct tcb *t)
+{
+    if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
+        endpoint_cancel_wait(t);
+    t->blocked_on = NULL;
+    t->wait_kind = WAIT_NONE;
+}
+
+void tcb_destroy(struct tcb *t)
+{
+    thread_stop(t);
+    tcb_unblock(t);
+    t->state = THREAD_INACTIVE;
+    slot_delete(&t->cspace);
+    slot_delete(&t->vspace);
+    slot_delete(&t->fault_ep);
+    t->hdr.type = 0;
+}
+
+/* The thread's address space capability was deleted under it. */
+void tcb_binding_lost(struct tcb *t)
+{
+    thread_stop(t);
+    tcb_unblock(t);
+    t->state = THREAD_INACTIVE;
+}
+
+static void set_binding(struct tcb *t, struct slot *dst, struct slot *src)
+{
+    struct cap c = src->cap;
+    struct tcb *owner = dst->owner;
+
+    dst->owner = NULL; /* replacing a binding is not losing it */
+    slot_delete(dst);
+    dst->owner = owner;
+    c.flags &= (u8)~CAP_MAPPED;
+    c.a = c.b = 0;
+    slot_insert_child(src, dst, &c);
+}
+
+static long configure(struct invocation *inv, struct tcb *t)
+{
+    struct slot *fault = NULL;
+
+    if (inv->arg[2]) {
+        long err = 0;
+        fault = tcb_lookup_slot(inv->caller, inv->arg[2], &err);
+        if (!fault)
+            return err;
+        if (fault->cap.type != KEEL_OBJ_ENDPOINT)
+            return KEEL_E_WRONG_TYPE;
+        if (!(fault->cap.rights & KEEL_RIGHT_WRITE))
+            return KEEL_E_NO_RIGHTS;
+    }
+    /* invoke: cannot fail from here on */
+    thread_stop(t);
+    set_binding(t, &t->cspace, inv->cap_arg[0]);
+    set_binding(t, &t->vspace, inv->cap_arg[1]);
+    if (fault)
+        set_binding(t, &t->fault_ep, fault);
+    else
+        slot_delete(&t->fault_ep);
+    if (t->state == THREAD_RUNNABLE)
+        sched_make_runnable(t);
+    return KEEL_E_OK;
+}
+
+static bool canonical_user(u64 addr)
+{
+    return addr < KEEL_USER_TOP;
+}
+
+long decode_tcb(struct invocation *inv)
+{
+    struct tcb *t = (struct tcb *)inv->slot->cap.obj;
+
+    switch (inv->label) {
+    case KEEL_CALL_TCB_CONFIGURE:
+        return configure(inv, t);
+    case KEEL_CALL_TCB_WRITE_REGS:
+        if (!canonical_user(inv->arg[0]) || !canonical_user(inv->arg[1]))
+            return KEEL_E_INVALID_ARG;
+        if (t == inv->caller)
+            return KEEL_E_BAD_STATE; /* its registers are the call's results */
+        thread_stop(t);
+        arch_tcb_set_entry(t, inv->arg[0], inv->arg[1], inv->arg[2]);
+        if (t->state == THREAD_RUNNABLE)
+            sched_make_runnable(t);
+        return KEEL_E_OK;
+    case KEEL_CALL_TCB_READ_REGS:
+        if (t != inv->caller)
+            thread_stop(t);
+        arch_tcb_get_regs(t, &inv->res[0], &inv->res[1], &inv->res[2]);
+        if (t != inv->caller && t->state == THREAD_RUNNABLE)
+            sched_make_runnable(t);
+        return KEEL_E_OK;
+    case KEEL_CALL_TCB_RESUME:
+        if (!t->cspace.cap.type || !t->vspace.cap.type)
+            return KEEL_E_BAD_STATE;
+        if (t->state == THREAD_BLOCKED)
+            return KEEL_E_BAD_STATE;
+        tcb_unblock(t);
+        sched_make_runnable(t);
+        return KEEL_E_OK;
+    case KEEL_CALL_TCB_SUSPEND:
+        thread_stop(t);
+        tcb_unblock(t);
+        t->state = THREAD_INACTIVE;
+        return KEEL_E_OK;
+    case KEEL_CALL_TCB_STATE:
+        inv->res[0] = t->state;
+        return KEEL_E_OK;
+    }
+    return KEEL_E_UNKNOWN_CALL;
+}

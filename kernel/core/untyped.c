@@ -1,0 +1,125 @@
+/* Untyped memory and retype: the only way kernel objects come to exist
+ * after boot.  An untyped capability keeps a watermark (cap.a, bytes used);
+ * objects are carved above it, and it drops back to zero when the last
+ * capability derived from the region is deleted, which is how deleting or
+ * revoking returns memory. */
+#include <keel/invoke.h>
+#include <keel/string.h>
+
+#define UNTYPED_MIN_BITS 4
+#define UNTYPED_MAX_BITS 47
+#define CNODE_MAX_SLOT_BITS 16
+#define RETYPE_MAX_COUNT 256
+
+/* Size of one object, log2 bytes; 0 when the request is invalid. */
+u32 object_bits(u32 type, u32 user_bits)
+{
+    switch (type) {
+    case KEEL_OBJ_UNTYPED:
+        return user_bits >= UNTYPED_MIN_BITS && user_bits <= UNTYPED_MAX_BITS ? user_bits : 0;
+    case KEEL_OBJ_CNODE:
+        return user_bits >= 1 && user_bits <= CNODE_MAX_SLOT_BITS ? user_bits + SLOT_BITS : 0;
+    case KEEL_OBJ_TCB:
+        return KEEL_OBJ_TCB_BITS;
+    case KEEL_OBJ_ENDPOINT:
+        return KEEL_OBJ_ENDPOINT_BITS;
+    case KEEL_OBJ_NOTIFICATION:
+        return KEEL_OBJ_NOTIFICATION_BITS;
+    case KEEL_OBJ_VSPACE:
+        return KEEL_OBJ_VSPACE_BITS;
+    case KEEL_OBJ_PDPT:
+    case KEEL_OBJ_PD:
+    case KEEL_OBJ_PT:
+    case KEEL_OBJ_FRAME:
+        return 12;
+    }
+    return 0;
+}
+
+void untyped_slot_emptied(struct slot *s)
+{
+    s->cap.a = 0;
+}
+
+/* Makes the object at p (zeroed, 2^bits bytes) and returns its capability. */
+static bool init_object(u32 type, u32 bits, u32 user_bits, uptr p, struct cap *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->type = (u8)type;
+    c->rights = KEEL_RIGHT_ALL;
+    c->obj = p;
+    switch (type) {
+    case KEEL_OBJ_UNTYPED:
+        c->size_bits = (u8)bits;
+        break;
+    case KEEL_OBJ_CNODE: {
+        struct cnode *cn = (struct cnode *)p;
+        cn->hdr.type = KEEL_OBJ_CNODE;
+        cn->size_bits = user_bits;
+        c->size_bits = (u8)user_bits;
+        break;
+    }
+    case KEEL_OBJ_TCB:
+        tcb_init((struct tcb *)p);
+        break;
+    case KEEL_OBJ_ENDPOINT:
+    case KEEL_OBJ_NOTIFICATION:
+        ((struct kobj *)p)->type = type;
+        break;
+    case KEEL_OBJ_VSPACE:
+        if (!vspace_init(p))
+            return false;
+        break;
+    }
+    return true;
+}
+
+long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot **dst, u32 count)
+{
+    u32 bits = object_bits(type, user_bits);
+    uptr base = ut->cap.obj;
+    u64 size = 1ul << ut->cap.size_bits;
+
+    if (!bits || count == 0 || count > RETYPE_MAX_COUNT)
+        return KEEL_E_INVALID_ARG;
+    if (!ut->child)
+        ut->cap.a = 0;
+    u64 start = ALIGN_UP(ut->cap.a, 1ul << bits);
+    if (bits > ut->cap.size_bits || start > size || ((u64)count << bits) > size - start)
+        return KEEL_E_NO_MEMORY;
+    for (u32 i = 0; i < count; i++) {
+        uptr p = base + start + ((u64)i << bits);
+        struct cap c;
+        arch_zero_object((void *)p, 1ul << bits);
+        if (!init_object(type, bits, user_bits, p, &c)) {
+            /* Only the vspace registry can refuse; objects made so far stay. */
+            ut->cap.a = start + ((u64)i << bits);
+            return i ? KEEL_E_OK : KEEL_E_NO_MEMORY;
+        }
+        slot_insert_child(ut, dst[i], &c);
+    }
+    ut->cap.a = start + ((u64)count << bits);
+    return KEEL_E_OK;
+}
+
+long decode_untyped(struct invocation *inv)
+{
+    u64 type = inv->arg[0], user_bits = inv->arg[1], first = inv->arg[3], count = inv->arg[4];
+    struct cap *cn = &inv->cap_arg[2]->cap;
+    struct slot *dst[RETYPE_MAX_COUNT];
+
+    if (type == 0 || type >= KEEL_NTYPES || type == KEEL_OBJ_CONSOLE || user_bits > 64)
+        return KEEL_E_INVALID_ARG;
+    if (count == 0 || count > RETYPE_MAX_COUNT)
+        return KEEL_E_INVALID_ARG;
+    for (u64 i = 0; i < count; i++) {
+        dst[i] = cnode_slot(cn, first + i);
+        if (!dst[i])
+            return KEEL_E_INVALID_ARG;
+        if (dst[i]->cap.type)
+            return KEEL_E_EXISTS;
+    }
+    if (!object_bits((u32)type, (u32)user_bits))
+        return KEEL_E_INVALID_ARG;
+    return untyped_make_objects(inv->slot, (u32)type, (u32)user_bits, dst, (u32)count);
+}

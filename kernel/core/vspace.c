@@ -1,0 +1,182 @@
+/* Address spaces built from userland: vspace, PDPT, PD, PT and frame
+ * objects, mapped and unmapped through their capabilities.  A mapping
+ * belongs to one capability (cap.a = virtual address, cap.b = the vspace's
+ * id); deleting that capability removes the mapping.
+ *
+ * Capabilities name a vspace by id, looked up in a registry, because a
+ * vspace can be destroyed while objects are still mapped into it: their
+ * capabilities then simply find no vspace. */
+#include <keel/invoke.h>
+#include <keel/sched.h>
+
+#define VSPACE_MAX 4096
+
+static struct vspace *registry[VSPACE_MAX];
+static u64 registry_gen[VSPACE_MAX];
+
+struct vspace *vspace_from_cap(const struct cap *c)
+{
+    return (struct vspace *)(c->obj + 4096);
+}
+
+/* id = generation << 12 | index; 0 is never a valid id. */
+struct vspace *vspace_of_id(u64 id)
+{
+    u64 index = id & (VSPACE_MAX - 1);
+
+    if (!id || !registry[index] || registry[index]->id != id)
+        return NULL;
+    return registry[index];
+}
+
+bool vspace_init(uptr p)
+{
+    struct vspace *vs = (struct vspace *)(p + 4096);
+
+    for (u64 i = 1; i < VSPACE_MAX; i++) {
+        if (!registry[i]) {
+            registry[i] = vs;
+            vs->id = (++registry_gen[i] << 12) | i;
+            vs->hdr.type = KEEL_OBJ_VSPACE;
+            arch_vspace_init((void *)p);
+            return true;
+        }
+    }
+    return false;
+}
+
+void vspace_destroy(struct vspace *vs)
+{
+    registry[vs->id & (VSPACE_MAX - 1)] = NULL;
+    vs->id = 0;
+    /* Threads bound to it hold capabilities to it, so none is left; CPUs
+     * that ran them switched away when they stopped.  Flush anyway: the
+     * tables' memory is about to be reused. */
+    tlb_shootdown();
+}
+
+static void *vspace_root(struct vspace *vs)
+{
+    return (u8 *)vs - 4096;
+}
+
+static u32 paging_level(u32 type)
+{
+    switch (type) {
+    case KEEL_OBJ_PDPT:
+        return 3;
+    case KEEL_OBJ_PD:
+        return 2;
+    case KEEL_OBJ_PT:
+        return 1;
+    }
+    return 0;
+}
+
+static void unmap_cap(struct cap *c)
+{
+    struct vspace *vs = vspace_of_id(c->b);
+
+    if (vs) {
+        if (arch_unmap(vspace_root(vs), paging_level(c->type), c->a, arch_virt_to_phys((void *)c->obj)))
+            tlb_shootdown();
+        vs->mappings--;
+    }
+    c->flags &= (u8)~CAP_MAPPED;
+    c->a = c->b = 0;
+}
+
+void paging_cap_deleted(struct cap *c)
+{
+    unmap_cap(c);
+}
+
+static long map(struct invocation *inv, struct cap *c, u32 rights)
+{
+    struct cap *vcap = &inv->cap_arg[0]->cap;
+    struct vspace *vs = vspace_from_cap(vcap);
+    u64 vaddr = inv->arg[1];
+    u32 level = paging_level(c->type);
+
+    if (c->flags & CAP_MAPPED)
+        return KEEL_E_EXISTS;
+    if (vaddr & (arch_level_size(level) - 1) || vaddr >= KEEL_USER_TOP)
+        return KEEL_E_INVALID_ARG;
+    long err = arch_map(vspace_root(vs), level, vaddr, arch_virt_to_phys((void *)c->obj), rights);
+    if (err)
+        return err;
+    c->flags |= CAP_MAPPED;
+    c->a = vaddr;
+    c->b = vs->id;
+    vs->mappings++;
+    return KEEL_E_OK;
+}
+
+long decode_paging(struct invocation *inv)
+{
+    struct cap *c = &inv->slot->cap;
+
+    switch (inv->label) {
+    case KEEL_CALL_VSPACE_LOOKUP: {
+        u32 flags = 0;
+        u64 phys = 0;
+        if (inv->arg[0] >= KEEL_USER_TOP)
+            return KEEL_E_INVALID_ARG;
+        if (!arch_lookup(vspace_root(vspace_from_cap(c)), inv->arg[0], &phys, &flags))
+            return KEEL_E_NOT_MAPPED;
+        inv->res[0] = phys;
+        inv->res[1] = flags;
+        return KEEL_E_OK;
+    }
+    case KEEL_CALL_PDPT_MAP:
+    case KEEL_CALL_PD_MAP:
+    case KEEL_CALL_PT_MAP:
+        return map(inv, c, KEEL_RIGHT_ALL);
+    case KEEL_CALL_FRAME_MAP: {
+        u64 rights = inv->arg[2];
+        if (rights > KEEL_RIGHT_ALL || !(rights & KEEL_RIGHT_READ))
+            return KEEL_E_INVALID_ARG;
+        if ((rights & c->rights) != rights)
+            return KEEL_E_NO_RIGHTS;
+        return map(inv, c, (u32)rights);
+    }
+    case KEEL_CALL_PDPT_UNMAP:
+    case KEEL_CALL_PD_UNMAP:
+    case KEEL_CALL_PT_UNMAP:
+    case KEEL_CALL_FRAME_UNMAP:
+        if (!(c->flags & CAP_MAPPED))
+            return KEEL_E_NOT_MAPPED;
+        unmap_cap(c);
+        return KEEL_E_OK;
+    case KEEL_CALL_FRAME_INFO:
+        inv->res[0] = arch_virt_to_phys((void *)c->obj);
+        inv->res[1] = c->flags & CAP_MAPPED ? c->a : 0;
+        return KEEL_E_OK;
+    }
+    return KEEL_E_UNKNOWN_CALL;
+}
+
+/* Copies from a thread's memory by walking its page tables: the kernel
+ * never dereferences a user pointer, so a bad one cannot fault it. */
+bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
+{
+    struct vspace *vs = t->vspace.cap.type ? vspace_from_cap(&t->vspace.cap) : NULL;
+    u8 *out = dst;
+
+    if (!vs || uaddr >= KEEL_USER_TOP || len > KEEL_USER_TOP - uaddr)
+        return false;
+    while (len) {
+        u64 phys;
+        u32 flags;
+        u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
+        if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags))
+            return false;
+        const u8 *src = arch_phys_to_virt(phys);
+        for (u64 i = 0; i < chunk; i++)
+            out[i] = src[i];
+        out += chunk;
+        uaddr += chunk;
+        len -= chunk;
+    }
+    return true;
+}

@@ -1,0 +1,168 @@
+/* Kernel objects and the capabilities that name them.
+ *
+ * Every object lives in memory a user retyped from untyped memory; the
+ * kernel allocates nothing on a user's behalf after boot.  A capability is
+ * (object, rights, badge) stored in a slot of a capability table (a CNode
+ * object, or one of the slots embedded in a thread).  Slots form the
+ * derivation tree: a copy, a mint or an object made by retype is a child of
+ * the slot it came from, and revoke deletes every descendant.
+ *
+ * Locking: all of this is protected by the kernel lock (sched.h), taken on
+ * every entry from user mode; nothing here runs concurrently.
+ */
+#ifndef KEEL_OBJECT_H
+#define KEEL_OBJECT_H
+
+#include <arch.h>
+#include <keel/abi.h>
+#include <keel/types.h>
+
+struct cap {
+    u8 type;      /* KEEL_OBJ_*; 0 = empty slot */
+    u8 rights;    /* KEEL_RIGHT_* */
+    u8 size_bits; /* untyped region, cnode slot count */
+    u8 flags;     /* CAP_* below */
+    u32 pad;
+    uptr obj;     /* kernel virtual address of the object (untyped: region) */
+    u64 badge;    /* endpoint and notification capabilities */
+    u64 a;        /* untyped: bytes used; paging objects and frames: mapped vaddr */
+    u64 b;        /* paging objects and frames: id of the vspace mapped into */
+};
+
+#define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
+
+struct slot {
+    struct cap cap;
+    /* Derivation tree. */
+    struct slot *parent;
+    struct slot *child; /* first child */
+    struct slot *next;  /* siblings */
+    struct slot *prev;
+    struct tcb *owner; /* for the slots embedded in a thread: that thread */
+    u64 pad[6];
+};
+
+_Static_assert(sizeof(struct slot) == 128, "slot size");
+#define SLOT_BITS 7
+
+/* Objects with bookkeeping start with this header; the object is destroyed
+ * when the last capability to it is deleted. */
+struct kobj {
+    u32 type;
+    u32 refs;
+    struct kobj *zombie_next; /* on the destruction list */
+};
+
+/* A CNode of 2^n slots is 2^(n+7) bytes; slot 0 holds the header, so slot
+ * number 0 is never a valid capability (the null slot). */
+struct cnode {
+    struct kobj hdr;
+    u32 size_bits;
+};
+
+enum thread_state {
+    THREAD_INACTIVE = KEEL_THREAD_INACTIVE,
+    THREAD_RUNNABLE = KEEL_THREAD_RUNNABLE,
+    THREAD_BLOCKED = KEEL_THREAD_BLOCKED,
+    THREAD_FAULTED = KEEL_THREAD_FAULTED,
+};
+
+struct endpoint;
+
+struct tcb {
+    struct kobj hdr;
+    u32 state;           /* enum thread_state */
+    s32 cpu;             /* CPU running it, or -1 */
+    struct tcb *rq_next; /* run queue or an endpoint's wait list */
+    struct tcb *rq_prev;
+    void *blocked_on;    /* endpoint or notification while BLOCKED */
+    u32 wait_kind;       /* WAIT_* */
+    u32 queued;          /* on the run queue */
+    u64 fault[4];        /* pending fault message (vector, address, error, rip) */
+    u64 id;              /* for messages and the console */
+    struct slot cspace;  /* its capability table (a cnode capability) */
+    struct slot vspace;  /* its address space */
+    struct slot fault_ep;
+    struct arch_tcb arch; /* registers and FPU state */
+};
+
+#define WAIT_NONE 0
+#define WAIT_RECV 1     /* endpoint_recv */
+#define WAIT_FAULT 2    /* fault message waiting for room in the queue */
+#define WAIT_NTFN 3
+
+struct message {
+    u64 badge;
+    u64 label;
+    u64 w[4];
+};
+
+#define EP_QUEUE_LEN 16
+
+struct endpoint {
+    struct kobj hdr;
+    u32 head, count;
+    struct tcb *receivers; /* threads blocked in recv, FIFO */
+    struct tcb *senders;   /* faulted threads waiting for room, FIFO */
+    struct message queue[EP_QUEUE_LEN];
+};
+
+struct notification {
+    struct kobj hdr;
+    u64 word;
+    struct tcb *waiters;
+};
+
+/* A vspace object is 8 KiB: the top-level page table, then this. */
+struct vspace {
+    struct kobj hdr;
+    u64 id;       /* registry id; capabilities of mapped objects name it */
+    u64 mappings; /* objects mapped into it */
+};
+
+/* cap.c */
+extern u64 kernel_ids;
+struct slot *cnode_slot(const struct cap *cnode, u64 index);
+struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
+bool cap_is_derivable(const struct cap *c);
+void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
+void slot_move(struct slot *dst, struct slot *src);
+void slot_delete(struct slot *s);
+void slot_revoke(struct slot *s);
+void obj_ref(const struct cap *c);
+void zombies_reap(void);
+struct kobj *cap_kobj(const struct cap *c);
+
+/* Per-type hooks called by cap.c. */
+void untyped_slot_emptied(struct slot *s);
+void tcb_destroy(struct tcb *t);
+void tcb_binding_lost(struct tcb *t);
+void endpoint_destroy(struct endpoint *ep);
+void endpoint_cancel_wait(struct tcb *t);
+void notification_cancel_wait(struct tcb *t);
+/* Sends t's pending fault to its fault endpoint; false if it has none. */
+bool endpoint_send_fault(struct tcb *t);
+void notification_destroy(struct notification *n);
+void cnode_destroy(struct cnode *cn);
+void vspace_destroy(struct vspace *vs);
+void paging_cap_deleted(struct cap *c);
+
+/* Object initialisation (memory already zeroed). */
+void tcb_init(struct tcb *t);
+bool vspace_init(uptr p);
+
+/* untyped.c */
+u32 object_bits(u32 type, u32 user_bits);
+long untyped_make_objects(struct slot *ut, u32 type, u32 bits, struct slot **dst, u32 count);
+
+/* vspace.c */
+struct vspace *vspace_of_id(u64 id);
+struct vspace *vspace_from_cap(const struct cap *c);
+u64 vspace_pml4_phys(struct vspace *vs);
+bool vspace_register(struct vspace *vs);
+
+/* Copying to and from a thread's address space; false if any byte of the
+ * range is not mapped with the access needed. */
+bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len);
+
+#endif

@@ -1,0 +1,15 @@
+#ifndef KEEL_SYSCALL_H
+#define KEEL_SYSCALL_H
+
+#include <keel/object.h>
+
+/* Called by the architecture with the kernel lock held. */
+void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args);
+void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
+
+/* The first user thread; its death ends the system. */
+extern struct tcb *root_task;
+/* Builds the root task from the initrd; false when there is no init. */
+bool root_task_create(void);
+
+#endif

@@ -1,0 +1,32 @@
+# User programs and the initrd: included from the top-level Makefile.
+UCC ?= gcc
+UBUILD := $(BUILD)/user
+USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-ffreestanding -fno-builtin -nostdinc -fno-pic -fno-pie -fno-stack-protector \
+	-fno-asynchronous-unwind-tables -mno-avx -Ikernel/uapi -I$(BUILD)/gen/include \
+	-Iuserspace/lib -MMD -MP
+USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
+
+ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o
+INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
+
+$(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
+	@mkdir -p $(dir $@)
+	$(UCC) $(USER_CFLAGS) -c -o $@ $<
+
+$(UBUILD)/%.o: userspace/%.S
+	@mkdir -p $(dir $@)
+	$(UCC) -D__ASSEMBLY__ -c -o $@ $<
+
+$(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
+
+# cpio "newc", the format Linux uses for its initramfs.
+$(BUILD)/initrd.cpio: $(UBUILD)/init.elf
+	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
+	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
+	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
+
+initrd: $(BUILD)/initrd.cpio
+
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d)

@@ -1,0 +1,36 @@
+/* init: the root task.  It holds every initial capability.  With
+ * keel.test=suite on the command line it runs the in-guest test suite and
+ * powers off with the verdict; otherwise it reports what it was given and
+ * waits. */
+#include "suite.h"
+
+long keel_main(struct keel_bootinfo *bi);
+
+long keel_main(struct keel_bootinfo *bi)
+{
+    char test[32];
+    unsigned long total = 0;
+
+    if (bi->magic != KEEL_BOOTINFO_MAGIC) {
+        printf("init: bad boot information\n");
+        return 0x11;
+    }
+    for (unsigned long i = 0; i < bi->untyped_count; i++)
+        total += 1ul << bi->untyped[i].size_bits;
+    printf("init: running on %lu cpus with %lu untyped regions, %lu MiB\n", bi->ncpus,
+           bi->untyped_count, total >> 20);
+    if (cmdline_get(bi->cmdline, "keel.test", test, sizeof(test))) {
+        if (!strcmp(test, "suite")) {
+            suite_setup(bi);
+            return suite_run() ? 0x11 : 0x10;
+        }
+        printf("keel: unknown test %s\n", test);
+        return 0x11;
+    }
+    printf("init: nothing to do; Ctrl-C stops the machine\n");
+    /* Wait for ever on a notification nobody signals. */
+    suite_setup(bi);
+    keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    for (;;)
+        keel_notification_wait(n, 0);
+}

@@ -1,0 +1,45 @@
+/* The in-guest test suite's small framework. */
+#ifndef SUITE_H
+#define SUITE_H
+
+#include "../lib/keel.h"
+
+extern const char *suite_current;
+
+#define CN KEEL_SLOT_CNODE
+#define VS KEEL_SLOT_VSPACE
+
+#define EXPECT(cond)                                                                           \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            printf("ktest: FAIL %s: %s (line %d)\n", suite_current, #cond, __LINE__);        \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define EXPECT_ERR(call, want)                                                                 \
+    do {                                                                                       \
+        long _got = (call);                                                                    \
+        if (_got != (long)(want)) {                                                            \
+            printf("ktest: FAIL %s: %s gave %ld, expected %ld (line %d)\n", suite_current,   \
+                   #call, _got, (long)(want), __LINE__);                                       \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define OK(call) EXPECT_ERR(call, KEEL_E_OK)
+
+struct test {
+    const char *name;
+    int (*fn)(void);
+};
+
+/* Shared helpers (tests.c). */
+keel_word_t slot_alloc(void);
+keel_word_t make_obj(keel_word_t type, keel_word_t bits);
+keel_word_t make_untyped(unsigned bits);
+keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
+void suite_setup(struct keel_bootinfo *bi);
+int suite_run(void);
+
+#endif
