@@ -61,6 +61,8 @@ class ConsoleDevice(VirtioDevice):
                 tx.push(out.head, 0)
                 used = True
         rx = queues[RECEIVEQ]
+        if rx is not None:
+            rx.has_available()  # checks the index the driver just published, input or not
         while rx is not None and self._input:
             chain = rx.pop()
             if chain is None:
