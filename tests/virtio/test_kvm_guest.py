@@ -119,3 +119,9 @@ def test_worker_completes_requests_without_stopping_vcpu(tiny_guest: Guest) -> N
     finally:
         m.stop()
         m.wait()
+
+
+def test_run_without_a_kernel_boots_the_built_default(kernel: Path) -> None:
+    proc = keel("run", "--smp", "1", "--cmdline", "keel.test=boot")
+    assert proc.returncode == 0, proc.stderr
+    assert "keel.hotplug=0x100@0xd000f000:5" in proc.stdout  # the kernel echoes its cmdline
