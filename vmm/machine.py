@@ -339,6 +339,7 @@ class Machine:
             self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
         except KeelError:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
+        transport.paused = self.state is State.PAUSED
         transport.start_worker()
         entry.transport = transport
 
@@ -460,6 +461,7 @@ class Machine:
                 self._kick_all()
             if not self._stop_requested:
                 self.state = State.PAUSED
+        self._each_transport(lambda t: t.pause())  # devices freeze guest memory too
 
     def resume(self) -> None:
         with self._lock:
@@ -467,6 +469,13 @@ class Machine:
             self._pause_requested = False
             self.state = State.RUNNING
             self._lock.notify_all()
+        self._each_transport(lambda t: t.resume())
+
+    def _each_transport(self, action: Callable[[MmioTransport], None]) -> None:
+        with self._dev_lock:
+            for entry in self._attached.values():
+                if entry.transport is not None:
+                    action(entry.transport)
 
     def send_console(self, data: bytes) -> int:
         """Type ``data`` on the guest's serial console; returns bytes accepted."""

@@ -212,3 +212,16 @@ def test_worker_stops_on_close() -> None:
     d.dev.close()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_paused_transport_leaves_guest_memory_alone() -> None:
+    d, _, _ = attach(RngDevice())
+    d.init([8])
+    d.dev.pause()
+    buf = d.alloc(16)
+    d.submit(0, [(buf, 16, True)])
+    time.sleep(0.05)
+    assert d.used(0) == [] and d.mem.read(buf, 16) == bytes(16)
+    d.dev.resume()
+    assert d.wait_used(0) == [(0, 16)]
+    d.dev.close()

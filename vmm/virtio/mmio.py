@@ -118,6 +118,7 @@ class MmioTransport:
         self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._worker: threading.Thread | None = None
         self.needs_reset_reason = ""
+        self.paused = False
         self._reset_registers()
 
     def _reset_registers(self) -> None:
@@ -264,7 +265,7 @@ class MmioTransport:
     def service(self) -> None:
         """Let the device consume whatever is available; interrupt if it returned buffers."""
         with self._lock:
-            if self.status & DEVICE_NEEDS_RESET or not self.status & DRIVER_OK:
+            if self.paused or self.status & DEVICE_NEEDS_RESET or not self.status & DRIVER_OK:
                 return
             try:
                 used = self.device.service(self.queues)
@@ -274,6 +275,16 @@ class MmioTransport:
             if used and any(q is not None and q.wants_interrupt() for q in self.queues):
                 self.interrupt_status |= INT_USED_BUFFER
                 self._signal_irq()
+
+    def pause(self) -> None:
+        """Stop touching guest memory; returns once a request in progress is done."""
+        with self._lock:
+            self.paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self.paused = False
+        self.kick()  # serve what the guest queued before the pause
 
     def start_worker(self) -> None:
         if self._worker is None:
