@@ -1,7 +1,15 @@
 """``keel``: the command line, a thin layer over ``vmm.machine.Machine``.
 
-    keel run KERNEL [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
-                    [--console FILE]
+    keel run [KERNEL] [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
+                      [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
+                      [--net [TAP]] [--rng] [--virtio-console]
+    keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
+                                        | console [--output FILE]
+    keel detach --api-sock S ID-or-PATH
+    keel devices|status|pause|resume|stop --api-sock S
+
+Without KERNEL, ``keel run`` boots the built default, build/kernel.elf (with
+build/initrd.cpio when present).
 
 Bad input is one line on stderr and a non-zero status, never a traceback.
 Imports stay lazy: ``keel run`` start-up time is part of the boot benchmark.
@@ -30,12 +38,46 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="keel", description="Keel virtual machine monitor (KVM)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="boot a kernel")
-    run.add_argument("kernel", help="kernel ELF with a Xen PVH entry note")
+    run.add_argument("kernel", nargs="?", default=None,
+                     help="kernel ELF with a Xen PVH entry note (default: build/kernel.elf)")
     run.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
     run.add_argument("--memory", "-m", default="256M", help="guest RAM, e.g. 256M, 2G")
     run.add_argument("--cmdline", default="", help="kernel command line")
     run.add_argument("--initrd", default=None, help="initrd passed as a PVH module")
     run.add_argument("--console", default=None, help="write the serial console to FILE")
+    run.add_argument("--api-sock", default=None, metavar="PATH",
+                     help="serve the JSON control API on this Unix socket (mode 0600)")
+    run.add_argument("--disk", action="append", default=[], metavar="IMAGE[,readonly]",
+                     help="a virtio-blk disk backed by IMAGE (repeatable)")
+    run.add_argument("--net", nargs="?", const="", default=None, metavar="TAP",
+                     help="a virtio-net device on TAP (created when missing)")
+    run.add_argument("--rng", action="store_true", help="a virtio-rng device")
+    run.add_argument("--virtio-console", action="store_true",
+                     help="a virtio-console device on the terminal")
+
+    def client(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--api-sock", required=True, metavar="PATH", help="the VMM's API socket")
+        return p
+
+    attach = client("attach", "attach a device to a running VMM")
+    kinds = attach.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    disk = kinds.add_parser("disk", help="a virtio-blk disk")
+    disk.add_argument("image")
+    disk.add_argument("--readonly", action="store_true")
+    net = kinds.add_parser("net", help="a virtio-net device on a TAP interface")
+    net.add_argument("tap", nargs="?", default=None)
+    net.add_argument("--mac", default=None)
+    kinds.add_parser("rng", help="a virtio-rng device")
+    con = kinds.add_parser("console", help="a virtio-console device")
+    con.add_argument("--output", default=None, help="append the console's output to FILE")
+    detach = client("detach", "detach a device (by id or backing path)")
+    detach.add_argument("device", metavar="ID-or-PATH")
+    client("devices", "list the attached devices")
+    client("status", "show the machine's state")
+    client("pause", "pause every vCPU")
+    client("resume", "resume a paused machine")
+    client("stop", "stop the machine")
     return parser
 
 
@@ -79,32 +121,106 @@ def _forward_stdin(send: Callable[[bytes], int]) -> None:
     threading.Thread(target=pump, name="stdin", daemon=True).start()
 
 
+def _default_kernel() -> tuple[str, str | None]:
+    """build/kernel.elf (and build/initrd.cpio when present) of this source tree."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for build in (os.path.join(root, "build"), "build"):
+        kernel = os.path.join(build, "kernel.elf")
+        if os.path.exists(kernel):
+            initrd = os.path.join(build, "initrd.cpio")
+            return kernel, initrd if os.path.exists(initrd) else None
+    from vmm.errors import ConfigError
+
+    raise ConfigError("no kernel given and build/kernel.elf does not exist: run 'make'")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from vmm.machine import Machine
 
+    kernel, initrd = args.kernel, args.initrd
+    if kernel is None:
+        kernel, default_initrd = _default_kernel()
+        initrd = initrd or default_initrd
     machine = Machine(
-        args.kernel,
+        kernel,
         smp=args.smp,
         memory=args.memory,
         cmdline=args.cmdline,
-        initrd=args.initrd,
+        initrd=initrd,
         console=_console_sink(args.console),
     )
-    machine.start()
-    _forward_stdin(machine.send_console)
+    server = None
     try:
-        result = machine.wait()
-    except KeyboardInterrupt:
-        from vmm.machine import STATUS_INTERRUPTED, ExitResult
+        for spec in args.disk:
+            path, _, opt = spec.partition(",")
+            if opt not in ("", "readonly", "ro"):
+                from vmm.errors import ConfigError
 
-        machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
-        result = machine.wait()
+                raise ConfigError(f"bad --disk option {opt!r}: expected IMAGE[,readonly]")
+            machine.attach_disk(path, readonly=bool(opt))
+        if args.net is not None:
+            machine.attach_net(args.net or None)
+        if args.rng:
+            machine.attach_rng()
+        if args.virtio_console:
+            machine.attach_console("/dev/stdout")
+        if args.api_sock:
+            from vmm.api import ApiServer
+
+            server = ApiServer(machine, args.api_sock)
+        machine.start()
+        _forward_stdin(machine.send_console)
+        try:
+            result = machine.wait()
+        except KeyboardInterrupt:
+            from vmm.machine import STATUS_INTERRUPTED, ExitResult
+
+            machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
+            result = machine.wait()
+    finally:
+        if server is not None:
+            server.close()
+        machine.close()
     assert result is not None
     if result.diagnostic:
         sys.stderr.write(result.diagnostic + "\n")
     elif result.status != 0:
         sys.stderr.write(f"keel: {result.reason}\n")
     return result.status
+
+
+def _client_request(args: argparse.Namespace) -> dict[str, object]:
+    if args.command == "attach":
+        req: dict[str, object] = {"cmd": "attach", "kind": args.kind}
+        if args.kind == "disk":
+            req.update(path=os.path.abspath(args.image), readonly=args.readonly)
+        elif args.kind == "net":
+            req.update(tap=args.tap, mac=args.mac)
+        elif args.kind == "console" and args.output:
+            req.update(output=os.path.abspath(args.output))
+        return req
+    if args.command == "detach":
+        ident = args.device
+        if os.sep in ident or os.path.exists(ident):
+            ident = os.path.abspath(ident)
+        return {"cmd": "detach", "id": ident}
+    return {"cmd": args.command}
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """One request to a running VMM's control socket; prints the answer."""
+    from vmm.api import request
+
+    result = request(args.api_sock, _client_request(args))
+    if args.command == "attach":
+        print(result["id"])
+    elif args.command == "devices":
+        print(f"{'ID':<10} {'KIND':<8} {'SLOT':<4} {'STATE':<11} BACKING")
+        for d in result:
+            print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} {d['backing']}")
+    elif args.command == "status":
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")
         return STATUS_ERROR

@@ -2,8 +2,15 @@
 
     from vmm.machine import Machine
     m = Machine("build/kernel.elf", smp=2, memory="256M", cmdline="keel.test=boot")
+    m.attach_disk("disk.img")  # boot-time devices and run-time ones: the same calls
     result = m.run()          # boots, waits for the guest to finish
     print(result.status, m.console.text())
+
+Virtio devices live in fixed slots (``vmm.devices.hotplug``): ``attach_disk``,
+``attach_net``, ``attach_rng``, ``attach_console``, ``detach`` and ``devices``
+are legal while the machine is created, running or paused; slots filled at
+boot are announced on the command line, later changes through the hotplug
+controller.
 
 Lifecycle is an explicit state machine (created -> running <-> paused ->
 stopped); an operation that is not legal in the current state raises
@@ -32,9 +39,12 @@ from vmm.kvm import exits
 
 if TYPE_CHECKING:
     from vmm.boot.elf import KernelImage
+    from vmm.devices.hotplug import HotplugController, VirtioSlot
     from vmm.kvm.vcpu import Vcpu
     from vmm.kvm.vm import Vm
     from vmm.memory import GuestMemory
+    from vmm.virtio.device import VirtioDevice
+    from vmm.virtio.mmio import MmioTransport
 
 MAX_VCPUS = 254  # xAPIC IDs; the IOAPIC takes the next ID
 DEFAULT_MEMORY = 256 << 20
@@ -61,6 +71,25 @@ class ExitResult:
     reason: str
     guest_code: int | None = None
     diagnostic: str = ""
+
+
+@dataclass
+class AttachedDevice:
+    """A virtio device in a slot; ``transport`` exists once the VM does."""
+
+    id: str
+    device: VirtioDevice
+    slot: VirtioSlot
+    transport: MmioTransport | None = None
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
+        info.update(self.device.describe())
+        info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok")
+        if self.transport is not None and self.transport.needs_reset_reason:
+            info["state"] = "needs-reset"
+            info["reason"] = self.transport.needs_reset_reason
+        return info
 
 
 @dataclass
@@ -174,6 +203,207 @@ class Machine:
         self._done = threading.Event()
         self.pio = Bus("port", log=self._log)
         self.mmio = Bus("mmio", log=self._log)
+        # Virtio slots and the hotplug controller exist from the start, so
+        # devices can be attached before boot; _dev_lock serialises attach/detach.
+        self._dev_lock = threading.RLock()
+        self._attached: dict[str, AttachedDevice] = {}
+        self._virtio_slots: list[VirtioSlot] = []
+        self._hotplug: HotplugController | None = None
+        self._irq_fds: list[int] = []
+        self._irq_signals: list[Callable[[], None]] = []
+
+    # -- virtio devices -------------------------------------------------------------
+    def _ensure_slots(self) -> list[VirtioSlot]:
+        """Create the slots and the controller (before boot, or on the first attach)."""
+        if not self._virtio_slots:
+            from vmm.devices.hotplug import SLOT_COUNT, SLOT_STRIDE, HotplugController, VirtioSlot
+
+            self._virtio_slots = [VirtioSlot(i) for i in range(SLOT_COUNT)]
+            self._hotplug = HotplugController(self._virtio_slots, None)
+            for slot in self._virtio_slots:
+                self.mmio.register(slot.base, SLOT_STRIDE, slot)
+            self.mmio.register(layout.HOTPLUG_MMIO_BASE, 0x100, self._hotplug)
+        return self._virtio_slots
+
+    def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
+        """A virtio-blk device backed by the file ``path``; returns the device id."""
+        from vmm.virtio.blk import BlockDevice
+
+        with self._dev_lock:
+            self._require_devices("attach_disk")
+            return self._attach(BlockDevice(path, readonly=readonly))
+
+    def attach_net(self, tap: str | None = None, mac: str | None = None) -> str:
+        """A virtio-net device on TAP interface ``tap`` (created when it does not exist)."""
+        from vmm.virtio.net import NetDevice
+
+        with self._dev_lock:
+            self._require_devices("attach_net")
+            return self._attach(NetDevice(tap, _parse_mac(mac) if mac else None))
+
+    def attach_rng(self) -> str:
+        """A virtio-rng device fed by the host's getrandom(2)."""
+        from vmm.virtio.rng import RngDevice
+
+        with self._dev_lock:
+            self._require_devices("attach_rng")
+            return self._attach(RngDevice())
+
+    def attach_console(self, output: str | os.PathLike[str] | None = None) -> str:
+        """A virtio-console; its output goes to the file ``output`` (if given) and to
+        the transcript ``device(id).console``; ``device(id).feed`` types input."""
+        from vmm.virtio.console import ConsoleDevice
+
+        with self._dev_lock:
+            self._require_devices("attach_console")
+            sink = None
+            if output is not None:
+                sink = _file_sink(output)
+            return self._attach(ConsoleDevice(sink, os.fspath(output) if output else ""))
+
+    def detach(self, ident: str) -> None:
+        """Remove a device, named by its id or its backing (image path, TAP name)."""
+        with self._dev_lock:
+            self._require_devices("detach")
+            entry = self._find(ident)
+            entry.slot.clear()
+            del self._attached[entry.id]
+            self._close_entry(entry)
+            if self.state is not State.CREATED and self._hotplug is not None:
+                self._hotplug.slot_changed(entry.slot.index)
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every attached device: id, kind, backing, slot, base, irq, state."""
+        with self._dev_lock:
+            return [e.describe() for e in sorted(self._attached.values(), key=lambda e: e.id)]
+
+    def device(self, ident: str) -> VirtioDevice:
+        with self._dev_lock:
+            return self._find(ident).device
+
+    def boot_cmdline(self) -> str:
+        """The command line the guest gets: the user's, plus the virtio announcements."""
+        parts = [self.cmdline] if self.cmdline else []
+        if self._virtio_slots:
+            assert self._hotplug is not None
+            parts += [s.cmdline() for s in self._virtio_slots if not s.empty]
+            parts.append(self._hotplug.cmdline())
+        return " ".join(parts)
+
+    def _require_devices(self, what: str) -> None:
+        if self.state is State.STOPPED or self._stop_requested:
+            raise StateError(f"{what}: illegal while the machine is {State.STOPPED.value}")
+
+    def _find(self, ident: str) -> AttachedDevice:
+        if ident in self._attached:
+            return self._attached[ident]
+        for entry in self._attached.values():
+            backing = entry.device.backing
+            if backing in (ident, os.path.realpath(ident)) or (
+                backing and os.path.realpath(backing) == os.path.realpath(ident)
+            ):
+                return entry
+        raise ConfigError(f"no attached device {ident!r}")
+
+    def _attach(self, device: VirtioDevice) -> str:
+        """Caller holds ``_dev_lock`` and has checked the state."""
+        try:
+            slot = next((s for s in self._ensure_slots() if s.empty), None)
+            if slot is None:
+                raise ConfigError(f"all {len(self._virtio_slots)} virtio slots are in use")
+            n = 0
+            while f"{device.kind}{n}" in self._attached:
+                n += 1
+            entry = AttachedDevice(f"{device.kind}{n}", device, slot)
+            if self.state is not State.CREATED:
+                self._wire(entry)
+        except BaseException:
+            device.close()
+            raise
+        self._attached[entry.id] = entry
+        slot.fill(entry.transport or _Sink(), device.device_id)
+        if self.state is not State.CREATED and self._hotplug is not None:
+            self._hotplug.slot_changed(slot.index)
+        return entry.id
+
+    def _wire(self, entry: AttachedDevice) -> None:
+        """Give a device its transport, ioeventfd and worker (the VM exists)."""
+        from vmm.virtio.mmio import QUEUE_NOTIFY, MmioTransport
+
+        assert self._mem is not None and self._vm is not None
+        transport = MmioTransport(
+            entry.device, self._mem, self._mem.contains,
+            self._irq_signals[entry.slot.index], self._log, entry.id,
+        )  # fmt: skip
+        try:
+            self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
+        except KeelError:
+            pass  # without ioeventfd a kick is an MMIO exit the transport also handles
+        transport.paused = self.state is State.PAUSED
+        transport.start_worker()
+        entry.transport = transport
+
+    def _close_entry(self, entry: AttachedDevice) -> None:
+        from vmm.virtio.mmio import QUEUE_NOTIFY
+
+        transport, entry.transport = entry.transport, None
+        if transport is None:
+            entry.device.close()
+            return
+        if self._vm is not None and self._vm.fd >= 0:
+            try:
+                self._vm.ioeventfd(
+                    transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4, deassign=True
+                )
+            except KeelError:
+                pass
+        transport.close()
+
+    def _wire_virtio(self, vm: Vm) -> None:
+        """At build: one irqfd per slot and for the controller, then every boot-time device."""
+        from vmm.devices.hotplug import HOTPLUG_GSI
+
+        self._ensure_slots()  # always: devices may be attached while the guest runs
+        assert self._hotplug is not None
+        for gsi in [s.gsi for s in self._virtio_slots] + [HOTPLUG_GSI]:
+            self._irq_signals.append(self._irq_signal(vm, gsi))
+        self._hotplug.signal_irq = self._irq_signals[-1]
+        for entry in self._attached.values():
+            self._wire(entry)
+            assert entry.transport is not None
+            entry.slot.fill(entry.transport, entry.device.device_id)
+
+    def _irq_signal(self, vm: Vm, gsi: int) -> Callable[[], None]:
+        """An edge on ``gsi``: an irqfd write, or a KVM_IRQ_LINE pulse without irqfd."""
+        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._irq_fds.append(fd)
+        try:
+            vm.irqfd(fd, gsi)
+        except KeelError:
+
+            def pulse() -> None:
+                vm.irq_line(gsi, 1)
+                vm.irq_line(gsi, 0)
+
+            return pulse
+        return lambda: os.eventfd_write(fd, 1)
+
+    def _close_devices(self) -> None:
+        with self._dev_lock:
+            for entry in list(self._attached.values()):
+                entry.slot.clear()
+                try:
+                    self._close_entry(entry)
+                except (OSError, KeelError):
+                    pass
+            self._attached.clear()
+            for fd in self._irq_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._irq_fds.clear()
+            self._irq_signals.clear()
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -231,6 +461,7 @@ class Machine:
                 self._kick_all()
             if not self._stop_requested:
                 self.state = State.PAUSED
+        self._each_transport(lambda t: t.pause())  # devices freeze guest memory too
 
     def resume(self) -> None:
         with self._lock:
@@ -238,6 +469,13 @@ class Machine:
             self._pause_requested = False
             self.state = State.RUNNING
             self._lock.notify_all()
+        self._each_transport(lambda t: t.resume())
+
+    def _each_transport(self, action: Callable[[MmioTransport], None]) -> None:
+        with self._dev_lock:
+            for entry in self._attached.values():
+                if entry.transport is not None:
+                    action(entry.transport)
 
     def send_console(self, data: bytes) -> int:
         """Type ``data`` on the guest's serial console; returns bytes accepted."""
@@ -284,6 +522,7 @@ class Machine:
 
         mem = self._mem = GuestMemory(layout.ram_slots(self.memory))
         self._closers.append(mem.close)
+        self._closers.append(self._close_devices)  # workers stop before memory goes
         for i, (gpa, size, *_rest) in enumerate(mem.slots):
             vm.set_memory_region(i, gpa, size, mem.host_address(i))
 
@@ -296,8 +535,9 @@ class Machine:
             modules.append((addr, len(self.initrd)))
         tables = acpi.build_acpi(self.smp)
         mem.write(layout.ACPI_BASE, tables.blob)
+        self._wire_virtio(vm)
         for addr, blob in pvh.build_start_info(
-            cmdline=self.cmdline,
+            cmdline=self.boot_cmdline(),
             rsdp_paddr=tables.rsdp_addr,
             memmap=layout.memory_map(self.memory),
             modules=modules,
@@ -409,6 +649,8 @@ class Machine:
         self._release()
 
     def _release(self) -> None:
+        if not self._closers:
+            self._close_devices()  # never built: devices attached before start
         while self._closers:
             closer = self._closers.pop()
             try:
@@ -438,6 +680,32 @@ def _stderr_log(message: str) -> None:
     import sys
 
     sys.stderr.write(message + "\n")
+
+
+def _parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    try:
+        mac = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        mac = b""
+    if len(mac) != 6 or any(len(p) != 2 for p in parts):
+        raise ConfigError(f"bad MAC address {text!r}: expected six hex pairs, a:b:c:d:e:f")
+    return mac
+
+
+def _file_sink(path: str | os.PathLike[str]) -> Callable[[bytes], None]:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {os.fspath(path)!r}: {exc.strerror}") from None
+
+    def sink(data: bytes) -> None:
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+    return sink
 
 
 def _read_file(path: str | os.PathLike[str], what: str) -> bytes:

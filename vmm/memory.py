@@ -53,6 +53,12 @@ class GuestMemory:
                 return view[gpa - base : gpa - base + length]
         raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is outside guest RAM")
 
+    def contains(self, gpa: int, length: int) -> bool:
+        """True when ``[gpa, gpa + length)`` lies inside one RAM slot."""
+        if gpa < 0 or length < 0:
+            return False
+        return any(base <= gpa and gpa + length <= base + size for base, size, *_ in self.slots)
+
     def read(self, gpa: int, length: int) -> bytes:
         return bytes(self.view(gpa, length))
 

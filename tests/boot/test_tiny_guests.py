@@ -50,7 +50,7 @@ def test_unclaimed_ports_and_mmio_are_harmless(tiny_guest: Guest) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "tiny: probe ok" in proc.stdout
     assert "unclaimed port address 0x2f8" in proc.stderr
-    assert "unclaimed mmio address 0xd0000000" in proc.stderr
+    assert "unclaimed mmio address 0xc0000000" in proc.stderr
     assert proc.stderr.count("0x2f8") == 1  # logged once
 
 

@@ -99,6 +99,7 @@ def test_memory_map_small_guest() -> None:
         MemoryRegion(0x9FC00, 0xE0000 - 0x9FC00, E820_RESERVED),
         MemoryRegion(0xE0000, 0x20000, E820_ACPI),
         MemoryRegion(0x100000, 31 * MiB, E820_RAM),
+        MemoryRegion(0xD0000000, 0x10000, E820_RESERVED),
         MemoryRegion(0xFEC00000, 0x1000, E820_RESERVED),
         MemoryRegion(0xFEE00000, 0x1000, E820_RESERVED),
     ]
@@ -132,6 +133,7 @@ def check_map(size: int) -> None:
         for start, length in (
             (layout.ACPI_BASE, layout.ACPI_SIZE),
             (layout.IOAPIC_ADDR, 0x1000),
+            (layout.VIRTIO_MMIO_BASE, layout.VIRTIO_MMIO_SIZE),
             (layout.LAPIC_ADDR, 0x1000),
             (layout.MMIO_HOLE_START, layout.MMIO_HOLE_END - layout.MMIO_HOLE_START),
             (layout.LOW_RAM_END, layout.HIGH_RAM_START - layout.LOW_RAM_END),

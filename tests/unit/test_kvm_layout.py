@@ -44,6 +44,8 @@ CONSTANTS = [
     "KVM_SET_USER_MEMORY_REGION", "KVM_CREATE_IRQCHIP", "KVM_CREATE_PIT2", "KVM_IRQ_LINE",
     "KVM_IRQFD", "KVM_IOEVENTFD", "KVM_EXIT_IO", "KVM_EXIT_MMIO", "KVM_EXIT_SHUTDOWN",
     "KVM_EXIT_INTERNAL_ERROR", "KVM_EXIT_SYSTEM_EVENT", "KVM_GET_VCPU_MMAP_SIZE",
+    "KVM_IRQFD_FLAG_DEASSIGN", "KVM_IOEVENTFD_FLAG_DEASSIGN", "KVM_IOEVENTFD_FLAG_DATAMATCH",
+    "TUNSETIFF", "IFF_TAP", "IFF_NO_PI", "IFNAMSIZ",
 ]  # fmt: skip
 
 
@@ -52,6 +54,8 @@ def _probe_source() -> str:
         "#include <stdio.h>",
         "#include <stddef.h>",
         "#include <linux/kvm.h>",
+        "#include <net/if.h>",
+        "#include <linux/if_tun.h>",
         "int main(void){",
     ]
     for struct, fields in FIELDS.items():

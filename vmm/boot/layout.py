@@ -4,7 +4,8 @@
     [0x9fc00, 0xe0000)       reserved (EBDA / legacy video / option ROMs)
     [0xe0000, 0x100000)      ACPI tables (RSDP, XSDT, FADT, DSDT, MADT)
     [1 MiB, min(mem, 3 GiB)) RAM: kernel, initrd at the top
-    [3 GiB, 4 GiB)           MMIO hole: virtio-mmio, IOAPIC, LAPIC, KVM's TSS pages
+    [3 GiB, 4 GiB)           MMIO hole: virtio-mmio slots and hotplug controller
+                             (0xd0000000, 64 KiB), IOAPIC, LAPIC, KVM's TSS pages
     [4 GiB, ...)             the rest of RAM when the guest has more than 3 GiB
 
 KVM backs the whole of [0, 1 MiB) with RAM in slot 0; the E820-style map given
@@ -34,7 +35,9 @@ ACPI_SIZE = 0x20000
 HIGH_RAM_START = 0x100000
 MMIO_HOLE_START = 0xC0000000
 MMIO_HOLE_END = 1 << 32
-VIRTIO_MMIO_BASE = 0xD0000000
+VIRTIO_MMIO_BASE = 0xD0000000  # virtio-mmio slots, 4 KiB apart (vmm/devices/hotplug.py)
+HOTPLUG_MMIO_BASE = VIRTIO_MMIO_BASE + 0xF000  # the hotplug controller (docs/hotplug.md)
+VIRTIO_MMIO_SIZE = 0x10000  # slots and controller together
 IOAPIC_ADDR = 0xFEC00000
 LAPIC_ADDR = 0xFEE00000
 KVM_TSS_ADDR = 0xFFFBD000  # three pages
@@ -115,6 +118,7 @@ def memory_map(size: int) -> list[MemoryRegion]:
     ]
     if low_top > HIGH_RAM_START:
         regions.append(MemoryRegion(HIGH_RAM_START, low_top - HIGH_RAM_START, E820_RAM))
+    regions.append(MemoryRegion(VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, E820_RESERVED))
     regions.append(MemoryRegion(IOAPIC_ADDR, PAGE_SIZE, E820_RESERVED))
     regions.append(MemoryRegion(LAPIC_ADDR, PAGE_SIZE, E820_RESERVED))
     if size > MMIO_HOLE_START:

@@ -201,6 +201,13 @@ int ioctl(int fd, unsigned long request, ...);
 
 /* See SOURCE: a do-nothing signal handler used to kick vCPU threads. */
 int keel_install_kick_handler(int signo);
+
+/* See SOURCE: attach to a TAP interface (virtio-net's backend). */
+#define TUNSETIFF ...
+#define IFF_TAP ...
+#define IFF_NO_PI ...
+#define IFNAMSIZ ...
+int keel_tap_open(const char *name);
 """
 
 SOURCE = """
@@ -233,6 +240,33 @@ static int keel_install_kick_handler(int signo)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;
     return sigaction(signo, &sa, NULL);
+}
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+
+/* Open /dev/net/tun and attach it to TAP interface `name` (created if it
+   does not exist), without packet information: frames are plain Ethernet.
+   Returns a non-blocking fd, or -errno.  struct ifreq's layout and the ioctl
+   number come from the system headers, hence C rather than Python. */
+static int keel_tap_open(const char *name)
+{
+    struct ifreq ifr;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
 }
 """
 

@@ -53,6 +53,24 @@ class Vm:
         req.level = level
         ioctl(self.fd, lib.KVM_IRQ_LINE, req, what="KVM_IRQ_LINE")
 
+    def irqfd(self, fd: int, gsi: int, *, deassign: bool = False) -> None:
+        """Make a write to eventfd ``fd`` pulse interrupt line ``gsi`` (edge), in the kernel."""
+        req = ffi.new("struct kvm_irqfd *")
+        req.fd = fd
+        req.gsi = gsi
+        req.flags = lib.KVM_IRQFD_FLAG_DEASSIGN if deassign else 0
+        ioctl(self.fd, lib.KVM_IRQFD, req, what=f"KVM_IRQFD gsi {gsi}")
+
+    def ioeventfd(self, fd: int, addr: int, length: int, *, deassign: bool = False) -> None:
+        """Turn guest MMIO writes of ``length`` bytes at ``addr`` into a signal on eventfd
+        ``fd``, completed in the kernel without an exit to the VMM."""
+        req = ffi.new("struct kvm_ioeventfd *")
+        req.addr = addr
+        req.len = length
+        req.fd = fd
+        req.flags = lib.KVM_IOEVENTFD_FLAG_DEASSIGN if deassign else 0
+        ioctl(self.fd, lib.KVM_IOEVENTFD, req, what=f"KVM_IOEVENTFD {addr:#x}")
+
     def create_vcpu(self, index: int) -> Vcpu:
         from vmm.kvm.vcpu import Vcpu
 

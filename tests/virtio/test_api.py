@@ -1,0 +1,134 @@
+"""The control socket and the CLI verbs on it, against a running ``keel run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KEEL, ROOT, keel, requires_kvm
+from vmm.api import ApiError, request
+
+pytestmark = requires_kvm
+
+
+class Vmm:
+    def __init__(self, proc: subprocess.Popen[str], sock: Path) -> None:
+        self.proc, self.sock = proc, sock
+
+    def raw(self, line: bytes) -> dict[str, object]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.sock))
+            s.sendall(line)
+            reply = s.makefile("rb").readline()
+        result: dict[str, object] = json.loads(reply)
+        return result
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return keel(*args[:1], "--api-sock", str(self.sock), *args[1:], timeout=30)
+
+
+@pytest.fixture
+def vmm(tiny_guest: Callable[..., Path], tmp_path: Path) -> Iterator[Vmm]:
+    sock = tmp_path / "api.sock"
+    proc = subprocess.Popen(
+        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64M",
+         "--api-sock", str(sock)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    while request(sock, {"cmd": "status"})["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield Vmm(proc, sock)
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+def test_socket_is_private(vmm: Vmm) -> None:
+    mode = os.stat(vmm.sock).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (b"{not json\n", "malformed JSON"),
+        (b"[1, 2]\n", "JSON object"),
+        (b'{"cmd": "reboot"}\n', "unknown command 'reboot'"),
+        (b'{"nocmd": 1}\n', "missing argument 'cmd'"),
+        (b'{"cmd": "attach"}\n', "missing argument 'kind'"),
+        (b'{"cmd": "attach", "kind": "toaster"}\n', "unknown device kind"),
+        (b'{"cmd": "attach", "kind": "disk"}\n', "missing argument 'path'"),
+        (b'{"cmd": "attach", "kind": "disk", "path": 7}\n', "must be a str"),
+        (b'{"cmd": "attach", "kind": "disk", "path": "/nonexistent.img"}\n', "nonexistent"),
+        (b'{"cmd": "detach", "id": "disk9"}\n', "no attached device"),
+        (b'{"cmd": "resume"}\n', "illegal while the machine is running"),
+        (b"\xff\xfe\n", "malformed JSON"),
+    ],
+)
+def test_bad_requests_get_errors_and_the_vmm_keeps_running(
+    vmm: Vmm, line: bytes, needle: str
+) -> None:
+    reply = vmm.raw(line)
+    assert reply["ok"] is False and needle in str(reply["error"]), reply
+    assert request(vmm.sock, {"cmd": "status"})["state"] == "running"
+
+
+def test_every_verb_through_the_cli(vmm: Vmm, tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(8 * 512))
+    log = tmp_path / "vcon.log"
+    proc = vmm.cli("attach", "disk", str(image), "--readonly")
+    assert proc.returncode == 0 and proc.stdout.strip() == "disk0", proc.stderr
+    assert vmm.cli("attach", "rng").stdout.strip() == "rng0"
+    assert vmm.cli("attach", "console", "--output", str(log)).stdout.strip() == "console0"
+    out = vmm.cli("devices").stdout.splitlines()
+    assert out[0].split() == ["ID", "KIND", "SLOT", "STATE", "BACKING"]
+    assert out[1].split() == ["console0", "console", "2", "ok", str(log)]
+    assert out[2].split() == ["disk0", "disk", "0", "ok", str(image)]
+    assert out[3].split() == ["rng0", "rng", "1", "ok", "getrandom"]
+    assert vmm.cli("detach", str(image)).returncode == 0
+    assert vmm.cli("detach", "rng0").returncode == 0
+    assert [d["id"] for d in request(vmm.sock, {"cmd": "devices"})] == ["console0"]
+    assert vmm.cli("pause").returncode == 0
+    assert "state=paused" in vmm.cli("status").stdout
+    bad = vmm.cli("pause")
+    assert bad.returncode == 1 and "illegal while the machine is paused" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert vmm.cli("resume").returncode == 0
+    assert "state=running" in vmm.cli("status").stdout
+    assert vmm.cli("stop").returncode == 0
+    assert vmm.proc.wait(20) == 0
+    assert not vmm.sock.exists()
+
+
+def test_cli_without_a_vmm_is_a_clean_error(tmp_path: Path) -> None:
+    proc = keel("devices", "--api-sock", str(tmp_path / "none.sock"))
+    assert proc.returncode == 1 and proc.stderr.startswith("keel: error: cannot reach the VMM")
+    with pytest.raises(ApiError):
+        request(tmp_path / "none.sock", {"cmd": "status"})
+
+
+def test_socket_path_that_is_a_file_is_refused(
+    tmp_path: Path, tiny_guest: Callable[..., Path]
+) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    proc = keel("run", str(tiny_guest("HELLO")), "--api-sock", str(path))
+    assert proc.returncode == 1 and "not a socket" in proc.stderr
+    assert path.read_text() == "x"

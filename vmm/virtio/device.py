@@ -1,0 +1,59 @@
+"""What a virtio device model offers the transport.
+
+A device model knows its queues and its configuration space, never the
+transport's registers: ``vmm.virtio.mmio`` drives it.  ``service`` is called
+from the device's worker thread (under the transport's lock) whenever the
+guest kicked a queue or one of ``wake_fds`` became readable; it consumes what
+it can and returns True when it returned buffers to the driver.
+"""
+
+from __future__ import annotations
+
+from vmm.virtio.queue import GuestRam, Virtqueue
+
+# Device IDs (virtio 1.2, section 5).
+ID_NET = 1
+ID_BLOCK = 2
+ID_CONSOLE = 3
+ID_RNG = 4
+
+
+class VirtioDevice:
+    device_id = 0
+    kind = "none"
+    num_queues = 1
+    queue_max = 256
+
+    def __init__(self, backing: str = "") -> None:
+        self.backing = backing
+
+    def device_features(self) -> int:
+        """Device-specific feature bits (the transport adds VIRTIO_F_VERSION_1)."""
+        return 0
+
+    def config(self) -> bytes:
+        return b""
+
+    def write_config(self, offset: int, data: bytes) -> None:
+        """Writes to read-only configuration fields are ignored."""
+
+    def activate(self, mem: GuestRam, features: int) -> None:
+        """The driver set DRIVER_OK with ``features`` negotiated."""
+        self.mem = mem
+        self.features = features
+
+    def reset(self) -> None:
+        """The driver wrote 0 to Status: forget every queue-related state."""
+
+    def service(self, queues: list[Virtqueue | None]) -> bool:
+        raise NotImplementedError
+
+    def wake_fds(self) -> list[int]:
+        """File descriptors whose readiness means the device has work (host input)."""
+        return []
+
+    def close(self) -> None:
+        """Release host resources (files, TAP interfaces)."""
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "backing": self.backing}

@@ -1,0 +1,336 @@
+"""The virtio-mmio transport, version 2 (virtio 1.2, section 4.2.2).
+
+One ``MmioTransport`` is the register block of one device model.  The guest's
+register accesses arrive from vCPU threads through the MMIO bus; queue work
+runs in the transport's worker thread, woken by the kick eventfd (which KVM
+signals directly through an ioeventfd on QueueNotify, so a kick does not stop
+the vCPU) and interrupts go out through ``signal_irq`` (an irqfd under KVM).
+
+A queue the guest corrupted puts the device into DEVICE_NEEDS_RESET: it stops
+serving queues, raises a configuration-change interrupt, and logs one line;
+only a reset (Status = 0) brings it back.  ``_lock`` protects every register
+and queue; the worker holds it while it services queues.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+
+from vmm.virtio.device import VirtioDevice
+from vmm.virtio.queue import GuestRam, QueueError, Virtqueue, check_layout
+
+MAGIC = 0x74726976  # "virt"
+VERSION = 2
+VENDOR_ID = 0x4C45454B  # "KEEL"
+REGION_SIZE = 0x200
+
+# Register offsets.
+MAGIC_VALUE = 0x000
+VERSION_REG = 0x004
+DEVICE_ID = 0x008
+VENDOR = 0x00C
+DEVICE_FEATURES = 0x010
+DEVICE_FEATURES_SEL = 0x014
+DRIVER_FEATURES = 0x020
+DRIVER_FEATURES_SEL = 0x024
+QUEUE_SEL = 0x030
+QUEUE_NUM_MAX = 0x034
+QUEUE_NUM = 0x038
+QUEUE_READY = 0x044
+QUEUE_NOTIFY = 0x050
+INTERRUPT_STATUS = 0x060
+INTERRUPT_ACK = 0x064
+STATUS = 0x070
+QUEUE_DESC_LOW = 0x080
+QUEUE_DESC_HIGH = 0x084
+QUEUE_DRIVER_LOW = 0x090
+QUEUE_DRIVER_HIGH = 0x094
+QUEUE_DEVICE_LOW = 0x0A0
+QUEUE_DEVICE_HIGH = 0x0A4
+SHM_SEL = 0x0AC
+SHM_LEN_LOW = 0x0B0
+SHM_LEN_HIGH = 0x0B4
+CONFIG_GENERATION = 0x0FC
+CONFIG = 0x100
+
+# Status bits.
+ACKNOWLEDGE = 1
+DRIVER = 2
+DRIVER_OK = 4
+FEATURES_OK = 8
+DEVICE_NEEDS_RESET = 0x40
+FAILED = 0x80
+
+# Interrupt status bits.
+INT_USED_BUFFER = 1
+INT_CONFIG_CHANGE = 2
+
+F_VERSION_1 = 1 << 32
+
+
+class _QueueRegs:
+    __slots__ = ("desc", "device", "driver", "num", "ready")
+
+    def __init__(self, num_max: int) -> None:
+        self.num = num_max
+        self.ready = 0
+        self.desc = self.driver = self.device = 0
+
+
+def _set_half(value: int, data: int, high: bool) -> int:
+    if high:
+        return (value & 0xFFFFFFFF) | (data << 32)
+    return (value & ~0xFFFFFFFF) | data
+
+
+class PlaceholderMmio:
+    """An empty slot: a valid register block with device ID 0, which drivers skip."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        value = {MAGIC_VALUE: MAGIC, VERSION_REG: VERSION, VENDOR: VENDOR_ID}.get(offset, 0)
+        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def write(self, offset: int, data: bytes) -> None:
+        pass
+
+
+class MmioTransport:
+    def __init__(
+        self,
+        device: VirtioDevice,
+        mem: GuestRam,
+        in_ram: Callable[[int, int], bool],
+        signal_irq: Callable[[], None],
+        log: Callable[[str], None],
+        name: str = "",
+    ) -> None:
+        self.device = device
+        self.mem = mem
+        self.in_ram = in_ram
+        self._signal_irq = signal_irq
+        self._log = log
+        self.name = name or device.kind
+        self._lock = threading.RLock()
+        self.kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._worker: threading.Thread | None = None
+        self.needs_reset_reason = ""
+        self.paused = False
+        self._reset_registers()
+
+    def _reset_registers(self) -> None:
+        self.status = 0
+        self.interrupt_status = 0
+        self.device_features_sel = 0
+        self.driver_features_sel = 0
+        self.driver_features = 0
+        self.queue_sel = 0
+        self.config_generation = 0
+        self.queue_regs = [_QueueRegs(self.device.queue_max) for _ in range(self.device.num_queues)]
+        self.queues: list[Virtqueue | None] = [None] * self.device.num_queues
+
+    # -- registers (vCPU threads) -------------------------------------------------------
+    @property
+    def features(self) -> int:
+        return self.device.device_features() | F_VERSION_1
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._lock:
+            if offset >= CONFIG:
+                cfg = self.device.config()
+                start = offset - CONFIG
+                return (cfg[start : start + size] + b"\x00" * size)[:size]
+            value = self._read_reg(offset) if size == 4 else 0
+        return value.to_bytes(4, "little")[:size] if size <= 4 else value.to_bytes(size, "little")
+
+    def _read_reg(self, offset: int) -> int:
+        q = self.queue_regs[self.queue_sel] if self.queue_sel < len(self.queue_regs) else None
+        if offset == MAGIC_VALUE:
+            return MAGIC
+        if offset == VERSION_REG:
+            return VERSION
+        if offset == DEVICE_ID:
+            return self.device.device_id
+        if offset == VENDOR:
+            return VENDOR_ID
+        if offset == DEVICE_FEATURES:
+            return (self.features >> (32 * self.device_features_sel)) & 0xFFFFFFFF
+        if offset == QUEUE_NUM_MAX:
+            return self.device.queue_max if q is not None else 0
+        if offset == QUEUE_READY:
+            return q.ready if q is not None else 0
+        if offset == INTERRUPT_STATUS:
+            return self.interrupt_status
+        if offset == STATUS:
+            return self.status
+        if offset == CONFIG_GENERATION:
+            return self.config_generation
+        if offset in (SHM_LEN_LOW, SHM_LEN_HIGH):
+            return 0xFFFFFFFF  # no shared memory regions
+        return 0
+
+    def write(self, offset: int, data: bytes) -> None:
+        if offset >= CONFIG:
+            with self._lock:
+                self.device.write_config(offset - CONFIG, bytes(data))
+            return
+        if len(data) != 4:
+            return  # the spec requires 32-bit accesses to the registers
+        value = int.from_bytes(data, "little")
+        if offset == QUEUE_NOTIFY:
+            self.kick()  # no lock: the worker does the work
+            return
+        with self._lock:
+            self._write_reg(offset, value)
+
+    def _write_reg(self, offset: int, value: int) -> None:
+        q = self.queue_regs[self.queue_sel] if self.queue_sel < len(self.queue_regs) else None
+        if offset == DEVICE_FEATURES_SEL:
+            self.device_features_sel = value
+        elif offset == DRIVER_FEATURES_SEL:
+            self.driver_features_sel = value
+        elif offset == DRIVER_FEATURES:
+            if self.status & FEATURES_OK or self.driver_features_sel > 1:
+                return
+            shift = 32 * self.driver_features_sel
+            self.driver_features = (self.driver_features & ~(0xFFFFFFFF << shift)) | (
+                value << shift
+            )
+        elif offset == QUEUE_SEL:
+            self.queue_sel = value
+        elif offset == INTERRUPT_ACK:
+            self.interrupt_status &= ~value
+        elif offset == STATUS:
+            self._write_status(value)
+        elif q is not None and not q.ready:
+            if offset == QUEUE_NUM:
+                q.num = value
+            elif offset == QUEUE_READY:
+                self._queue_ready(self.queue_sel, q, value)
+            elif offset in (QUEUE_DESC_LOW, QUEUE_DESC_HIGH):
+                q.desc = _set_half(q.desc, value, offset == QUEUE_DESC_HIGH)
+            elif offset in (QUEUE_DRIVER_LOW, QUEUE_DRIVER_HIGH):
+                q.driver = _set_half(q.driver, value, offset == QUEUE_DRIVER_HIGH)
+            elif offset in (QUEUE_DEVICE_LOW, QUEUE_DEVICE_HIGH):
+                q.device = _set_half(q.device, value, offset == QUEUE_DEVICE_HIGH)
+        elif q is not None and offset == QUEUE_READY and value == 0:
+            q.ready = 0  # the driver may take a queue back
+            self.queues[self.queue_sel] = None
+
+    def _queue_ready(self, index: int, q: _QueueRegs, value: int) -> None:
+        if value != 1:
+            return
+        try:
+            check_layout(self.in_ram, q.num, self.device.queue_max, q.desc, q.driver, q.device)
+        except QueueError as exc:
+            self._needs_reset(f"queue {index}: {exc}")
+            return
+        q.ready = 1
+        self.queues[index] = Virtqueue(self.mem, self.in_ram, q.num, q.desc, q.driver, q.device)
+
+    def _write_status(self, value: int) -> None:
+        if value == 0:
+            self.device.reset()
+            self.needs_reset_reason = ""
+            self._reset_registers()
+            return
+        new = value & ~self.status
+        if new & FEATURES_OK:
+            offered = self.features
+            if self.driver_features & ~offered or not self.driver_features & F_VERSION_1:
+                value &= ~FEATURES_OK  # refused: the driver reads Status back and sees it
+        if new & DRIVER_OK and not self.status & DEVICE_NEEDS_RESET:
+            self.device.activate(self.mem, self.driver_features)
+            self.kick()  # buffers may already be waiting
+        self.status = value | (self.status & DEVICE_NEEDS_RESET)
+
+    def _needs_reset(self, reason: str) -> None:
+        """Caller holds ``_lock``."""
+        if self.status & DEVICE_NEEDS_RESET:
+            return
+        self.status |= DEVICE_NEEDS_RESET
+        self.needs_reset_reason = reason
+        self._log(f"keel: virtio {self.name}: bad queue, device needs reset: {reason}")
+        if self.status & DRIVER_OK:
+            self.interrupt_status |= INT_CONFIG_CHANGE
+            self._signal_irq()
+
+    # -- queue work (the worker thread) ---------------------------------------------------
+    def kick(self) -> None:
+        os.eventfd_write(self.kick_fd, 1)
+
+    def service(self) -> None:
+        """Let the device consume whatever is available; interrupt if it returned buffers."""
+        with self._lock:
+            if self.paused or self.status & DEVICE_NEEDS_RESET or not self.status & DRIVER_OK:
+                return
+            try:
+                used = self.device.service(self.queues)
+            except QueueError as exc:
+                self._needs_reset(str(exc))
+                return
+            if used and any(q is not None and q.wants_interrupt() for q in self.queues):
+                self.interrupt_status |= INT_USED_BUFFER
+                self._signal_irq()
+
+    def pause(self) -> None:
+        """Stop touching guest memory; returns once a request in progress is done."""
+        with self._lock:
+            self.paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self.paused = False
+        self.kick()  # serve what the guest queued before the pause
+
+    def start_worker(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._work, name=f"virtio-{self.name}", daemon=True
+            )
+            self._worker.start()
+
+    def _work(self) -> None:
+        poller = select.poll()
+        registered: set[int] = set()
+        for fd in (self.kick_fd, self._stop_fd):
+            poller.register(fd, select.POLLIN)
+        while True:
+            wanted = set(self.device.wake_fds())
+            for fd in wanted - registered:
+                poller.register(fd, select.POLLIN)
+            for fd in registered - wanted:
+                poller.unregister(fd)
+            registered = wanted
+            events = poller.poll()
+            if any(fd == self._stop_fd for fd, _ in events):
+                return
+            if any(fd == self.kick_fd for fd, _ in events):
+                try:
+                    os.eventfd_read(self.kick_fd)
+                except BlockingIOError:
+                    pass
+            try:
+                self.service()
+            except Exception as exc:  # a device-model bug must not kill the VMM
+                with self._lock:
+                    self._needs_reset(f"internal error: {exc!r}")
+
+    def close(self) -> None:
+        """Stop the worker and release the device's host resources."""
+        if self._worker is not None:
+            os.eventfd_write(self._stop_fd, 1)
+            self._worker.join(5)
+            self._worker = None
+        with self._lock:
+            self.device.close()
+        for fd in (self.kick_fd, self._stop_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.kick_fd = self._stop_fd = -1
+

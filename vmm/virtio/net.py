@@ -1,0 +1,151 @@
+"""virtio-net (ID 1) backed by a host TAP interface.
+
+The VMM creates the TAP with pyroute2 (and removes it on detach) unless the
+named interface already exists, in which case it is used and left in place.
+No offloads are offered, so the 12-byte virtio_net_hdr (VERSION_1 layout,
+with num_buffers) is all zeros: it is stripped on transmit and prepended on
+receive, and the TAP carries plain Ethernet frames (IFF_NO_PI, no vnet header).
+Receive runs when the TAP is readable *and* the driver has posted buffers;
+the worker polls the TAP only while receive buffers are available.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from vmm.errors import ConfigError
+from vmm.virtio.device import ID_NET, VirtioDevice
+from vmm.virtio.queue import QueueError, Virtqueue, gather, scatter
+
+F_MAC = 1 << 5
+HDR_SIZE = 12
+RECEIVEQ = 0
+TRANSMITQ = 1
+MAX_FRAME = 65536 + HDR_SIZE
+TAP_PREFIX = "keeltap"
+
+
+def _iproute() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _free_tap_name() -> str:
+    existing = set(os.listdir("/sys/class/net"))
+    for i in range(1000):
+        name = f"{TAP_PREFIX}{i}"
+        if name not in existing:
+            return name
+    raise ConfigError("no free TAP interface name")
+
+
+def _default_mac(name: str) -> bytes:
+    """A stable locally administered unicast address derived from the TAP name."""
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).digest()
+    return bytes([0x52, 0x54, 0x00, *digest[:3]])
+
+
+class NetDevice(VirtioDevice):
+    device_id = ID_NET
+    kind = "net"
+    num_queues = 2
+    queue_max = 256
+
+    def __init__(self, tap: str | None = None, mac: bytes | None = None) -> None:
+        name = tap or _free_tap_name()
+        if len(name.encode()) >= 16 or "/" in name:
+            raise ConfigError(f"bad TAP interface name {name!r}")
+        self.created = False
+        try:
+            with _iproute() as ipr:
+                if not ipr.link_lookup(ifname=name):
+                    ipr.link("add", ifname=name, kind="tuntap", mode="tap")
+                    self.created = True
+                from vmm.kvm.ffi import ffi, lib
+
+                fd = int(lib.keel_tap_open(ffi.new("char[]", name.encode())))
+                if fd < 0:
+                    raise ConfigError(f"cannot attach to TAP {name!r}: {os.strerror(-fd)}")
+                self.fd = fd
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        except ConfigError:
+            self._remove_tap(name)
+            raise
+        except Exception as exc:  # pyroute2's NetlinkError and friends
+            self._remove_tap(name)
+            raise ConfigError(f"cannot create TAP {name!r}: {exc}") from None
+        super().__init__(name)
+        self.tap = name
+        self.mac = mac or _default_mac(name)
+        self._rx_ready = False
+        self.dropped = 0
+
+    def _remove_tap(self, name: str) -> None:
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.created:
+            try:
+                with _iproute() as ipr:
+                    for index in ipr.link_lookup(ifname=name):
+                        ipr.link("del", index=index)
+            except Exception:
+                pass
+            self.created = False
+
+    def device_features(self) -> int:
+        return F_MAC
+
+    def config(self) -> bytes:
+        return self.mac + struct.pack("<H", 1)  # mac, status (link up; F_STATUS not offered)
+
+    def wake_fds(self) -> list[int]:
+        return [self.fd] if self._rx_ready and self.fd >= 0 else []
+
+    def service(self, queues: list[Virtqueue | None]) -> bool:
+        used = False
+        tx = queues[TRANSMITQ]
+        if tx is not None:
+            for out in tx.pop_all():
+                if out.writable:
+                    raise QueueError(f"net transmit {out.head}: device-writable buffer")
+                frame = gather(self.mem, out.buffers)[HDR_SIZE:]
+                if frame:
+                    try:
+                        os.write(self.fd, frame)
+                    except OSError:
+                        self.dropped += 1
+                tx.push(out.head, 0)
+                used = True
+        rx = queues[RECEIVEQ]
+        self._rx_ready = False
+        while rx is not None and rx.has_available():
+            try:
+                frame = os.read(self.fd, MAX_FRAME)
+            except (BlockingIOError, OSError):
+                self._rx_ready = True  # buffers wait for a frame: poll the TAP
+                break
+            rx_chain = rx.pop()
+            assert rx_chain is not None
+            chain = rx_chain
+            if chain.readable:
+                raise QueueError(f"net receive {chain.head}: device-readable buffer")
+            packet = struct.pack("<10xH", 1) + frame  # num_buffers = 1
+            if sum(b.length for b in chain.buffers) < len(packet):
+                self.dropped += 1
+                rx.push(chain.head, 0)
+            else:
+                rx.push(chain.head, scatter(self.mem, chain.buffers, packet))
+            used = True
+        return used
+
+    def close(self) -> None:
+        self._remove_tap(self.tap)
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "mac": ":".join(f"{b:02x}" for b in self.mac)}
