@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SMP ?=
 RUN_ARGS ?=
 
-.PHONY: all kernel initrd deps venv ffi run test lint pytest bench clean
+.PHONY: all kernel initrd host-lib deps venv ffi run test lint pytest bench clean
 
 all: kernel initrd
 
@@ -44,7 +44,7 @@ lint: venv ffi
 	$(VENV)/bin/ruff check vmm tests scripts
 	$(VENV)/bin/mypy vmm
 
-pytest: venv ffi kernel initrd
+pytest: venv ffi kernel initrd host-lib
 	$(VENV)/bin/pytest -ra tests
 
 test: deps venv ffi kernel initrd lint pytest

@@ -43,3 +43,16 @@ $(KBUILD)/%.o: %.S $(GEN_STAMP)
 	$(KCC) $(KERNEL_ASFLAGS) -c -o $@ $<
 
 -include $(KERNEL_OBJS:.o=.d)
+
+# The portable core as a host shared library, for the Python tests.
+HOST_CORE_C := $(addprefix kernel/core/,cap.c cnode.c untyped.c invoke.c tcb.c endpoint.c \
+	vspace.c sched.c debug_console.c notification.c) kernel/arch/host/host.c
+HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -fPIC -shared \
+	-nostdinc -ffreestanding -fno-builtin -Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include \
+	-Ikernel/arch/host/include -fsanitize=undefined -fno-sanitize-recover=all
+
+$(BUILD)/host/libkeelcore.so: $(HOST_CORE_C) $(GEN_STAMP) $(wildcard kernel/include/keel/*.h)
+	@mkdir -p $(dir $@)
+	$(KCC) $(HOST_CFLAGS) -o $@ $(HOST_CORE_C)
+
+host-lib: $(BUILD)/host/libkeelcore.so

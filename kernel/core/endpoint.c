@@ -5,37 +5,7 @@
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
-
-static void list_push(struct tcb **head, struct tcb *t)
-{
-    t->rq_next = NULL;
-    while (*head)
-        head = &(*head)->rq_next;
-    *head = t;
-}
-
-static struct tcb *list_pop(struct tcb **head)
-{
-    struct tcb *t = *head;
-
-    if (t) {
-        *head = t->rq_next;
-        t->rq_next = NULL;
-    }
-    return t;
-}
-
-static bool list_remove(struct tcb **head, struct tcb *t)
-{
-    for (; *head; head = &(*head)->rq_next) {
-        if (*head == t) {
-            *head = t->rq_next;
-            t->rq_next = NULL;
-            return true;
-        }
-    }
-    return false;
-}
+#include <keel/waitlist.h>
 
 /* Hands a message to a receiver that was blocked in recv. */
 static void deliver(struct tcb *r, const struct message *m)
@@ -160,61 +130,6 @@ long decode_endpoint(struct invocation *inv)
         inv->caller->blocked_on = ep;
         inv->caller->wait_kind = WAIT_RECV;
         list_push(&ep->receivers, inv->caller);
-        inv->blocked = true;
-        return KEEL_E_OK;
-    }
-    return KEEL_E_UNKNOWN_CALL;
-}
-
-/* Notifications: a word of bits, OR-ed by signal, taken by wait/poll. */
-void notification_cancel_wait(struct tcb *t)
-{
-    struct notification *n = t->blocked_on;
-
-    list_remove(&n->waiters, t);
-}
-
-void notification_destroy(struct notification *n)
-{
-    struct tcb *t;
-    u64 zero[KEEL_MSG_WORDS] = { 0 };
-
-    while ((t = list_pop(&n->waiters))) {
-        arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
-        sched_make_runnable(t);
-    }
-    n->hdr.type = 0;
-}
-
-long decode_notification(struct invocation *inv)
-{
-    struct notification *n = (struct notification *)inv->slot->cap.obj;
-
-    switch (inv->label) {
-    case KEEL_CALL_NOTIFICATION_SIGNAL: {
-        u64 bits = inv->slot->cap.badge ? inv->slot->cap.badge : 1;
-        struct tcb *t = list_pop(&n->waiters);
-        if (t) {
-            u64 res[KEEL_MSG_WORDS] = { n->word | bits };
-            n->word = 0;
-            arch_tcb_set_results(t, KEEL_E_OK, res);
-            sched_make_runnable(t);
-        } else {
-            n->word |= bits;
-        }
-        return KEEL_E_OK;
-    }
-    case KEEL_CALL_NOTIFICATION_POLL:
-    case KEEL_CALL_NOTIFICATION_WAIT:
-        if (n->word || inv->label == KEEL_CALL_NOTIFICATION_POLL) {
-            inv->res[0] = n->word;
-            n->word = 0;
-            return KEEL_E_OK;
-        }
-        inv->caller->state = THREAD_BLOCKED;
-        inv->caller->blocked_on = n;
-        inv->caller->wait_kind = WAIT_NTFN;
-        list_push(&n->waiters, inv->caller);
         inv->blocked = true;
         return KEEL_E_OK;
     }

@@ -41,5 +41,6 @@ keel_word_t make_untyped(unsigned bits);
 keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
 void suite_setup(struct keel_bootinfo *bi);
 int suite_run(void);
+int bench_run(void);
 
 #endif

@@ -141,7 +141,7 @@ bool arch_thread_can_run(struct tcb *t)
 
 void arch_flush_user_tlb(void)
 {
-    write_cr3(read_cr3());
+    write_cr3(read_cr3()); /* every user mapping is non-global */
 }
 
 void arch_send_tlb_ipi(struct cpu *c)
@@ -156,10 +156,14 @@ void arch_enter_user(struct tcb *t)
 
     c->frame_top = (uptr)(&t->arch.frame + 1);
     c->arch.tss.rsp[0] = c->frame_top;
-    if (read_cr3() != cr3)
+    /* CR3 is remembered rather than read: where kernel code is emulated
+     * every privileged instruction is an expensive trip to the host. */
+    if (c->arch.cr3 != cr3) {
         write_cr3(cr3);
-    else if (c->tlb_request)
+        c->arch.cr3 = cr3;
+    } else if (c->tlb_request) {
         arch_flush_user_tlb();
+    }
     WRITE_ONCE(c->tlb_request, 0);
     if (c->fpu_owner != t) {
         fpu_restore(t);
@@ -175,9 +179,13 @@ void arch_idle_wait(void)
 {
     u64 kernel_cr3 = arch_virt_to_phys(boot_pml4);
 
-    if (read_cr3() != kernel_cr3)
+    struct cpu *c = this_cpu();
+
+    if (c->arch.cr3 != kernel_cr3) {
         write_cr3(kernel_cr3);
-    this_cpu()->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
+        c->arch.cr3 = kernel_cr3;
+    }
+    c->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
     arch_idle();
     arch_irq_disable();
 }

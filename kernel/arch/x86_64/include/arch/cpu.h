@@ -41,6 +41,7 @@ struct arch_tcb {
 struct arch_cpu {
     u64 gdt[GDT_ENTRIES];
     struct tss tss;
+    u64 cr3; /* what this CPU last loaded into CR3 (0: not known) */
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
 

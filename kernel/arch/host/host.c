@@ -1,0 +1,300 @@
+/* The architecture interface implemented over plain memory, and a small
+ * harness the Python tests drive through cffi: one capability table, a
+ * calling thread, and untyped memory from the host's heap. */
+#include <arch.h>
+#include <keel/cpu.h>
+#include <keel/invoke.h>
+#include <keel/sched.h>
+#include <keel/string.h>
+
+void *aligned_alloc(size_t align, size_t size);
+void free(void *p);
+__noreturn void abort(void);
+
+struct cpu cpus[MAX_CPUS];
+u32 cpu_count = 1;
+
+void *host_cpu_self(void)
+{
+    return &cpus[0];
+}
+
+void arch_zero_object(void *p, u64 len)
+{
+    memset(p, 0, len);
+}
+
+u64 arch_virt_to_phys(const void *p)
+{
+    return (u64)p;
+}
+
+void *arch_phys_to_virt(u64 phys)
+{
+    return (void *)phys;
+}
+
+void arch_tcb_init(struct tcb *t)
+{
+    memset(&t->arch, 0, sizeof(t->arch));
+}
+
+void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg)
+{
+    t->arch.pc = pc;
+    t->arch.sp = sp;
+    t->arch.arg = arg;
+}
+
+void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
+{
+    *pc = t->arch.pc;
+    *sp = t->arch.sp;
+    *ret = t->arch.result[0];
+}
+
+void arch_tcb_set_results(struct tcb *t, long err, const u64 *res)
+{
+    t->arch.result[0] = (u64)err;
+    for (int i = 0; i < 6; i++)
+        t->arch.result[i + 1] = res[i];
+}
+
+void arch_fpu_save(struct tcb *t)
+{
+    (void)t;
+}
+
+bool arch_thread_can_run(struct tcb *t)
+{
+    return t->vspace.cap.type == KEEL_OBJ_VSPACE;
+}
+
+void arch_enter_user(struct tcb *t)
+{
+    (void)t;
+    abort();
+}
+
+void arch_idle_wait(void)
+{
+}
+
+void arch_flush_user_tlb(void)
+{
+}
+
+void arch_send_tlb_ipi(struct cpu *c)
+{
+    (void)c;
+}
+
+void arch_wake_cpu(struct cpu *c)
+{
+    (void)c;
+}
+
+void arch_exit(int code)
+{
+    (void)code;
+    abort();
+}
+
+/* Page tables: the same four-level radix tree as x86-64, without the
+ * hardware bits that do not matter here. */
+#define E_PRESENT 1ul
+#define E_ADDR (~0xffful)
+
+u64 arch_level_size(u32 level)
+{
+    return 1ul << (12 + 9 * level);
+}
+
+static u32 index_at(u64 vaddr, u32 level)
+{
+    return (vaddr >> (12 + 9 * level)) & 511;
+}
+
+void arch_vspace_init(void *root)
+{
+    (void)root;
+}
+
+static u64 *walk(void *root, u32 level, u64 vaddr)
+{
+    u64 *table = root;
+
+    for (u32 l = PAGING_LEVELS - 1; l > level; l--) {
+        u64 e = table[index_at(vaddr, l)];
+        if (!(e & E_PRESENT))
+            return NULL;
+        table = (u64 *)(e & E_ADDR);
+    }
+    return table;
+}
+
+long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights)
+{
+    u64 *table = walk(root, level, vaddr);
+
+    if (!table)
+        return KEEL_E_NO_TABLE;
+    u64 *e = &table[index_at(vaddr, level)];
+    if (*e & E_PRESENT)
+        return KEEL_E_EXISTS;
+    *e = phys | E_PRESENT | ((u64)rights << 1);
+    return KEEL_E_OK;
+}
+
+bool arch_unmap(void *root, u32 level, u64 vaddr, u64 phys)
+{
+    u64 *table = walk(root, level, vaddr);
+
+    if (!table)
+        return false;
+    u64 *e = &table[index_at(vaddr, level)];
+    if (!(*e & E_PRESENT) || (*e & E_ADDR) != phys)
+        return false;
+    *e = 0;
+    return true;
+}
+
+bool arch_lookup(void *root, u64 vaddr, u64 *phys, u32 *flags)
+{
+    u64 *table = walk(root, 0, vaddr);
+
+    if (!table || !(table[index_at(vaddr, 0)] & E_PRESENT))
+        return false;
+    *phys = (table[index_at(vaddr, 0)] & E_ADDR) | (vaddr & 0xfff);
+    *flags = KEEL_MAP_PRESENT;
+    return true;
+}
+
+/* Stubs for what only the real kernel has. */
+void console_write(const char *s, size_t len)
+{
+    (void)s;
+    (void)len;
+}
+
+/* -- the harness ------------------------------------------------------------ */
+
+#define ROOT_BITS 8
+
+static struct cnode *root;
+static struct tcb *caller;
+static void *memory[2];
+
+/* A world: a root capability table whose slot 1 is itself, slot 2 an
+ * untyped region of 2^ut_bits bytes, and a thread to make calls as. */
+int host_world_create(u32 ut_bits)
+{
+    u64 cn_size = 1ul << (ROOT_BITS + SLOT_BITS);
+
+    root = aligned_alloc(cn_size, cn_size);
+    caller = aligned_alloc(4096, 1ul << KEEL_OBJ_TCB_BITS);
+    memory[0] = root;
+    memory[1] = aligned_alloc(1ul << ut_bits, 1ul << ut_bits);
+    if (!root || !caller || !memory[1])
+        return -1;
+    memset(root, 0, cn_size);
+    memset(caller, 0, 1ul << KEEL_OBJ_TCB_BITS);
+    root->hdr.type = KEEL_OBJ_CNODE;
+    root->size_bits = ROOT_BITS;
+    tcb_init(caller);
+    struct slot *slots = (struct slot *)root;
+    struct cap c = { .type = KEEL_OBJ_CNODE, .rights = KEEL_RIGHT_ALL, .size_bits = ROOT_BITS,
+                     .obj = (uptr)root };
+    slot_insert_child(NULL, &slots[1], &c);
+    slot_insert_child(&slots[1], &caller->cspace, &c);
+    c = (struct cap){ .type = KEEL_OBJ_UNTYPED, .rights = KEEL_RIGHT_ALL,
+                      .size_bits = (u8)ut_bits, .obj = (uptr)memory[1] };
+    slot_insert_child(NULL, &slots[2], &c);
+    return 0;
+}
+
+void host_world_destroy(void)
+{
+    free(memory[1]);
+    free(root);
+    free(caller);
+    root = NULL;
+}
+
+long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
+{
+    struct invocation inv = { .caller = caller, .label = label };
+    long err = 0;
+
+    for (int i = 0; i < KEEL_MSG_WORDS; i++)
+        inv.arg[i] = args[i];
+    inv.slot = tcb_lookup_slot(caller, cap, &err);
+    if (inv.slot)
+        err = invoke(&inv);
+    zombies_reap();
+    for (int i = 0; i < KEEL_MSG_WORDS; i++)
+        res[i] = inv.res[i];
+    return err;
+}
+
+struct host_slot {
+    u64 type, rights, badge, obj, size_bits, used, refs;
+    s64 parent; /* slot index in the root table, -1 none, -2 elsewhere */
+    u64 children;
+    u64 flags;
+};
+
+static s64 index_of(const struct slot *s)
+{
+    struct slot *slots = (struct slot *)root;
+
+    if (!s)
+        return -1;
+    if (s >= slots && s < slots + (1ul << ROOT_BITS))
+        return s - slots;
+    return -2;
+}
+
+u64 host_slot_count(void)
+{
+    return 1ul << ROOT_BITS;
+}
+
+/* Checks the links around one slot; 0 when consistent. */
+int host_slot_check(u64 index)
+{
+    struct slot *s = (struct slot *)root + index;
+
+    if (!s->cap.type)
+        return (s->parent || s->child || s->next || s->prev) ? 1 : 0;
+    if (s->prev && s->prev->next != s)
+        return 2;
+    if (s->next && s->next->prev != s)
+        return 3;
+    if (!s->prev && s->parent && s->parent->child != s)
+        return 4;
+    for (struct slot *c = s->child; c; c = c->next) {
+        if (c->parent != s)
+            return 5;
+    }
+    return 0;
+}
+
+void host_slot_info(u64 index, struct host_slot *out)
+{
+    struct slot *s = (struct slot *)root + index;
+    struct kobj *o = s->cap.type ? cap_kobj(&s->cap) : NULL;
+
+    out->type = s->cap.type;
+    out->rights = s->cap.rights;
+    out->badge = s->cap.badge;
+    out->obj = s->cap.obj;
+    out->size_bits = s->cap.size_bits;
+    out->used = s->cap.type == KEEL_OBJ_UNTYPED ? s->cap.a : 0;
+    out->refs = o ? o->refs : 0;
+    out->parent = index_of(s->parent);
+    out->children = 0;
+    for (struct slot *c = s->child; c; c = c->next)
+        out->children++;
+    out->flags = s->cap.flags;
+}

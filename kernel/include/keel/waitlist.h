@@ -1,0 +1,40 @@
+/* FIFO lists of threads waiting on an object (endpoint, notification),
+ * linked through tcb.rq_next, which a waiting thread does not otherwise use
+ * (it is not on the run queue).  Under the kernel lock. */
+#ifndef KEEL_WAITLIST_H
+#define KEEL_WAITLIST_H
+
+#include <keel/object.h>
+
+static inline void list_push(struct tcb **head, struct tcb *t)
+{
+    t->rq_next = NULL;
+    while (*head)
+        head = &(*head)->rq_next;
+    *head = t;
+}
+
+static inline struct tcb *list_pop(struct tcb **head)
+{
+    struct tcb *t = *head;
+
+    if (t) {
+        *head = t->rq_next;
+        t->rq_next = NULL;
+    }
+    return t;
+}
+
+static inline bool list_remove(struct tcb **head, struct tcb *t)
+{
+    for (; *head; head = &(*head)->rq_next) {
+        if (*head == t) {
+            *head = t->rq_next;
+            t->rq_next = NULL;
+            return true;
+        }
+    }
+    return false;
+}
+
+#endif
