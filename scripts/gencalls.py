@@ -205,6 +205,57 @@ def gen_stubs_h(t: Table) -> str:
             out.append(f"    return keel_invoke(cap, KEEL_CALL_{call.name.upper()}, in, 0);")
         out.append("}")
         out.append("")
+    # The batch builder: keel_batch_<call>(batch, cap, args...) appends a
+    # record and returns its index (for KEEL_BATCH_REF).
+    out += [
+        "struct keel_batch {",
+        "    struct keel_call_rec *rec;",
+        "    unsigned long n, max;",
+        "};",
+        "",
+        "static inline struct keel_call_rec *keel_batch_next(struct keel_batch *b)",
+        "{",
+        "    struct keel_call_rec *r = &b->rec[b->n < b->max ? b->n : b->max - 1];",
+        "    for (unsigned long i = 0; i < sizeof(*r) / sizeof(keel_word_t); i++)",
+        "        ((keel_word_t *)r)[i] = 0;",
+        "    return r;",
+        "}",
+        "",
+        "/* Makes argument arg of record rec the result res of record call. */",
+        "static inline void keel_batch_ref(struct keel_batch *b, unsigned long rec,",
+        "                                  unsigned arg, unsigned long call, unsigned res)",
+        "{",
+        "    b->rec[rec].refs |= 1ul << arg;",
+        "    if (arg == KEEL_REF_CAP)",
+        "        b->rec[rec].cap = KEEL_BATCH_REF(call, res);",
+        "    else",
+        "        b->rec[rec].arg[arg] = KEEL_BATCH_REF(call, res);",
+        "}",
+        "",
+        "static inline long keel_batch_run(struct keel_batch *b, unsigned long flags,",
+        "                                  unsigned long *done)",
+        "{",
+        "    return keel_batch_syscall(b->rec, b->n, flags, done);",
+        "}",
+        "",
+    ]
+    for call in t.calls:
+        params = ["struct keel_batch *b", "keel_cap_t cap"]
+        params += [f"keel_word_t {a.name}" for a in call.args]
+        out.append(f"static inline unsigned long keel_batch_{call.name}({', '.join(params)})")
+        out.append("{")
+        out.append("    struct keel_call_rec *r = keel_batch_next(b);")
+        out.append("    r->cap = cap;")
+        out.append(f"    r->label = KEEL_CALL_{call.name.upper()};")
+        for i, a in enumerate(call.args):
+            out.append(f"    r->arg[{i}] = {a.name};")
+        out.append("    return b->n < b->max ? b->n++ : b->n;")
+        out.append("}")
+        out.append("")
+    out.append("static const char *const keel_call_names[KEEL_NCALLS] = {")
+    for call in t.calls:
+        out.append(f'    [KEEL_CALL_{call.name.upper()}] = "{call.name}",')
+    out += ["};", ""]
     out += ["#endif", ""]
     return "\n".join(out)
 

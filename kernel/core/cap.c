@@ -52,7 +52,8 @@ struct kobj *cap_kobj(const struct cap *c)
  * allocator over the same memory. */
 bool cap_is_derivable(const struct cap *c)
 {
-    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED;
+    /* A reply capability is one-shot: it has exactly one holder. */
+    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED && c->type != KEEL_OBJ_REPLY;
 }
 
 void obj_ref(const struct cap *c)
@@ -99,6 +100,8 @@ void slot_move(struct slot *dst, struct slot *src)
     for (struct slot *c = dst->child; c; c = c->next)
         c->parent = dst;
     memset(src, 0, sizeof(*src));
+    if (dst->cap.type == KEEL_OBJ_REPLY)
+        reply_cap_moved(dst);
 }
 
 /* Unlinks s from the tree; its children move up to its parent (or become
@@ -140,6 +143,8 @@ void slot_delete(struct slot *s)
         return;
     if (s->cap.flags & CAP_MAPPED)
         paging_cap_deleted(&s->cap);
+    if (s->cap.type == KEEL_OBJ_REPLY)
+        reply_cap_deleted(s);
     c = s->cap;
     slot_unlink(s);
     memset(&s->cap, 0, sizeof(s->cap));

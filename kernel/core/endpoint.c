@@ -1,67 +1,386 @@
-/* Endpoints: bounded queues of small messages.  Sending never blocks: a
- * full queue is reported to the sender.  Receiving blocks unless asked not
- * to.  Fault messages, which the kernel sends on a thread's behalf, wait
- * for room instead of failing (the faulted thread waits with them). */
+/* Endpoints: bounded queues of small messages, the kernel's only way for
+ * one thread to talk to another.
+ *
+ * - send never blocks: a full queue is reported (KEEL_E_FULL), and the
+ *   sender may ask to be told through its bound notification when there is
+ *   room again.  No message is ever dropped.
+ * - call (a system-call invocation of an endpoint capability) is a send
+ *   that carries a one-shot reply capability; the caller waits until that
+ *   capability is used (or destroyed).  Its answer arrives in the same
+ *   registers a kernel object's would.
+ * - recv takes the oldest message, or blocks, or polls; a signal on the
+ *   receiver's bound notification also ends it.
+ * - Capabilities travel with messages: those named by words the call table
+ *   marks cap<...> (kernel labels) or the label's capability mask (user
+ *   labels).  In flight they live in the queued message's own slots.
+ * - Faults are messages the kernel sends for a thread; they wait for room.
+ */
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 #include <keel/waitlist.h>
 
-/* Hands a message to a receiver that was blocked in recv. */
-static void deliver(struct tcb *r, const struct message *m)
+static void msg_clear(struct message *m)
 {
-    u64 res[KEEL_MSG_WORDS] = { m->badge, m->label, m->w[0], m->w[1], m->w[2], m->w[3] };
+    for (u32 i = 0; i < MSG_CAPS; i++)
+        slot_delete(&m->caps[i]);
+    slot_delete(&m->reply);
+    m->ncaps = 0;
+    m->has_reply = 0;
+}
 
-    arch_tcb_set_results(r, KEEL_E_OK, res);
+/* Which words of a message are capabilities to transfer. */
+static u32 cap_words(u64 label)
+{
+    u64 l = label & KEEL_LABEL_MASK;
+    const struct call_desc *d = l < KEEL_LABEL_USER ? call_describe(l) : NULL;
+    u32 mask = 0;
+
+    if (d) {
+        for (u32 i = 0; i < d->nargs; i++)
+            mask |= d->args[i].type ? 1u << i : 0;
+    } else if (l >= KEEL_LABEL_USER) {
+        mask = (u32)(label >> 48) & 0x3f;
+    }
+    return mask;
+}
+
+/* The sender's capabilities for the marked words, checked before anything
+ * is queued. */
+static long collect_caps(struct tcb *t, struct slot *ep, u64 label, const u64 *w,
+                         struct slot **src, u8 *word, u32 *n)
+{
+    u32 mask = cap_words(label);
+
+    *n = 0;
+    for (u32 i = 0; i < KEEL_MSG_WORDS; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        if (*n == MSG_CAPS)
+            return KEEL_E_INVALID_ARG;
+        if (!(ep->cap.rights & KEEL_RIGHT_GRANT))
+            return KEEL_E_NO_RIGHTS;
+        long err = 0;
+        struct slot *s = tcb_lookup_slot(t, w[i], &err);
+        if (!s)
+            return err;
+        if (!cap_is_derivable(&s->cap))
+            return KEEL_E_INVALID_ARG;
+        src[*n] = s;
+        word[*n] = (u8)i;
+        (*n)++;
+    }
+    return KEEL_E_OK;
+}
+
+/* A copy of src's capability into dst (a child, so revoke reaches it). */
+static void transfer_copy(struct slot *dst, struct slot *src)
+{
+    struct cap c = src->cap;
+
+    c.flags &= (u8)~CAP_MAPPED;
+    c.a = c.b = 0;
+    slot_insert_child(src, dst, &c);
+}
+
+static void make_reply_cap(struct slot *dst, struct tcb *caller)
+{
+    struct cap c = { .type = KEEL_OBJ_REPLY, .rights = KEEL_RIGHT_WRITE, .obj = (uptr)caller };
+
+    slot_insert_child(NULL, dst, &c);
+    caller->reply_slot = dst;
+}
+
+static struct slot *window_slot(struct tcb *r, u64 window, u32 i)
+{
+    struct slot *s = window ? cnode_slot(&r->cspace.cap, window + i) : NULL;
+
+    return s && !s->cap.type ? s : NULL;
+}
+
+/* Gives a receiver a message whose capabilities are still in the sender's
+ * slots (direct hand-over) or in a queued message (src_msg). */
+static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *words,
+                    struct slot **caps, const u8 *cap_word, u32 ncaps, struct tcb *caller,
+                    struct message *src_msg)
+{
+    u64 w[KEEL_MSG_WORDS];
+    u64 info = 0;
+
+    memcpy(w, words, sizeof(w));
+    if (caller || (src_msg && src_msg->has_reply)) {
+        struct slot *dst = window_slot(r, window, 0);
+        if (dst && src_msg) {
+            slot_move(dst, &src_msg->reply);
+            reply_cap_moved(dst);
+            info |= KEEL_INFO_REPLY;
+        } else if (dst) {
+            make_reply_cap(dst, caller);
+            info |= KEEL_INFO_REPLY;
+        } else {
+            info |= KEEL_INFO_LOST; /* the caller learns through KEEL_E_REVOKED */
+            if (src_msg)
+                slot_delete(&src_msg->reply);
+            else
+                caller_revoke_wait(caller);
+        }
+    }
+    for (u32 i = 0; i < ncaps; i++) {
+        struct slot *dst = window_slot(r, window, 1 + i);
+        if (!dst) {
+            info |= KEEL_INFO_LOST;
+            w[cap_word[i]] = 0;
+            if (src_msg)
+                slot_delete(caps[i]);
+            continue;
+        }
+        if (src_msg)
+            slot_move(dst, caps[i]);
+        else
+            transfer_copy(dst, caps[i]);
+        w[cap_word[i]] = window + 1 + i;
+        info += 1u << 8;
+    }
+    arch_tcb_set_recv(r, KEEL_E_OK, badge, label, w, info);
+}
+
+static void wake_receiver(struct tcb *r)
+{
+    r->recv_window = 0;
     sched_make_runnable(r);
 }
 
-/* Puts a message on ep: to a waiting receiver, else in the queue.  False
- * when the queue is full. */
-static bool ep_post(struct endpoint *ep, const struct message *m)
+/* Tells one sender that asked that there is room again. */
+static void ep_room_appeared(struct endpoint *ep)
+{
+    struct tcb *t = ep->room;
+
+    if (!t)
+        return;
+    ep->room = t->room_next;
+    t->room_next = NULL;
+    t->room_ep = NULL;
+    if (t->bound)
+        notification_raise(t->bound, KEEL_ROOM_BIT);
+}
+
+void tcb_cancel_room_wait(struct tcb *t)
+{
+    struct endpoint *ep = t->room_ep;
+
+    if (!ep)
+        return;
+    for (struct tcb **p = &ep->room; *p; p = &(*p)->room_next) {
+        if (*p == t) {
+            *p = t->room_next;
+            break;
+        }
+    }
+    t->room_next = NULL;
+    t->room_ep = NULL;
+}
+
+/* Posts a message: straight to a waiting receiver, else into the queue.
+ * KEEL_E_FULL when there is no room. */
+static long ep_post(struct endpoint *ep, u64 badge, u64 label, const u64 *w, struct slot **caps,
+                    const u8 *cap_word, u32 ncaps, struct tcb *caller)
 {
     struct tcb *r = list_pop(&ep->receivers);
 
     if (r) {
-        deliver(r, m);
-        return true;
+        deliver(r, r->recv_window, badge, label, w, caps, cap_word, ncaps, caller, NULL);
+        wake_receiver(r);
+        return KEEL_E_OK;
     }
-    if (ep->count == EP_QUEUE_LEN)
-        return false;
-    ep->queue[(ep->head + ep->count) % EP_QUEUE_LEN] = *m;
+    if (ep->count == EP_QUEUE_LEN || ep->senders)
+        return KEEL_E_FULL;
+    struct message *m = &ep->queue[(ep->head + ep->count) % EP_QUEUE_LEN];
+    m->badge = badge;
+    m->label = label;
+    memcpy(m->w, w, sizeof(m->w));
+    m->ncaps = ncaps;
+    for (u32 i = 0; i < ncaps; i++) {
+        m->cap_word[i] = cap_word[i];
+        transfer_copy(&m->caps[i], caps[i]);
+    }
+    m->has_reply = caller != NULL;
+    if (caller)
+        make_reply_cap(&m->reply, caller);
     ep->count++;
-    return true;
+    return KEEL_E_OK;
 }
 
-static void fault_message(struct tcb *t, struct message *m)
+long endpoint_send(struct tcb *t, struct slot *s, u64 label, const u64 *w)
 {
-    m->badge = t->fault_ep.cap.badge;
-    m->label = KEEL_LABEL_FAULT;
-    memcpy(m->w, t->fault, sizeof(m->w));
+    struct endpoint *ep = (struct endpoint *)s->cap.obj;
+    struct slot *caps[MSG_CAPS];
+    u8 cap_word[MSG_CAPS];
+    u32 n;
+
+    if (s->cap.type != KEEL_OBJ_ENDPOINT)
+        return KEEL_E_WRONG_TYPE;
+    if (!(s->cap.rights & KEEL_RIGHT_WRITE))
+        return KEEL_E_NO_RIGHTS;
+    long err = collect_caps(t, s, label, w, caps, cap_word, &n);
+    if (err)
+        return err;
+    err = ep_post(ep, s->cap.badge, label & ~KEEL_SEND_NOTIFY_ROOM, w, caps, cap_word, n, NULL);
+    if (err == KEEL_E_FULL && (label & KEEL_SEND_NOTIFY_ROOM) && t->room_ep != ep) {
+        tcb_cancel_room_wait(t);
+        t->room_ep = ep;
+        t->room_next = ep->room;
+        ep->room = t;
+    }
+    return err;
 }
 
-/* Room appeared: let a waiting fault message in. */
-static void ep_admit_senders(struct endpoint *ep)
+long endpoint_call(struct tcb *t, struct slot *s, u64 label, const u64 *w, bool *blocked)
+{
+    struct endpoint *ep = (struct endpoint *)s->cap.obj;
+    struct slot *caps[MSG_CAPS];
+    u8 cap_word[MSG_CAPS];
+    u32 n;
+
+    if (!(s->cap.rights & KEEL_RIGHT_WRITE))
+        return KEEL_E_NO_RIGHTS;
+    long err = collect_caps(t, s, label, w, caps, cap_word, &n);
+    if (err)
+        return err;
+    /* Blocked first: delivery may already revoke the wait. */
+    t->state = THREAD_BLOCKED;
+    t->wait_kind = WAIT_REPLY;
+    t->blocked_on = NULL;
+    err = ep_post(ep, s->cap.badge, label, w, caps, cap_word, n, t);
+    if (err) {
+        t->state = THREAD_RUNNABLE;
+        t->wait_kind = WAIT_NONE;
+        return err;
+    }
+    *blocked = true;
+    return KEEL_E_OK;
+}
+
+long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *blocked)
+{
+    struct endpoint *ep = (struct endpoint *)s->cap.obj;
+    u64 zero[KEEL_MSG_WORDS] = { 0 };
+
+    if (s->cap.type != KEEL_OBJ_ENDPOINT)
+        return KEEL_E_WRONG_TYPE;
+    if (!(s->cap.rights & KEEL_RIGHT_READ))
+        return KEEL_E_NO_RIGHTS;
+    if (flags & ~(u64)KEEL_RECV_NONBLOCK)
+        return KEEL_E_INVALID_ARG;
+    if (window && (!cnode_slot(&t->cspace.cap, window) ||
+                   !cnode_slot(&t->cspace.cap, window + MSG_CAPS)))
+        return KEEL_E_INVALID_ARG;
+    if (t->bound && t->bound->word) {
+        u64 bits = t->bound->word;
+        t->bound->word = 0;
+        arch_tcb_set_recv(t, KEEL_E_OK, bits, KEEL_LABEL_NOTIFY, zero, 0);
+        *blocked = true; /* results already in place */
+        return KEEL_E_OK;
+    }
+    if (ep->count) {
+        struct message *m = &ep->queue[ep->head];
+        struct slot *caps[MSG_CAPS] = { &m->caps[0], &m->caps[1], &m->caps[2] };
+        deliver(t, window, m->badge, m->label, m->w, caps, m->cap_word, m->ncaps, NULL, m);
+        msg_clear(m);
+        ep->head = (ep->head + 1) % EP_QUEUE_LEN;
+        ep->count--;
+        ep_admit_faults(ep);
+        ep_room_appeared(ep);
+        *blocked = true;
+        return KEEL_E_OK;
+    }
+    if (flags & KEEL_RECV_NONBLOCK)
+        return KEEL_E_WOULD_BLOCK;
+    t->state = THREAD_BLOCKED;
+    t->blocked_on = ep;
+    t->wait_kind = WAIT_RECV;
+    t->recv_window = window;
+    list_push(&ep->receivers, t);
+    *blocked = true;
+    return KEEL_E_OK;
+}
+
+/* -- replies ------------------------------------------------------------------ */
+
+/* The caller's reply capability is gone without a reply. */
+void caller_revoke_wait(struct tcb *caller)
+{
+    u64 zero[KEEL_MSG_WORDS] = { 0 };
+
+    caller->reply_slot = NULL;
+    if (caller->state == THREAD_BLOCKED && caller->wait_kind == WAIT_REPLY) {
+        arch_tcb_set_results(caller, KEEL_E_REVOKED, zero);
+        sched_make_runnable(caller);
+    }
+}
+
+void reply_cap_deleted(struct slot *s)
+{
+    struct tcb *caller = (struct tcb *)s->cap.obj;
+
+    if (caller->reply_slot == s)
+        caller_revoke_wait(caller);
+}
+
+void reply_cap_moved(struct slot *s)
+{
+    ((struct tcb *)s->cap.obj)->reply_slot = s;
+}
+
+long reply_invoke(struct tcb *t, struct slot *s, u64 err, const u64 *res)
+{
+    struct tcb *caller = (struct tcb *)s->cap.obj;
+
+    (void)t;
+    if (s->cap.type != KEEL_OBJ_REPLY)
+        return KEEL_E_WRONG_TYPE;
+    if (err >= KEEL_NERRORS)
+        return KEEL_E_INVALID_ARG;
+    caller->reply_slot = NULL; /* consumed: deleting the slot must not revoke */
+    slot_delete(s);
+    arch_tcb_set_results(caller, (long)err, res);
+    sched_make_runnable(caller);
+    return KEEL_E_OK;
+}
+
+/* -- faults ------------------------------------------------------------------- */
+
+static void fault_words(struct tcb *t, u64 *w)
+{
+    memset(w, 0, KEEL_MSG_WORDS * sizeof(u64));
+    memcpy(w, t->fault, sizeof(t->fault));
+}
+
+/* Room appeared: let waiting fault messages in, oldest first. */
+void ep_admit_faults(struct endpoint *ep)
 {
     while (ep->senders && ep->count < EP_QUEUE_LEN) {
         struct tcb *t = list_pop(&ep->senders);
-        struct message m;
-        fault_message(t, &m);
-        ep_post(ep, &m);
+        u64 w[KEEL_MSG_WORDS];
+        fault_words(t, w);
+        struct tcb *waiting = ep->senders;
+        ep->senders = NULL; /* ep_post refuses while fault senders wait */
+        ep_post(ep, t->fault_ep.cap.badge, KEEL_LABEL_FAULT, w, NULL, NULL, 0, NULL);
+        ep->senders = waiting;
         t->blocked_on = NULL; /* stays FAULTED until its handler resumes it */
+        t->wait_kind = WAIT_NONE;
     }
 }
 
 bool endpoint_send_fault(struct tcb *t)
 {
     struct endpoint *ep = (struct endpoint *)t->fault_ep.cap.obj;
-    struct message m;
+    u64 w[KEEL_MSG_WORDS];
 
     if (t->fault_ep.cap.type != KEEL_OBJ_ENDPOINT)
         return false;
     t->state = THREAD_FAULTED;
-    fault_message(t, &m);
-    if (!ep->senders && ep_post(ep, &m))
+    fault_words(t, w);
+    if (ep_post(ep, t->fault_ep.cap.badge, KEEL_LABEL_FAULT, w, NULL, NULL, 0, NULL) == 0)
         return true;
     t->blocked_on = ep;
     t->wait_kind = WAIT_FAULT;
@@ -73,14 +392,19 @@ void endpoint_cancel_wait(struct tcb *t)
 {
     struct endpoint *ep = t->blocked_on;
 
-    if (!ep)
-        return;
-    if (t->wait_kind == WAIT_RECV)
+    if (t->wait_kind == WAIT_REPLY) {
+        if (t->reply_slot) {
+            struct slot *s = t->reply_slot;
+            t->reply_slot = NULL;
+            slot_delete(s);
+        }
+    } else if (t->wait_kind == WAIT_RECV && ep) {
         list_remove(&ep->receivers, t);
-    else if (t->wait_kind == WAIT_FAULT)
+    } else if (t->wait_kind == WAIT_FAULT && ep) {
         list_remove(&ep->senders, t);
-    else if (t->wait_kind == WAIT_NTFN)
+    } else if (t->wait_kind == WAIT_NTFN && ep) {
         notification_cancel_wait(t);
+    }
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
 }
@@ -90,48 +414,26 @@ void endpoint_destroy(struct endpoint *ep)
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 
+    while (ep->count) {
+        msg_clear(&ep->queue[ep->head]); /* callers in it learn: revoked */
+        ep->head = (ep->head + 1) % EP_QUEUE_LEN;
+        ep->count--;
+    }
     while ((t = list_pop(&ep->receivers))) {
         arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
-        sched_make_runnable(t);
+        wake_receiver(t);
     }
-    while ((t = list_pop(&ep->senders)))
+    while ((t = list_pop(&ep->senders))) {
         t->blocked_on = NULL; /* its fault stays unhandled: it stays FAULTED */
+        t->wait_kind = WAIT_NONE;
+    }
+    while (ep->room)
+        tcb_cancel_room_wait(ep->room);
     ep->hdr.type = 0;
 }
 
 long decode_endpoint(struct invocation *inv)
 {
-    struct endpoint *ep = (struct endpoint *)inv->slot->cap.obj;
-
-    switch (inv->label) {
-    case KEEL_CALL_ENDPOINT_SEND: {
-        struct message m = { inv->slot->cap.badge, inv->arg[0],
-                             { inv->arg[1], inv->arg[2], inv->arg[3], inv->arg[4] } };
-        if (ep->senders || !ep_post(ep, &m))
-            return KEEL_E_FULL;
-        return KEEL_E_OK;
-    }
-    case KEEL_CALL_ENDPOINT_RECV:
-        if (inv->arg[0] & ~(u64)KEEL_RECV_NONBLOCK)
-            return KEEL_E_INVALID_ARG;
-        if (ep->count) {
-            struct message *m = &ep->queue[ep->head];
-            inv->res[0] = m->badge;
-            inv->res[1] = m->label;
-            memcpy(&inv->res[2], m->w, sizeof(m->w));
-            ep->head = (ep->head + 1) % EP_QUEUE_LEN;
-            ep->count--;
-            ep_admit_senders(ep);
-            return KEEL_E_OK;
-        }
-        if (inv->arg[0] & KEEL_RECV_NONBLOCK)
-            return KEEL_E_WOULD_BLOCK;
-        inv->caller->state = THREAD_BLOCKED;
-        inv->caller->blocked_on = ep;
-        inv->caller->wait_kind = WAIT_RECV;
-        list_push(&ep->receivers, inv->caller);
-        inv->blocked = true;
-        return KEEL_E_OK;
-    }
-    return KEEL_E_UNKNOWN_CALL;
+    (void)inv;
+    return KEEL_E_UNKNOWN_CALL; /* endpoints are used through send/recv/call */
 }

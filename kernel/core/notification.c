@@ -11,11 +11,47 @@ void notification_cancel_wait(struct tcb *t)
     list_remove(&n->waiters, t);
 }
 
+/* Adds bits: to a waiter, else to a bound thread blocked in recv, else to
+ * the word. */
+void notification_raise(struct notification *n, u64 bits)
+{
+    u64 res[KEEL_MSG_WORDS] = { 0 };
+    struct tcb *t = list_pop(&n->waiters);
+
+    if (t) {
+        res[0] = n->word | bits;
+        n->word = 0;
+        arch_tcb_set_results(t, KEEL_E_OK, res);
+        sched_make_runnable(t);
+        return;
+    }
+    t = n->bound;
+    if (t && t->state == THREAD_BLOCKED && t->wait_kind == WAIT_RECV) {
+        endpoint_cancel_wait(t);
+        arch_tcb_set_recv(t, KEEL_E_OK, n->word | bits, KEEL_LABEL_NOTIFY, res, 0);
+        n->word = 0;
+        t->recv_window = 0;
+        sched_make_runnable(t);
+        return;
+    }
+    n->word |= bits;
+}
+
+void notification_unbind(struct tcb *t)
+{
+    if (t->bound) {
+        t->bound->bound = NULL;
+        t->bound = NULL;
+    }
+}
+
 void notification_destroy(struct notification *n)
 {
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 
+    if (n->bound)
+        notification_unbind(n->bound);
     while ((t = list_pop(&n->waiters))) {
         arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
         sched_make_runnable(t);
@@ -28,22 +64,14 @@ long decode_notification(struct invocation *inv)
     struct notification *n = (struct notification *)inv->slot->cap.obj;
 
     switch (inv->label) {
-    case KEEL_CALL_NOTIFICATION_SIGNAL: {
-        u64 bits = inv->slot->cap.badge ? inv->slot->cap.badge : 1;
-        struct tcb *t = list_pop(&n->waiters);
-        if (t) {
-            u64 res[KEEL_MSG_WORDS] = { n->word | bits };
-            n->word = 0;
-            arch_tcb_set_results(t, KEEL_E_OK, res);
-            sched_make_runnable(t);
-        } else {
-            n->word |= bits;
-        }
+    case KEEL_CALL_NOTIFICATION_SIGNAL:
+        notification_raise(n, inv->slot->cap.badge ? inv->slot->cap.badge : 1);
         return KEEL_E_OK;
-    }
     case KEEL_CALL_NOTIFICATION_POLL:
     case KEEL_CALL_NOTIFICATION_WAIT:
-        if (n->word || inv->label == KEEL_CALL_NOTIFICATION_POLL) {
+        if (n->word || inv->label == KEEL_CALL_NOTIFICATION_POLL || inv->no_block) {
+            if (!n->word && inv->label == KEEL_CALL_NOTIFICATION_WAIT)
+                return KEEL_E_WOULD_BLOCK;
             inv->res[0] = n->word;
             n->word = 0;
             return KEEL_E_OK;

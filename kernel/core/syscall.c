@@ -6,40 +6,126 @@
 #include <keel/invoke.h>
 #include <keel/printk.h>
 #include <keel/sched.h>
+#include <keel/string.h>
 #include <keel/syscall.h>
 
 struct tcb *root_task;
 
+/* One kernel call: an object's method, or a call to an endpoint's server. */
+static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *res, bool *blocked,
+                     bool in_batch)
+{
+    struct invocation inv = { .caller = t, .label = label, .no_block = in_batch };
+    long err = 0;
+
+    for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
+        inv.arg[i] = args[i];
+    inv.slot = tcb_lookup_slot(t, cap, &err);
+    if (!inv.slot)
+        return err;
+    if (inv.slot->cap.type == KEEL_OBJ_ENDPOINT) {
+        /* In a batch nothing may wait: the message is sent, not called. */
+        if (in_batch)
+            return endpoint_send(t, inv.slot, label, args);
+        return endpoint_call(t, inv.slot, label, args, blocked);
+    }
+    err = invoke(&inv);
+    *blocked = inv.blocked;
+    for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
+        res[i] = inv.res[i];
+    return err;
+}
+
+/* A vector of calls in one trap.  Records are copied in and out one at a
+ * time through the caller's page tables; a bad pointer ends the batch. */
+static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
+{
+    struct keel_call_rec rec;
+    u64 results[KEEL_BATCH_MAX][KEEL_MSG_WORDS];
+    long first_err = KEEL_E_OK;
+
+    *done = 0;
+    if (count > KEEL_BATCH_MAX || (flags & ~(u64)KEEL_BATCH_STOP))
+        return KEEL_E_INVALID_ARG;
+    for (u64 i = 0; i < count; i++) {
+        u64 at = uaddr + i * sizeof(rec);
+        if (!user_copy_in(t, &rec, at, sizeof(rec)))
+            return KEEL_E_BAD_ADDRESS;
+        long err = KEEL_E_OK;
+        if (first_err && (flags & KEEL_BATCH_STOP)) {
+            err = KEEL_E_NOT_RUN;
+        } else {
+            /* arguments that refer to earlier results */
+            for (u32 a = 0; a <= KEEL_REF_CAP && !err; a++) {
+                if (!(rec.refs & (1ul << a)))
+                    continue;
+                u64 *v = a == KEEL_REF_CAP ? &rec.cap : &rec.arg[a];
+                u64 call = *v >> 8, r = *v & 0xff;
+                if (call >= i || r >= KEEL_MSG_WORDS)
+                    err = KEEL_E_INVALID_ARG;
+                else
+                    *v = results[call][r];
+            }
+            bool blocked = false;
+            memset(rec.res, 0, sizeof(rec.res));
+            if (!err)
+                err = call_one(t, rec.cap, rec.label, rec.arg, rec.res, &blocked, true);
+            zombies_reap();
+            if (t->hdr.type != KEEL_OBJ_TCB)
+                return KEEL_E_OK; /* it deleted itself */
+        }
+        memcpy(results[i], rec.res, sizeof(rec.res));
+        rec.err = (u64)err;
+        if (!user_copy_out(t, at + offsetof(struct keel_call_rec, err), &rec.err,
+                           sizeof(rec.err) + sizeof(rec.res)))
+            return KEEL_E_BAD_ADDRESS;
+        if (err && !first_err)
+            first_err = err;
+        if (err != KEEL_E_NOT_RUN)
+            (*done)++;
+    }
+    return first_err;
+}
+
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
 {
-    u64 none[KEEL_MSG_WORDS] = { 0 };
+    u64 res[KEEL_MSG_WORDS] = { 0 };
+    bool blocked = false;
+    long err = KEEL_E_OK;
+    struct slot *s;
 
     switch (nr) {
-    case KEEL_SYS_INVOKE: {
-        struct invocation inv = { .caller = t, .label = label };
-        long err = 0;
-        for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
-            inv.arg[i] = args[i];
-        inv.slot = tcb_lookup_slot(t, cap, &err);
-        if (inv.slot)
-            err = invoke(&inv);
-        zombies_reap();
-        /* The caller may have deleted itself; a blocked caller gets its
-         * results from whoever wakes it. */
-        if (t->hdr.type == KEEL_OBJ_TCB && !inv.blocked)
-            arch_tcb_set_results(t, err, inv.res);
+    case KEEL_SYS_INVOKE:
+        err = call_one(t, cap, label, args, res, &blocked, false);
         break;
-    }
+    case KEEL_SYS_SEND:
+        if ((s = tcb_lookup_slot(t, cap, &err)))
+            err = endpoint_send(t, s, label, args);
+        break;
+    case KEEL_SYS_RECV:
+        if ((s = tcb_lookup_slot(t, cap, &err)))
+            err = endpoint_recv(t, s, label, args[0], &blocked);
+        break;
+    case KEEL_SYS_REPLY:
+        if ((s = tcb_lookup_slot(t, cap, &err)))
+            err = reply_invoke(t, s, label, args);
+        break;
+    case KEEL_SYS_BATCH:
+        err = batch(t, cap, label, args[0], &res[0]);
+        break;
     case KEEL_SYS_YIELD:
         sched_yield();
-        arch_tcb_set_results(t, KEEL_E_OK, none);
         break;
     case KEEL_SYS_NULL:
-        arch_tcb_set_results(t, KEEL_E_OK, none);
         break;
     default:
-        arch_tcb_set_results(t, KEEL_E_UNKNOWN_CALL, none);
+        err = KEEL_E_UNKNOWN_CALL;
     }
+    zombies_reap();
+    /* The caller may have deleted itself; a blocked caller gets its
+     * results from whoever wakes it. */
+    if (t->hdr.type == KEEL_OBJ_TCB && !blocked)
+        arch_tcb_set_results(t, err, res);
 }
 
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc)

@@ -18,6 +18,7 @@ static void tcb_unblock(struct tcb *t)
 {
     if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
         endpoint_cancel_wait(t);
+    t->recv_window = 0;
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
 }
@@ -26,6 +27,8 @@ void tcb_destroy(struct tcb *t)
 {
     thread_stop(t);
     tcb_unblock(t);
+    tcb_cancel_room_wait(t);
+    notification_unbind(t);
     t->state = THREAD_INACTIVE;
     slot_delete(&t->cspace);
     slot_delete(&t->vspace);
@@ -126,6 +129,28 @@ long decode_tcb(struct invocation *inv)
     case KEEL_CALL_TCB_STATE:
         inv->res[0] = t->state;
         return KEEL_E_OK;
+    case KEEL_CALL_TCB_BIND_NOTIFICATION: {
+        struct slot *ns = NULL;
+        if (inv->arg[0]) {
+            long err = 0;
+            ns = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
+            if (!ns)
+                return err;
+            if (ns->cap.type != KEEL_OBJ_NOTIFICATION)
+                return KEEL_E_WRONG_TYPE;
+            if (!(ns->cap.rights & KEEL_RIGHT_READ))
+                return KEEL_E_NO_RIGHTS;
+            struct notification *n = (struct notification *)ns->cap.obj;
+            if (n->bound && n->bound != t)
+                return KEEL_E_BAD_STATE; /* one thread per notification */
+        }
+        notification_unbind(t);
+        if (ns) {
+            t->bound = (struct notification *)ns->cap.obj;
+            t->bound->bound = t;
+        }
+        return KEEL_E_OK;
+    }
     }
     return KEEL_E_UNKNOWN_CALL;
 }

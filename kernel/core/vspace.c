@@ -180,3 +180,26 @@ bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
     }
     return true;
 }
+
+bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len)
+{
+    struct vspace *vs = t->vspace.cap.type ? vspace_from_cap(&t->vspace.cap) : NULL;
+    const u8 *in = src;
+
+    if (!vs || uaddr >= KEEL_USER_TOP || len > KEEL_USER_TOP - uaddr)
+        return false;
+    while (len) {
+        u64 phys;
+        u32 flags;
+        u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
+        if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags) || !(flags & KEEL_MAP_WRITE))
+            return false;
+        u8 *dst = arch_phys_to_virt(phys);
+        for (u64 i = 0; i < chunk; i++)
+            dst[i] = in[i];
+        in += chunk;
+        uaddr += chunk;
+        len -= chunk;
+    }
+    return true;
+}

@@ -57,6 +57,8 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
 /* The result of a system call, seen by the thread when it next runs. */
 void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);
+/* A received message: error, badge, label, six words and the info word. */
+void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 *w, u64 info);
 void arch_fpu_save(struct tcb *t);
 /* Whether t has what it needs to run (an address space). */
 bool arch_thread_can_run(struct tcb *t);

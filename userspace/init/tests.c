@@ -35,6 +35,35 @@ keel_word_t make_untyped(unsigned bits)
     return make_obj(KEEL_OBJ_UNTYPED, bits);
 }
 
+/* Plain messages: user labels (kernel call labels would carry
+ * capabilities), four words, nothing transferred. */
+static long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1,
+                    keel_word_t w2, keel_word_t w3)
+{
+    return keel_send(ep, KEEL_LABEL_USER + label, w0, w1, w2, w3, 0, 0);
+}
+
+static long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
+                    keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3)
+{
+    struct keel_msg m;
+    long err = keel_recv(ep, flags, 0, &m);
+
+    if (badge)
+        *badge = m.badge;
+    if (label)
+        *label = m.label >= KEEL_LABEL_USER ? m.label - KEEL_LABEL_USER : m.label;
+    if (w0)
+        *w0 = m.w[0];
+    if (w1)
+        *w1 = m.w[1];
+    if (w2)
+        *w2 = m.w[2];
+    if (w3)
+        *w3 = m.w[3];
+    return err;
+}
+
 keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights)
 {
     keel_word_t f = make_obj(KEEL_OBJ_FRAME, 0);
@@ -237,9 +266,9 @@ static int t_retype_children_keep_memory(void)
 
 static int t_retype_from_non_untyped(void)
 {
-    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0);
 
-    EXPECT_ERR(keel_untyped_retype(ep, KEEL_OBJ_ENDPOINT, 0, CN, slot_alloc(), 1),
+    EXPECT_ERR(keel_untyped_retype(n, KEEL_OBJ_ENDPOINT, 0, CN, slot_alloc(), 1),
                KEEL_E_WRONG_TYPE);
     return 0;
 }
@@ -298,9 +327,9 @@ static int t_copy(void)
     OK(keel_cnode_copy(CN, c, CN, ep, KEEL_RIGHT_ALL));
     OK(keel_cnode_identify(CN, c, &type, &rights, 0));
     EXPECT(type == KEEL_OBJ_ENDPOINT && rights == KEEL_RIGHT_ALL);
-    OK(keel_endpoint_send(c, 1, 2, 3, 4, 5));
+    OK(ep_send(c, 1, 2, 3, 4, 5));
     keel_word_t label;
-    OK(keel_endpoint_recv(ep, KEEL_RECV_NONBLOCK, 0, &label, 0, 0, 0, 0));
+    OK(ep_recv(ep, KEEL_RECV_NONBLOCK, 0, &label, 0, 0, 0, 0));
     EXPECT(label == 1);
     return 0;
 }
@@ -359,8 +388,8 @@ static int t_mint_badge(void)
     OK(keel_cnode_mint(CN, m, CN, ep, KEEL_RIGHT_ALL, 0x77));
     OK(keel_cnode_identify(CN, m, 0, 0, &badge));
     EXPECT(badge == 0x77);
-    OK(keel_endpoint_send(m, 9, 0, 0, 0, 0));
-    OK(keel_endpoint_recv(ep, KEEL_RECV_NONBLOCK, &got, 0, 0, 0, 0, 0));
+    OK(ep_send(m, 9, 0, 0, 0, 0));
+    OK(ep_recv(ep, KEEL_RECV_NONBLOCK, &got, 0, 0, 0, 0, 0));
     EXPECT(got == 0x77);
     return 0;
 }
@@ -391,7 +420,7 @@ static int t_move(void)
     EXPECT(type == 0);
     OK(keel_cnode_identify(CN, d, &type, 0, 0));
     EXPECT(type == KEEL_OBJ_ENDPOINT);
-    OK(keel_endpoint_send(d, 1, 0, 0, 0, 0));
+    OK(ep_send(d, 1, 0, 0, 0, 0));
     return 0;
 }
 
@@ -423,7 +452,7 @@ static int t_delete(void)
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
 
     OK(keel_cnode_delete(CN, ep));
-    EXPECT_ERR(keel_endpoint_send(ep, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(ep, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
     OK(keel_cnode_delete(CN, ep)); /* deleting an empty slot is not an error */
     EXPECT_ERR(keel_cnode_delete(CN, 1ul << 40), KEEL_E_INVALID_ARG);
     return 0;
@@ -444,7 +473,7 @@ static int t_revoke_children(void)
     EXPECT(type == 0);
     OK(keel_cnode_identify(CN, gc, &type, 0, 0));
     EXPECT(type == 0);
-    OK(keel_endpoint_send(ep, 1, 0, 0, 0, 0)); /* the revoked one itself stays */
+    OK(ep_send(ep, 1, 0, 0, 0, 0)); /* the revoked one itself stays */
     return 0;
 }
 
@@ -454,7 +483,7 @@ static int t_revoked_cap_unusable(void)
 
     OK(keel_cnode_copy(CN, c, CN, ep, KEEL_RIGHT_ALL));
     OK(keel_cnode_revoke(CN, ep));
-    EXPECT_ERR(keel_endpoint_send(c, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(c, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
     EXPECT_ERR(keel_cnode_revoke(CN, c), KEEL_E_INVALID_CAP);
     return 0;
 }
@@ -465,7 +494,7 @@ static int t_delete_parent_keeps_children(void)
 
     OK(keel_cnode_copy(CN, c, CN, ep, KEEL_RIGHT_ALL));
     OK(keel_cnode_delete(CN, ep));
-    OK(keel_endpoint_send(c, 1, 0, 0, 0, 0));
+    OK(ep_send(c, 1, 0, 0, 0, 0));
     return 0;
 }
 
@@ -480,10 +509,10 @@ static int t_identify_errors(void)
 
 static int t_invalid_slots(void)
 {
-    EXPECT_ERR(keel_endpoint_send(0, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
-    EXPECT_ERR(keel_endpoint_send(1ul << 20, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
-    EXPECT_ERR(keel_endpoint_send(~0ul, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
-    EXPECT_ERR(keel_endpoint_send(slot_alloc(), 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(0, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(1ul << 20, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(~0ul, 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(ep_send(slot_alloc(), 1, 0, 0, 0, 0), KEEL_E_INVALID_CAP);
     return 0;
 }
 
@@ -499,11 +528,13 @@ static int t_unknown_label(void)
 
 static int t_wrong_object_type(void)
 {
-    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0);
 
-    EXPECT_ERR(keel_tcb_resume(ep), KEEL_E_WRONG_TYPE);
-    EXPECT_ERR(keel_frame_unmap(ep), KEEL_E_WRONG_TYPE);
-    EXPECT_ERR(keel_cnode_delete(ep, 1), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_tcb_resume(n), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_frame_unmap(n), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_cnode_delete(n, 1), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_send(n, KEEL_LABEL_USER, 0, 0, 0, 0, 0, 0), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_recv(n, 0, 0, 0), KEEL_E_WRONG_TYPE);
     return 0;
 }
 
@@ -514,8 +545,8 @@ static int t_missing_rights(void)
 
     OK(keel_cnode_copy(CN, ro, CN, ep, KEEL_RIGHT_READ));
     OK(keel_cnode_copy(CN, wo, CN, ep, KEEL_RIGHT_WRITE));
-    EXPECT_ERR(keel_endpoint_send(ro, 1, 0, 0, 0, 0), KEEL_E_NO_RIGHTS);
-    EXPECT_ERR(keel_endpoint_recv(wo, KEEL_RECV_NONBLOCK, 0, 0, 0, 0, 0, 0), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(ep_send(ro, 1, 0, 0, 0, 0), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(ep_recv(wo, KEEL_RECV_NONBLOCK, 0, 0, 0, 0, 0, 0), KEEL_E_NO_RIGHTS);
     OK(keel_cnode_copy(CN, cn_ro, CN, CN, KEEL_RIGHT_READ));
     EXPECT_ERR(keel_cnode_delete(cn_ro, ep), KEEL_E_NO_RIGHTS);
     EXPECT_ERR(keel_untyped_retype(work_ut, KEEL_OBJ_ENDPOINT, 0, cn_ro, slot_alloc(), 1),
@@ -551,8 +582,8 @@ static int t_send_recv(void)
 {
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), b, l, w0, w1, w2, w3;
 
-    OK(keel_endpoint_send(ep, 10, 11, 12, 13, 14));
-    OK(keel_endpoint_recv(ep, 0, &b, &l, &w0, &w1, &w2, &w3));
+    OK(ep_send(ep, 10, 11, 12, 13, 14));
+    OK(ep_recv(ep, 0, &b, &l, &w0, &w1, &w2, &w3));
     EXPECT(b == 0 && l == 10 && w0 == 11 && w1 == 12 && w2 == 13 && w3 == 14);
     return 0;
 }
@@ -561,8 +592,8 @@ static int t_recv_nonblock_empty(void)
 {
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
 
-    EXPECT_ERR(keel_endpoint_recv(ep, KEEL_RECV_NONBLOCK, 0, 0, 0, 0, 0, 0), KEEL_E_WOULD_BLOCK);
-    EXPECT_ERR(keel_endpoint_recv(ep, 0x80, 0, 0, 0, 0, 0, 0), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(ep_recv(ep, KEEL_RECV_NONBLOCK, 0, 0, 0, 0, 0, 0), KEEL_E_WOULD_BLOCK);
+    EXPECT_ERR(ep_recv(ep, 0x80, 0, 0, 0, 0, 0, 0), KEEL_E_INVALID_ARG);
     return 0;
 }
 
@@ -571,15 +602,15 @@ static int t_queue_full(void)
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), l;
     int sent = 0;
 
-    while (keel_endpoint_send(ep, (keel_word_t)sent, 0, 0, 0, 0) == KEEL_E_OK && sent < 100)
+    while (ep_send(ep, (keel_word_t)sent, 0, 0, 0, 0) == KEEL_E_OK && sent < 100)
         sent++;
     EXPECT(sent == 16);
-    EXPECT_ERR(keel_endpoint_send(ep, 99, 0, 0, 0, 0), KEEL_E_FULL);
+    EXPECT_ERR(ep_send(ep, 99, 0, 0, 0, 0), KEEL_E_FULL);
     for (int i = 0; i < sent; i++) {
-        OK(keel_endpoint_recv(ep, KEEL_RECV_NONBLOCK, 0, &l, 0, 0, 0, 0));
+        OK(ep_recv(ep, KEEL_RECV_NONBLOCK, 0, &l, 0, 0, 0, 0));
         EXPECT(l == (keel_word_t)i); /* FIFO, nothing lost */
     }
-    OK(keel_endpoint_send(ep, 1, 0, 0, 0, 0)); /* room again */
+    OK(ep_send(ep, 1, 0, 0, 0, 0)); /* room again */
     return 0;
 }
 
@@ -624,8 +655,8 @@ static void body_echo(struct thread *t)
 {
     keel_word_t l, w0;
 
-    if (keel_endpoint_recv(t->a, 0, 0, &l, &w0, 0, 0, 0) == KEEL_E_OK)
-        keel_endpoint_send(t->b, l + 1, w0 * 2, 0, 0, 0);
+    if (ep_recv(t->a, 0, 0, &l, &w0, 0, 0, 0) == KEEL_E_OK)
+        ep_send(t->b, l + 1, w0 * 2, 0, 0, 0);
 }
 
 static int t_thread_blocking_recv(void)
@@ -638,8 +669,8 @@ static int t_thread_blocking_recv(void)
     OK(spawn(&t, body_echo, 0));
     for (int i = 0; i < 50; i++)
         keel_yield(); /* let it block in recv */
-    OK(keel_endpoint_send(t.a, 7, 21, 0, 0, 0));
-    OK(keel_endpoint_recv(t.b, 0, 0, &l, &w0, 0, 0, 0));
+    OK(ep_send(t.a, 7, 21, 0, 0, 0));
+    OK(ep_recv(t.b, 0, 0, &l, &w0, 0, 0, 0));
     EXPECT(l == 8 && w0 == 42);
     EXPECT(wait_done(&t));
     return 0;
@@ -788,7 +819,7 @@ static int t_fault_delivered_and_resumed(void)
     OK(keel_cnode_mint(CN, fep, CN, ep, KEEL_RIGHT_WRITE, 0xbad));
     t.value = 0;
     OK(spawn(&t, body_touch, fep));
-    OK(keel_endpoint_recv(ep, 0, &badge, &label, &vec, &addr, &err, &pc));
+    OK(ep_recv(ep, 0, &badge, &label, &vec, &addr, &err, &pc));
     EXPECT(label == KEEL_LABEL_FAULT && badge == 0xbad);
     EXPECT(vec == 14 && addr == FAULT_VA && (err & 2)); /* a write */
     keel_word_t state;
@@ -814,7 +845,7 @@ static int t_fault_kill(void)
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), vec, pc, state;
 
     OK(spawn(&t, body_ud, ep));
-    OK(keel_endpoint_recv(ep, 0, 0, 0, &vec, 0, 0, &pc));
+    OK(ep_recv(ep, 0, 0, 0, &vec, 0, 0, &pc));
     EXPECT(vec == 6);
     EXPECT(pc >= (keel_word_t)body_ud && pc < (keel_word_t)body_ud + 64);
     OK(keel_tcb_suspend(t.tcb));
@@ -835,7 +866,7 @@ static int t_fault_on_kernel_memory(void)
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), vec, addr;
 
     OK(spawn(&t, body_kernel_access, ep));
-    OK(keel_endpoint_recv(ep, 0, 0, 0, &vec, &addr, 0, 0));
+    OK(ep_recv(ep, 0, 0, 0, &vec, &addr, 0, 0));
     EXPECT(vec == 14 && addr == 0xffffffff80100000ul);
     OK(keel_cnode_delete(CN, t.tcb));
     return 0;
@@ -853,7 +884,7 @@ static int t_fault_privileged_instruction(void)
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), vec;
 
     OK(spawn(&t, body_privileged, ep));
-    OK(keel_endpoint_recv(ep, 0, 0, 0, &vec, 0, 0, 0));
+    OK(ep_recv(ep, 0, 0, 0, &vec, 0, 0, 0));
     EXPECT(vec == 13);
     OK(keel_cnode_delete(CN, t.tcb));
     return 0;
@@ -877,7 +908,7 @@ static int t_fault_without_handler(void)
 
 static void body_recv_forever(struct thread *t)
 {
-    t->value = keel_endpoint_recv(t->a, 0, 0, 0, 0, 0, 0, 0);
+    t->value = ep_recv(t->a, 0, 0, 0, 0, 0, 0, 0);
 }
 
 static int t_delete_endpoint_wakes_receiver(void)
@@ -976,7 +1007,7 @@ static int t_readonly_mapping_enforced(void)
     map_new_frame(TEST_VA + 0x5000, KEEL_RIGHT_READ);
     t.value = 0;
     OK(spawn(&t, body_write_ro, ep));
-    OK(keel_endpoint_recv(ep, 0, 0, 0, &vec, &addr, &err, 0));
+    OK(ep_recv(ep, 0, 0, 0, &vec, &addr, &err, 0));
     EXPECT(vec == 14 && addr == TEST_VA + 0x5000 && (err & 1) && (err & 2));
     EXPECT(t.value == 0);
     OK(keel_cnode_delete(CN, t.tcb));
@@ -1075,7 +1106,7 @@ static int t_new_address_space(void)
     OK(keel_tcb_configure(tcb, CN, vs, ep));
     OK(keel_tcb_write_regs(tcb, base, 0, 0));
     OK(keel_tcb_resume(tcb));
-    OK(keel_endpoint_recv(ep, 0, 0, 0, &vec, &addr, 0, &pc));
+    OK(ep_recv(ep, 0, 0, 0, &vec, &addr, 0, &pc));
     EXPECT(vec == 6 && pc == base);
     OK(keel_cnode_delete(CN, tcb));
     OK(keel_cnode_delete(CN, vs)); /* mapped objects outlive it harmlessly */

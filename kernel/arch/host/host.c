@@ -60,6 +60,12 @@ void arch_tcb_set_results(struct tcb *t, long err, const u64 *res)
         t->arch.result[i + 1] = res[i];
 }
 
+void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 *w, u64 info)
+{
+    arch_tcb_set_results(t, err, w);
+    t->arch.arg = badge ^ label ^ info;
+}
+
 void arch_fpu_save(struct tcb *t)
 {
     (void)t;

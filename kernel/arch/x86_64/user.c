@@ -124,6 +124,16 @@ void arch_tcb_set_results(struct tcb *t, long err, const u64 *res)
     f->r13 = res[5];
 }
 
+void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 *w, u64 info)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    arch_tcb_set_results(t, err, w);
+    f->rdi = badge;
+    f->rsi = label;
+    f->rbx = info;
+}
+
 void arch_fpu_save(struct tcb *t)
 {
     __asm__ volatile("fxsave64 %0" : "=m"(t->arch.fpu));

@@ -27,6 +27,7 @@ struct invocation {
     struct slot *cap_arg[KEEL_MSG_WORDS]; /* looked up for capability arguments */
     u64 res[KEEL_MSG_WORDS];
     bool blocked; /* the caller now waits; its results are written when it wakes */
+    bool no_block; /* in a batch: a call that would wait fails instead */
 };
 
 long invoke(struct invocation *inv);

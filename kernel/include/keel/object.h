@@ -83,6 +83,12 @@ struct tcb {
     struct slot cspace;  /* its capability table (a cnode capability) */
     struct slot vspace;  /* its address space */
     struct slot fault_ep;
+    /* Messaging, under the kernel lock. */
+    struct slot *reply_slot;  /* the one reply capability naming this thread */
+    u64 recv_window;          /* while blocked in recv: first slot for caps */
+    struct notification *bound; /* signals also end a recv */
+    struct endpoint *room_ep;   /* asked to be told when ep has room */
+    struct tcb *room_next;
     struct arch_tcb arch; /* registers and FPU state */
 };
 
@@ -90,11 +96,22 @@ struct tcb {
 #define WAIT_RECV 1     /* endpoint_recv */
 #define WAIT_FAULT 2    /* fault message waiting for room in the queue */
 #define WAIT_NTFN 3
+#define WAIT_REPLY 4    /* made a call; waits for its reply capability's use */
+
+/* A queued message.  Capabilities travelling with it live in its own
+ * slots (children of the sender's), so revoking the sender's capability
+ * reaches them in flight; a call's reply capability likewise. */
+#define MSG_CAPS 3
 
 struct message {
     u64 badge;
-    u64 label;
-    u64 w[4];
+    u64 label; /* as sent, capability mask included */
+    u64 w[KEEL_MSG_WORDS];
+    u32 ncaps;
+    u8 cap_word[MSG_CAPS]; /* the word each capability stood in */
+    u8 has_reply;
+    struct slot caps[MSG_CAPS];
+    struct slot reply;
 };
 
 #define EP_QUEUE_LEN 16
@@ -104,6 +121,7 @@ struct endpoint {
     u32 head, count;
     struct tcb *receivers; /* threads blocked in recv, FIFO */
     struct tcb *senders;   /* faulted threads waiting for room, FIFO */
+    struct tcb *room;      /* senders to tell when there is room */
     struct message queue[EP_QUEUE_LEN];
 };
 
@@ -111,6 +129,7 @@ struct notification {
     struct kobj hdr;
     u64 word;
     struct tcb *waiters;
+    struct tcb *bound; /* a thread whose recv this also ends */
 };
 
 /* A vspace object is 8 KiB: the top-level page table, then this. */
@@ -142,6 +161,21 @@ void endpoint_cancel_wait(struct tcb *t);
 void notification_cancel_wait(struct tcb *t);
 /* Sends t's pending fault to its fault endpoint; false if it has none. */
 bool endpoint_send_fault(struct tcb *t);
+/* Messaging system calls (endpoint.c). */
+long endpoint_call(struct tcb *t, struct slot *ep, u64 label, const u64 *w, bool *blocked);
+long endpoint_send(struct tcb *t, struct slot *ep, u64 label, const u64 *w);
+long endpoint_recv(struct tcb *t, struct slot *ep, u64 flags, u64 window, bool *blocked);
+long reply_invoke(struct tcb *t, struct slot *reply, u64 err, const u64 *res);
+void reply_cap_deleted(struct slot *s);
+void reply_cap_moved(struct slot *s);
+void tcb_cancel_room_wait(struct tcb *t);
+void caller_revoke_wait(struct tcb *caller);
+void ep_admit_faults(struct endpoint *ep);
+/* notification.c */
+void notification_raise(struct notification *n, u64 bits);
+void notification_unbind(struct tcb *t);
+/* Copying to a thread's memory; false when not mapped writable. */
+bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len);
 void notification_destroy(struct notification *n);
 void cnode_destroy(struct cnode *cn);
 void vspace_destroy(struct vspace *vs);

@@ -8,10 +8,47 @@
 
 /* System call numbers (RAX).  Everything but the two measurement calls is a
  * message sent to a capability. */
-#define KEEL_SYS_INVOKE 0 /* RDI = capability slot, RSI = label, 6 words */
+#define KEEL_SYS_INVOKE 0 /* RDI = capability, RSI = label, 6 words: a call.
+                           * On an endpoint the message goes to its server
+                           * with a one-shot reply capability and the caller
+                           * waits for the reply. */
 #define KEEL_SYS_YIELD 1  /* give the CPU to another runnable thread */
 #define KEEL_SYS_NULL 2   /* enters and leaves the kernel: the null call */
 #define KEEL_SYS_FLOOR 3  /* returns from the entry stub: syscall/sysret floor */
+#define KEEL_SYS_SEND 4   /* RDI = endpoint, RSI = label, 6 words; never blocks */
+#define KEEL_SYS_RECV 5   /* RDI = endpoint, RSI = flags, RDX = window slot */
+#define KEEL_SYS_REPLY 6  /* RDI = reply capability, RSI = error, 6 results */
+#define KEEL_SYS_BATCH 7  /* RDI = records, RSI = count, RDX = flags */
+
+/* A label's upper bits (user labels, which are >= KEEL_LABEL_USER):
+ * bits 48-53 mark the words that are capability slots to transfer with the
+ * message (at most 3); bit 56 on a send asks, when the queue is full, to be
+ * told through the sender's bound notification (bit KEEL_ROOM_BIT) once
+ * there is room.  Kernel call labels take their capability words from the
+ * call table instead. */
+#define KEEL_LABEL_USER 0x10000ul
+#define KEEL_LABEL_MASK 0xfffffffful
+#define KEEL_LABEL_CAPS(mask) ((unsigned long)(mask) << 48)
+#define KEEL_SEND_NOTIFY_ROOM (1ul << 56)
+#define KEEL_ROOM_BIT (1ul << 62)
+#define KEEL_MSG_CAPS 3
+
+/* Received messages: RAX error, RDI badge, RSI label, RDX..R13 the words,
+ * RBX info.  Transferred capabilities land in the receive window: the reply
+ * capability (for a call) in window+0, the others in window+1.. in order,
+ * and the words that named them are rewritten to those slots. */
+#define KEEL_INFO_REPLY 1           /* a reply capability is in window+0 */
+#define KEEL_INFO_CAPS(info) (((info) >> 8) & 0xff)
+#define KEEL_INFO_LOST 0x10000      /* capabilities dropped: window full */
+#define KEEL_LABEL_NOTIFY 0xfffe    /* a bound notification: badge = bits */
+
+/* Batches: an array of records, one call each.  Bit i of refs (i < 6) makes
+ * arg[i] = result (arg[i] & 0xff) of record (arg[i] >> 8), an earlier one;
+ * bit 6 does the same for cap.  A call on an endpoint is sent, not called. */
+#define KEEL_BATCH_STOP 1 /* stop at the first failure (the rest: not_run) */
+#define KEEL_BATCH_MAX 64
+#define KEEL_BATCH_REF(call, result) (((unsigned long)(call) << 8) | (result))
+#define KEEL_REF_CAP 6
 
 /* Registers: arguments 0-5 in RDX R10 R8 R9 R12 R13; on return RAX holds
  * the error and the same six registers the results.  RCX and R11 are
@@ -26,7 +63,7 @@
 #define KEEL_SLOT_CONSOLE 4 /* the kernel debug console */
 #define KEEL_SLOT_FIRST_UNTYPED 16
 
-/* endpoint_recv flags */
+/* recv flags */
 #define KEEL_RECV_NONBLOCK 1
 
 /* Label of a fault message: w0 = vector, w1 = fault address, w2 = error
@@ -56,6 +93,11 @@
 #define KEEL_MAX_UNTYPED 128
 
 #ifndef __ASSEMBLY__
+struct keel_call_rec {
+    unsigned long cap, label, refs, arg[6];
+    unsigned long err, res[6];
+};
+
 struct keel_untyped_desc {
     unsigned long paddr;
     unsigned long size_bits;
