@@ -7,8 +7,9 @@ USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Iuserspace/lib -MMD -MP
 USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
 
-ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o
+ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o
 INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
+TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -21,12 +22,16 @@ $(UBUILD)/%.o: userspace/%.S
 $(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
 
+$(UBUILD)/trace.elf: $(ULIB_OBJS) $(TRACE_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(TRACE_OBJS)
+
 # cpio "newc", the format Linux uses for its initramfs.
-$(BUILD)/initrd.cpio: $(UBUILD)/init.elf
+$(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
+	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d)

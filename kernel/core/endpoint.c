@@ -108,7 +108,7 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
     u64 info = 0;
 
     memcpy(w, words, sizeof(w));
-    if (caller || (src_msg && src_msg->has_reply)) {
+    if (caller || (src_msg && src_msg->has_reply && src_msg->reply.cap.type)) {
         struct slot *dst = window_slot(r, window, 0);
         if (dst && src_msg) {
             slot_move(dst, &src_msg->reply);
@@ -127,6 +127,12 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
     }
     for (u32 i = 0; i < ncaps; i++) {
         struct slot *dst = window_slot(r, window, 1 + i);
+        if (src_msg && !caps[i]->cap.type) {
+            /* revoked in flight */
+            info |= KEEL_INFO_LOST;
+            w[cap_word[i]] = 0;
+            continue;
+        }
         if (!dst) {
             info |= KEEL_INFO_LOST;
             w[cap_word[i]] = 0;

@@ -34,7 +34,27 @@ struct test {
     int (*fn)(void);
 };
 
+struct thread {
+    keel_word_t tcb;
+    void (*fn)(struct thread *);
+    volatile long done;
+    volatile long value;
+    keel_word_t a, b, c; /* slots the body uses */
+};
+
 /* Shared helpers (tests.c). */
+long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep);
+int wait_done(struct thread *t);
+long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1, keel_word_t w2,
+             keel_word_t w3);
+long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
+             keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3);
+extern const struct test msg_tests[];
+extern const unsigned long msg_tests_count;
+extern keel_word_t suite_untyped;
+/* spawn.c: a process from a program in the initrd. */
+long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
+                   keel_word_t *tcb_out);
 keel_word_t slot_alloc(void);
 keel_word_t make_obj(keel_word_t type, keel_word_t bits);
 keel_word_t make_untyped(unsigned bits);

@@ -5,8 +5,10 @@
 
 const char *suite_current;
 static struct keel_bootinfo *boot;
+struct keel_bootinfo *suite_boot;
 static keel_word_t next_slot;
 static keel_word_t work_ut; /* the untyped the tests allocate from */
+keel_word_t suite_untyped;
 
 #define STACKS_VA 0x10000000ul  /* thread stacks, one page table */
 #define TEST_VA 0x20000000ul    /* frame tests, one page table */
@@ -37,13 +39,13 @@ keel_word_t make_untyped(unsigned bits)
 
 /* Plain messages: user labels (kernel call labels would carry
  * capabilities), four words, nothing transferred. */
-static long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1,
+long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1,
                     keel_word_t w2, keel_word_t w3)
 {
     return keel_send(ep, KEEL_LABEL_USER + label, w0, w1, w2, w3, 0, 0);
 }
 
-static long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
+long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
                     keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3)
 {
     struct keel_msg m;
@@ -81,12 +83,14 @@ void suite_setup(struct keel_bootinfo *bi)
     unsigned long best = 0;
 
     boot = bi;
+    suite_boot = bi;
     next_slot = bi->first_free;
     for (unsigned long i = 1; i < bi->untyped_count; i++) {
         if (bi->untyped[i].size_bits > bi->untyped[best].size_bits)
             best = i;
     }
     work_ut = KEEL_SLOT_FIRST_UNTYPED + best;
+    suite_untyped = work_ut;
     keel_word_t pt = make_obj(KEEL_OBJ_PT, 0);
     keel_pt_map(pt, VS, STACKS_VA);
     pt = make_obj(KEEL_OBJ_PT, 0);
@@ -95,17 +99,10 @@ void suite_setup(struct keel_bootinfo *bi)
 
 /* -- threads -------------------------------------------------------------- */
 
-struct thread {
-    keel_word_t tcb;
-    void (*fn)(struct thread *);
-    volatile long done;
-    volatile long value;
-    keel_word_t a, b; /* slots the body uses */
-};
-
 static keel_word_t stack_next = STACKS_VA;
 
-static void thread_start(struct thread *t)
+void thread_start(struct thread *t);
+void thread_start(struct thread *t)
 {
     t->fn(t);
     t->done = 1;
@@ -113,7 +110,7 @@ static void thread_start(struct thread *t)
         keel_tcb_suspend(t->tcb);
 }
 
-static long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep)
+long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep)
 {
     keel_word_t top;
     long err;
@@ -134,7 +131,7 @@ static long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fau
     return keel_tcb_resume(t->tcb);
 }
 
-static int wait_done(struct thread *t)
+int wait_done(struct thread *t)
 {
     for (long i = 0; i < WAIT_LIMIT && !t->done; i++)
         keel_yield();
@@ -1141,20 +1138,27 @@ static const struct test tests[] = {
 #undef T
 };
 
+static void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed)
+{
+    for (unsigned long i = 0; i < n; i++) {
+        suite_current = t[i].name;
+        if (t[i].fn() == 0) {
+            printf("ktest: ok %s\n", t[i].name);
+            (*passed)++;
+        } else {
+            (*failed)++;
+        }
+    }
+}
+
 int suite_run(void)
 {
     unsigned passed = 0, failed = 0;
+    unsigned long n = sizeof(tests) / sizeof(tests[0]);
 
-    printf("ktest: running %lu tests\n", sizeof(tests) / sizeof(tests[0]));
-    for (unsigned i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        suite_current = tests[i].name;
-        if (tests[i].fn() == 0) {
-            printf("ktest: ok %s\n", tests[i].name);
-            passed++;
-        } else {
-            failed++;
-        }
-    }
+    printf("ktest: running %lu tests\n", n + msg_tests_count);
+    run_table(tests, n, &passed, &failed);
+    run_table(msg_tests, msg_tests_count, &passed, &failed);
     printf("ktest: %u passed, %u failed\n", passed, failed);
     return failed != 0;
 }
