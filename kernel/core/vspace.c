@@ -8,6 +8,7 @@
  * capabilities then simply find no vspace. */
 #include <keel/invoke.h>
 #include <keel/sched.h>
+#include <keel/string.h>
 
 #define VSPACE_MAX 4096
 
@@ -171,9 +172,7 @@ bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
         u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
         if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags))
             return false;
-        const u8 *src = arch_phys_to_virt(phys);
-        for (u64 i = 0; i < chunk; i++)
-            out[i] = src[i];
+        memcpy(out, arch_phys_to_virt(phys), chunk);
         out += chunk;
         uaddr += chunk;
         len -= chunk;
@@ -194,9 +193,7 @@ bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len)
         u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
         if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags) || !(flags & KEEL_MAP_WRITE))
             return false;
-        u8 *dst = arch_phys_to_virt(phys);
-        for (u64 i = 0; i < chunk; i++)
-            dst[i] = in[i];
+        memcpy(arch_phys_to_virt(phys), in, chunk);
         in += chunk;
         uaddr += chunk;
         len -= chunk;

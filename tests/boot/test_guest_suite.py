@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT, have_kvm, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
-MIN_TESTS = 60
+MIN_TESTS = 100
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
  * boot: the bare syscall/sysret floor, the null kernel call, and a
  * capability copy followed by its delete.  Each figure is the median of
  * ROUNDS rounds of BATCH operations, in cycles per operation. */
+#include "../lib/channel.h"
 #include "suite.h"
 
 #define ROUNDS 31
@@ -42,6 +43,89 @@ static unsigned long measure(int what, keel_word_t ep, keel_word_t spare)
     return median(samples, ROUNDS);
 }
 
+static void body_echo_server(struct thread *t)
+{
+    struct keel_msg m;
+    keel_word_t res[KEEL_MSG_WORDS] = { 0 };
+
+    for (;;) {
+        if (keel_recv(t->a, 0, t->b, &m) == KEEL_E_OK && (m.info & KEEL_INFO_REPLY))
+            keel_reply(t->b, 0, res);
+    }
+}
+
+static unsigned long measure_ipc(void)
+{
+    static struct thread server;
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+    unsigned long samples[ROUNDS];
+
+    server.a = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    server.b = slot_alloc();
+    for (int i = 0; i < KEEL_MSG_CAPS; i++)
+        slot_alloc();
+    spawn(&server, body_echo_server, 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        unsigned long t0 = rdtsc();
+        for (int i = 0; i < BATCH / 4; i++)
+            keel_call(server.a, KEEL_LABEL_USER, in, out);
+        samples[r] = (rdtsc() - t0) / (BATCH / 4);
+    }
+    keel_tcb_suspend(server.tcb);
+    return median(samples, ROUNDS);
+}
+
+static unsigned long measure_batch(unsigned n)
+{
+    static struct keel_call_rec recs[16];
+    struct keel_batch b = { recs, 0, 16 };
+    unsigned long samples[ROUNDS], done;
+
+    for (unsigned i = 0; i < n; i++)
+        keel_batch_cnode_identify(&b, CN, KEEL_SLOT_CONSOLE);
+    for (int r = 0; r < ROUNDS; r++) {
+        unsigned long t0 = rdtsc();
+        for (int i = 0; i < BATCH / 4; i++)
+            keel_batch_run(&b, 0, &done);
+        samples[r] = (rdtsc() - t0) / (BATCH / 4);
+    }
+    return median(samples, ROUNDS);
+}
+
+#define CHAN_VA 0x20100000ul
+#define CHAN_PAGES 64
+#define CHAN_TOTAL (64ul << 20)
+
+static void body_drain(struct thread *t)
+{
+    static unsigned char buf[16384];
+    unsigned long got = 0;
+
+    while (got < CHAN_TOTAL)
+        got += channel_read((struct channel *)CHAN_VA, buf, sizeof(buf));
+    t->value = (long)got;
+}
+
+static unsigned long measure_channel(void)
+{
+    static struct thread t;
+    static unsigned char buf[16384];
+    struct channel *ch = (struct channel *)CHAN_VA;
+
+    for (int i = 0; i < CHAN_PAGES; i++)
+        map_new_frame(CHAN_VA + i * KEEL_PAGE_SIZE, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE);
+    channel_init(ch, CHAN_PAGES * KEEL_PAGE_SIZE, make_obj(KEEL_OBJ_NOTIFICATION, 0),
+                 make_obj(KEEL_OBJ_NOTIFICATION, 0));
+    memset(buf, 0x5a, sizeof(buf));
+    spawn(&t, body_drain, 0);
+    unsigned long t0 = rdtsc();
+    for (unsigned long sent = 0; sent < CHAN_TOTAL; sent += sizeof(buf))
+        channel_write(ch, buf, sizeof(buf));
+    while (!t.done)
+        keel_yield();
+    return rdtsc() - t0;
+}
+
 int bench_run(void)
 {
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), spare = slot_alloc();
@@ -53,5 +137,12 @@ int bench_run(void)
     printf("kbench: floor %lu cycles\n", floor);
     printf("kbench: null %lu cycles\n", null);
     printf("kbench: copy_delete %lu cycles\n", copy);
+    printf("kbench: ipc_roundtrip %lu cycles\n", measure_ipc());
+    printf("kbench: identify %lu cycles\n", measure_batch(1));
+    printf("kbench: batch16_identify %lu cycles\n", measure_batch(16));
+    unsigned long cycles = measure_channel();
+    printf("kbench: channel_bytes %lu bytes\n", CHAN_TOTAL);
+    printf("kbench: channel_time %lu cycles\n", cycles);
+
     return 0;
 }

@@ -15,15 +15,19 @@ unsigned long channel_capacity(const struct channel *ch)
     return ch->size;
 }
 
+/* Copies n bytes to or from the ring at stream position pos, in at most
+ * two contiguous pieces. */
 static void copy_ring(unsigned char *ring, unsigned long size, unsigned long pos,
                       const unsigned char *src, unsigned char *dst, unsigned long n)
 {
-    for (unsigned long i = 0; i < n; i++) {
-        unsigned long at = (pos + i) % size;
-        if (src)
-            ring[at] = src[i];
-        else
-            dst[i] = ring[at];
+    unsigned long at = pos % size, first = size - at < n ? size - at : n;
+
+    if (src) {
+        memcpy(ring + at, src, first);
+        memcpy(ring, src + first, n - first);
+    } else {
+        memcpy(dst, ring + at, first);
+        memcpy(dst + first, ring, n - first);
     }
 }
 
@@ -37,7 +41,8 @@ unsigned long channel_try_write(struct channel *ch, const void *buf, unsigned lo
     copy_ring(ch->data, ch->size, head, buf, NULL, n);
     __atomic_store_n(&ch->head, head + n, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (ch->reader_waiting)
+    /* One wake-up per sleep: whoever clears the flag signals. */
+    if (ch->reader_waiting && __atomic_exchange_n(&ch->reader_waiting, 0, __ATOMIC_ACQ_REL))
         keel_notification_signal(ch->readable);
     return n;
 }
@@ -52,7 +57,7 @@ unsigned long channel_try_read(struct channel *ch, void *buf, unsigned long len)
     copy_ring(ch->data, ch->size, tail, NULL, buf, n);
     __atomic_store_n(&ch->tail, tail + n, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (ch->writer_waiting)
+    if (ch->writer_waiting && __atomic_exchange_n(&ch->writer_waiting, 0, __ATOMIC_ACQ_REL))
         keel_notification_signal(ch->writable);
     return n;
 }
@@ -74,7 +79,8 @@ void channel_write(struct channel *ch, const void *buf, unsigned long len)
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (ch->size - (ch->head - ch->tail) == 0)
             keel_notification_wait(ch->writable, 0);
-        ch->writer_waiting = 0;
+        else if (__atomic_exchange_n(&ch->writer_waiting, 0, __ATOMIC_ACQ_REL) == 0)
+            keel_notification_poll(ch->writable, 0); /* consume the signal sent anyway */
     }
 }
 
@@ -88,6 +94,7 @@ unsigned long channel_read(struct channel *ch, void *buf, unsigned long len)
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (ch->head == ch->tail)
             keel_notification_wait(ch->readable, 0);
-        ch->reader_waiting = 0;
+        else if (__atomic_exchange_n(&ch->reader_waiting, 0, __ATOMIC_ACQ_REL) == 0)
+            keel_notification_poll(ch->readable, 0); /* consume the signal sent anyway */
     }
 }

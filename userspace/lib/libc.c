@@ -5,11 +5,9 @@ keel_cap_t keel_console = KEEL_SLOT_CONSOLE;
 
 void *memcpy(void *dst, const void *src, size_t n)
 {
-    unsigned char *d = dst;
-    const unsigned char *s = src;
+    void *d = dst;
 
-    while (n--)
-        *d++ = *s++;
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(src), "+c"(n) : : "memory");
     return dst;
 }
 
