@@ -8,6 +8,7 @@
  * stack and never returns here: every exit goes through arch_return_to_user.
  */
 #include <arch/layout.h>
+#include "frame.h"
 #include <keel/abi.h>
 #include <keel/cpu.h>
 
@@ -30,21 +31,7 @@ syscall_entry:
     pushq %rcx
     pushq $0
     pushq $VEC_SYSCALL
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PUSH_GPRS
     movq %rsp, %rdi
     movq %gs:CPU_OFFSET_STACK_TOP, %rsp
     xorl %ebp, %ebp
@@ -60,21 +47,7 @@ syscall_floor:
     .globl arch_return_to_user
 arch_return_to_user:
     movq %rdi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    POP_GPRS
     cmpq $VEC_SYSCALL, (%rsp)
     jne 1f
     /* sysret: the frame's RIP is a user address (the kernel checks every

@@ -6,6 +6,7 @@
  * and calls trap_dispatch(frame).
  */
 #include <arch/layout.h>
+#include "frame.h"
 #include <keel/cpu.h>
 
 /* Vectors for which the CPU pushes an error code. */
@@ -43,41 +44,13 @@ trap_stub_table:
 trap_common:
     testb $3, FRAME_CS_NOREGS(%rsp)
     jnz from_user
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PUSH_GPRS
     cld
     movq %rsp, %rdi
     /* The CPU aligned RSP to 16 before pushing the 5-word frame; with the
      * 2 + 15 words pushed here RSP is 16-byte aligned again for the call. */
     call trap_dispatch
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    POP_GPRS
     addq $16, %rsp
     iretq
 
@@ -87,21 +60,7 @@ trap_common:
  * arch_return_to_user. */
 from_user:
     swapgs
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    PUSH_GPRS
     cld
     movq %rsp, %rdi
     movq %gs:CPU_OFFSET_STACK_TOP, %rsp

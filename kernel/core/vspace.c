@@ -157,12 +157,12 @@ long decode_paging(struct invocation *inv)
     return KEEL_E_UNKNOWN_CALL;
 }
 
-/* Copies from a thread's memory by walking its page tables: the kernel
- * never dereferences a user pointer, so a bad one cannot fault it. */
-bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
+/* Copies between kernel memory and a thread's memory by walking its page
+ * tables: the kernel never dereferences a user pointer, so a bad one cannot
+ * fault it.  False when any byte is not mapped with the access needed. */
+static bool user_copy(struct tcb *t, u64 uaddr, u8 *kbuf, u64 len, bool to_user)
 {
     struct vspace *vs = t->vspace.cap.type ? vspace_from_cap(&t->vspace.cap) : NULL;
-    u8 *out = dst;
 
     if (!vs || uaddr >= KEEL_USER_TOP || len > KEEL_USER_TOP - uaddr)
         return false;
@@ -172,31 +172,25 @@ bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
         u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
         if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags))
             return false;
-        memcpy(out, arch_phys_to_virt(phys), chunk);
-        out += chunk;
+        if (to_user && !(flags & KEEL_MAP_WRITE))
+            return false;
+        if (to_user)
+            memcpy(arch_phys_to_virt(phys), kbuf, chunk);
+        else
+            memcpy(kbuf, arch_phys_to_virt(phys), chunk);
+        kbuf += chunk;
         uaddr += chunk;
         len -= chunk;
     }
     return true;
 }
 
+bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
+{
+    return user_copy(t, uaddr, dst, len, false);
+}
+
 bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len)
 {
-    struct vspace *vs = t->vspace.cap.type ? vspace_from_cap(&t->vspace.cap) : NULL;
-    const u8 *in = src;
-
-    if (!vs || uaddr >= KEEL_USER_TOP || len > KEEL_USER_TOP - uaddr)
-        return false;
-    while (len) {
-        u64 phys;
-        u32 flags;
-        u64 chunk = MIN(len, KEEL_PAGE_SIZE - (uaddr & (KEEL_PAGE_SIZE - 1)));
-        if (!arch_lookup(vspace_root(vs), uaddr, &phys, &flags) || !(flags & KEEL_MAP_WRITE))
-            return false;
-        memcpy(arch_phys_to_virt(phys), in, chunk);
-        in += chunk;
-        uaddr += chunk;
-        len -= chunk;
-    }
-    return true;
+    return user_copy(t, uaddr, (u8 *)src, len, true);
 }
