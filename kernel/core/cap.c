@@ -53,7 +53,8 @@ struct kobj *cap_kobj(const struct cap *c)
 bool cap_is_derivable(const struct cap *c)
 {
     /* A reply capability is one-shot: it has exactly one holder. */
-    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED && c->type != KEEL_OBJ_REPLY;
+    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED && c->type != KEEL_OBJ_REPLY &&
+           c->type != KEEL_OBJ_IRQ_HANDLER; /* one handler per line */
 }
 
 void obj_ref(const struct cap *c)
@@ -145,6 +146,8 @@ void slot_delete(struct slot *s)
         paging_cap_deleted(&s->cap);
     if (s->cap.type == KEEL_OBJ_REPLY)
         reply_cap_deleted(s);
+    if (s->cap.type == KEEL_OBJ_IRQ_HANDLER)
+        irq_handler_deleted(&s->cap);
     c = s->cap;
     slot_unlink(s);
     memset(&s->cap, 0, sizeof(s->cap));

@@ -128,6 +128,69 @@ static void add_untyped(struct slot *slots, struct keel_bootinfo *bi, u64 *next_
     }
 }
 
+static u64 parse_num(const char **p)
+{
+    const char *s = *p;
+    u64 v = 0, base = 10;
+
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    for (;; s++) {
+        u32 d;
+        if (*s >= '0' && *s <= '9')
+            d = (u32)(*s - '0');
+        else if (base == 16 && (*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
+            d = (u32)((*s | 0x20) - 'a' + 10);
+        else
+            break;
+        v = v * base + d;
+    }
+    *p = s;
+    return v;
+}
+
+/* virtio_mmio.device=<size>@<base>:<irq> entries become device-memory
+ * untyped capabilities; their lines are for the IRQ control capability. */
+static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot)
+{
+    static const char key[] = "virtio_mmio.device=";
+    const char *p = boot_info.cmdline;
+
+    while ((p = strstr_simple(p, key)) && bi->device_count < KEEL_MAX_DEVICES) {
+        p += sizeof(key) - 1;
+        u64 size = parse_num(&p);
+        if (*p++ != '@')
+            continue;
+        u64 base = parse_num(&p);
+        if (*p++ != ':')
+            continue;
+        u64 irq = parse_num(&p);
+        /* only inside the MMIO hole, never RAM: a bad command line must
+         * not hand out kernel memory as a device */
+        u64 page = base & ~0xffful;
+        if (base < 0xc0000000ul || base >= 0xfec00000ul || size > 4096 - (base & 0xfff))
+            continue;
+        struct keel_device_desc *d = &bi->devices[bi->device_count++];
+        d->slot = 0;
+        for (u64 i = 0; i + 1 < bi->device_count; i++) {
+            if ((bi->devices[i].paddr & ~0xffful) == page)
+                d->slot = bi->devices[i].slot; /* devices sharing a page share it */
+        }
+        if (!d->slot) {
+            struct cap c = { .type = KEEL_OBJ_UNTYPED, .rights = KEEL_RIGHT_ALL,
+                             .size_bits = 12, .flags = CAP_DEVICE,
+                             .obj = (uptr)arch_phys_to_virt(page) };
+            slot_insert_child(NULL, &slots[*next_slot], &c);
+            d->slot = (*next_slot)++;
+        }
+        d->paddr = base;
+        d->size = size;
+        d->irq = irq;
+    }
+}
+
 static struct keel_bootinfo *untyped_bi;
 static struct slot *untyped_slots;
 static u64 untyped_next;
@@ -180,6 +243,8 @@ bool root_task_create(void)
     slot_insert_child(NULL, &slots[KEEL_SLOT_TCB], &c);
     c = (struct cap){ .type = KEEL_OBJ_CONSOLE, .rights = KEEL_RIGHT_ALL };
     slot_insert_child(NULL, &slots[KEEL_SLOT_CONSOLE], &c);
+    c = (struct cap){ .type = KEEL_OBJ_IRQ_CONTROL, .rights = KEEL_RIGHT_ALL };
+    slot_insert_child(NULL, &slots[KEEL_SLOT_IRQ_CONTROL], &c);
     slot_insert_child(&slots[KEEL_SLOT_CNODE], &t->cspace, &slots[KEEL_SLOT_CNODE].cap);
     slot_insert_child(&slots[KEEL_SLOT_VSPACE], &t->vspace, &slots[KEEL_SLOT_VSPACE].cap);
 
@@ -206,6 +271,7 @@ bool root_task_create(void)
     untyped_slots = slots;
     untyped_next = KEEL_SLOT_FIRST_UNTYPED;
     bootmem_for_each_free(free_range);
+    add_devices(slots, bi, &untyped_next);
     bi->first_free = untyped_next;
     u64 total = 0;
     for (u64 i = 0; i < bi->untyped_count; i++)

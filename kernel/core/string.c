@@ -99,3 +99,14 @@ size_t strlcpy(char *dst, const char *src, size_t size)
     }
     return len;
 }
+
+const char *strstr_simple(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+
+    for (; *hay; hay++) {
+        if (!strncmp(hay, needle, n))
+            return hay;
+    }
+    return NULL;
+}

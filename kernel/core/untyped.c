@@ -82,6 +82,9 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
 
     if (!bits || count == 0 || count > RETYPE_MAX_COUNT)
         return KEEL_E_INVALID_ARG;
+    bool device = ut->cap.flags & CAP_DEVICE;
+    if (device && type != KEEL_OBJ_FRAME && type != KEEL_OBJ_UNTYPED)
+        return KEEL_E_INVALID_ARG; /* device memory holds no kernel object */
     if (!ut->child)
         ut->cap.a = 0;
     u64 start = ALIGN_UP(ut->cap.a, 1ul << bits);
@@ -90,12 +93,14 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     for (u32 i = 0; i < count; i++) {
         uptr p = base + start + ((u64)i << bits);
         struct cap c;
-        arch_zero_object((void *)p, 1ul << bits);
+        if (!device)
+            arch_zero_object((void *)p, 1ul << bits);
         if (!init_object(type, bits, user_bits, p, &c)) {
             /* Only the vspace registry can refuse; objects made so far stay. */
             ut->cap.a = start + ((u64)i << bits);
             return i ? KEEL_E_OK : KEEL_E_NO_MEMORY;
         }
+        c.flags |= device ? CAP_DEVICE : 0;
         slot_insert_child(ut, dst[i], &c);
     }
     ut->cap.a = start + ((u64)count << bits);

@@ -139,7 +139,7 @@ long decode_paging(struct invocation *inv)
             return KEEL_E_INVALID_ARG;
         if ((rights & c->rights) != rights)
             return KEEL_E_NO_RIGHTS;
-        return map(inv, c, (u32)rights);
+        return map(inv, c, (u32)rights | (c->flags & CAP_DEVICE ? MAP_UNCACHED : 0));
     }
     case KEEL_CALL_PDPT_UNMAP:
     case KEEL_CALL_PD_UNMAP:

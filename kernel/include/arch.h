@@ -70,11 +70,16 @@ void arch_idle_wait(void);
 void arch_flush_user_tlb(void);
 void arch_send_tlb_ipi(struct cpu *c);
 
+/* Device interrupt lines (GSIs) handed to user drivers. */
+bool arch_irq_available(u32 gsi);
+void arch_irq_enable_line(u32 gsi, bool on);
+
 /* Paging: a vspace's top-level table and the levels below it.  Levels are
  * counted from the leaf: 0 = a frame in a page table, 1 = a page table in a
  * page directory, 2 = a page directory in a PDPT, 3 = a PDPT in the top
  * level.  Return KEEL_E_* codes. */
 #define PAGING_LEVELS 4
+#define MAP_UNCACHED 0x100 /* with the rights: device memory */
 void arch_vspace_init(void *root);
 long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights);
 /* Clears the entry for vaddr at level if it still points to phys. */

@@ -5,6 +5,7 @@
 #include "suite.h"
 
 long keel_main(struct keel_bootinfo *bi);
+int rng_run(struct keel_bootinfo *bi);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -23,6 +24,10 @@ long keel_main(struct keel_bootinfo *bi)
         if (!strcmp(test, "suite")) {
             suite_setup(bi);
             return suite_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "rng")) {
+            suite_setup(bi);
+            return rng_run(bi) ? 0x11 : 0x10;
         }
         if (!strcmp(test, "bench")) {
             suite_setup(bi);

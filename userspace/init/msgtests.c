@@ -708,6 +708,31 @@ static int t_channel_empty_and_full(void)
     return 0;
 }
 
+/* -- interrupts ------------------------------------------------------------------------ */
+
+static int t_irq_handler_capabilities(void)
+{
+    keel_word_t h = slot_alloc(), n = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+
+    EXPECT_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 4, CN, h), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 0, CN, h), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 99, CN, h), KEEL_E_INVALID_ARG);
+    OK(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 11, CN, h));
+    EXPECT_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 11, CN, slot_alloc()), KEEL_E_EXISTS);
+    EXPECT_ERR(keel_irq_handler_ack(h), KEEL_E_BAD_STATE); /* nothing bound */
+    EXPECT_ERR(keel_irq_handler_set_notification(h, h), KEEL_E_WRONG_TYPE);
+    OK(keel_irq_handler_set_notification(h, n));
+    OK(keel_irq_handler_ack(h));
+    EXPECT_ERR(keel_cnode_copy(CN, slot_alloc(), CN, h, KEEL_RIGHT_ALL), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_irq_handler_ack(n), KEEL_E_WRONG_TYPE);
+    OK(keel_cnode_delete(CN, h)); /* frees the line */
+    OK(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, 11, CN, h));
+    OK(keel_cnode_delete(CN, n)); /* its notification may go first */
+    EXPECT_ERR(keel_irq_handler_ack(h), KEEL_E_BAD_STATE);
+    OK(keel_cnode_delete(CN, h));
+    return 0;
+}
+
 const struct test msg_tests[] = {
 #define T(name) { #name, t_##name }
     T(call_reply), T(reply_carries_error), T(reply_cap_rules), T(dropped_reply_revokes_call),
@@ -720,7 +745,7 @@ const struct test msg_tests[] = {
     T(batch_thread_setup_one_trap), T(batch_errors), T(batch_sends_to_endpoints),
     T(batch_sixteen), T(shim_starts), T(shim_is_transparent), T(shim_forwards_sends),
     T(fault_injection_shim), T(shim_stopped), T(channel_transfers_bytes),
-    T(channel_empty_and_full),
+    T(channel_empty_and_full), T(irq_handler_capabilities),
 #undef T
 };
 const unsigned long msg_tests_count = sizeof(msg_tests) / sizeof(msg_tests[0]);

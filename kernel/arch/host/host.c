@@ -304,3 +304,14 @@ void host_slot_info(u64 index, struct host_slot *out)
         out->children++;
     out->flags = s->cap.flags;
 }
+
+bool arch_irq_available(u32 gsi)
+{
+    return gsi > 4 && gsi < IRQ_LINES;
+}
+
+void arch_irq_enable_line(u32 gsi, bool on)
+{
+    (void)gsi;
+    (void)on;
+}

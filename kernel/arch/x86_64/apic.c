@@ -220,6 +220,26 @@ void ioapic_route_isa(const struct madt_info *m, u32 irq, u32 vector, u32 dest_a
     ioapic_write(0x10 + 2 * pin, low);
 }
 
+bool ioapic_has_pin(u32 gsi)
+{
+    return ioapic && gsi >= ioapic_gsi_base && gsi - ioapic_gsi_base < ioapic_pins;
+}
+
+/* Routes a GSI to vector on dest_apic, masked or not. */
+void ioapic_set(u32 gsi, u32 vector, u32 dest_apic, bool level, bool active_low, bool masked)
+{
+    u32 pin = gsi - ioapic_gsi_base, low = vector;
+
+    if (level)
+        low |= 1u << 15;
+    if (active_low)
+        low |= 1u << 13;
+    if (masked)
+        low |= LVT_MASKED;
+    ioapic_write(0x11 + 2 * pin, dest_apic << 24);
+    ioapic_write(0x10 + 2 * pin, low);
+}
+
 void pic_disable(void)
 {
     /* Remap to 0x70-0x7f (so a spurious 8259 interrupt is recognisable)

@@ -81,9 +81,30 @@ void arch_early_init(struct hvm_start_info *si, struct boot_info *bi)
     copy_start_info(si, bi);
 }
 
+static struct madt_info platform;
+
+bool arch_irq_available(u32 gsi)
+{
+    /* 0 and 2: the timer; 4: COM1, the kernel's console */
+    return gsi != 0 && gsi != 2 && gsi != 4 && gsi < VEC_IRQ_COUNT && ioapic_has_pin(gsi);
+}
+
+void arch_irq_enable_line(u32 gsi, bool on)
+{
+    bool level = false, low = false;
+
+    for (u32 irq = 0; irq < 16; irq++) {
+        if (platform.isa_gsi[irq] == gsi) { /* an ISA line: its override's polarity */
+            level = ((platform.isa_flags[irq] >> 2) & 3) == 3;
+            low = (platform.isa_flags[irq] & 3) == 3;
+        }
+    }
+    ioapic_set(gsi, VEC_IRQ_BASE + gsi, cpus[0].hw_id, level, low, !on);
+}
+
 void arch_platform_init(struct arch_platform *out)
 {
-    struct madt_info m;
+#define m platform
 
     if (!acpi_init(pvh_rsdp_paddr, &m))
         panic("cannot find the CPUs without ACPI");
@@ -102,6 +123,7 @@ void arch_platform_init(struct arch_platform *out)
     out->cpus_in_firmware = m.cpus_listed;
     out->timer_hz = TIMER_HZ;
 }
+#undef m
 
 void arch_exit(int code)
 {

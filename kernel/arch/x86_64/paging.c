@@ -9,6 +9,8 @@
 #define PTE_P 0x1ul
 #define PTE_W 0x2ul
 #define PTE_U 0x4ul
+#define PTE_PWT 0x8ul
+#define PTE_PCD 0x10ul
 #define PTE_PS 0x80ul
 #define PTE_NX (1ul << 63)
 #define PTE_ADDR 0x000ffffffffff000ul
@@ -63,6 +65,8 @@ long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights)
         e |= PTE_W;
     if (level == 0 && !(rights & KEEL_RIGHT_EXEC) && nx_enabled)
         e |= PTE_NX;
+    if (level == 0 && (rights & MAP_UNCACHED))
+        e |= PTE_PCD | PTE_PWT;
     *slot = e;
     return KEEL_E_OK;
 }

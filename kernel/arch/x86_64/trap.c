@@ -5,6 +5,7 @@
 #include <keel/cpu.h>
 #include <keel/exit.h>
 #include <keel/printk.h>
+#include <keel/object.h>
 #include <keel/sched.h>
 
 #include "trap.h"
@@ -58,6 +59,14 @@ void trap_dispatch(struct trap_frame *f)
         lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
+        lapic_eoi();
+    } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
+        /* A driver's interrupt while this CPU idles (the only time kernel
+         * code runs with interrupts on): take the lock to deliver it. */
+        arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false);
+        kernel_enter();
+        irq_deliver((u32)(v - VEC_IRQ_BASE));
+        spin_unlock(&kernel_lock);
         lapic_eoi();
     } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP) {
         /* An idle CPU runs no user code: a flush request is just acked. */

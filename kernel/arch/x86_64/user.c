@@ -249,6 +249,10 @@ void trap_from_user(struct trap_frame *f)
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
         lapic_eoi();
+    } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
+        arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false); /* until the driver acks */
+        irq_deliver((u32)(v - VEC_IRQ_BASE));
+        lapic_eoi();
     } else if (v == VEC_IPI_WAKEUP) {
         c->need_resched = 1;
         cpu_serve_requests();

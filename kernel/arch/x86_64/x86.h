@@ -135,6 +135,8 @@ u32 lapic_timer_hz(void);
 void ioapic_init(u64 phys, u32 gsi_base);
 void ioapic_route_isa(const struct madt_info *m, u32 irq, u32 vector, u32 dest_apic);
 void pic_disable(void);
+bool ioapic_has_pin(u32 gsi);
+void ioapic_set(u32 gsi, u32 vector, u32 dest_apic, bool level, bool active_low, bool masked);
 void tsc_delay_us(u64 us);
 
 /* trap.c */

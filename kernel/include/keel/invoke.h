@@ -40,5 +40,6 @@ long decode_paging(struct invocation *inv);
 long decode_endpoint(struct invocation *inv);
 long decode_notification(struct invocation *inv);
 long decode_console(struct invocation *inv);
+long decode_irq(struct invocation *inv);
 
 #endif

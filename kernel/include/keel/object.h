@@ -30,6 +30,8 @@ struct cap {
 };
 
 #define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
+#define CAP_DEVICE 2 /* untyped and frames: device memory (not RAM, never zeroed,
+                      * mapped uncached) */
 
 struct slot {
     struct cap cap;
@@ -171,6 +173,12 @@ void reply_cap_moved(struct slot *s);
 void tcb_cancel_room_wait(struct tcb *t);
 void caller_revoke_wait(struct tcb *caller);
 void ep_admit_faults(struct endpoint *ep);
+/* irq.c: interrupts delivered to user drivers. */
+void irq_deliver(u32 gsi);
+void irq_notification_gone(struct notification *n);
+void irq_handler_deleted(struct cap *c);
+#define IRQ_LINES 24
+
 /* notification.c */
 void notification_raise(struct notification *n, u64 bits);
 void notification_unbind(struct tcb *t);

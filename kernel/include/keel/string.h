@@ -15,5 +15,6 @@ int strcmp(const char *a, const char *b);
 int strncmp(const char *a, const char *b, size_t n);
 /* Copies at most size-1 bytes and always terminates (when size > 0). */
 size_t strlcpy(char *dst, const char *src, size_t size);
+const char *strstr_simple(const char *hay, const char *needle);
 
 #endif

@@ -61,6 +61,7 @@
 #define KEEL_SLOT_VSPACE 2  /* its own address space */
 #define KEEL_SLOT_TCB 3     /* its own thread */
 #define KEEL_SLOT_CONSOLE 4 /* the kernel debug console */
+#define KEEL_SLOT_IRQ_CONTROL 5 /* makes interrupt handler capabilities */
 #define KEEL_SLOT_FIRST_UNTYPED 16
 
 /* recv flags */
@@ -91,6 +92,7 @@
 
 #define KEEL_BOOTINFO_MAGIC 0x6b65656c626f6f74ul /* "keelboot" */
 #define KEEL_MAX_UNTYPED 128
+#define KEEL_MAX_DEVICES 16
 
 #ifndef __ASSEMBLY__
 struct keel_call_rec {
@@ -113,6 +115,12 @@ struct keel_bootinfo {
     unsigned long initrd_size; /* the initrd is mapped at KEEL_INITRD_VADDR */
     char cmdline[256];
     struct keel_untyped_desc untyped[KEEL_MAX_UNTYPED];
+    /* virtio-mmio devices announced on the command line: a device-memory
+     * untyped capability (4 KiB) for each, and its interrupt line. */
+    unsigned long device_count;
+    struct keel_device_desc {
+        unsigned long paddr, size, irq, slot;
+    } devices[KEEL_MAX_DEVICES];
 };
 #endif
 
