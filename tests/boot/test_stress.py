@@ -80,3 +80,22 @@ def test_stress_rejects_bad_arguments() -> None:
     proc = keel("stress", "--duration", "0", timeout=30)
     assert proc.returncode == 1
     assert proc.stderr.startswith("keel: error: --duration") and "Traceback" not in proc.stderr
+
+
+@requires_kvm
+def test_lock_order_checked_in_a_debug_build(tmp_path: Path) -> None:
+    """-DKEEL_DEBUG_LOCKS makes every scheduler lock operation check the order of
+    sched.h; the stress run and the suite must not trip it."""
+    import subprocess
+
+    build = tmp_path / "debug"
+    subprocess.run(
+        ["make", "-s", f"BUILD={build}", "KCC=gcc -DKEEL_DEBUG_LOCKS", "kernel", "initrd"],
+        cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    proc = keel(
+        "stress", "--smp", "4", "--duration", "2", "--kernel", str(build / "kernel.elf"),
+        "--initrd", str(build / "initrd.cpio"), timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "lock order" not in proc.stdout + proc.stderr
