@@ -355,21 +355,28 @@ void sched_set_priority(struct tcb *t, u32 prio)
     }
 }
 
+/* An idle CPU is skipped: it switched (or is switching) to the kernel's
+ * page tables, and leaving idle goes through arch_enter_user, which loads
+ * CR3 afresh - a full flush.  It cannot leave idle meanwhile: that needs
+ * the kernel lock, which the caller holds.  Besides saving an IPI, this
+ * spares waiting for a halted vCPU the host may not be running. */
 void tlb_shootdown(void)
 {
     struct cpu *me = this_cpu();
+    u64 asked[MAX_CPUS / 64] = { 0 };
 
     arch_flush_user_tlb();
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (c == me || READ_ONCE(c->state) != CPU_ONLINE)
+        if (c == me || READ_ONCE(c->state) != CPU_ONLINE || READ_ONCE(c->idle))
             continue;
+        asked[i / 64] |= 1ul << (i % 64);
         __atomic_store_n(&c->tlb_request, 1, __ATOMIC_RELEASE);
         arch_send_tlb_ipi(c);
     }
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (c == me || READ_ONCE(c->state) != CPU_ONLINE)
+        if (!(asked[i / 64] & (1ul << (i % 64))))
             continue;
         u32 spins = 0;
         while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE)) {
@@ -380,9 +387,9 @@ void tlb_shootdown(void)
     }
 }
 
-/* Pulls one thread from the busiest other queue onto this CPU's when that
- * queue has at least `margin` more threads than this CPU runs. */
-static bool balance(struct cpu *c, u32 margin)
+/* The busiest other CPU's queue, by a lock-free look: its index (this
+ * CPU's own when none has at least `margin` more threads than this one). */
+static u32 busiest_cpu(struct cpu *c, u32 margin)
 {
     u32 mine = cpu_load(c->index), busiest = c->index, most = 0;
 
@@ -396,7 +403,18 @@ static bool balance(struct cpu *c, u32 margin)
         }
     }
     /* The busiest CPU runs one thread besides those queued. */
-    if (busiest == c->index || !most || most + 1 < mine + margin)
+    if (!most || most + 1 < mine + margin)
+        return c->index;
+    return busiest;
+}
+
+/* Pulls one thread from the busiest other queue onto this CPU's when that
+ * queue has at least `margin` more threads than this CPU runs. */
+static bool balance(struct cpu *c, u32 margin)
+{
+    u32 busiest = busiest_cpu(c, margin);
+
+    if (busiest == c->index)
         return false;
     struct tcb *t = rq_steal(busiest, c->index);
     if (!t)
@@ -405,7 +423,13 @@ static bool balance(struct cpu *c, u32 margin)
     return true;
 }
 
-void sched_timer_tick(void)
+static bool balance_due(struct cpu *c)
+{
+    return cpu_count > 1 && !(c->ticks % SCHED_BALANCE_TICKS) &&
+           busiest_cpu(c, 2) != c->index;
+}
+
+bool sched_timer_tick(void)
 {
     struct cpu *c = this_cpu();
     struct tcb *t = c->current;
@@ -413,11 +437,18 @@ void sched_timer_tick(void)
     if (t) {
         if (t->slice)
             t->slice--;
-        int best = rq_best(rq_of(c->index));
+        int best = rq_best(rq_of(c->index)); /* a hint: rechecked under the lock */
         if (best > (int)t->prio || (!t->slice && best >= (int)t->prio))
             c->need_resched = 1;
     }
-    if (!(c->ticks % SCHED_BALANCE_TICKS) && cpu_count > 1 && balance(c, 2))
+    return READ_ONCE(c->need_resched) || balance_due(c);
+}
+
+void sched_timer_balance(void)
+{
+    struct cpu *c = this_cpu();
+
+    if (balance_due(c) && balance(c, 2))
         c->need_resched = 1;
 }
 

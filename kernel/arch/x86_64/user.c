@@ -236,14 +236,21 @@ void trap_from_user(struct trap_frame *f)
         }
         syscall_from_user(f);
     }
+    if (v == VEC_LAPIC_TIMER) {
+        /* Most ticks change nothing: they are served without the lock. */
+        cpu_timer_tick();
+        bool enter = sched_timer_tick();
+        lapic_eoi();
+        if (!enter)
+            arch_return_to_user(f);
+        kernel_enter();
+        sched_timer_balance();
+        sched_exit_kernel();
+    }
     kernel_enter();
     if (v < 32) {
         if (v != 2 && c->current)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
-    } else if (v == VEC_LAPIC_TIMER) {
-        cpu_timer_tick();
-        sched_timer_tick();
-        lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
         lapic_eoi();

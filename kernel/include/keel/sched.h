@@ -64,7 +64,12 @@ void sched_make_runnable(struct tcb *t);
 /* Ensures t is neither queued nor running on any CPU (its registers and
  * FPU state are saved in the TCB when this returns). */
 void thread_stop(struct tcb *t);
-void sched_timer_tick(void);
+/* The timer tick that interrupted a user thread, without the kernel lock
+ * (only this CPU's state is written): ends time slices and looks for a
+ * better thread or an imbalance.  True when the kernel must be entered;
+ * then sched_timer_balance runs under the lock before the exit path. */
+bool sched_timer_tick(void);
+void sched_timer_balance(void);
 void sched_yield(void);
 /* Thread parameters (tcb.c checks the arguments): affinity -1 or an online
  * CPU, priority 0..255. */
