@@ -220,7 +220,6 @@ _STRESS_MARKERS = (b"stress:", b"watchdog", b"panic", b"exception", b"FAIL", b"u
 def _stress_sink(verbose: bool) -> Callable[[bytes], None]:
     """Passes whole console lines through: all of them, or only the stress ones."""
     pending = bytearray()
-    out = sys.stdout.buffer
 
     def sink(data: bytes) -> None:
         pending.extend(data)
@@ -228,10 +227,17 @@ def _stress_sink(verbose: bool) -> Callable[[bytes], None]:
             line = bytes(pending[: end + 1])
             del pending[: end + 1]
             if verbose or any(m in line for m in _STRESS_MARKERS):
-                out.write(line)
-                out.flush()
+                _say(line)
 
     return sink
+
+
+def _say(data: bytes) -> None:
+    """Write to stdout; a closed pipe or terminal must not stop the guest."""
+    try:
+        os.write(sys.stdout.fileno(), data)
+    except (OSError, ValueError):
+        pass
 
 
 def _guest_tsc_khz() -> int:
@@ -283,7 +289,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         kernel, smp=args.smp, memory=args.memory, cmdline=" ".join(parts), initrd=initrd,
         console=_stress_sink(args.verbose), hang_timeout=args.hang_timeout,
     )  # fmt: skip
-    print(f"keel stress: {machine.smp} vCPUs, {args.duration} s, seed {args.seed}", flush=True)
+    _say(f"keel stress: {machine.smp} vCPUs, {args.duration} s, seed {args.seed}\n".encode())
     try:
         machine.start()
         try:
@@ -299,7 +305,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     elif result.status != 0:
         sys.stderr.write(f"keel: {result.reason}\n")
     verdict = "passed" if result.status == 0 else f"FAILED (status {result.status})"
-    print(f"keel stress: {verdict}", flush=True)
+    _say(f"keel stress: {verdict}\n".encode())
     return result.status
 
 

@@ -883,10 +883,19 @@ int stress_run(struct keel_bootinfo *bi)
         unsigned long t = now_ms();
         if (t - t0 >= (shown + 1) * 1000 && !stop) {
             shown = (t - t0) / 1000;
-            printf("stress: progress %lus ipc %lu storm %lu caps %lu map %lu churn %lu\n", shown,
-                   do_ipc ? ipc_progress() : 0, do_storm ? storm_progress() : 0,
-                   do_caps ? caps_progress() : 0, do_map ? map_progress() : 0,
-                   do_churn ? churn_progress() : 0);
+            char line[160];
+            int n = snprintf(line, sizeof(line), "stress: progress %lus", shown);
+            if (do_ipc)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " ipc %lu", ipc_progress());
+            if (do_storm)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " storm %lu", storm_progress());
+            if (do_caps)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " caps %lu", caps_progress());
+            if (do_map)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " map %lu", map_progress());
+            if (do_churn)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " churn %lu", churn_progress());
+            printf("%s\n", line);
             if (do_caps) /* every copy of the shared capability vanishes at once */
                 keel_cnode_revoke(CN, caps_shared);
         }
