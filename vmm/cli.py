@@ -2,7 +2,9 @@
 
     keel run [KERNEL] [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
-                      [--net [TAP]] [--rng] [--virtio-console]
+                      [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
+    keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
+                [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
     keel detach --api-sock S ID-or-PATH
@@ -10,6 +12,11 @@
 
 Without KERNEL, ``keel run`` boots the built default, build/kernel.elf (with
 build/initrd.cpio when present).
+
+``keel stress`` boots the kernel with the in-guest stress workload
+(``keel.test=stress``), prints its progress and verdict lines, and exits 0
+only when every invariant held; a guest silent for ``--hang-timeout``
+seconds is stopped and reported with every vCPU's registers (status 4).
 
 Bad input is one line on stderr and a non-zero status, never a traceback.
 Imports stay lazy: ``keel run`` start-up time is part of the boot benchmark.
@@ -54,6 +61,23 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rng", action="store_true", help="a virtio-rng device")
     run.add_argument("--virtio-console", action="store_true",
                      help="a virtio-console device on the terminal")
+    run.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+                     help="stop a guest silent on the console this long, with a diagnostic")
+
+    stress = sub.add_parser("stress", help="run the in-guest SMP stress workload")
+    stress.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
+    stress.add_argument("--duration", type=int, default=10, metavar="SECONDS",
+                        help="how long the workloads run (default 10)")
+    stress.add_argument("--seed", type=int, default=1, help="seed of the guest's PRNG")
+    stress.add_argument("--workloads", default=None, metavar="LIST",
+                        help="comma-separated subset of ipc,storm,caps,map,churn")
+    stress.add_argument("--memory", "-m", default="256M", help="guest RAM")
+    stress.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
+    stress.add_argument("--initrd", default=None, help="initrd (default: build/initrd.cpio)")
+    stress.add_argument("--hang-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="no console output for this long means a hang (default 30)")
+    stress.add_argument("--verbose", "-v", action="store_true",
+                        help="show the whole console, not only the stress lines")
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -148,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmdline=args.cmdline,
         initrd=initrd,
         console=_console_sink(args.console),
+        hang_timeout=args.hang_timeout,
     )
     server = None
     try:
@@ -186,6 +211,101 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(result.diagnostic + "\n")
     elif result.status != 0:
         sys.stderr.write(f"keel: {result.reason}\n")
+    return result.status
+
+
+_STRESS_MARKERS = (b"stress:", b"watchdog", b"panic", b"exception", b"FAIL", b"unknown test")
+
+
+def _stress_sink(verbose: bool) -> Callable[[bytes], None]:
+    """Passes whole console lines through: all of them, or only the stress ones."""
+    pending = bytearray()
+
+    def sink(data: bytes) -> None:
+        pending.extend(data)
+        while (end := pending.find(b"\n")) >= 0:
+            line = bytes(pending[: end + 1])
+            del pending[: end + 1]
+            if verbose or any(m in line for m in _STRESS_MARKERS):
+                _say(line)
+
+    return sink
+
+
+def _say(data: bytes) -> None:
+    """Write to stdout; a closed pipe or terminal must not stop the guest."""
+    try:
+        os.write(sys.stdout.fileno(), data)
+    except (OSError, ValueError):
+        pass
+
+
+def _guest_tsc_khz() -> int:
+    """The TSC rate KVM gives a guest (0 when unknown): user-mode CPUID may not reach
+    the VMM's timing leaf on every host, so the stress guest is told on its command line."""
+    from vmm.errors import KeelError
+
+    try:
+        from vmm.kvm.system import System
+
+        system = System()
+        try:
+            vm = system.create_vm()
+            try:
+                vcpu = vm.create_vcpu(0)
+                try:
+                    return vcpu.tsc_khz()
+                finally:
+                    vcpu.close()
+            finally:
+                vm.close()
+        finally:
+            system.close()
+    except (KeelError, OSError):
+        return 0
+
+
+def cmd_stress(args: argparse.Namespace) -> int:
+    from vmm.errors import ConfigError
+    from vmm.machine import STATUS_INTERRUPTED, ExitResult, Machine
+
+    if args.duration < 1:
+        raise ConfigError(f"--duration must be at least 1 second, not {args.duration}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must not be negative, not {args.seed}")
+    kernel, initrd = args.kernel, args.initrd
+    if kernel is None:
+        kernel, default_initrd = _default_kernel()
+        initrd = initrd or default_initrd
+    if initrd is None:
+        raise ConfigError("keel stress needs an initrd: build/initrd.cpio is missing (run 'make')")
+    parts = ["keel.test=stress", f"keel.duration={args.duration}", f"keel.seed={args.seed}"]
+    if args.workloads:
+        parts.append(f"keel.stress={args.workloads}")
+    khz = _guest_tsc_khz()
+    if khz:
+        parts.append(f"keel.tsc_khz={khz}")
+    machine = Machine(
+        kernel, smp=args.smp, memory=args.memory, cmdline=" ".join(parts), initrd=initrd,
+        console=_stress_sink(args.verbose), hang_timeout=args.hang_timeout,
+    )  # fmt: skip
+    _say(f"keel stress: {machine.smp} vCPUs, {args.duration} s, seed {args.seed}\n".encode())
+    try:
+        machine.start()
+        try:
+            result = machine.wait()
+        except KeyboardInterrupt:
+            machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
+            result = machine.wait()
+    finally:
+        machine.close()
+    assert result is not None
+    if result.diagnostic:
+        sys.stderr.write(result.diagnostic + "\n")
+    elif result.status != 0:
+        sys.stderr.write(f"keel: {result.reason}\n")
+    verdict = "passed" if result.status == 0 else f"FAILED (status {result.status})"
+    _say(f"keel stress: {verdict}\n".encode())
     return result.status
 
 
@@ -230,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "stress":
+            return cmd_stress(args)
         return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")

@@ -25,6 +25,7 @@ import enum
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ KICK_SIGNAL = signal.SIGRTMIN + 2  # interrupts KVM_RUN in a vCPU thread
 
 # Exit statuses of the host process besides the guest's own (debug_exit.exit_status).
 STATUS_GUEST_CRASH = 2  # even, so it never collides with a guest-reported failure
+STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
 STATUS_INTERRUPTED = 130
 
 
@@ -174,7 +176,11 @@ class Machine:
         initrd: str | os.PathLike[str] | None = None,
         console: Callable[[bytes], None] | None = None,
         log: Callable[[str], None] | None = None,
+        hang_timeout: float | None = None,
     ) -> None:
+        """``hang_timeout`` (seconds, opt-in): stop the guest as hung when it prints
+        nothing on the serial console for that long while running, with a
+        diagnostic of every vCPU's registers and the last console lines."""
         from vmm.boot import elf
 
         self.smp = default_smp() if smp is None else smp
@@ -190,6 +196,10 @@ class Machine:
             self.initrd = _read_file(initrd, "initrd")
             layout.place_initrd(self.memory, len(self.initrd), self.kernel.end)
         self.console = Console(console)
+        if hang_timeout is not None and hang_timeout <= 0:
+            raise ConfigError(f"hang timeout must be positive, not {hang_timeout}")
+        self.hang_timeout = hang_timeout
+        self._last_output = time.monotonic()
         self._log = log or _stderr_log
         self.state = State.CREATED
         self.result: ExitResult | None = None
@@ -424,6 +434,9 @@ class Machine:
             with self._lock:
                 slot.alive = True
             slot.thread.start()
+        if self.hang_timeout is not None:
+            self._last_output = time.monotonic()
+            threading.Thread(target=self._hang_watch, name="hang-watch", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> ExitResult | None:
         """Wait for the guest to end; None if ``timeout`` passed first."""
@@ -545,7 +558,7 @@ class Machine:
             mem.write(addr, blob)
         mem.write(BOOT_GDT_ADDR, BOOT_GDT)
 
-        self._uart = Uart16550(self.console.write, lambda level: vm.irq_line(COM1_IRQ, level))
+        self._uart = Uart16550(self._console_output, lambda level: vm.irq_line(COM1_IRQ, level))
         self.pio.register(COM1_BASE, 8, self._uart)
         self.pio.register(debug_exit.PORT, 4, debug_exit.DebugExit(self._guest_exit))
         self.pio.register(0x80, 1, _Sink())  # POST-code port, used as an I/O delay
@@ -558,6 +571,26 @@ class Machine:
             vcpu.set_cpuid(vcpu_cpuid(supported, i, self.smp, vcpu.tsc_khz()))
             self._slots.append(_VcpuSlot(vcpu, host_cpus[i % len(host_cpus)]))
         _set_pvh_entry_state(self._slots[0].vcpu, self.kernel.entry32)
+
+    # -- the hang watchdog -----------------------------------------------------------------
+    def _console_output(self, data: bytes) -> None:
+        self._last_output = time.monotonic()
+        self.console.write(data)
+
+    def _hang_watch(self) -> None:
+        """Stop the guest once it has been silent for ``hang_timeout`` seconds of running
+        (time paused does not count).  The diagnostic names every vCPU's registers."""
+        assert self.hang_timeout is not None
+        while not self._done.wait(min(0.25, self.hang_timeout / 4)):
+            if self.state is not State.RUNNING:
+                self._last_output = time.monotonic()
+                continue
+            silent = time.monotonic() - self._last_output
+            if silent >= self.hang_timeout:
+                self._finish(
+                    ExitResult(STATUS_HANG, f"guest hung: no console output for {silent:.1f} s")
+                )
+                return
 
     # -- the vCPU threads ----------------------------------------------------------------
     def _vcpu_thread(self, slot: _VcpuSlot) -> None:

@@ -14,6 +14,7 @@ void cpu_timer_tick(void)
     struct cpu *c = this_cpu();
 
     c->ticks++;
+    watchdog_poll();
 }
 
 u32 cpus_timer_ok(void)

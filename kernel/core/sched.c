@@ -1,50 +1,202 @@
-/* Run queue, kernel lock and the exit path to user mode. */
+/* Per-CPU run queues with priorities, the kernel lock and the exit path to
+ * user mode.  The policy and the lock order are described in sched.h. */
 #include <keel/cpu.h>
+#include <keel/panic.h>
 #include <keel/printk.h>
 #include <keel/sched.h>
 
 spinlock_t kernel_lock = SPINLOCK_INIT;
 
-static struct tcb *rq_head, *rq_tail;
+#define PRIO_WORDS (SCHED_PRIO_LEVELS / 64)
 
-static void rq_push(struct tcb *t)
+struct runqueue {
+    spinlock_t lock;
+    volatile u32 nr;           /* threads queued (not the running one) */
+    u64 bitmap[PRIO_WORDS];    /* bit p: level p is not empty */
+    struct tcb *head[SCHED_PRIO_LEVELS]; /* circular lists: tail = head->rq_prev */
+};
+
+static struct runqueue runqueues[MAX_CPUS];
+
+/* -- lock order checking (debug builds) ------------------------------------- */
+
+#define HELD_KERNEL 1u
+#define HELD_RQ 2u
+
+#ifdef KEEL_DEBUG_LOCKS
+static void lock_check(u32 want)
 {
-    if (t->queued)
-        return;
-    t->queued = 1;
-    t->rq_next = NULL;
-    t->rq_prev = rq_tail;
-    if (rq_tail)
-        rq_tail->rq_next = t;
-    else
-        rq_head = t;
-    rq_tail = t;
+    struct cpu *c = this_cpu();
+
+    if (want == HELD_RQ && (c->locks_held & HELD_RQ))
+        panic("lock order: cpu %u takes a second runqueue lock", c->index);
+    if (want == HELD_KERNEL && c->locks_held)
+        panic("lock order: cpu %u takes the kernel lock holding 0x%x", c->index, c->locks_held);
+    c->locks_held |= want;
+}
+
+static void lock_release(u32 what)
+{
+    this_cpu()->locks_held &= ~what;
+}
+#else
+static inline void lock_check(u32 want)
+{
+    (void)want;
+}
+
+static inline void lock_release(u32 what)
+{
+    (void)what;
+}
+#endif
+
+static inline void rq_lock(struct runqueue *rq)
+{
+    lock_check(HELD_RQ);
+    spin_lock(&rq->lock);
+}
+
+static inline void rq_unlock(struct runqueue *rq)
+{
+    spin_unlock(&rq->lock);
+    lock_release(HELD_RQ);
+}
+
+static inline void kernel_unlock(void)
+{
+    lock_release(HELD_KERNEL);
+    spin_unlock(&kernel_lock);
+}
+
+/* -- queues (caller holds the queue's lock) ---------------------------------- */
+
+static inline struct runqueue *rq_of(u32 cpu)
+{
+    return &runqueues[cpu];
+}
+
+static void rq_insert(struct runqueue *rq, u32 cpu, struct tcb *t, bool front)
+{
+    struct tcb **h = &rq->head[t->prio];
+
+    t->queued = cpu + 1;
+    if (!*h) {
+        t->rq_next = t->rq_prev = t;
+        *h = t;
+        rq->bitmap[t->prio / 64] |= 1ul << (t->prio % 64);
+    } else {
+        struct tcb *first = *h, *last = first->rq_prev;
+        t->rq_next = first;
+        t->rq_prev = last;
+        last->rq_next = t;
+        first->rq_prev = t;
+        if (front)
+            *h = t;
+    }
+    rq->nr++;
+}
+
+static void rq_delete(struct runqueue *rq, struct tcb *t)
+{
+    struct tcb **h = &rq->head[t->prio];
+
+    if (t->rq_next == t) {
+        *h = NULL;
+        rq->bitmap[t->prio / 64] &= ~(1ul << (t->prio % 64));
+    } else {
+        t->rq_prev->rq_next = t->rq_next;
+        t->rq_next->rq_prev = t->rq_prev;
+        if (*h == t)
+            *h = t->rq_next;
+    }
+    t->rq_next = t->rq_prev = NULL;
+    t->queued = 0;
+    rq->nr--;
+}
+
+/* Highest non-empty level, or -1. */
+static int rq_best(const struct runqueue *rq)
+{
+    for (int w = PRIO_WORDS - 1; w >= 0; w--) {
+        if (rq->bitmap[w])
+            return w * 64 + 63 - __builtin_clzl(rq->bitmap[w]);
+    }
+    return -1;
 }
 
 static void rq_remove(struct tcb *t)
 {
     if (!t->queued)
         return;
-    if (t->rq_prev)
-        t->rq_prev->rq_next = t->rq_next;
-    else
-        rq_head = t->rq_next;
-    if (t->rq_next)
-        t->rq_next->rq_prev = t->rq_prev;
-    else
-        rq_tail = t->rq_prev;
-    t->rq_next = t->rq_prev = NULL;
-    t->queued = 0;
+    struct runqueue *rq = rq_of(t->queued - 1);
+    rq_lock(rq);
+    rq_delete(rq, t);
+    rq_unlock(rq);
 }
 
-static struct tcb *rq_pop(void)
+static void rq_push(u32 cpu, struct tcb *t, bool front)
 {
-    struct tcb *t = rq_head;
+    struct runqueue *rq = rq_of(cpu);
 
-    if (t)
-        rq_remove(t);
+    rq_lock(rq);
+    if (!t->queued)
+        rq_insert(rq, cpu, t, front);
+    rq_unlock(rq);
+}
+
+static struct tcb *rq_pop(u32 cpu)
+{
+    struct runqueue *rq = rq_of(cpu);
+    struct tcb *t = NULL;
+
+    if (!READ_ONCE(rq->nr))
+        return NULL;
+    rq_lock(rq);
+    int p = rq_best(rq);
+    if (p >= 0) {
+        t = rq->head[p];
+        rq_delete(rq, t);
+    }
+    rq_unlock(rq);
     return t;
 }
+
+u32 sched_queued(u32 cpu)
+{
+    return READ_ONCE(rq_of(cpu)->nr);
+}
+
+/* Takes one thread that may run on `to` from cpu's queue (lowest level
+ * first: the least urgent work moves). */
+static struct tcb *rq_steal(u32 cpu, u32 to)
+{
+    struct runqueue *rq = rq_of(cpu);
+    struct tcb *found = NULL;
+
+    rq_lock(rq);
+    for (int w = 0; w < PRIO_WORDS && !found; w++) {
+        u64 bits = rq->bitmap[w];
+        while (bits && !found) {
+            int p = w * 64 + __builtin_ctzl(bits);
+            bits &= bits - 1;
+            struct tcb *t = rq->head[p];
+            do {
+                if (t->affinity < 0 || t->affinity == (s32)to) {
+                    found = t;
+                    break;
+                }
+                t = t->rq_next;
+            } while (t != rq->head[p]);
+        }
+    }
+    if (found)
+        rq_delete(rq, found);
+    rq_unlock(rq);
+    return found;
+}
+
+/* -- cross-CPU requests -------------------------------------------------------- */
 
 void cpu_serve_requests(void)
 {
@@ -64,25 +216,67 @@ void cpu_serve_requests(void)
 void kernel_enter(void)
 {
     struct cpu *c = this_cpu();
+    u32 spins = 0;
 
     WRITE_ONCE(c->in_kernel, 1);
+    lock_check(HELD_KERNEL);
     while (!spin_trylock(&kernel_lock)) {
         cpu_serve_requests();
         arch_cpu_relax();
+        if (!(++spins & 255) && watchdog_poll)
+            watchdog_poll();
     }
 }
 
-/* Wakes one idle CPU, if any, to pick up newly runnable work. */
-static void kick_idle_cpu(void)
+static bool cpu_online(u32 i)
 {
-    struct cpu *me = this_cpu();
+    return READ_ONCE(cpus[i].state) == CPU_ONLINE;
+}
 
-    for (u32 i = 0; i < cpu_count; i++) {
-        struct cpu *c = &cpus[i];
-        if (c != me && READ_ONCE(c->idle) && READ_ONCE(c->state) == CPU_ONLINE) {
-            arch_wake_cpu(c);
-            return;
+static u32 cpu_load(u32 i)
+{
+    return READ_ONCE(rq_of(i)->nr) + (READ_ONCE(cpus[i].current) != NULL);
+}
+
+/* Where a thread made runnable should wait. */
+static u32 select_cpu(struct tcb *t)
+{
+    u32 me = this_cpu()->index;
+
+    if (t->affinity >= 0 && (u32)t->affinity < cpu_count && cpu_online((u32)t->affinity))
+        return (u32)t->affinity;
+    u32 best = me;
+    if (t->last_cpu >= 0 && (u32)t->last_cpu < cpu_count && cpu_online((u32)t->last_cpu))
+        best = (u32)t->last_cpu;
+    u32 best_load = cpu_load(best);
+    for (u32 i = 0; i < cpu_count && best_load; i++) {
+        if (i == best || !cpu_online(i))
+            continue;
+        u32 l = cpu_load(i);
+        if (l < best_load) {
+            best = i;
+            best_load = l;
         }
+    }
+    return best;
+}
+
+/* t was queued on cpu: make sure that CPU looks at it soon. */
+static void kick_cpu(u32 cpu, struct tcb *t)
+{
+    struct cpu *me = this_cpu(), *c = &cpus[cpu];
+    struct tcb *cur = READ_ONCE(c->current);
+
+    if (c == me) {
+        if (cur && t->prio > cur->prio)
+            me->need_resched = 1;
+        return;
+    }
+    if (READ_ONCE(c->idle)) {
+        arch_wake_cpu(c);
+    } else if (cur && t->prio > cur->prio) {
+        WRITE_ONCE(c->need_resched, 1);
+        arch_wake_cpu(c);
     }
 }
 
@@ -92,8 +286,9 @@ void sched_make_runnable(struct tcb *t)
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
     if (t->cpu < 0 && !t->queued) {
-        rq_push(t);
-        kick_idle_cpu();
+        u32 cpu = select_cpu(t);
+        rq_push(cpu, t, false);
+        kick_cpu(cpu, t);
     }
 }
 
@@ -111,11 +306,15 @@ void thread_stop(struct tcb *t)
         me->current = NULL;
         me->fpu_owner = NULL;
     } else {
+        u32 spins = 0;
         __atomic_store_n(&c->stop_ack, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&c->stop_request, 1, __ATOMIC_RELEASE);
         arch_wake_cpu(c);
-        while (!__atomic_load_n(&c->stop_ack, __ATOMIC_ACQUIRE))
+        while (!__atomic_load_n(&c->stop_ack, __ATOMIC_ACQUIRE)) {
             arch_cpu_relax();
+            if (!(++spins & 255) && watchdog_poll)
+                watchdog_poll();
+        }
         c->current = NULL;
         c->fpu_owner = NULL;
         __atomic_store_n(&c->stop_request, 0, __ATOMIC_RELEASE);
@@ -123,38 +322,164 @@ void thread_stop(struct tcb *t)
     t->cpu = -1;
 }
 
+void sched_set_affinity(struct tcb *t, s32 cpu)
+{
+    bool run = t->state == THREAD_RUNNABLE && (t->queued || t->cpu >= 0);
+
+    if (t->affinity == cpu)
+        return;
+    t->affinity = (s16)cpu;
+    if (!run || (cpu >= 0 && t->cpu == cpu))
+        return;
+    thread_stop(t);
+    sched_make_runnable(t);
+}
+
+void sched_set_priority(struct tcb *t, u32 prio)
+{
+    if (t->prio == prio)
+        return;
+    if (t->queued) {
+        u32 cpu = t->queued - 1;
+        rq_remove(t);
+        t->prio = (u8)prio;
+        rq_push(cpu, t, false);
+        kick_cpu(cpu, t);
+        return;
+    }
+    t->prio = (u8)prio;
+    if (t->cpu >= 0) {
+        /* Running: its CPU reconsiders at its next entry (at once if it is
+         * this one, by the next tick otherwise). */
+        cpus[t->cpu].need_resched = 1;
+    }
+}
+
+/* An idle CPU is skipped: it switched (or is switching) to the kernel's
+ * page tables, and leaving idle goes through arch_enter_user, which loads
+ * CR3 afresh - a full flush.  It cannot leave idle meanwhile: that needs
+ * the kernel lock, which the caller holds.  Besides saving an IPI, this
+ * spares waiting for a halted vCPU the host may not be running. */
 void tlb_shootdown(void)
 {
     struct cpu *me = this_cpu();
+    u64 asked[MAX_CPUS / 64] = { 0 };
 
     arch_flush_user_tlb();
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (c == me || READ_ONCE(c->state) != CPU_ONLINE)
+        if (c == me || READ_ONCE(c->state) != CPU_ONLINE || READ_ONCE(c->idle))
             continue;
+        asked[i / 64] |= 1ul << (i % 64);
         __atomic_store_n(&c->tlb_request, 1, __ATOMIC_RELEASE);
         arch_send_tlb_ipi(c);
     }
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (c == me || READ_ONCE(c->state) != CPU_ONLINE)
+        if (!(asked[i / 64] & (1ul << (i % 64))))
             continue;
-        while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE))
+        u32 spins = 0;
+        while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE)) {
             arch_cpu_relax();
+            if (!(++spins & 255) && watchdog_poll)
+                watchdog_poll();
+        }
     }
 }
 
-void sched_timer_tick(void)
+/* The busiest other CPU's queue, by a lock-free look: its index (this
+ * CPU's own when none has at least `margin` more threads than this one). */
+static u32 busiest_cpu(struct cpu *c, u32 margin)
+{
+    u32 mine = cpu_load(c->index), busiest = c->index, most = 0;
+
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (i == c->index || !cpu_online(i))
+            continue;
+        u32 n = READ_ONCE(rq_of(i)->nr);
+        if (n > most) {
+            most = n;
+            busiest = i;
+        }
+    }
+    /* The busiest CPU runs one thread besides those queued. */
+    if (!most || most + 1 < mine + margin)
+        return c->index;
+    return busiest;
+}
+
+/* Pulls one thread from the busiest other queue onto this CPU's when that
+ * queue has at least `margin` more threads than this CPU runs. */
+static bool balance(struct cpu *c, u32 margin)
+{
+    u32 busiest = busiest_cpu(c, margin);
+
+    if (busiest == c->index)
+        return false;
+    struct tcb *t = rq_steal(busiest, c->index);
+    if (!t)
+        return false;
+    rq_push(c->index, t, false);
+    return true;
+}
+
+static bool balance_due(struct cpu *c)
+{
+    return cpu_count > 1 && !(c->ticks % SCHED_BALANCE_TICKS) &&
+           busiest_cpu(c, 2) != c->index;
+}
+
+bool sched_timer_tick(void)
+{
+    struct cpu *c = this_cpu();
+    struct tcb *t = c->current;
+
+    if (t) {
+        if (t->slice)
+            t->slice--;
+        int best = rq_best(rq_of(c->index)); /* a hint: rechecked under the lock */
+        if (best > (int)t->prio || (!t->slice && best >= (int)t->prio))
+            c->need_resched = 1;
+    }
+    return READ_ONCE(c->need_resched) || balance_due(c);
+}
+
+void sched_timer_balance(void)
 {
     struct cpu *c = this_cpu();
 
-    if (c->current && rq_head)
+    if (balance_due(c) && balance(c, 2))
         c->need_resched = 1;
 }
 
 void sched_yield(void)
 {
-    this_cpu()->need_resched = 1;
+    struct cpu *c = this_cpu();
+
+    c->need_resched = 1;
+    if (c->current)
+        c->current->slice = 0; /* gives up the rest of its slice */
+}
+
+/* Should the current thread t give way to a queued one? */
+static bool should_preempt(struct cpu *c, struct tcb *t)
+{
+    if (!c->need_resched)
+        return false;
+    int best = rq_best(rq_of(c->index));
+    return best > (int)t->prio || (!t->slice && best >= (int)t->prio);
+}
+
+/* Lock-free: is there anything for an idle CPU to do? */
+static bool idle_has_work(struct cpu *c)
+{
+    if (READ_ONCE(rq_of(c->index)->nr) || READ_ONCE(c->need_resched))
+        return true;
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (i != c->index && READ_ONCE(rq_of(i)->nr) && cpu_online(i))
+            return true;
+    }
+    return false;
 }
 
 __noreturn void sched_exit_kernel(void)
@@ -163,27 +488,44 @@ __noreturn void sched_exit_kernel(void)
 
     for (;;) {
         struct tcb *t = c->current;
-        if (t && (t->state != THREAD_RUNNABLE || (c->need_resched && rq_head))) {
+        if (t && (t->state != THREAD_RUNNABLE || should_preempt(c, t))) {
             if (c->fpu_owner == t) { /* saved now: it may next run elsewhere */
                 arch_fpu_save(t);
                 c->fpu_owner = NULL;
             }
             c->current = NULL;
             t->cpu = -1;
-            if (t->state == THREAD_RUNNABLE)
-                rq_push(t);
+            if (t->state == THREAD_RUNNABLE) {
+                /* A used-up slice goes to the back of its level; a thread
+                 * preempted by a higher level keeps its place. */
+                bool front = t->slice != 0;
+                if (!t->slice)
+                    t->slice = SCHED_SLICE_TICKS;
+                u32 cpu = c->index;
+                if (t->affinity >= 0 && (u32)t->affinity != cpu)
+                    cpu = select_cpu(t);
+                rq_push(cpu, t, front);
+                if (cpu != c->index)
+                    kick_cpu(cpu, t);
+            }
         }
         c->need_resched = 0;
         if (!c->current) {
-            t = rq_pop();
+            t = rq_pop(c->index);
+            if (!t && cpu_count > 1 && balance(c, 1))
+                t = rq_pop(c->index);
             if (t) {
                 t->cpu = (s32)c->index;
+                t->last_cpu = (s16)c->index;
+                if (!t->slice)
+                    t->slice = SCHED_SLICE_TICKS;
                 c->current = t;
             }
         }
         if (c->current && arch_thread_can_run(c->current)) {
             WRITE_ONCE(c->idle, 0);
             WRITE_ONCE(c->in_kernel, 0);
+            lock_release(HELD_KERNEL);
             arch_enter_user(c->current); /* releases the kernel lock */
         }
         if (c->current) {
@@ -194,8 +536,10 @@ __noreturn void sched_exit_kernel(void)
             continue;
         }
         WRITE_ONCE(c->idle, 1);
-        spin_unlock(&kernel_lock);
-        arch_idle_wait();
+        kernel_unlock();
+        do {
+            arch_idle_wait();
+        } while (!idle_has_work(c));
         kernel_enter();
     }
 }

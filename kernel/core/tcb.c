@@ -1,4 +1,5 @@
 /* Threads: configure, registers, resume, suspend, and their lifetime. */
+#include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
@@ -7,6 +8,9 @@ void tcb_init(struct tcb *t)
 {
     t->hdr.type = KEEL_OBJ_TCB;
     t->cpu = -1;
+    t->prio = SCHED_PRIO_DEFAULT;
+    t->affinity = -1;
+    t->last_cpu = -1;
     t->state = THREAD_INACTIVE;
     t->id = kernel_ids++;
     t->cspace.owner = t->vspace.owner = t->fault_ep.owner = t;
@@ -151,6 +155,21 @@ long decode_tcb(struct invocation *inv)
         }
         return KEEL_E_OK;
     }
+    case KEEL_CALL_TCB_SET_AFFINITY: {
+        /* -1 (any word with the top bit set) lets the thread run anywhere. */
+        s64 cpu = (s64)inv->arg[0];
+        if (cpu < 0)
+            cpu = -1;
+        else if ((u64)cpu >= cpu_count || READ_ONCE(cpus[cpu].state) != CPU_ONLINE)
+            return KEEL_E_INVALID_ARG;
+        sched_set_affinity(t, (s32)cpu);
+        return KEEL_E_OK;
+    }
+    case KEEL_CALL_TCB_SET_PRIORITY:
+        if (inv->arg[0] >= SCHED_PRIO_LEVELS)
+            return KEEL_E_INVALID_ARG;
+        sched_set_priority(t, (u32)inv->arg[0]);
+        return KEEL_E_OK;
     }
     return KEEL_E_UNKNOWN_CALL;
 }

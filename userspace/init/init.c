@@ -29,6 +29,8 @@ long keel_main(struct keel_bootinfo *bi)
             suite_setup(bi);
             return rng_run(bi) ? 0x11 : 0x10;
         }
+        if (!strcmp(test, "stress"))
+            return stress_run(bi) ? 0x11 : 0x10;
         if (!strcmp(test, "bench")) {
             suite_setup(bi);
             return bench_run() ? 0x11 : 0x10;

@@ -62,5 +62,6 @@ keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
 void suite_setup(struct keel_bootinfo *bi);
 int suite_run(void);
 int bench_run(void);
+int stress_run(struct keel_bootinfo *bi); /* stress.c: keel.test=stress */
 
 #endif

@@ -166,22 +166,30 @@ void arch_enter_user(struct tcb *t)
 
     c->frame_top = (uptr)(&t->arch.frame + 1);
     c->arch.tss.rsp[0] = c->frame_top;
+    /* Only user-changeable flags survive; interrupts stay on. */
+    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
+    /* The kernel lock goes before the expensive privileged work (CR3, FPU
+     * state, the return): t stays ours, because another CPU that wants it
+     * stopped (thread_stop, which also precedes destroying its TCB or its
+     * address space) waits for this CPU's acknowledgement, given only once
+     * we are back in the kernel with t's registers saved (the IPI is taken
+     * as soon as user mode enables interrupts).  A TLB flush request is
+     * claimed before flushing, so one made from now on is served by its IPI
+     * after the return rather than cleared unserved. */
+    spin_unlock(&kernel_lock);
+    bool flush = __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
     /* CR3 is remembered rather than read: where kernel code is emulated
      * every privileged instruction is an expensive trip to the host. */
     if (c->arch.cr3 != cr3) {
         write_cr3(cr3);
         c->arch.cr3 = cr3;
-    } else if (c->tlb_request) {
+    } else if (flush) {
         arch_flush_user_tlb();
     }
-    WRITE_ONCE(c->tlb_request, 0);
     if (c->fpu_owner != t) {
         fpu_restore(t);
         c->fpu_owner = t;
     }
-    /* Only user-changeable flags survive; interrupts stay on. */
-    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
-    spin_unlock(&kernel_lock);
     arch_return_to_user(&t->arch.frame);
 }
 
@@ -238,14 +246,21 @@ void trap_from_user(struct trap_frame *f)
         }
         syscall_from_user(f);
     }
+    if (v == VEC_LAPIC_TIMER) {
+        /* Most ticks change nothing: they are served without the lock. */
+        cpu_timer_tick();
+        bool enter = sched_timer_tick();
+        lapic_eoi();
+        if (!enter)
+            arch_return_to_user(f);
+        kernel_enter();
+        sched_timer_balance();
+        sched_exit_kernel();
+    }
     kernel_enter();
     if (v < 32) {
         if (v != 2 && c->current)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
-    } else if (v == VEC_LAPIC_TIMER) {
-        cpu_timer_tick();
-        sched_timer_tick();
-        lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
         lapic_eoi();

@@ -38,7 +38,7 @@ struct cpu {
     /* Shared: written with atomics by this CPU and by the BSP during boot
      * (STARTING -> BOOTING by the CPU, STARTING -> FAILED by the BSP). */
     u32 state;
-    u32 pad;
+    u32 locks_held; /* debug builds: lock classes this CPU holds (sched.c) */
     volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
     /* Scheduling, under the kernel lock unless noted. */
     struct tcb *current;   /* thread in user mode on this CPU, or NULL */

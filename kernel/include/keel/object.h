@@ -79,7 +79,12 @@ struct tcb {
     struct tcb *rq_prev;
     void *blocked_on;    /* endpoint or notification while BLOCKED */
     u32 wait_kind;       /* WAIT_* */
-    u32 queued;          /* on the run queue */
+    u32 queued;          /* on a run queue: that CPU's index + 1 (sched.c) */
+    u8 prio;             /* 0..255, higher runs first (sched.c) */
+    u8 slice;            /* timer ticks left of its time slice */
+    s16 affinity;        /* the one CPU it may run on, or -1 for any */
+    s16 last_cpu;        /* where it ran last, or -1 */
+    u16 sched_pad;
     u64 fault[4];        /* pending fault message (vector, address, error, rip) */
     u64 id;              /* for messages and the console */
     struct slot cspace;  /* its capability table (a cnode capability) */
