@@ -138,6 +138,15 @@ static long fetch(unsigned long ring_pa, unsigned char *out)
         wr(INTERRUPT_ACK, rd(INTERRUPT_STATUS));
         keel_irq_handler_ack(IRQ_CAP);
     }
+    /* Completed without our waiting: clear what it raised all the same, so
+     * the line is unmasked and idle for the next request. */
+    keel_word_t pending = 0;
+    keel_notification_poll(NTFN_CAP, &pending);
+    unsigned int status = rd(INTERRUPT_STATUS);
+    if (status)
+        wr(INTERRUPT_ACK, status);
+    if (pending || status)
+        keel_irq_handler_ack(IRQ_CAP);
     if (u->ring[seen % QSIZE].len < CHUNK)
         return -2;
     memcpy(out, (void *)(RING_VA + BUF_OFF), CHUNK);

@@ -89,6 +89,10 @@ bool arch_irq_available(u32 gsi)
     return gsi != 0 && gsi != 2 && gsi != 4 && gsi < VEC_IRQ_COUNT && ioapic_has_pin(gsi);
 }
 
+/* Device lines are programmed edge-triggered, active high (the virtio-mmio
+ * convention; Keel's VMM pulses them), except where the MADT overrides an
+ * ISA line.  A driver must read its device's status after every wake-up:
+ * an edge that came while the line was masked is not delivered again. */
 void arch_irq_enable_line(u32 gsi, bool on)
 {
     bool level = false, low = false;
