@@ -9,6 +9,7 @@
  * Everything runs under the kernel lock.
  */
 #include <keel/object.h>
+#include <keel/sched.h>
 #include <keel/string.h>
 
 u64 kernel_ids = 1;
@@ -153,6 +154,12 @@ void slot_delete(struct slot *s)
     memset(&s->cap, 0, sizeof(s->cap));
     if (s->owner && s == &s->owner->vspace)
         tcb_binding_lost(s->owner);
+    if (s->owner && s == &s->owner->io_ports && s->owner->state == THREAD_RUNNABLE &&
+        s->owner->cpu >= 0) {
+        /* the ports go now, not at its next kernel entry */
+        thread_stop(s->owner);
+        sched_make_runnable(s->owner);
+    }
     obj_unref(&c);
 }
 

@@ -55,6 +55,8 @@ long invoke(struct invocation *inv)
         return decode_notification(inv);
     case KEEL_OBJ_CONSOLE:
         return decode_console(inv);
+    case KEEL_OBJ_IO_PORT_CONTROL:
+        return decode_io_port(inv);
     case KEEL_OBJ_IRQ_CONTROL:
     case KEEL_OBJ_IRQ_HANDLER:
         return decode_irq(inv);

@@ -13,7 +13,7 @@ void tcb_init(struct tcb *t)
     t->last_cpu = -1;
     t->state = THREAD_INACTIVE;
     t->id = kernel_ids++;
-    t->cspace.owner = t->vspace.owner = t->fault_ep.owner = t;
+    t->cspace.owner = t->vspace.owner = t->fault_ep.owner = t->io_ports.owner = t;
     arch_tcb_init(t);
 }
 
@@ -37,6 +37,7 @@ void tcb_destroy(struct tcb *t)
     slot_delete(&t->cspace);
     slot_delete(&t->vspace);
     slot_delete(&t->fault_ep);
+    slot_delete(&t->io_ports);
     t->hdr.type = 0;
 }
 
@@ -170,6 +171,28 @@ long decode_tcb(struct invocation *inv)
             return KEEL_E_INVALID_ARG;
         sched_set_priority(t, (u32)inv->arg[0]);
         return KEEL_E_OK;
+    case KEEL_CALL_TCB_SET_IO_PORTS: {
+        struct slot *ps = NULL;
+        if (inv->arg[0]) {
+            long err = 0;
+            ps = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
+            if (!ps)
+                return err;
+            if (ps->cap.type != KEEL_OBJ_IO_PORT)
+                return KEEL_E_WRONG_TYPE;
+        }
+        /* A thread that runs now picks its new ports up when it next
+         * enters user mode: stop it so that is before its next instruction. */
+        bool was_runnable = t->state == THREAD_RUNNABLE;
+        if (t != inv->caller)
+            thread_stop(t);
+        slot_delete(&t->io_ports);
+        if (ps)
+            slot_insert_child(ps, &t->io_ports, &ps->cap);
+        if (t != inv->caller && was_runnable)
+            sched_make_runnable(t);
+        return KEEL_E_OK;
+    }
     }
     return KEEL_E_UNKNOWN_CALL;
 }

@@ -733,6 +733,71 @@ static int t_irq_handler_capabilities(void)
     return 0;
 }
 
+/* -- I/O ports -------------------------------------------------------------------------- */
+
+/* Waits for the go-ahead (b), then writes port c. */
+static void body_port_write(struct thread *t)
+{
+    while (!*(volatile keel_word_t *)&t->b)
+        keel_yield();
+    __asm__ volatile("outb %%al, %%dx" : : "a"(0), "d"((unsigned short)t->c));
+    t->value = 1;
+}
+
+static long port_thread(struct thread *t, keel_word_t port, keel_word_t ep)
+{
+    t->b = 0;
+    t->c = port;
+    t->value = 0;
+    return spawn(t, body_port_write, ep);
+}
+
+static int t_io_port_capabilities(void)
+{
+    keel_word_t p = slot_alloc(), q = slot_alloc(), ep = make_obj(KEEL_OBJ_ENDPOINT, 0), state;
+    struct thread ok, denied, kept, late;
+    struct keel_msg m;
+
+    EXPECT_ERR(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0x3f8, 0x3ff, CN, p),
+               KEEL_E_INVALID_ARG); /* the kernel's console */
+    EXPECT_ERR(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0x510, 0x500, CN, p),
+               KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0, 0x10000, CN, p),
+               KEEL_E_INVALID_ARG);
+    OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0x510, 0x51f, CN, p));
+    EXPECT_ERR(keel_tcb_set_io_ports(KEEL_SLOT_TCB, ep), KEEL_E_WRONG_TYPE);
+    /* a thread given the range writes to it */
+    OK(port_thread(&ok, 0x518, ep));
+    OK(keel_tcb_set_io_ports(ok.tcb, p));
+    ok.b = 1;
+    EXPECT(wait_done(&ok) && ok.value == 1);
+    /* a port outside its range faults */
+    OK(port_thread(&denied, 0x520, ep));
+    OK(keel_tcb_set_io_ports(denied.tcb, p));
+    denied.b = 1;
+    OK(keel_recv(ep, 0, 0, &m));
+    EXPECT(m.label == KEEL_LABEL_FAULT && m.w[0] == 13 && denied.value == 0);
+    /* deleting the original capability leaves the thread's own copy */
+    OK(port_thread(&kept, 0x510, ep));
+    OK(keel_tcb_set_io_ports(kept.tcb, p));
+    OK(keel_cnode_delete(CN, p));
+    kept.b = 1;
+    EXPECT(wait_done(&kept) && kept.value == 1);
+    /* revoking takes it away */
+    OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0x510, 0x51f, CN, q));
+    OK(port_thread(&late, 0x511, ep));
+    OK(keel_tcb_set_io_ports(late.tcb, q));
+    OK(keel_cnode_revoke(CN, q));
+    late.b = 1;
+    OK(keel_recv(ep, 0, 0, &m));
+    EXPECT(m.w[0] == 13 && late.value == 0);
+    OK(keel_tcb_state(late.tcb, &state));
+    EXPECT(state == KEEL_THREAD_FAULTED);
+    OK(keel_cnode_delete(CN, late.tcb));
+    OK(keel_cnode_delete(CN, denied.tcb));
+    return 0;
+}
+
 const struct test msg_tests[] = {
 #define T(name) { #name, t_##name }
     T(call_reply), T(reply_carries_error), T(reply_cap_rules), T(dropped_reply_revokes_call),
@@ -745,7 +810,7 @@ const struct test msg_tests[] = {
     T(batch_thread_setup_one_trap), T(batch_errors), T(batch_sends_to_endpoints),
     T(batch_sixteen), T(shim_starts), T(shim_is_transparent), T(shim_forwards_sends),
     T(fault_injection_shim), T(shim_stopped), T(channel_transfers_bytes),
-    T(channel_empty_and_full), T(irq_handler_capabilities),
+    T(channel_empty_and_full), T(irq_handler_capabilities), T(io_port_capabilities),
 #undef T
 };
 const unsigned long msg_tests_count = sizeof(msg_tests) / sizeof(msg_tests[0]);

@@ -67,9 +67,18 @@ void x86_cpu_init(struct cpu *c)
     for (u32 i = 0; i < IST_COUNT; i++)
         a->tss.ist[i] = a->ist_top[i];
     a->tss.rsp[0] = c->stack_top;
-    a->tss.iomap_base = sizeof(a->tss); /* no I/O bitmap: ring 3 gets no ports */
+    /* The I/O permission bitmap: every port denied, then each thread's own
+     * range opened while it runs (user.c). */
+    a->tss.iomap_base = sizeof(a->tss);
+    {
+        u64 *w = (u64 *)a->iomap, n = 8192 / 8;
+        __asm__ volatile("rep stosq" : "+D"(w), "+c"(n) : "a"(~0ul) : "memory");
+        a->iomap[8192] = 0xff;
+        a->io_first = 1;
+        a->io_last = 0;
+    }
     u64 base = (u64)&a->tss;
-    a->gdt[GDT_TSS / 8] = tss_desc_low(base, sizeof(a->tss) - 1);
+    a->gdt[GDT_TSS / 8] = tss_desc_low(base, sizeof(a->tss) + sizeof(a->iomap) - 1);
     a->gdt[GDT_TSS / 8 + 1] = base >> 32;
 
     p.limit = sizeof(a->gdt) - 1;

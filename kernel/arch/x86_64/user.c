@@ -159,6 +159,40 @@ void arch_send_tlb_ipi(struct cpu *c)
     lapic_send_ipi(c->hw_id, VEC_IPI_TLB);
 }
 
+static void io_range_set(u8 *map, u32 first, u32 last, bool open)
+{
+    for (u32 port = first; port <= last; port++) {
+        if (!(port & 7) && port + 7 <= last) {
+            map[port / 8] = open ? 0 : 0xff;
+            port += 7;
+        } else if (open) {
+            map[port / 8] &= (u8)~(1u << (port & 7));
+        } else {
+            map[port / 8] |= (u8)(1u << (port & 7));
+        }
+    }
+}
+
+/* Opens t's ports in this CPU's bitmap (closing the previous thread's). */
+static void io_ports_for(struct cpu *c, struct tcb *t)
+{
+    struct arch_cpu *a = &c->arch;
+    u32 first = 1, last = 0;
+
+    if (t->io_ports.cap.type == KEEL_OBJ_IO_PORT) {
+        first = (u32)t->io_ports.cap.a;
+        last = (u32)t->io_ports.cap.b;
+    }
+    if (first == a->io_first && last == a->io_last)
+        return;
+    if (a->io_first <= a->io_last)
+        io_range_set(a->iomap, a->io_first, a->io_last, false);
+    if (first <= last)
+        io_range_set(a->iomap, first, last, true);
+    a->io_first = first;
+    a->io_last = last;
+}
+
 void arch_enter_user(struct tcb *t)
 {
     struct cpu *c = this_cpu();
@@ -166,6 +200,7 @@ void arch_enter_user(struct tcb *t)
 
     c->frame_top = (uptr)(&t->arch.frame + 1);
     c->arch.tss.rsp[0] = c->frame_top;
+    io_ports_for(c, t);
     /* Only user-changeable flags survive; interrupts stay on. */
     t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
     /* The kernel lock goes before the expensive privileged work (CR3, FPU

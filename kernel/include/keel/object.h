@@ -90,6 +90,7 @@ struct tcb {
     struct slot cspace;  /* its capability table (a cnode capability) */
     struct slot vspace;  /* its address space */
     struct slot fault_ep;
+    struct slot io_ports; /* an io_port capability: the ports it may use */
     /* Messaging, under the kernel lock. */
     struct slot *reply_slot;  /* the one reply capability naming this thread */
     u64 recv_window;          /* while blocked in recv: first slot for caps */
@@ -98,6 +99,8 @@ struct tcb {
     struct tcb *room_next;
     struct arch_tcb arch; /* registers and FPU state */
 };
+
+_Static_assert(sizeof(struct tcb) <= (1u << KEEL_OBJ_TCB_BITS), "tcb size");
 
 #define WAIT_NONE 0
 #define WAIT_RECV 1     /* endpoint_recv */

@@ -62,6 +62,7 @@
 #define KEEL_SLOT_TCB 3     /* its own thread */
 #define KEEL_SLOT_CONSOLE 4 /* the kernel debug console */
 #define KEEL_SLOT_IRQ_CONTROL 5 /* makes interrupt handler capabilities */
+#define KEEL_SLOT_IO_PORT_CONTROL 6 /* issues I/O-port ranges */
 #define KEEL_SLOT_FIRST_UNTYPED 16
 
 /* recv flags */

@@ -41,7 +41,9 @@ struct arch_tcb {
 struct arch_cpu {
     u64 gdt[GDT_ENTRIES];
     struct tss tss;
-    u64 cr3; /* what this CPU last loaded into CR3 (0: not known) */
+    u8 iomap[8192 + 1]; /* follows the TSS: one bit per port, 1 = denied */
+    u64 cr3;
+    u32 io_first, io_last; /* the range open in iomap (first > last: none) */ /* what this CPU last loaded into CR3 (0: not known) */
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
 
