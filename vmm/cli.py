@@ -195,13 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             server = ApiServer(machine, args.api_sock)
         machine.start()
         _forward_stdin(machine.send_console)
-        try:
-            result = machine.wait()
-        except KeyboardInterrupt:
-            from vmm.machine import STATUS_INTERRUPTED, ExitResult
-
-            machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
-            result = machine.wait()
+        result = machine.wait_interruptible()
     finally:
         if server is not None:
             server.close()
@@ -267,7 +261,7 @@ def _guest_tsc_khz() -> int:
 
 def cmd_stress(args: argparse.Namespace) -> int:
     from vmm.errors import ConfigError
-    from vmm.machine import STATUS_INTERRUPTED, ExitResult, Machine
+    from vmm.machine import Machine
 
     if args.duration < 1:
         raise ConfigError(f"--duration must be at least 1 second, not {args.duration}")
@@ -292,11 +286,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     _say(f"keel stress: {machine.smp} vCPUs, {args.duration} s, seed {args.seed}\n".encode())
     try:
         machine.start()
-        try:
-            result = machine.wait()
-        except KeyboardInterrupt:
-            machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
-            result = machine.wait()
+        result = machine.wait_interruptible()
     finally:
         machine.close()
     assert result is not None

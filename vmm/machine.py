@@ -451,6 +451,10 @@ class Machine:
     def run(self) -> ExitResult:
         """Start and wait for the end; Ctrl-C stops the guest cleanly."""
         self.start()
+        return self.wait_interruptible()
+
+    def wait_interruptible(self) -> ExitResult:
+        """``wait()`` for the end; Ctrl-C stops the guest cleanly (status 130)."""
         try:
             result = self.wait()
         except KeyboardInterrupt:
