@@ -6,6 +6,7 @@
 
 long keel_main(struct keel_bootinfo *bi);
 int rng_run(struct keel_bootinfo *bi);
+int blk_run(struct keel_bootinfo *bi);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -24,6 +25,10 @@ long keel_main(struct keel_bootinfo *bi)
         if (!strcmp(test, "suite")) {
             suite_setup(bi);
             return suite_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "blkbench")) {
+            suite_setup(bi);
+            return blk_run(bi) ? 0x11 : 0x10;
         }
         if (!strcmp(test, "rng")) {
             suite_setup(bi);
