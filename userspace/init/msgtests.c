@@ -272,10 +272,7 @@ static int t_bound_notification_ends_recv(void)
     t.value = 0;
     OK(keel_cnode_mint(CN, s, CN, n, KEEL_RIGHT_WRITE, 0x30));
     OK(spawn(&t, body_recv_bound, 0));
-    for (int i = 0; i < 50 && t.value == 0; i++)
-        keel_yield();
-    for (int i = 0; i < 20; i++)
-        keel_yield(); /* let it block */
+    EXPECT(wait_blocked(&t)); /* in recv, after binding */
     OK(keel_notification_signal(s));
     EXPECT(wait_done(&t));
     EXPECT(t.value == 0x30);
@@ -338,8 +335,7 @@ static int t_revoked_endpoint_with_waiters(void)
     caller.value = -1;
     OK(spawn(&rx, body_call_forever, 0));
     OK(spawn(&caller, body_call_forever, 0));
-    for (int i = 0; i < 50; i++)
-        keel_yield();
+    EXPECT(wait_blocked(&rx) && wait_blocked(&caller)); /* their calls are queued */
     OK(keel_cnode_delete(CN, ep));  /* rx's call is queued there */
     OK(keel_cnode_delete(CN, ep2)); /* so is caller's */
     EXPECT(wait_done(&rx) && wait_done(&caller));
@@ -360,8 +356,7 @@ static int t_deleted_endpoint_wakes_receivers(void)
     a.a = b.a = ep;
     OK(spawn(&a, body_recv_any, 0));
     OK(spawn(&b, body_recv_any, 0));
-    for (int i = 0; i < 50; i++)
-        keel_yield();
+    EXPECT(wait_blocked(&a) && wait_blocked(&b));
     OK(keel_cnode_revoke(CN, ep));
     OK(keel_cnode_delete(CN, ep));
     EXPECT(wait_done(&a) && wait_done(&b));
@@ -378,8 +373,7 @@ static int t_suspended_caller_loses_reply(void)
     caller.a = ep;
     caller.value = -1;
     OK(spawn(&caller, body_call_forever, 0));
-    for (int i = 0; i < 50; i++)
-        keel_yield(); /* its call is queued */
+    EXPECT(wait_blocked(&caller)); /* its call is queued */
     OK(keel_tcb_suspend(caller.tcb));
     OK(keel_recv(ep, 0, win, &m));
     EXPECT(!(m.info & KEEL_INFO_REPLY)); /* the reply capability went with the wait */

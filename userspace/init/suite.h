@@ -45,6 +45,7 @@ struct thread {
 /* Shared helpers (tests.c). */
 long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep);
 int wait_done(struct thread *t);
+int wait_blocked(struct thread *t);
 long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1, keel_word_t w2,
              keel_word_t w3);
 long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,

@@ -131,6 +131,19 @@ long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep)
     return keel_tcb_resume(t->tcb);
 }
 
+/* Waits until t is blocked in the kernel (in recv, a call, a wait). */
+int wait_blocked(struct thread *t)
+{
+    keel_word_t state = 0;
+
+    for (long i = 0; i < WAIT_LIMIT; i++) {
+        if (keel_tcb_state(t->tcb, &state) == KEEL_E_OK && state == KEEL_THREAD_BLOCKED)
+            return 1;
+        keel_yield();
+    }
+    return 0;
+}
+
 int wait_done(struct thread *t)
 {
     for (long i = 0; i < WAIT_LIMIT && !t->done; i++)
@@ -664,8 +677,7 @@ static int t_thread_blocking_recv(void)
     t.a = make_obj(KEEL_OBJ_ENDPOINT, 0);
     t.b = make_obj(KEEL_OBJ_ENDPOINT, 0);
     OK(spawn(&t, body_echo, 0));
-    for (int i = 0; i < 50; i++)
-        keel_yield(); /* let it block in recv */
+    EXPECT(wait_blocked(&t)); /* in recv */
     OK(ep_send(t.a, 7, 21, 0, 0, 0));
     OK(ep_recv(t.b, 0, 0, &l, &w0, 0, 0, 0));
     EXPECT(l == 8 && w0 == 42);
@@ -688,8 +700,7 @@ static int t_thread_notification_wakeup(void)
     t.a = make_obj(KEEL_OBJ_NOTIFICATION, 0);
     t.value = 0;
     OK(spawn(&t, body_wait_ntfn, 0));
-    for (int i = 0; i < 20; i++)
-        keel_yield();
+    EXPECT(wait_blocked(&t));
     OK(keel_notification_signal(t.a));
     EXPECT(wait_done(&t));
     EXPECT(t.value == 1);
@@ -915,8 +926,7 @@ static int t_delete_endpoint_wakes_receiver(void)
     t.a = make_obj(KEEL_OBJ_ENDPOINT, 0);
     t.value = -1;
     OK(spawn(&t, body_recv_forever, 0));
-    for (int i = 0; i < 50; i++)
-        keel_yield();
+    EXPECT(wait_blocked(&t));
     OK(keel_cnode_delete(CN, t.a));
     EXPECT(wait_done(&t));
     EXPECT(t.value == KEEL_E_REVOKED);
