@@ -437,9 +437,3 @@ void endpoint_destroy(struct endpoint *ep)
         tcb_cancel_room_wait(ep->room);
     ep->hdr.type = 0;
 }
-
-long decode_endpoint(struct invocation *inv)
-{
-    (void)inv;
-    return KEEL_E_UNKNOWN_CALL; /* endpoints are used through send/recv/call */
-}

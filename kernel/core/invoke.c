@@ -49,8 +49,6 @@ long invoke(struct invocation *inv)
     case KEEL_OBJ_PT:
     case KEEL_OBJ_FRAME:
         return decode_paging(inv);
-    case KEEL_OBJ_ENDPOINT:
-        return decode_endpoint(inv);
     case KEEL_OBJ_NOTIFICATION:
         return decode_notification(inv);
     case KEEL_OBJ_CONSOLE:

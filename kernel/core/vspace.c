@@ -81,7 +81,6 @@ static void unmap_cap(struct cap *c)
     if (vs) {
         if (arch_unmap(vspace_root(vs), paging_level(c->type), c->a, arch_virt_to_phys((void *)c->obj)))
             tlb_shootdown();
-        vs->mappings--;
     }
     c->flags &= (u8)~CAP_MAPPED;
     c->a = c->b = 0;
@@ -109,7 +108,6 @@ static long map(struct invocation *inv, struct cap *c, u32 rights)
     c->flags |= CAP_MAPPED;
     c->a = vaddr;
     c->b = vs->id;
-    vs->mappings++;
     return KEEL_E_OK;
 }
 

@@ -29,25 +29,6 @@ __noreturn void trap_from_user(struct trap_frame *f);
 
 static u8 fpu_initial[512] __aligned(16);
 
-static inline u64 read_cr0(void)
-{
-    u64 v;
-    __asm__ volatile("mov %%cr0, %0" : "=r"(v));
-    return v;
-}
-
-static inline u64 read_cr4(void)
-{
-    u64 v;
-    __asm__ volatile("mov %%cr4, %0" : "=r"(v));
-    return v;
-}
-
-static inline void write_cr3(u64 v)
-{
-    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
-}
-
 /* Per CPU, after its GDT is loaded. */
 void x86_user_init(void)
 {

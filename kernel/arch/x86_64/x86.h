@@ -55,6 +55,25 @@ static inline u64 rdtsc(void)
     return ((u64)hi << 32) | lo;
 }
 
+static inline u64 read_cr0(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr0, %0" : "=r"(v));
+    return v;
+}
+
+static inline u64 read_cr4(void)
+{
+    u64 v;
+    __asm__ volatile("mov %%cr4, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr3(u64 v)
+{
+    __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory");
+}
+
 static inline u64 read_cr2(void)
 {
     u64 v;

@@ -37,7 +37,6 @@ long decode_untyped(struct invocation *inv);
 long decode_cnode(struct invocation *inv);
 long decode_tcb(struct invocation *inv);
 long decode_paging(struct invocation *inv);
-long decode_endpoint(struct invocation *inv);
 long decode_notification(struct invocation *inv);
 long decode_console(struct invocation *inv);
 long decode_irq(struct invocation *inv);

@@ -146,7 +146,6 @@ struct notification {
 struct vspace {
     struct kobj hdr;
     u64 id;       /* registry id; capabilities of mapped objects name it */
-    u64 mappings; /* objects mapped into it */
 };
 
 /* cap.c */
