@@ -76,16 +76,10 @@ long keel_main(keel_word_t arg);
 
 long keel_main(keel_word_t arg)
 {
-    unsigned long ring_pa, errors = 0;
+    unsigned long errors = 0;
     long err;
 
-    dev.regs = (volatile unsigned int *)(REGS_VA + (arg & 0xfff));
-    dev.ring = (unsigned char *)RING_VA;
-    if ((err = keel_frame_map(REGS_CAP, KEEL_SLOT_VSPACE, REGS_VA,
-                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_frame_map(RING_CAP, KEEL_SLOT_VSPACE, RING_VA,
-                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_frame_info(RING_CAP, &ring_pa, 0)))
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)))
         goto out;
     for (unsigned i = 0; i < DATA_PAGES; i++) {
         if ((err = keel_frame_map(DATA_CAP + i, KEEL_SLOT_VSPACE, DATA_VA + i * 4096ul,
@@ -93,8 +87,6 @@ long keel_main(keel_word_t arg)
             (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)))
             goto out;
     }
-    memset(dev.ring, 0, 4096);
-    dev.ring_pa = ring_pa;
     if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE)))
         goto out;
     unsigned long sectors = virtio_rd(&dev, VIRTIO_CONFIG) |

@@ -68,22 +68,13 @@ long keel_main(keel_word_t arg);
 
 long keel_main(keel_word_t arg)
 {
-    unsigned long ring_pa;
     long err;
 
-    dev.regs = (volatile unsigned int *)(REGS_VA + (arg & 0xfff));
-    dev.ring = (unsigned char *)RING_VA;
-    if ((err = keel_frame_map(REGS_CAP, KEEL_SLOT_VSPACE, REGS_VA,
-                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_frame_map(RING_CAP, KEEL_SLOT_VSPACE, RING_VA,
-                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_frame_info(RING_CAP, &ring_pa, 0)) ||
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)) ||
         (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP))) {
         printf("virtio-rng: setup failed: %ld\n", err);
         return 0;
     }
-    memset((void *)RING_VA, 0, 4096);
-    dev.ring_pa = ring_pa;
     if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE))) {
         printf("virtio-rng: device refused: %ld\n", err);
         virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);

@@ -5,8 +5,8 @@
 #include "suite.h"
 
 long keel_main(struct keel_bootinfo *bi);
-int rng_run(struct keel_bootinfo *bi);
-int blk_run(struct keel_bootinfo *bi);
+int rng_run(void);
+int blk_run(void);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -28,11 +28,11 @@ long keel_main(struct keel_bootinfo *bi)
         }
         if (!strcmp(test, "blkbench")) {
             suite_setup(bi);
-            return blk_run(bi) ? 0x11 : 0x10;
+            return blk_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "rng")) {
             suite_setup(bi);
-            return rng_run(bi) ? 0x11 : 0x10;
+            return rng_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "stress"))
             return stress_run(bi) ? 0x11 : 0x10;

@@ -136,3 +136,24 @@ long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, u
     *tcb_out = tcb;
     return KEEL_E_OK;
 }
+
+#define PROBE_VA 0x20110000ul
+
+/* The first device the kernel announced whose virtio DeviceID is id: a frame
+ * of its registers is made in *regs (unmapped) and its description returned. */
+struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs)
+{
+    for (unsigned long i = 0; i < suite_boot->device_count; i++) {
+        struct keel_device_desc *d = &suite_boot->devices[i];
+        *regs = slot_alloc();
+        keel_cnode_revoke(CN, d->slot); /* devices sharing a page: start afresh */
+        if (keel_untyped_retype(d->slot, KEEL_OBJ_FRAME, 0, CN, *regs, 1) ||
+            keel_frame_map(*regs, VS, PROBE_VA, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE))
+            continue;
+        unsigned int found = ((volatile unsigned int *)(PROBE_VA + (d->paddr & 0xfff)))[2];
+        keel_frame_unmap(*regs);
+        if (found == id)
+            return d;
+    }
+    return NULL;
+}

@@ -4,6 +4,8 @@
 #ifndef KEEL_VIRTIO_H
 #define KEEL_VIRTIO_H
 
+#include "keel.h"
+
 #define VIRTIO_MAGIC 0x000
 #define VIRTIO_VERSION 0x004
 #define VIRTIO_DEVICE_ID 0x008
@@ -46,6 +48,26 @@ struct virtio_dev {
     unsigned qsize;
     unsigned avail_off, used_off;
 };
+
+/* Maps the device's register frame at regs_va (the registers at offset
+ * `offset` in it) and the queue frame at ring_va, learns the queue frame's
+ * physical address and clears it.  A kernel error code, 0 on success. */
+static inline long virtio_map(struct virtio_dev *d, keel_cap_t regs_cap, unsigned long regs_va,
+                              unsigned long offset, keel_cap_t ring_cap, unsigned long ring_va)
+{
+    long err;
+
+    if ((err = keel_frame_map(regs_cap, KEEL_SLOT_VSPACE, regs_va,
+                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_frame_map(ring_cap, KEEL_SLOT_VSPACE, ring_va,
+                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_frame_info(ring_cap, &d->ring_pa, 0)))
+        return err;
+    d->regs = (volatile unsigned int *)(regs_va + (offset & 0xfff));
+    d->ring = (unsigned char *)ring_va;
+    memset(d->ring, 0, 4096);
+    return 0;
+}
 
 static inline unsigned int virtio_rd(struct virtio_dev *d, unsigned off)
 {
