@@ -115,14 +115,9 @@ def _console_sink(path: str | None) -> Callable[[bytes], None]:
             from vmm.errors import ConfigError
 
             raise ConfigError(f"cannot open console file {path!r}: {exc.strerror}") from None
+    from vmm.console import fd_sink
 
-    def sink(data: bytes) -> None:
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass  # a closed terminal must not stop the guest
-
-    return sink
+    return fd_sink(fd)
 
 
 def _forward_stdin(send: Callable[[bytes], int]) -> None:

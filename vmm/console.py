@@ -7,11 +7,24 @@ a crash report can show the last lines the guest printed.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 
 TRANSCRIPT_LIMIT = 4 << 20  # bytes kept; older output is dropped first
+
+
+def fd_sink(fd: int) -> Callable[[bytes], None]:
+    """A sink writing to fd; a closed terminal or full disk must not stop the guest."""
+
+    def sink(data: bytes) -> None:
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+    return sink
 
 
 class Console:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmm.boot import layout
-from vmm.console import Console
+from vmm.console import Console, fd_sink
 from vmm.devices import debug_exit
 from vmm.devices.bus import Bus
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, Uart16550
@@ -735,14 +735,7 @@ def _file_sink(path: str | os.PathLike[str]) -> Callable[[bytes], None]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise ConfigError(f"cannot open {os.fspath(path)!r}: {exc.strerror}") from None
-
-    def sink(data: bytes) -> None:
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass
-
-    return sink
+    return fd_sink(fd)
 
 
 def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
