@@ -111,8 +111,7 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
     if (caller || (src_msg && src_msg->has_reply && src_msg->reply.cap.type)) {
         struct slot *dst = window_slot(r, window, 0);
         if (dst && src_msg) {
-            slot_move(dst, &src_msg->reply);
-            reply_cap_moved(dst);
+            slot_move(dst, &src_msg->reply); /* slot_move repoints the caller */
             info |= KEEL_INFO_REPLY;
         } else if (dst) {
             make_reply_cap(dst, caller);
