@@ -7,11 +7,13 @@ USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Iuserspace/lib -MMD -MP
 USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
 
-ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o
+ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o \
+	$(UBUILD)/lib/driver.o $(UBUILD)/lib/service.o
 INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
 BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
+NS_OBJS := $(UBUILD)/nameserv/nameserv.o
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -33,16 +35,20 @@ $(UBUILD)/virtio_rng.elf: $(ULIB_OBJS) $(RNG_OBJS) userspace/lib/user.ld
 $(UBUILD)/virtio_blk.elf: $(ULIB_OBJS) $(BLK_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(BLK_OBJS)
 
+$(UBUILD)/nameserv.elf: $(ULIB_OBJS) $(NS_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(NS_OBJS)
+
 # cpio "newc", the format Linux uses for its initramfs.
 $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
-		$(UBUILD)/virtio_blk.elf
+		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
 	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
+	cp $(UBUILD)/nameserv.elf $(UBUILD)/initrd/nameserv
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) $(NS_OBJS:.o=.d)

@@ -296,7 +296,9 @@ class Machine:
         parts = [self.cmdline] if self.cmdline else []
         if self._virtio_slots:
             assert self._hotplug is not None
-            parts += [s.cmdline() for s in self._virtio_slots if not s.empty]
+            # every slot, filled or not: a slot filled later is then already
+            # the guest's to use (an empty one reads DeviceID 0: skipped)
+            parts += [s.cmdline() for s in self._virtio_slots]
             parts.append(self._hotplug.cmdline())
         return " ".join(parts)
 

@@ -151,15 +151,17 @@ static u64 parse_num(const char **p)
     return v;
 }
 
-/* virtio_mmio.device=<size>@<base>:<irq> entries become device-memory
- * untyped capabilities; their lines are for the IRQ control capability. */
-static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot)
+/* <key><size>@<base>:<irq> entries (virtio_mmio.device=, and the hotplug
+ * controller's keel.hotplug=) become device-memory untyped capabilities;
+ * their lines are for the IRQ control capability. */
+static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot,
+                        const char *key)
 {
-    static const char key[] = "virtio_mmio.device=";
     const char *p = boot_info.cmdline;
+    u64 keylen = strlen(key);
 
     while ((p = strstr_simple(p, key)) && bi->device_count < KEEL_MAX_DEVICES) {
-        p += sizeof(key) - 1;
+        p += keylen;
         u64 size = parse_num(&p);
         if (*p++ != '@')
             continue;
@@ -273,7 +275,8 @@ bool root_task_create(void)
     untyped_slots = slots;
     untyped_next = KEEL_SLOT_FIRST_UNTYPED;
     bootmem_for_each_free(free_range);
-    add_devices(slots, bi, &untyped_next);
+    add_devices(slots, bi, &untyped_next, "virtio_mmio.device=");
+    add_devices(slots, bi, &untyped_next, "keel.hotplug=");
     bi->first_free = untyped_next;
     u64 total = 0;
     for (u64 i = 0; i < bi->untyped_count; i++)

@@ -34,6 +34,10 @@ long keel_main(struct keel_bootinfo *bi)
             suite_setup(bi);
             return rng_run() ? 0x11 : 0x10;
         }
+        if (!strcmp(test, "services")) {
+            suite_setup(bi);
+            return services_run() ? 0x11 : 0x10;
+        }
         if (!strcmp(test, "stress"))
             return stress_run(bi) ? 0x11 : 0x10;
         if (!strcmp(test, "bench")) {

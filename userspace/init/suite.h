@@ -56,14 +56,26 @@ extern keel_word_t suite_untyped;
 /* spawn.c: a process from a program in the initrd. */
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
                    keel_word_t *tcb_out);
+/* Objects made from one untyped into a range of slots [next, end). */
+struct obj_alloc {
+    keel_word_t ut, next, end;
+};
+long spawn_program_from(struct obj_alloc *a, const char *name, keel_word_t arg,
+                        const keel_word_t *caps, unsigned ncaps, keel_word_t *tcb_out);
 struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
 keel_word_t slot_alloc(void);
+keel_word_t slot_alloc_range(keel_word_t n); /* n consecutive slots: the first */
 keel_word_t make_obj(keel_word_t type, keel_word_t bits);
 keel_word_t make_untyped(unsigned bits);
 keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
 void suite_setup(struct keel_bootinfo *bi);
 int suite_run(void);
 int bench_run(void);
-int stress_run(struct keel_bootinfo *bi); /* stress.c: keel.test=stress */
+int stress_run(struct keel_bootinfo *bi);
+/* devmgr.c: the device manager and the name service. */
+int devmgr_start(struct keel_bootinfo *bi);
+keel_word_t devmgr_names(void);    /* a client's capability to the name service */
+keel_word_t devmgr_endpoint(void); /* the manager's endpoint (devmgr.h) */
+int services_run(void);            /* svctests.c: keel.test=services */ /* stress.c: keel.test=stress */
 
 #endif

@@ -17,7 +17,13 @@ keel_word_t suite_untyped;
 
 keel_word_t slot_alloc(void)
 {
-    return next_slot++;
+    /* the device manager's thread allocates too */
+    return __atomic_fetch_add(&next_slot, 1, __ATOMIC_RELAXED);
+}
+
+keel_word_t slot_alloc_range(keel_word_t n)
+{
+    return __atomic_fetch_add(&next_slot, n, __ATOMIC_RELAXED);
 }
 
 keel_word_t make_obj(keel_word_t type, keel_word_t bits)

@@ -82,9 +82,21 @@ static inline void virtio_wr(struct virtio_dev *d, unsigned off, unsigned int v)
 /* Resets and initialises a version-2 device of the given id with queue 0
  * of qsize entries laid out in d->ring; negotiates VIRTIO_F_VERSION_1 and
  * nothing else.  0 on success, negative naming the step that failed. */
+static inline long virtio_setup_features(struct virtio_dev *d, unsigned int device_id,
+                                         unsigned qsize, unsigned int want, unsigned int *got);
+
 static inline long virtio_setup(struct virtio_dev *d, unsigned int device_id, unsigned qsize)
 {
+    return virtio_setup_features(d, device_id, qsize, 0, 0);
+}
+
+/* The same, also accepting those of the device-specific feature bits 0-31
+ * in want that the device offers; *got (if not null) says which. */
+static inline long virtio_setup_features(struct virtio_dev *d, unsigned int device_id,
+                                         unsigned qsize, unsigned int want, unsigned int *got)
+{
     unsigned long pa;
+    unsigned int offered;
 
     if (virtio_rd(d, VIRTIO_MAGIC) != 0x74726976 || virtio_rd(d, VIRTIO_VERSION) != 2 ||
         virtio_rd(d, VIRTIO_DEVICE_ID) != device_id)
@@ -98,8 +110,12 @@ static inline long virtio_setup(struct virtio_dev *d, unsigned int device_id, un
     virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 1);
     if (!(virtio_rd(d, VIRTIO_DEVICE_FEATURES) & 1))
         return -2;
+    virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 0);
+    offered = virtio_rd(d, VIRTIO_DEVICE_FEATURES) & want;
+    if (got)
+        *got = offered;
     virtio_wr(d, VIRTIO_DRIVER_FEATURES_SEL, 0);
-    virtio_wr(d, VIRTIO_DRIVER_FEATURES, 0);
+    virtio_wr(d, VIRTIO_DRIVER_FEATURES, offered);
     virtio_wr(d, VIRTIO_DRIVER_FEATURES_SEL, 1);
     virtio_wr(d, VIRTIO_DRIVER_FEATURES, 1);
     virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK);
@@ -147,6 +163,35 @@ static inline volatile unsigned short *virtq_used_idx(struct virtio_dev *d)
 static inline volatile unsigned int *virtq_used_len(struct virtio_dev *d, unsigned slot)
 {
     return (volatile unsigned int *)(d->ring + d->used_off + 4 + 8 * (slot % d->qsize) + 4);
+}
+
+/* Waits, woken by the device's interrupt (handler irq, bound to
+ * notification ntfn), until the used ring moves past seen; clears what the
+ * device raised and unmasks the line each time.  Returns the interrupts
+ * taken. */
+static inline unsigned long virtq_wait_used(struct virtio_dev *d, unsigned short seen,
+                                            keel_cap_t irq, keel_cap_t ntfn)
+{
+    unsigned long taken = 0;
+
+    while (*virtq_used_idx(d) == seen) {
+        keel_notification_wait(ntfn, 0);
+        virtio_wr(d, VIRTIO_INTERRUPT_ACK, virtio_rd(d, VIRTIO_INTERRUPT_STATUS));
+        keel_irq_handler_ack(irq);
+        taken++;
+    }
+    /* Completed without our waiting: clear what it raised all the same, so
+     * the line is unmasked and idle for the next request. */
+    keel_word_t pending = 0;
+    keel_notification_poll(ntfn, &pending);
+    unsigned int status = virtio_rd(d, VIRTIO_INTERRUPT_STATUS);
+    if (status)
+        virtio_wr(d, VIRTIO_INTERRUPT_ACK, status);
+    if (pending || status) {
+        keel_irq_handler_ack(irq);
+        taken += pending != 0;
+    }
+    return taken;
 }
 
 /* Makes the chain starting at descriptor head available and kicks queue 0. */

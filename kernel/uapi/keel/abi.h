@@ -116,8 +116,10 @@ struct keel_bootinfo {
     unsigned long initrd_size; /* the initrd is mapped at KEEL_INITRD_VADDR */
     char cmdline[256];
     struct keel_untyped_desc untyped[KEEL_MAX_UNTYPED];
-    /* virtio-mmio devices announced on the command line: a device-memory
-     * untyped capability (4 KiB) for each, and its interrupt line. */
+    /* Devices announced on the command line, the virtio_mmio.device=
+     * entries in order, then the keel.hotplug= controller (docs/hotplug.md):
+     * a device-memory untyped capability (4 KiB) for each, and its
+     * interrupt line. */
     unsigned long device_count;
     struct keel_device_desc {
         unsigned long paddr, size, irq, slot;

@@ -1,0 +1,430 @@
+/* The device manager: a thread of init (the root task, which holds the
+ * device-memory, interrupt and untyped capabilities it hands out).
+ *
+ * - It starts the name service (userspace/nameserv) and holds the only
+ *   copy of its endpoint that may register names.
+ * - It finds devices: the virtio-mmio entries of the command line, and the
+ *   hotplug controller (docs/hotplug.md) whose interrupt (GSI 5) it takes.
+ * - For each device of a known type it starts a driver process with
+ *   exactly that device's capabilities: a copy of the register frame, the
+ *   interrupt handler, a notification, DMA frames.  The whole process (its
+ *   address space, capability table, thread, endpoint, frames) is made
+ *   from one untyped of the driver's own, so that revoking that untyped
+ *   takes the process down and returns all its memory; the same untyped
+ *   and the same slots serve the next driver of the device.
+ * - It registers the driver's endpoint under the device's name.  Killing a
+ *   driver (DM_KILL) stops its thread, resets the device through the
+ *   manager's own frame of its registers (so nothing is DMAed into memory
+ *   about to be reused), revokes the untyped (every client's copy of the
+ *   endpoint goes with it: calls in flight fail with KEEL_E_REVOKED) and
+ *   starts a new driver under the same name.  A device detached while the
+ *   guest runs has its driver stopped the same way and its name withdrawn.
+ *
+ * The manager's thread serves userspace/lib/devmgr.h on its endpoint; the
+ * hotplug interrupt reaches it through the notification bound to it. */
+#include "../lib/devmgr.h"
+#include "../lib/virtio.h"
+#include "suite.h"
+
+#define DRIVER_UT_BITS 18 /* 256 KiB: one driver's whole process */
+#define DRIVER_SLOTS 96
+#define NS_UT_BITS 17
+#define REGS_VA 0x20140000ul /* the manager's view of device registers, a page each */
+#define DM_WINDOW_SLOTS 4
+
+#define HP_MAGIC 0x00
+#define HP_SLOT_COUNT 0x08
+#define HP_SLOT_STRIDE 0x0c
+#define HP_SLOT_BASE_LOW 0x10
+#define HP_SLOT_BASE_HIGH 0x14
+#define HP_PRESENT 0x20
+#define HP_CHANGED 0x24
+#define HP_ACK 0x28
+#define HP_SLOT_SEL 0x30
+#define HP_MAGIC_VALUE 0x4350484b
+
+struct device {
+    char name[NS_NAME_MAX + 1];
+    const char *program;
+    unsigned vid;   /* virtio DeviceID */
+    unsigned desc;  /* index in bootinfo.devices */
+    int hot_slot;   /* the hotplug controller's slot, or -1 */
+    volatile unsigned int *regs; /* the manager's mapping */
+    keel_word_t irq;             /* slot of the interrupt handler, until the driver has it */
+    keel_word_t ut, slots;       /* the driver's memory and slots */
+    keel_word_t tcb;
+    unsigned long starts;
+    int state;
+};
+
+static struct keel_bootinfo *bi;
+static struct device devs[DM_MAX];
+static keel_word_t page_frame[KEEL_MAX_DEVICES]; /* the manager's frame of each device page */
+static keel_word_t ns_admin, ns_client, dm_ep, hp_ntfn, hp_irq, held_reply;
+static volatile unsigned int *hp; /* the hotplug controller, or null */
+static unsigned long hp_desc, slot_base, slot_stride, slot_count;
+static unsigned long events, wait_after;
+static int waiting;
+static struct thread dm_thread;
+
+static unsigned int rd(volatile unsigned int *r, unsigned off)
+{
+    return r[off / 4];
+}
+
+/* The manager's frame and mapping of bootinfo device i's registers;
+ * devices sharing a page (QEMU's transports) share the frame. */
+static volatile unsigned int *device_regs(unsigned i)
+{
+    unsigned j = 0;
+
+    while (bi->devices[j].slot != bi->devices[i].slot)
+        j++;
+    if (!page_frame[j]) {
+        keel_word_t f = slot_alloc();
+        keel_cnode_revoke(CN, bi->devices[j].slot);
+        if (keel_untyped_retype(bi->devices[j].slot, KEEL_OBJ_FRAME, 0, CN, f, 1) ||
+            keel_frame_map(f, VS, REGS_VA + j * KEEL_PAGE_SIZE, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE))
+            return 0;
+        page_frame[j] = f;
+    }
+    page_frame[i] = page_frame[j];
+    return (volatile unsigned int *)(REGS_VA + j * KEEL_PAGE_SIZE + (bi->devices[i].paddr & 0xfff));
+}
+
+static int name_taken(const char *name)
+{
+    for (int i = 0; i < DM_MAX; i++) {
+        if (devs[i].state != DM_FREE && !strcmp(devs[i].name, name))
+            return 1;
+    }
+    return 0;
+}
+
+/* The first free name of the kind: blk0, blk1, ... */
+static void pick_name(char *out, const char *stem)
+{
+    for (int n = 0;; n++) {
+        snprintf(out, NS_NAME_MAX + 1, "%s%d", stem, n);
+        if (!name_taken(out))
+            return;
+    }
+}
+
+static long ns_register(struct device *d, keel_word_t ep)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    ns_pack(d->name, in);
+    in[2] = ep;
+    return keel_call(ns_admin, NS_REGISTER, in, out);
+}
+
+static void ns_withdraw(struct device *d)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    ns_pack(d->name, in);
+    keel_call(ns_admin, NS_WITHDRAW, in, out);
+}
+
+/* Starts d's driver from its own untyped; registers its name. */
+static long start_driver(struct device *d)
+{
+    struct keel_device_desc *desc = &bi->devices[d->desc];
+    struct obj_alloc a = { d->ut, d->slots, d->slots + DRIVER_SLOTS };
+    keel_word_t caps[4 + DRV_DMA_FRAMES], tcb;
+    unsigned ncaps = 4, frames = d->vid == 2 ? DRV_DMA_FRAMES : 1;
+    long err;
+
+    /* A line has one handler capability: it moves to the driver, and comes
+     * back free when the driver's capability table is destroyed. */
+    keel_cnode_delete(CN, d->irq);
+    if ((err = keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, desc->irq, CN, d->irq)))
+        goto fail;
+    caps[0] = a.next++;
+    caps[1] = page_frame[d->desc];
+    caps[2] = d->irq;
+    caps[3] = a.next++;
+    if ((err = keel_untyped_retype(d->ut, KEEL_OBJ_ENDPOINT, 0, CN, caps[0], 1)) ||
+        (err = keel_untyped_retype(d->ut, KEEL_OBJ_NOTIFICATION, 0, CN, caps[3], 1)) ||
+        (err = keel_untyped_retype(d->ut, KEEL_OBJ_FRAME, 0, CN, a.next, frames)))
+        goto fail;
+    for (unsigned i = 0; i < frames; i++)
+        caps[ncaps++] = a.next++;
+    err = spawn_program_from(&a, d->program, DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
+                             &tcb);
+    if (err)
+        goto fail;
+    d->tcb = tcb;
+    d->starts++;
+    if ((err = ns_register(d, caps[0])))
+        goto fail;
+    d->state = DM_RUNNING;
+    printf("devmgr: %s: %s started (device at 0x%lx, irq %lu)\n", d->name, d->program,
+           desc->paddr, desc->irq);
+    return 0;
+fail:
+    printf("devmgr: %s: cannot start %s: %ld\n", d->name, d->program, err);
+    keel_cnode_revoke(CN, d->ut);
+    d->state = DM_FAILED;
+    return err;
+}
+
+/* Stops d's driver and frees everything it was given. */
+static void stop_driver(struct device *d, int reset)
+{
+    keel_tcb_suspend(d->tcb);
+    if (reset)
+        d->regs[VIRTIO_STATUS / 4] = 0; /* the device lets go of the driver's memory */
+    keel_cnode_revoke(CN, d->ut);
+}
+
+static long kill_driver(struct device *d)
+{
+    if (d->state == DM_FREE)
+        return KEEL_E_INVALID_ARG;
+    printf("devmgr: %s: killing its driver\n", d->name);
+    stop_driver(d, 1);
+    return start_driver(d);
+}
+
+/* A record for bootinfo device i if it is one we drive. */
+static struct device *add_device(unsigned i, int hot_slot)
+{
+    volatile unsigned int *regs = device_regs(i);
+    struct device *d = 0;
+
+    if (!regs || rd(regs, VIRTIO_MAGIC) != 0x74726976)
+        return 0;
+    unsigned vid = rd(regs, VIRTIO_DEVICE_ID);
+    if (vid != 2 && vid != 4)
+        return 0;
+    for (int k = 0; k < DM_MAX && !d; k++) {
+        if (devs[k].state == DM_FREE)
+            d = &devs[k];
+    }
+    if (!d)
+        return 0;
+    d->vid = vid;
+    d->program = vid == 2 ? "virtio_blk" : "virtio_rng";
+    pick_name(d->name, vid == 2 ? "blk" : "rng");
+    d->desc = i;
+    d->hot_slot = hot_slot;
+    d->regs = regs;
+    if (!d->ut) {
+        d->ut = make_untyped(DRIVER_UT_BITS);
+        d->slots = slot_alloc_range(DRIVER_SLOTS);
+    }
+    if (!d->irq)
+        d->irq = slot_alloc();
+    start_driver(d);
+    return d;
+}
+
+static void remove_device(struct device *d)
+{
+    if (d->state == DM_RUNNING)
+        stop_driver(d, 0);
+    ns_withdraw(d);
+    keel_cnode_delete(CN, d->irq);
+    printf("devmgr: %s: device removed, driver stopped\n", d->name);
+    d->state = DM_FREE;
+}
+
+/* The bootinfo device at slot i of the hotplug controller. */
+static long slot_desc(unsigned slot)
+{
+    unsigned long base = slot_base + slot * slot_stride;
+
+    for (unsigned i = 0; i < bi->device_count; i++) {
+        if (bi->devices[i].paddr == base)
+            return i;
+    }
+    return -1;
+}
+
+static void hotplug_event(void)
+{
+    unsigned int changed = rd(hp, HP_CHANGED);
+
+    hp[HP_ACK / 4] = changed; /* before acting: a later change raises it again */
+    unsigned int present = rd(hp, HP_PRESENT);
+    for (unsigned s = 0; s < slot_count; s++) {
+        if (!(changed & (1u << s)))
+            continue;
+        for (int k = 0; k < DM_MAX; k++) {
+            if (devs[k].state != DM_FREE && devs[k].hot_slot == (int)s)
+                remove_device(&devs[k]);
+        }
+        long i = slot_desc(s);
+        if ((present & (1u << s)) && i >= 0 && !add_device((unsigned)i, (int)s))
+            printf("devmgr: slot %u: no driver for its device\n", s);
+    }
+    events++;
+}
+
+static void answer_waiter(void)
+{
+    keel_word_t res[KEEL_MSG_WORDS] = { events };
+
+    if (waiting && events > wait_after) {
+        keel_reply(held_reply, KEEL_E_OK, res);
+        waiting = 0;
+    }
+}
+
+static struct device *find(const keel_word_t *w)
+{
+    char name[NS_NAME_MAX + 1];
+
+    if (!w[0])
+        return w[1] < DM_MAX && devs[w[1]].state != DM_FREE ? &devs[w[1]] : 0;
+    ns_unpack(w, name);
+    for (int k = 0; k < DM_MAX; k++) {
+        if (devs[k].state != DM_FREE && !strcmp(devs[k].name, name))
+            return &devs[k];
+    }
+    return 0;
+}
+
+static void dm_serve(struct thread *self)
+{
+    keel_word_t window = slot_alloc_range(DM_WINDOW_SLOTS);
+
+    for (;;) {
+        struct keel_msg m;
+        keel_word_t res[KEEL_MSG_WORDS] = { 0 };
+        long err = KEEL_E_OK;
+
+        if (keel_recv(dm_ep, 0, window, &m))
+            continue;
+        if (m.label == KEEL_LABEL_NOTIFY) {
+            if (hp)
+                hotplug_event();
+            keel_irq_handler_ack(hp_irq);
+            answer_waiter();
+            continue;
+        }
+        struct device *d;
+        switch (m.label & KEEL_LABEL_MASK) {
+        case DM_LIST:
+            if (m.w[0] >= DM_MAX)
+                err = KEEL_E_INVALID_ARG;
+            else if ((d = &devs[m.w[0]])->state != DM_FREE) {
+                ns_pack(d->name, res);
+                res[2] = (keel_word_t)d->state;
+                res[3] = d->starts;
+                res[4] = d->vid;
+                res[5] = bi->devices[d->desc].irq;
+            }
+            break;
+        case DM_KILL:
+            d = find(m.w);
+            err = d ? kill_driver(d) : KEEL_E_INVALID_ARG;
+            res[0] = d ? d->starts : 0;
+            break;
+        case DM_WAIT:
+            if ((m.info & KEEL_INFO_REPLY) && !waiting) {
+                keel_cnode_move(CN, held_reply, CN, window);
+                waiting = 1;
+                wait_after = m.w[0];
+                answer_waiter();
+                continue;
+            }
+            err = KEEL_E_BAD_STATE;
+            break;
+        default:
+            err = KEEL_E_UNKNOWN_CALL;
+        }
+        if (m.info & KEEL_INFO_REPLY)
+            keel_reply(window, err, res);
+    }
+}
+
+/* The controller named by keel.hotplug=<size>@<base>:<gsi>, if any. */
+static void hotplug_setup(void)
+{
+    char val[48];
+
+    if (!cmdline_get(bi->cmdline, "keel.hotplug", val, sizeof(val)))
+        return;
+    const char *at = val;
+    while (*at && *at != '@')
+        at++;
+    unsigned long base = 0;
+    for (const char *p = at + 3; *at && *p && *p != ':'; p++)
+        base = base * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+    for (unsigned i = 0; i < bi->device_count; i++) {
+        if (bi->devices[i].paddr != base)
+            continue;
+        volatile unsigned int *r = device_regs(i);
+        if (!r || rd(r, HP_MAGIC) != HP_MAGIC_VALUE)
+            break;
+        hp_irq = slot_alloc();
+        if (keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, bi->devices[i].irq, CN, hp_irq) ||
+            keel_irq_handler_set_notification(hp_irq, hp_ntfn)) {
+            printf("devmgr: hotplug interrupt %lu unavailable\n", bi->devices[i].irq);
+            break;
+        }
+        hp = r;
+        hp_desc = i;
+        slot_count = rd(r, HP_SLOT_COUNT);
+        slot_stride = rd(r, HP_SLOT_STRIDE);
+        slot_base = rd(r, HP_SLOT_BASE_LOW) | (unsigned long)rd(r, HP_SLOT_BASE_HIGH) << 32;
+        hp[HP_ACK / 4] = rd(r, HP_CHANGED); /* what is there now is found below */
+        printf("devmgr: hotplug controller with %lu slots, irq %lu\n", slot_count,
+               bi->devices[i].irq);
+        return;
+    }
+    printf("devmgr: no hotplug controller at %s\n", val);
+}
+
+int devmgr_start(struct keel_bootinfo *boot)
+{
+    struct obj_alloc ns = { make_untyped(NS_UT_BITS), slot_alloc_range(32), 0 };
+    keel_word_t tcb;
+
+    bi = boot;
+    ns.end = ns.next + 32;
+    keel_word_t ns_ep = ns.next++;
+    if (keel_untyped_retype(ns.ut, KEEL_OBJ_ENDPOINT, 0, CN, ns_ep, 1) ||
+        spawn_program_from(&ns, "nameserv", 0, &ns_ep, 1, &tcb)) {
+        printf("devmgr: cannot start the name service\n");
+        return 1;
+    }
+    ns_admin = slot_alloc();
+    ns_client = slot_alloc();
+    held_reply = slot_alloc();
+    keel_cnode_mint(CN, ns_admin, CN, ns_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT, NS_BADGE_ADMIN);
+    keel_cnode_copy(CN, ns_client, CN, ns_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT);
+    dm_ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    hp_ntfn = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    hotplug_setup();
+    for (unsigned i = 0; i < bi->device_count; i++) {
+        if (hp && i == hp_desc)
+            continue;
+        int hot = -1;
+        for (unsigned s = 0; hp && s < slot_count; s++) {
+            if (slot_desc(s) == (long)i)
+                hot = (int)s;
+        }
+        add_device(i, hot);
+    }
+    if (spawn(&dm_thread, dm_serve, 0) ||
+        keel_tcb_bind_notification(dm_thread.tcb, hp_ntfn)) {
+        printf("devmgr: cannot start its thread\n");
+        return 1;
+    }
+    return 0;
+}
+
+keel_word_t devmgr_names(void)
+{
+    return ns_client;
+}
+
+keel_word_t devmgr_endpoint(void)
+{
+    return dm_ep;
+}
