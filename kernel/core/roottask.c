@@ -202,6 +202,10 @@ static void free_range(u64 base, u64 end)
     add_untyped(untyped_slots, untyped_bi, &untyped_next, base, end);
 }
 
+_Static_assert(sizeof(struct keel_bootinfo) <= 4096, "the boot information is one page");
+_Static_assert(sizeof(((struct keel_bootinfo *)0)->cmdline) >= BOOT_CMDLINE_MAX,
+               "the root task sees the whole command line");
+
 bool root_task_create(void)
 {
     const u8 *img;

@@ -255,7 +255,9 @@ static int t_hotplug(void)
     while (service_connect(&s) == KEEL_E_NOT_MAPPED)
         EXPECT((events = wait_event(events)) != 0);
     OK(service_io(&s, DRV_READ, DRV_BLOCK, 0, 0, &done));
-    printf("svc: hotplug: blk1 sector 0: %.16s\n", (const char *)s.buf);
+    char first[17] = { 0 };
+    memcpy(first, s.buf, 16);
+    printf("svc: hotplug: blk1 sector 0: %s\n", first);
     printf("svc: hotplug: detach now\n");
     EXPECT((events = wait_event(events)) != 0);
     EXPECT_ERR(service_call(&s, DRV_INFO, in, out), KEEL_E_NOT_MAPPED);

@@ -114,7 +114,7 @@ struct keel_bootinfo {
     unsigned long untyped_count;
     unsigned long ncpus;
     unsigned long initrd_size; /* the initrd is mapped at KEEL_INITRD_VADDR */
-    char cmdline[256];
+    char cmdline[1024];        /* all of it: the VMM announces every virtio slot */
     struct keel_untyped_desc untyped[KEEL_MAX_UNTYPED];
     /* Devices announced on the command line, the virtio_mmio.device=
      * entries in order, then the keel.hotplug= controller (docs/hotplug.md):

@@ -1,0 +1,148 @@
+"""Drivers as services: the device manager, the name service, the block and
+entropy drivers serving userspace/lib/driver.h, killed and restarted while a
+client writes, and devices attached and detached while the guest runs.
+
+The guest side is ``keel.test=services`` (userspace/init/svctests.c); it
+reports one ``ktest: ok`` line per test.  The host checks what only it can:
+that every write the guest was told was done is in the disk image file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, have_kvm, keel, requires_kvm
+
+INITRD = ROOT / "build" / "initrd.cpio"
+SERVICE_TESTS = 7
+STREAM_SECTORS = 240  # svctests.c
+STREAM_MAGIC = 0x6B65656C73766321
+SECTOR = 512
+
+
+def _image(path: Path, blocks: int = 1024, first: bytes = b"") -> Path:
+    with open(path, "wb") as f:
+        f.write(first.ljust(4096, b"\x00"))
+        f.write(bytes(4096 * (blocks - 1)))
+    return path
+
+
+def _check_suite(console: str, count: int) -> None:
+    failures = [line for line in console.splitlines() if line.startswith("ktest: FAIL")]
+    assert not failures, "\n".join(failures) + console[-3000:]
+    assert f"ktest: {count} passed, 0 failed" in console, console[-3000:]
+    oks = re.findall(r"^ktest: ok (\S+)$", console, re.MULTILINE)
+    assert len(set(oks)) == count
+
+
+def _check_image(path: Path) -> None:
+    """Every sector the stream wrote holds what was written; so does the
+    block the write/flush/read test wrote."""
+    data = path.read_bytes()
+    for s in range(STREAM_SECTORS):
+        words = struct.unpack_from("<64Q", data, s * SECTOR)
+        want = tuple(STREAM_MAGIC ^ (s << 16) ^ i for i in range(64))
+        assert words == want, f"sector {s} lost its acknowledged write"
+    block = data[512 * SECTOR : 512 * SECTOR + 4096]
+    assert block == bytes((i * 7 + 3) & 0xFF for i in range(4096))
+
+
+@requires_kvm
+@pytest.mark.parametrize("smp", [1, 2])
+def test_services_under_keel(kernel: Path, tmp_path: Path, smp: int) -> None:
+    image = _image(tmp_path / "disk.img")
+    proc = keel(
+        "run", str(kernel), "--smp", str(smp), "--initrd", str(INITRD), "--disk", str(image),
+        "--rng", "--cmdline", "keel.test=services", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    _check_suite(out, SERVICE_TESTS)
+    assert "devmgr: blk0: virtio_blk started" in out
+    assert "devmgr: rng0: virtio_rng started" in out
+    assert out.count("devmgr: blk0: killing its driver") == 3
+    _check_image(image)
+
+
+class _Console:
+    """The guest's serial output, with waiting for a line."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._cond = threading.Condition()
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self.text += data.decode(errors="replace").replace("\r", "")
+            self._cond.notify_all()
+
+    def wait_for(self, needle: str, timeout: float = 120) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: needle in self.text, timeout):
+                raise AssertionError(f"no {needle!r} on the console:\n{self.text[-3000:]}")
+
+
+@requires_kvm
+def test_hotplug_starts_and_stops_drivers(kernel: Path, tmp_path: Path) -> None:
+    from vmm.machine import Machine
+
+    console = _Console()
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=console.feed,
+                cmdline="keel.test=services keel.svc=hotplug", log=lambda _m: None)  # fmt: skip
+    m.attach_disk(_image(tmp_path / "disk.img"))
+    m.attach_rng()
+    m.start()
+    try:
+        console.wait_for("svc: hotplug: attach now", timeout=300)
+        hot = m.attach_disk(_image(tmp_path / "hot.img", first=b"HOTPLUGGED-DISK!"))
+        console.wait_for("svc: hotplug: detach now")
+        m.detach(hot)
+        result = m.wait(timeout=300)
+        assert result is not None, console.text[-3000:]
+    finally:
+        m.close()
+    out = console.text
+    _check_suite(out, SERVICE_TESTS + 1)
+    assert "devmgr: blk1: virtio_blk started (device at 0xd0002000, irq 18)" in out
+    assert "svc: hotplug: blk1 sector 0: HOTPLUGGED-DISK!" in out
+    assert "devmgr: blk1: device removed, driver stopped" in out
+    assert "svc: hotplug: blk1 gone" in out
+
+
+# QEMU microvm's eight virtio-mmio transports, announced as Keel expects
+# them (QEMU itself describes them in ACPI only); devices fill them from the
+# last one down.
+QEMU_TRANSPORTS = " ".join(f"virtio_mmio.device=512@{0xFEB00000 + i * 512:#x}:{16 + i}"
+                           for i in range(8))  # fmt: skip
+
+
+@pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None or not have_kvm(), reason="needs QEMU and KVM"
+)
+def test_services_under_qemu_microvm(kernel: Path, tmp_path: Path) -> None:
+    """The same services against QEMU's own virtio-blk-device and
+    virtio-rng-device: write, flush, read back, kill and restart."""
+    from tests.boot.test_qemu_crossboot import QEMU_CPU, QEMU_PASS
+
+    image = _image(tmp_path / "disk.img")
+    proc = subprocess.run(
+        ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
+         "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
+         "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
+         "-append", f"keel.test=services {QEMU_TRANSPORTS}",
+         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+         "-global", "virtio-mmio.force-legacy=false",
+         "-drive", f"file={image},if=none,id=d0,format=raw",
+         "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
+    _check_suite(proc.stdout, SERVICE_TESTS)
+    _check_image(image)
