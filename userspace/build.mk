@@ -14,6 +14,7 @@ TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/
 RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
 BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
 NS_OBJS := $(UBUILD)/nameserv/nameserv.o
+SHELL_OBJS := $(UBUILD)/shell/shell.o
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -38,17 +39,22 @@ $(UBUILD)/virtio_blk.elf: $(ULIB_OBJS) $(BLK_OBJS) userspace/lib/user.ld
 $(UBUILD)/nameserv.elf: $(ULIB_OBJS) $(NS_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(NS_OBJS)
 
+$(UBUILD)/shell.elf: $(ULIB_OBJS) $(SHELL_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SHELL_OBJS)
+
 # cpio "newc", the format Linux uses for its initramfs.
 $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
-		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf
+		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf \
+		$(UBUILD)/shell.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
 	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
 	cp $(UBUILD)/nameserv.elf $(UBUILD)/initrd/nameserv
+	cp $(UBUILD)/shell.elf $(UBUILD)/initrd/shell
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) $(NS_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)

@@ -84,8 +84,11 @@ class _Console:
             self._cond.notify_all()
 
     def wait_for(self, needle: str, timeout: float = 120) -> None:
+        self.wait_for_count(needle, 1, timeout)
+
+    def wait_for_count(self, needle: str, count: int, timeout: float = 120) -> None:
         with self._cond:
-            if not self._cond.wait_for(lambda: needle in self.text, timeout):
+            if not self._cond.wait_for(lambda: self.text.count(needle) >= count, timeout):
                 raise AssertionError(f"no {needle!r} on the console:\n{self.text[-3000:]}")
 
 
@@ -146,3 +149,58 @@ def test_services_under_qemu_microvm(kernel: Path, tmp_path: Path) -> None:
     assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
     _check_suite(proc.stdout, SERVICE_TESTS)
     _check_image(image)
+
+
+@requires_kvm
+def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
+    """Booted with its initrd and no test, Keel gives a person a shell on
+    the serial console: typed commands list, use and kill drivers."""
+    import time
+
+    from vmm.machine import Machine
+
+    console = _Console()
+    image = _image(tmp_path / "disk.img")
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=console.feed,
+                log=lambda _m: None)  # fmt: skip
+    m.attach_disk(image)
+    m.attach_rng()
+    m.start()
+    prompts = 0
+
+    def type_line(line: str) -> str:
+        """Types line at the next prompt; returns what it printed."""
+        nonlocal prompts
+        prompts += 1
+        deadline = time.monotonic() + 120
+        while console.text.count("keel$ ") < prompts:
+            assert time.monotonic() < deadline, console.text[-3000:]
+            time.sleep(0.05)
+        start = len(console.text)
+        m.send_console(line.encode() + b"\r")
+        if line != "poweroff":
+            console.wait_for_count("keel$ ", prompts + 1)
+        return console.text[start:]
+
+    try:
+        assert "kill <name|id>" in type_line("help")
+        ps = type_line("ps")
+        assert re.search(r"^0\s+blk0\s+virtio_blk\s+running\s+1$", ps, re.MULTILINE), ps
+        devices = type_line("devices")
+        assert re.search(r"^1\s+rng0\s+entropy\s+17\s+0$", devices, re.MULTILINE), devices
+        assert re.search(r"^[0-9a-f]{32}$", type_line("rng"), re.MULTILINE)
+        assert re.search(r"^[0-9a-f]{64}$", type_line("cat rng0"), re.MULTILINE)
+        assert "wrote sector 3 of blk0" in type_line("write blk0 3 hello from the shell")
+        assert "hello from the s" in type_line("read blk0 3")
+        killed = type_line("kill blk0")
+        assert "killed blk0; its driver has started 2 times" in killed
+        assert "hello from the s" in type_line("read blk0 3")  # through the new driver
+        assert "kill: invalid argument" in type_line("kill 9")
+        assert "unknown command" in type_line("frobnicate")
+        type_line("poweroff")
+        result = m.wait(timeout=120)
+        assert result is not None and result.status == 0, console.text[-3000:]
+    finally:
+        m.close()
+    data = image.read_bytes()
+    assert data[3 * SECTOR : 3 * SECTOR + 20] == b"hello from the shell"

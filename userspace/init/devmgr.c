@@ -428,3 +428,23 @@ keel_word_t devmgr_endpoint(void)
 {
     return dm_ep;
 }
+
+/* The shell (userspace/shell), with what it may use: reading the console,
+ * looking names up, the manager's endpoint (to call it, not to serve it). */
+int shell_start(void)
+{
+    keel_word_t caps[6], tcb;
+
+    caps[0] = KEEL_SLOT_CONSOLE;
+    caps[1] = ns_client;
+    caps[2] = slot_alloc();
+    caps[3] = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    caps[4] = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    caps[5] = make_obj(KEEL_OBJ_FRAME, 0);
+    long err = keel_cnode_copy(CN, caps[2], CN, dm_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT);
+    if (!err)
+        err = spawn_program("shell", 0, caps, 6, &tcb);
+    if (err)
+        printf("init: cannot start the shell: %ld\n", err);
+    return err != 0;
+}

@@ -1,7 +1,8 @@
 /* init: the root task.  It holds every initial capability.  With
  * keel.test=suite on the command line it runs the in-guest test suite and
- * powers off with the verdict; otherwise it reports what it was given and
- * waits. */
+ * powers off with the verdict (other keel.test= values: other suites and
+ * benchmarks); with no test it starts the device manager, the drivers and
+ * the shell on the console. */
 #include "suite.h"
 
 long keel_main(struct keel_bootinfo *bi);
@@ -47,9 +48,11 @@ long keel_main(struct keel_bootinfo *bi)
         printf("keel: unknown test %s\n", test);
         return 0x11;
     }
-    printf("init: nothing to do; Ctrl-C stops the machine\n");
-    /* Wait for ever on a notification nobody signals. */
+    /* What a person gets: the device manager and the shell on the console. */
     suite_setup(bi);
+    if (devmgr_start(bi) || shell_start())
+        printf("init: no shell; Ctrl-C stops the machine\n");
+    /* Wait for ever on a notification nobody signals. */
     keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0);
     for (;;)
         keel_notification_wait(n, 0);

@@ -76,6 +76,7 @@ int stress_run(struct keel_bootinfo *bi);
 int devmgr_start(struct keel_bootinfo *bi);
 keel_word_t devmgr_names(void);    /* a client's capability to the name service */
 keel_word_t devmgr_endpoint(void); /* the manager's endpoint (devmgr.h) */
+int shell_start(void);             /* the shell on the console */
 int services_run(void);            /* svctests.c: keel.test=services */ /* stress.c: keel.test=stress */
 
 #endif

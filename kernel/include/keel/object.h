@@ -183,6 +183,7 @@ void ep_admit_faults(struct endpoint *ep);
 /* irq.c: interrupts delivered to user drivers. */
 void irq_deliver(u32 gsi);
 void irq_notification_gone(struct notification *n);
+void console_notification_gone(struct notification *n);
 void irq_handler_deleted(struct cap *c);
 #define IRQ_LINES 24
 
