@@ -13,12 +13,12 @@ import re
 import shutil
 import struct
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, have_kvm, keel, requires_kvm
+from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
 SERVICE_TESTS = 7
@@ -71,47 +71,31 @@ def test_services_under_keel(kernel: Path, tmp_path: Path, smp: int) -> None:
     _check_image(image)
 
 
-class _Console:
-    """The guest's serial output, with waiting for a line."""
+def _console_text(m: Machine) -> str:
+    return m.console.text().replace("\r", "")
 
-    def __init__(self) -> None:
-        self.text = ""
-        self._cond = threading.Condition()
 
-    def feed(self, data: bytes) -> None:
-        with self._cond:
-            self.text += data.decode(errors="replace").replace("\r", "")
-            self._cond.notify_all()
-
-    def wait_for(self, needle: str, timeout: float = 120) -> None:
-        self.wait_for_count(needle, 1, timeout)
-
-    def wait_for_count(self, needle: str, count: int, timeout: float = 120) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.text.count(needle) >= count, timeout):
-                raise AssertionError(f"no {needle!r} on the console:\n{self.text[-3000:]}")
+def _wait_for(m: Machine, needle: str, count: int = 1, timeout: float = 120) -> None:
+    assert m.console.wait_for(needle, timeout, count), _console_text(m)[-3000:]
 
 
 @requires_kvm
 def test_hotplug_starts_and_stops_drivers(kernel: Path, tmp_path: Path) -> None:
-    from vmm.machine import Machine
-
-    console = _Console()
-    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=console.feed,
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
                 cmdline="keel.test=services keel.svc=hotplug", log=lambda _m: None)  # fmt: skip
     m.attach_disk(_image(tmp_path / "disk.img"))
     m.attach_rng()
     m.start()
     try:
-        console.wait_for("svc: hotplug: attach now", timeout=300)
+        _wait_for(m, "svc: hotplug: attach now", timeout=300)
         hot = m.attach_disk(_image(tmp_path / "hot.img", first=b"HOTPLUGGED-DISK!"))
-        console.wait_for("svc: hotplug: detach now")
+        _wait_for(m, "svc: hotplug: detach now")
         m.detach(hot)
         result = m.wait(timeout=300)
-        assert result is not None, console.text[-3000:]
+        assert result is not None and result.status == 0, _console_text(m)[-3000:]
     finally:
         m.close()
-    out = console.text
+    out = _console_text(m)
     _check_suite(out, SERVICE_TESTS + 1)
     assert "devmgr: blk1: virtio_blk started (device at 0xd0002000, irq 18)" in out
     assert "svc: hotplug: blk1 sector 0: HOTPLUGGED-DISK!" in out
@@ -155,13 +139,8 @@ def test_services_under_qemu_microvm(kernel: Path, tmp_path: Path) -> None:
 def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
     """Booted with its initrd and no test, Keel gives a person a shell on
     the serial console: typed commands list, use and kill drivers."""
-    import time
-
-    from vmm.machine import Machine
-
-    console = _Console()
     image = _image(tmp_path / "disk.img")
-    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=console.feed,
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
                 log=lambda _m: None)  # fmt: skip
     m.attach_disk(image)
     m.attach_rng()
@@ -172,15 +151,12 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         """Types line at the next prompt; returns what it printed."""
         nonlocal prompts
         prompts += 1
-        deadline = time.monotonic() + 120
-        while console.text.count("keel$ ") < prompts:
-            assert time.monotonic() < deadline, console.text[-3000:]
-            time.sleep(0.05)
-        start = len(console.text)
+        _wait_for(m, "keel$ ", prompts)
+        start = len(_console_text(m))
         m.send_console(line.encode() + b"\r")
         if line != "poweroff":
-            console.wait_for_count("keel$ ", prompts + 1)
-        return console.text[start:]
+            _wait_for(m, "keel$ ", prompts + 1)
+        return _console_text(m)[start:]
 
     try:
         assert "kill <name|id>" in type_line("help")
@@ -199,7 +175,7 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         assert "unknown command" in type_line("frobnicate")
         type_line("poweroff")
         result = m.wait(timeout=120)
-        assert result is not None and result.status == 0, console.text[-3000:]
+        assert result is not None and result.status == 0, _console_text(m)[-3000:]
     finally:
         m.close()
     data = image.read_bytes()

@@ -279,6 +279,7 @@ void trap_from_user(struct trap_frame *f)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
+        console_input_arrived();
         lapic_eoi();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false); /* until the driver acks */
