@@ -2,6 +2,7 @@
  * harness the Python tests drive through cffi: one capability table, a
  * calling thread, and untyped memory from the host's heap. */
 #include <arch.h>
+#include <keel/console.h>
 #include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
@@ -181,6 +182,24 @@ void console_write(const char *s, size_t len)
 {
     (void)s;
     (void)len;
+}
+
+/* No serial port: nothing is ever typed. */
+void console_set_echo(bool on)
+{
+    (void)on;
+}
+
+bool console_line_ready(void)
+{
+    return false;
+}
+
+size_t console_take_line(char *buf, size_t size)
+{
+    (void)buf;
+    (void)size;
+    return 0;
 }
 
 /* -- the harness ------------------------------------------------------------ */
