@@ -43,9 +43,21 @@
 #define HP_SLOT_SEL 0x30
 #define HP_MAGIC_VALUE 0x4350484b
 
+/* The devices we have drivers for.  A driver is started with its endpoint,
+ * the register frame, the interrupt handler, a notification and dma frames
+ * (driver.h: DRV_SLOT_*). */
+static const struct driver_kind {
+    unsigned vid; /* virtio DeviceID */
+    const char *stem, *program;
+    unsigned dma;
+} kinds[] = {
+    { 2, "blk", "virtio_blk", DRV_DMA_FRAMES },
+    { 4, "rng", "virtio_rng", 1 },
+};
+
 struct device {
     char name[NS_NAME_MAX + 1];
-    const char *program;
+    const struct driver_kind *kind;
     unsigned vid;   /* virtio DeviceID */
     unsigned desc;  /* index in bootinfo.devices */
     int hot_slot;   /* the hotplug controller's slot, or -1 */
@@ -134,7 +146,7 @@ static long start_driver(struct device *d)
     struct keel_device_desc *desc = &bi->devices[d->desc];
     struct obj_alloc a = { d->ut, d->slots, d->slots + DRIVER_SLOTS };
     keel_word_t caps[4 + DRV_DMA_FRAMES], tcb;
-    unsigned ncaps = 4, frames = d->vid == 2 ? DRV_DMA_FRAMES : 1;
+    unsigned ncaps = 4, frames = d->kind->dma;
     long err;
 
     /* A line has one handler capability: it moves to the driver, and comes
@@ -152,8 +164,8 @@ static long start_driver(struct device *d)
         goto fail;
     for (unsigned i = 0; i < frames; i++)
         caps[ncaps++] = a.next++;
-    err = spawn_program_from(&a, d->program, DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
-                             &tcb);
+    err = spawn_program_from(&a, d->kind->program, DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps,
+                             ncaps, &tcb);
     if (err)
         goto fail;
     d->tcb = tcb;
@@ -161,12 +173,13 @@ static long start_driver(struct device *d)
     if ((err = ns_register(d, caps[0])))
         goto fail;
     d->state = DM_RUNNING;
-    printf("devmgr: %s: %s started (device at 0x%lx, irq %lu)\n", d->name, d->program,
+    printf("devmgr: %s: %s started (device at 0x%lx, irq %lu)\n", d->name, d->kind->program,
            desc->paddr, desc->irq);
     return 0;
 fail:
-    printf("devmgr: %s: cannot start %s: %ld\n", d->name, d->program, err);
+    printf("devmgr: %s: cannot start %s: %ld\n", d->name, d->kind->program, err);
     keel_cnode_revoke(CN, d->ut);
+    ns_withdraw(d); /* clients waiting for a new driver are told: none */
     d->state = DM_FAILED;
     return err;
 }
@@ -198,7 +211,12 @@ static struct device *add_device(unsigned i, int hot_slot)
     if (!regs || rd(regs, VIRTIO_MAGIC) != 0x74726976)
         return 0;
     unsigned vid = rd(regs, VIRTIO_DEVICE_ID);
-    if (vid != 2 && vid != 4)
+    const struct driver_kind *kind = 0;
+    for (unsigned k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        if (kinds[k].vid == vid)
+            kind = &kinds[k];
+    }
+    if (!kind)
         return 0;
     for (int k = 0; k < DM_MAX && !d; k++) {
         if (devs[k].state == DM_FREE)
@@ -207,8 +225,8 @@ static struct device *add_device(unsigned i, int hot_slot)
     if (!d)
         return 0;
     d->vid = vid;
-    d->program = vid == 2 ? "virtio_blk" : "virtio_rng";
-    pick_name(d->name, vid == 2 ? "blk" : "rng");
+    d->kind = kind;
+    pick_name(d->name, kind->stem);
     d->desc = i;
     d->hot_slot = hot_slot;
     d->regs = regs;
