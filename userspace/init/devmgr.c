@@ -360,30 +360,19 @@ static void dm_serve(struct thread *self)
     }
 }
 
-/* The controller named by keel.hotplug=<size>@<base>:<gsi>, if any. */
+/* The hotplug controller, if the kernel announced one (keel.hotplug=, after
+ * the virtio devices): the device whose registers start with its magic. */
 static void hotplug_setup(void)
 {
-    char val[48];
-
-    if (!cmdline_get(bi->cmdline, "keel.hotplug", val, sizeof(val)))
-        return;
-    const char *at = val;
-    while (*at && *at != '@')
-        at++;
-    unsigned long base = 0;
-    for (const char *p = at + 3; *at && *p && *p != ':'; p++)
-        base = base * 16 + (unsigned long)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
     for (unsigned i = 0; i < bi->device_count; i++) {
-        if (bi->devices[i].paddr != base)
-            continue;
         volatile unsigned int *r = device_regs(i);
         if (!r || rd(r, HP_MAGIC) != HP_MAGIC_VALUE)
-            break;
+            continue;
         hp_irq = slot_alloc();
         if (keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, bi->devices[i].irq, CN, hp_irq) ||
             keel_irq_handler_set_notification(hp_irq, hp_ntfn)) {
             printf("devmgr: hotplug interrupt %lu unavailable\n", bi->devices[i].irq);
-            break;
+            return;
         }
         hp = r;
         hp_desc = i;
@@ -395,7 +384,6 @@ static void hotplug_setup(void)
                bi->devices[i].irq);
         return;
     }
-    printf("devmgr: no hotplug controller at %s\n", val);
 }
 
 int devmgr_start(struct keel_bootinfo *boot)
