@@ -21,7 +21,7 @@ from tests.conftest import ROOT, have_kvm, keel, requires_kvm
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
-SERVICE_TESTS = 7
+SERVICE_TESTS = 8
 STREAM_SECTORS = 240  # svctests.c
 STREAM_MAGIC = 0x6B65656C73766321
 SECTOR = 512
@@ -68,6 +68,7 @@ def test_services_under_keel(kernel: Path, tmp_path: Path, smp: int) -> None:
     assert "devmgr: blk0: virtio_blk started" in out
     assert "devmgr: rng0: virtio_rng started" in out
     assert out.count("devmgr: blk0: killing its driver") == 3
+    assert "devmgr: rng0: its driver faulted (vector 14 at 0x0); restarting it" in out
     _check_image(image)
 
 
@@ -76,13 +77,13 @@ def _console_text(m: Machine) -> str:
 
 
 def _wait_for(m: Machine, needle: str, count: int = 1, timeout: float = 120) -> None:
-    assert m.console.wait_for(needle, timeout, count), _console_text(m)[-3000:]
+    assert m.console.wait_for(needle, timeout, count), f"{m.result}\n{_console_text(m)[-3000:]}"
 
 
 @requires_kvm
 def test_hotplug_starts_and_stops_drivers(kernel: Path, tmp_path: Path) -> None:
     m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
-                cmdline="keel.test=services keel.svc=hotplug", log=lambda _m: None)  # fmt: skip
+                cmdline="keel.test=services keel.svc=hotplug")  # fmt: skip
     m.attach_disk(_image(tmp_path / "disk.img"))
     m.attach_rng()
     m.start()
@@ -140,8 +141,7 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
     """Booted with its initrd and no test, Keel gives a person a shell on
     the serial console: typed commands list, use and kill drivers."""
     image = _image(tmp_path / "disk.img")
-    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
-                log=lambda _m: None)  # fmt: skip
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None)
     m.attach_disk(image)
     m.attach_rng()
     m.start()

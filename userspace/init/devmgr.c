@@ -65,6 +65,7 @@ struct device {
     keel_word_t irq;             /* slot of the interrupt handler, until the driver has it */
     keel_word_t ut, slots;       /* the driver's memory and slots */
     keel_word_t tcb;
+    keel_word_t fault; /* our endpoint, badged for this driver's faults */
     unsigned long starts;
     int state;
 };
@@ -140,6 +141,13 @@ static void ns_withdraw(struct device *d)
     keel_call(ns_admin, NS_WITHDRAW, in, out);
 }
 
+#define FAULT_BADGE (1ul << 40)
+
+static keel_word_t fault_badge(const struct device *d)
+{
+    return FAULT_BADGE | (keel_word_t)(d - devs) << 32 | (d->starts & 0xffffffff);
+}
+
 /* Starts d's driver from its own untyped; registers its name. */
 static long start_driver(struct device *d)
 {
@@ -164,12 +172,17 @@ static long start_driver(struct device *d)
         goto fail;
     for (unsigned i = 0; i < frames; i++)
         caps[ncaps++] = a.next++;
-    err = spawn_program_from(&a, d->kind->program, DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps,
-                             ncaps, &tcb);
-    if (err)
+    /* Its faults come to us, badged with who and which start it was: a
+     * fault still queued from a driver since replaced is recognised. */
+    d->starts++;
+    keel_cnode_delete(CN, d->fault);
+    if ((err = keel_cnode_mint(CN, d->fault, CN, dm_ep, KEEL_RIGHT_WRITE,
+                               fault_badge(d))) ||
+        (err = spawn_program_faults(&a, d->kind->program,
+                                    DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
+                                    d->fault, &tcb)))
         goto fail;
     d->tcb = tcb;
-    d->starts++;
     if ((err = ns_register(d, caps[0])))
         goto fail;
     d->state = DM_RUNNING;
@@ -234,8 +247,10 @@ static struct device *add_device(unsigned i, int hot_slot)
         d->ut = make_untyped(DRIVER_UT_BITS);
         d->slots = slot_alloc_range(DRIVER_SLOTS);
     }
-    if (!d->irq)
+    if (!d->irq) {
         d->irq = slot_alloc();
+        d->fault = slot_alloc();
+    }
     start_driver(d);
     return d;
 }
@@ -306,6 +321,34 @@ static struct device *find(const keel_word_t *w)
     return 0;
 }
 
+/* A driver's thread faulted: it is stopped like a killed one and another
+ * takes its place. */
+static void driver_faulted(const struct keel_msg *m)
+{
+    keel_word_t i = (m->badge >> 32) & 0xff;
+
+    if (!(m->badge & FAULT_BADGE) || i >= DM_MAX)
+        return;
+    struct device *d = &devs[i];
+    if (d->state != DM_RUNNING || m->badge != fault_badge(d))
+        return; /* from a driver already gone */
+    printf("devmgr: %s: its driver faulted (vector %lu at 0x%lx); restarting it\n", d->name,
+           m->w[0], m->w[3]);
+    kill_driver(d);
+}
+
+/* Points the driver at address 0, where nothing is mapped. */
+static long crash_driver(struct device *d)
+{
+    long err = keel_tcb_suspend(d->tcb);
+
+    if (!err)
+        err = keel_tcb_write_regs(d->tcb, 0, 0, 0);
+    if (!err)
+        err = keel_tcb_resume(d->tcb);
+    return err;
+}
+
 static void dm_serve(struct thread *self)
 {
     keel_word_t window = slot_alloc_range(DM_WINDOW_SLOTS);
@@ -325,6 +368,10 @@ static void dm_serve(struct thread *self)
             continue;
         }
         struct device *d;
+        if ((m.label & KEEL_LABEL_MASK) == KEEL_LABEL_FAULT) {
+            driver_faulted(&m);
+            continue;
+        }
         switch (m.label & KEEL_LABEL_MASK) {
         case DM_LIST:
             if (m.w[0] >= DM_MAX)
@@ -341,6 +388,10 @@ static void dm_serve(struct thread *self)
             d = find(m.w);
             err = d ? kill_driver(d) : KEEL_E_INVALID_ARG;
             res[0] = d ? d->starts : 0;
+            break;
+        case DM_CRASH:
+            d = find(m.w);
+            err = d && d->state == DM_RUNNING ? crash_driver(d) : KEEL_E_INVALID_ARG;
             break;
         case DM_WAIT:
             if ((m.info & KEEL_INFO_REPLY) && !waiting) {

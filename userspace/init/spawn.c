@@ -99,6 +99,13 @@ long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, u
 long spawn_program_from(struct obj_alloc *a, const char *name, keel_word_t arg,
                         const keel_word_t *caps, unsigned ncaps, keel_word_t *tcb_out)
 {
+    return spawn_program_faults(a, name, arg, caps, ncaps, 0, tcb_out);
+}
+
+long spawn_program_faults(struct obj_alloc *a, const char *name, keel_word_t arg,
+                          const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
+                          keel_word_t *tcb_out)
+{
     unsigned long len;
     const unsigned char *img = cpio_find(name, &len);
     const struct elf_ehdr *eh = (const void *)img;
@@ -158,7 +165,7 @@ long spawn_program_from(struct obj_alloc *a, const char *name, keel_word_t arg,
         if (err)
             return err;
     }
-    if ((err = keel_tcb_configure(tcb, cn, vs, 0)) ||
+    if ((err = keel_tcb_configure(tcb, cn, vs, fault_ep)) ||
         (err = keel_tcb_write_regs(tcb, eh->entry, CHILD_STACK_TOP - 8, arg)) ||
         (err = keel_tcb_resume(tcb)))
         return err;

@@ -62,6 +62,10 @@ struct obj_alloc {
 };
 long spawn_program_from(struct obj_alloc *a, const char *name, keel_word_t arg,
                         const keel_word_t *caps, unsigned ncaps, keel_word_t *tcb_out);
+/* The same, its faults reported to fault_ep (a slot of ours; 0: none). */
+long spawn_program_faults(struct obj_alloc *a, const char *name, keel_word_t arg,
+                          const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
+                          keel_word_t *tcb_out);
 struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
 keel_word_t slot_alloc(void);
 keel_word_t slot_alloc_range(keel_word_t n); /* n consecutive slots: the first */

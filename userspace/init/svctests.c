@@ -48,6 +48,19 @@ static long dm_kill(const char *name, keel_word_t *starts)
     return err;
 }
 
+/* The device manager's id of the driver registered as name. */
+static keel_word_t dm_id(const char *name)
+{
+    keel_word_t w[2], out[KEEL_MSG_WORDS];
+
+    ns_pack(name, w);
+    for (keel_word_t id = 0; id < DM_MAX; id++) {
+        if (!dm_call(DM_LIST, id, 0, out) && out[0] == w[0] && out[1] == w[1])
+            return id;
+    }
+    return DM_MAX;
+}
+
 static int t_names(void)
 {
     keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
@@ -196,7 +209,7 @@ static int t_kill_restart_during_writes(void)
 
     OK(client(&writer_svc, "blk0"));
     OK(client(&check, "blk0"));
-    OK(dm_call(DM_LIST, 0, 0, list));
+    OK(dm_call(DM_LIST, dm_id("blk0"), 0, list));
     starts0 = list[3];
     acked = 0;
     writer_err = 0;
@@ -225,12 +238,40 @@ static int t_kill_restart_during_writes(void)
     return 0;
 }
 
+/* A driver that faults (here: made to jump to address 0) is replaced like
+ * a killed one; its client does not notice beyond a repeated request. */
+static int t_driver_fault_restarts(void)
+{
+    struct service s;
+    keel_word_t w[2], before[KEEL_MSG_WORDS], after[KEEL_MSG_WORDS];
+    unsigned long done;
+
+    keel_word_t id = dm_id("rng0");
+
+    OK(client(&s, "rng0"));
+    OK(service_io(&s, DRV_READ, 64, 0, 0, &done));
+    OK(dm_call(DM_LIST, id, 0, before));
+    ns_pack("rng0", w);
+    OK(dm_call(DM_CRASH, w[0], w[1], 0));
+    for (int i = 0; i < 1000000; i++) {
+        OK(dm_call(DM_LIST, id, 0, after));
+        if (after[3] != before[3])
+            break;
+        keel_yield();
+    }
+    EXPECT(after[3] == before[3] + 1 && after[2] == DM_RUNNING);
+    OK(service_io(&s, DRV_READ, 64, 0, 0, &done));
+    EXPECT(done == 64 && s.retries >= 1);
+    return 0;
+}
+
 static int t_kill_unknown(void)
 {
     keel_word_t starts;
 
     EXPECT_ERR(dm_kill("nosuchdev", &starts), KEEL_E_INVALID_ARG);
     EXPECT_ERR(dm_call(DM_LIST, DM_MAX, 0, 0), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(dm_call(DM_CRASH, 0, DM_MAX - 1, 0), KEEL_E_INVALID_ARG);
     return 0;
 }
 
@@ -271,7 +312,7 @@ int services_run(void)
     static const struct test tests[] = {
 #define T(name) { #name, t_##name }
         T(names), T(blk_info), T(blk_write_flush_read), T(interrupts_delivered), T(rng_read),
-        T(kill_restart_during_writes), T(kill_unknown),
+        T(kill_restart_during_writes), T(driver_fault_restarts), T(kill_unknown),
 #undef T
     };
     static const struct test hotplug = { "hotplug", t_hotplug };
