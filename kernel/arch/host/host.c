@@ -87,6 +87,10 @@ void arch_idle_wait(void)
 {
 }
 
+void arch_leave_user_space(void)
+{
+}
+
 void arch_flush_user_tlb(void)
 {
 }

@@ -209,16 +209,22 @@ void arch_enter_user(struct tcb *t)
     arch_return_to_user(&t->arch.frame);
 }
 
-void arch_idle_wait(void)
+void arch_leave_user_space(void)
 {
     u64 kernel_cr3 = arch_virt_to_phys(boot_pml4);
-
     struct cpu *c = this_cpu();
 
     if (c->arch.cr3 != kernel_cr3) {
         write_cr3(kernel_cr3);
         c->arch.cr3 = kernel_cr3;
     }
+}
+
+void arch_idle_wait(void)
+{
+    struct cpu *c = this_cpu();
+
+    arch_leave_user_space();
     c->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
     arch_idle();
     arch_irq_disable();
