@@ -34,7 +34,7 @@ from vmm.boot import layout
 from vmm.console import Console, fd_sink
 from vmm.devices import debug_exit
 from vmm.devices.bus import Bus
-from vmm.devices.uart import COM1_BASE, COM1_IRQ, Uart16550
+from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.errors import ConfigError, KeelError, StateError
 from vmm.kvm import exits
 
@@ -177,10 +177,17 @@ class Machine:
         console: Callable[[bytes], None] | None = None,
         log: Callable[[str], None] | None = None,
         hang_timeout: float | None = None,
+        serial2: bool = False,
+        serial2_output: Callable[[bytes], None] | None = None,
     ) -> None:
         """``hang_timeout`` (seconds, opt-in): stop the guest as hung when it prints
         nothing on the serial console for that long while running, with a
-        diagnostic of every vCPU's registers and the last console lines."""
+        diagnostic of every vCPU's registers and the last console lines.
+
+        ``serial2`` adds a second 16550 (COM2, ports 0x2f8-0x2ff, IRQ 3) for
+        user-space drivers (the kernel keeps COM1): what the guest sends goes
+        to ``serial2_output`` (if given) and the transcript ``self.serial2``;
+        ``send_serial2`` types on it."""
         from vmm.boot import elf
 
         self.smp = default_smp() if smp is None else smp
@@ -196,6 +203,8 @@ class Machine:
             self.initrd = _read_file(initrd, "initrd")
             layout.place_initrd(self.memory, len(self.initrd), self.kernel.end)
         self.console = Console(console)
+        self.serial2: Console | None = Console(serial2_output) if serial2 else None
+        self._uart2: Uart16550 | None = None
         if hang_timeout is not None and hang_timeout <= 0:
             raise ConfigError(f"hang timeout must be positive, not {hang_timeout}")
         self.hang_timeout = hang_timeout
@@ -498,6 +507,14 @@ class Machine:
         """Type ``data`` on the guest's serial console; returns bytes accepted."""
         return self._uart.feed(data)
 
+    def send_serial2(self, data: bytes) -> int:
+        """Type ``data`` on COM2; returns bytes accepted."""
+        if self.serial2 is None:
+            raise ConfigError("this machine has no second serial port (serial2=False)")
+        if self._uart2 is None:
+            raise StateError("send_serial2: the machine has not been started")
+        return self._uart2.feed(data)
+
     def close(self) -> None:
         if self.state in (State.RUNNING, State.PAUSED):
             self.stop()
@@ -550,7 +567,7 @@ class Machine:
             addr = layout.place_initrd(self.memory, len(self.initrd), self.kernel.end)
             mem.write(addr, self.initrd)
             modules.append((addr, len(self.initrd)))
-        tables = acpi.build_acpi(self.smp)
+        tables = acpi.build_acpi(self.smp, com2=self.serial2 is not None)
         mem.write(layout.ACPI_BASE, tables.blob)
         self._wire_virtio(vm)
         for addr, blob in pvh.build_start_info(
@@ -564,6 +581,9 @@ class Machine:
 
         self._uart = Uart16550(self._console_output, lambda level: vm.irq_line(COM1_IRQ, level))
         self.pio.register(COM1_BASE, 8, self._uart)
+        if self.serial2 is not None:
+            self._uart2 = Uart16550(self.serial2.write, lambda level: vm.irq_line(COM2_IRQ, level))
+            self.pio.register(COM2_BASE, 8, self._uart2)
         self.pio.register(debug_exit.PORT, 4, debug_exit.DebugExit(self._guest_exit))
         self.pio.register(0x80, 1, _Sink())  # POST-code port, used as an I/O delay
 
@@ -680,6 +700,8 @@ class Machine:
         if self.result is not None and self.result.status not in (0, STATUS_INTERRUPTED):
             self.result.diagnostic = self._diagnostic()
         self.console.close()
+        if self.serial2 is not None:
+            self.serial2.close()
         self._done.set()
 
     def _join_and_release(self) -> None:

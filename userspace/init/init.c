@@ -7,6 +7,7 @@
 long keel_main(struct keel_bootinfo *bi);
 int rng_run(void);
 int blk_run(void);
+int uart_run(void);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -33,6 +34,10 @@ long keel_main(struct keel_bootinfo *bi)
         if (!strcmp(test, "rng")) {
             suite_setup(bi);
             return rng_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "uart")) {
+            suite_setup(bi);
+            return uart_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "stress"))
             return stress_run(bi) ? 0x11 : 0x10;

@@ -78,6 +78,16 @@ static long map_in(keel_word_t vs, keel_word_t frame, keel_word_t va, keel_word_
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
                    keel_word_t *tcb_out)
 {
+    struct process p;
+    long err = spawn_process(name, arg, caps, ncaps, 0, &p);
+
+    *tcb_out = p.tcb;
+    return err;
+}
+
+long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
+                   keel_word_t fault_ep, struct process *out)
+{
     unsigned long len;
     const unsigned char *img = cpio_find(name, &len);
     const struct elf_ehdr *eh = (const void *)img;
@@ -85,6 +95,7 @@ long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, u
 
     if (!img || len < sizeof(*eh) || memcmp(eh->ident, "\177ELF", 4))
         return KEEL_E_INVALID_ARG;
+    *out = (struct process){ 0, 0, 0 };
     keel_word_t vs = make_obj(KEEL_OBJ_VSPACE, 0);
     const struct elf_phdr *ph = (const void *)(img + eh->phoff);
     for (unsigned i = 0; i < eh->phnum; i++) {
@@ -129,12 +140,25 @@ long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, u
         if (err)
             return err;
     }
-    if ((err = keel_tcb_configure(tcb, cn, vs, 0)) ||
+    *out = (struct process){ tcb, cn, vs };
+    if ((err = keel_tcb_configure(tcb, cn, vs, fault_ep)) ||
         (err = keel_tcb_write_regs(tcb, eh->entry, CHILD_STACK_TOP - 8, arg)) ||
         (err = keel_tcb_resume(tcb)))
         return err;
-    *tcb_out = tcb;
     return KEEL_E_OK;
+}
+
+/* Stops a process and deletes every capability it held: calls it was
+ * answering end with KEEL_E_REVOKED, its interrupt line is free again.
+ * (The frames of its image and stack stay with us.) */
+void process_kill(struct process *p)
+{
+    keel_tcb_suspend(p->tcb);
+    keel_word_t objs[3] = { p->tcb, p->cnode, p->vspace };
+    for (int i = 0; i < 3; i++) {
+        keel_cnode_revoke(CN, objs[i]); /* the copies it held, the thread's bindings */
+        keel_cnode_delete(CN, objs[i]);
+    }
 }
 
 #define PROBE_VA 0x20110000ul

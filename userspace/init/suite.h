@@ -56,6 +56,13 @@ extern keel_word_t suite_untyped;
 /* spawn.c: a process from a program in the initrd. */
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
                    keel_word_t *tcb_out);
+struct process {
+    keel_word_t tcb, cnode, vspace; /* our capabilities to its objects */
+};
+/* The same, with its faults sent to fault_ep (a slot of ours; 0: none). */
+long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
+                   keel_word_t fault_ep, struct process *out);
+void process_kill(struct process *p);
 struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
 keel_word_t slot_alloc(void);
 keel_word_t make_obj(keel_word_t type, keel_word_t bits);

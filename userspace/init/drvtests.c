@@ -1,0 +1,191 @@
+/* Tests of the stream and packet drivers (keel.test=uart, vconsole, net):
+ * init starts each driver with only its device's capabilities and uses it
+ * as a client would, through the protocol of userspace/lib/driver.h.  The
+ * host side (pytest) types on the device and checks what comes out of it.
+ * Lines starting "drv: FAIL" name what went wrong. */
+#include "../lib/driver.h"
+#include "suite.h"
+
+#define CLIENT_VA 0x20180000ul /* client buffers: one page per open */
+#define COM2_BASE 0x2f8
+#define COM2_LAST 0x2ff
+#define COM2_IRQ 3
+
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            printf("drv: FAIL %s (line %d)\n", #cond, __LINE__);                              \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+#define CHECK_ERR(call, want)                                                                  \
+    do {                                                                                       \
+        long _got = (call);                                                                    \
+        if (_got != (long)(want)) {                                                            \
+            printf("drv: FAIL %s gave %ld, expected %ld (line %d)\n", #call, _got,           \
+                   (long)(want), __LINE__);                                                    \
+            return 1;                                                                          \
+        }                                                                                      \
+    } while (0)
+
+/* A client of one driver: its endpoint and a shared buffer page. */
+struct client {
+    keel_word_t ep, frame, handle;
+    unsigned char *buf;
+};
+
+static unsigned long client_pages;
+
+static long drv_call(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1,
+                     keel_word_t w2, keel_word_t w3, keel_word_t w4, keel_word_t *r0)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { w0, w1, w2, w3, w4, 0 }, out[KEEL_MSG_WORDS] = { 0 };
+    long err = keel_call(ep, label, in, out);
+
+    if (r0)
+        *r0 = out[0];
+    return err;
+}
+
+/* A new buffer page shared with the driver behind ep. */
+static long client_open(struct client *c, keel_word_t ep)
+{
+    c->ep = ep;
+    c->buf = (unsigned char *)(CLIENT_VA + client_pages * KEEL_PAGE_SIZE);
+    c->frame = map_new_frame((keel_word_t)c->buf, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE);
+    client_pages++;
+    return drv_call(ep, DRV_OPEN, c->frame, 0, 0, 0, 0, &c->handle);
+}
+
+static long client_write(struct client *c, const void *data, unsigned long len,
+                         keel_word_t *done)
+{
+    memcpy(c->buf, data, len);
+    return drv_call(c->ep, DRV_WRITE, c->handle, 0, len, 0, 0, done);
+}
+
+/* Reads from a stream until a line ends (CR or LF); the line without it. */
+static long read_line(struct client *c, char *line, unsigned long size)
+{
+    unsigned long got = 0;
+
+    for (;;) {
+        keel_word_t n;
+        long err = drv_call(c->ep, DRV_READ, c->handle, 0, 256, 0, DRV_WAIT, &n);
+        if (err)
+            return err;
+        for (unsigned long i = 0; i < n; i++) {
+            char ch = (char)c->buf[i];
+            if (ch == '\r' || ch == '\n') {
+                if (!got)
+                    continue; /* the rest of a CR LF */
+                line[got] = 0;
+                return 0;
+            }
+            if (got + 1 < size)
+                line[got++] = ch;
+        }
+    }
+}
+
+/* Protocol errors every stream driver answers the same way. */
+static int check_stream_protocol(keel_word_t ep, struct client *c)
+{
+    keel_word_t r0 = 0, kind = 0, out[KEEL_MSG_WORDS], in[KEEL_MSG_WORDS] = { 0 };
+
+    CHECK_ERR(keel_call(ep, DRV_INFO, in, out), KEEL_E_OK);
+    kind = out[0];
+    CHECK(kind == DRV_KIND_STREAM);
+    CHECK_ERR(drv_call(ep, DRV_OPEN & ~KEEL_LABEL_CAPS(1), 0, 0, 0, 0, 0, 0),
+              KEEL_E_INVALID_ARG); /* no frame */
+    CHECK_ERR(drv_call(ep, DRV_READ, c->handle + 1, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_READ, 99, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_WRITE, c->handle, 4000, 97, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_WRITE, c->handle, ~0ul, 2, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_READ, c->handle, 0, 1, 0, 0x80, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_READ, c->handle, 0, 64, 0, 0, &r0), KEEL_E_OK);
+    CHECK(r0 == 0); /* nothing typed yet, and no DRV_WAIT */
+    CHECK_ERR(drv_call(ep, DRV_FAULT_INJECT + 1, 0, 0, 0, 0, 0, 0), KEEL_E_UNKNOWN_CALL);
+    CHECK_ERR(drv_call(ep, DRV_FLUSH, c->handle, 0, 0, 0, 0, 0), KEEL_E_OK);
+    return 0;
+}
+
+/* -- 16550 UART ------------------------------------------------------------------------ */
+
+struct uart {
+    keel_word_t ep, fault;
+    struct process proc;
+};
+
+/* Starts the UART driver on COM2 with nothing but its ports and its line. */
+static int uart_start(struct uart *u)
+{
+    keel_word_t io = slot_alloc(), irq = slot_alloc();
+
+    CHECK_ERR(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, COM2_BASE, COM2_LAST, CN, io),
+              KEEL_E_OK);
+    CHECK_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, COM2_IRQ, CN, irq), KEEL_E_OK);
+    keel_word_t caps[4] = { u->ep, io, irq, make_obj(KEEL_OBJ_NOTIFICATION, 0) };
+    CHECK_ERR(spawn_process("uart", COM2_BASE | DRV_ARG_TEST_HOOKS, caps, 4, u->fault, &u->proc),
+              KEEL_E_OK);
+    keel_cnode_delete(CN, io); /* the driver's copy is the only one left */
+    return 0;
+}
+
+static void body_stray_port(struct thread *t)
+{
+    t->value = drv_call(t->a, DRV_FAULT_INJECT, DRV_INJECT_STRAY_PORT, 0, 0, 0, 0, 0);
+}
+
+/* Writes a line through the driver, then reads one typed on the host. */
+static int uart_line_each_way(struct client *c, const char *out, const char *prompt)
+{
+    char line[128];
+    keel_word_t done = 0;
+
+    CHECK_ERR(client_write(c, out, strlen(out), &done), KEEL_E_OK);
+    CHECK(done == strlen(out));
+    printf("uart: %s\n", prompt);
+    CHECK_ERR(read_line(c, line, sizeof(line)), KEEL_E_OK);
+    printf("uart: read '%s'\n", line);
+    return 0;
+}
+
+int uart_run(void);
+
+int uart_run(void)
+{
+    struct uart u = { make_obj(KEEL_OBJ_ENDPOINT, 0), make_obj(KEEL_OBJ_ENDPOINT, 0), { 0 } };
+    struct client c;
+    struct keel_msg m;
+    struct thread stray;
+    keel_word_t state;
+
+    if (uart_start(&u))
+        return 1;
+    CHECK_ERR(client_open(&c, u.ep), KEEL_E_OK);
+    if (check_stream_protocol(u.ep, &c) ||
+        uart_line_each_way(&c, "uart: hello through the driver\r\n", "type a line on COM2"))
+        return 1;
+
+    /* A driver thread touching a port outside its range is stopped. */
+    stray.a = u.ep;
+    CHECK_ERR(spawn(&stray, body_stray_port, 0), KEEL_E_OK);
+    CHECK_ERR(keel_recv(u.fault, 0, 0, &m), KEEL_E_OK);
+    CHECK(m.label == KEEL_LABEL_FAULT && m.w[0] == 13);
+    CHECK_ERR(keel_tcb_state(u.proc.tcb, &state), KEEL_E_OK);
+    CHECK(state == KEEL_THREAD_FAULTED);
+    printf("uart: driver stopped: vector %lu at 0x%lx\n", m.w[0], m.w[3]);
+    /* Its capabilities go; the call it never answered ends; a new driver
+     * gets the device (its line is free again) and serves new opens. */
+    process_kill(&u.proc);
+    CHECK(wait_done(&stray) && stray.value == KEEL_E_REVOKED);
+    if (uart_start(&u)) /* on the same endpoint: clients keep theirs */
+        return 1;
+    CHECK_ERR(client_open(&c, u.ep), KEEL_E_OK);
+    if (uart_line_each_way(&c, "uart: after the restart\r\n", "type another line on COM2"))
+        return 1;
+    printf("uart: ok\n");
+    return 0;
+}
