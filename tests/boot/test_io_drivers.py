@@ -65,3 +65,23 @@ def test_serial2_needs_the_port_and_a_running_machine(kernel: Path) -> None:
         Machine(kernel).send_serial2(b"x")
     with pytest.raises(StateError):
         Machine(kernel, serial2=True).send_serial2(b"x")
+
+
+def test_virtio_console_driver(kernel: Path) -> None:
+    """Writes reach the host (a short line, then a whole page in one write); a line
+    typed on the host reaches the client; then more than the driver queues, which
+    the device holds back until the client reads, arrives complete and in order."""
+    with Machine(kernel, smp=2, initrd=INITRD, cmdline="keel.test=vconsole") as m:
+        con = m.device(m.attach_console())
+        m.start()
+        _expect(m, "vcon: type a line on the console")
+        page = "".join("\n" if i % 64 == 63 else chr(ord("a") + i % 26) for i in range(4096))
+        assert con.console.wait_for("vcon: hello through the driver\n" + page, timeout=WAIT)
+        con.feed(b"typed on the console\n")
+        _expect(m, "vcon: read 'typed on the console'")
+        _expect(m, "vcon: send 6000 bytes")
+        con.feed(bytes(ord("0") + i % 10 for i in range(6000)))
+        out = _finish(m)
+    assert "virtio-console: ready" in out
+    assert "vcon: read 6000 bytes in order" in out and "vcon: ok" in out
+    assert con.console.text() == "vcon: hello through the driver\n" + page

@@ -189,3 +189,73 @@ int uart_run(void)
     printf("uart: ok\n");
     return 0;
 }
+
+/* -- virtio drivers ---------------------------------------------------------------------- */
+
+/* Starts prog on the first virtio device of the given id with nothing but
+ * its registers, its interrupt line, a notification and nframes frames. */
+static int virtio_start(const char *prog, unsigned int id, unsigned nframes, keel_word_t ep,
+                        struct process *p)
+{
+    keel_word_t regs, irq = slot_alloc(), caps[32];
+    struct keel_device_desc *d = find_virtio_device(id, &regs);
+
+    if (!d) {
+        printf("drv: no virtio device of id %u\n", id);
+        return 1;
+    }
+    CHECK(4 + nframes <= sizeof(caps) / sizeof(caps[0]));
+    CHECK_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, d->irq, CN, irq), KEEL_E_OK);
+    caps[0] = ep;
+    caps[1] = regs;
+    caps[2] = irq;
+    caps[3] = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    for (unsigned i = 0; i < nframes; i++)
+        caps[4 + i] = make_obj(KEEL_OBJ_FRAME, 0);
+    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 4 + nframes, 0, p), KEEL_E_OK);
+    return 0;
+}
+
+#define VCON_BULK 6000
+
+int vcon_run(void);
+
+int vcon_run(void)
+{
+    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), done = 0;
+    struct process p;
+    struct client c;
+    char line[128];
+    static const char hello[] = "vcon: hello through the driver\n";
+
+    if (virtio_start("virtio_console", 3, 5, ep, &p))
+        return 1;
+    CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
+    if (check_stream_protocol(ep, &c))
+        return 1;
+    CHECK_ERR(client_write(&c, hello, sizeof(hello) - 1, &done), KEEL_E_OK);
+    CHECK(done == sizeof(hello) - 1);
+    /* a whole page in one write */
+    for (unsigned i = 0; i < KEEL_PAGE_SIZE; i++)
+        c.buf[i] = (unsigned char)(i % 64 == 63 ? '\n' : 'a' + i % 26);
+    CHECK_ERR(drv_call(ep, DRV_WRITE, c.handle, 0, KEEL_PAGE_SIZE, 0, 0, &done), KEEL_E_OK);
+    CHECK(done == KEEL_PAGE_SIZE);
+    printf("vcon: type a line on the console\n");
+    CHECK_ERR(read_line(&c, line, sizeof(line)), KEEL_E_OK);
+    printf("vcon: read '%s'\n", line);
+    /* more than the driver queues: the device holds the rest until it is read */
+    printf("vcon: send %d bytes\n", VCON_BULK);
+    for (unsigned long got = 0; got < VCON_BULK;) {
+        keel_word_t n;
+        CHECK_ERR(drv_call(ep, DRV_READ, c.handle, 0, 1000, 0, DRV_WAIT, &n), KEEL_E_OK);
+        for (unsigned long i = 0; i < n; i++, got++) {
+            if (c.buf[i] != (unsigned char)('0' + got % 10)) {
+                printf("drv: FAIL byte %lu is %u\n", got, c.buf[i]);
+                return 1;
+            }
+        }
+    }
+    printf("vcon: read %d bytes in order\n", VCON_BULK);
+    printf("vcon: ok\n");
+    return 0;
+}

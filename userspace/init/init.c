@@ -8,6 +8,8 @@ long keel_main(struct keel_bootinfo *bi);
 int rng_run(void);
 int blk_run(void);
 int uart_run(void);
+int vcon_run(void);
+int net_run(void);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -38,6 +40,10 @@ long keel_main(struct keel_bootinfo *bi)
         if (!strcmp(test, "uart")) {
             suite_setup(bi);
             return uart_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "vconsole")) {
+            suite_setup(bi);
+            return vcon_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "stress"))
             return stress_run(bi) ? 0x11 : 0x10;
