@@ -14,7 +14,7 @@ RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
 BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
 SERVE_OBJ := $(UBUILD)/drivers/serve.o
 # Stream and packet drivers: one program each, on the shared request loop.
-SERVED_DRIVERS := uart virtio_console
+SERVED_DRIVERS := uart virtio_console virtio_net
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)

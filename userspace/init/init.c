@@ -45,6 +45,10 @@ long keel_main(struct keel_bootinfo *bi)
             suite_setup(bi);
             return vcon_run() ? 0x11 : 0x10;
         }
+        if (!strcmp(test, "net")) {
+            suite_setup(bi);
+            return net_run() ? 0x11 : 0x10;
+        }
         if (!strcmp(test, "stress"))
             return stress_run(bi) ? 0x11 : 0x10;
         if (!strcmp(test, "bench")) {

@@ -51,14 +51,15 @@ enum drv_kind {
 /* -- Added by the drivers branch (UART, virtio-console, virtio-net) ---------
  *
  * DRV_ADDRESS: a packet device's own address: the MAC in the low 48 bits,
- * its first byte in the lowest byte (memcpy order).
+ * its first byte in the lowest byte (memcpy order); and how many received
+ * frames the driver dropped because nobody read them.
  *
  * DRV_FAULT_INJECT exists for tests only: a driver started with
  * DRV_ARG_TEST_HOOKS in its argument does what word 0 names (a driver
  * started without the flag answers KEEL_E_UNKNOWN_CALL), so the tests can
  * watch the kernel stop a misbehaving driver and the device survive it.
  * The request is never answered: the driver faults while serving it. */
-#define DRV_ADDRESS (KEEL_LABEL_USER + 0x140) /* -> address */
+#define DRV_ADDRESS (KEEL_LABEL_USER + 0x140) /* -> address, frames dropped */
 #define DRV_FAULT_INJECT (KEEL_LABEL_USER + 0x1f0) /* what */
 #define DRV_INJECT_STRAY_PORT 1 /* touch an I/O port outside the driver's range */
 #define DRV_ARG_TEST_HOOKS (1ul << 63)
