@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, requires_kvm
+from tests.conftest import ROOT, requires_kvm, run_in_new_netns
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -91,26 +91,7 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
     """ARP and ICMP echo with the host's own network stack on the other end of a
     TAP in a namespace the test creates: frames both ways, full-sized ones too,
     more than the driver's transmit buffers, received through interrupts."""
-    import os
-    import subprocess
-    import sys
-    import uuid
-
-    ns = f"keeltest-{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
-        proc = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.boot.netns_net_driver",
-             str(WAIT)],
-            capture_output=True, text=True, timeout=WAIT + 60, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-        if "/dev/net/tun" in proc.stderr and "No such file" in proc.stderr:
-            pytest.skip("no /dev/net/tun")
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    proc = run_in_new_netns("tests.boot.netns_net_driver", str(WAIT), timeout=WAIT + 60)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "drv: FAIL" not in out

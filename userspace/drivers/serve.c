@@ -120,9 +120,13 @@ static void do_transfer(const struct keel_msg *m)
         answer(SERVE_WINDOW, KEEL_E_INVALID_ARG, 0);
         return;
     }
+    unsigned mine = 0;
+    for (unsigned i = 0; i < SERVE_PENDING; i++)
+        mine += held[i].used && held[i].req.badge == r.badge;
     for (slot = 0; slot < SERVE_PENDING && held[slot].used; slot++)
         ;
-    if (slot == SERVE_PENDING) { /* nowhere to hold an answer: do not start */
+    if (slot == SERVE_PENDING || mine >= SERVE_PENDING_EACH) {
+        /* nowhere to hold an answer (or this client holds its share): do not start */
         answer(SERVE_WINDOW, KEEL_E_FULL, 0);
         return;
     }

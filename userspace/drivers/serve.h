@@ -29,6 +29,7 @@
 #define SERVE_PENDING_SLOT 52
 #define SERVE_CLIENTS 8
 #define SERVE_PENDING 8
+#define SERVE_PENDING_EACH 4 /* answers held for one client (badge) at most */
 
 #define SERVE_DRIVER_VA 0x5e0000ul
 #define SERVE_CLIENT_VA 0x5f0000ul

@@ -22,8 +22,7 @@
  * VIRTIO_NET_F_MAC are negotiated (no offloads, no mergeable buffers), as
  * the virtio 1.x specification describes, not anything particular to
  * Keel's VMM. */
-#include "../lib/virtio.h"
-#include "serve.h"
+#include "virtio_serve.h"
 
 #define REGS_CAP 6
 #define IRQ_CAP 7
@@ -43,112 +42,69 @@
 #define ETH_MIN 14
 #define ETH_MAX 1514
 
-#define REGS_VA SERVE_DEVICE_VA
-#define RXQ_VA (SERVE_DEVICE_VA + 0x1000)
-#define TXQ_VA (SERVE_DEVICE_VA + 0x2000)
-#define RXBUF_VA SERVE_DRIVER_VA
-#define TXBUF_VA (SERVE_DRIVER_VA + RX_BUFS * BUF_SIZE)
-
 static struct virtio_dev rxq, txq;
-static unsigned short rx_seen, tx_seen;
-static unsigned long rx_pa[RX_BUFS], tx_pa[TX_BUFS];
-static unsigned long tx_tag[TX_BUFS]; /* 0: free */
-static unsigned long tx_len[TX_BUFS];
-/* Received frames waiting for a read: a ring of rx_nheld from rx_first. */
-static unsigned short rx_held[RX_BUFS], rx_held_len[RX_BUFS];
-static unsigned rx_first, rx_nheld;
+static struct vs_rx rx = {
+    .q = &rxq, .n = RX_BUFS, .size = BUF_SIZE, .va = (unsigned char *)SERVE_DRIVER_VA
+};
+static struct vs_tx tx = { .q = &txq, .n = TX_BUFS, .size = BUF_SIZE,
+                           .va = (unsigned char *)SERVE_DRIVER_VA + RX_BUFS * BUF_SIZE };
 static unsigned long dropped;
 static unsigned char mac[6];
 
-static unsigned char *rx_buf(unsigned id)
+/* The oldest frame a client can use; frames too short to carry an
+ * Ethernet header go back to the device on the way. */
+static unsigned char *rx_oldest(unsigned *len, unsigned *kick)
 {
-    return (unsigned char *)RXBUF_VA + id * BUF_SIZE;
-}
+    unsigned char *p;
 
-static void rx_post(unsigned short id)
-{
-    virtq_desc(&rxq)[id] = (struct virtq_desc){ rx_pa[id], BUF_SIZE, VIRTQ_DESC_WRITE, 0 };
-    virtq_add(&rxq, id);
-}
-
-/* Gives the oldest held frame's buffer back to the device. */
-static void rx_release(void)
-{
-    rx_post(rx_held[rx_first]);
-    rx_first = (rx_first + 1) % RX_BUFS;
-    rx_nheld--;
+    while ((p = vs_rx_oldest(&rx, len)) && *len < HDR + ETH_MIN) {
+        vs_rx_release(&rx);
+        *kick = 1;
+    }
+    return p;
 }
 
 static void net_interrupt(void)
 {
-    unsigned int status = virtio_rd(&rxq, VIRTIO_INTERRUPT_STATUS);
-    int repost = 0;
+    unsigned len, kick = 0;
 
-    if (status)
-        virtio_wr(&rxq, VIRTIO_INTERRUPT_ACK, status);
-    keel_irq_handler_ack(IRQ_CAP); /* before looking: later work raises a new edge */
-    for (; rx_seen != *virtq_used_idx(&rxq); rx_seen++) {
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        unsigned int id = virtq_used_id(&rxq, rx_seen), len = *virtq_used_len(&rxq, rx_seen);
-        if (id >= RX_BUFS || rx_nheld == RX_BUFS)
-            continue; /* a device that does not follow the rules: ignore it */
-        if (len < HDR + ETH_MIN || len > BUF_SIZE) {
-            rx_post((unsigned short)id); /* nothing a client could use */
-            repost = 1;
-            continue;
-        }
-        unsigned last = (rx_first + rx_nheld++) % RX_BUFS;
-        rx_held[last] = (unsigned short)id;
-        rx_held_len[last] = (unsigned short)(len - HDR);
-        if (rx_nheld > RX_HOLD_MAX) {
-            rx_release();
-            dropped++;
-            repost = 1;
-        }
+    vs_interrupt_ack(&rxq, IRQ_CAP);
+    vs_rx_collect(&rx);
+    /* Past RX_HOLD_MAX waiting, the oldest goes: the device always has buffers. */
+    while (rx_oldest(&len, &kick) && rx.count > RX_HOLD_MAX) {
+        vs_rx_release(&rx);
+        dropped++;
+        kick = 1;
     }
-    if (repost)
+    if (kick)
         virtq_kick(&rxq);
-    for (; tx_seen != *virtq_used_idx(&txq); tx_seen++) {
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        unsigned int id = virtq_used_id(&txq, tx_seen);
-        if (id < TX_BUFS && tx_tag[id]) {
-            serve_complete(tx_tag[id], KEEL_E_OK, tx_len[id]);
-            tx_tag[id] = 0;
-        }
-    }
+    vs_tx_reap(&tx);
 }
 
 static long net_read(struct drv_req *r)
 {
-    if (!rx_nheld)
-        return 0;
-    unsigned short id = rx_held[rx_first], len = rx_held_len[rx_first];
-    if (r->len < len)
-        return -KEEL_E_INVALID_ARG; /* the frame stays for a read with room */
-    memcpy(r->buf, rx_buf(id) + HDR, len);
-    rx_release();
-    virtq_kick(&rxq);
-    return len;
+    unsigned len, kick = 0;
+    unsigned char *p = rx_oldest(&len, &kick);
+    long n = 0;
+
+    if (p && r->len < len - HDR) {
+        n = -KEEL_E_INVALID_ARG; /* the frame stays for a read with room */
+    } else if (p) {
+        memcpy(r->buf, p + HDR, len - HDR);
+        vs_rx_release(&rx);
+        kick = 1;
+        n = len - HDR;
+    }
+    if (kick)
+        virtq_kick(&rxq);
+    return n;
 }
 
 static long net_write(struct drv_req *r)
 {
-    unsigned short id;
-
     if (r->len < ETH_MIN || r->len > ETH_MAX)
         return -KEEL_E_INVALID_ARG;
-    for (id = 0; id < TX_BUFS && tx_tag[id]; id++)
-        ;
-    if (id == TX_BUFS)
-        return SERVE_RETRY; /* every buffer with the device: after its interrupt */
-    unsigned char *b = (unsigned char *)TXBUF_VA + id * BUF_SIZE;
-    memset(b, 0, HDR);
-    memcpy(b + HDR, r->buf, r->len);
-    virtq_desc(&txq)[id] = (struct virtq_desc){ tx_pa[id], (unsigned int)(HDR + r->len), 0, 0 };
-    tx_tag[id] = r->tag;
-    tx_len[id] = r->len;
-    virtq_submit(&txq, id);
-    return SERVE_LATER;
+    return vs_tx_send(&tx, r, HDR);
 }
 
 static long net_other(struct keel_msg *m, keel_word_t res[KEEL_MSG_WORDS])
@@ -164,52 +120,24 @@ static long net_other(struct keel_msg *m, keel_word_t res[KEEL_MSG_WORDS])
 static const struct serve_ops ops = {
     .name = "virtio-net",
     .kind = DRV_KIND_PACKET,
-    .features = 0,
     .read = net_read,
     .write = net_write,
     .interrupt = net_interrupt,
     .other = net_other,
 };
 
-/* Maps count frames from slot cap on at va, BUF_SIZE pieces; their addresses in pa. */
-static long map_buffers(keel_cap_t cap, unsigned long va, unsigned count, unsigned long *pa)
-{
-    long err;
-
-    for (unsigned i = 0; i < count * (KEEL_PAGE_SIZE / BUF_SIZE); i++) {
-        unsigned long page = i / (KEEL_PAGE_SIZE / BUF_SIZE), frame_pa;
-        if (i % (KEEL_PAGE_SIZE / BUF_SIZE) == 0 &&
-            ((err = keel_frame_map(cap + page, KEEL_SLOT_VSPACE, va + page * KEEL_PAGE_SIZE,
-                                   KEEL_RIGHT_READ | KEEL_RIGHT_WRITE))))
-            return err;
-        if ((err = keel_frame_info(cap + page, &frame_pa, 0)))
-            return err;
-        pa[i] = frame_pa + (i % (KEEL_PAGE_SIZE / BUF_SIZE)) * BUF_SIZE;
-    }
-    return 0;
-}
-
 long keel_main(keel_word_t arg);
 
 long keel_main(keel_word_t arg)
 {
-    unsigned int features = 0;
+    unsigned int features = VIRTIO_NET_F_MAC;
     long err;
 
-    txq.qindex = 1;
-    if ((err = virtio_map(&rxq, REGS_CAP, REGS_VA, arg, RXQ_CAP, RXQ_VA)) ||
-        (err = virtio_map_ring(&txq, TXQ_CAP, TXQ_VA)) ||
-        (err = map_buffers(RXBUF_CAP, RXBUF_VA, RX_BUFS * BUF_SIZE / KEEL_PAGE_SIZE, rx_pa)) ||
-        (err = map_buffers(TXBUF_CAP, TXBUF_VA, TX_BUFS * BUF_SIZE / KEEL_PAGE_SIZE, tx_pa)) ||
-        (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)) ||
-        (err = serve_bind(NTFN_CAP)))
+    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, RX_BUFS, BUF_SIZE, rx.pa)) ||
+        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, BUF_SIZE, tx.pa)))
         serve_fail(ops.name, "setup failed", err);
-    txq.regs = rxq.regs;
-    if ((err = virtio_begin(&rxq, VIRTIO_NET_ID, VIRTIO_NET_F_MAC, &features)) ||
-        (err = virtio_queue(&rxq, RX_BUFS)) || (err = virtio_queue(&txq, TX_BUFS))) {
-        virtio_wr(&rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
-        serve_fail(ops.name, "device refused", err);
-    }
+    vs_setup(ops.name, &rxq, &txq, VIRTIO_NET_ID, &features, arg, REGS_CAP, RXQ_CAP, TXQ_CAP,
+             IRQ_CAP, NTFN_CAP, RX_BUFS, TX_BUFS);
     if (features & VIRTIO_NET_F_MAC) {
         for (int i = 0; i < 6; i++)
             mac[i] = ((volatile unsigned char *)rxq.regs)[VIRTIO_CONFIG + i];
@@ -219,9 +147,7 @@ long keel_main(keel_word_t arg)
         memcpy(mac + 1, &t, 5);
     }
     virtio_go(&rxq);
-    for (unsigned short id = 0; id < RX_BUFS; id++)
-        rx_post(id);
-    virtq_kick(&rxq);
+    vs_rx_post_all(&rx);
     printf("virtio-net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3],
            mac[4], mac[5]);
     serve_run(&ops);
