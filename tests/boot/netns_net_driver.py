@@ -1,5 +1,5 @@
 """Run inside a fresh network namespace by test_io_drivers.py: Keel's virtio-net
-driver against a TAP whose host side has the address 10.0.2.1/24.
+driver against a TAP whose host side has the address 10.0.2.2/24.
 
 The guest (keel.test=net) asks for the host's MAC with ARP and pings it; the
 host kernel answers both.  Prints the guest's console and exits with the
@@ -15,7 +15,7 @@ from vmm.machine import Machine
 
 TAP = "keeltap9"
 MAC = "52:54:00:12:34:56"
-HOST_IP = "10.0.2.1"
+HOST_IP = "10.0.2.2"
 
 
 def main() -> int:

@@ -99,3 +99,127 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
     assert "net: mac 52:54:00:12:34:56" in out  # DRV_ADDRESS: the MAC from the device's config
     assert len([line for line in out.splitlines() if line.startswith("net: echo reply")]) == 8
     assert "net: ok" in out
+
+
+# -- the same drivers against QEMU's own devices -------------------------------------------
+
+
+class _Qemu:
+    """QEMU microvm running the kernel, its serial console gathered by a thread."""
+
+    def __init__(self, kernel: Path, cmdline: str, *device_args: str) -> None:
+        import shutil
+        import subprocess
+        import threading
+
+        from tests.boot.test_qemu_crossboot import QEMU_CPU
+        from tests.boot.test_user_drivers import QEMU_ONE_DEVICE
+
+        if shutil.which("qemu-system-x86_64") is None:
+            pytest.skip("qemu-system-x86_64 is not installed")
+        self.proc = subprocess.Popen(
+            ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
+             "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
+             "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
+             "-append", f"{cmdline} {QEMU_ONE_DEVICE}",
+             "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+             "-global", "virtio-mmio.force-legacy=false", *device_args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self._out = bytearray()
+        self._cond = threading.Condition()
+        threading.Thread(target=self._gather, daemon=True).start()
+
+    def _gather(self) -> None:
+        assert self.proc.stdout is not None
+        while data := self.proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            with self._cond:
+                self._out += data
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def text(self) -> str:
+        with self._cond:
+            return self._out.decode("utf-8", "replace")
+
+    def expect(self, needle: str) -> None:
+        import time
+
+        deadline = time.monotonic() + WAIT
+        with self._cond:
+            while needle.encode() not in self._out:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    pytest.fail(f"{needle!r} never came; console:\n{self.text()[-3000:]}")
+                self._cond.wait(min(left, 0.5))
+
+    def finish(self) -> str:
+        from tests.boot.test_qemu_crossboot import QEMU_PASS
+
+        try:
+            status = self.proc.wait(timeout=WAIT)
+        finally:
+            self.proc.kill()
+        out = self.text()
+        assert status == QEMU_PASS, out[-3000:]
+        assert "drv: FAIL" not in out
+        return out
+
+
+def test_virtio_console_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
+    """The console driver against QEMU's virtio-serial-device with one virtconsole
+    (port 0; one port, so QEMU offers no multiport), through a socket chardev."""
+    import socket
+    import time
+
+    sock_path = tmp_path / "console.sock"
+    qemu = _Qemu(kernel, "keel.test=vconsole",
+                 "-device", "virtio-serial-device,max_ports=1",
+                 "-chardev", f"socket,id=c0,path={sock_path},server=on,wait=on",
+                 "-device", "virtconsole,chardev=c0")  # fmt: skip
+    host = socket.socket(socket.AF_UNIX)
+    for _ in range(200):  # QEMU waits for us before it starts the guest
+        try:
+            host.connect(str(sock_path))
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        qemu.proc.kill()
+        pytest.fail("QEMU's console socket never appeared: " + qemu.proc.stderr.read().decode())
+    try:
+        qemu.expect("vcon: type a line on the console")
+        page = bytes(10 if i % 64 == 63 else ord("a") + i % 26 for i in range(4096))
+        want = b"vcon: hello through the driver\n" + page
+        got = bytearray()
+        host.settimeout(WAIT)
+        while len(got) < len(want):
+            data = host.recv(8192)
+            assert data, got
+            got += data
+        assert bytes(got) == want
+        host.sendall(b"typed on the console\n")
+        qemu.expect("vcon: read 'typed on the console'")
+        qemu.expect("vcon: send 6000 bytes")
+        host.sendall(bytes(ord("0") + i % 10 for i in range(6000)))
+        out = qemu.finish()
+    finally:
+        host.close()
+        qemu.proc.kill()
+    assert "vcon: read 6000 bytes in order" in out and "vcon: ok" in out
+
+
+def test_virtio_net_driver_under_qemu(kernel: Path) -> None:
+    """The net driver against QEMU's virtio-net-device (which offers many more
+    features than Keel's) on user-mode networking: its gateway, 10.0.2.2, answers
+    ARP and the pings."""
+    qemu = _Qemu(kernel, "keel.test=net", "-netdev", "user,id=n0",
+                 "-device", "virtio-net-device,netdev=n0,mac=52:54:00:65:43:21")  # fmt: skip
+    try:
+        out = qemu.finish()
+    finally:
+        qemu.proc.kill()
+    assert "net: mac 52:54:00:65:43:21" in out
+    assert len([line for line in out.splitlines() if line.startswith("net: echo reply")]) == 8
+    assert "net: ok" in out

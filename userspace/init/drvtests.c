@@ -263,7 +263,7 @@ int vcon_run(void)
 /* -- virtio-net: ARP and ICMP echo with the host on the other end of the TAP -------------- */
 
 #define GUEST_IP 0x0a00020f /* 10.0.2.15 */
-#define HOST_IP 0x0a000201  /* 10.0.2.1, the TAP's address on the host */
+#define HOST_IP 0x0a000202  /* 10.0.2.2: the TAP's address on the host, QEMU's user-mode gateway */
 #define PINGS 8
 
 static void put16(unsigned char *p, unsigned v)
