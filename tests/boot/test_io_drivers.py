@@ -223,3 +223,27 @@ def test_virtio_net_driver_under_qemu(kernel: Path) -> None:
     assert "net: mac 52:54:00:65:43:21" in out
     assert len([line for line in out.splitlines() if line.startswith("net: echo reply")]) == 8
     assert "net: ok" in out
+
+
+def test_suite_runs_the_uart_driver_tests_with_com2(kernel: Path, tmp_path: Path) -> None:
+    """With a COM2 the in-guest suite also starts the UART driver (the chip in
+    loopback, so what it sends comes back through its interrupt) and stops one
+    that touches a port outside its range; without one it says so."""
+    from tests.boot.test_guest_suite import check_suite
+    from tests.conftest import keel
+
+    proc = keel(
+        "run", str(kernel), "--smp", "2", "--initrd", str(INITRD), "--serial2",
+        str(tmp_path / "com2.log"), "--cmdline", "keel.test=suite", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_suite(proc.stdout)
+    assert "ktest: ok uart_driver_interrupts" in proc.stdout
+    assert "ktest: ok uart_driver_stray_port" in proc.stdout
+    assert (tmp_path / "com2.log").read_bytes() == b""  # loopback: nothing left the chip
+    proc = keel(
+        "run", str(kernel), "--smp", "1", "--initrd", str(INITRD),
+        "--cmdline", "keel.test=suite", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "ktest: no 16550 at COM2: 2 driver tests not run" in proc.stdout

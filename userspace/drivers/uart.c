@@ -7,7 +7,9 @@
  *   slot 8  a notification the interrupt signals
  *
  * Its argument: the UART's first port, or'ed with DRV_ARG_TEST_HOOKS to
- * honour DRV_FAULT_INJECT.  The kernel keeps COM1 (its console) for itself,
+ * honour DRV_FAULT_INJECT and DRV_ARG_UART_LOOPBACK to set the chip's
+ * loopback mode (what it sends comes back in, interrupts and all: tests
+ * without anyone on the line).  The kernel keeps COM1 (its console) for itself,
  * so this drives another port, COM2 at 0x2f8 on IRQ 3 under Keel's VMM.
  *
  * Receiving is interrupt-driven only: the interrupt drains the chip into a
@@ -33,6 +35,7 @@
 #define LCR_8N1 0x03
 #define LCR_DLAB 0x80
 #define MCR_DTR_RTS_OUT2 0x0b /* OUT2 gates the interrupt on PCs */
+#define MCR_LOOP 0x10
 #define FCR_ENABLE_CLEAR 0x07
 #define LSR_DR 0x01
 #define LSR_THRE 0x20
@@ -148,7 +151,7 @@ long keel_main(keel_word_t arg)
     outb(IER, 0);
     outb(LCR, LCR_8N1);
     outb(FCR, FCR_ENABLE_CLEAR);
-    outb(MCR, MCR_DTR_RTS_OUT2);
+    outb(MCR, MCR_DTR_RTS_OUT2 | (arg & DRV_ARG_UART_LOOPBACK ? MCR_LOOP : 0));
     drain(); /* also switches the receive interrupt on */
     serve_run(&ops);
 }

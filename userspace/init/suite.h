@@ -52,6 +52,10 @@ long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t 
              keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3);
 extern const struct test msg_tests[];
 extern const unsigned long msg_tests_count;
+/* drvtests.c: driver tests, run when the machine has what they need. */
+extern const struct test drv_tests[];
+extern const unsigned long drv_tests_count;
+int drv_tests_ready(void);
 extern keel_word_t suite_untyped;
 /* spawn.c: a process from a program in the initrd. */
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,

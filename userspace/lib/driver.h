@@ -63,5 +63,6 @@ enum drv_kind {
 #define DRV_FAULT_INJECT (KEEL_LABEL_USER + 0x1f0) /* what */
 #define DRV_INJECT_STRAY_PORT 1 /* touch an I/O port outside the driver's range */
 #define DRV_ARG_TEST_HOOKS (1ul << 63)
+#define DRV_ARG_UART_LOOPBACK (1ul << 62) /* the UART echoes what it sends (tests) */
 
 #endif
