@@ -171,6 +171,12 @@ static void retry_held(void)
             return;
         unsigned i = (unsigned)(h - held);
         tried |= 1u << i;
+        keel_word_t type = 0;
+        if (keel_cnode_identify(CN, SERVE_PENDING_SLOT + i, &type, 0, 0) ||
+            type != KEEL_OBJ_REPLY) {
+            h->used = 0; /* its caller is gone: take nothing for it */
+            continue;
+        }
         long n = run_op(&h->req);
         if (n == SERVE_RETRY)
             continue;

@@ -221,16 +221,32 @@ static int uart_loopback(struct client *c, unsigned rounds)
     return 0;
 }
 
+static void body_wait_read(struct thread *t)
+{
+    t->value = drv_call(t->a, DRV_READ, t->b, 0, 16, 0, DRV_WAIT, 0);
+}
+
 static int t_uart_driver_interrupts(void)
 {
     struct uart u = { make_obj(KEEL_OBJ_ENDPOINT, 0), make_obj(KEEL_OBJ_ENDPOINT, 0), { 0 } };
     struct client c;
+    struct thread gone;
 
     if (uart_start(&u, DRV_ARG_UART_LOOPBACK))
         return 1;
     EXPECT_ERR(client_open(&c, u.ep), KEEL_E_OK);
     if (check_stream_protocol(u.ep, &c) || uart_loopback(&c, 8))
         return 1;
+    /* A reader that goes away while it waits takes nothing with it. */
+    gone.a = u.ep;
+    gone.b = c.handle;
+    OK(spawn(&gone, body_wait_read, 0));
+    EXPECT(wait_blocked(&gone));
+    OK(drv_call(u.ep, DRV_INFO, 0, 0, 0, 0, 0, 0)); /* answered after its read was held */
+    OK(keel_tcb_suspend(gone.tcb));
+    if (uart_loopback(&c, 1))
+        return 1;
+    OK(keel_cnode_delete(CN, gone.tcb));
     EXPECT_ERR(drv_call(u.ep, DRV_FAULT_INJECT, DRV_INJECT_STRAY_PORT, 0, 0, 0, 0, 0),
                KEEL_E_UNKNOWN_CALL); /* not started for tests */
     process_kill(&u.proc);
