@@ -97,6 +97,42 @@ static long do_close(const struct keel_msg *m)
     return KEEL_E_OK;
 }
 
+/* Whether the caller of held answer i still waits for it. */
+static int caller_waits(unsigned i)
+{
+    keel_word_t type = 0;
+
+    return !keel_cnode_identify(CN, SERVE_PENDING_SLOT + i, &type, 0, 0) &&
+           type == KEEL_OBJ_REPLY;
+}
+
+/* Frees the held answers whose callers have gone (data already taken for a
+ * write in flight is the device's; its completion finds nobody). */
+static void forget_gone(void)
+{
+    for (unsigned i = 0; i < SERVE_PENDING; i++) {
+        if (held[i].used && !caller_waits(i)) {
+            held[i].used = 0;
+            keel_cnode_delete(CN, SERVE_PENDING_SLOT + i);
+        }
+    }
+}
+
+/* How many answers are held for badge; *free: a free entry (or SERVE_PENDING). */
+static unsigned held_count(keel_word_t badge, unsigned *free)
+{
+    unsigned n = 0;
+
+    *free = SERVE_PENDING;
+    for (unsigned i = SERVE_PENDING; i-- > 0;) {
+        if (!held[i].used)
+            *free = i;
+        else
+            n += held[i].req.badge == badge;
+    }
+    return n;
+}
+
 /* Runs a read or write; the same for a first try and a retry. */
 static long run_op(struct drv_req *r)
 {
@@ -120,11 +156,11 @@ static void do_transfer(const struct keel_msg *m)
         answer(SERVE_WINDOW, KEEL_E_INVALID_ARG, 0);
         return;
     }
-    unsigned mine = 0;
-    for (unsigned i = 0; i < SERVE_PENDING; i++)
-        mine += held[i].used && held[i].req.badge == r.badge;
-    for (slot = 0; slot < SERVE_PENDING && held[slot].used; slot++)
-        ;
+    unsigned mine = held_count(r.badge, &slot);
+    if (slot == SERVE_PENDING || mine >= SERVE_PENDING_EACH) {
+        forget_gone();
+        mine = held_count(r.badge, &slot);
+    }
     if (slot == SERVE_PENDING || mine >= SERVE_PENDING_EACH) {
         /* nowhere to hold an answer (or this client holds its share): do not start */
         answer(SERVE_WINDOW, KEEL_E_FULL, 0);
@@ -171,9 +207,7 @@ static void retry_held(void)
             return;
         unsigned i = (unsigned)(h - held);
         tried |= 1u << i;
-        keel_word_t type = 0;
-        if (keel_cnode_identify(CN, SERVE_PENDING_SLOT + i, &type, 0, 0) ||
-            type != KEEL_OBJ_REPLY) {
+        if (!caller_waits(i)) {
             h->used = 0; /* its caller is gone: take nothing for it */
             continue;
         }
