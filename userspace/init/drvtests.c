@@ -368,6 +368,14 @@ int vcon_run(void)
         }
     }
     printf("vcon: read %d bytes in order\n", VCON_BULK);
+    /* Killed and started again, a driver resets the device and goes on. */
+    static const char again[] = "vcon: after the restart\n";
+    process_kill(&p);
+    if (virtio_start("virtio_console", 3, 5, ep, &p))
+        return 1;
+    CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
+    CHECK_ERR(client_write(&c, again, sizeof(again) - 1, &done), KEEL_E_OK);
+    CHECK(done == sizeof(again) - 1);
     printf("vcon: ok\n");
     return 0;
 }
@@ -555,6 +563,17 @@ int net_run(void)
             return 1;
         printf("net: echo reply %u, %u bytes\n", seq, e.payload);
     }
+    /* Killed and started again, a driver resets the device and goes on. */
+    process_kill(&p);
+    if (virtio_start("virtio_net", 1, 12, ep, &p))
+        return 1;
+    CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
+    struct echo e = { PINGS + 1, 100 };
+    len = ping_frame(c.buf, mac, host_mac, e.seq, e.payload);
+    CHECK_ERR(drv_call(ep, DRV_WRITE, c.handle, 0, len, 0, 0, &sent), KEEL_E_OK);
+    if (net_wait_for(&c, mac, is_echo_reply, &e))
+        return 1;
+    printf("net: echo reply after a restart\n");
     printf("net: ok\n");
     return 0;
 }
