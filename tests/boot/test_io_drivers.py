@@ -8,6 +8,7 @@ guest sent through it; the guest reports over the serial console.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -111,13 +112,14 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
 class _Qemu:
     """QEMU microvm running the kernel, its serial console gathered by a thread."""
 
+    COM2 = ("-device", "isa-serial,chardev=com2,iobase=0x2f8,irq=3")
+
     def __init__(self, kernel: Path, cmdline: str, *device_args: str) -> None:
         import shutil
         import subprocess
         import threading
 
         from tests.boot.test_qemu_crossboot import QEMU_CPU
-        from tests.boot.test_user_drivers import QEMU_ONE_DEVICE
 
         if shutil.which("qemu-system-x86_64") is None:
             pytest.skip("qemu-system-x86_64 is not installed")
@@ -125,7 +127,7 @@ class _Qemu:
             ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
              "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
              "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
-             "-append", f"{cmdline} {QEMU_ONE_DEVICE}",
+             "-append", cmdline,
              "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
              "-global", "virtio-mmio.force-legacy=false", *device_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -144,8 +146,8 @@ class _Qemu:
             self._cond.notify_all()
 
     def text(self) -> str:
-        with self._cond:
-            return self._out.decode("utf-8", "replace")
+        with self._cond:  # QEMU's terminal ends lines with CR LF
+            return self._out.decode("utf-8", "replace").replace("\r\n", "\n")
 
     def expect(self, needle: str) -> None:
         import time
@@ -157,6 +159,22 @@ class _Qemu:
                 if left <= 0 or self.proc.poll() is not None:
                     pytest.fail(f"{needle!r} never came; console:\n{self.text()[-3000:]}")
                 self._cond.wait(min(left, 0.5))
+
+    def connect(self, path: Path) -> socket.socket:
+        """Connects to a socket chardev of QEMU's (server=on,wait=on: QEMU waits)."""
+        import time
+
+        sock = socket.socket(socket.AF_UNIX)
+        for _ in range(200):
+            try:
+                sock.connect(str(path))
+                sock.settimeout(WAIT)
+                return sock
+            except OSError:
+                time.sleep(0.1)
+        self.proc.kill()
+        assert self.proc.stderr is not None
+        pytest.fail(f"QEMU's socket {path} never appeared: {self.proc.stderr.read().decode()}")
 
     def finish(self) -> str:
         from tests.boot.test_qemu_crossboot import QEMU_PASS
@@ -171,49 +189,35 @@ class _Qemu:
         return out
 
 
+def _recv_exact(sock: socket.socket, want: bytes) -> None:
+    got = bytearray()
+    while len(got) < len(want):
+        data = sock.recv(8192)
+        assert data, bytes(got)
+        got += data
+    assert bytes(got) == want
+
+
 def test_virtio_console_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
     """The console driver against QEMU's virtio-serial-device with one virtconsole
     (port 0; one port, so QEMU offers no multiport), through a socket chardev."""
-    import socket
-    import time
+    from tests.boot.test_user_drivers import QEMU_ONE_DEVICE
 
     sock_path = tmp_path / "console.sock"
-    qemu = _Qemu(kernel, "keel.test=vconsole",
+    qemu = _Qemu(kernel, f"keel.test=vconsole {QEMU_ONE_DEVICE}",
                  "-device", "virtio-serial-device,max_ports=1",
                  "-chardev", f"socket,id=c0,path={sock_path},server=on,wait=on",
                  "-device", "virtconsole,chardev=c0")  # fmt: skip
-    host = socket.socket(socket.AF_UNIX)
-    for _ in range(200):  # QEMU waits for us before it starts the guest
-        try:
-            host.connect(str(sock_path))
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        qemu.proc.kill()
-        pytest.fail("QEMU's console socket never appeared: " + qemu.proc.stderr.read().decode())
+    host = qemu.connect(sock_path)
     try:
         qemu.expect("vcon: type a line on the console")
         page = bytes(10 if i % 64 == 63 else ord("a") + i % 26 for i in range(4096))
-        want = b"vcon: hello through the driver\n" + page
-        got = bytearray()
-        host.settimeout(WAIT)
-        while len(got) < len(want):
-            data = host.recv(8192)
-            assert data, got
-            got += data
-        assert bytes(got) == want
+        _recv_exact(host, b"vcon: hello through the driver\n" + page)
         host.sendall(b"typed on the console\n")
         qemu.expect("vcon: read 'typed on the console'")
         qemu.expect("vcon: send 6000 bytes")
         host.sendall(bytes(ord("0") + i % 10 for i in range(6000)))
-        again = b"vcon: after the restart\n"
-        got = bytearray()
-        while len(got) < len(again):
-            data = host.recv(8192)
-            assert data, got
-            got += data
-        assert bytes(got) == again
+        _recv_exact(host, b"vcon: after the restart\n")
         out = qemu.finish()
     finally:
         host.close()
@@ -221,11 +225,46 @@ def test_virtio_console_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
     assert "vcon: read 6000 bytes in order" in out and "vcon: ok" in out
 
 
+def test_uart_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
+    """keel.test=uart against QEMU's 16550 at 0x2f8 on IRQ 3, through a socket."""
+    sock_path = tmp_path / "com2.sock"
+    qemu = _Qemu(kernel, "keel.test=uart",
+                 "-chardev", f"socket,id=com2,path={sock_path},server=on,wait=on",
+                 *_Qemu.COM2)  # fmt: skip
+    host = qemu.connect(sock_path)
+    try:
+        qemu.expect("uart: type a line on COM2")
+        _recv_exact(host, b"uart: hello through the driver\r\n")
+        host.sendall(b"typed on com2\r")
+        qemu.expect("uart: read 'typed on com2'")
+        qemu.expect("uart: type another line on COM2")
+        _recv_exact(host, b"uart: after the restart\r\n")
+        host.sendall(b"and again\r\n")
+        out = qemu.finish()
+    finally:
+        host.close()
+        qemu.proc.kill()
+    assert "uart: driver stopped: vector 13 at 0x" in out and "uart: ok" in out
+
+
+def test_suite_runs_the_uart_driver_tests_under_qemu(kernel: Path) -> None:
+    """The suite's UART driver tests against QEMU's 16550 (its loopback mode)."""
+    from tests.boot.test_guest_suite import check_suite
+
+    qemu = _Qemu(kernel, "keel.test=suite", "-chardev", "null,id=com2", *_Qemu.COM2)
+    out = qemu.finish()
+    check_suite(out)
+    assert "ktest: ok uart_driver_interrupts" in out
+    assert "ktest: ok uart_driver_stray_port" in out
+
+
 def test_virtio_net_driver_under_qemu(kernel: Path) -> None:
     """The net driver against QEMU's virtio-net-device (which offers many more
     features than Keel's) on user-mode networking: its gateway, 10.0.2.2, answers
     ARP and the pings."""
-    qemu = _Qemu(kernel, "keel.test=net", "-netdev", "user,id=n0",
+    from tests.boot.test_user_drivers import QEMU_ONE_DEVICE
+
+    qemu = _Qemu(kernel, f"keel.test=net {QEMU_ONE_DEVICE}", "-netdev", "user,id=n0",
                  "-device", "virtio-net-device,netdev=n0,mac=52:54:00:65:43:21")  # fmt: skip
     try:
         out = qemu.finish()
