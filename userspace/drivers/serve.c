@@ -43,6 +43,13 @@ static void answer(keel_cap_t reply, long err, keel_word_t bytes)
  * SERVE_WINDOW + i). */
 static unsigned taken;
 
+/* Answers the call being served (its reply capability is in the window). */
+static void answer_now(long err, keel_word_t bytes)
+{
+    answer(SERVE_WINDOW, err, bytes);
+    taken |= 1;
+}
+
 static unsigned char *client_buf(unsigned long handle)
 {
     return (unsigned char *)(SERVE_CLIENT_VA + handle * KEEL_PAGE_SIZE);
@@ -153,7 +160,7 @@ static void do_transfer(const struct keel_msg *m)
 
     if (!handle_ok(r.handle, r.badge) || off > KEEL_PAGE_SIZE || r.len > KEEL_PAGE_SIZE - off ||
         (r.flags & ~DRV_WAIT)) {
-        answer(SERVE_WINDOW, KEEL_E_INVALID_ARG, 0);
+        answer_now(KEEL_E_INVALID_ARG, 0);
         return;
     }
     unsigned mine = held_count(r.badge, &slot);
@@ -163,19 +170,20 @@ static void do_transfer(const struct keel_msg *m)
     }
     if (slot == SERVE_PENDING || mine >= SERVE_PENDING_EACH) {
         /* nowhere to hold an answer (or this client holds its share): do not start */
-        answer(SERVE_WINDOW, KEEL_E_FULL, 0);
+        answer_now(KEEL_E_FULL, 0);
         return;
     }
     r.buf = client_buf(r.handle) + off;
     r.tag = next_tag++;
     long n = run_op(&r);
     if (n >= 0) {
-        answer(SERVE_WINDOW, KEEL_E_OK, (keel_word_t)n);
+        answer_now(KEEL_E_OK, (keel_word_t)n);
     } else if (n == SERVE_LATER || n == SERVE_RETRY) {
         keel_cnode_move(CN, SERVE_PENDING_SLOT + slot, CN, SERVE_WINDOW);
+        taken |= 1;
         held[slot] = (struct held){ 1, n == SERVE_LATER, r };
     } else {
-        answer(SERVE_WINDOW, -n, 0);
+        answer_now(-n, 0);
     }
 }
 
@@ -235,8 +243,8 @@ void serve_run(const struct serve_ops *o)
         if (keel_recv(DRV_SLOT_SERVICE, 0, SERVE_WINDOW, &m))
             continue;
         taken = 0;
-        if (m.label == KEEL_LABEL_NOTIFY) {
-            ops->interrupt();
+        if (m.label == KEEL_LABEL_NOTIFY && !m.info) {
+            ops->interrupt(); /* (a client's send with this label just makes it look) */
             retry_held();
             continue;
         }
@@ -264,14 +272,14 @@ void serve_run(const struct serve_ops *o)
             default:
                 err = ops->other ? ops->other(&m, res) : KEEL_E_UNKNOWN_CALL;
             }
-            keel_reply(SERVE_WINDOW, err, res);
+            if (!keel_reply(SERVE_WINDOW, err, res))
+                taken |= 1;
         }
     done:
         /* Whatever came along and was not taken (a send's capabilities, a
-         * call nobody answered) goes, so the window is empty again.  An
-         * answer consumes the reply capability. */
-        for (unsigned i = 1; i <= KEEL_INFO_CAPS(m.info); i++) {
-            if (!(taken & (1u << i)))
+         * reply capability not consumed) goes, so the window is empty again. */
+        for (unsigned i = 0; i <= KEEL_INFO_CAPS(m.info); i++) {
+            if (!(taken & (1u << i)) && (i || (m.info & KEEL_INFO_REPLY)))
                 keel_cnode_delete(CN, SERVE_WINDOW + i);
         }
     }

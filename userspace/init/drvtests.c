@@ -110,6 +110,10 @@ static int check_stream_protocol(keel_word_t ep, struct client *c)
     CHECK_ERR(drv_call(ep, DRV_READ, c->handle, 0, 64, 0, 0, &r0), KEEL_E_OK);
     CHECK(r0 == 0); /* nothing typed yet, and no DRV_WAIT */
     CHECK_ERR(drv_call(ep, DRV_FAULT_INJECT + 1, 0, 0, 0, 0, 0, 0), KEEL_E_UNKNOWN_CALL);
+    /* a call dressed as its interrupt, a send with a capability and no one
+     * to answer: neither leaves anything behind that would block later calls */
+    CHECK_ERR(drv_call(ep, KEEL_LABEL_NOTIFY, 0, 0, 0, 0, 0, 0), KEEL_E_UNKNOWN_CALL);
+    CHECK_ERR(keel_send(ep, DRV_OPEN, c->frame, 0, 0, 0, 0, 0), KEEL_E_OK);
     CHECK_ERR(drv_call(ep, DRV_FLUSH, c->handle, 0, 0, 0, 0, 0), KEEL_E_OK);
     return 0;
 }
