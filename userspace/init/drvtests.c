@@ -115,6 +115,19 @@ static int check_stream_protocol(keel_word_t ep, struct client *c)
     CHECK_ERR(drv_call(ep, KEEL_LABEL_NOTIFY, 0, 0, 0, 0, 0, 0), KEEL_E_UNKNOWN_CALL);
     CHECK_ERR(keel_send(ep, DRV_OPEN, c->frame, 0, 0, 0, 0, 0), KEEL_E_OK);
     CHECK_ERR(drv_call(ep, DRV_FLUSH, c->handle, 0, 0, 0, 0, 0), KEEL_E_OK);
+    /* another client (another badge) cannot use or close our handle */
+    keel_word_t other = slot_alloc();
+    struct client d;
+    CHECK_ERR(keel_cnode_mint(CN, other, CN, ep, KEEL_RIGHT_ALL, 0x77), KEEL_E_OK);
+    CHECK_ERR(drv_call(other, DRV_READ, c->handle, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(other, DRV_CLOSE, c->handle, 0, 0, 0, 0, 0), KEEL_E_INVALID_ARG);
+    /* its own handle works until it closes it */
+    CHECK_ERR(client_open(&d, other), KEEL_E_OK);
+    CHECK(d.handle != c->handle);
+    CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, &r0), KEEL_E_OK);
+    CHECK_ERR(drv_call(other, DRV_CLOSE, d.handle, 0, 0, 0, 0, 0), KEEL_E_OK);
+    CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
+    CHECK_ERR(drv_call(ep, DRV_READ, c->handle, 0, 1, 0, 0, &r0), KEEL_E_OK);
     return 0;
 }
 
