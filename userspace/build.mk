@@ -12,9 +12,6 @@ INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
 BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
-SERVE_OBJ := $(UBUILD)/drivers/serve.o
-# Stream and packet drivers: one program each, on the shared request loop.
-SERVED_DRIVERS := uart virtio_console virtio_net
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -36,23 +33,30 @@ $(UBUILD)/virtio_rng.elf: $(ULIB_OBJS) $(RNG_OBJS) userspace/lib/user.ld
 $(UBUILD)/virtio_blk.elf: $(ULIB_OBJS) $(BLK_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(BLK_OBJS)
 
+# cpio "newc", the format Linux uses for its initramfs.
+$(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
+		$(UBUILD)/virtio_blk.elf
+	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
+	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
+	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
+	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
+	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
+	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
+	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
+
+initrd: $(BUILD)/initrd.cpio
+
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d)
+
+# Stream and packet drivers: one program each, on the shared request loop.
+SERVE_OBJ := $(UBUILD)/drivers/serve.o
+SERVED_DRIVERS := uart virtio_console virtio_net
+
 $(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
 
 .SECONDARY: $(SERVE_OBJ) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.o)
 
-# cpio "newc", the format Linux uses for its initramfs.
-$(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
-		$(UBUILD)/virtio_blk.elf $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
-	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
-	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
-	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
-	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
-	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
-	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
-	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
+$(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
 
-initrd: $(BUILD)/initrd.cpio
-
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) \
-	$(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
+-include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
