@@ -34,6 +34,7 @@ from vmm.boot import layout
 from vmm.console import Console, fd_sink
 from vmm.devices import debug_exit
 from vmm.devices.bus import Bus
+from vmm.devices.iommu import IOMMU_SIZE, DmaWindows, Iommu
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, Uart16550
 from vmm.errors import ConfigError, KeelError, StateError
 from vmm.kvm import exits
@@ -88,6 +89,8 @@ class AttachedDevice:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
         info.update(self.device.describe())
         info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok")
+        if self.transport is not None and isinstance(self.transport.dma, DmaWindows):
+            info.update(self.transport.dma.describe())
         if self.transport is not None and self.transport.needs_reset_reason:
             info["state"] = "needs-reset"
             info["reason"] = self.transport.needs_reset_reason
@@ -219,6 +222,7 @@ class Machine:
         self._attached: dict[str, AttachedDevice] = {}
         self._virtio_slots: list[VirtioSlot] = []
         self._hotplug: HotplugController | None = None
+        self.iommu = Iommu(self._log)
         self._irq_fds: list[int] = []
         self._irq_signals: list[Callable[[], None]] = []
 
@@ -233,6 +237,7 @@ class Machine:
             for slot in self._virtio_slots:
                 self.mmio.register(slot.base, SLOT_STRIDE, slot)
             self.mmio.register(layout.HOTPLUG_MMIO_BASE, 0x100, self._hotplug)
+            self.mmio.register(layout.IOMMU_MMIO_BASE, IOMMU_SIZE, self.iommu)
         return self._virtio_slots
 
     def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
@@ -298,6 +303,7 @@ class Machine:
             assert self._hotplug is not None
             parts += [s.cmdline() for s in self._virtio_slots if not s.empty]
             parts.append(self._hotplug.cmdline())
+            parts.append(self.iommu.cmdline())
         return " ".join(parts)
 
     def _require_devices(self, what: str) -> None:
@@ -349,6 +355,7 @@ class Machine:
             self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
         except KeelError:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
+        transport.dma = self.iommu.attach(entry.slot.base, entry.id, transport.lock)
         transport.paused = self.state is State.PAUSED
         transport.start_worker()
         entry.transport = transport
@@ -357,6 +364,7 @@ class Machine:
         from vmm.virtio.mmio import QUEUE_NOTIFY
 
         transport, entry.transport = entry.transport, None
+        self.iommu.detach(entry.slot.base)
         if transport is None:
             entry.device.close()
             return
