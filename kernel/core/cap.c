@@ -37,7 +37,7 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 static bool has_header(u32 type)
 {
     return type == KEEL_OBJ_CNODE || type == KEEL_OBJ_TCB || type == KEEL_OBJ_ENDPOINT ||
-           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE;
+           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE || type == KEEL_OBJ_IO_SPACE;
 }
 
 struct kobj *cap_kobj(const struct cap *c)
@@ -145,6 +145,8 @@ void slot_delete(struct slot *s)
         return;
     if (s->cap.flags & CAP_MAPPED)
         paging_cap_deleted(&s->cap);
+    if (s->cap.flags & CAP_IOMAPPED)
+        iospace_frame_deleted(&s->cap); /* a frame it no longer holds is not DMA-able */
     if (s->cap.type == KEEL_OBJ_REPLY)
         reply_cap_deleted(s);
     if (s->cap.type == KEEL_OBJ_IRQ_HANDLER)
@@ -194,6 +196,9 @@ static void destroy(struct kobj *o)
         break;
     case KEEL_OBJ_VSPACE:
         vspace_destroy((struct vspace *)o);
+        break;
+    case KEEL_OBJ_IO_SPACE:
+        iospace_destroy(o);
         break;
     }
 }

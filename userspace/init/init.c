@@ -7,6 +7,7 @@
 long keel_main(struct keel_bootinfo *bi);
 int rng_run(void);
 int blk_run(void);
+int dma_run(void);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -29,6 +30,10 @@ long keel_main(struct keel_bootinfo *bi)
         if (!strcmp(test, "blkbench")) {
             suite_setup(bi);
             return blk_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "dma")) {
+            suite_setup(bi);
+            return dma_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "rng")) {
             suite_setup(bi);

@@ -22,7 +22,7 @@ struct cap {
     u8 rights;    /* KEEL_RIGHT_* */
     u8 size_bits; /* untyped region, cnode slot count */
     u8 flags;     /* CAP_* below */
-    u32 pad;
+    u32 io;       /* frames: id of the io_space the frame is mapped into (CAP_IOMAPPED) */
     uptr obj;     /* kernel virtual address of the object (untyped: region) */
     u64 badge;    /* endpoint and notification capabilities */
     u64 a;        /* untyped: bytes used; paging objects and frames: mapped vaddr */
@@ -32,6 +32,7 @@ struct cap {
 #define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
 #define CAP_DEVICE 2 /* untyped and frames: device memory (not RAM, never zeroed,
                       * mapped uncached) */
+#define CAP_IOMAPPED 4 /* frames: a DMA window of the io_space cap.io (iospace.c) */
 
 struct slot {
     struct cap cap;
@@ -199,6 +200,11 @@ void paging_cap_deleted(struct cap *c);
 /* Object initialisation (memory already zeroed). */
 void tcb_init(struct tcb *t);
 bool vspace_init(uptr p);
+
+/* iospace.c: DMA windows programmed into the paravirtual IOMMU. */
+void iospace_init(u64 iommu_phys, void *regs);
+void iospace_destroy(struct kobj *o);
+void iospace_frame_deleted(struct cap *c);
 
 /* untyped.c */
 u32 object_bits(u32 type, u32 user_bits);
