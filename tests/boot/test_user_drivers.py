@@ -31,6 +31,26 @@ def test_virtio_rng_driver_serves_random_bytes(kernel: Path) -> None:
     assert "rng: ok" in out
 
 
+def test_dma_outside_the_drivers_frames_is_refused(kernel: Path) -> None:
+    """keel.test=dma (userspace/init/dma.c): the rng driver points its device
+    at a frame it was never given, then at a frame taken back from it; both
+    requests fail, the IOMMU counts and reports them, the frames keep their
+    contents, and good requests before and after succeed."""
+    proc = keel(
+        "run", str(kernel), "--smp", "2", "--initrd", str(INITRD), "--rng",
+        "--cmdline", "keel.test=dma", timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out, err = proc.stdout, proc.stderr
+    assert "keel: iommu at 0xd000e000: DMA confined to io_space windows" in out
+    assert "dma: outside access refused (fault 1), device still works" in out
+    assert "dma: revoked frame no longer reachable (fault 2)" in out
+    assert "ktest: ok dma_bad_calls" in out and "dma: ok" in out
+    assert "keel: iommu: enabled by the guest" in err
+    refused = re.findall(r"iommu: rng0: DMA write (0x[0-9a-f]+)\+0x30 outside its windows", err)
+    assert len(refused) == 2 and refused[0] != refused[1], err[-2000:]
+
+
 # QEMU microvm with ACPI and ioapic2=off announces its virtio-mmio devices
 # only in the DSDT; one device sits on the last of its 8 transports, on GSI
 # 16 + 7.  Keel reads devices from the command line, so the tests say it.
