@@ -51,6 +51,32 @@ def test_dma_outside_the_drivers_frames_is_refused(kernel: Path) -> None:
     assert len(refused) == 2 and refused[0] != refused[1], err[-2000:]
 
 
+def test_dma_state_seen_from_the_host(kernel: Path) -> None:
+    """The same run through Machine: the IOMMU's view of the device (what
+    `keel devices` shows while it runs); destroying the io_space at the end
+    emptied the device's table."""
+    from vmm.devices.iommu import DmaWindows
+    from vmm.machine import Machine
+
+    logs: list[str] = []
+    m = Machine(kernel, smp=1, initrd=INITRD, cmdline="keel.test=dma",
+                console=lambda _d: None, log=logs.append)  # fmt: skip
+    tables: list[DmaWindows] = []
+    attach = m.iommu.attach
+    m.iommu.attach = lambda *a, **k: tables.append(attach(*a, **k)) or tables[-1]  # type: ignore[method-assign]
+    try:
+        m.attach_rng()
+        result = m.run()
+        assert result.status == 0, m.console.text()[-3000:]
+        (rng,) = tables
+        assert rng.name == "rng0" and rng.enforcing and rng.faults == 2
+        assert rng.windows == []  # the io_space was destroyed at the end
+        assert m.iommu.enabled and m.iommu.total_faults == 2
+        assert sum("outside its windows" in line for line in logs) == 2
+    finally:
+        m.close()
+
+
 # QEMU microvm with ACPI and ioapic2=off announces its virtio-mmio devices
 # only in the DSDT; one device sits on the last of its 8 transports, on GSI
 # 16 + 7.  Keel reads devices from the command line, so the tests say it.

@@ -6,7 +6,9 @@
  * our frame stay as it was; good requests keep working.  Then we take the
  * spare frame away (revoke): the window goes with it, so the device can no
  * longer write there even though the driver still knows the address.  The
- * io_space calls' errors are checked on the way.  Prints "dma: ok". */
+ * io_space calls' errors are checked on the way, and at the end the
+ * io_space is destroyed, which leaves the device no window at all (the
+ * host test looks).  Prints "dma: ok". */
 #include "suite.h"
 
 #define VICTIM_VA 0x20130000ul
@@ -122,6 +124,15 @@ int dma_run(void)
     EXPECT(d != 0);
     if (bad_calls(io, d, regs))
         return 1;
+
+    /* Destroying the io_space (all its capabilities, the driver's too)
+     * empties the device's table; the device can have a new one. */
+    suite_current = "dma_destroy";
+    OK(keel_cnode_revoke(CN, io));
+    OK(keel_cnode_delete(CN, io));
+    keel_word_t again = slot_alloc();
+    OK(keel_io_space_control_issue(KEEL_SLOT_IO_SPACE_CONTROL, d->paddr, CN, again));
+    OK(keel_cnode_delete(CN, again));
     printf("dma: ok\n");
     return 0;
 }
