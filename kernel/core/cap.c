@@ -79,6 +79,10 @@ static void obj_unref(const struct cap *c)
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
 {
     child->cap = *cap;
+    /* A DMA window belongs to the one capability that was mapped: copies,
+     * made here whatever the path (copy, mint, message), carry none. */
+    child->cap.flags &= (u8)~CAP_IOMAPPED;
+    child->cap.io = 0;
     child->parent = parent;
     child->child = NULL;
     child->prev = NULL;

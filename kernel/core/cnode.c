@@ -37,8 +37,6 @@ static long derive(struct invocation *inv, bool mint)
         c.flags &= (u8)~CAP_MAPPED;
         c.a = c.b = 0;
     }
-    c.flags &= (u8)~CAP_IOMAPPED; /* so does a DMA window */
-    c.io = 0;
     slot_insert_child(src, dst, &c);
     return KEEL_E_OK;
 }

@@ -29,7 +29,6 @@
  * writes), innermost.
  */
 #include <keel/invoke.h>
-#include <keel/printk.h>
 #include <keel/spinlock.h>
 
 #define IOSPACE_MAX 64
@@ -89,19 +88,16 @@ static void wr(u32 off, u32 v)
 }
 
 /* Called once at boot, before any user code: checks the device and turns
- * enforcement on for every device. */
-void iospace_init(u64 iommu_phys, void *regs)
+ * enforcement on for every device.  False when it is not Keel's IOMMU. */
+bool iospace_init(void *regs)
 {
     volatile u32 *r = regs;
 
-    if (r[REG_MAGIC / 4] != IOMMU_MAGIC) {
-        printk("keel: iommu: no Keel IOMMU at 0x%lx (bad magic): DMA is not confined\n",
-               iommu_phys);
-        return;
-    }
+    if (r[REG_MAGIC / 4] != IOMMU_MAGIC)
+        return false;
     iommu = r;
     wr(REG_CONTROL, CONTROL_ENABLE);
-    printk("keel: iommu at 0x%lx: DMA confined to io_space windows\n", iommu_phys);
+    return true;
 }
 
 static void select_device(u64 device)
@@ -143,6 +139,11 @@ static struct io_space *space_of_id(u32 id)
     if (!id || spaces[index].id != id || !spaces[index].hdr.refs)
         return NULL;
     return &spaces[index];
+}
+
+bool iospace_id_live(u32 id)
+{
+    return space_of_id(id) != NULL;
 }
 
 void iospace_destroy(struct kobj *o)

@@ -41,7 +41,10 @@ static void iommu_setup(void)
         printk("keel: iommu: ignoring keel.iommu=%s (not a page in the MMIO hole)\n", val);
         return;
     }
-    iospace_init(base, arch_phys_to_virt(base));
+    if (iospace_init(arch_phys_to_virt(base)))
+        printk("keel: iommu at 0x%lx: DMA confined to io_space windows\n", base);
+    else
+        printk("keel: iommu: no Keel IOMMU at 0x%lx (bad magic): DMA is not confined\n", base);
 }
 
 static u32 start_secondaries(void)

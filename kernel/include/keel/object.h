@@ -202,9 +202,10 @@ void tcb_init(struct tcb *t);
 bool vspace_init(uptr p);
 
 /* iospace.c: DMA windows programmed into the paravirtual IOMMU. */
-void iospace_init(u64 iommu_phys, void *regs);
+bool iospace_init(void *regs);
 void iospace_destroy(struct kobj *o);
 void iospace_frame_deleted(struct cap *c);
+bool iospace_id_live(u32 id); /* for the host tests */
 
 /* untyped.c */
 u32 object_bits(u32 type, u32 user_bits);
