@@ -313,10 +313,10 @@ def _client_request(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _dma_column(device: dict[str, object]) -> str:
-    """DMA windows and refused accesses (faults), or "open" when not enforced."""
+    """"open" (no IOMMU enforcement), or "<windows>win/<refused accesses>fault"."""
     if not device.get("dma_enforcing"):
         return "open"
-    return f"{device.get('dma_windows', 0)}w {device.get('dma_faults', 0)} faults"
+    return f"{device.get('dma_windows', 0)}win/{device.get('dma_faults', 0)}fault"
 
 
 def cmd_client(args: argparse.Namespace) -> int:

@@ -345,3 +345,11 @@ def test_rings_outside_the_windows_need_a_reset(tmp_path: Path) -> None:
     assert dma.faults == 1
     assert drv.used(0) == []  # nothing was written back
     drv.dev.close()
+
+
+def test_keel_devices_dma_column() -> None:
+    from vmm.cli import _dma_column
+
+    assert _dma_column({"dma_enforcing": False, "dma_windows": 3}) == "open"
+    assert _dma_column({"dma_enforcing": True, "dma_windows": 2, "dma_faults": 5}) == "2win/5fault"
+    assert _dma_column({}) == "open"  # a device not wired yet (machine not started)
