@@ -81,7 +81,7 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     child->cap = *cap;
     /* A DMA window belongs to the one capability that was mapped: copies,
      * made here whatever the path (copy, mint, message), carry none. */
-    child->cap.flags &= (u8)~CAP_IOMAPPED;
+    child->cap.flags &= (u8)~CAP_IO_FLAGS;
     child->cap.io = 0;
     child->parent = parent;
     child->child = NULL;

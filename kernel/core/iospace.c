@@ -12,7 +12,9 @@
  * derived from, or destroying the driver's capability table that holds it --
  * removes the window, so a frame the driver no longer holds is never
  * DMA-able.  Destroying the io_space (its last capability deleted) removes
- * all its windows.  Copies of a mapped frame capability are not mapped.
+ * all its windows.  Copies of a mapped frame capability are not mapped; a
+ * copy mapped as well is a second window, taken back on its own (the IOMMU
+ * removes exactly the window, access included, that a capability made).
  *
  * The windows are enforced by the paravirtual IOMMU of Keel's VMM
  * (docs/iommu.md), announced on the command line as keel.iommu=<size>@<base>.
@@ -157,11 +159,13 @@ void iospace_destroy(struct kobj *o)
 void iospace_frame_deleted(struct cap *c)
 {
     struct io_space *s = space_of_id(c->io);
+    u32 access = (c->flags & CAP_IO_READ ? ACCESS_READ : 0) |
+                 (c->flags & CAP_IO_WRITE ? ACCESS_WRITE : 0);
 
     if (s)
         iommu_command(s->device, CMD_UNMAP, arch_virt_to_phys((void *)c->obj), KEEL_PAGE_SIZE,
-                      0);
-    c->flags &= (u8)~CAP_IOMAPPED;
+                      access);
+    c->flags &= (u8)~CAP_IO_FLAGS;
     c->io = 0;
 }
 
@@ -211,7 +215,7 @@ static long map(struct invocation *inv, struct io_space *s)
     if (f->flags & CAP_IOMAPPED) {
         if (space_of_id(f->io))
             return KEEL_E_EXISTS; /* a window belongs to one capability */
-        f->flags &= (u8)~CAP_IOMAPPED; /* its io_space is gone */
+        f->flags &= (u8)~CAP_IO_FLAGS; /* its io_space is gone */
     }
     switch (iommu_command(s->device, CMD_MAP, arch_virt_to_phys((void *)f->obj), KEEL_PAGE_SIZE,
                           access)) {
@@ -224,7 +228,8 @@ static long map(struct invocation *inv, struct io_space *s)
     default:
         return KEEL_E_INVALID_ARG;
     }
-    f->flags |= CAP_IOMAPPED;
+    f->flags |= CAP_IOMAPPED | (access & ACCESS_READ ? CAP_IO_READ : 0) |
+                (access & ACCESS_WRITE ? CAP_IO_WRITE : 0);
     f->io = s->id;
     return KEEL_E_OK;
 }

@@ -53,13 +53,14 @@ def test_allows_needs_every_byte_and_the_right_access() -> None:
     assert windows(enforcing=False).allows(0x1234, 99, True)  # not enforcing: as before
 
 
-def test_unmap_removes_every_window_the_range_touches() -> None:
-    d = windows((0x1000, 0x1000, RW), (0x2000, 0x1000, RW), (0x8000, 0x2000, R))
-    assert d.unmap(0x2000, 0x1000) == io.RESULT_OK
-    assert d.windows == [(0x1000, 0x1000, RW), (0x8000, 0x2000, R)]
-    assert d.unmap(0x9000, 1) == io.RESULT_OK  # a partial overlap removes the whole window
-    assert d.windows == [(0x1000, 0x1000, RW)]
-    assert d.unmap(0, 0) == io.RESULT_BAD_WINDOW
+def test_unmap_removes_exactly_one_grant() -> None:
+    d = windows((0x1000, 0x1000, RW), (0x2000, 0x1000, RW), (0x2000, 0x1000, R))
+    assert d.unmap(0x2000, 0x1000, RW) == io.RESULT_OK
+    assert d.windows == [(0x1000, 0x1000, RW), (0x2000, 0x1000, R)]  # the read grant stays
+    assert not d.allows(0x2000, 1, True) and d.allows(0x2000, 1, False)
+    assert d.unmap(0x2000, 0x1000, RW) == io.RESULT_NOT_FOUND
+    assert d.unmap(0x1000, 0x800, RW) == io.RESULT_NOT_FOUND  # only a whole window
+    assert d.windows == [(0x1000, 0x1000, RW), (0x2000, 0x1000, R)]
     d.clear()
     assert d.windows == [] and not d.allows(0x1000, 1, False)
 
@@ -81,7 +82,7 @@ def test_removal_waits_for_the_request_in_progress() -> None:
     d.map(0x1000, 0x1000, RW)
     done = threading.Event()
     with barrier:  # a request in progress (the transport's worker holds its lock)
-        t = threading.Thread(target=lambda: (d.unmap(0x1000, 0x1000), done.set()))
+        t = threading.Thread(target=lambda: (d.unmap(0x1000, 0x1000, RW), done.set()))
         t.start()
         time.sleep(0.1)
         assert not done.is_set() and d.allows(0x1000, 8, True)
@@ -142,7 +143,8 @@ def test_register_interface() -> None:
     assert regs.cmd(io.CMD_MAP, BASE + 0x1000, 0x1000, 0x1000, R) == io.RESULT_NO_DEVICE
     assert regs.cmd(io.CMD_MAP, BASE, 0x1000, 0, R) == io.RESULT_BAD_WINDOW
     assert regs.cmd(99, BASE) == io.RESULT_BAD_COMMAND
-    assert regs.cmd(io.CMD_UNMAP, BASE, 0x1_2345_6000, 0x1000) == io.RESULT_OK
+    assert regs.cmd(io.CMD_UNMAP, BASE, 0x1_2345_6000, 0x1000, R) == io.RESULT_NOT_FOUND
+    assert regs.cmd(io.CMD_UNMAP, BASE, 0x1_2345_6000, 0x1000, RW) == io.RESULT_OK
     assert d.windows == []
     d.fault(0x7000, 4, True, "test")
     regs.w(io.REG_DEVICE_LOW, BASE)

@@ -75,6 +75,7 @@ RESULT_NO_DEVICE = 1
 RESULT_BAD_WINDOW = 2
 RESULT_FULL = 3
 RESULT_BAD_COMMAND = 4
+RESULT_NOT_FOUND = 5
 
 ADDR_LIMIT = 1 << 52  # x86-64 physical addresses
 
@@ -161,13 +162,17 @@ class DmaWindows:
             self._windows.sort()
         return RESULT_OK
 
-    def unmap(self, base: int, length: int) -> int:
-        """Remove every window that intersects [base, base + length)."""
-        if length <= 0 or base < 0:
-            return RESULT_BAD_WINDOW
-        end = base + length
+    def unmap(self, base: int, length: int, access: int) -> int:
+        """Remove one window that is exactly (base, length, access).
+
+        Exact, so that two grants of the same memory (the kernel makes one
+        per frame capability) are taken back one at a time, each with its
+        own access: removing one never leaves the other with more."""
+        window = (base, base + length, access)
         with self.barrier, self._lock:
-            self._windows = [w for w in self._windows if w[1] <= base or w[0] >= end]
+            if window not in self._windows:
+                return RESULT_NOT_FOUND
+            self._windows.remove(window)
         return RESULT_OK
 
     def clear(self) -> None:
@@ -289,7 +294,7 @@ class Iommu:
         elif cmd == CMD_MAP:
             result = domain.map(addr, length, access)
         elif cmd == CMD_UNMAP:
-            result = domain.unmap(addr, length)  # waits for the request in progress
+            result = domain.unmap(addr, length, access)  # waits for the request in progress
         elif cmd == CMD_CLEAR:
             domain.clear()
             result = RESULT_OK

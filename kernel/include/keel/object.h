@@ -32,7 +32,10 @@ struct cap {
 #define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
 #define CAP_DEVICE 2 /* untyped and frames: device memory (not RAM, never zeroed,
                       * mapped uncached) */
-#define CAP_IOMAPPED 4 /* frames: a DMA window of the io_space cap.io (iospace.c) */
+#define CAP_IOMAPPED 4 /* frames: a DMA window of the io_space cap.io (iospace.c), */
+#define CAP_IO_READ 8  /* which the device may read */
+#define CAP_IO_WRITE 16 /* and/or write */
+#define CAP_IO_FLAGS (CAP_IOMAPPED | CAP_IO_READ | CAP_IO_WRITE)
 
 struct slot {
     struct cap cap;
