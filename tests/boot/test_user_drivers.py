@@ -77,6 +77,27 @@ def test_dma_state_seen_from_the_host(kernel: Path) -> None:
         m.close()
 
 
+def test_devices_get_no_dma_until_granted(kernel: Path, tmp_path: Path) -> None:
+    """Keel's kernel enables the IOMMU at boot: the boot-time disk and a
+    device hot-plugged afterwards both enforce an empty table until an
+    io_space grants them windows (init, idle here, grants none)."""
+    from vmm.machine import Machine
+
+    image = _blk_image(tmp_path / "disk.img", blocks=4)
+    m = Machine(kernel, smp=1, initrd=INITRD, console=lambda _d: None, log=lambda _m: None)
+    try:
+        m.attach_disk(image)
+        m.start()
+        assert m.console.wait_for("init: nothing to do", timeout=60), m.console.text()[-2000:]
+        assert m.iommu.enabled
+        m.attach_rng()
+        by_id = {d["id"]: d for d in m.devices()}
+        for ident in ("disk0", "rng0"):
+            assert by_id[ident]["dma_enforcing"] and by_id[ident]["dma_windows"] == 0
+    finally:
+        m.close()
+
+
 # QEMU microvm with ACPI and ioapic2=off announces its virtio-mmio devices
 # only in the DSDT; one device sits on the last of its 8 transports, on GSI
 # 16 + 7.  Keel reads devices from the command line, so the tests say it.
