@@ -214,6 +214,9 @@ class Machine:
         self._mem: GuestMemory | None = None
         self._closers: list[Callable[[], None]] = []
         self._done = threading.Event()
+        # Set once start() has created every vCPU thread: a guest that dies
+        # while later threads are still being created is reaped only then.
+        self._threads_created = threading.Event()
         self.pio = Bus("port", log=self._log)
         self.mmio = Bus("mmio", log=self._log)
         # Virtio slots and the hotplug controller exist from the start, so
@@ -433,6 +436,7 @@ class Machine:
             except BaseException:
                 self._release()
                 self.state = State.STOPPED
+                self._threads_created.set()
                 raise
             self.state = State.RUNNING
         for slot in self._slots:
@@ -442,6 +446,7 @@ class Machine:
             with self._lock:
                 slot.alive = True
             slot.thread.start()
+        self._threads_created.set()
         if self.hang_timeout is not None:
             self._last_output = time.monotonic()
             threading.Thread(target=self._hang_watch, name="hang-watch", daemon=True).start()
@@ -675,9 +680,11 @@ class Machine:
             self._lock.notify_all()
             if self.state is State.CREATED:
                 self.state = State.STOPPED
+                self._threads_created.set()  # none will be
         threading.Thread(target=self._reap, name="reaper", daemon=True).start()
 
     def _reap(self) -> None:
+        self._threads_created.wait()
         for slot in self._slots:
             if slot.thread is not None and slot.thread is not threading.current_thread():
                 while slot.thread.is_alive():
