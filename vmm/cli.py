@@ -327,6 +327,13 @@ def _client_request(args: argparse.Namespace) -> dict[str, object]:
     return {"cmd": args.command}
 
 
+def _dma_column(device: dict[str, object]) -> str:
+    """"open" (no IOMMU enforcement), or "<windows>win/<refused accesses>fault"."""
+    if not device.get("dma_enforcing"):
+        return "open"
+    return f"{device.get('dma_windows', 0)}win/{device.get('dma_faults', 0)}fault"
+
+
 def cmd_client(args: argparse.Namespace) -> int:
     """One request to a running VMM's control socket; prints the answer."""
     from vmm.api import request
@@ -335,9 +342,10 @@ def cmd_client(args: argparse.Namespace) -> int:
     if args.command == "attach":
         print(result["id"])
     elif args.command == "devices":
-        print(f"{'ID':<10} {'KIND':<8} {'SLOT':<4} {'STATE':<11} BACKING")
+        print(f"{'ID':<10} {'KIND':<8} {'SLOT':<4} {'STATE':<11} {'DMA':<16} BACKING")
         for d in result:
-            print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} {d['backing']}")
+            print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} "
+                  f"{_dma_column(d):<16} {d['backing']}")  # fmt: skip
     elif args.command == "status":
         print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0

@@ -34,6 +34,7 @@ from vmm.boot import layout
 from vmm.console import Console, fd_sink
 from vmm.devices import debug_exit
 from vmm.devices.bus import Bus
+from vmm.devices.iommu import IOMMU_SIZE, DmaWindows, Iommu
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.errors import ConfigError, KeelError, StateError
 from vmm.kvm import exits
@@ -88,6 +89,8 @@ class AttachedDevice:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
         info.update(self.device.describe())
         info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok")
+        if self.transport is not None and isinstance(self.transport.dma, DmaWindows):
+            info.update(self.transport.dma.describe())
         if self.transport is not None and self.transport.needs_reset_reason:
             info["state"] = "needs-reset"
             info["reason"] = self.transport.needs_reset_reason
@@ -220,6 +223,9 @@ class Machine:
         self._mem: GuestMemory | None = None
         self._closers: list[Callable[[], None]] = []
         self._done = threading.Event()
+        # Set once start() has created every vCPU thread: a guest that dies
+        # while later threads are still being created is reaped only then.
+        self._threads_created = threading.Event()
         self.pio = Bus("port", log=self._log)
         self.mmio = Bus("mmio", log=self._log)
         # Virtio slots and the hotplug controller exist from the start, so
@@ -228,6 +234,7 @@ class Machine:
         self._attached: dict[str, AttachedDevice] = {}
         self._virtio_slots: list[VirtioSlot] = []
         self._hotplug: HotplugController | None = None
+        self.iommu = Iommu(self._log)
         self._irq_fds: list[int] = []
         self._irq_signals: list[Callable[[], None]] = []
 
@@ -242,6 +249,7 @@ class Machine:
             for slot in self._virtio_slots:
                 self.mmio.register(slot.base, SLOT_STRIDE, slot)
             self.mmio.register(layout.HOTPLUG_MMIO_BASE, 0x100, self._hotplug)
+            self.mmio.register(layout.IOMMU_MMIO_BASE, IOMMU_SIZE, self.iommu)
         return self._virtio_slots
 
     def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
@@ -307,6 +315,7 @@ class Machine:
             assert self._hotplug is not None
             parts += [s.cmdline() for s in self._virtio_slots if not s.empty]
             parts.append(self._hotplug.cmdline())
+            parts.append(self.iommu.cmdline())
         return " ".join(parts)
 
     def _require_devices(self, what: str) -> None:
@@ -358,6 +367,7 @@ class Machine:
             self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
         except KeelError:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
+        transport.dma = self.iommu.attach(entry.slot.base, entry.id, transport.lock)
         transport.paused = self.state is State.PAUSED
         transport.start_worker()
         entry.transport = transport
@@ -366,6 +376,7 @@ class Machine:
         from vmm.virtio.mmio import QUEUE_NOTIFY
 
         transport, entry.transport = entry.transport, None
+        self.iommu.detach(entry.slot.base)
         if transport is None:
             entry.device.close()
             return
@@ -434,6 +445,7 @@ class Machine:
             except BaseException:
                 self._release()
                 self.state = State.STOPPED
+                self._threads_created.set()
                 raise
             self.state = State.RUNNING
         for slot in self._slots:
@@ -443,6 +455,7 @@ class Machine:
             with self._lock:
                 slot.alive = True
             slot.thread.start()
+        self._threads_created.set()
         if self.hang_timeout is not None:
             self._last_output = time.monotonic()
             threading.Thread(target=self._hang_watch, name="hang-watch", daemon=True).start()
@@ -687,9 +700,11 @@ class Machine:
             self._lock.notify_all()
             if self.state is State.CREATED:
                 self.state = State.STOPPED
+                self._threads_created.set()  # none will be
         threading.Thread(target=self._reap, name="reaper", daemon=True).start()
 
     def _reap(self) -> None:
+        self._threads_created.wait()
         for slot in self._slots:
             if slot.thread is not None and slot.thread is not threading.current_thread():
                 while slot.thread.is_alive():

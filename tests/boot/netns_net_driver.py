@@ -33,8 +33,15 @@ def main() -> int:
             index = ipr.link_lookup(ifname=TAP)[0]
             ipr.addr("add", index=index, address=HOST_IP, prefixlen=24)
         m.start()
-        result = m.wait(timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 120.0)
+        timeout = float(sys.argv[1]) if len(sys.argv) > 1 else 120.0
+        dma = "never reached the first echo reply"
+        if m.console.wait_for("net: echo reply 1,", timeout=timeout):
+            (desc,) = m.devices()
+            dma = (f"{'enforcing' if desc['dma_enforcing'] else 'open'}, "
+                   f"{desc['dma_windows']} windows, {desc['dma_faults']} faults")  # fmt: skip
+        result = m.wait(timeout=timeout)
         sys.stdout.write(m.console.text())
+        print(f"netns: dma {dma}")
         if result is None:
             print("netns: the guest did not finish in time")
             return 3

@@ -74,9 +74,13 @@ def test_virtio_console_driver(kernel: Path) -> None:
     typed on the host reaches the client; then more than the driver queues, which
     the device holds back until the client reads, arrives complete and in order."""
     with Machine(kernel, smp=2, initrd=INITRD, cmdline="keel.test=vconsole") as m:
-        con = m.device(m.attach_console())
+        cid = m.attach_console()
+        con = m.device(cid)
         m.start()
         _expect(m, "vcon: type a line on the console")
+        # the device may reach the driver's five frames (two rings, buffers) and nothing else
+        (desc,) = [d for d in m.devices() if d["id"] == cid]
+        assert desc["dma_enforcing"] and desc["dma_windows"] == 5, desc
         page = "".join("\n" if i % 64 == 63 else chr(ord("a") + i % 26) for i in range(4096))
         assert con.console.wait_for("vcon: hello through the driver\n" + page, timeout=WAIT)
         con.feed(b"typed on the console\n")
@@ -84,6 +88,7 @@ def test_virtio_console_driver(kernel: Path) -> None:
         _expect(m, "vcon: send 6000 bytes")
         con.feed(bytes(ord("0") + i % 10 for i in range(6000)))
         out = _finish(m)
+    assert m.iommu.total_faults == 0
     assert out.count("virtio-console: ready") == 2  # the second after a kill and restart
     assert "vcon: read 6000 bytes in order" in out and "vcon: ok" in out
     assert con.console.text() == "vcon: hello through the driver\n" + page + (
@@ -101,6 +106,8 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
     assert "drv: FAIL" not in out
     assert "virtio-net: mac 52:54:00:12:34:56" in out
     assert "net: mac 52:54:00:12:34:56" in out  # DRV_ADDRESS: the MAC from the device's config
+    # the device reached only the driver's twelve frames (two rings, buffers)
+    assert "netns: dma enforcing, 12 windows, 0 faults" in out
     assert len([line for line in out.splitlines() if re.match(r"net: echo reply \d", line)]) == 8
     assert "net: echo reply after a restart" in out  # a killed driver replaced
     assert "net: ok" in out

@@ -5,6 +5,8 @@
  *   slot 6  the device's register frame (device memory)
  *   slot 9  a frame for the virtqueue, the request header and status
  *   slot 10..25  sixteen frames: a 64 KiB data buffer
+ *   slot 26 its device's io_space: it maps the frames above there, and the
+ *           device may use no other memory
  *
  * It reads the whole disk in 64 KiB requests, then 2000 random 4 KiB
  * blocks, checking that every 4 KiB block starts with its own block number
@@ -19,6 +21,7 @@
 #define RING_CAP 9
 #define DATA_CAP 10
 #define DATA_PAGES 16
+#define IO_CAP 26
 
 #define REGS_VA 0x5fe000ul
 #define RING_VA 0x5ff000ul
@@ -79,12 +82,14 @@ long keel_main(keel_word_t arg)
     unsigned long errors = 0;
     long err;
 
-    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)))
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)) ||
+        (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
         goto out;
     for (unsigned i = 0; i < DATA_PAGES; i++) {
         if ((err = keel_frame_map(DATA_CAP + i, KEEL_SLOT_VSPACE, DATA_VA + i * 4096ul,
                                   KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)))
+            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)) ||
+            (err = keel_io_space_map(IO_CAP, DATA_CAP + i, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
             goto out;
     }
     if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE)))

@@ -10,6 +10,8 @@
  *   slot 10  a frame for the transmit queue (queue 1)
  *   slot 11  a frame of receive buffers
  *   slot 12, 13  two frames of transmit buffers
+ *   slot 14  its device's io_space: the frames above are all the device may
+ *            read or write (DMA windows)
  *
  * Its argument is the offset of the device's registers in that frame.
  *
@@ -27,6 +29,7 @@
 #define RXQ_CAP 9
 #define TXQ_CAP 10
 #define RXBUF_CAP 11
+#define IO_CAP 14
 #define TXBUF_CAP 12
 
 #define VIRTIO_CONSOLE_ID 3
@@ -93,11 +96,13 @@ long keel_main(keel_word_t arg)
     unsigned int features = 0;
     long err;
 
-    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, QSIZE, RX_BUF_SIZE, rx.pa)) ||
-        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, KEEL_PAGE_SIZE, tx.pa)))
+    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, QSIZE, RX_BUF_SIZE, IO_CAP,
+                               KEEL_RIGHT_WRITE, rx.pa)) ||
+        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, KEEL_PAGE_SIZE, IO_CAP,
+                               KEEL_RIGHT_READ, tx.pa)))
         serve_fail(ops.name, "setup failed", err);
     vs_setup(ops.name, &rxq, &txq, VIRTIO_CONSOLE_ID, &features, arg, REGS_CAP, RXQ_CAP, TXQ_CAP,
-             IRQ_CAP, NTFN_CAP, QSIZE, QSIZE);
+             IRQ_CAP, NTFN_CAP, IO_CAP, QSIZE, QSIZE);
     virtio_go(&rxq);
     vs_rx_post_all(&rx);
     serve_run(&ops);

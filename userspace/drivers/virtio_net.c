@@ -11,6 +11,8 @@
  *   slot 10  a frame for the transmit queue (queue 1)
  *   slot 11..18  eight frames: sixteen 2 KiB receive buffers
  *   slot 19, 20  two frames: four 2 KiB transmit buffers
+ *   slot 21  its device's io_space: the frames above are all the device may
+ *            read or write (DMA windows)
  *
  * Its argument is the offset of the device's registers in that frame.
  *
@@ -30,6 +32,7 @@
 #define RXQ_CAP 9
 #define TXQ_CAP 10
 #define RXBUF_CAP 11
+#define IO_CAP 21
 #define TXBUF_CAP 19
 
 #define VIRTIO_NET_ID 1
@@ -133,11 +136,13 @@ long keel_main(keel_word_t arg)
     unsigned int features = VIRTIO_NET_F_MAC;
     long err;
 
-    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, RX_BUFS, BUF_SIZE, rx.pa)) ||
-        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, BUF_SIZE, tx.pa)))
+    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, RX_BUFS, BUF_SIZE, IO_CAP,
+                               KEEL_RIGHT_WRITE, rx.pa)) ||
+        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, BUF_SIZE, IO_CAP,
+                               KEEL_RIGHT_READ, tx.pa)))
         serve_fail(ops.name, "setup failed", err);
     vs_setup(ops.name, &rxq, &txq, VIRTIO_NET_ID, &features, arg, REGS_CAP, RXQ_CAP, TXQ_CAP,
-             IRQ_CAP, NTFN_CAP, RX_BUFS, TX_BUFS);
+             IRQ_CAP, NTFN_CAP, IO_CAP, RX_BUFS, TX_BUFS);
     if (features & VIRTIO_NET_F_MAC) {
         for (int i = 0; i < 6; i++)
             mac[i] = ((volatile unsigned char *)rxq.regs)[VIRTIO_CONFIG + i];

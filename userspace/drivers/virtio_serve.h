@@ -1,7 +1,9 @@
 /* What the virtio-console and virtio-net drivers share on top of serve.h:
  * a receive queue (0) and a transmit queue (1), their setup, the interrupt
  * acknowledgement, transmit buffers answered once the device used them, and
- * the filled receive buffers waiting for clients. */
+ * the filled receive buffers waiting for clients.  The device may reach
+ * only the frames the driver maps in its io_space (docs/iommu.md): the two
+ * rings and the driver's own buffers; clients' data is copied. */
 #ifndef KEEL_VIRTIO_SERVE_H
 #define KEEL_VIRTIO_SERVE_H
 
@@ -11,34 +13,38 @@
 #define VS_MAX_BUFS 16
 
 /* Maps frames from slot cap on at va, cut into nbufs buffers of size bytes
- * (a divisor of the page size); their physical addresses go to pa. */
+ * (a divisor of the page size), and lets the device at them through the
+ * io_space io with dma_rights (KEEL_RIGHT_WRITE: it fills them, READ: it
+ * reads them); their physical addresses go to pa. */
 static inline long vs_map_buffers(keel_cap_t cap, unsigned long va, unsigned nbufs, unsigned size,
-                                  unsigned long *pa)
+                                  keel_cap_t io, keel_word_t dma_rights, unsigned long *pa)
 {
     unsigned per = KEEL_PAGE_SIZE / size;
     unsigned long frame_pa = 0;
     long err;
 
     for (unsigned i = 0; i < nbufs; i++) {
+        keel_cap_t frame = cap + i / per;
         if (i % per == 0 &&
-            ((err = keel_frame_map(cap + i / per, KEEL_SLOT_VSPACE, va + i / per * KEEL_PAGE_SIZE,
+            ((err = keel_frame_map(frame, KEEL_SLOT_VSPACE, va + i / per * KEEL_PAGE_SIZE,
                                    KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-             (err = keel_frame_info(cap + i / per, &frame_pa, 0))))
+             (err = keel_frame_info(frame, &frame_pa, 0)) ||
+             (err = keel_io_space_map(io, frame, dma_rights))))
             return err;
         pa[i] = frame_pa + (i % per) * size;
     }
     return 0;
 }
 
-/* Maps the registers and both rings (at SERVE_DEVICE_VA), binds the
- * interrupt, and brings the device up with rxsize and txsize entries;
- * *features: asked for, then what was negotiated.  Reports and stops on
- * failure. */
+/* Maps the registers and both rings (at SERVE_DEVICE_VA), lets the device
+ * at the rings through the io_space io, binds the interrupt, and brings the
+ * device up as far as DRIVER_OK with rxsize and txsize entries; *features:
+ * asked for, then what was negotiated.  Reports and stops on failure. */
 static inline void vs_setup(const char *name, struct virtio_dev *rxq, struct virtio_dev *txq,
                             unsigned int device_id, unsigned int *features, keel_word_t regs_offset,
                             keel_cap_t regs_cap, keel_cap_t rxq_cap, keel_cap_t txq_cap,
-                            keel_cap_t irq_cap, keel_cap_t ntfn_cap, unsigned rxsize,
-                            unsigned txsize)
+                            keel_cap_t irq_cap, keel_cap_t ntfn_cap, keel_cap_t io,
+                            unsigned rxsize, unsigned txsize)
 {
     long err;
 
@@ -47,6 +53,8 @@ static inline void vs_setup(const char *name, struct virtio_dev *rxq, struct vir
     if ((err = virtio_map(rxq, regs_cap, SERVE_DEVICE_VA, regs_offset, rxq_cap,
                           SERVE_DEVICE_VA + 0x1000)) ||
         (err = virtio_map_ring(txq, txq_cap, SERVE_DEVICE_VA + 0x2000)) ||
+        (err = keel_io_space_map(io, rxq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_io_space_map(io, txq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
         (err = keel_irq_handler_set_notification(irq_cap, ntfn_cap)) || (err = serve_bind(ntfn_cap)))
         serve_fail(name, "setup failed", err);
     txq->regs = rxq->regs;

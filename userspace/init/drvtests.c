@@ -322,18 +322,19 @@ const unsigned long drv_tests_count = sizeof(drv_tests) / sizeof(drv_tests[0]);
 /* -- virtio drivers ---------------------------------------------------------------------- */
 
 /* Starts prog on the first virtio device of the given id with nothing but
- * its registers, its interrupt line, a notification and nframes frames. */
+ * its registers, its interrupt line, a notification, nframes frames, and
+ * the device's io_space (in which it lets the device at those frames). */
 static int virtio_start(const char *prog, unsigned int id, unsigned nframes, keel_word_t ep,
                         struct process *p)
 {
-    keel_word_t regs, irq = slot_alloc(), caps[32];
+    keel_word_t regs, irq = slot_alloc(), io, caps[32];
     struct keel_device_desc *d = find_virtio_device(id, &regs);
 
     if (!d) {
         printf("drv: no virtio device of id %u\n", id);
         return 1;
     }
-    CHECK(4 + nframes <= sizeof(caps) / sizeof(caps[0]));
+    CHECK(5 + nframes <= sizeof(caps) / sizeof(caps[0]));
     CHECK_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, d->irq, CN, irq), KEEL_E_OK);
     caps[0] = ep;
     caps[1] = regs;
@@ -341,7 +342,11 @@ static int virtio_start(const char *prog, unsigned int id, unsigned nframes, kee
     caps[3] = make_obj(KEEL_OBJ_NOTIFICATION, 0);
     for (unsigned i = 0; i < nframes; i++)
         caps[4 + i] = make_obj(KEEL_OBJ_FRAME, 0);
-    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 4 + nframes, 0, p), KEEL_E_OK);
+    CHECK((io = caps[4 + nframes] = make_io_space(d)) != 0);
+    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 5 + nframes, 0, p), KEEL_E_OK);
+    /* The driver's copy is the only one left: killing it takes the io_space
+     * (and so every window) away, and a new driver gets a new one. */
+    keel_cnode_delete(CN, io);
     return 0;
 }
 

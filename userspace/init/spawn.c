@@ -161,6 +161,19 @@ void process_kill(struct process *p)
     }
 }
 
+/* The device's io_space (its DMA windows), for its driver; 0 on failure. */
+keel_word_t make_io_space(const struct keel_device_desc *d)
+{
+    keel_word_t io = slot_alloc();
+    long err = keel_io_space_control_issue(KEEL_SLOT_IO_SPACE_CONTROL, d->paddr, CN, io);
+
+    if (err) {
+        printf("init: no io_space for the device at 0x%lx: %ld\n", d->paddr, err);
+        return 0;
+    }
+    return io;
+}
+
 #define PROBE_VA 0x20110000ul
 
 /* The first device the kernel announced whose virtio DeviceID is id: a frame

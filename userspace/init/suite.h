@@ -68,6 +68,10 @@ long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, u
                    keel_word_t fault_ep, struct process *out);
 void process_kill(struct process *p);
 struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
+keel_word_t make_io_space(const struct keel_device_desc *d);
+/* rng.c: the rng driver on the first virtio-rng device, with the spare
+ * frame given (or a fresh one); its endpoint, and our io_space capability. */
+long rng_start(keel_word_t spare, keel_word_t *ep, keel_word_t *io);
 keel_word_t slot_alloc(void);
 keel_word_t make_obj(keel_word_t type, keel_word_t bits);
 keel_word_t make_untyped(unsigned bits);
