@@ -21,6 +21,19 @@ $(UBUILD)/%.o: userspace/%.S
 	@mkdir -p $(dir $@)
 	$(UCC) -D__ASSEMBLY__ -c -o $@ $<
 
+# Stream and packet drivers: one program each, on the shared request loop.
+SERVE_OBJ := $(UBUILD)/drivers/serve.o
+SERVED_DRIVERS := uart virtio_console virtio_net
+
+$(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
+
+.SECONDARY: $(SERVE_OBJ) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.o)
+
+$(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
+
+-include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
+
 $(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
 
@@ -47,16 +60,3 @@ $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rn
 initrd: $(BUILD)/initrd.cpio
 
 -include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d)
-
-# Stream and packet drivers: one program each, on the shared request loop.
-SERVE_OBJ := $(UBUILD)/drivers/serve.o
-SERVED_DRIVERS := uart virtio_console virtio_net
-
-$(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
-	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
-
-.SECONDARY: $(SERVE_OBJ) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.o)
-
-$(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
-
--include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)

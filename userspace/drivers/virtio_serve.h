@@ -100,7 +100,8 @@ static inline long vs_tx_send(struct vs_tx *t, struct drv_req *r, unsigned hdr)
     virtq_desc(t->q)[id] = (struct virtq_desc){ t->pa[id], (unsigned int)(hdr + r->len), 0, 0 };
     t->tag[id] = r->tag;
     t->len[id] = r->len;
-    virtq_submit(t->q, id);
+    virtq_add(t->q, id);
+    virtq_kick(t->q);
     return SERVE_LATER;
 }
 

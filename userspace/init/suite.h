@@ -56,17 +56,18 @@ extern const unsigned long msg_tests_count;
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;
 int drv_tests_ready(void);
+/* spawn.c: a process as spawn_program makes it, with its faults sent to
+ * fault_ep (a slot of ours; 0: none), and our capabilities to its objects. */
+struct process {
+    keel_word_t tcb, cnode, vspace;
+};
+long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
+                   keel_word_t fault_ep, struct process *out);
+void process_kill(struct process *p);
 extern keel_word_t suite_untyped;
 /* spawn.c: a process from a program in the initrd. */
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
                    keel_word_t *tcb_out);
-struct process {
-    keel_word_t tcb, cnode, vspace; /* our capabilities to its objects */
-};
-/* The same, with its faults sent to fault_ep (a slot of ours; 0: none). */
-long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
-                   keel_word_t fault_ep, struct process *out);
-void process_kill(struct process *p);
 struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
 keel_word_t make_io_space(const struct keel_device_desc *d);
 /* rng.c: the rng driver on the first virtio-rng device, with the spare

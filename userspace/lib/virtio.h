@@ -47,8 +47,129 @@ struct virtio_dev {
     unsigned char *ring;   /* the same, mapped */
     unsigned qsize;
     unsigned avail_off, used_off;
-    unsigned qindex; /* the queue this ring serves (0 for one-queue devices) */
+    unsigned qindex; /* the queue this ring serves (virtio_queue, virtq_kick) */
 };
+
+/* Maps the device's register frame at regs_va (the registers at offset
+ * `offset` in it) and the queue frame at ring_va, learns the queue frame's
+ * physical address and clears it.  A kernel error code, 0 on success. */
+static inline long virtio_map(struct virtio_dev *d, keel_cap_t regs_cap, unsigned long regs_va,
+                              unsigned long offset, keel_cap_t ring_cap, unsigned long ring_va)
+{
+    long err;
+
+    if ((err = keel_frame_map(regs_cap, KEEL_SLOT_VSPACE, regs_va,
+                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_frame_map(ring_cap, KEEL_SLOT_VSPACE, ring_va,
+                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_frame_info(ring_cap, &d->ring_pa, 0)))
+        return err;
+    d->regs = (volatile unsigned int *)(regs_va + (offset & 0xfff));
+    d->ring = (unsigned char *)ring_va;
+    memset(d->ring, 0, 4096);
+    return 0;
+}
+
+static inline unsigned int virtio_rd(struct virtio_dev *d, unsigned off)
+{
+    return d->regs[off / 4];
+}
+
+static inline void virtio_wr(struct virtio_dev *d, unsigned off, unsigned int v)
+{
+    d->regs[off / 4] = v;
+}
+
+/* Resets and initialises a version-2 device of the given id with queue 0
+ * of qsize entries laid out in d->ring; negotiates VIRTIO_F_VERSION_1 and
+ * nothing else.  0 on success, negative naming the step that failed. */
+static inline long virtio_setup(struct virtio_dev *d, unsigned int device_id, unsigned qsize)
+{
+    unsigned long pa;
+
+    if (virtio_rd(d, VIRTIO_MAGIC) != 0x74726976 || virtio_rd(d, VIRTIO_VERSION) != 2 ||
+        virtio_rd(d, VIRTIO_DEVICE_ID) != device_id)
+        return -1;
+    d->qsize = qsize;
+    d->avail_off = qsize * 16;
+    d->used_off = (d->avail_off + 6 + 2 * qsize + 3) & ~3u;
+    virtio_wr(d, VIRTIO_STATUS, 0);
+    virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK);
+    virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK | VIRTIO_S_DRIVER);
+    virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 1);
+    if (!(virtio_rd(d, VIRTIO_DEVICE_FEATURES) & 1))
+        return -2;
+    virtio_wr(d, VIRTIO_DRIVER_FEATURES_SEL, 0);
+    virtio_wr(d, VIRTIO_DRIVER_FEATURES, 0);
+    virtio_wr(d, VIRTIO_DRIVER_FEATURES_SEL, 1);
+    virtio_wr(d, VIRTIO_DRIVER_FEATURES, 1);
+    virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK);
+    if (!(virtio_rd(d, VIRTIO_STATUS) & VIRTIO_S_FEATURES_OK))
+        return -3;
+    virtio_wr(d, VIRTIO_QUEUE_SEL, 0);
+    if (virtio_rd(d, VIRTIO_QUEUE_NUM_MAX) < qsize)
+        return -4;
+    virtio_wr(d, VIRTIO_QUEUE_NUM, qsize);
+    pa = d->ring_pa;
+    virtio_wr(d, VIRTIO_QUEUE_DESC, (unsigned int)pa);
+    virtio_wr(d, VIRTIO_QUEUE_DESC + 4, (unsigned int)(pa >> 32));
+    pa = d->ring_pa + d->avail_off;
+    virtio_wr(d, VIRTIO_QUEUE_DRIVER, (unsigned int)pa);
+    virtio_wr(d, VIRTIO_QUEUE_DRIVER + 4, (unsigned int)(pa >> 32));
+    pa = d->ring_pa + d->used_off;
+    virtio_wr(d, VIRTIO_QUEUE_DEVICE, (unsigned int)pa);
+    virtio_wr(d, VIRTIO_QUEUE_DEVICE + 4, (unsigned int)(pa >> 32));
+    virtio_wr(d, VIRTIO_QUEUE_READY, 1);
+    virtio_wr(d, VIRTIO_STATUS,
+              VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK);
+    return 0;
+}
+
+static inline struct virtq_desc *virtq_desc(struct virtio_dev *d)
+{
+    return (struct virtq_desc *)d->ring;
+}
+
+static inline volatile unsigned short *virtq_avail_idx(struct virtio_dev *d)
+{
+    return (volatile unsigned short *)(d->ring + d->avail_off + 2);
+}
+
+static inline volatile unsigned short *virtq_avail_ring(struct virtio_dev *d)
+{
+    return (volatile unsigned short *)(d->ring + d->avail_off + 4);
+}
+
+static inline volatile unsigned short *virtq_used_idx(struct virtio_dev *d)
+{
+    return (volatile unsigned short *)(d->ring + d->used_off + 2);
+}
+
+static inline volatile unsigned int *virtq_used_len(struct virtio_dev *d, unsigned slot)
+{
+    return (volatile unsigned int *)(d->ring + d->used_off + 4 + 8 * (slot % d->qsize) + 4);
+}
+
+/* Makes the chain starting at descriptor head available and kicks queue 0. */
+static inline void virtq_submit(struct virtio_dev *d, unsigned short head)
+{
+    volatile unsigned short *idx = virtq_avail_idx(d);
+
+    virtq_avail_ring(d)[*idx % d->qsize] = head;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    *idx = (unsigned short)(*idx + 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    virtio_wr(d, VIRTIO_QUEUE_NOTIFY, 0);
+}
+
+/* -- Devices with several queues (virtio-console, virtio-net) ---------------
+ *
+ * One struct virtio_dev per queue: the same registers, a ring frame each
+ * (virtio_map_ring), qindex naming the queue.  virtio_begin resets the
+ * device and negotiates VIRTIO_F_VERSION_1 and those of `features` (bits
+ * 0-31) the device offers, returned in *got; virtio_queue sets up queue
+ * d->qindex with qsize entries (a power of two); virtio_go lets the device
+ * run.  Negative results name the failed step, as virtio_setup's do. */
 
 /* Maps a queue's frame at ring_va, learns its physical address and clears it. */
 static inline long virtio_map_ring(struct virtio_dev *d, keel_cap_t ring_cap, unsigned long ring_va)
@@ -64,37 +185,6 @@ static inline long virtio_map_ring(struct virtio_dev *d, keel_cap_t ring_cap, un
     return 0;
 }
 
-/* Maps the device's register frame at regs_va (the registers at offset
- * `offset` in it) and the queue frame at ring_va, learns the queue frame's
- * physical address and clears it.  A kernel error code, 0 on success. */
-static inline long virtio_map(struct virtio_dev *d, keel_cap_t regs_cap, unsigned long regs_va,
-                              unsigned long offset, keel_cap_t ring_cap, unsigned long ring_va)
-{
-    long err;
-
-    if ((err = keel_frame_map(regs_cap, KEEL_SLOT_VSPACE, regs_va,
-                              KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
-        return err;
-    d->regs = (volatile unsigned int *)(regs_va + (offset & 0xfff));
-    return virtio_map_ring(d, ring_cap, ring_va);
-}
-
-static inline unsigned int virtio_rd(struct virtio_dev *d, unsigned off)
-{
-    return d->regs[off / 4];
-}
-
-static inline void virtio_wr(struct virtio_dev *d, unsigned off, unsigned int v)
-{
-    d->regs[off / 4] = v;
-}
-
-/* Devices with several queues use one struct virtio_dev per queue: the
- * same registers, a ring frame each (virtio_map_ring), qindex naming the
- * queue.  virtio_begin resets the device and negotiates VIRTIO_F_VERSION_1
- * and those of `features` (bits 0-31) the device offers, returned in *got;
- * virtio_queue sets up queue d->qindex with qsize entries (a power of two);
- * virtio_go lets the device run.  Negative results name the failed step. */
 static inline long virtio_begin(struct virtio_dev *d, unsigned int device_id,
                                 unsigned int features, unsigned int *got)
 {
@@ -151,45 +241,6 @@ static inline void virtio_go(struct virtio_dev *d)
               VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK);
 }
 
-/* Resets and initialises a version-2 device of the given id with queue 0
- * of qsize entries laid out in d->ring; negotiates VIRTIO_F_VERSION_1 and
- * nothing else.  0 on success, negative naming the step that failed. */
-static inline long virtio_setup(struct virtio_dev *d, unsigned int device_id, unsigned qsize)
-{
-    long err;
-
-    d->qindex = 0;
-    if ((err = virtio_begin(d, device_id, 0, 0)) || (err = virtio_queue(d, qsize)))
-        return err;
-    virtio_go(d);
-    return 0;
-}
-
-static inline struct virtq_desc *virtq_desc(struct virtio_dev *d)
-{
-    return (struct virtq_desc *)d->ring;
-}
-
-static inline volatile unsigned short *virtq_avail_idx(struct virtio_dev *d)
-{
-    return (volatile unsigned short *)(d->ring + d->avail_off + 2);
-}
-
-static inline volatile unsigned short *virtq_avail_ring(struct virtio_dev *d)
-{
-    return (volatile unsigned short *)(d->ring + d->avail_off + 4);
-}
-
-static inline volatile unsigned short *virtq_used_idx(struct virtio_dev *d)
-{
-    return (volatile unsigned short *)(d->ring + d->used_off + 2);
-}
-
-static inline volatile unsigned int *virtq_used_len(struct virtio_dev *d, unsigned slot)
-{
-    return (volatile unsigned int *)(d->ring + d->used_off + 4 + 8 * (slot % d->qsize) + 4);
-}
-
 /* The head of the chain in used-ring entry slot. */
 static inline unsigned int virtq_used_id(struct virtio_dev *d, unsigned slot)
 {
@@ -210,13 +261,6 @@ static inline void virtq_kick(struct virtio_dev *d)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     virtio_wr(d, VIRTIO_QUEUE_NOTIFY, d->qindex);
-}
-
-/* Makes the chain starting at descriptor head available and kicks its queue. */
-static inline void virtq_submit(struct virtio_dev *d, unsigned short head)
-{
-    virtq_add(d, head);
-    virtq_kick(d);
 }
 
 #endif
