@@ -10,8 +10,9 @@
  *   slot 10  a frame for the transmit queue (queue 1)
  *   slot 11  a frame of receive buffers
  *   slot 12, 13  two frames of transmit buffers
- *   slot 14  its device's io_space: the frames above are all the device may
- *            read or write (DMA windows)
+ *   slot 26  its device's io_space: the frames above are all the device may
+ *            read or write (DMA windows).  Slot 26 as for virtio_blk: the
+ *            frames are the first of 17 from slot 9, the rest unused.
  *
  * Its argument is the offset of the device's registers in that frame.
  *
@@ -29,7 +30,7 @@
 #define RXQ_CAP 9
 #define TXQ_CAP 10
 #define RXBUF_CAP 11
-#define IO_CAP 14
+#define IO_CAP 26
 #define TXBUF_CAP 12
 
 #define VIRTIO_CONSOLE_ID 3

@@ -11,8 +11,9 @@
  *   slot 10  a frame for the transmit queue (queue 1)
  *   slot 11..18  eight frames: sixteen 2 KiB receive buffers
  *   slot 19, 20  two frames: four 2 KiB transmit buffers
- *   slot 21  its device's io_space: the frames above are all the device may
- *            read or write (DMA windows)
+ *   slot 26  its device's io_space: the frames above are all the device may
+ *            read or write (DMA windows).  Slot 26 as for virtio_blk: the
+ *            frames are the first of 17 from slot 9, the rest unused.
  *
  * Its argument is the offset of the device's registers in that frame.
  *
@@ -32,7 +33,7 @@
 #define RXQ_CAP 9
 #define TXQ_CAP 10
 #define RXBUF_CAP 11
-#define IO_CAP 21
+#define IO_CAP 26
 #define TXBUF_CAP 19
 
 #define VIRTIO_NET_ID 1

@@ -322,28 +322,30 @@ const unsigned long drv_tests_count = sizeof(drv_tests) / sizeof(drv_tests[0]);
 /* -- virtio drivers ---------------------------------------------------------------------- */
 
 /* Starts prog on the first virtio device of the given id with nothing but
- * its registers, its interrupt line, a notification, nframes frames, and
- * the device's io_space (in which it lets the device at those frames). */
-static int virtio_start(const char *prog, unsigned int id, unsigned nframes, keel_word_t ep,
-                        struct process *p)
+ * its registers, its interrupt line, a notification, the 17 frames every
+ * virtio driver is given (slots 9-25; it uses as many as it needs) and the
+ * device's io_space (slot 26), in which it lets the device at those frames. */
+#define VIRTIO_DRV_FRAMES 17
+
+static int virtio_start(const char *prog, unsigned int id, keel_word_t ep, struct process *p)
 {
-    keel_word_t regs, irq = slot_alloc(), io, caps[32];
+    keel_word_t regs, irq = slot_alloc(), io, caps[5 + VIRTIO_DRV_FRAMES];
     struct keel_device_desc *d = find_virtio_device(id, &regs);
 
     if (!d) {
         printf("drv: no virtio device of id %u\n", id);
         return 1;
     }
-    CHECK(5 + nframes <= sizeof(caps) / sizeof(caps[0]));
     CHECK_ERR(keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, d->irq, CN, irq), KEEL_E_OK);
     caps[0] = ep;
     caps[1] = regs;
     caps[2] = irq;
     caps[3] = make_obj(KEEL_OBJ_NOTIFICATION, 0);
-    for (unsigned i = 0; i < nframes; i++)
+    for (unsigned i = 0; i < VIRTIO_DRV_FRAMES; i++)
         caps[4 + i] = make_obj(KEEL_OBJ_FRAME, 0);
-    CHECK((io = caps[4 + nframes] = make_io_space(d)) != 0);
-    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 5 + nframes, 0, p), KEEL_E_OK);
+    CHECK((io = caps[4 + VIRTIO_DRV_FRAMES] = make_io_space(d)) != 0);
+    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 5 + VIRTIO_DRV_FRAMES, 0, p),
+              KEEL_E_OK);
     /* The driver's copy is the only one left: killing it takes the io_space
      * (and so every window) away, and a new driver gets a new one. */
     keel_cnode_delete(CN, io);
@@ -362,7 +364,7 @@ int vcon_run(void)
     char line[128];
     static const char hello[] = "vcon: hello through the driver\n";
 
-    if (virtio_start("virtio_console", 3, 5, ep, &p))
+    if (virtio_start("virtio_console", 3, ep, &p))
         return 1;
     CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
     if (check_stream_protocol(ep, &c))
@@ -393,7 +395,7 @@ int vcon_run(void)
     /* Killed and started again, a driver resets the device and goes on. */
     static const char again[] = "vcon: after the restart\n";
     process_kill(&p);
-    if (virtio_start("virtio_console", 3, 5, ep, &p))
+    if (virtio_start("virtio_console", 3, ep, &p))
         return 1;
     CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
     CHECK_ERR(client_write(&c, again, sizeof(again) - 1, &done), KEEL_E_OK);
@@ -558,7 +560,7 @@ int net_run(void)
     struct process p;
     struct client c;
 
-    if (virtio_start("virtio_net", 1, 12, ep, &p))
+    if (virtio_start("virtio_net", 1, ep, &p))
         return 1;
     CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
     CHECK_ERR(keel_call(ep, DRV_INFO, in, out), KEEL_E_OK);
@@ -587,7 +589,7 @@ int net_run(void)
     }
     /* Killed and started again, a driver resets the device and goes on. */
     process_kill(&p);
-    if (virtio_start("virtio_net", 1, 12, ep, &p))
+    if (virtio_start("virtio_net", 1, ep, &p))
         return 1;
     CHECK_ERR(client_open(&c, ep), KEEL_E_OK);
     struct echo e = { PINGS + 1, 100 };
