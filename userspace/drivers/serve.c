@@ -85,6 +85,21 @@ static int handle_ok(keel_word_t handle, keel_word_t badge)
     return handle < SERVE_CLIENTS && clients[handle].used && clients[handle].badge == badge;
 }
 
+/* Whether the client's page is still mapped here: a client (or whoever
+ * holds its memory) may revoke it at any time, and touching it then would
+ * fault.  A page gone takes its handle with it. */
+static int buffer_there(keel_word_t handle)
+{
+    keel_word_t pa, va = 0;
+
+    if (!keel_frame_info(SERVE_CLIENT_SLOT + handle, &pa, &va) &&
+        va == (keel_word_t)client_buf(handle))
+        return 1;
+    keel_cnode_delete(CN, SERVE_CLIENT_SLOT + handle);
+    clients[handle].used = 0;
+    return 0;
+}
+
 static long do_close(const struct keel_msg *m)
 {
     keel_word_t h = m->w[0];
@@ -173,6 +188,10 @@ static void do_transfer(const struct keel_msg *m)
         answer_now(KEEL_E_FULL, 0);
         return;
     }
+    if (!buffer_there(r.handle)) {
+        answer_now(KEEL_E_REVOKED, 0);
+        return;
+    }
     r.buf = client_buf(r.handle) + off;
     r.tag = next_tag++;
     long n = run_op(&r);
@@ -217,6 +236,11 @@ static void retry_held(void)
         tried |= 1u << i;
         if (!caller_waits(i)) {
             h->used = 0; /* its caller is gone: take nothing for it */
+            continue;
+        }
+        if (!clients[h->req.handle].used || !buffer_there(h->req.handle)) {
+            answer(SERVE_PENDING_SLOT + i, KEEL_E_REVOKED, 0);
+            h->used = 0;
             continue;
         }
         long n = run_op(&h->req);

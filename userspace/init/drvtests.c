@@ -127,6 +127,11 @@ static int check_stream_protocol(keel_word_t ep, struct client *c)
     CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, &r0), KEEL_E_OK);
     CHECK_ERR(drv_call(other, DRV_CLOSE, d.handle, 0, 0, 0, 0, 0), KEEL_E_OK);
     CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
+    /* a client that takes its page back loses the handle; the driver goes on */
+    CHECK_ERR(client_open(&d, other), KEEL_E_OK);
+    CHECK_ERR(keel_cnode_revoke(CN, d.frame), KEEL_E_OK);
+    CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, 0), KEEL_E_REVOKED);
+    CHECK_ERR(drv_call(other, DRV_READ, d.handle, 0, 1, 0, 0, 0), KEEL_E_INVALID_ARG);
     CHECK_ERR(drv_call(ep, DRV_READ, c->handle, 0, 1, 0, 0, &r0), KEEL_E_OK);
     return 0;
 }
