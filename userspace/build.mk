@@ -24,6 +24,19 @@ $(UBUILD)/%.o: userspace/%.S
 	@mkdir -p $(dir $@)
 	$(UCC) -D__ASSEMBLY__ -c -o $@ $<
 
+# Stream and packet drivers: one program each, on the shared request loop.
+SERVE_OBJ := $(UBUILD)/drivers/serve.o
+SERVED_DRIVERS := uart virtio_console virtio_net
+
+$(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
+
+.SECONDARY: $(SERVE_OBJ) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.o)
+
+$(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
+
+-include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
+
 $(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
 
@@ -47,6 +60,7 @@ $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rn
 		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf \
 		$(UBUILD)/shell.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
+	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng

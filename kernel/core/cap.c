@@ -37,7 +37,7 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 static bool has_header(u32 type)
 {
     return type == KEEL_OBJ_CNODE || type == KEEL_OBJ_TCB || type == KEEL_OBJ_ENDPOINT ||
-           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE;
+           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE || type == KEEL_OBJ_IO_SPACE;
 }
 
 struct kobj *cap_kobj(const struct cap *c)
@@ -79,6 +79,10 @@ static void obj_unref(const struct cap *c)
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
 {
     child->cap = *cap;
+    /* A DMA window belongs to the one capability that was mapped: copies,
+     * made here whatever the path (copy, mint, message), carry none. */
+    child->cap.flags &= (u8)~CAP_IO_FLAGS;
+    child->cap.io = 0;
     child->parent = parent;
     child->child = NULL;
     child->prev = NULL;
@@ -145,6 +149,8 @@ void slot_delete(struct slot *s)
         return;
     if (s->cap.flags & CAP_MAPPED)
         paging_cap_deleted(&s->cap);
+    if (s->cap.flags & CAP_IOMAPPED)
+        iospace_frame_deleted(&s->cap); /* a frame it no longer holds is not DMA-able */
     if (s->cap.type == KEEL_OBJ_REPLY)
         reply_cap_deleted(s);
     if (s->cap.type == KEEL_OBJ_IRQ_HANDLER)
@@ -194,6 +200,9 @@ static void destroy(struct kobj *o)
         break;
     case KEEL_OBJ_VSPACE:
         vspace_destroy((struct vspace *)o);
+        break;
+    case KEEL_OBJ_IO_SPACE:
+        iospace_destroy(o);
         break;
     }
 }

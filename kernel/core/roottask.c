@@ -253,6 +253,8 @@ bool root_task_create(void)
     slot_insert_child(NULL, &slots[KEEL_SLOT_IRQ_CONTROL], &c);
     c = (struct cap){ .type = KEEL_OBJ_IO_PORT_CONTROL, .rights = KEEL_RIGHT_ALL };
     slot_insert_child(NULL, &slots[KEEL_SLOT_IO_PORT_CONTROL], &c);
+    c = (struct cap){ .type = KEEL_OBJ_IO_SPACE_CONTROL, .rights = KEEL_RIGHT_ALL };
+    slot_insert_child(NULL, &slots[KEEL_SLOT_IO_SPACE_CONTROL], &c);
     slot_insert_child(&slots[KEEL_SLOT_CNODE], &t->cspace, &slots[KEEL_SLOT_CNODE].cap);
     slot_insert_child(&slots[KEEL_SLOT_VSPACE], &t->vspace, &slots[KEEL_SLOT_VSPACE].cap);
 

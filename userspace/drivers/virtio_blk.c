@@ -7,6 +7,8 @@
  *   slot 8  a notification the interrupt signals (service mode)
  *   slot 9  a frame for the virtqueue, the request header and status
  *   slot 10..25  sixteen frames: a 64 KiB data buffer
+ *   slot 26 its device's io_space: it maps the frames above there, and the
+ *           device may use no other memory
  *
  * Its argument is DRV_ARG(mode, register offset in the frame).
  *
@@ -31,6 +33,7 @@
 #define RING_CAP DRV_SLOT_DMA
 #define DATA_CAP (DRV_SLOT_DMA + 1)
 #define DATA_PAGES 16
+#define IO_CAP DRV_SLOT_IO_SPACE
 
 #define REGS_VA 0x5fe000ul
 #define RING_VA 0x5ff000ul
@@ -179,12 +182,14 @@ long keel_main(keel_word_t arg)
     int service = DRV_ARG_MODE(arg) == DRV_MODE_SERVICE;
     long err;
 
-    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)))
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)) ||
+        (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
         goto out;
     for (unsigned i = 0; i < DATA_PAGES; i++) {
         if ((err = keel_frame_map(DATA_CAP + i, KEEL_SLOT_VSPACE, DATA_VA + i * 4096ul,
                                   KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)))
+            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)) ||
+            (err = keel_io_space_map(IO_CAP, DATA_CAP + i, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
             goto out;
     }
     if (service && (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)))

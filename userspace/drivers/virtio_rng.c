@@ -8,9 +8,21 @@
  *   slot 7  the device's interrupt handler
  *   slot 8  a notification the interrupt signals
  *   slot 9  a frame for the virtqueue and the buffer (it knows its address)
+ *   slot 10 a spare frame (optional), mapped for DMA too
+ *   slot 26 its device's io_space: the frames it maps there are all the
+ *           device may read or write (DMA windows)
  *
  * Its argument is DRV_ARG(mode, offset of the device's registers in that
  * frame); the mode does not matter.
+ *
+ * Calls it answers (labels above KEEL_LABEL_USER):
+ *   +1  48 random bytes, in six result words
+ *   +2  w0 = a physical address: have the device write 48 random bytes
+ *       there, whatever it is -- how the tests play a driver pointing its
+ *       device at memory it was not given; result word 0 is the length the
+ *       device reported
+ *   +3  the same into the spare frame, by the address learned at start
+ *       (still used after the frame was taken away: the window must be gone)
  *
  * It follows the virtio 1.x specification for the virtio-mmio transport
  * (version 2) and the entropy device, not anything particular to Keel's VMM. */
@@ -22,7 +34,11 @@
 #define IRQ_CAP DRV_SLOT_IRQ
 #define NTFN_CAP DRV_SLOT_NTFN
 #define RING_CAP DRV_SLOT_DMA
+#define SPARE_CAP (DRV_SLOT_DMA + 1)
+#define IO_CAP DRV_SLOT_IO_SPACE
 #define LABEL_INLINE (KEEL_LABEL_USER + 1)
+#define LABEL_AT (KEEL_LABEL_USER + 2)
+#define LABEL_SPARE (KEEL_LABEL_USER + 3)
 
 #define REGS_VA 0x5fe000ul /* in the page table its code already uses: it has no memory to make tables */
 #define RING_VA 0x5ff000ul
@@ -34,25 +50,33 @@
 #define VIRTIO_RNG_ID 4
 
 static struct virtio_dev dev;
-static unsigned long interrupts;
+static unsigned long interrupts, spare_pa;
 
-/* Fetches up to n (at most MAX_FETCH) random bytes into out: how many, or
- * negative when the device failed. */
-static long fetch(unsigned char *out, unsigned long n)
+/* Has the device write up to n random bytes at physical address pa; the
+ * length the device reported. */
+static long fetch_at(unsigned long pa, unsigned long n)
 {
     struct virtq_desc *d = virtq_desc(&dev);
     unsigned short seen = *virtq_used_idx(&dev);
 
-    d[0].addr = dev.ring_pa + BUF_OFF;
+    d[0].addr = pa;
     d[0].len = (unsigned int)n;
     d[0].flags = VIRTQ_DESC_WRITE;
     d[0].next = 0;
     virtq_submit(&dev, 0);
     interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
-    unsigned int got = *virtq_used_len(&dev, seen);
-    if (!got || got > n)
+    return *virtq_used_len(&dev, seen);
+}
+
+/* Fetches up to n (at most MAX_FETCH) random bytes into out: how many, or
+ * negative when the device failed. */
+static long fetch(unsigned char *out, unsigned long n)
+{
+    long got = fetch_at(dev.ring_pa + BUF_OFF, n);
+
+    if (got <= 0 || (unsigned long)got > n)
         return -2;
-    memcpy(out, dev.ring + BUF_OFF, got);
+    memcpy(out, dev.ring + BUF_OFF, (unsigned long)got);
     return got;
 }
 
@@ -68,6 +92,13 @@ static long serve_one(const struct keel_msg *m, keel_word_t *res)
                 return KEEL_E_BAD_STATE;
         }
         return KEEL_E_OK;
+    case LABEL_AT:
+    case LABEL_SPARE:
+        if ((m->label & KEEL_LABEL_MASK) == LABEL_SPARE && !spare_pa)
+            return KEEL_E_BAD_STATE;
+        res[0] = (keel_word_t)fetch_at(
+            (m->label & KEEL_LABEL_MASK) == LABEL_AT ? m->w[0] : spare_pa, CHUNK);
+        return res[0] == CHUNK ? KEEL_E_OK : KEEL_E_BAD_STATE;
     case DRV_INFO:
         res[0] = DRV_KIND_ENTROPY;
         res[3] = interrupts;
@@ -92,11 +123,17 @@ long keel_main(keel_word_t arg)
 {
     long err;
 
+    /* The device may use its queue frame (rings and buffer) and the spare
+     * frame, nothing else; this must come before the device starts. */
     if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)) ||
+        (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
         (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP))) {
         printf("virtio-rng: setup failed: %ld\n", err);
         return 0;
     }
+    if (!keel_frame_info(SPARE_CAP, &spare_pa, 0) &&
+        keel_io_space_map(IO_CAP, SPARE_CAP, KEEL_RIGHT_WRITE))
+        spare_pa = 0;
     if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE))) {
         printf("virtio-rng: device refused: %ld\n", err);
         virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);

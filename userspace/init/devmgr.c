@@ -66,6 +66,7 @@ struct device {
     keel_word_t ut, slots;       /* the driver's memory and slots */
     keel_word_t tcb;
     keel_word_t fault; /* our endpoint, badged for this driver's faults */
+    keel_word_t io;    /* the device's io_space (DMA windows), kept while present */
     unsigned long starts;
     int state;
 };
@@ -153,7 +154,8 @@ static long start_driver(struct device *d)
 {
     struct keel_device_desc *desc = &bi->devices[d->desc];
     struct obj_alloc a = { d->ut, d->slots, d->slots + DRIVER_SLOTS };
-    keel_word_t caps[4 + DRV_DMA_FRAMES], tcb;
+    keel_word_t caps[DRV_SLOT_IO_SPACE - DRV_SLOT_SERVICE + 1] = { 0 };
+    struct process proc;
     unsigned ncaps = 4, frames = d->kind->dma;
     long err;
 
@@ -172,17 +174,21 @@ static long start_driver(struct device *d)
         goto fail;
     for (unsigned i = 0; i < frames; i++)
         caps[ncaps++] = a.next++;
+    /* Its copy of the io_space goes with its capability table; the windows
+     * it makes belong to its frames, so a killed driver's DMA ends with it. */
+    ncaps = DRV_SLOT_IO_SPACE - DRV_SLOT_SERVICE;
+    caps[ncaps++] = d->io;
     /* Its faults come to us, badged with who and which start it was: a
      * fault still queued from a driver since replaced is recognised. */
     d->starts++;
     keel_cnode_delete(CN, d->fault);
     if ((err = keel_cnode_mint(CN, d->fault, CN, dm_ep, KEEL_RIGHT_WRITE,
                                fault_badge(d))) ||
-        (err = spawn_program_faults(&a, d->kind->program,
-                                    DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
-                                    d->fault, &tcb)))
+        (err = spawn_process_from(&a, d->kind->program,
+                                  DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
+                                  d->fault, &proc)))
         goto fail;
-    d->tcb = tcb;
+    d->tcb = proc.tcb;
     if ((err = ns_register(d, caps[0])))
         goto fail;
     d->state = DM_RUNNING;
@@ -250,6 +256,14 @@ static struct device *add_device(unsigned i, int hot_slot)
     if (!d->irq) {
         d->irq = slot_alloc();
         d->fault = slot_alloc();
+        d->io = slot_alloc();
+    }
+    long err = keel_io_space_control_issue(KEEL_SLOT_IO_SPACE_CONTROL, bi->devices[i].paddr, CN,
+                                           d->io);
+    if (err) {
+        printf("devmgr: %s: no io_space for the device: %ld\n", d->name, err);
+        d->state = DM_FAILED;
+        return d;
     }
     start_driver(d);
     return d;
@@ -261,6 +275,7 @@ static void remove_device(struct device *d)
         stop_driver(d, 0);
     ns_withdraw(d);
     keel_cnode_delete(CN, d->irq);
+    keel_cnode_delete(CN, d->io); /* the last one: the device's table is cleared */
     printf("devmgr: %s: device removed, driver stopped\n", d->name);
     d->state = DM_FREE;
 }
@@ -440,13 +455,13 @@ static void hotplug_setup(void)
 int devmgr_start(struct keel_bootinfo *boot)
 {
     struct obj_alloc ns = { make_untyped(NS_UT_BITS), slot_alloc_range(32), 0 };
-    keel_word_t tcb;
+    struct process proc;
 
     bi = boot;
     ns.end = ns.next + 32;
     keel_word_t ns_ep = ns.next++;
     if (keel_untyped_retype(ns.ut, KEEL_OBJ_ENDPOINT, 0, CN, ns_ep, 1) ||
-        spawn_program_from(&ns, "nameserv", 0, &ns_ep, 1, &tcb)) {
+        spawn_process_from(&ns, "nameserv", 0, &ns_ep, 1, 0, &proc)) {
         printf("devmgr: cannot start the name service\n");
         return 1;
     }

@@ -6,8 +6,12 @@
 #include "suite.h"
 
 long keel_main(struct keel_bootinfo *bi);
+int uart_run(void);
+int vcon_run(void);
+int net_run(void);
 int rng_run(void);
 int blk_run(void);
+int dma_run(void);
 
 long keel_main(struct keel_bootinfo *bi)
 {
@@ -27,9 +31,18 @@ long keel_main(struct keel_bootinfo *bi)
             suite_setup(bi);
             return suite_run() ? 0x11 : 0x10;
         }
+        if (!strcmp(test, "uart") || !strcmp(test, "vconsole") || !strcmp(test, "net")) {
+            suite_setup(bi); /* drvtests.c: a driver started and used as a client */
+            int failed = test[0] == 'u' ? uart_run() : test[0] == 'v' ? vcon_run() : net_run();
+            return failed ? 0x11 : 0x10;
+        }
         if (!strcmp(test, "blkbench")) {
             suite_setup(bi);
             return blk_run() ? 0x11 : 0x10;
+        }
+        if (!strcmp(test, "dma")) {
+            suite_setup(bi);
+            return dma_run() ? 0x11 : 0x10;
         }
         if (!strcmp(test, "rng")) {
             suite_setup(bi);

@@ -93,18 +93,25 @@ static long map_in(struct obj_alloc *a, keel_word_t vs, keel_word_t frame, keel_
 long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
                    keel_word_t *tcb_out)
 {
-    return spawn_program_from(0, name, arg, caps, ncaps, tcb_out);
+    struct process p;
+    long err = spawn_process_from(0, name, arg, caps, ncaps, 0, &p);
+
+    *tcb_out = p.tcb;
+    return err;
 }
 
-long spawn_program_from(struct obj_alloc *a, const char *name, keel_word_t arg,
-                        const keel_word_t *caps, unsigned ncaps, keel_word_t *tcb_out)
+long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
+                   keel_word_t fault_ep, struct process *out)
 {
-    return spawn_program_faults(a, name, arg, caps, ncaps, 0, tcb_out);
+    return spawn_process_from(0, name, arg, caps, ncaps, fault_ep, out);
 }
 
-long spawn_program_faults(struct obj_alloc *a, const char *name, keel_word_t arg,
-                          const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
-                          keel_word_t *tcb_out)
+/* Loads name from the initrd into a new process made from a's memory (0:
+ * init's own), its capabilities in slots 5.. and its faults sent to fault_ep
+ * (0: none); *out names its thread, capability table and address space. */
+long spawn_process_from(struct obj_alloc *a, const char *name, keel_word_t arg,
+                        const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
+                        struct process *out)
 {
     unsigned long len;
     const unsigned char *img = cpio_find(name, &len);
@@ -113,6 +120,7 @@ long spawn_program_faults(struct obj_alloc *a, const char *name, keel_word_t arg
 
     if (!img || len < sizeof(*eh) || memcmp(eh->ident, "\177ELF", 4))
         return KEEL_E_INVALID_ARG;
+    *out = (struct process){ 0, 0, 0 };
     keel_word_t vs = obj(a, KEEL_OBJ_VSPACE, 0);
     if (!vs)
         return KEEL_E_NO_MEMORY;
@@ -159,18 +167,46 @@ long spawn_program_faults(struct obj_alloc *a, const char *name, keel_word_t arg
         (err = keel_cnode_copy(cn, KEEL_SLOT_CONSOLE, CN, KEEL_SLOT_CONSOLE, KEEL_RIGHT_WRITE)))
         return err;
     for (unsigned i = 0; i < ncaps; i++) {
+        if (!caps[i]) /* slot 0 is never a capability: leave that one empty */
+            continue;
         err = keel_cnode_copy(cn, 5 + i, CN, caps[i], KEEL_RIGHT_ALL);
         if (err == KEEL_E_INVALID_ARG) /* untyped memory cannot be copied: it moves */
             err = keel_cnode_move(cn, 5 + i, CN, caps[i]);
         if (err)
             return err;
     }
+    *out = (struct process){ tcb, cn, vs };
     if ((err = keel_tcb_configure(tcb, cn, vs, fault_ep)) ||
         (err = keel_tcb_write_regs(tcb, eh->entry, CHILD_STACK_TOP - 8, arg)) ||
         (err = keel_tcb_resume(tcb)))
         return err;
-    *tcb_out = tcb;
     return KEEL_E_OK;
+}
+
+/* Stops a process and deletes every capability it held: calls it was
+ * answering end with KEEL_E_REVOKED, its interrupt line is free again.
+ * (The frames of its image and stack stay with us.) */
+void process_kill(struct process *p)
+{
+    keel_tcb_suspend(p->tcb);
+    keel_word_t objs[3] = { p->tcb, p->cnode, p->vspace };
+    for (int i = 0; i < 3; i++) {
+        keel_cnode_revoke(CN, objs[i]); /* the copies it held, the thread's bindings */
+        keel_cnode_delete(CN, objs[i]);
+    }
+}
+
+/* The device's io_space (its DMA windows), for its driver; 0 on failure. */
+keel_word_t make_io_space(const struct keel_device_desc *d)
+{
+    keel_word_t io = slot_alloc();
+    long err = keel_io_space_control_issue(KEEL_SLOT_IO_SPACE_CONTROL, d->paddr, CN, io);
+
+    if (err) {
+        printf("init: no io_space for the device at 0x%lx: %ld\n", d->paddr, err);
+        return 0;
+    }
+    return io;
 }
 
 #define PROBE_VA 0x20110000ul

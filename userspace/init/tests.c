@@ -1199,6 +1199,10 @@ int suite_run(void)
     printf("ktest: running %lu tests\n", n + msg_tests_count);
     run_table(tests, n, &passed, &failed);
     run_table(msg_tests, msg_tests_count, &passed, &failed);
+    if (drv_tests_ready())
+        run_table(drv_tests, drv_tests_count, &passed, &failed);
+    else
+        printf("ktest: no 16550 at COM2: %lu driver tests not run\n", drv_tests_count);
     printf("ktest: %u passed, %u failed\n", passed, failed);
     return failed != 0;
 }

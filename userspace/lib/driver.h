@@ -70,7 +70,10 @@ enum drv_kind {
 #define DRV_SLOT_NTFN 8    /* notification the interrupt signals */
 #define DRV_SLOT_DMA 9     /* DRV_DMA_FRAMES frames the device may be pointed at */
 #define DRV_DMA_FRAMES 17
-#define DRV_SLOT_FIRST_FREE (DRV_SLOT_DMA + DRV_DMA_FRAMES)
+/* The device's io_space: the driver maps there the DMA frames the device
+ * may use (before starting it); the device can reach no other memory. */
+#define DRV_SLOT_IO_SPACE (DRV_SLOT_DMA + DRV_DMA_FRAMES)
+#define DRV_SLOT_FIRST_FREE (DRV_SLOT_IO_SPACE + 1)
 
 /* driver.c, shared by the drivers: clients' buffers and the request loop.
  * The loop receives with capabilities landing in DRV_WINDOW.., keeps a
@@ -98,5 +101,22 @@ __attribute__((noreturn)) void drv_serve(long (*serve_one)(const struct keel_msg
 #define DRV_READ (KEEL_LABEL_USER + 0x103)  /* handle, buf off, len, dev offset, flags -> bytes */
 #define DRV_WRITE (KEEL_LABEL_USER + 0x104) /* handle, buf off, len, dev offset, flags -> bytes */
 #define DRV_FLUSH (KEEL_LABEL_USER + 0x105) /* handle */
+
+/* -- Added by the drivers branch (UART, virtio-console, virtio-net) ---------
+ *
+ * DRV_ADDRESS: a packet device's own address: the MAC in the low 48 bits,
+ * its first byte in the lowest byte (memcpy order); and how many received
+ * frames the driver dropped because nobody read them.
+ *
+ * DRV_FAULT_INJECT exists for tests only: a driver started with
+ * DRV_ARG_TEST_HOOKS in its argument does what word 0 names (a driver
+ * started without the flag answers KEEL_E_UNKNOWN_CALL), so the tests can
+ * watch the kernel stop a misbehaving driver and the device survive it.
+ * The request is never answered: the driver faults while serving it. */
+#define DRV_ADDRESS (KEEL_LABEL_USER + 0x140) /* -> address, frames dropped */
+#define DRV_FAULT_INJECT (KEEL_LABEL_USER + 0x1f0) /* what */
+#define DRV_INJECT_STRAY_PORT 1 /* touch an I/O port outside the driver's range */
+#define DRV_ARG_TEST_HOOKS (1ul << 63)
+#define DRV_ARG_UART_LOOPBACK (1ul << 62) /* the UART echoes what it sends (tests) */
 
 #endif

@@ -244,6 +244,15 @@ int host_world_create(u32 ut_bits)
 
 void host_world_destroy(void)
 {
+    if (!root)
+        return;
+    /* io_spaces live in the kernel's own table, which outlives a world. */
+    for (u64 i = 1; i < (1ul << ROOT_BITS); i++) {
+        struct slot *s = (struct slot *)root + i;
+        if (s->cap.type == KEEL_OBJ_IO_SPACE)
+            slot_delete(s);
+    }
+    zombies_reap();
     free(memory[1]);
     free(root);
     free(caller);
@@ -271,6 +280,7 @@ struct host_slot {
     s64 parent; /* slot index in the root table, -1 none, -2 elsewhere */
     u64 children;
     u64 flags;
+    u64 io, io_live; /* frames: the io_space mapped into, and whether it still exists */
 };
 
 static s64 index_of(const struct slot *s)
@@ -326,6 +336,16 @@ void host_slot_info(u64 index, struct host_slot *out)
     for (struct slot *c = s->child; c; c = c->next)
         out->children++;
     out->flags = s->cap.flags;
+    out->io = s->cap.io;
+    out->io_live = s->cap.io && iospace_id_live(s->cap.io);
+}
+
+/* Puts the io_space control capability (the root task's slot 7) in a slot. */
+void host_give_io_space_control(u64 index)
+{
+    struct cap c = { .type = KEEL_OBJ_IO_SPACE_CONTROL, .rights = KEEL_RIGHT_ALL };
+
+    slot_insert_child(NULL, (struct slot *)root + index, &c);
 }
 
 bool arch_irq_available(u32 gsi)

@@ -63,6 +63,7 @@
 #define KEEL_SLOT_CONSOLE 4 /* the kernel debug console */
 #define KEEL_SLOT_IRQ_CONTROL 5 /* makes interrupt handler capabilities */
 #define KEEL_SLOT_IO_PORT_CONTROL 6 /* issues I/O-port ranges */
+#define KEEL_SLOT_IO_SPACE_CONTROL 7 /* issues a device's DMA space (io_space) */
 #define KEEL_SLOT_FIRST_UNTYPED 16
 
 /* recv flags */
