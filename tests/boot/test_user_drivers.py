@@ -87,14 +87,17 @@ def test_devices_dma_only_where_their_drivers_granted(kernel: Path, tmp_path: Pa
     m = Machine(kernel, smp=1, initrd=INITRD, console=lambda _d: None, log=lambda _m: None)
     try:
         m.attach_disk(image)
+        hvc = m.attach_console(output=tmp_path / "hvc.out")
         m.start()
         assert m.console.wait_for("keel$", timeout=60), m.console.text()[-2000:]
+        assert m.console.wait_for("hvc0: virtio_console started", timeout=60)
         assert m.iommu.enabled
         m.attach_rng()
         assert m.console.wait_for("rng0: virtio_rng started", timeout=60), m.console.text()[-2000:]
         by_id = {d["id"]: d for d in m.devices()}
-        # virtio-blk: its queue frame and 16 data frames; virtio-rng: its queue frame
-        for ident, windows in (("disk0", 17), ("rng0", 1)):
+        # virtio-blk: its queue frame and 16 data frames; virtio-rng: its
+        # queue frame; virtio-console: two queue frames and three of buffers
+        for ident, windows in (("disk0", 17), ("rng0", 1), (hvc, 5)):
             assert by_id[ident]["dma_enforcing"], by_id[ident]
             assert by_id[ident]["dma_windows"] == windows, by_id[ident]
             assert by_id[ident]["dma_faults"] == 0, by_id[ident]

@@ -14,7 +14,8 @@
  *            read or write (DMA windows).  Slot 26 as for virtio_blk: the
  *            frames are the first of 17 from slot 9, the rest unused.
  *
- * Its argument is the offset of the device's registers in that frame.
+ * Its argument is DRV_ARG(mode, offset of the device's registers in that
+ * frame); the mode does not matter.
  *
  * Receive buffers stay posted; what the device fills goes to a queue that
  * reads take from, and a buffer is posted again once the queue has room for
@@ -102,7 +103,7 @@ long keel_main(keel_word_t arg)
         (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, KEEL_PAGE_SIZE, IO_CAP,
                                KEEL_RIGHT_READ, tx.pa)))
         serve_fail(ops.name, "setup failed", err);
-    vs_setup(ops.name, &rxq, &txq, VIRTIO_CONSOLE_ID, &features, arg, REGS_CAP, RXQ_CAP, TXQ_CAP,
+    vs_setup(ops.name, &rxq, &txq, VIRTIO_CONSOLE_ID, &features, DRV_ARG_OFFSET(arg), REGS_CAP, RXQ_CAP, TXQ_CAP,
              IRQ_CAP, NTFN_CAP, IO_CAP, QSIZE, QSIZE);
     virtio_go(&rxq);
     vs_rx_post_all(&rx);

@@ -15,7 +15,8 @@
  *            read or write (DMA windows).  Slot 26 as for virtio_blk: the
  *            frames are the first of 17 from slot 9, the rest unused.
  *
- * Its argument is the offset of the device's registers in that frame.
+ * Its argument is DRV_ARG(mode, offset of the device's registers in that
+ * frame); the mode does not matter.
  *
  * Every receive buffer is posted at start; a filled one waits for a read
  * and is posted again as soon as it is read.  When more than half are
@@ -142,7 +143,7 @@ long keel_main(keel_word_t arg)
         (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, BUF_SIZE, IO_CAP,
                                KEEL_RIGHT_READ, tx.pa)))
         serve_fail(ops.name, "setup failed", err);
-    vs_setup(ops.name, &rxq, &txq, VIRTIO_NET_ID, &features, arg, REGS_CAP, RXQ_CAP, TXQ_CAP,
+    vs_setup(ops.name, &rxq, &txq, VIRTIO_NET_ID, &features, DRV_ARG_OFFSET(arg), REGS_CAP, RXQ_CAP, TXQ_CAP,
              IRQ_CAP, NTFN_CAP, IO_CAP, RX_BUFS, TX_BUFS);
     if (features & VIRTIO_NET_F_MAC) {
         for (int i = 0; i < 6; i++)

@@ -53,6 +53,8 @@ static const struct driver_kind {
 } kinds[] = {
     { 2, "blk", "virtio_blk", DRV_DMA_FRAMES },
     { 4, "rng", "virtio_rng", 1 },
+    { 1, "net", "virtio_net", 12 },     /* queue frames, 8 receive, 2 transmit */
+    { 3, "hvc", "virtio_console", 5 }, /* queue frames and buffers */
 };
 
 struct device {
