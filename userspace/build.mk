@@ -8,11 +8,9 @@ USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
 
 ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o \
-	$(UBUILD)/lib/driver.o $(UBUILD)/lib/service.o
+	$(UBUILD)/lib/service.o
 INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
-RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
-BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
 NS_OBJS := $(UBUILD)/nameserv/nameserv.o
 SHELL_OBJS := $(UBUILD)/shell/shell.o
 
@@ -24,9 +22,9 @@ $(UBUILD)/%.o: userspace/%.S
 	@mkdir -p $(dir $@)
 	$(UCC) -D__ASSEMBLY__ -c -o $@ $<
 
-# Stream and packet drivers: one program each, on the shared request loop.
+# Drivers: one program each, on the request loop they all share.
 SERVE_OBJ := $(UBUILD)/drivers/serve.o
-SERVED_DRIVERS := uart virtio_console virtio_net
+SERVED_DRIVERS := uart virtio_console virtio_net virtio_blk virtio_rng
 
 $(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
@@ -43,12 +41,6 @@ $(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
 $(UBUILD)/trace.elf: $(ULIB_OBJS) $(TRACE_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(TRACE_OBJS)
 
-$(UBUILD)/virtio_rng.elf: $(ULIB_OBJS) $(RNG_OBJS) userspace/lib/user.ld
-	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(RNG_OBJS)
-
-$(UBUILD)/virtio_blk.elf: $(ULIB_OBJS) $(BLK_OBJS) userspace/lib/user.ld
-	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(BLK_OBJS)
-
 $(UBUILD)/nameserv.elf: $(ULIB_OBJS) $(NS_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(NS_OBJS)
 
@@ -56,19 +48,16 @@ $(UBUILD)/shell.elf: $(ULIB_OBJS) $(SHELL_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SHELL_OBJS)
 
 # cpio "newc", the format Linux uses for its initramfs.
-$(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
-		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf \
+$(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/nameserv.elf \
 		$(UBUILD)/shell.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
-	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
-	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
 	cp $(UBUILD)/nameserv.elf $(UBUILD)/initrd/nameserv
 	cp $(UBUILD)/shell.elf $(UBUILD)/initrd/shell
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)

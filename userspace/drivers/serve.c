@@ -1,4 +1,4 @@
-/* The request loop of stream and packet drivers (see serve.h). */
+/* The request loop every driver runs (see serve.h). */
 #include "serve.h"
 
 #define CN KEEL_SLOT_CNODE
@@ -19,6 +19,7 @@ static const struct serve_ops *ops;
 static struct client clients[SERVE_CLIENTS];
 static struct held held[SERVE_PENDING];
 static unsigned long next_tag = 1;
+unsigned long serve_interrupts;
 
 long serve_bind(keel_cap_t ntfn)
 {
@@ -158,7 +159,8 @@ static unsigned held_count(keel_word_t badge, unsigned *free)
 /* Runs a read or write; the same for a first try and a retry. */
 static long run_op(struct drv_req *r)
 {
-    long n = r->label == DRV_READ ? ops->read(r) : ops->write(r);
+    long (*op)(struct drv_req *) = r->label == DRV_READ ? ops->read : ops->write;
+    long n = op ? op(r) : -KEEL_E_INVALID_ARG;
 
     if (n == 0 && r->label == DRV_READ && (r->flags & DRV_WAIT) && r->len)
         return SERVE_RETRY;
@@ -174,7 +176,7 @@ static void do_transfer(const struct keel_msg *m)
     unsigned slot;
 
     if (!handle_ok(r.handle, r.badge) || off > KEEL_PAGE_SIZE || r.len > KEEL_PAGE_SIZE - off ||
-        (r.flags & ~DRV_WAIT)) {
+        (r.flags & ~(DRV_WAIT | DRV_SYNC))) {
         answer_now(KEEL_E_INVALID_ARG, 0);
         return;
     }
@@ -268,7 +270,9 @@ void serve_run(const struct serve_ops *o)
             continue;
         taken = 0;
         if (m.label == KEEL_LABEL_NOTIFY && !m.info) {
-            ops->interrupt(); /* (a client's send with this label just makes it look) */
+            serve_interrupts++;
+            if (ops->interrupt)
+                ops->interrupt(); /* (a client's send with this label just makes it look) */
             retry_held();
             continue;
         }
@@ -282,6 +286,7 @@ void serve_run(const struct serve_ops *o)
                 res[0] = ops->kind;
                 res[1] = ops->capacity;
                 res[2] = ops->features;
+                res[3] = serve_interrupts;
                 err = KEEL_E_OK;
                 break;
             case DRV_OPEN & KEEL_LABEL_MASK:
@@ -290,8 +295,10 @@ void serve_run(const struct serve_ops *o)
             case DRV_CLOSE:
                 err = do_close(&m);
                 break;
-            case DRV_FLUSH: /* writes are on the device once answered */
-                err = handle_ok(m.w[0], m.badge) ? KEEL_E_OK : KEEL_E_INVALID_ARG;
+            case DRV_FLUSH:
+                err = !handle_ok(m.w[0], m.badge) ? KEEL_E_INVALID_ARG
+                      : ops->flush                ? ops->flush()
+                                                  : KEEL_E_OK;
                 break;
             default:
                 err = ops->other ? ops->other(&m, res) : KEEL_E_UNKNOWN_CALL;

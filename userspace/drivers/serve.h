@@ -1,11 +1,21 @@
-/* The request loop every stream and packet driver shares: the client
- * protocol of userspace/lib/driver.h (shared buffers, read/write ranges,
- * waiting reads, answers held until the device is done) on one thread that
- * waits for requests and for its interrupt together (the interrupt's
+/* The request loop every driver shares: the client protocol of
+ * userspace/lib/driver.h (shared buffers, read/write ranges, waiting
+ * reads, answers held until the device is done) on one thread that waits
+ * for requests and for its interrupt together (the interrupt's
  * notification is bound to the thread, so it ends a receive).
  *
- * A driver fills in struct serve_ops and calls serve_run.  Its capability
- * table (64 slots) is shared out so:
+ * A driver fills in struct serve_ops and calls serve_run.  The loop checks
+ * everything the protocol defines (handles and the badge that opened them,
+ * ranges inside the shared page, flags, the client's page still there)
+ * before an op sees a request.  An op may answer at once (a byte count),
+ * later (SERVE_LATER: the driver calls serve_complete when the device is
+ * done) or ask to be tried again after the next interrupt (SERVE_RETRY).
+ * An op may also wait for its device itself (virtq_wait_used on the bound
+ * notification: a thread waiting on a notification takes its signals
+ * before the bound receive does); it then adds the interrupts it took to
+ * serve_interrupts.
+ *
+ * Its capability table (64 slots) is shared out so:
  *
  *   5 .. 39   the driver's own capabilities (DRV_SLOT_SERVICE is 5)
  *   40 .. 43  the receive window (reply capability, then transferred ones)
@@ -48,10 +58,14 @@ struct drv_req {
 
 struct serve_ops {
     const char *name;
-    keel_word_t kind, capacity, features;
-    /* Bytes read (0: none now; the loop holds the request if DRV_WAIT). */
+    keel_word_t kind, capacity, features; /* DRV_INFO's answer */
+    /* Bytes read (0: none now; the loop holds the request if DRV_WAIT).
+     * NULL: KEEL_E_INVALID_ARG (a device that cannot be read or written). */
     long (*read)(struct drv_req *r);
     long (*write)(struct drv_req *r);
+    /* DRV_FLUSH on a good handle (NULL: KEEL_E_OK, writes are on the
+     * device once answered); KEEL_E_... */
+    long (*flush)(void);
     /* The notification fired: look at the device, complete what it finished. */
     void (*interrupt)(void);
     /* Any other label (NULL: KEEL_E_UNKNOWN_CALL); results in res. */
@@ -87,6 +101,10 @@ static inline unsigned long bytering_get(struct bytering *q, unsigned char *p, u
     }
     return i;
 }
+
+/* Interrupts taken (the fourth word of DRV_INFO's answer): the loop counts
+ * those that end its receive, ops add those they wait for themselves. */
+extern unsigned long serve_interrupts;
 
 /* Binds the notification the interrupt signals to this thread. */
 long serve_bind(keel_cap_t ntfn);

@@ -12,19 +12,19 @@
  *
  * Its argument is DRV_ARG(mode, register offset in the frame).
  *
- * Service mode (DRV_MODE_SERVICE) serves userspace/lib/driver.h: clients
- * share a frame with DRV_OPEN and read, write and flush through it; it
- * sleeps on the device's interrupt while a request is on the device, and
- * answers a write only once the device has completed it.
+ * Service mode (DRV_MODE_SERVICE) serves userspace/lib/driver.h on the
+ * request loop every driver shares (serve.c): clients share a frame with
+ * DRV_OPEN and read, write and flush through it; it sleeps on the device's
+ * interrupt while a request is on the device, and answers a write only
+ * once the device has completed it.
  *
  * Benchmark mode (0): it reads the whole disk in 64 KiB requests, then 2000
  * random 4 KiB blocks, checking that every 4 KiB block starts with its own
  * block number (how the benchmark writes its image), and prints cycle
  * counts.  It polls the used ring (no interrupts), so the figure is the
  * device path alone. */
-#include "../lib/keel.h"
-#include "../lib/driver.h"
 #include "../lib/virtio.h"
+#include "serve.h"
 
 #define SERVICE DRV_SLOT_SERVICE
 #define REGS_CAP DRV_SLOT_REGS
@@ -35,9 +35,9 @@
 #define DATA_PAGES 16
 #define IO_CAP DRV_SLOT_IO_SPACE
 
-#define REGS_VA 0x5fe000ul
-#define RING_VA 0x5ff000ul
-#define DATA_VA 0x5c0000ul
+#define REGS_VA SERVE_DEVICE_VA
+#define RING_VA (SERVE_DEVICE_VA + 0x1000)
+#define DATA_VA SERVE_DRIVER_VA /* DATA_PAGES: all of the driver's own frames */
 #define QSIZE 32
 #define HDR_OFF 2048
 #define STATUS_OFF 2064
@@ -56,29 +56,47 @@ struct blk_req_hdr {
 static struct virtio_dev dev;
 static unsigned long data_pa[DATA_PAGES];
 
-/* Reads pages*4 KiB at sector; 0 on success. */
-static long read_blocks(unsigned long sector, unsigned pages)
+/* Puts a request of type at sector on the queue: the header, then `pages`
+ * data descriptors of len bytes each (the data buffer's frames in order;
+ * written by the device for VIRTIO_BLK_T_IN), then the status byte.  The
+ * used index before it, to wait on. */
+static unsigned short submit(unsigned int type, unsigned long sector, unsigned pages,
+                             unsigned long len)
 {
     struct virtq_desc *d = virtq_desc(&dev);
     struct blk_req_hdr *h = (struct blk_req_hdr *)(dev.ring + HDR_OFF);
-    volatile unsigned char *status = dev.ring + STATUS_OFF;
     unsigned short seen = *virtq_used_idx(&dev);
+    unsigned short data_flags = type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_WRITE : 0;
 
-    h->type = VIRTIO_BLK_T_IN;
+    h->type = type;
     h->reserved = 0;
     h->sector = sector;
-    *status = 0xff;
+    dev.ring[STATUS_OFF] = 0xff;
     d[0] = (struct virtq_desc){ dev.ring_pa + HDR_OFF, sizeof(*h), VIRTQ_DESC_NEXT, 1 };
     for (unsigned i = 0; i < pages; i++)
-        d[1 + i] = (struct virtq_desc){ data_pa[i], 4096, VIRTQ_DESC_WRITE | VIRTQ_DESC_NEXT,
-                                        (unsigned short)(2 + i) };
+        d[1 + i] = (struct virtq_desc){ data_pa[i], (unsigned int)len,
+                                        data_flags | VIRTQ_DESC_NEXT, (unsigned short)(2 + i) };
     d[1 + pages] = (struct virtq_desc){ dev.ring_pa + STATUS_OFF, 1, VIRTQ_DESC_WRITE, 0 };
     virtq_submit(&dev, 0);
+    return seen;
+}
+
+/* The status byte of the request just completed: 0 is success. */
+static unsigned char status(void)
+{
+    return *(volatile unsigned char *)(dev.ring + STATUS_OFF);
+}
+
+/* Reads pages*4 KiB at sector, polling; 0 on success. */
+static long read_blocks(unsigned long sector, unsigned pages)
+{
+    unsigned short seen = submit(VIRTIO_BLK_T_IN, sector, pages, 4096);
+
     for (unsigned long spins = 0; *virtq_used_idx(&dev) == seen; spins++) {
         if (spins > 2000000000ul)
             return -1;
     }
-    return *status == 0 ? 0 : -2;
+    return status() == 0 ? 0 : -2;
 }
 
 static int check(unsigned long first_block, unsigned pages)
@@ -92,85 +110,63 @@ static int check(unsigned long first_block, unsigned pages)
 
 /* -- service mode ---------------------------------------------------------- */
 
-static unsigned long capacity; /* bytes */
 static unsigned int features;
-static unsigned long interrupts;
 
 /* One request of type with len bytes of the data buffer at sector, waiting
  * for the device's interrupt; 0 when the device reports success. */
 static long transfer(unsigned int type, unsigned long sector, unsigned long len)
 {
-    struct virtq_desc *d = virtq_desc(&dev);
-    struct blk_req_hdr *h = (struct blk_req_hdr *)(dev.ring + HDR_OFF);
-    volatile unsigned char *status = dev.ring + STATUS_OFF;
-    unsigned short seen = *virtq_used_idx(&dev), n = 0;
+    unsigned short seen = submit(type, sector, len ? 1 : 0, len);
 
-    h->type = type;
-    h->reserved = 0;
-    h->sector = sector;
-    *status = 0xff;
-    d[n] = (struct virtq_desc){ dev.ring_pa + HDR_OFF, sizeof(*h), VIRTQ_DESC_NEXT, 1 };
-    n++;
-    if (len) {
-        d[n] = (struct virtq_desc){ data_pa[0], (unsigned int)len,
-                                    (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_WRITE : 0) |
-                                        VIRTQ_DESC_NEXT,
-                                    (unsigned short)(n + 1) };
-        n++;
-    }
-    d[n] = (struct virtq_desc){ dev.ring_pa + STATUS_OFF, 1, VIRTQ_DESC_WRITE, 0 };
-    virtq_submit(&dev, 0);
-    interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
-    return *status == 0 ? 0 : -1;
+    serve_interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
+    return status() == 0 ? 0 : -1;
 }
 
-static long flush(void)
+static long blk_flush(void)
 {
     if (!(features & VIRTIO_BLK_F_FLUSH))
         return KEEL_E_OK; /* no volatile cache: what is written is kept */
     return transfer(VIRTIO_BLK_T_FLUSH, 0, 0) ? KEEL_E_BAD_STATE : KEEL_E_OK;
 }
 
-static long do_io(const struct keel_msg *m, int write, keel_word_t *res)
-{
-    unsigned long len, pos = m->w[3];
-    unsigned char *buf = drv_range(m, &len);
+static struct serve_ops ops;
 
-    if (!buf || len % DRV_BLOCK || pos % DRV_BLOCK || pos >= capacity || len > capacity - pos)
-        return KEEL_E_INVALID_ARG;
-    if (write) {
-        memcpy((void *)DATA_VA, buf, len);
-        if (transfer(VIRTIO_BLK_T_OUT, pos / DRV_BLOCK, len))
-            return KEEL_E_BAD_STATE;
-        if ((m->w[4] & DRV_SYNC) && flush())
-            return KEEL_E_BAD_STATE;
-    } else {
-        if (transfer(VIRTIO_BLK_T_IN, pos / DRV_BLOCK, len))
-            return KEEL_E_BAD_STATE;
-        memcpy(buf, (void *)DATA_VA, len);
-    }
-    res[0] = len;
-    return KEEL_E_OK;
+/* The loop checked the handle and that the range lies in the client's
+ * page; a block device also wants whole sectors inside the disk. */
+static int bad_range(const struct drv_req *r)
+{
+    return r->len % DRV_BLOCK || r->dev_off % DRV_BLOCK || r->dev_off >= ops.capacity ||
+           r->len > ops.capacity - r->dev_off;
 }
 
-static long serve_one(const struct keel_msg *m, keel_word_t *res)
+static long blk_read(struct drv_req *r)
 {
-    switch (m->label & KEEL_LABEL_MASK) {
-    case DRV_INFO:
-        res[0] = DRV_KIND_BLOCK;
-        res[1] = capacity;
-        res[2] = features & VIRTIO_BLK_F_FLUSH ? DRV_FEATURE_FLUSH : 0;
-        res[3] = interrupts;
-        return KEEL_E_OK;
-    case DRV_READ:
-        return do_io(m, 0, res);
-    case DRV_WRITE:
-        return do_io(m, 1, res);
-    case DRV_FLUSH:
-        return drv_buffer(m) ? flush() : KEEL_E_INVALID_ARG;
-    }
-    return KEEL_E_UNKNOWN_CALL;
+    if (bad_range(r))
+        return -KEEL_E_INVALID_ARG;
+    if (transfer(VIRTIO_BLK_T_IN, r->dev_off / DRV_BLOCK, r->len))
+        return -KEEL_E_BAD_STATE;
+    memcpy(r->buf, (void *)DATA_VA, r->len);
+    return (long)r->len;
 }
+
+static long blk_write(struct drv_req *r)
+{
+    if (bad_range(r))
+        return -KEEL_E_INVALID_ARG;
+    memcpy((void *)DATA_VA, r->buf, r->len);
+    if (transfer(VIRTIO_BLK_T_OUT, r->dev_off / DRV_BLOCK, r->len) ||
+        ((r->flags & DRV_SYNC) && blk_flush()))
+        return -KEEL_E_BAD_STATE;
+    return (long)r->len;
+}
+
+static struct serve_ops ops = {
+    .name = "virtio-blk",
+    .kind = DRV_KIND_BLOCK,
+    .read = blk_read,
+    .write = blk_write,
+    .flush = blk_flush,
+};
 
 /* -- benchmark mode --------------------------------------------------------- */
 
@@ -194,17 +190,18 @@ long keel_main(keel_word_t arg)
     }
     if (service && (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)))
         goto out;
-    if ((err = virtio_setup_features(&dev, VIRTIO_BLK_ID, QSIZE,
-                                     service ? VIRTIO_BLK_F_FLUSH : 0, &features)))
+    if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE, service ? VIRTIO_BLK_F_FLUSH : 0,
+                            &features)))
         goto out;
     unsigned long sectors = virtio_rd(&dev, VIRTIO_CONFIG) |
                             (unsigned long)virtio_rd(&dev, VIRTIO_CONFIG + 4) << 32;
     unsigned long blocks = sectors / 8;
     if (service) {
-        capacity = sectors * DRV_BLOCK;
+        ops.capacity = sectors * DRV_BLOCK;
+        ops.features = features & VIRTIO_BLK_F_FLUSH ? DRV_FEATURE_FLUSH : 0;
         printf("virtio-blk: serving %lu sectors%s\n", sectors,
                features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
-        drv_serve(serve_one);
+        serve_run(&ops);
     }
     printf("virtio-blk: %lu sectors\n", sectors);
 
@@ -233,13 +230,13 @@ long keel_main(keel_word_t arg)
     printf("kbench: blk_errors %lu errors\n", errors);
     err = errors ? -5 : 0;
 out:
-    if (err)
-        printf("virtio-blk: failed: %ld\n", err);
     if (service) {
         if (dev.regs)
             virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);
-        return 0;
+        serve_fail(ops.name, "setup failed", err);
     }
+    if (err)
+        printf("virtio-blk: failed: %ld\n", err);
     keel_send(SERVICE, KEEL_LABEL_USER, (keel_word_t)err, 0, 0, 0, 0, 0);
     for (;;)
         keel_yield();

@@ -64,7 +64,7 @@ static void rx_drain(void)
 
 static void vcon_interrupt(void)
 {
-    vs_interrupt_ack(&rxq, IRQ_CAP);
+    virtio_interrupt_ack(&rxq, IRQ_CAP);
     vs_rx_collect(&rx);
     rx_drain();
     vs_tx_reap(&tx);

@@ -73,7 +73,7 @@ static void net_interrupt(void)
 {
     unsigned len, kick = 0;
 
-    vs_interrupt_ack(&rxq, IRQ_CAP);
+    virtio_interrupt_ack(&rxq, IRQ_CAP);
     vs_rx_collect(&rx);
     /* Past RX_HOLD_MAX waiting, the oldest goes: the device always has buffers. */
     while (rx_oldest(&len, &kick) && rx.count > RX_HOLD_MAX) {

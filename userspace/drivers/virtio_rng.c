@@ -1,9 +1,9 @@
 /* virtio-rng driver: an unprivileged process holding exactly its device's
  * capabilities, nothing else.
  *
- *   slot 5  endpoint it serves: userspace/lib/driver.h (DRV_READ fills a
- *           range of the client's buffer), and label KEEL_LABEL_USER + 1,
- *           answered with 48 random bytes in the six result words
+ *   slot 5  endpoint it serves on the request loop every driver shares
+ *           (serve.c): userspace/lib/driver.h (DRV_READ fills a range of
+ *           the client's buffer), and the labels below
  *   slot 6  the device's register frame (device memory)
  *   slot 7  the device's interrupt handler
  *   slot 8  a notification the interrupt signals
@@ -26,9 +26,8 @@
  *
  * It follows the virtio 1.x specification for the virtio-mmio transport
  * (version 2) and the entropy device, not anything particular to Keel's VMM. */
-#include "../lib/keel.h"
-#include "../lib/driver.h"
 #include "../lib/virtio.h"
+#include "serve.h"
 
 #define REGS_CAP DRV_SLOT_REGS
 #define IRQ_CAP DRV_SLOT_IRQ
@@ -40,8 +39,8 @@
 #define LABEL_AT (KEEL_LABEL_USER + 2)
 #define LABEL_SPARE (KEEL_LABEL_USER + 3)
 
-#define REGS_VA 0x5fe000ul /* in the page table its code already uses: it has no memory to make tables */
-#define RING_VA 0x5ff000ul
+#define REGS_VA SERVE_DEVICE_VA
+#define RING_VA (SERVE_DEVICE_VA + 0x1000)
 #define QSIZE 8
 #define BUF_OFF 1024
 #define CHUNK 48
@@ -50,7 +49,7 @@
 #define VIRTIO_RNG_ID 4
 
 static struct virtio_dev dev;
-static unsigned long interrupts, spare_pa;
+static unsigned long spare_pa;
 
 /* Has the device write up to n random bytes at physical address pa; the
  * length the device reported. */
@@ -64,7 +63,7 @@ static long fetch_at(unsigned long pa, unsigned long n)
     d[0].flags = VIRTQ_DESC_WRITE;
     d[0].next = 0;
     virtq_submit(&dev, 0);
-    interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
+    serve_interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
     return *virtq_used_len(&dev, seen);
 }
 
@@ -80,42 +79,45 @@ static long fetch(unsigned char *out, unsigned long n)
     return got;
 }
 
-static long serve_one(const struct keel_msg *m, keel_word_t *res)
+static long rng_read(struct drv_req *r)
 {
-    unsigned long len, done = 0;
-    unsigned char *buf;
+    for (unsigned long done = 0; done < r->len;) {
+        unsigned long n = r->len - done < MAX_FETCH ? r->len - done : MAX_FETCH;
+        long got = fetch(r->buf + done, n);
+        if (got < 0)
+            return -KEEL_E_BAD_STATE;
+        done += (unsigned long)got;
+    }
+    return (long)r->len;
+}
 
-    switch (m->label & KEEL_LABEL_MASK) {
+static long rng_other(struct keel_msg *m, keel_word_t res[KEEL_MSG_WORDS])
+{
+    keel_word_t label = m->label & KEEL_LABEL_MASK;
+
+    switch (label) {
     case LABEL_INLINE:
-        for (long got; done < CHUNK; done += (unsigned long)got) {
-            if ((got = fetch((unsigned char *)res + done, CHUNK - done)) < 0)
+        for (long got, done = 0; done < CHUNK; done += got) {
+            if ((got = fetch((unsigned char *)res + done, CHUNK - (unsigned long)done)) < 0)
                 return KEEL_E_BAD_STATE;
         }
         return KEEL_E_OK;
     case LABEL_AT:
     case LABEL_SPARE:
-        if ((m->label & KEEL_LABEL_MASK) == LABEL_SPARE && !spare_pa)
+        if (label == LABEL_SPARE && !spare_pa)
             return KEEL_E_BAD_STATE;
-        res[0] = (keel_word_t)fetch_at(
-            (m->label & KEEL_LABEL_MASK) == LABEL_AT ? m->w[0] : spare_pa, CHUNK);
+        res[0] = (keel_word_t)fetch_at(label == LABEL_AT ? m->w[0] : spare_pa, CHUNK);
         return res[0] == CHUNK ? KEEL_E_OK : KEEL_E_BAD_STATE;
-    case DRV_INFO:
-        res[0] = DRV_KIND_ENTROPY;
-        res[3] = interrupts;
-        return KEEL_E_OK;
-    case DRV_READ:
-        if (!(buf = drv_range(m, &len)))
-            return KEEL_E_INVALID_ARG;
-        for (long got; done < len; done += (unsigned long)got) {
-            unsigned long n = len - done < MAX_FETCH ? len - done : MAX_FETCH;
-            if ((got = fetch(buf + done, n)) < 0)
-                return KEEL_E_BAD_STATE;
-        }
-        res[0] = len;
-        return KEEL_E_OK;
     }
     return KEEL_E_UNKNOWN_CALL;
 }
+
+static const struct serve_ops ops = {
+    .name = "virtio-rng",
+    .kind = DRV_KIND_ENTROPY,
+    .read = rng_read,
+    .other = rng_other,
+};
 
 long keel_main(keel_word_t arg);
 
@@ -127,18 +129,14 @@ long keel_main(keel_word_t arg)
      * frame, nothing else; this must come before the device starts. */
     if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)) ||
         (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP))) {
-        printf("virtio-rng: setup failed: %ld\n", err);
-        return 0;
-    }
+        (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)))
+        serve_fail(ops.name, "setup failed", err);
     if (!keel_frame_info(SPARE_CAP, &spare_pa, 0) &&
         keel_io_space_map(IO_CAP, SPARE_CAP, KEEL_RIGHT_WRITE))
         spare_pa = 0;
-    if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE))) {
-        printf("virtio-rng: device refused: %ld\n", err);
+    if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE, 0, 0))) {
         virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);
-        return 0;
+        serve_fail(ops.name, "device refused", err);
     }
-    printf("virtio-rng: ready\n");
-    drv_serve(serve_one);
+    serve_run(&ops);
 }

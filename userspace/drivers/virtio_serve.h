@@ -65,17 +65,6 @@ static inline void vs_setup(const char *name, struct virtio_dev *rxq, struct vir
     }
 }
 
-/* Acknowledges the device's interrupt and unmasks the line, before the
- * rings are looked at: what the device finishes later raises a new edge. */
-static inline void vs_interrupt_ack(struct virtio_dev *d, keel_cap_t irq_cap)
-{
-    unsigned int status = virtio_rd(d, VIRTIO_INTERRUPT_STATUS);
-
-    if (status)
-        virtio_wr(d, VIRTIO_INTERRUPT_ACK, status);
-    keel_irq_handler_ack(irq_cap);
-}
-
 /* Transmit buffers, one descriptor each (descriptor i is buffer i). */
 struct vs_tx {
     struct virtio_dev *q;

@@ -75,24 +75,7 @@ enum drv_kind {
 #define DRV_SLOT_IO_SPACE (DRV_SLOT_DMA + DRV_DMA_FRAMES)
 #define DRV_SLOT_FIRST_FREE (DRV_SLOT_IO_SPACE + 1)
 
-/* driver.c, shared by the drivers: clients' buffers and the request loop.
- * The loop receives with capabilities landing in DRV_WINDOW.., keeps a
- * client's frame in DRV_SLOT_HANDLE + handle, mapped at DRV_HANDLE_VA +
- * handle pages (in the page table the driver's code already uses: drivers
- * have no memory to make tables), and answers DRV_OPEN and DRV_CLOSE
- * itself; serve_one answers the rest (res: the result words). */
-#define DRV_WINDOW 40
-#define DRV_HANDLES 8
-#define DRV_SLOT_HANDLE 48
-#define DRV_HANDLE_VA 0x5e0000ul
-long drv_open(const struct keel_msg *m, keel_word_t *res);
-long drv_close(const struct keel_msg *m);
-/* The client's buffer for the request's handle (word 0), or null. */
-unsigned char *drv_buffer(const struct keel_msg *m);
-/* The range words 1 (offset) and 2 (length) name in it, or null. */
-unsigned char *drv_range(const struct keel_msg *m, unsigned long *len);
-__attribute__((noreturn)) void drv_serve(long (*serve_one)(const struct keel_msg *m,
-                                                           keel_word_t *res));
+/* The driver side, shared by every driver: userspace/drivers/serve.h. */
 
 /* Labels; words in order.  Results follow "->". */
 #define DRV_INFO (KEEL_LABEL_USER + 0x100)  /* -> kind, capacity bytes (0: none), features */
