@@ -2,7 +2,10 @@
 
 init runs every kernel call with good and bad arguments and reports one line
 per test on the serial console, then ``ktest: N passed, M failed``, then
-powers off through the exit device.
+powers off through the exit device.  When the machine has the devices it
+also runs the driver tests: the UART's with a COM2, the services tests
+(userspace/init/svctests.c) with a virtio-blk and a virtio-rng, and says
+which it did not run and why.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tests.conftest import ROOT, have_kvm, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
 MIN_TESTS = 100
+SERVICE_TESTS = 8  # svctests.c, besides the console test
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,46 @@ def test_suite_under_keel(kernel: Path, initrd: Path, smp: int) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_suite(proc.stdout)
+    assert "ktest: no 16550 at COM2: 2 driver tests not run" in proc.stdout
+    assert f"ktest: no virtio-blk: {SERVICE_TESTS + 1} services tests not run" in proc.stdout
+
+
+UART_TESTS = ("uart_driver_interrupts", "uart_driver_stray_port")
+SERVICE_NAMES = ("names", "blk_info", "blk_write_flush_read", "interrupts_delivered", "rng_read",
+                 "kill_restart_during_writes", "driver_fault_restarts", "kill_unknown",
+                 "console_kill_restart")  # fmt: skip
+
+
+@requires_kvm
+def test_suite_runs_the_device_tests_with_the_devices(kernel: Path, initrd: Path,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """With a disk, an entropy device and a COM2 the suite runs every driver
+    test: the UART driver's own, then the services tests through the device
+    manager (block write, flush and read-back, entropy, interrupts, drivers
+    killed while a client writes, a faulting driver replaced) and the UART
+    driver the manager registers as ``console``, killed and restarted.  The
+    host checks the disk image and what reached COM2."""
+    from tests.boot.test_services import _check_image, _image
+
+    image = _image(tmp_path / "disk.img")
+    com2 = tmp_path / "com2.log"
+    proc = keel(
+        "run", str(kernel), "--smp", "2", "--initrd", str(initrd), "--disk", str(image),
+        "--rng", "--serial2", str(com2), "--cmdline", "keel.test=suite", timeout=600,
+    )  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    check_suite(out)
+    for name in UART_TESTS + SERVICE_NAMES:
+        assert f"ktest: ok {name}" in out, name
+    assert "not run" not in out
+    assert "devmgr: console: uart started (ports 0x2f8-0x2ff, irq 3)" in out
+    assert out.count("devmgr: console: uart started") == 2  # killed once, restarted
+    assert out.count("devmgr: blk0: killing its driver") == 3
+    _check_image(image)
+    text = com2.read_bytes()
+    assert b"svc: console: a line before the kill\r\n" in text, text
+    assert b"svc: console: a line after the kill\r\n" in text, text
 
 
 @requires_kvm

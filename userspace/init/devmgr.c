@@ -3,11 +3,14 @@
  *
  * - It starts the name service (userspace/nameserv) and holds the only
  *   copy of its endpoint that may register names.
- * - It finds devices: the virtio-mmio entries of the command line, and the
- *   hotplug controller (docs/hotplug.md) whose interrupt (GSI 5) it takes.
+ * - It finds devices: the virtio-mmio entries of the command line, the
+ *   hotplug controller (docs/hotplug.md) whose interrupt (GSI 5) it takes,
+ *   and a 16550 UART at COM2 (0x2f8, IRQ 3) if one answers there.
  * - For each device of a known type it starts a driver process with
  *   exactly that device's capabilities: a copy of the register frame, the
- *   interrupt handler, a notification, DMA frames.  The whole process (its
+ *   interrupt handler, a notification, DMA frames (a virtio device), or an
+ *   I/O-port capability for its eight ports, the interrupt handler and a
+ *   notification (the UART).  The whole process (its
  *   address space, capability table, thread, endpoint, frames) is made
  *   from one untyped of the driver's own, so that revoking that untyped
  *   takes the process down and returns all its memory; the same untyped
@@ -15,7 +18,8 @@
  * - It registers the driver's endpoint under the device's name.  Killing a
  *   driver (DM_KILL) stops its thread, resets the device through the
  *   manager's own frame of its registers (so nothing is DMAed into memory
- *   about to be reused), revokes the untyped (every client's copy of the
+ *   about to be reused), revokes the UART's I/O-port capability (the
+ *   driver's copy and its thread's port range go), revokes the untyped (every client's copy of the
  *   endpoint goes with it: calls in flight fail with KEEL_E_REVOKED) and
  *   starts a new driver under the same name.  A device detached while the
  *   guest runs has its driver stopped the same way and its name withdrawn.
@@ -43,32 +47,38 @@
 #define HP_SLOT_SEL 0x30
 #define HP_MAGIC_VALUE 0x4350484b
 
-/* The devices we have drivers for.  A driver is started with its endpoint,
- * the register frame, the interrupt handler, a notification and dma frames
- * (driver.h: DRV_SLOT_*). */
+/* The devices we have drivers for.  A virtio driver is started with its
+ * endpoint, the register frame, the interrupt handler, a notification, dma
+ * frames and the device's io_space (driver.h: DRV_SLOT_*); the UART driver
+ * with its endpoint, an I/O-port capability, the interrupt handler and a
+ * notification (userspace/drivers/uart.c). */
 static const struct driver_kind {
-    unsigned vid; /* virtio DeviceID */
-    const char *stem, *program;
+    unsigned type; /* virtio DeviceID, or DM_TYPE_UART */
+    const char *stem;
     unsigned dma;
+    int numbered; /* names are stem0, stem1, ...; else the stem alone */
 } kinds[] = {
-    { 2, "blk", "virtio_blk", DRV_DMA_FRAMES },
-    { 4, "rng", "virtio_rng", 1 },
-    { 1, "net", "virtio_net", 12 },     /* queue frames, 8 receive, 2 transmit */
-    { 3, "hvc", "virtio_console", 5 }, /* queue frames and buffers */
+    { 2, "blk", DRV_DMA_FRAMES, 1 },
+    { 4, "rng", 1, 1 },
+    { 1, "net", 12, 1 },    /* queue frames, 8 receive, 2 transmit */
+    { 3, "hvc", 5, 1 },     /* queue frames and buffers */
+    { DM_TYPE_UART, "console", 0, 0 },
 };
+
+#define UART_KIND (&kinds[sizeof(kinds) / sizeof(kinds[0]) - 1])
 
 struct device {
     char name[NS_NAME_MAX + 1];
     const struct driver_kind *kind;
-    unsigned vid;   /* virtio DeviceID */
-    unsigned desc;  /* index in bootinfo.devices */
+    unsigned desc;  /* index in bootinfo.devices (virtio) */
     int hot_slot;   /* the hotplug controller's slot, or -1 */
-    volatile unsigned int *regs; /* the manager's mapping */
+    volatile unsigned int *regs; /* the manager's mapping (virtio), or null */
+    keel_word_t gsi, arg;        /* its line, the driver's argument */
     keel_word_t irq;             /* slot of the interrupt handler, until the driver has it */
     keel_word_t ut, slots;       /* the driver's memory and slots */
     keel_word_t tcb;
     keel_word_t fault; /* our endpoint, badged for this driver's faults */
-    keel_word_t io;    /* the device's io_space (DMA windows), kept while present */
+    keel_word_t io;    /* the device's io_space (DMA windows) or I/O ports, kept while present */
     unsigned long starts;
     int state;
 };
@@ -117,11 +127,15 @@ static int name_taken(const char *name)
     return 0;
 }
 
-/* The first free name of the kind: blk0, blk1, ... */
-static void pick_name(char *out, const char *stem)
+/* The first free name of the kind: blk0, blk1, ... (or the stem alone) */
+static void pick_name(char *out, const struct driver_kind *kind)
 {
+    if (!kind->numbered) {
+        snprintf(out, NS_NAME_MAX + 1, "%s", kind->stem);
+        return;
+    }
     for (int n = 0;; n++) {
-        snprintf(out, NS_NAME_MAX + 1, "%s%d", stem, n);
+        snprintf(out, NS_NAME_MAX + 1, "%s%d", kind->stem, n);
         if (!name_taken(out))
             return;
     }
@@ -151,10 +165,19 @@ static keel_word_t fault_badge(const struct device *d)
     return FAULT_BADGE | (keel_word_t)(d - devs) << 32 | (d->starts & 0xffffffff);
 }
 
+/* Takes the driver's process down: its I/O ports (the UART's: our
+ * capability's children, including its thread's port range), then
+ * everything made from its untyped. */
+static void stop_process(struct device *d)
+{
+    if (!d->regs)
+        keel_cnode_revoke(CN, d->io);
+    keel_cnode_revoke(CN, d->ut);
+}
+
 /* Starts d's driver from its own untyped; registers its name. */
 static long start_driver(struct device *d)
 {
-    struct keel_device_desc *desc = &bi->devices[d->desc];
     struct obj_alloc a = { d->ut, d->slots, d->slots + DRIVER_SLOTS };
     keel_word_t caps[DRV_SLOT_IO_SPACE - DRV_SLOT_SERVICE + 1] = { 0 };
     struct process proc;
@@ -164,42 +187,48 @@ static long start_driver(struct device *d)
     /* A line has one handler capability: it moves to the driver, and comes
      * back free when the driver's capability table is destroyed. */
     keel_cnode_delete(CN, d->irq);
-    if ((err = keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, desc->irq, CN, d->irq)))
+    if ((err = keel_irq_control_get(KEEL_SLOT_IRQ_CONTROL, d->gsi, CN, d->irq)))
         goto fail;
     caps[0] = a.next++;
-    caps[1] = page_frame[d->desc];
+    caps[1] = d->regs ? page_frame[d->desc] : d->io; /* the UART: its ports */
     caps[2] = d->irq;
     caps[3] = a.next++;
     if ((err = keel_untyped_retype(d->ut, KEEL_OBJ_ENDPOINT, 0, CN, caps[0], 1)) ||
         (err = keel_untyped_retype(d->ut, KEEL_OBJ_NOTIFICATION, 0, CN, caps[3], 1)) ||
-        (err = keel_untyped_retype(d->ut, KEEL_OBJ_FRAME, 0, CN, a.next, frames)))
+        (frames && (err = keel_untyped_retype(d->ut, KEEL_OBJ_FRAME, 0, CN, a.next, frames))))
         goto fail;
-    for (unsigned i = 0; i < frames; i++)
-        caps[ncaps++] = a.next++;
-    /* Its copy of the io_space goes with its capability table; the windows
-     * it makes belong to its frames, so a killed driver's DMA ends with it. */
-    ncaps = DRV_SLOT_IO_SPACE - DRV_SLOT_SERVICE;
-    caps[ncaps++] = d->io;
+    if (d->regs) {
+        for (unsigned i = 0; i < frames; i++)
+            caps[ncaps++] = a.next++;
+        /* Its copy of the io_space goes with its capability table; the
+         * windows it makes belong to its frames, so a killed driver's DMA
+         * ends with it. */
+        ncaps = DRV_SLOT_IO_SPACE - DRV_SLOT_SERVICE;
+        caps[ncaps++] = d->io;
+    }
     /* Its faults come to us, badged with who and which start it was: a
      * fault still queued from a driver since replaced is recognised. */
     d->starts++;
     keel_cnode_delete(CN, d->fault);
     if ((err = keel_cnode_mint(CN, d->fault, CN, dm_ep, KEEL_RIGHT_WRITE,
                                fault_badge(d))) ||
-        (err = spawn_process_from(&a, d->kind->program,
-                                  DRV_ARG(DRV_MODE_SERVICE, desc->paddr), caps, ncaps,
-                                  d->fault, &proc)))
+        (err = spawn_process_from(&a, dm_program(d->kind->type), d->arg, caps, ncaps, d->fault,
+                                  &proc)))
         goto fail;
     d->tcb = proc.tcb;
     if ((err = ns_register(d, caps[0])))
         goto fail;
     d->state = DM_RUNNING;
-    printf("devmgr: %s: %s started (device at 0x%lx, irq %lu)\n", d->name, d->kind->program,
-           desc->paddr, desc->irq);
+    if (d->regs)
+        printf("devmgr: %s: %s started (device at 0x%lx, irq %lu)\n", d->name,
+               dm_program(d->kind->type), bi->devices[d->desc].paddr, d->gsi);
+    else
+        printf("devmgr: %s: %s started (ports 0x%x-0x%x, irq %lu)\n", d->name,
+               dm_program(d->kind->type), COM2_BASE, COM2_LAST, d->gsi);
     return 0;
 fail:
-    printf("devmgr: %s: cannot start %s: %ld\n", d->name, d->kind->program, err);
-    keel_cnode_revoke(CN, d->ut);
+    printf("devmgr: %s: cannot start %s: %ld\n", d->name, dm_program(d->kind->type), err);
+    stop_process(d);
     ns_withdraw(d); /* clients waiting for a new driver are told: none */
     d->state = DM_FAILED;
     return err;
@@ -209,9 +238,9 @@ fail:
 static void stop_driver(struct device *d, int reset)
 {
     keel_tcb_suspend(d->tcb);
-    if (reset)
+    if (reset && d->regs)
         d->regs[VIRTIO_STATUS / 4] = 0; /* the device lets go of the driver's memory */
-    keel_cnode_revoke(CN, d->ut);
+    stop_process(d);
 }
 
 static long kill_driver(struct device *d)
@@ -223,34 +252,24 @@ static long kill_driver(struct device *d)
     return start_driver(d);
 }
 
-/* A record for bootinfo device i if it is one we drive. */
-static struct device *add_device(unsigned i, int hot_slot)
+/* A free record for a device of kind on line gsi, with the driver's
+ * untyped and slots (kept from a device that went before); null if the
+ * table is full. */
+static struct device *new_device(const struct driver_kind *kind, keel_word_t gsi)
 {
-    volatile unsigned int *regs = device_regs(i);
     struct device *d = 0;
 
-    if (!regs || rd(regs, VIRTIO_MAGIC) != 0x74726976)
-        return 0;
-    unsigned vid = rd(regs, VIRTIO_DEVICE_ID);
-    const struct driver_kind *kind = 0;
-    for (unsigned k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-        if (kinds[k].vid == vid)
-            kind = &kinds[k];
-    }
-    if (!kind)
-        return 0;
     for (int k = 0; k < DM_MAX && !d; k++) {
         if (devs[k].state == DM_FREE)
             d = &devs[k];
     }
     if (!d)
         return 0;
-    d->vid = vid;
     d->kind = kind;
-    pick_name(d->name, kind->stem);
-    d->desc = i;
-    d->hot_slot = hot_slot;
-    d->regs = regs;
+    pick_name(d->name, kind);
+    d->gsi = gsi;
+    d->hot_slot = -1;
+    d->regs = 0;
     if (!d->ut) {
         d->ut = make_untyped(DRIVER_UT_BITS);
         d->slots = slot_alloc_range(DRIVER_SLOTS);
@@ -260,6 +279,29 @@ static struct device *add_device(unsigned i, int hot_slot)
         d->fault = slot_alloc();
         d->io = slot_alloc();
     }
+    return d;
+}
+
+/* A record for bootinfo device i if it is one we drive. */
+static struct device *add_device(unsigned i, int hot_slot)
+{
+    volatile unsigned int *regs = device_regs(i);
+    struct device *d;
+
+    if (!regs || rd(regs, VIRTIO_MAGIC) != 0x74726976)
+        return 0;
+    unsigned vid = rd(regs, VIRTIO_DEVICE_ID);
+    const struct driver_kind *kind = 0;
+    for (unsigned k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        if (kinds[k].type == vid)
+            kind = &kinds[k];
+    }
+    if (!kind || !(d = new_device(kind, bi->devices[i].irq)))
+        return 0;
+    d->desc = i;
+    d->hot_slot = hot_slot;
+    d->regs = regs;
+    d->arg = DRV_ARG(DRV_MODE_SERVICE, bi->devices[i].paddr);
     long err = keel_io_space_control_issue(KEEL_SLOT_IO_SPACE_CONTROL, bi->devices[i].paddr, CN,
                                            d->io);
     if (err) {
@@ -269,6 +311,25 @@ static struct device *add_device(unsigned i, int hot_slot)
     }
     start_driver(d);
     return d;
+}
+
+/* The 16550 at COM2, if it answers: its driver gets an I/O-port capability
+ * derived from ours, so revoking ours takes its ports away. */
+static void add_uart(void)
+{
+    struct device *d;
+
+    if (!com2_present() || !(d = new_device(UART_KIND, COM2_IRQ)))
+        return;
+    d->arg = COM2_BASE;
+    long err = keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, COM2_BASE, COM2_LAST, CN,
+                                          d->io);
+    if (err) {
+        printf("devmgr: %s: no I/O ports for the UART: %ld\n", d->name, err);
+        d->state = DM_FAILED;
+        return;
+    }
+    start_driver(d);
 }
 
 static void remove_device(struct device *d)
@@ -397,8 +458,8 @@ static void dm_serve(struct thread *self)
                 ns_pack(d->name, res);
                 res[2] = (keel_word_t)d->state;
                 res[3] = d->starts;
-                res[4] = d->vid;
-                res[5] = bi->devices[d->desc].irq;
+                res[4] = d->kind->type;
+                res[5] = d->gsi;
             }
             break;
         case DM_KILL:
@@ -485,6 +546,7 @@ int devmgr_start(struct keel_bootinfo *boot)
         }
         add_device(i, hot);
     }
+    add_uart();
     if (spawn(&dm_thread, dm_serve, 0) ||
         keel_tcb_bind_notification(dm_thread.tcb, hp_ntfn)) {
         printf("devmgr: cannot start its thread\n");

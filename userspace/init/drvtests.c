@@ -8,9 +8,6 @@
 
 #define CLIENT_VA 0x201c0000ul /* client buffers: one page per open (up to 0x201f0000) */
 #define CLIENT_PAGES 48
-#define COM2_BASE 0x2f8
-#define COM2_LAST 0x2ff
-#define COM2_IRQ 3
 
 #define CHECK(cond)                                                                            \
     do {                                                                                       \
@@ -303,7 +300,7 @@ static inline void outb_port(unsigned short port, unsigned char v)
 }
 
 /* Whether a 16550 answers at COM2: its scratch register keeps what we write. */
-int drv_tests_ready(void)
+int com2_present(void)
 {
     keel_word_t io = slot_alloc();
     unsigned char v;

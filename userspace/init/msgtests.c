@@ -3,17 +3,13 @@
 #include "../lib/channel.h"
 #include "suite.h"
 
-#define W 900 /* receive windows: 900.. in the root table (4 slots each) */
 #define USER(l) (KEEL_LABEL_USER + (l))
 
-static keel_word_t window_next = W;
-
+/* A receive window: its slot and the KEEL_MSG_CAPS after it, for
+ * capabilities that come with a message. */
 static keel_word_t window_alloc(void)
 {
-    keel_word_t w = window_next;
-
-    window_next += KEEL_MSG_CAPS + 1;
-    return w;
+    return slot_alloc_range(KEEL_MSG_CAPS + 1);
 }
 
 static long call_words(keel_word_t cap, keel_word_t label, keel_word_t a0, keel_word_t a1,

@@ -55,7 +55,11 @@ extern const unsigned long msg_tests_count;
 /* drvtests.c: driver tests, run when the machine has what they need. */
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;
-int drv_tests_ready(void);
+/* The second 16550 (COM2): its ports and line, and whether one answers there. */
+#define COM2_BASE 0x2f8
+#define COM2_LAST 0x2ff
+#define COM2_IRQ 3
+int com2_present(void);
 /* spawn.c: a process as spawn_program makes it, with its faults sent to
  * fault_ep (a slot of ours; 0: none), and our capabilities to its objects. */
 struct process {
@@ -95,6 +99,13 @@ int devmgr_start(struct keel_bootinfo *bi);
 keel_word_t devmgr_names(void);    /* a client's capability to the name service */
 keel_word_t devmgr_endpoint(void); /* the manager's endpoint (devmgr.h) */
 int shell_start(void);             /* the shell on the console */
-int services_run(void);            /* svctests.c: keel.test=services */ /* stress.c: keel.test=stress */
+int services_run(void);            /* svctests.c: keel.test=services */
+/* svctests.c, also run by the suite: the services tests, and those of the
+ * UART driver the device manager starts on COM2 (registered as console). */
+extern const unsigned long svc_tests_count, svc_console_tests_count;
+const char *svc_tests_missing(void); /* the devices they need and we lack, or null */
+void svc_run(int console, unsigned *passed, unsigned *failed); /* starts the device manager */
+/* tests.c: runs n tests, reporting each ("ktest: ok <name>"). */
+void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed);
 
 #endif

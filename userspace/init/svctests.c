@@ -1,8 +1,11 @@
 /* keel.test=services: the device manager, the name service and the drivers
  * as services, tested from clients in init.  Needs a virtio-blk and a
- * virtio-rng device; with keel.svc=hotplug it also waits for the host to
- * attach and then detach a second disk (tests/boot/test_services.py).
- * Reports like the suite: "ktest: ok <name>" per test, then the totals. */
+ * virtio-rng device; with a 16550 at COM2 it also uses, kills and restarts
+ * the UART driver registered as "console"; with keel.svc=hotplug it also
+ * waits for the host to attach and then detach a second disk
+ * (tests/boot/test_services.py).  The in-guest suite (keel.test=suite)
+ * runs the same tests when the machine has the devices.  Reports like the
+ * suite: "ktest: ok <name>" per test, then the totals. */
 #include "../lib/devmgr.h"
 #include "suite.h"
 
@@ -307,34 +310,90 @@ static int t_hotplug(void)
     return 0;
 }
 
+/* The UART driver the device manager started on COM2, as a client finds
+ * it: a line goes out (the host checks COM2), the driver is killed (its
+ * I/O ports and line taken back) and replaced, and another line goes out
+ * through the new one. */
+static int t_console_kill_restart(void)
+{
+    static const char before[] = "svc: console: a line before the kill\r\n";
+    static const char after[] = "svc: console: a line after the kill\r\n";
+    struct service s;
+    unsigned long done;
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS], starts, list[KEEL_MSG_WORDS];
+    keel_word_t id = dm_id("console");
+
+    EXPECT(id < DM_MAX);
+    OK(dm_call(DM_LIST, id, 0, list));
+    EXPECT(list[2] == DM_RUNNING && list[4] == DM_TYPE_UART && list[5] == COM2_IRQ);
+    OK(client(&s, "console"));
+    OK(service_call(&s, DRV_INFO, in, out));
+    EXPECT(out[0] == DRV_KIND_STREAM);
+    memcpy(s.buf, before, sizeof(before) - 1);
+    OK(service_io(&s, DRV_WRITE, sizeof(before) - 1, 0, 0, &done));
+    EXPECT(done == sizeof(before) - 1);
+    OK(service_io(&s, DRV_READ, 16, 0, 0, &done)); /* nothing typed: nothing read */
+    EXPECT(done == 0);
+    OK(dm_kill("console", &starts));
+    EXPECT(starts == list[3] + 1);
+    memcpy(s.buf, after, sizeof(after) - 1);
+    OK(service_io(&s, DRV_WRITE, sizeof(after) - 1, 0, 0, &done));
+    EXPECT(done == sizeof(after) - 1 && s.retries >= 1); /* through the new driver */
+    OK(dm_call(DM_LIST, id, 0, list));
+    EXPECT(list[2] == DM_RUNNING && list[3] == starts);
+    return 0;
+}
+
+static const struct test svc_tests[] = {
+#define T(name) { #name, t_##name }
+    T(names), T(blk_info), T(blk_write_flush_read), T(interrupts_delivered), T(rng_read),
+    T(kill_restart_during_writes), T(driver_fault_restarts), T(kill_unknown),
+};
+static const struct test svc_console_tests[] = { T(console_kill_restart) };
+static const struct test svc_hotplug_tests[] = { T(hotplug) };
+#undef T
+const unsigned long svc_tests_count = sizeof(svc_tests) / sizeof(svc_tests[0]);
+const unsigned long svc_console_tests_count =
+    sizeof(svc_console_tests) / sizeof(svc_console_tests[0]);
+
+const char *svc_tests_missing(void)
+{
+    keel_word_t regs;
+
+    if (!find_virtio_device(2, &regs))
+        return "virtio-blk";
+    if (!find_virtio_device(4, &regs))
+        return "virtio-rng";
+    return 0;
+}
+
+void svc_run(int console, unsigned *passed, unsigned *failed)
+{
+    if (devmgr_start(suite_boot)) {
+        printf("ktest: FAIL the device manager did not start\n");
+        (*failed)++;
+        return;
+    }
+    run_table(svc_tests, svc_tests_count, passed, failed);
+    if (console)
+        run_table(svc_console_tests, svc_console_tests_count, passed, failed);
+    else
+        printf("ktest: no 16550 at COM2: %lu console tests not run\n", svc_console_tests_count);
+}
+
 int services_run(void)
 {
-    static const struct test tests[] = {
-#define T(name) { #name, t_##name }
-        T(names), T(blk_info), T(blk_write_flush_read), T(interrupts_delivered), T(rng_read),
-        T(kill_restart_during_writes), T(driver_fault_restarts), T(kill_unknown),
-#undef T
-    };
-    static const struct test hotplug = { "hotplug", t_hotplug };
     unsigned passed = 0, failed = 0;
-    unsigned long n = sizeof(tests) / sizeof(tests[0]);
     char val[16];
-
-    if (devmgr_start(suite_boot))
-        return 1;
+    int console = com2_present();
     int hot = cmdline_get(suite_boot->cmdline, "keel.svc", val, sizeof(val)) &&
               !strcmp(val, "hotplug");
-    printf("ktest: running %lu tests\n", n + (hot ? 1 : 0));
-    for (unsigned long i = 0; i < n + (hot ? 1 : 0); i++) {
-        const struct test *t = i < n ? &tests[i] : &hotplug;
-        suite_current = t->name;
-        if (t->fn() == 0) {
-            printf("ktest: ok %s\n", t->name);
-            passed++;
-        } else {
-            failed++;
-        }
-    }
+
+    printf("ktest: running %lu tests\n",
+           svc_tests_count + (console ? svc_console_tests_count : 0) + (hot ? 1 : 0));
+    svc_run(console, &passed, &failed);
+    if (hot)
+        run_table(svc_hotplug_tests, 1, &passed, &failed);
     printf("ktest: %u passed, %u failed\n", passed, failed);
     return failed != 0;
 }

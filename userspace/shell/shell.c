@@ -28,11 +28,6 @@ static const char *state_name(keel_word_t s)
     return s == DM_RUNNING ? "running" : s == DM_FAILED ? "failed" : "-";
 }
 
-static const char *kind_name(keel_word_t vid)
-{
-    return vid == 2 ? "block" : vid == 4 ? "entropy" : vid == 1 ? "net" : "other";
-}
-
 static long open_service(struct service *s, const char *name)
 {
     memset(s, 0, sizeof(*s));
@@ -107,7 +102,7 @@ static void list(int with_info)
     if (with_info)
         printf("%-3s %-8s %-8s %-4s %s\n", "id", "name", "kind", "irq", "size");
     else
-        printf("%-3s %-8s %-12s %-8s %s\n", "id", "name", "program", "state", "starts");
+        printf("%-3s %-8s %-14s %-8s %s\n", "id", "name", "program", "state", "starts");
     for (keel_word_t id = 0; id < DM_MAX; id++) {
         keel_word_t in[KEEL_MSG_WORDS] = { id }, out[KEEL_MSG_WORDS];
         char name[NS_NAME_MAX + 1];
@@ -115,8 +110,8 @@ static void list(int with_info)
             continue;
         ns_unpack(out, name);
         if (!with_info) {
-            printf("%-3lu %-8s %-12s %-8s %lu\n", id, name,
-                   out[4] == 2 ? "virtio_blk" : "virtio_rng", state_name(out[2]), out[3]);
+            printf("%-3lu %-8s %-14s %-8s %lu\n", id, name, dm_program(out[4]),
+                   state_name(out[2]), out[3]);
             continue;
         }
         struct service s;
@@ -124,7 +119,7 @@ static void list(int with_info)
         if (open_service(&s, name) || service_call(&s, DRV_INFO, in, info))
             info[1] = 0;
         close_service(&s);
-        printf("%-3lu %-8s %-8s %-4lu %lu\n", id, name, kind_name(out[4]), out[5], info[1]);
+        printf("%-3lu %-8s %-8s %-4lu %lu\n", id, name, dm_kind(out[4]), out[5], info[1]);
     }
 }
 
