@@ -25,14 +25,7 @@
  * 1.x specification (virtio-mmio, console device), not Keel's VMM. */
 #include "virtio_serve.h"
 
-#define REGS_CAP 6
-#define IRQ_CAP 7
-#define NTFN_CAP 8
-#define RXQ_CAP 9
-#define TXQ_CAP 10
-#define RXBUF_CAP 11
-#define IO_CAP 26
-#define TXBUF_CAP 12
+#define TXBUF_CAP 12 /* the other slots: virtio_serve.h */
 
 #define VIRTIO_CONSOLE_ID 3
 #define QSIZE 8
@@ -64,7 +57,7 @@ static void rx_drain(void)
 
 static void vcon_interrupt(void)
 {
-    virtio_interrupt_ack(&rxq, IRQ_CAP);
+    virtio_interrupt_ack(&rxq, DRV_SLOT_IRQ);
     vs_rx_collect(&rx);
     rx_drain();
     vs_tx_reap(&tx);
@@ -96,16 +89,8 @@ long keel_main(keel_word_t arg);
 long keel_main(keel_word_t arg)
 {
     unsigned int features = 0;
-    long err;
 
-    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, QSIZE, RX_BUF_SIZE, IO_CAP,
-                               KEEL_RIGHT_WRITE, rx.pa)) ||
-        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, KEEL_PAGE_SIZE, IO_CAP,
-                               KEEL_RIGHT_READ, tx.pa)))
-        serve_fail(ops.name, "setup failed", err);
-    vs_setup(ops.name, &rxq, &txq, VIRTIO_CONSOLE_ID, &features, DRV_ARG_OFFSET(arg), REGS_CAP, RXQ_CAP, TXQ_CAP,
-             IRQ_CAP, NTFN_CAP, IO_CAP, QSIZE, QSIZE);
-    virtio_go(&rxq);
-    vs_rx_post_all(&rx);
+    vs_setup(ops.name, &rx, &tx, TXBUF_CAP, VIRTIO_CONSOLE_ID, &features, arg, QSIZE, QSIZE);
+    vs_go(&rx);
     serve_run(&ops);
 }

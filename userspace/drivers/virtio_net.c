@@ -28,14 +28,7 @@
  * Keel's VMM. */
 #include "virtio_serve.h"
 
-#define REGS_CAP 6
-#define IRQ_CAP 7
-#define NTFN_CAP 8
-#define RXQ_CAP 9
-#define TXQ_CAP 10
-#define RXBUF_CAP 11
-#define IO_CAP 26
-#define TXBUF_CAP 19
+#define TXBUF_CAP 19 /* the other slots: virtio_serve.h */
 
 #define VIRTIO_NET_ID 1
 #define VIRTIO_NET_F_MAC (1u << 5)
@@ -73,7 +66,7 @@ static void net_interrupt(void)
 {
     unsigned len, kick = 0;
 
-    virtio_interrupt_ack(&rxq, IRQ_CAP);
+    virtio_interrupt_ack(&rxq, DRV_SLOT_IRQ);
     vs_rx_collect(&rx);
     /* Past RX_HOLD_MAX waiting, the oldest goes: the device always has buffers. */
     while (rx_oldest(&len, &kick) && rx.count > RX_HOLD_MAX) {
@@ -136,15 +129,8 @@ long keel_main(keel_word_t arg);
 long keel_main(keel_word_t arg)
 {
     unsigned int features = VIRTIO_NET_F_MAC;
-    long err;
 
-    if ((err = vs_map_buffers(RXBUF_CAP, (unsigned long)rx.va, RX_BUFS, BUF_SIZE, IO_CAP,
-                               KEEL_RIGHT_WRITE, rx.pa)) ||
-        (err = vs_map_buffers(TXBUF_CAP, (unsigned long)tx.va, TX_BUFS, BUF_SIZE, IO_CAP,
-                               KEEL_RIGHT_READ, tx.pa)))
-        serve_fail(ops.name, "setup failed", err);
-    vs_setup(ops.name, &rxq, &txq, VIRTIO_NET_ID, &features, DRV_ARG_OFFSET(arg), REGS_CAP, RXQ_CAP, TXQ_CAP,
-             IRQ_CAP, NTFN_CAP, IO_CAP, RX_BUFS, TX_BUFS);
+    vs_setup(ops.name, &rx, &tx, TXBUF_CAP, VIRTIO_NET_ID, &features, arg, RX_BUFS, TX_BUFS);
     if (features & VIRTIO_NET_F_MAC) {
         for (int i = 0; i < 6; i++)
             mac[i] = ((volatile unsigned char *)rxq.regs)[VIRTIO_CONFIG + i];
@@ -153,8 +139,7 @@ long keel_main(keel_word_t arg)
         mac[0] = 0x02;
         memcpy(mac + 1, &t, 5);
     }
-    virtio_go(&rxq);
-    vs_rx_post_all(&rx);
+    vs_go(&rx);
     printf("virtio-net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3],
            mac[4], mac[5]);
     serve_run(&ops);

@@ -12,6 +12,13 @@
 
 #define VS_MAX_BUFS 16
 
+/* The slots both drivers are given (virtio_blk's layout: the DMA frames
+ * from slot 9, the io_space in slot 26); the transmit buffers' first frame
+ * follows the receive buffers' and is the driver's to say. */
+#define VS_RXQ_CAP DRV_SLOT_DMA
+#define VS_TXQ_CAP (DRV_SLOT_DMA + 1)
+#define VS_RXBUF_CAP (DRV_SLOT_DMA + 2)
+
 /* Maps frames from slot cap on at va, cut into nbufs buffers of size bytes
  * (a divisor of the page size), and lets the device at them through the
  * io_space io with dma_rights (KEEL_RIGHT_WRITE: it fills them, READ: it
@@ -34,35 +41,6 @@ static inline long vs_map_buffers(keel_cap_t cap, unsigned long va, unsigned nbu
         pa[i] = frame_pa + (i % per) * size;
     }
     return 0;
-}
-
-/* Maps the registers and both rings (at SERVE_DEVICE_VA), lets the device
- * at the rings through the io_space io, binds the interrupt, and brings the
- * device up as far as DRIVER_OK with rxsize and txsize entries; *features:
- * asked for, then what was negotiated.  Reports and stops on failure. */
-static inline void vs_setup(const char *name, struct virtio_dev *rxq, struct virtio_dev *txq,
-                            unsigned int device_id, unsigned int *features, keel_word_t regs_offset,
-                            keel_cap_t regs_cap, keel_cap_t rxq_cap, keel_cap_t txq_cap,
-                            keel_cap_t irq_cap, keel_cap_t ntfn_cap, keel_cap_t io,
-                            unsigned rxsize, unsigned txsize)
-{
-    long err;
-
-    rxq->qindex = 0;
-    txq->qindex = 1;
-    if ((err = virtio_map(rxq, regs_cap, SERVE_DEVICE_VA, regs_offset, rxq_cap,
-                          SERVE_DEVICE_VA + 0x1000)) ||
-        (err = virtio_map_ring(txq, txq_cap, SERVE_DEVICE_VA + 0x2000)) ||
-        (err = keel_io_space_map(io, rxq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_io_space_map(io, txq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-        (err = keel_irq_handler_set_notification(irq_cap, ntfn_cap)) || (err = serve_bind(ntfn_cap)))
-        serve_fail(name, "setup failed", err);
-    txq->regs = rxq->regs;
-    if ((err = virtio_begin(rxq, device_id, *features, features)) ||
-        (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
-        virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
-        serve_fail(name, "device refused", err);
-    }
 }
 
 /* Transmit buffers, one descriptor each (descriptor i is buffer i). */
@@ -161,6 +139,46 @@ static inline void vs_rx_release(struct vs_rx *x)
     vs_rx_post(x, x->id[x->first]);
     x->first = (x->first + 1) % x->n;
     x->count--;
+}
+
+/* Maps the driver's buffers, the registers and both rings (at
+ * SERVE_DEVICE_VA), lets the device at the rings and buffers through the
+ * io_space, binds the interrupt, and brings the device up to the point of
+ * going (vs_go) with rxsize and txsize queue entries; *features: asked for,
+ * then what was negotiated.  Reports and stops on failure. */
+static inline void vs_setup(const char *name, struct vs_rx *rx, struct vs_tx *tx,
+                            keel_cap_t txbuf_cap, unsigned int device_id, unsigned int *features,
+                            keel_word_t arg, unsigned rxsize, unsigned txsize)
+{
+    struct virtio_dev *rxq = rx->q, *txq = tx->q;
+    long err;
+
+    if ((err = vs_map_buffers(VS_RXBUF_CAP, (unsigned long)rx->va, rx->n, rx->size,
+                              DRV_SLOT_IO_SPACE, KEEL_RIGHT_WRITE, rx->pa)) ||
+        (err = vs_map_buffers(txbuf_cap, (unsigned long)tx->va, tx->n, tx->size,
+                              DRV_SLOT_IO_SPACE, KEEL_RIGHT_READ, tx->pa)) ||
+        (err = virtio_map(rxq, DRV_SLOT_REGS, SERVE_DEVICE_VA, DRV_ARG_OFFSET(arg), VS_RXQ_CAP,
+                          SERVE_DEVICE_VA + 0x1000)) ||
+        (err = virtio_map_ring(txq, VS_TXQ_CAP, SERVE_DEVICE_VA + 0x2000)) ||
+        (err = keel_io_space_map(DRV_SLOT_IO_SPACE, VS_RXQ_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_io_space_map(DRV_SLOT_IO_SPACE, VS_TXQ_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_irq_handler_set_notification(DRV_SLOT_IRQ, DRV_SLOT_NTFN)) ||
+        (err = serve_bind(DRV_SLOT_NTFN)))
+        serve_fail(name, "setup failed", err);
+    txq->regs = rxq->regs;
+    txq->qindex = 1;
+    if ((err = virtio_begin(rxq, device_id, *features, features)) ||
+        (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
+        virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
+        serve_fail(name, "device refused", err);
+    }
+}
+
+/* Lets the device run and gives it every receive buffer. */
+static inline void vs_go(struct vs_rx *rx)
+{
+    virtio_go(rx->q);
+    vs_rx_post_all(rx);
 }
 
 #endif
