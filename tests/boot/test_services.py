@@ -141,7 +141,8 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
     """Booted with its initrd and no test, Keel gives a person a shell on
     the serial console: typed commands list, use and kill drivers."""
     image = _image(tmp_path / "disk.img")
-    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None)
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
+                serial2=True, serial2_output=lambda _d: None)  # fmt: skip
     m.attach_disk(image)
     m.attach_rng()
     m.start()
@@ -164,6 +165,7 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         assert re.search(r"^0\s+blk0\s+virtio_blk\s+running\s+1$", ps, re.MULTILINE), ps
         devices = type_line("devices")
         assert re.search(r"^1\s+rng0\s+entropy\s+17\s+0$", devices, re.MULTILINE), devices
+        assert re.search(r"^2\s+console\s+stream\s+3\s+0$", devices, re.MULTILINE), devices
         assert re.search(r"^[0-9a-f]{32}$", type_line("rng"), re.MULTILINE)
         assert re.search(r"^[0-9a-f]{64}$", type_line("cat rng0"), re.MULTILINE)
         assert "wrote sector 3 of blk0" in type_line("write blk0 3 hello from the shell")
@@ -171,6 +173,8 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         killed = type_line("kill blk0")
         assert "killed blk0; its driver has started 2 times" in killed
         assert "hello from the s" in type_line("read blk0 3")  # through the new driver
+        assert "killed console; its driver has started 2 times" in type_line("kill console")
+        assert re.search(r"^2\s+console\s+uart\s+running\s+2$", type_line("ps"), re.MULTILINE)
         assert "kill: invalid argument" in type_line("kill 9")
         assert "unknown command" in type_line("frobnicate")
         type_line("poweroff")
