@@ -123,6 +123,43 @@ def test_suite_under_qemu_microvm(kernel: Path, initrd: Path) -> None:
     check_suite(proc.stdout)
 
 
+@pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None or not have_kvm(), reason="needs QEMU and KVM"
+)
+def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """The same suite, device tests included, against QEMU's own
+    virtio-blk-device, virtio-rng-device and 16550 at 0x2f8."""
+    from tests.boot.test_qemu_crossboot import QEMU_CPU, QEMU_PASS
+    from tests.boot.test_services import QEMU_TRANSPORTS, _check_image, _image
+
+    image = _image(tmp_path / "disk.img")
+    com2 = tmp_path / "com2.log"
+    proc = subprocess.run(
+        ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
+         "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
+         "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
+         "-append", f"keel.test=suite {QEMU_TRANSPORTS}",
+         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+         "-global", "virtio-mmio.force-legacy=false",
+         "-drive", f"file={image},if=none,id=d0,format=raw",
+         "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device",
+         "-chardev", f"file,id=com2,path={com2}",
+         "-device", "isa-serial,chardev=com2,iobase=0x2f8,irq=3"],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = proc.stdout.replace("\r\n", "\n")
+    assert proc.returncode == QEMU_PASS, out[-3000:] + proc.stderr[-2000:]
+    check_suite(out)
+    for name in UART_TESTS + SERVICE_NAMES:
+        assert f"ktest: ok {name}" in out, name
+    assert "not run" not in out
+    _check_image(image)
+    text = com2.read_bytes()
+    assert b"svc: console: a line before the kill" in text, text
+    assert b"svc: console: a line after the kill" in text, text
+
+
 @requires_kvm
 def test_root_task_reports_its_resources(kernel: Path, initrd: Path) -> None:
     from vmm.machine import Machine

@@ -270,9 +270,10 @@ void serve_run(const struct serve_ops *o)
             continue;
         taken = 0;
         if (m.label == KEEL_LABEL_NOTIFY && !m.info) {
-            serve_interrupts++;
-            if (ops->interrupt)
-                ops->interrupt(); /* (a client's send with this label just makes it look) */
+            if (ops->interrupt) { /* (a client's send with this label just makes it look) */
+                serve_interrupts++;
+                ops->interrupt();
+            }
             retry_held();
             continue;
         }

@@ -78,7 +78,8 @@ enum drv_kind {
 /* The driver side, shared by every driver: userspace/drivers/serve.h. */
 
 /* Labels; words in order.  Results follow "->". */
-#define DRV_INFO (KEEL_LABEL_USER + 0x100)  /* -> kind, capacity bytes (0: none), features */
+#define DRV_INFO (KEEL_LABEL_USER + 0x100)  /* -> kind, capacity bytes (0: none), features,
+                                            * interrupts taken */
 #define DRV_OPEN ((KEEL_LABEL_USER + 0x101) | KEEL_LABEL_CAPS(1)) /* cap frame -> handle */
 #define DRV_CLOSE (KEEL_LABEL_USER + 0x102) /* handle */
 #define DRV_READ (KEEL_LABEL_USER + 0x103)  /* handle, buf off, len, dev offset, flags -> bytes */
