@@ -16,10 +16,11 @@
  *   takes the process down and returns all its memory; the same untyped
  *   and the same slots serve the next driver of the device.
  * - It registers the driver's endpoint under the device's name.  Killing a
- *   driver (DM_KILL) stops its thread, resets the device through the
+ *   driver (DM_KILL) stops its thread, resets a virtio device through the
  *   manager's own frame of its registers (so nothing is DMAed into memory
- *   about to be reused), revokes the UART's I/O-port capability (the
- *   driver's copy and its thread's port range go), revokes the untyped (every client's copy of the
+ *   about to be reused) or revokes the UART's I/O-port capability (the
+ *   driver's copy and its thread's port range go), revokes the untyped
+ *   (every client's copy of the
  *   endpoint goes with it: calls in flight fail with KEEL_E_REVOKED) and
  *   starts a new driver under the same name.  A device detached while the
  *   guest runs has its driver stopped the same way and its name withdrawn.
