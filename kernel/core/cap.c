@@ -6,7 +6,8 @@
  *    object (or, for the children of an untyped slot, an object inside the
  *    untyped region);
  *  - an object with a header has refs == the number of slots naming it.
- * Everything runs under the kernel lock.
+ * Everything here changes slots: it runs with the objects lock exclusive
+ * (sched.h), so nothing here runs concurrently.
  */
 #include <keel/object.h>
 #include <keel/sched.h>

@@ -14,11 +14,26 @@
  *   marks cap<...> (kernel labels) or the label's capability mask (user
  *   labels).  In flight they live in the queued message's own slots.
  * - Faults are messages the kernel sends for a thread; they wait for room.
+ *
+ * Locking: with the objects lock shared only plain messages move (no
+ * capability, no reply capability, no waiting fault or room request, no
+ * bound notification on the receiver), under the endpoint's lock; anything
+ * else returns KEEL_E_RETRY before changing anything and runs exclusive.
  */
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 #include <keel/waitlist.h>
+
+static inline void ep_lock(struct endpoint *ep)
+{
+    obj_lock(&ep->hdr.lock, LOCK_WAITQ);
+}
+
+static inline void ep_unlock(struct endpoint *ep)
+{
+    obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
+}
 
 static void msg_clear(struct message *m)
 {
@@ -226,16 +241,24 @@ long endpoint_send(struct tcb *t, struct slot *s, u64 label, const u64 *w)
         return KEEL_E_WRONG_TYPE;
     if (!(s->cap.rights & KEEL_RIGHT_WRITE))
         return KEEL_E_NO_RIGHTS;
+    if (kernel_shared() && cap_words(label))
+        return KEEL_E_RETRY;
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
+    ep_lock(ep);
     err = ep_post(ep, s->cap.badge, label & ~KEEL_SEND_NOTIFY_ROOM, w, caps, cap_word, n, NULL);
     if (err == KEEL_E_FULL && (label & KEEL_SEND_NOTIFY_ROOM) && t->room_ep != ep) {
+        if (kernel_shared()) { /* room requests link threads across endpoints */
+            ep_unlock(ep);
+            return KEEL_E_RETRY;
+        }
         tcb_cancel_room_wait(t);
         t->room_ep = ep;
         t->room_next = ep->room;
         ep->room = t;
     }
+    ep_unlock(ep);
     return err;
 }
 
@@ -248,6 +271,8 @@ long endpoint_call(struct tcb *t, struct slot *s, u64 label, const u64 *w, bool 
 
     if (!(s->cap.rights & KEEL_RIGHT_WRITE))
         return KEEL_E_NO_RIGHTS;
+    if (kernel_shared())
+        return KEEL_E_RETRY; /* it makes a reply capability */
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
@@ -279,6 +304,8 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
     if (window && (!cnode_slot(&t->cspace.cap, window) ||
                    !cnode_slot(&t->cspace.cap, window + MSG_CAPS)))
         return KEEL_E_INVALID_ARG;
+    if (kernel_shared() && t->bound)
+        return KEEL_E_RETRY; /* a signal may end the wait: notification.c */
     if (t->bound && t->bound->word) {
         u64 bits = t->bound->word;
         t->bound->word = 0;
@@ -286,25 +313,36 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
         *blocked = true; /* results already in place */
         return KEEL_E_OK;
     }
+    ep_lock(ep);
     if (ep->count) {
         struct message *m = &ep->queue[ep->head];
         struct slot *caps[MSG_CAPS] = { &m->caps[0], &m->caps[1], &m->caps[2] };
+        if (kernel_shared() && (m->ncaps || m->has_reply || ep->senders || ep->room)) {
+            ep_unlock(ep);
+            return KEEL_E_RETRY;
+        }
         deliver(t, window, m->badge, m->label, m->w, caps, m->cap_word, m->ncaps, NULL, m);
         msg_clear(m);
         ep->head = (ep->head + 1) % EP_QUEUE_LEN;
         ep->count--;
         ep_admit_faults(ep);
         ep_room_appeared(ep);
+        ep_unlock(ep);
         *blocked = true;
         return KEEL_E_OK;
     }
-    if (flags & KEEL_RECV_NONBLOCK)
+    if (flags & KEEL_RECV_NONBLOCK) {
+        ep_unlock(ep);
         return KEEL_E_WOULD_BLOCK;
+    }
+    /* A sender on another CPU may pop t as soon as the lock goes, before
+     * this CPU's exit path has looked at t: sched.c hands it over. */
     t->state = THREAD_BLOCKED;
     t->blocked_on = ep;
     t->wait_kind = WAIT_RECV;
     t->recv_window = window;
     list_push(&ep->receivers, t);
+    ep_unlock(ep);
     *blocked = true;
     return KEEL_E_OK;
 }

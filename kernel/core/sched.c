@@ -1,11 +1,16 @@
-/* Per-CPU run queues with priorities, the kernel lock and the exit path to
- * user mode.  The policy and the lock order are described in sched.h. */
+/* Per-CPU run queues with priorities, the objects lock and the exit path
+ * to user mode.  The policy and the lock order are described in sched.h. */
 #include <keel/cpu.h>
 #include <keel/panic.h>
 #include <keel/printk.h>
 #include <keel/sched.h>
 
-spinlock_t kernel_lock = SPINLOCK_INIT;
+/* The objects lock: readers in the low bits, then two flags.  A writer
+ * announces itself (WAITING) so that new readers hold back; it owns the
+ * lock once it swaps a word with no readers and no writer for WRITER. */
+#define OBJ_WRITER 0x80000000u
+#define OBJ_WAITING 0x40000000u
+static volatile u32 objects_lock;
 
 #define PRIO_WORDS (SCHED_PRIO_LEVELS / 64)
 
@@ -20,53 +25,131 @@ static struct runqueue runqueues[MAX_CPUS];
 
 /* -- lock order checking (debug builds) ------------------------------------- */
 
-#define HELD_KERNEL 1u
-#define HELD_RQ 2u
-
 #ifdef KEEL_DEBUG_LOCKS
-static void lock_check(u32 want)
+void lock_check(u32 cls)
 {
     struct cpu *c = this_cpu();
 
-    if (want == HELD_RQ && (c->locks_held & HELD_RQ))
-        panic("lock order: cpu %u takes a second runqueue lock", c->index);
-    if (want == HELD_KERNEL && c->locks_held)
-        panic("lock order: cpu %u takes the kernel lock holding 0x%x", c->index, c->locks_held);
-    c->locks_held |= want;
+    if (c->locks_held & ~((1u << cls) - 1))
+        panic("lock order: cpu %u takes lock class %u holding 0x%x", c->index, cls,
+              c->locks_held);
+    c->locks_held |= 1u << cls;
 }
 
-static void lock_release(u32 what)
+void lock_release(u32 cls)
 {
-    this_cpu()->locks_held &= ~what;
-}
-#else
-static inline void lock_check(u32 want)
-{
-    (void)want;
-}
-
-static inline void lock_release(u32 what)
-{
-    (void)what;
+    this_cpu()->locks_held &= ~(1u << cls);
 }
 #endif
 
 static inline void rq_lock(struct runqueue *rq)
 {
-    lock_check(HELD_RQ);
+    lock_check(LOCK_RQ);
     spin_lock(&rq->lock);
 }
 
 static inline void rq_unlock(struct runqueue *rq)
 {
     spin_unlock(&rq->lock);
-    lock_release(HELD_RQ);
+    lock_release(LOCK_RQ);
 }
 
-static inline void kernel_unlock(void)
+/* -- waiting ---------------------------------------------------------------- */
+
+/* One turn of any wait in the kernel: serve requests from other CPUs (the
+ * CPU we wait for may be waiting for us) and let the watchdog look. */
+static void spin_turn(u32 *spins)
 {
-    lock_release(HELD_KERNEL);
-    spin_unlock(&kernel_lock);
+    cpu_serve_requests();
+    arch_cpu_relax();
+    if (!(++*spins & 255) && watchdog_poll)
+        watchdog_poll();
+}
+
+void obj_lock_spin(spinlock_t *l)
+{
+    u32 spins = 0;
+
+    while (!spin_trylock(l))
+        spin_turn(&spins);
+}
+
+/* -- the objects lock ------------------------------------------------------- */
+
+void kernel_enter(void)
+{
+    struct cpu *c = this_cpu();
+    u32 spins = 0;
+
+    WRITE_ONCE(c->in_kernel, 1);
+    lock_check(LOCK_OBJECTS);
+    for (;;) {
+        u32 v = __atomic_load_n(&objects_lock, __ATOMIC_RELAXED);
+        if (!(v & (OBJ_WRITER | OBJ_WAITING)) &&
+            __atomic_compare_exchange_n(&objects_lock, &v, v + 1, false, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            break;
+        spin_turn(&spins);
+    }
+    c->kmode = KMODE_SHARED;
+}
+
+static void objects_lock_exclusive(void)
+{
+    u32 spins = 0;
+
+    for (;;) {
+        u32 v = __atomic_load_n(&objects_lock, __ATOMIC_RELAXED);
+        if (!(v & ~OBJ_WAITING)) {
+            if (__atomic_compare_exchange_n(&objects_lock, &v, OBJ_WRITER, false,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                break;
+            continue;
+        }
+        if (!(v & OBJ_WAITING))
+            __atomic_fetch_or(&objects_lock, OBJ_WAITING, __ATOMIC_RELAXED);
+        spin_turn(&spins);
+    }
+    this_cpu()->kmode = KMODE_EXCLUSIVE;
+}
+
+void kernel_enter_exclusive(void)
+{
+    WRITE_ONCE(this_cpu()->in_kernel, 1);
+    lock_check(LOCK_OBJECTS);
+    objects_lock_exclusive();
+}
+
+void kernel_leave(void)
+{
+    struct cpu *c = this_cpu();
+
+    if (c->kmode == KMODE_EXCLUSIVE)
+        __atomic_fetch_and(&objects_lock, ~OBJ_WRITER, __ATOMIC_RELEASE);
+    else if (c->kmode == KMODE_SHARED)
+        __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELEASE);
+    c->kmode = KMODE_NONE;
+    lock_release(LOCK_OBJECTS);
+}
+
+void kernel_upgrade(void)
+{
+    struct cpu *c = this_cpu();
+
+    if (c->kmode != KMODE_SHARED)
+        return;
+#ifdef KEEL_DEBUG_LOCKS
+    if (c->locks_held != 1u << LOCK_OBJECTS)
+        panic("lock order: cpu %u upgrades holding 0x%x", c->index, c->locks_held);
+#endif
+    __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELEASE);
+    c->kmode = KMODE_NONE;
+    objects_lock_exclusive();
+}
+
+u32 objects_lock_word(void)
+{
+    return objects_lock;
 }
 
 /* -- queues (caller holds the queue's lock) ---------------------------------- */
@@ -198,33 +281,19 @@ static struct tcb *rq_steal(u32 cpu, u32 to)
 
 /* -- cross-CPU requests -------------------------------------------------------- */
 
+/* A flush request is claimed before the flush, so one made after the claim
+ * (by another CPU that changed another mapping) is served again rather than
+ * cleared unserved.  Stale entries matter only once back in user mode. */
 void cpu_serve_requests(void)
 {
     struct cpu *c = this_cpu();
 
-    if (READ_ONCE(c->tlb_request)) {
+    if (READ_ONCE(c->tlb_request) && __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL))
         arch_flush_user_tlb();
-        __atomic_store_n(&c->tlb_request, 0, __ATOMIC_RELEASE);
-    }
     if (READ_ONCE(c->stop_request) && !READ_ONCE(c->stop_ack)) {
         if (c->current && c->fpu_owner == c->current)
             arch_fpu_save(c->current);
         __atomic_store_n(&c->stop_ack, 1, __ATOMIC_RELEASE);
-    }
-}
-
-void kernel_enter(void)
-{
-    struct cpu *c = this_cpu();
-    u32 spins = 0;
-
-    WRITE_ONCE(c->in_kernel, 1);
-    lock_check(HELD_KERNEL);
-    while (!spin_trylock(&kernel_lock)) {
-        cpu_serve_requests();
-        arch_cpu_relax();
-        if (!(++spins & 255) && watchdog_poll)
-            watchdog_poll();
     }
 }
 
@@ -280,8 +349,12 @@ static void kick_cpu(u32 cpu, struct tcb *t)
     }
 }
 
+/* Under the thread lock: the CPU that ran t may still be on its exit path
+ * deciding whether t goes on (it looks at t->state under the same lock);
+ * if t->cpu is still set, that CPU keeps or requeues it. */
 void sched_make_runnable(struct tcb *t)
 {
+    obj_lock(&t->hdr.lock, LOCK_THREAD);
     t->state = THREAD_RUNNABLE;
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
@@ -290,8 +363,12 @@ void sched_make_runnable(struct tcb *t)
         rq_push(cpu, t, false);
         kick_cpu(cpu, t);
     }
+    obj_unlock(&t->hdr.lock, LOCK_THREAD);
 }
 
+/* Exclusive holders only: the CPU running t is then in user mode (the
+ * wake-up IPI brings it into the kernel) or waiting for the objects lock,
+ * where it acknowledges; it gets the lock only after we are done. */
 void thread_stop(struct tcb *t)
 {
     struct cpu *me = this_cpu();
@@ -310,11 +387,8 @@ void thread_stop(struct tcb *t)
         __atomic_store_n(&c->stop_ack, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&c->stop_request, 1, __ATOMIC_RELEASE);
         arch_wake_cpu(c);
-        while (!__atomic_load_n(&c->stop_ack, __ATOMIC_ACQUIRE)) {
-            arch_cpu_relax();
-            if (!(++spins & 255) && watchdog_poll)
-                watchdog_poll();
-        }
+        while (!__atomic_load_n(&c->stop_ack, __ATOMIC_ACQUIRE))
+            spin_turn(&spins);
         c->current = NULL;
         c->fpu_owner = NULL;
         __atomic_store_n(&c->stop_request, 0, __ATOMIC_RELEASE);
@@ -357,14 +431,19 @@ void sched_set_priority(struct tcb *t, u32 prio)
 
 /* An idle CPU is skipped: it switched (or is switching) to the kernel's
  * page tables, and leaving idle goes through arch_enter_user, which loads
- * CR3 afresh - a full flush.  It cannot leave idle meanwhile: that needs
- * the kernel lock, which the caller holds.  Besides saving an IPI, this
- * spares waiting for a halted vCPU the host may not be running. */
+ * CR3 afresh - a full flush.  A CPU leaving idle meanwhile (the caller may
+ * hold the objects lock shared only) clears its idle flag before loading
+ * CR3; the fence orders the caller's page-table change before its look at
+ * the flag, so either it sees the CPU busy and asks, or that CPU's CR3 load
+ * comes after the change.  Besides saving an IPI, this spares waiting for
+ * a halted vCPU the host may not be running.  Several CPUs may shoot down
+ * at once: each waits for its own request's claim, serving others'. */
 void tlb_shootdown(void)
 {
     struct cpu *me = this_cpu();
     u64 asked[MAX_CPUS / 64] = { 0 };
 
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     arch_flush_user_tlb();
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
@@ -379,11 +458,8 @@ void tlb_shootdown(void)
         if (!(asked[i / 64] & (1ul << (i % 64))))
             continue;
         u32 spins = 0;
-        while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE)) {
-            arch_cpu_relax();
-            if (!(++spins & 255) && watchdog_poll)
-                watchdog_poll();
-        }
+        while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE))
+            spin_turn(&spins);
     }
 }
 
@@ -488,6 +564,8 @@ __noreturn void sched_exit_kernel(void)
 
     for (;;) {
         struct tcb *t = c->current;
+        if (t)
+            obj_lock(&t->hdr.lock, LOCK_THREAD); /* against a wake-up (sched_make_runnable) */
         if (t && (t->state != THREAD_RUNNABLE || should_preempt(c, t))) {
             if (c->fpu_owner == t) { /* saved now: it may next run elsewhere */
                 arch_fpu_save(t);
@@ -509,6 +587,8 @@ __noreturn void sched_exit_kernel(void)
                     kick_cpu(cpu, t);
             }
         }
+        if (t)
+            obj_unlock(&t->hdr.lock, LOCK_THREAD);
         c->need_resched = 0;
         if (!c->current) {
             t = rq_pop(c->index);
@@ -525,8 +605,7 @@ __noreturn void sched_exit_kernel(void)
         if (c->current && arch_thread_can_run(c->current)) {
             WRITE_ONCE(c->idle, 0);
             WRITE_ONCE(c->in_kernel, 0);
-            lock_release(HELD_KERNEL);
-            arch_enter_user(c->current); /* releases the kernel lock */
+            arch_enter_user(c->current); /* releases the objects lock */
         }
         if (c->current) {
             /* Lost its address space: it cannot run until configured again. */
@@ -536,7 +615,7 @@ __noreturn void sched_exit_kernel(void)
             continue;
         }
         WRITE_ONCE(c->idle, 1);
-        kernel_unlock();
+        kernel_leave();
         do {
             arch_idle_wait();
         } while (!idle_has_work(c));

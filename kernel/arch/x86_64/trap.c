@@ -64,9 +64,9 @@ void trap_dispatch(struct trap_frame *f)
         /* A driver's interrupt while this CPU idles (the only time kernel
          * code runs with interrupts on): take the lock to deliver it. */
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false);
-        kernel_enter();
+        kernel_enter_exclusive();
         irq_deliver((u32)(v - VEC_IRQ_BASE));
-        spin_unlock(&kernel_lock);
+        kernel_leave();
         lapic_eoi();
     } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP) {
         /* An idle CPU runs no user code: a flush request is just acked. */

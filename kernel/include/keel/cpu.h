@@ -39,8 +39,10 @@ struct cpu {
      * (STARTING -> BOOTING by the CPU, STARTING -> FAILED by the BSP). */
     u32 state;
     u32 locks_held; /* debug builds: lock classes this CPU holds (sched.c) */
+    u32 kmode;      /* enum kernel_mode: how this CPU holds the objects lock */
     volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
-    /* Scheduling, under the kernel lock unless noted. */
+    /* Scheduling: written by this CPU (and current/fpu_owner by an
+     * exclusive holder stopping its thread), read lock-free by others. */
     struct tcb *current;   /* thread in user mode on this CPU, or NULL */
     struct tcb *fpu_owner; /* thread whose FPU state is in the registers */
     u32 need_resched;
