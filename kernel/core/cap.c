@@ -6,8 +6,12 @@
  *    object (or, for the children of an untyped slot, an object inside the
  *    untyped region);
  *  - an object with a header has refs == the number of slots naming it.
- * Everything here changes slots: it runs with the objects lock exclusive
- * (sched.h), so nothing here runs concurrently.
+ * Locking (sched.h): deleting, moving and revoking run with the objects
+ * lock exclusive.  Filling an empty slot (slot_insert_child) may also run
+ * shared, under the capability lock: the type is written last, and a
+ * lookup reads it first (tcb_lookup_slot), so it sees an empty slot or a
+ * whole capability; reference counts go up under the same lock and down
+ * only exclusive.
  */
 #include <keel/object.h>
 #include <keel/sched.h>
@@ -15,6 +19,17 @@
 
 u64 kernel_ids = 1;
 static struct kobj *zombies;
+static spinlock_t caps_spinlock = SPINLOCK_INIT;
+
+void caps_lock(void)
+{
+    obj_lock(&caps_spinlock, LOCK_CAPS);
+}
+
+void caps_unlock(void)
+{
+    obj_unlock(&caps_spinlock, LOCK_CAPS);
+}
 
 struct slot *cnode_slot(const struct cap *cnode, u64 index)
 {
@@ -27,7 +42,7 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 {
     struct slot *s = cnode_slot(&t->cspace.cap, cptr);
 
-    if (!s || !s->cap.type) {
+    if (!s || !__atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE)) {
         *err = KEEL_E_INVALID_CAP;
         return NULL;
     }
@@ -77,9 +92,13 @@ static void obj_unref(const struct cap *c)
     }
 }
 
+/* Under the capability lock (or exclusive): see the top of this file. */
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
 {
-    child->cap = *cap;
+    struct cap c = *cap;
+
+    c.type = 0; /* the type goes in last */
+    child->cap = c;
     child->parent = parent;
     child->child = NULL;
     child->prev = NULL;
@@ -89,6 +108,7 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     if (parent)
         parent->child = child;
     obj_ref(cap);
+    __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
 }
 
 void slot_move(struct slot *dst, struct slot *src)

@@ -12,10 +12,11 @@ const struct call_desc *call_describe(u64 label)
     return &call_table[label];
 }
 
-/* Calls that may run with the objects lock shared: they change no slot
- * (a paging capability's mapping state has its own lock) and destroy
- * nothing.  A notification signal may still ask for exclusive (a bound
- * thread). */
+/* Calls that may run with the objects lock shared: they destroy nothing
+ * and change no slot but by filling an empty one (copy, mint, retype:
+ * under the capability lock) or a paging capability's mapping state (its
+ * own lock).  Some may still ask for exclusive: a notification signal
+ * (a bound thread), a retype of vspaces (the registry). */
 static bool call_is_shared(u32 type, u64 label)
 {
     switch (type) {
@@ -27,7 +28,10 @@ static bool call_is_shared(u32 type, u64 label)
     case KEEL_OBJ_FRAME:
         return true;
     case KEEL_OBJ_CNODE:
-        return label == KEEL_CALL_CNODE_IDENTIFY;
+        return label == KEEL_CALL_CNODE_IDENTIFY || label == KEEL_CALL_CNODE_COPY ||
+               label == KEEL_CALL_CNODE_MINT;
+    case KEEL_OBJ_UNTYPED:
+        return true;
     }
     return false;
 }

@@ -36,6 +36,8 @@ struct cap {
 #define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
 #define CAP_DEVICE 2 /* untyped and frames: device memory (not RAM, never zeroed,
                       * mapped uncached) */
+#define CAP_RESERVED 4 /* on an empty slot (type 0): a retype running with the
+                        * objects lock shared will fill it (untyped.c) */
 
 struct slot {
     struct cap cap;
@@ -165,6 +167,14 @@ struct vspace {
 
 /* cap.c */
 extern u64 kernel_ids;
+/* The capability lock (sched.h): taken only by shared holders. */
+void caps_lock(void);
+void caps_unlock(void);
+/* Empty and not reserved (under the capability lock, or exclusive). */
+static inline bool slot_is_free(const struct slot *s)
+{
+    return !s->cap.type && !(s->cap.flags & CAP_RESERVED);
+}
 struct slot *cnode_slot(const struct cap *cnode, u64 index);
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
 bool cap_is_derivable(const struct cap *c);

@@ -29,34 +29,45 @@
  *                        creates, moves or deletes a capability, or may
  *                        destroy an object, or stops a thread on another CPU,
  *                        runs exclusive: call/reply (reply capabilities),
- *                        messages carrying capabilities, retype, CNode
- *                        operations but identify, thread operations, faults,
- *                        interrupts, batches.  A shared operation that finds
+ *                        messages carrying capabilities, delete, revoke,
+ *                        move, retype of a vspace, thread operations, faults,
+ *                        interrupts, batches.  One exception: shared holders
+ *                        may fill empty slots (copy, mint, retype) under the
+ *                        capability lock below - a slot is never emptied or
+ *                        overwritten while the lock is held shared.  A shared operation that finds
  *                        it needs more returns KEEL_E_RETRY before changing
  *                        anything; the caller then upgrades (drops the
  *                        shared hold, waits for the exclusive one) and runs
  *                        it again from the start.  Exclusive implies every
  *                        lock below: they are not taken then (obj_lock).
- *   2. mapping lock      one of a small array hashed by slot address
+ *   2. capability lock   one global spinlock (cap.c), short: filling an
+ *                        empty slot (checked empty under it, published with
+ *                        its type written last, so a lock-free lookup sees
+ *                        an empty slot or a whole capability), the
+ *                        derivation links and reference counts that go with
+ *                        it, an untyped capability's watermark.  Retype
+ *                        zeroes and initialises objects outside it: the
+ *                        memory and the target slots are reserved first.
+ *   3. mapping lock      one of a small array hashed by slot address
  *                        (vspace.c): a paging capability's mapping state
  *                        (CAP_MAPPED, cap.a, cap.b).
- *   3. endpoint or       the object's own lock (kobj.lock): an endpoint's
+ *   4. endpoint or       the object's own lock (kobj.lock): an endpoint's
  *      notification      queue and its receivers/senders/room lists; a
  *                        notification's word and waiters.  A thread on one
  *                        of these lists is the list owner's: the CPU that
  *                        pops it under the lock may write its registers.
- *   4. vspace lock       kobj.lock of a vspace: its page tables.  Readers
+ *   5. vspace lock       kobj.lock of a vspace: its page tables.  Readers
  *                        (user_copy, lookup) walk them without it: no table
  *                        is freed while the objects lock is held shared.
- *   5. thread lock       kobj.lock of a TCB: its state and the hand-over
+ *   6. thread lock       kobj.lock of a TCB: its state and the hand-over
  *                        between "running on a CPU" (cpu >= 0) and "queued":
  *                        sched_make_runnable and the exit path's decision to
  *                        keep, requeue or drop the current thread.
- *   6. runqueue lock     one per CPU (struct runqueue in sched.c): its queue,
+ *   7. runqueue lock     one per CPU (struct runqueue in sched.c): its queue,
  *                        its bitmap and count; a thread's queued/rq links.
  *                        Balancing moves a thread by dequeueing under the
  *                        victim's lock, then enqueueing under its own.
- *   7. console lock      (printk) innermost; taken with interrupts saved.
+ *   8. console lock      (printk) innermost; taken with interrupts saved.
  *
  * Building with -DKEEL_DEBUG_LOCKS (make KCC="gcc -DKEEL_DEBUG_LOCKS")
  * makes every lock operation check this order (a class may be taken only
@@ -101,6 +112,7 @@ enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 /* Lock classes, in the order above (debug builds check it). */
 enum lock_class {
     LOCK_OBJECTS = 0,
+    LOCK_CAPS,
     LOCK_MAPPING,
     LOCK_WAITQ,
     LOCK_VSPACE,
