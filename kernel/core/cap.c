@@ -111,9 +111,16 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
 }
 
+/* Exclusive, or shared for a reply capability leaving a queued message
+ * (endpoint.c) under the capability lock: dst's type goes in last. */
 void slot_move(struct slot *dst, struct slot *src)
 {
-    *dst = *src;
+    struct slot moved = *src;
+    u8 type = moved.cap.type;
+
+    moved.cap.type = 0;
+    *dst = moved;
+    __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
     if (dst->parent && dst->parent->child == src)
         dst->parent->child = dst;
     if (dst->prev)

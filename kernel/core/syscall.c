@@ -109,9 +109,6 @@ static long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *ar
             err = endpoint_recv(t, s, label, args[0], blocked);
         break;
     case KEEL_SYS_REPLY:
-        /* A reply deletes the reply capability. */
-        if (kernel_shared())
-            return KEEL_E_RETRY;
         if ((s = tcb_lookup_slot(t, cap, &err)))
             err = reply_invoke(t, s, label, args);
         break;

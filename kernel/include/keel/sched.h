@@ -28,19 +28,30 @@
  *                        exclusive holder changes them.  So an operation that
  *                        creates, moves or deletes a capability, or may
  *                        destroy an object, or stops a thread on another CPU,
- *                        runs exclusive: call/reply (reply capabilities),
- *                        messages carrying capabilities, delete, revoke,
+ *                        runs exclusive: messages carrying capabilities,
+ *                        messages to a thread with a bound notification,
+ *                        delete, revoke,
  *                        move, retype of a vspace, thread operations, faults,
- *                        interrupts, batches.  One exception: shared holders
- *                        may fill empty slots (copy, mint, retype) under the
- *                        capability lock below - a slot is never emptied or
+ *                        interrupts, batches.  Two exceptions, both under
+ *                        the capability lock below: shared holders may fill
+ *                        empty slots (copy, mint, retype, a reply capability
+ *                        given to a receiver), and a reply empties its reply
+ *                        capability's slot.  No other slot is emptied or
  *                        overwritten while the lock is held shared.  A shared operation that finds
  *                        it needs more returns KEEL_E_RETRY before changing
  *                        anything; the caller then upgrades (drops the
  *                        shared hold, waits for the exclusive one) and runs
  *                        it again from the start.  Exclusive implies every
  *                        lock below: they are not taken then (obj_lock).
- *   2. capability lock   one global spinlock (cap.c), short: filling an
+ *   2. mapping lock      one of a small array hashed by slot address
+ *                        (vspace.c): a paging capability's mapping state
+ *                        (CAP_MAPPED, cap.a, cap.b).
+ *   3. endpoint or       the object's own lock (kobj.lock): an endpoint's
+ *      notification      queue and its receivers/senders/room lists; a
+ *                        notification's word and waiters.  A thread on one
+ *                        of these lists is the list owner's: the CPU that
+ *                        pops it under the lock may write its registers.
+ *   4. capability lock   one global spinlock (cap.c), short: filling an
  *                        empty slot (checked empty under it, published with
  *                        its type written last, so a lock-free lookup sees
  *                        an empty slot or a whole capability), the
@@ -48,14 +59,6 @@
  *                        it, an untyped capability's watermark.  Retype
  *                        zeroes and initialises objects outside it: the
  *                        memory and the target slots are reserved first.
- *   3. mapping lock      one of a small array hashed by slot address
- *                        (vspace.c): a paging capability's mapping state
- *                        (CAP_MAPPED, cap.a, cap.b).
- *   4. endpoint or       the object's own lock (kobj.lock): an endpoint's
- *      notification      queue and its receivers/senders/room lists; a
- *                        notification's word and waiters.  A thread on one
- *                        of these lists is the list owner's: the CPU that
- *                        pops it under the lock may write its registers.
  *   5. vspace lock       kobj.lock of a vspace: its page tables.  Readers
  *                        (user_copy, lookup) walk them without it: no table
  *                        is freed while the objects lock is held shared.
@@ -112,9 +115,9 @@ enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 /* Lock classes, in the order above (debug builds check it). */
 enum lock_class {
     LOCK_OBJECTS = 0,
-    LOCK_CAPS,
     LOCK_MAPPING,
     LOCK_WAITQ,
+    LOCK_CAPS,
     LOCK_VSPACE,
     LOCK_THREAD,
     LOCK_RQ,
