@@ -293,6 +293,11 @@ void cpu_serve_requests(void)
     if (READ_ONCE(c->stop_request) && !READ_ONCE(c->stop_ack)) {
         if (c->current && c->fpu_owner == c->current)
             arch_fpu_save(c->current);
+        /* Stopped while its call waits for the lock (nothing of the call
+         * has been done): it makes the call again when it runs. */
+        if (c->current && c->call_pending)
+            arch_tcb_restart_syscall(c->current);
+        c->call_pending = 0;
         __atomic_store_n(&c->stop_ack, 1, __ATOMIC_RELEASE);
     }
 }

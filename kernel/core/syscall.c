@@ -5,6 +5,7 @@
  * lock exclusive says so (KEEL_E_RETRY) before changing anything and runs
  * again once upgraded. */
 #include <keel/console.h>
+#include <keel/cpu.h>
 #include <keel/exit.h>
 #include <keel/invoke.h>
 #include <keel/printk.h>
@@ -131,17 +132,20 @@ static long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *ar
 
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
 {
+    struct cpu *c = this_cpu();
     u64 res[KEEL_MSG_WORDS] = { 0 };
     bool blocked = false;
-    long err = syscall_one(t, nr, cap, label, args, res, &blocked);
 
+    c->call_pending = 0;
+    long err = syscall_one(t, nr, cap, label, args, res, &blocked);
     if (err == KEEL_E_RETRY) {
+        c->call_pending = 1; /* nothing done yet */
         kernel_upgrade();
-        /* Stopped by an exclusive holder while this CPU waited (like a
-         * thread stopped while its entry waits for the lock): the call is
-         * not made. */
-        if (this_cpu()->current != t)
+        /* Stopped by an exclusive holder while this CPU waited: rewound to
+         * make the call again when it runs (cpu_serve_requests). */
+        if (c->current != t)
             return;
+        c->call_pending = 0;
         blocked = false;
         for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
             res[i] = 0;

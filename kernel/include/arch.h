@@ -54,6 +54,9 @@ u64 arch_virt_to_phys(const void *p);
 /* A new thread: user mode, interrupts enabled, clean FPU state. */
 void arch_tcb_init(struct tcb *t);
 void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
+/* Makes a thread whose system call was not served make it again when it
+ * next runs (its registers still hold the call). */
+void arch_tcb_restart_syscall(struct tcb *t);
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
 /* The result of a system call, seen by the thread when it next runs. */
 void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);

@@ -85,6 +85,11 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg)
     f->vector = 0; /* leave by iret: every register as written */
 }
 
+void arch_tcb_restart_syscall(struct tcb *t)
+{
+    t->arch.frame.rip -= 2; /* the syscall instruction, 0f 05 */
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.frame.rip;
@@ -229,6 +234,7 @@ void syscall_from_user(struct trap_frame *f)
     struct cpu *c = this_cpu();
     u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
 
+    c->call_pending = 1; /* until served (sched.c: cpu_serve_requests) */
     kernel_enter();
     if (c->current)
         syscall_handle(c->current, f->rax, f->rdi, f->rsi, args);

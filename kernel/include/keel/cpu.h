@@ -48,6 +48,7 @@ struct cpu {
     u32 need_resched;
     volatile u32 idle;      /* halted in the idle loop (read without the lock) */
     volatile u32 in_kernel; /* not running user code (read without the lock) */
+    u32 call_pending;       /* current's system call waits for the objects lock */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;
     volatile u32 stop_request;
