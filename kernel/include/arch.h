@@ -45,7 +45,7 @@ __noreturn void arch_halt(void);
 /* Deliberately escalates to a triple fault (a test of the VMM). */
 __noreturn void arch_triple_fault(void);
 
-/* -- threads and address spaces (everything under the kernel lock) ------ */
+/* -- threads and address spaces (under the objects lock: sched.h) ------- */
 struct tcb;
 
 void arch_zero_object(void *p, u64 len);
@@ -66,9 +66,9 @@ void arch_fpu_save(struct tcb *t);
 /* Whether t has what it needs to run (an address space). */
 bool arch_thread_can_run(struct tcb *t);
 /* Switches to t's address space and registers and leaves the kernel,
- * releasing the kernel lock on the way. */
+ * releasing the objects lock on the way. */
 __noreturn void arch_enter_user(struct tcb *t);
-/* Idle until an interrupt (called without the kernel lock). */
+/* Idle until an interrupt (called without the objects lock). */
 void arch_idle_wait(void);
 void arch_flush_user_tlb(void);
 void arch_send_tlb_ipi(struct cpu *c);

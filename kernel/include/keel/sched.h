@@ -20,29 +20,28 @@
  *
  *   1. objects lock      a readers-writer lock (sched.c), taken on every
  *                        entry from user mode (kernel_enter) and by an idle
- *                        CPU looking for work.  Shared by default.  Held
- *                        shared, every capability slot, the derivation tree,
- *                        every object's existence, the thread bindings
- *                        (cspace, vspace, fault endpoint, bound notification)
- *                        and the IRQ table stay as they are: only an
- *                        exclusive holder changes them.  So an operation that
- *                        creates, moves or deletes a capability, or may
- *                        destroy an object, or stops a thread on another CPU,
- *                        runs exclusive: messages carrying capabilities,
- *                        messages to a thread with a bound notification,
- *                        delete, revoke,
- *                        move, retype of a vspace, thread operations, faults,
- *                        interrupts, batches.  Two exceptions, both under
- *                        the capability lock below: shared holders may fill
- *                        empty slots (copy, mint, retype, a reply capability
- *                        given to a receiver), and a reply empties its reply
- *                        capability's slot.  No other slot is emptied or
- *                        overwritten while the lock is held shared.  A shared operation that finds
- *                        it needs more returns KEEL_E_RETRY before changing
- *                        anything; the caller then upgrades (drops the
- *                        shared hold, waits for the exclusive one) and runs
- *                        it again from the start.  Exclusive implies every
- *                        lock below: they are not taken then (obj_lock).
+ *                        CPU looking for work; shared by default.  Held
+ *                        shared, every object's existence, the derivation
+ *                        tree, the thread bindings (cspace, vspace, fault
+ *                        endpoint, bound notification), the IRQ table and
+ *                        every non-empty slot stay as they are: only an
+ *                        exclusive holder deletes, moves or overwrites a
+ *                        capability or destroys an object.  Two exceptions,
+ *                        both under the capability lock (4): shared holders
+ *                        fill empty slots (copy, mint, retype, a reply
+ *                        capability given to a receiver), and a reply
+ *                        empties its reply capability's slot.  So these run
+ *                        exclusive: delete, revoke, move, retype of a
+ *                        vspace, messages carrying capabilities or ending a
+ *                        wait on a bound notification, thread operations,
+ *                        faults, interrupts, batches.  A shared operation
+ *                        that finds it needs more returns KEEL_E_RETRY
+ *                        before changing anything; the caller upgrades
+ *                        (drops the shared hold, waits for the exclusive
+ *                        one) and runs it again from the start.  Exclusive
+ *                        implies every lock below: they are not taken then
+ *                        (obj_lock).  Writers go first: a waiting writer
+ *                        holds new readers back.
  *   2. mapping lock      one of a small array hashed by slot address
  *                        (vspace.c): a paging capability's mapping state
  *                        (CAP_MAPPED, cap.a, cap.b).
@@ -174,7 +173,7 @@ void sched_make_runnable(struct tcb *t);
 /* Ensures t is neither queued nor running on any CPU (its registers and
  * FPU state are saved in the TCB when this returns). */
 void thread_stop(struct tcb *t);
-/* The timer tick that interrupted a user thread, without the kernel lock
+/* The timer tick that interrupted a user thread, without the objects lock
  * (only this CPU's state is written): ends time slices and looks for a
  * better thread or an imbalance.  True when the kernel must be entered;
  * then sched_timer_balance runs (objects lock shared) before the exit path. */
@@ -190,7 +189,7 @@ u32 sched_queued(u32 cpu);
 
 /* Flushes user TLB entries on every CPU that may hold some (not idle). */
 void tlb_shootdown(void);
-/* Called from interrupts and the lock spin: serve cross-CPU requests. */
+/* Called from interrupts and every lock spin: serve cross-CPU requests. */
 void cpu_serve_requests(void);
 
 /* watchdog.c: each CPU's timer tick is its heartbeat; any CPU that ticks

@@ -3,7 +3,8 @@
 
 #include <keel/object.h>
 
-/* Called by the architecture with the kernel lock held. */
+/* Called by the architecture with the objects lock held shared (syscalls,
+ * which upgrade when they must) or exclusive (faults). */
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args);
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 
