@@ -17,7 +17,7 @@ const struct call_desc *call_describe(u64 label)
  * under the capability lock) or a paging capability's mapping state (its
  * own lock).  Some may still ask for exclusive: a notification signal
  * (a bound thread), a retype of vspaces (the registry). */
-static bool call_is_shared(u32 type, u64 label)
+bool call_is_shared(u32 type, u64 label)
 {
     switch (type) {
     case KEEL_OBJ_NOTIFICATION:

@@ -83,6 +83,13 @@ void kernel_enter(void)
 
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
+    /* Optimistic: one atomic add when no writer is about. */
+    u32 old = __atomic_fetch_add(&objects_lock, 1, __ATOMIC_ACQUIRE);
+    if (!(old & (OBJ_WRITER | OBJ_WAITING))) {
+        c->kmode = KMODE_SHARED;
+        return;
+    }
+    __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELAXED);
     for (;;) {
         u32 v = __atomic_load_n(&objects_lock, __ATOMIC_RELAXED);
         if (!(v & (OBJ_WRITER | OBJ_WAITING)) &&
@@ -127,7 +134,7 @@ void kernel_leave(void)
     if (c->kmode == KMODE_EXCLUSIVE)
         __atomic_fetch_and(&objects_lock, ~OBJ_WRITER, __ATOMIC_RELEASE);
     else if (c->kmode == KMODE_SHARED)
-        __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELEASE);
+        __atomic_sub_fetch(&objects_lock, 1, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
 }
@@ -569,9 +576,15 @@ __noreturn void sched_exit_kernel(void)
 
     for (;;) {
         struct tcb *t = c->current;
-        if (t)
-            obj_lock(&t->hdr.lock, LOCK_THREAD); /* against a wake-up (sched_make_runnable) */
-        if (t && (t->state != THREAD_RUNNABLE || should_preempt(c, t))) {
+        /* A runnable current thread is no one else's to wake; one that
+         * blocked may be woken by another CPU at any moment: the decision
+         * is made again under its lock (sched_make_runnable). */
+        if (t && (READ_ONCE(t->state) != THREAD_RUNNABLE || should_preempt(c, t))) {
+            obj_lock(&t->hdr.lock, LOCK_THREAD);
+            if (t->state == THREAD_RUNNABLE && !should_preempt(c, t)) {
+                obj_unlock(&t->hdr.lock, LOCK_THREAD);
+                goto keep;
+            }
             if (c->fpu_owner == t) { /* saved now: it may next run elsewhere */
                 arch_fpu_save(t);
                 c->fpu_owner = NULL;
@@ -591,9 +604,9 @@ __noreturn void sched_exit_kernel(void)
                 if (cpu != c->index)
                     kick_cpu(cpu, t);
             }
-        }
-        if (t)
             obj_unlock(&t->hdr.lock, LOCK_THREAD);
+        }
+    keep:
         c->need_resched = 0;
         if (!c->current) {
             t = rq_pop(c->index);

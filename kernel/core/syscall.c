@@ -91,7 +91,14 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
     return first_err;
 }
 
-static long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args, u64 *res,
+bool syscall_label_exclusive(u64 label)
+{
+    const struct call_desc *d = call_describe(label);
+
+    return d && !call_is_shared(d->type, label);
+}
+
+static inline __attribute__((always_inline)) long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args, u64 *res,
                         bool *blocked)
 {
     long err = KEEL_E_OK;

@@ -235,7 +235,10 @@ void syscall_from_user(struct trap_frame *f)
     u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
 
     c->call_pending = 1; /* until served (sched.c: cpu_serve_requests) */
-    kernel_enter();
+    if (syscall_needs_exclusive(f->rax, f->rsi))
+        kernel_enter_exclusive();
+    else
+        kernel_enter();
     if (c->current)
         syscall_handle(c->current, f->rax, f->rdi, f->rsi, args);
     sched_exit_kernel();
