@@ -5,12 +5,9 @@
 #include <keel/printk.h>
 #include <keel/sched.h>
 
-/* The objects lock: readers in the low bits, then two flags.  A writer
- * announces itself (WAITING) so that new readers hold back; it owns the
- * lock once it swaps a word with no readers and no writer for WRITER. */
-#define OBJ_WRITER 0x80000000u
-#define OBJ_WAITING 0x40000000u
-static volatile u32 objects_lock;
+/* The objects lock's writer: 0, or the index + 1 of the CPU that holds or
+ * claims it (readers are per CPU: cpu.reading). */
+static volatile u32 objects_writer;
 
 #define PRIO_WORDS (SCHED_PRIO_LEVELS / 64)
 
@@ -76,6 +73,13 @@ void obj_lock_spin(spinlock_t *l)
 
 /* -- the objects lock ------------------------------------------------------- */
 
+/* A reader announces itself in its own cpu.reading with an exchange (a
+ * full barrier), then looks for a writer: none, it holds the lock; one, it
+ * steps back and waits.  It leaves with a plain store.  A writer claims
+ * objects_writer (its CPU index + 1), then waits for every other CPU's
+ * flag to clear; readers arriving meanwhile see the claim and step back,
+ * so writers are not starved.  One atomic operation per shared entry and
+ * none per exit: on this host every locked instruction is expensive. */
 void kernel_enter(void)
 {
     struct cpu *c = this_cpu();
@@ -83,41 +87,37 @@ void kernel_enter(void)
 
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
-    /* Optimistic: one atomic add when no writer is about. */
-    u32 old = __atomic_fetch_add(&objects_lock, 1, __ATOMIC_ACQUIRE);
-    if (!(old & (OBJ_WRITER | OBJ_WAITING))) {
-        c->kmode = KMODE_SHARED;
-        return;
-    }
-    __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELAXED);
     for (;;) {
-        u32 v = __atomic_load_n(&objects_lock, __ATOMIC_RELAXED);
-        if (!(v & (OBJ_WRITER | OBJ_WAITING)) &&
-            __atomic_compare_exchange_n(&objects_lock, &v, v + 1, false, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED))
+        __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE))
             break;
-        spin_turn(&spins);
+        __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
+            spin_turn(&spins);
     }
     c->kmode = KMODE_SHARED;
 }
 
 static void objects_lock_exclusive(void)
 {
+    struct cpu *me = this_cpu();
     u32 spins = 0;
 
     for (;;) {
-        u32 v = __atomic_load_n(&objects_lock, __ATOMIC_RELAXED);
-        if (!(v & ~OBJ_WAITING)) {
-            if (__atomic_compare_exchange_n(&objects_lock, &v, OBJ_WRITER, false,
-                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                break;
-            continue;
-        }
-        if (!(v & OBJ_WAITING))
-            __atomic_fetch_or(&objects_lock, OBJ_WAITING, __ATOMIC_RELAXED);
+        u32 none = 0;
+        if (!__atomic_load_n(&objects_writer, __ATOMIC_RELAXED) &&
+            __atomic_compare_exchange_n(&objects_writer, &none, me->index + 1, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            break;
         spin_turn(&spins);
     }
-    this_cpu()->kmode = KMODE_EXCLUSIVE;
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (i == me->index)
+            continue;
+        while (__atomic_load_n(&cpus[i].reading, __ATOMIC_ACQUIRE))
+            spin_turn(&spins);
+    }
+    me->kmode = KMODE_EXCLUSIVE;
 }
 
 void kernel_enter_exclusive(void)
@@ -132,9 +132,9 @@ void kernel_leave(void)
     struct cpu *c = this_cpu();
 
     if (c->kmode == KMODE_EXCLUSIVE)
-        __atomic_fetch_and(&objects_lock, ~OBJ_WRITER, __ATOMIC_RELEASE);
+        __atomic_store_n(&objects_writer, 0, __ATOMIC_RELEASE);
     else if (c->kmode == KMODE_SHARED)
-        __atomic_sub_fetch(&objects_lock, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
 }
@@ -149,14 +149,14 @@ void kernel_upgrade(void)
     if (c->locks_held != 1u << LOCK_OBJECTS)
         panic("lock order: cpu %u upgrades holding 0x%x", c->index, c->locks_held);
 #endif
-    __atomic_fetch_sub(&objects_lock, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     objects_lock_exclusive();
 }
 
-u32 objects_lock_word(void)
+u32 objects_lock_writer(void)
 {
-    return objects_lock;
+    return objects_writer;
 }
 
 /* -- queues (caller holds the queue's lock) ---------------------------------- */

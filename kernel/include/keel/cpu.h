@@ -49,6 +49,7 @@ struct cpu {
     volatile u32 idle;      /* halted in the idle loop (read without the lock) */
     volatile u32 in_kernel; /* not running user code (read without the lock) */
     u32 call_pending;       /* current's system call waits for the objects lock */
+    volatile u32 reading;   /* holds the objects lock shared (sched.c) */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;
     volatile u32 stop_request;

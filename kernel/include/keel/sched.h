@@ -18,7 +18,8 @@
  * Locks and their order (a CPU takes them only in this order, and holds
  * at most one lock of each class at a time):
  *
- *   1. objects lock      a readers-writer lock (sched.c), taken on every
+ *   1. objects lock      a readers-writer lock (sched.c: per-CPU reader
+ *                        flags and one writer word), taken on every
  *                        entry from user mode (kernel_enter) and by an idle
  *                        CPU looking for work; shared by default.  Held
  *                        shared, every object's existence, the derivation
@@ -104,8 +105,8 @@ void kernel_enter_exclusive(void);
 void kernel_upgrade(void);
 /* Drops the objects lock, whichever way this CPU holds it. */
 void kernel_leave(void);
-/* The lock word, for the watchdog's report. */
-u32 objects_lock_word(void);
+/* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
+u32 objects_lock_writer(void);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
 
@@ -147,9 +148,10 @@ static inline bool kernel_shared(void)
 
 void obj_lock_spin(spinlock_t *l);
 
+/* One CPU: nothing to exclude (kernel code runs with interrupts off). */
 static inline void obj_lock(spinlock_t *l, u32 cls)
 {
-    if (!kernel_shared())
+    if (!kernel_shared() || cpu_count == 1)
         return;
     lock_check(cls);
     if (!spin_trylock(l))
@@ -158,7 +160,7 @@ static inline void obj_lock(spinlock_t *l, u32 cls)
 
 static inline void obj_unlock(spinlock_t *l, u32 cls)
 {
-    if (!kernel_shared())
+    if (!kernel_shared() || cpu_count == 1)
         return;
     spin_unlock(l);
     lock_release(cls);
