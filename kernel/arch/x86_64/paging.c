@@ -83,9 +83,15 @@ bool arch_unmap(void *root, u32 level, u64 vaddr, u64 phys)
         return false;
     u64 *slot = &table[index_at(vaddr, level)];
     u64 old = READ_ONCE(*slot);
-    if (!(old & PTE_P) || (old & PTE_ADDR) != phys)
-        return false;
-    return __atomic_compare_exchange_n(slot, &old, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    /* The MMU of a CPU using the entry may set its accessed and dirty bits
+     * meanwhile: try again with what it wrote (a failed exchange updates
+     * old) until the entry is gone or is not ours. */
+    do {
+        if (!(old & PTE_P) || (old & PTE_ADDR) != phys)
+            return false;
+    } while (!__atomic_compare_exchange_n(slot, &old, 0, false, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+    return true;
 }
 
 bool arch_lookup(void *root, u64 vaddr, u64 *phys, u32 *flags)

@@ -35,14 +35,17 @@
  *                        exclusive: delete, revoke, move, retype of a
  *                        vspace, messages carrying capabilities or ending a
  *                        wait on a bound notification, thread operations,
- *                        faults, interrupts, batches.  A shared operation
+ *                        faults, interrupts, batches.  A system call
+ *                        whose label says so enters exclusive
+ *                        (syscall_needs_exclusive); a shared operation
  *                        that finds it needs more returns KEEL_E_RETRY
  *                        before changing anything; the caller upgrades
  *                        (drops the shared hold, waits for the exclusive
  *                        one) and runs it again from the start.  Exclusive
  *                        implies every lock below: they are not taken then
- *                        (obj_lock).  Writers go first: a waiting writer
- *                        holds new readers back.
+ *                        (obj_lock), nor on a machine with one CPU.
+ *                        Writers go first: a claimed writer word holds new
+ *                        readers back.
  *   2. mapping lock      one of a small array hashed by slot address
  *                        (vspace.c): a paging capability's mapping state
  *                        (CAP_MAPPED, cap.a, cap.b).
