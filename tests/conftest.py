@@ -64,6 +64,30 @@ def tiny_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     return build
 
 
+def run_in_new_netns(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` inside a network namespace made for it and removed
+    after; skips the test when this host cannot make one or has no /dev/net/tun."""
+    import uuid
+
+    ns = f"keeltest-{uuid.uuid4().hex[:8]}"
+    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {made.stderr.strip()}")
+    try:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", module, *args],
+            capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert ns not in listed
+    if "/dev/net/tun" in proc.stderr and "No such file" in proc.stderr:
+        pytest.skip("no /dev/net/tun")
+    return proc
+
+
 def keel(
     *args: str, timeout: float = 60, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -7,11 +7,14 @@ USER_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Iuserspace/lib -MMD -MP
 USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
 
-ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o
+ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o \
+	$(UBUILD)/lib/driver.o $(UBUILD)/lib/service.o
 INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 RNG_OBJS := $(UBUILD)/drivers/virtio_rng.o
 BLK_OBJS := $(UBUILD)/drivers/virtio_blk.o
+NS_OBJS := $(UBUILD)/nameserv/nameserv.o
+SHELL_OBJS := $(UBUILD)/shell/shell.o
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -20,6 +23,19 @@ $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 $(UBUILD)/%.o: userspace/%.S
 	@mkdir -p $(dir $@)
 	$(UCC) -D__ASSEMBLY__ -c -o $@ $<
+
+# Stream and packet drivers: one program each, on the shared request loop.
+SERVE_OBJ := $(UBUILD)/drivers/serve.o
+SERVED_DRIVERS := uart virtio_console virtio_net
+
+$(UBUILD)/%.elf: $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/%.o userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SERVE_OBJ) $(UBUILD)/drivers/$*.o
+
+.SECONDARY: $(SERVE_OBJ) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.o)
+
+$(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
+
+-include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
 
 $(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
@@ -33,16 +49,26 @@ $(UBUILD)/virtio_rng.elf: $(ULIB_OBJS) $(RNG_OBJS) userspace/lib/user.ld
 $(UBUILD)/virtio_blk.elf: $(ULIB_OBJS) $(BLK_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(BLK_OBJS)
 
+$(UBUILD)/nameserv.elf: $(ULIB_OBJS) $(NS_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(NS_OBJS)
+
+$(UBUILD)/shell.elf: $(ULIB_OBJS) $(SHELL_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SHELL_OBJS)
+
 # cpio "newc", the format Linux uses for its initramfs.
 $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/virtio_rng.elf \
-		$(UBUILD)/virtio_blk.elf
+		$(UBUILD)/virtio_blk.elf $(UBUILD)/nameserv.elf \
+		$(UBUILD)/shell.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
+	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cp $(UBUILD)/virtio_rng.elf $(UBUILD)/initrd/virtio_rng
 	cp $(UBUILD)/virtio_blk.elf $(UBUILD)/initrd/virtio_blk
+	cp $(UBUILD)/nameserv.elf $(UBUILD)/initrd/nameserv
+	cp $(UBUILD)/shell.elf $(UBUILD)/initrd/shell
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(RNG_OBJS:.o=.d) $(BLK_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)

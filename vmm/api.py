@@ -86,7 +86,9 @@ def dispatch(machine: Machine, req: object) -> Any:
         return None
     if cmd == "status":
         return {"state": machine.state.value, "vcpus": machine.smp, "memory": machine.memory,
-                "devices": len(machine.devices())}  # fmt: skip
+                "devices": len(machine.devices()),
+                "iommu": "on" if machine.iommu.enabled else "off",
+                "dma_faults": machine.iommu.total_faults}  # fmt: skip
     if cmd == "stop":
         return None  # the server stops the machine once the reply is out
     raise ApiError(f"unknown command {cmd!r} (one of {', '.join(COMMANDS)})")

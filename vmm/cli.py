@@ -3,12 +3,17 @@
     keel run [KERNEL] [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
                       [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
+                      [--serial2 FILE|stdio|none]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
     keel detach --api-sock S ID-or-PATH
     keel devices|status|pause|resume|stop --api-sock S
+
+``--serial2`` adds a second 16550 (COM2, 0x2f8, IRQ 3) for a user-space
+driver: its output goes to FILE, or with ``stdio`` to standard output while
+standard input types on COM2 instead of COM1.
 
 Without KERNEL, ``keel run`` boots the built default, build/kernel.elf (with
 build/initrd.cpio when present).
@@ -63,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="a virtio-console device on the terminal")
     run.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
                      help="stop a guest silent on the console this long, with a diagnostic")
+    run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
+                     help="a second 16550 (COM2) writing to FILE or to stdout (stdio: "
+                          "stdin types on COM2); default none")
 
     stress = sub.add_parser("stress", help="run the in-guest SMP stress workload")
     stress.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
@@ -105,7 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_sink(path: str | None) -> Callable[[bytes], None]:
+def _console_sink(path: str | None, what: str = "console file") -> Callable[[bytes], None]:
     if path is None:
         fd = sys.stdout.fileno()
     else:
@@ -114,7 +122,7 @@ def _console_sink(path: str | None) -> Callable[[bytes], None]:
         except OSError as exc:
             from vmm.errors import ConfigError
 
-            raise ConfigError(f"cannot open console file {path!r}: {exc.strerror}") from None
+            raise ConfigError(f"cannot open {what} {path!r}: {exc.strerror}") from None
     from vmm.console import fd_sink
 
     return fd_sink(fd)
@@ -160,6 +168,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if kernel is None:
         kernel, default_initrd = _default_kernel()
         initrd = initrd or default_initrd
+    serial2 = args.serial2 != "none"
+    serial2_sink = None
+    if serial2:
+        serial2_sink = _console_sink(None if args.serial2 == "stdio" else args.serial2,
+                                     "--serial2 file")
     machine = Machine(
         kernel,
         smp=args.smp,
@@ -168,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         initrd=initrd,
         console=_console_sink(args.console),
         hang_timeout=args.hang_timeout,
+        serial2=serial2,
+        serial2_output=serial2_sink,
     )
     server = None
     try:
@@ -189,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             server = ApiServer(machine, args.api_sock)
         machine.start()
-        _forward_stdin(machine.send_console)
+        _forward_stdin(machine.send_serial2 if args.serial2 == "stdio" else machine.send_console)
         result = machine.wait_interruptible()
     finally:
         if server is not None:
@@ -312,6 +327,13 @@ def _client_request(args: argparse.Namespace) -> dict[str, object]:
     return {"cmd": args.command}
 
 
+def _dma_column(device: dict[str, object]) -> str:
+    """"open" (no IOMMU enforcement), or "<windows>win/<refused accesses>fault"."""
+    if not device.get("dma_enforcing"):
+        return "open"
+    return f"{device.get('dma_windows', 0)}win/{device.get('dma_faults', 0)}fault"
+
+
 def cmd_client(args: argparse.Namespace) -> int:
     """One request to a running VMM's control socket; prints the answer."""
     from vmm.api import request
@@ -320,9 +342,10 @@ def cmd_client(args: argparse.Namespace) -> int:
     if args.command == "attach":
         print(result["id"])
     elif args.command == "devices":
-        print(f"{'ID':<10} {'KIND':<8} {'SLOT':<4} {'STATE':<11} BACKING")
+        print(f"{'ID':<10} {'KIND':<8} {'SLOT':<4} {'STATE':<11} {'DMA':<16} BACKING")
         for d in result:
-            print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} {d['backing']}")
+            print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} "
+                  f"{_dma_column(d):<16} {d['backing']}")  # fmt: skip
     elif args.command == "status":
         print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0

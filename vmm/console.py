@@ -54,15 +54,15 @@ class Console:
         lines = self.text().splitlines()
         return lines[-count:]
 
-    def wait_for(self, needle: str, timeout: float | None = None) -> bool:
-        """Block until ``needle`` appears in the transcript.
+    def wait_for(self, needle: str, timeout: float | None = None, count: int = 1) -> bool:
+        """Block until ``needle`` appears in the transcript (``count`` times).
 
         False on timeout, or once the console is closed (the machine stopped)
         without the text having appeared."""
         target = needle.encode()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while target not in self._buf:
+            while self._buf.count(target) < count:
                 if self._closed:
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()

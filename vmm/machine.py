@@ -34,7 +34,8 @@ from vmm.boot import layout
 from vmm.console import Console, fd_sink
 from vmm.devices import debug_exit
 from vmm.devices.bus import Bus
-from vmm.devices.uart import COM1_BASE, COM1_IRQ, Uart16550
+from vmm.devices.iommu import IOMMU_SIZE, DmaWindows, Iommu
+from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.errors import ConfigError, KeelError, StateError
 from vmm.kvm import exits
 
@@ -88,6 +89,8 @@ class AttachedDevice:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
         info.update(self.device.describe())
         info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok")
+        if self.transport is not None and isinstance(self.transport.dma, DmaWindows):
+            info.update(self.transport.dma.describe())
         if self.transport is not None and self.transport.needs_reset_reason:
             info["state"] = "needs-reset"
             info["reason"] = self.transport.needs_reset_reason
@@ -177,10 +180,17 @@ class Machine:
         console: Callable[[bytes], None] | None = None,
         log: Callable[[str], None] | None = None,
         hang_timeout: float | None = None,
+        serial2: bool = False,
+        serial2_output: Callable[[bytes], None] | None = None,
     ) -> None:
         """``hang_timeout`` (seconds, opt-in): stop the guest as hung when it prints
         nothing on the serial console for that long while running, with a
-        diagnostic of every vCPU's registers and the last console lines."""
+        diagnostic of every vCPU's registers and the last console lines.
+
+        ``serial2`` adds a second 16550 (COM2, ports 0x2f8-0x2ff, IRQ 3) for
+        user-space drivers (the kernel keeps COM1): what the guest sends goes
+        to ``serial2_output`` (if given) and the transcript ``self.serial2``;
+        ``send_serial2`` types on it."""
         from vmm.boot import elf
 
         self.smp = default_smp() if smp is None else smp
@@ -196,6 +206,8 @@ class Machine:
             self.initrd = _read_file(initrd, "initrd")
             layout.place_initrd(self.memory, len(self.initrd), self.kernel.end)
         self.console = Console(console)
+        self.serial2: Console | None = Console(serial2_output) if serial2 else None
+        self._uart2: Uart16550 | None = None
         if hang_timeout is not None and hang_timeout <= 0:
             raise ConfigError(f"hang timeout must be positive, not {hang_timeout}")
         self.hang_timeout = hang_timeout
@@ -211,6 +223,9 @@ class Machine:
         self._mem: GuestMemory | None = None
         self._closers: list[Callable[[], None]] = []
         self._done = threading.Event()
+        # Set once start() has created every vCPU thread: a guest that dies
+        # while later threads are still being created is reaped only then.
+        self._threads_created = threading.Event()
         self.pio = Bus("port", log=self._log)
         self.mmio = Bus("mmio", log=self._log)
         # Virtio slots and the hotplug controller exist from the start, so
@@ -219,6 +234,7 @@ class Machine:
         self._attached: dict[str, AttachedDevice] = {}
         self._virtio_slots: list[VirtioSlot] = []
         self._hotplug: HotplugController | None = None
+        self.iommu = Iommu(self._log)
         self._irq_fds: list[int] = []
         self._irq_signals: list[Callable[[], None]] = []
 
@@ -233,6 +249,7 @@ class Machine:
             for slot in self._virtio_slots:
                 self.mmio.register(slot.base, SLOT_STRIDE, slot)
             self.mmio.register(layout.HOTPLUG_MMIO_BASE, 0x100, self._hotplug)
+            self.mmio.register(layout.IOMMU_MMIO_BASE, IOMMU_SIZE, self.iommu)
         return self._virtio_slots
 
     def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
@@ -296,8 +313,11 @@ class Machine:
         parts = [self.cmdline] if self.cmdline else []
         if self._virtio_slots:
             assert self._hotplug is not None
-            parts += [s.cmdline() for s in self._virtio_slots if not s.empty]
+            # every slot, filled or not: a slot filled later is then already
+            # the guest's to use (an empty one reads DeviceID 0: skipped)
+            parts += [s.cmdline() for s in self._virtio_slots]
             parts.append(self._hotplug.cmdline())
+            parts.append(self.iommu.cmdline())
         return " ".join(parts)
 
     def _require_devices(self, what: str) -> None:
@@ -349,6 +369,7 @@ class Machine:
             self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
         except KeelError:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
+        transport.dma = self.iommu.attach(entry.slot.base, entry.id, transport.lock)
         transport.paused = self.state is State.PAUSED
         transport.start_worker()
         entry.transport = transport
@@ -357,6 +378,7 @@ class Machine:
         from vmm.virtio.mmio import QUEUE_NOTIFY
 
         transport, entry.transport = entry.transport, None
+        self.iommu.detach(entry.slot.base)
         if transport is None:
             entry.device.close()
             return
@@ -425,6 +447,7 @@ class Machine:
             except BaseException:
                 self._release()
                 self.state = State.STOPPED
+                self._threads_created.set()
                 raise
             self.state = State.RUNNING
         for slot in self._slots:
@@ -434,6 +457,7 @@ class Machine:
             with self._lock:
                 slot.alive = True
             slot.thread.start()
+        self._threads_created.set()
         if self.hang_timeout is not None:
             self._last_output = time.monotonic()
             threading.Thread(target=self._hang_watch, name="hang-watch", daemon=True).start()
@@ -498,6 +522,14 @@ class Machine:
         """Type ``data`` on the guest's serial console; returns bytes accepted."""
         return self._uart.feed(data)
 
+    def send_serial2(self, data: bytes) -> int:
+        """Type ``data`` on COM2; returns bytes accepted."""
+        if self.serial2 is None:
+            raise ConfigError("this machine has no second serial port (serial2=False)")
+        if self._uart2 is None:
+            raise StateError("send_serial2: the machine has not been started")
+        return self._uart2.feed(data)
+
     def close(self) -> None:
         if self.state in (State.RUNNING, State.PAUSED):
             self.stop()
@@ -550,7 +582,7 @@ class Machine:
             addr = layout.place_initrd(self.memory, len(self.initrd), self.kernel.end)
             mem.write(addr, self.initrd)
             modules.append((addr, len(self.initrd)))
-        tables = acpi.build_acpi(self.smp)
+        tables = acpi.build_acpi(self.smp, com2=self.serial2 is not None)
         mem.write(layout.ACPI_BASE, tables.blob)
         self._wire_virtio(vm)
         for addr, blob in pvh.build_start_info(
@@ -564,6 +596,9 @@ class Machine:
 
         self._uart = Uart16550(self._console_output, lambda level: vm.irq_line(COM1_IRQ, level))
         self.pio.register(COM1_BASE, 8, self._uart)
+        if self.serial2 is not None:
+            self._uart2 = Uart16550(self.serial2.write, lambda level: vm.irq_line(COM2_IRQ, level))
+            self.pio.register(COM2_BASE, 8, self._uart2)
         self.pio.register(debug_exit.PORT, 4, debug_exit.DebugExit(self._guest_exit))
         self.pio.register(0x80, 1, _Sink())  # POST-code port, used as an I/O delay
 
@@ -667,9 +702,11 @@ class Machine:
             self._lock.notify_all()
             if self.state is State.CREATED:
                 self.state = State.STOPPED
+                self._threads_created.set()  # none will be
         threading.Thread(target=self._reap, name="reaper", daemon=True).start()
 
     def _reap(self) -> None:
+        self._threads_created.wait()
         for slot in self._slots:
             if slot.thread is not None and slot.thread is not threading.current_thread():
                 while slot.thread.is_alive():
@@ -680,6 +717,8 @@ class Machine:
         if self.result is not None and self.result.status not in (0, STATUS_INTERRUPTED):
             self.result.diagnostic = self._diagnostic()
         self.console.close()
+        if self.serial2 is not None:
+            self.serial2.close()
         self._done.set()
 
     def _join_and_release(self) -> None:

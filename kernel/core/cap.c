@@ -53,7 +53,7 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 static bool has_header(u32 type)
 {
     return type == KEEL_OBJ_CNODE || type == KEEL_OBJ_TCB || type == KEEL_OBJ_ENDPOINT ||
-           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE;
+           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE || type == KEEL_OBJ_IO_SPACE;
 }
 
 struct kobj *cap_kobj(const struct cap *c)
@@ -98,6 +98,10 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     struct cap c = *cap;
 
     c.type = 0; /* the type goes in last */
+    /* A DMA window belongs to the one capability that was mapped: copies,
+     * made here whatever the path (copy, mint, message), carry none. */
+    c.flags &= (u8)~CAP_IO_FLAGS;
+    c.io = 0;
     child->cap = c;
     child->parent = parent;
     child->child = NULL;
@@ -173,6 +177,8 @@ void slot_delete(struct slot *s)
         return;
     if (s->cap.flags & CAP_MAPPED)
         paging_cap_deleted(&s->cap);
+    if (s->cap.flags & CAP_IOMAPPED)
+        iospace_frame_deleted(&s->cap); /* a frame it no longer holds is not DMA-able */
     if (s->cap.type == KEEL_OBJ_REPLY)
         reply_cap_deleted(s);
     if (s->cap.type == KEEL_OBJ_IRQ_HANDLER)
@@ -222,6 +228,9 @@ static void destroy(struct kobj *o)
         break;
     case KEEL_OBJ_VSPACE:
         vspace_destroy((struct vspace *)o);
+        break;
+    case KEEL_OBJ_IO_SPACE:
+        iospace_destroy(o);
         break;
     }
 }

@@ -57,6 +57,21 @@ void console_rx_char(char c)
     }
 }
 
+bool console_line_ready(void)
+{
+    return rx_line_ready;
+}
+
+size_t console_take_line(char *buf, size_t size)
+{
+    size_t n = MIN((size_t)rx_len, size);
+
+    memcpy(buf, rx_buf, n);
+    rx_len = 0;
+    __atomic_store_n(&rx_line_ready, false, __ATOMIC_RELEASE); /* the interrupt may fill again */
+    return n;
+}
+
 void console_read_line(char *buf, size_t size)
 {
     for (;;) {

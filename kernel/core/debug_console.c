@@ -1,9 +1,53 @@
 /* The kernel's debug console: an object like any other, named by a
- * capability the root task receives. */
+ * capability the root task receives.  The kernel keeps the serial port;
+ * user space reads whole lines the receive interrupt collected, and may
+ * have a notification signalled when one is complete (one listener). */
 #include <keel/console.h>
 #include <keel/invoke.h>
+#include <keel/string.h>
 
 #define CONSOLE_WRITE_MAX 4096
+#define CONSOLE_LINE_MAX 256
+
+/* Protected by the kernel lock. */
+static struct notification *listener;
+static u64 listener_bits;
+
+void console_input_arrived(void)
+{
+    if (listener && console_line_ready())
+        notification_raise(listener, listener_bits);
+}
+
+void console_notification_gone(struct notification *n)
+{
+    if (listener == n)
+        listener = NULL;
+}
+
+static long console_listen(struct invocation *inv)
+{
+    if (inv->arg[1] > 1)
+        return KEEL_E_INVALID_ARG;
+    if (!inv->arg[0]) {
+        listener = NULL;
+    } else {
+        long err = 0;
+        struct slot *s = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
+        if (!s)
+            return err;
+        if (s->cap.type != KEEL_OBJ_NOTIFICATION)
+            return KEEL_E_WRONG_TYPE;
+        if (!(s->cap.rights & KEEL_RIGHT_WRITE))
+            return KEEL_E_NO_RIGHTS;
+        listener = (struct notification *)s->cap.obj;
+        listener_bits = s->cap.badge ? s->cap.badge : 1;
+    }
+    console_set_echo(inv->arg[1] != 0);
+    if (listener && console_line_ready())
+        notification_raise(listener, listener_bits); /* typed before it listened */
+    return KEEL_E_OK;
+}
 
 long decode_console(struct invocation *inv)
 {
@@ -17,6 +61,24 @@ long decode_console(struct invocation *inv)
             return KEEL_E_BAD_ADDRESS;
         console_write(buf, inv->arg[1]);
         return KEEL_E_OK;
+    case KEEL_CALL_CONSOLE_READ: {
+        char line[CONSOLE_LINE_MAX];
+        if (inv->arg[1] > CONSOLE_LINE_MAX)
+            return KEEL_E_INVALID_ARG;
+        if (!console_line_ready())
+            return KEEL_E_WOULD_BLOCK;
+        /* check the buffer before taking the line, so a bad one loses nothing */
+        memset(line, 0, inv->arg[1]);
+        if (!user_copy_out(inv->caller, inv->arg[0], line, inv->arg[1]))
+            return KEEL_E_BAD_ADDRESS;
+        size_t n = console_take_line(line, inv->arg[1]);
+        if (!user_copy_out(inv->caller, inv->arg[0], line, n))
+            return KEEL_E_BAD_ADDRESS;
+        inv->res[0] = n;
+        return KEEL_E_OK;
+    }
+    case KEEL_CALL_CONSOLE_LISTEN:
+        return console_listen(inv);
     case KEEL_CALL_CONSOLE_POWEROFF:
         if (inv->arg[0] > 0xff)
             return KEEL_E_INVALID_ARG;

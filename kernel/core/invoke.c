@@ -82,6 +82,9 @@ long invoke(struct invocation *inv)
         return decode_console(inv);
     case KEEL_OBJ_IO_PORT_CONTROL:
         return decode_io_port(inv);
+    case KEEL_OBJ_IO_SPACE_CONTROL:
+    case KEEL_OBJ_IO_SPACE:
+        return decode_io_space(inv);
     case KEEL_OBJ_IRQ_CONTROL:
     case KEEL_OBJ_IRQ_HANDLER:
         return decode_irq(inv);

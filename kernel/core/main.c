@@ -7,6 +7,7 @@
 #include <keel/console.h>
 #include <keel/cpu.h>
 #include <keel/exit.h>
+#include <keel/object.h>
 #include <keel/panic.h>
 #include <keel/printk.h>
 #include <keel/string.h>
@@ -18,6 +19,33 @@
 struct boot_info boot_info;
 
 __noreturn void kmain(struct hvm_start_info *si);
+
+/* keel.iommu=<size>@<base>: Keel's paravirtual IOMMU (docs/iommu.md).  Only
+ * an address in the MMIO hole is believed: a bad command line must not make
+ * the kernel write to RAM. */
+static void iommu_setup(void)
+{
+    char val[40];
+    u64 base = 0;
+
+    if (!cmdline_get(boot_info.cmdline, "keel.iommu", val, sizeof(val)))
+        return;
+    const char *p = strstr_simple(val, "@0x");
+    for (p = p ? p + 3 : ""; *p; p++) {
+        u32 d = *p >= '0' && *p <= '9' ? (u32)(*p - '0') : (u32)((*p | 0x20) - 'a' + 10);
+        if (d > 15 || base >> 60)
+            break;
+        base = base << 4 | d;
+    }
+    if (base < 0xc0000000ul || base >= 0xfec00000ul || base & 0xfff) {
+        printk("keel: iommu: ignoring keel.iommu=%s (not a page in the MMIO hole)\n", val);
+        return;
+    }
+    if (iospace_init(arch_phys_to_virt(base)))
+        printk("keel: iommu at 0x%lx: DMA confined to io_space windows\n", base);
+    else
+        printk("keel: iommu: no Keel IOMMU at 0x%lx (bad magic): DMA is not confined\n", base);
+}
 
 static u32 start_secondaries(void)
 {
@@ -151,6 +179,7 @@ __noreturn void kmain(struct hvm_start_info *si)
     bool have_test = cmdline_get(boot_info.cmdline, "keel.test", test, sizeof(test));
     if (!have_test || !is_kernel_test(test)) {
         /* Everything else is user space's: init reads the command line. */
+        iommu_setup();
         if (root_task_create())
             sched_start_all();
         if (!have_test)

@@ -53,6 +53,7 @@ void notification_destroy(struct notification *n)
     if (n->bound)
         notification_unbind(n->bound);
     irq_notification_gone(n);
+    console_notification_gone(n);
     while ((t = list_pop(&n->waiters))) {
         arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
         sched_make_runnable(t);

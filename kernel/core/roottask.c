@@ -151,15 +151,17 @@ static u64 parse_num(const char **p)
     return v;
 }
 
-/* virtio_mmio.device=<size>@<base>:<irq> entries become device-memory
- * untyped capabilities; their lines are for the IRQ control capability. */
-static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot)
+/* <key><size>@<base>:<irq> entries (virtio_mmio.device=, and the hotplug
+ * controller's keel.hotplug=) become device-memory untyped capabilities;
+ * their lines are for the IRQ control capability. */
+static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot,
+                        const char *key)
 {
-    static const char key[] = "virtio_mmio.device=";
     const char *p = boot_info.cmdline;
+    u64 keylen = strlen(key);
 
     while ((p = strstr_simple(p, key)) && bi->device_count < KEEL_MAX_DEVICES) {
-        p += sizeof(key) - 1;
+        p += keylen;
         u64 size = parse_num(&p);
         if (*p++ != '@')
             continue;
@@ -199,6 +201,10 @@ static void free_range(u64 base, u64 end)
 {
     add_untyped(untyped_slots, untyped_bi, &untyped_next, base, end);
 }
+
+_Static_assert(sizeof(struct keel_bootinfo) <= 4096, "the boot information is one page");
+_Static_assert(sizeof(((struct keel_bootinfo *)0)->cmdline) >= BOOT_CMDLINE_MAX,
+               "the root task sees the whole command line");
 
 bool root_task_create(void)
 {
@@ -247,6 +253,8 @@ bool root_task_create(void)
     slot_insert_child(NULL, &slots[KEEL_SLOT_IRQ_CONTROL], &c);
     c = (struct cap){ .type = KEEL_OBJ_IO_PORT_CONTROL, .rights = KEEL_RIGHT_ALL };
     slot_insert_child(NULL, &slots[KEEL_SLOT_IO_PORT_CONTROL], &c);
+    c = (struct cap){ .type = KEEL_OBJ_IO_SPACE_CONTROL, .rights = KEEL_RIGHT_ALL };
+    slot_insert_child(NULL, &slots[KEEL_SLOT_IO_SPACE_CONTROL], &c);
     slot_insert_child(&slots[KEEL_SLOT_CNODE], &t->cspace, &slots[KEEL_SLOT_CNODE].cap);
     slot_insert_child(&slots[KEEL_SLOT_VSPACE], &t->vspace, &slots[KEEL_SLOT_VSPACE].cap);
 
@@ -273,7 +281,8 @@ bool root_task_create(void)
     untyped_slots = slots;
     untyped_next = KEEL_SLOT_FIRST_UNTYPED;
     bootmem_for_each_free(free_range);
-    add_devices(slots, bi, &untyped_next);
+    add_devices(slots, bi, &untyped_next, "virtio_mmio.device=");
+    add_devices(slots, bi, &untyped_next, "keel.hotplug=");
     bi->first_free = untyped_next;
     u64 total = 0;
     for (u64 i = 0; i < bi->untyped_count; i++)

@@ -305,6 +305,9 @@ void cpu_serve_requests(void)
         if (c->current && c->call_pending)
             arch_tcb_restart_syscall(c->current);
         c->call_pending = 0;
+        /* The stopper may destroy the thread's address space next, and
+         * reuse its memory while this CPU still waits in the kernel. */
+        arch_leave_user_space();
         __atomic_store_n(&c->stop_ack, 1, __ATOMIC_RELEASE);
     }
 }
@@ -392,6 +395,7 @@ void thread_stop(struct tcb *t)
     if (c == me) {
         if (me->fpu_owner == t)
             arch_fpu_save(t);
+        arch_leave_user_space(); /* as cpu_serve_requests does for a remote stop */
         me->current = NULL;
         me->fpu_owner = NULL;
     } else {

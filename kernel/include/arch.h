@@ -70,6 +70,10 @@ bool arch_thread_can_run(struct tcb *t);
 __noreturn void arch_enter_user(struct tcb *t);
 /* Idle until an interrupt (called without the objects lock). */
 void arch_idle_wait(void);
+/* This CPU stops using the address space of the thread it ran: the kernel's
+ * own tables are loaded, so that address space can be destroyed and its
+ * memory reused while this CPU runs kernel code. */
+void arch_leave_user_space(void);
 void arch_flush_user_tlb(void);
 void arch_send_tlb_ipi(struct cpu *c);
 

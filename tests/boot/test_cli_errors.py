@@ -70,3 +70,8 @@ def test_unknown_command() -> None:
 def test_unreadable_initrd(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
     proc = keel("run", str(tiny_guest("HELLO")), "--initrd", str(tmp_path / "missing.cpio"))
     assert_clean_error(proc, "missing.cpio")
+
+
+def test_unwritable_serial2(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    proc = keel("run", str(tiny_guest("HELLO")), "--serial2", str(tmp_path / "no" / "com2.log"))
+    assert_clean_error(proc, "com2.log")

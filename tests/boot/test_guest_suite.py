@@ -86,7 +86,7 @@ def test_root_task_reports_its_resources(kernel: Path, initrd: Path) -> None:
     m = Machine(kernel, smp=2, initrd=initrd, console=lambda _d: None)
     m.start()
     try:
-        assert m.console.wait_for("init: nothing to do", timeout=60), m.console.text()
+        assert m.console.wait_for("keel shell: type help", timeout=60), m.console.text()
         text = m.console.text()
         found = re.search(r"keel: root task: (\d+) untyped capabilities, (\d+) MiB", text)
         assert found, text

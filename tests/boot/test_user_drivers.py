@@ -31,6 +31,80 @@ def test_virtio_rng_driver_serves_random_bytes(kernel: Path) -> None:
     assert "rng: ok" in out
 
 
+def test_dma_outside_the_drivers_frames_is_refused(kernel: Path) -> None:
+    """keel.test=dma (userspace/init/dma.c): the rng driver points its device
+    at a frame it was never given, then at a frame taken back from it; both
+    requests fail, the IOMMU counts and reports them, the frames keep their
+    contents, and good requests before and after succeed."""
+    proc = keel(
+        "run", str(kernel), "--smp", "2", "--initrd", str(INITRD), "--rng",
+        "--cmdline", "keel.test=dma", timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out, err = proc.stdout, proc.stderr
+    assert "keel: iommu at 0xd000e000: DMA confined to io_space windows" in out
+    assert "dma: outside access refused (fault 1), device still works" in out
+    assert "dma: revoked frame no longer reachable (fault 2)" in out
+    assert "ktest: ok dma_bad_calls" in out and "dma: ok" in out
+    assert "keel: iommu: enabled by the guest" in err
+    refused = re.findall(r"iommu: rng0: DMA write (0x[0-9a-f]+)\+0x30 outside its windows", err)
+    assert len(refused) == 2 and refused[0] != refused[1], err[-2000:]
+
+
+def test_dma_state_seen_from_the_host(kernel: Path) -> None:
+    """The same run through Machine: the IOMMU's view of the device (what
+    `keel devices` shows while it runs); destroying the io_space at the end
+    emptied the device's table."""
+    from vmm.devices.iommu import DmaWindows
+    from vmm.machine import Machine
+
+    logs: list[str] = []
+    m = Machine(kernel, smp=1, initrd=INITRD, cmdline="keel.test=dma",
+                console=lambda _d: None, log=logs.append)  # fmt: skip
+    tables: list[DmaWindows] = []
+    attach = m.iommu.attach
+    m.iommu.attach = lambda *a, **k: tables.append(attach(*a, **k)) or tables[-1]  # type: ignore[method-assign]
+    try:
+        m.attach_rng()
+        result = m.run()
+        assert result.status == 0, m.console.text()[-3000:]
+        (rng,) = tables
+        assert rng.name == "rng0" and rng.enforcing and rng.faults == 2
+        assert rng.windows == []  # the io_space was destroyed at the end
+        assert m.iommu.enabled and m.iommu.total_faults == 2
+        assert sum("outside its windows" in line for line in logs) == 2
+    finally:
+        m.close()
+
+
+def test_devices_dma_only_where_their_drivers_granted(kernel: Path, tmp_path: Path) -> None:
+    """Keel's kernel enables the IOMMU at boot: every device, boot-time or
+    hot-plugged, reaches exactly the windows its driver granted through its
+    io_space (the device manager starts one per device) and nothing else."""
+    from vmm.machine import Machine
+
+    image = _blk_image(tmp_path / "disk.img", blocks=4)
+    m = Machine(kernel, smp=1, initrd=INITRD, console=lambda _d: None, log=lambda _m: None)
+    try:
+        m.attach_disk(image)
+        hvc = m.attach_console(output=tmp_path / "hvc.out")
+        m.start()
+        assert m.console.wait_for("keel$", timeout=60), m.console.text()[-2000:]
+        assert m.console.wait_for("hvc0: virtio_console started", timeout=60)
+        assert m.iommu.enabled
+        m.attach_rng()
+        assert m.console.wait_for("rng0: virtio_rng started", timeout=60), m.console.text()[-2000:]
+        by_id = {d["id"]: d for d in m.devices()}
+        # virtio-blk: its queue frame and 16 data frames; virtio-rng: its
+        # queue frame; virtio-console: two queue frames and three of buffers
+        for ident, windows in (("disk0", 17), ("rng0", 1), (hvc, 5)):
+            assert by_id[ident]["dma_enforcing"], by_id[ident]
+            assert by_id[ident]["dma_windows"] == windows, by_id[ident]
+            assert by_id[ident]["dma_faults"] == 0, by_id[ident]
+    finally:
+        m.close()
+
+
 # QEMU microvm with ACPI and ioapic2=off announces its virtio-mmio devices
 # only in the DSDT; one device sits on the last of its 8 transports, on GSI
 # 16 + 7.  Keel reads devices from the command line, so the tests say it.

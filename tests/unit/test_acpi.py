@@ -169,6 +169,15 @@ def test_dsdt_aml() -> None:
     assert b"\x47\x01\xf8\x03\xf8\x03\x00\x08\x22\x10\x00\x79\x00" in body
 
 
+def test_dsdt_with_com2() -> None:
+    body = acpi.build_dsdt(com2=True)[36:]
+    assert body[0] == 0x10 and b"COM1" in body and b"COM2" in body
+    assert b"\x47\x01\xf8\x02\xf8\x02\x00\x08\x22\x08\x00\x79\x00" in body  # 0x2f8, IRQ 3
+    tables = acpi.build_acpi(2, com2=True)
+    assert b"COM2" in table_bytes(tables, "DSDT")
+    assert b"COM2" not in table_bytes(acpi.build_acpi(2), "DSDT")
+
+
 # -- ACPICA's iasl ----------------------------------------------------------------------
 IASL = shutil.which("iasl")
 needs_iasl = pytest.mark.skipif(IASL is None, reason="iasl (acpica-tools) is not installed")
@@ -251,6 +260,16 @@ def test_iasl_accepts_every_table(tmp_path: Path, ncpus: int) -> None:
     assert "0x08, // Length" in dsdt
     assert "IRQNoFlags ()\n {4}" in dsdt
     # ... and compiles again without complaint.
+    iasl(tmp_path, "-p", "dsdt-again", "dsdt.dsl")
+
+
+@needs_iasl
+def test_iasl_reads_com2(tmp_path: Path) -> None:
+    dsdt = disassemble(tmp_path, "dsdt", table_bytes(acpi.build_acpi(1, com2=True), "DSDT"))
+    assert "Device (COM1)" in dsdt and "Device (COM2)" in dsdt
+    assert "Name (_UID, 0x01)" in dsdt
+    assert "IO (Decode16,\n 0x02F8, // Range Minimum\n 0x02F8, // Range Maximum" in dsdt
+    assert "IRQNoFlags ()\n {3}" in dsdt
     iasl(tmp_path, "-p", "dsdt-again", "dsdt.dsl")
 
 

@@ -28,6 +28,7 @@ struct host_slot {
     int64_t parent;
     uint64_t children;
     uint64_t flags;
+    uint64_t io, io_live;
 };
 int host_world_create(uint32_t ut_bits);
 void host_world_destroy(void);
@@ -35,12 +36,17 @@ long host_invoke(uint64_t cap, uint64_t label, const uint64_t *args, uint64_t *r
 uint64_t host_slot_count(void);
 int host_slot_check(uint64_t index);
 void host_slot_info(uint64_t index, struct host_slot *out);
+void host_give_io_space_control(uint64_t index);
 """
 
 UT_BITS = 16
 CNODE_SLOT = 1
 UT_SLOT = 2
 FIRST_FREE = 3
+IO_CONTROL_SLOT = 200  # an io_space control capability, as the root task's slot 7
+IO_SLOT = 201  # an io_space made from it at reset
+DEVICE = 0xD0000000
+CAP_IOMAPPED = 4
 
 
 def _load_abi() -> Any:
@@ -73,6 +79,9 @@ class World:
     def reset(self) -> None:
         self.lib.host_world_destroy()
         assert self.lib.host_world_create(UT_BITS) == 0
+        self.lib.host_give_io_space_control(IO_CONTROL_SLOT)
+        err, _ = self.call(IO_CONTROL_SLOT, "io_space_control_issue", DEVICE, CNODE_SLOT, IO_SLOT)
+        assert err == 0
 
     def call(self, cap: int, name: str, *args: int) -> tuple[int, list[int]]:
         label = self.abi.CALLS[name][0]
@@ -113,6 +122,8 @@ def check_invariants(w: World) -> None:
             if p.type == w.T["untyped"]:
                 # made by retype: inside the region, below the watermark
                 assert p.obj <= s.obj < p.obj + p.used, (i, s.parent)
+            elif p.type == w.T["io_space_control"]:
+                assert s.type == w.T["io_space"]  # issued by it
             else:
                 assert s.type == p.type and s.obj == p.obj
                 assert s.rights & ~p.rights == 0, f"slot {i} has rights its parent lacks"
@@ -120,6 +131,12 @@ def check_invariants(w: World) -> None:
             by_obj[s.obj] = by_obj.get(s.obj, 0) + 1
         else:
             assert (s.used == 0) == (s.children == 0), f"untyped {i}: used {s.used}"
+    # A DMA window belongs to one frame capability: no two live ones share it.
+    windows = [(s.obj, s.io) for s in slots.values() if s.flags & CAP_IOMAPPED and s.io_live]
+    assert len(windows) == len(set(windows)), "a DMA window held by two capabilities"
+    for i, s in slots.items():
+        if s.flags & CAP_IOMAPPED:
+            assert s.type == w.T["frame"] and s.io, f"slot {i} is DMA-mapped but no frame"
     for s in slots.values():
         if s.refs:
             # the calling thread's own table capability lives outside the table
@@ -137,7 +154,11 @@ op = st.one_of(
     st.tuples(st.just("mint"), SLOTS, SLOTS, RIGHTS, st.integers(1, 1 << 20)),
     st.tuples(st.just("move"), SLOTS, SLOTS),
     st.tuples(st.just("delete"), SLOTS),
-    st.tuples(st.just("revoke"), st.one_of(SLOTS, st.just(UT_SLOT))),
+    st.tuples(st.just("revoke"), st.one_of(SLOTS, st.just(UT_SLOT), st.just(IO_SLOT))),
+    st.tuples(st.just("io_map"), SLOTS, st.integers(0, 4)),
+    st.tuples(st.just("io_unmap"), SLOTS),
+    st.tuples(st.just("copy"), SLOTS, st.just(IO_SLOT), RIGHTS),
+    st.tuples(st.just("io_reissue")),
 )
 
 
@@ -165,6 +186,23 @@ def apply(w: World, step: tuple[Any, ...]) -> None:
         if err == 0 and dest != src:
             after = w.slots()
             assert src not in after and after[dest].obj == before[src].obj
+    elif kind == "io_map":
+        err, _ = w.call(IO_SLOT, "io_space_map", step[1], step[2])
+        if err == 0:
+            assert w.slots()[step[1]].flags & CAP_IOMAPPED
+    elif kind == "io_unmap":
+        err, _ = w.call(IO_SLOT, "io_space_unmap", step[1])
+        if err == 0:
+            assert not w.slots()[step[1]].flags & CAP_IOMAPPED
+    elif kind == "io_reissue":
+        # destroy the io_space (every capability to it) and make the device a new one
+        assert w.call(CNODE_SLOT, "cnode_revoke", IO_SLOT)[0] == 0
+        assert w.call(CNODE_SLOT, "cnode_delete", IO_SLOT)[0] == 0
+        for i, s in w.slots().items():
+            assert s.type != w.T["io_space"], f"slot {i} outlived the io_space"
+            assert not s.io_live, f"slot {i} still maps into a destroyed io_space"
+        err, _ = w.call(IO_CONTROL_SLOT, "io_space_control_issue", DEVICE, CNODE_SLOT, IO_SLOT)
+        assert err == 0
     elif kind == "delete":
         err, _ = w.call(CNODE_SLOT, "cnode_delete", step[1])
         assert err == 0
@@ -207,7 +245,7 @@ def test_revoking_untyped_returns_all_memory(core: World) -> None:
     assert err == 0
     assert core.call(CNODE_SLOT, "cnode_revoke", UT_SLOT)[0] == 0
     assert core.slots()[UT_SLOT].used == 0
-    assert set(core.slots()) == {CNODE_SLOT, UT_SLOT}
+    assert set(core.slots()) == {CNODE_SLOT, UT_SLOT, IO_CONTROL_SLOT, IO_SLOT}
     check_invariants(core)
 
 
@@ -223,6 +261,50 @@ def test_deleting_a_cnode_deletes_what_it_holds(core: World) -> None:
     assert core.call(CNODE_SLOT, "cnode_delete", cn)[0] == 0
     # the copy survives the table; its object lost one reference
     assert core.slots()[cn + 1].refs == 1
+    check_invariants(core)
+
+
+def test_io_space_windows_belong_to_one_frame_capability(core: World) -> None:
+    core.reset()
+    E, T, R = core.E, core.T, core.R
+    frame, copy = FIRST_FREE, FIRST_FREE + 1
+    assert core.call(UT_SLOT, "untyped_retype", T["frame"], 0, CNODE_SLOT, frame, 1)[0] == 0
+    # one io_space per device; only device addresses (the MMIO hole)
+    assert (
+        core.call(IO_CONTROL_SLOT, "io_space_control_issue", DEVICE, CNODE_SLOT, 50)[0]
+        == E["exists"]
+    )
+    assert (
+        core.call(IO_CONTROL_SLOT, "io_space_control_issue", 0x1000, CNODE_SLOT, 50)[0]
+        == E["invalid_arg"]
+    )
+    assert core.call(IO_SLOT, "io_space_map", frame, 0)[0] == E["invalid_arg"]
+    assert core.call(IO_SLOT, "io_space_map", frame, R["exec"])[0] == E["invalid_arg"]
+    assert core.call(IO_SLOT, "io_space_map", UT_SLOT, R["read"])[0] == E["wrong_type"]
+    assert core.call(IO_SLOT, "io_space_unmap", frame)[0] == E["not_mapped"]
+    assert core.call(IO_SLOT, "io_space_map", frame, R["read"] | R["write"])[0] == 0
+    assert core.call(IO_SLOT, "io_space_map", frame, R["read"])[0] == E["exists"]
+    # a copy carries no window; a read-only copy cannot grant device writes
+    assert core.call(CNODE_SLOT, "cnode_copy", copy, CNODE_SLOT, frame, R["read"])[0] == 0
+    assert not core.slots()[copy].flags & CAP_IOMAPPED
+    assert core.call(IO_SLOT, "io_space_unmap", copy)[0] == E["not_mapped"]
+    assert core.call(IO_SLOT, "io_space_map", copy, R["write"])[0] == E["no_rights"]
+    assert core.call(IO_SLOT, "io_space_map", copy, R["read"])[0] == 0
+    # revoking the frame deletes the copy and its window
+    assert core.call(CNODE_SLOT, "cnode_revoke", frame)[0] == 0
+    assert copy not in core.slots()
+    assert core.call(IO_SLOT, "io_space_unmap", frame)[0] == 0
+    assert core.call(IO_SLOT, "io_space_info")[1][:2] == [DEVICE, 0]  # no IOMMU on the host
+    # the io_space is counted like any object; the last capability destroys it
+    assert core.call(CNODE_SLOT, "cnode_copy", 60, CNODE_SLOT, IO_SLOT, 15)[0] == 0
+    assert core.slots()[IO_SLOT].refs == 2
+    assert core.call(IO_SLOT, "io_space_map", frame, R["read"])[0] == 0
+    assert core.call(CNODE_SLOT, "cnode_delete", IO_SLOT)[0] == 0
+    assert core.slots()[frame].io_live  # a copy of the io_space still exists
+    assert core.call(CNODE_SLOT, "cnode_delete", 60)[0] == 0
+    assert not core.slots()[frame].io_live
+    assert core.call(IO_CONTROL_SLOT, "io_space_control_issue", DEVICE, CNODE_SLOT, IO_SLOT)[0] == 0
+    assert core.call(IO_SLOT, "io_space_map", frame, R["read"])[0] == 0  # stale mark ignored
     check_invariants(core)
 
 

@@ -98,15 +98,17 @@ def test_every_verb_through_the_cli(vmm: Vmm, tmp_path: Path) -> None:
     assert vmm.cli("attach", "rng").stdout.strip() == "rng0"
     assert vmm.cli("attach", "console", "--output", str(log)).stdout.strip() == "console0"
     out = vmm.cli("devices").stdout.splitlines()
-    assert out[0].split() == ["ID", "KIND", "SLOT", "STATE", "BACKING"]
-    assert out[1].split() == ["console0", "console", "2", "ok", str(log)]
-    assert out[2].split() == ["disk0", "disk", "0", "ok", str(image)]
-    assert out[3].split() == ["rng0", "rng", "1", "ok", "getrandom"]
+    assert out[0].split() == ["ID", "KIND", "SLOT", "STATE", "DMA", "BACKING"]
+    # the tiny guest never enables the IOMMU: DMA is open, as without one
+    assert out[1].split() == ["console0", "console", "2", "ok", "open", str(log)]
+    assert out[2].split() == ["disk0", "disk", "0", "ok", "open", str(image)]
+    assert out[3].split() == ["rng0", "rng", "1", "ok", "open", "getrandom"]
     assert vmm.cli("detach", str(image)).returncode == 0
     assert vmm.cli("detach", "rng0").returncode == 0
     assert [d["id"] for d in request(vmm.sock, {"cmd": "devices"})] == ["console0"]
     assert vmm.cli("pause").returncode == 0
     assert "state=paused" in vmm.cli("status").stdout
+    assert "iommu=off dma_faults=0" in vmm.cli("status").stdout
     bad = vmm.cli("pause")
     assert bad.returncode == 1 and "illegal while the machine is paused" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -1,24 +1,39 @@
-/* virtio-blk driver, benchmark mode: an unprivileged process holding its
- * device's capabilities and the frames it may point the device at.
+/* virtio-blk driver: an unprivileged process holding its device's
+ * capabilities and the frames it may point the device at.
  *
- *   slot 5  endpoint: it reports completion there
+ *   slot 5  endpoint: it serves requests there (benchmark mode: reports there)
  *   slot 6  the device's register frame (device memory)
+ *   slot 7  the device's interrupt handler (service mode)
+ *   slot 8  a notification the interrupt signals (service mode)
  *   slot 9  a frame for the virtqueue, the request header and status
  *   slot 10..25  sixteen frames: a 64 KiB data buffer
+ *   slot 26 its device's io_space: it maps the frames above there, and the
+ *           device may use no other memory
  *
- * It reads the whole disk in 64 KiB requests, then 2000 random 4 KiB
- * blocks, checking that every 4 KiB block starts with its own block number
- * (how the benchmark writes its image), and prints cycle counts.  It polls
- * the used ring (no interrupts), so the figure is the device path alone.
- * Its argument: the register offset in the frame. */
+ * Its argument is DRV_ARG(mode, register offset in the frame).
+ *
+ * Service mode (DRV_MODE_SERVICE) serves userspace/lib/driver.h: clients
+ * share a frame with DRV_OPEN and read, write and flush through it; it
+ * sleeps on the device's interrupt while a request is on the device, and
+ * answers a write only once the device has completed it.
+ *
+ * Benchmark mode (0): it reads the whole disk in 64 KiB requests, then 2000
+ * random 4 KiB blocks, checking that every 4 KiB block starts with its own
+ * block number (how the benchmark writes its image), and prints cycle
+ * counts.  It polls the used ring (no interrupts), so the figure is the
+ * device path alone. */
 #include "../lib/keel.h"
+#include "../lib/driver.h"
 #include "../lib/virtio.h"
 
-#define SERVICE 5
-#define REGS_CAP 6
-#define RING_CAP 9
-#define DATA_CAP 10
+#define SERVICE DRV_SLOT_SERVICE
+#define REGS_CAP DRV_SLOT_REGS
+#define IRQ_CAP DRV_SLOT_IRQ
+#define NTFN_CAP DRV_SLOT_NTFN
+#define RING_CAP DRV_SLOT_DMA
+#define DATA_CAP (DRV_SLOT_DMA + 1)
 #define DATA_PAGES 16
+#define IO_CAP DRV_SLOT_IO_SPACE
 
 #define REGS_VA 0x5fe000ul
 #define RING_VA 0x5ff000ul
@@ -28,6 +43,9 @@
 #define STATUS_OFF 2064
 #define VIRTIO_BLK_ID 2
 #define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_F_FLUSH (1u << 9)
 #define RANDOM_READS 2000
 
 struct blk_req_hdr {
@@ -72,26 +90,122 @@ static int check(unsigned long first_block, unsigned pages)
     return 0;
 }
 
+/* -- service mode ---------------------------------------------------------- */
+
+static unsigned long capacity; /* bytes */
+static unsigned int features;
+static unsigned long interrupts;
+
+/* One request of type with len bytes of the data buffer at sector, waiting
+ * for the device's interrupt; 0 when the device reports success. */
+static long transfer(unsigned int type, unsigned long sector, unsigned long len)
+{
+    struct virtq_desc *d = virtq_desc(&dev);
+    struct blk_req_hdr *h = (struct blk_req_hdr *)(dev.ring + HDR_OFF);
+    volatile unsigned char *status = dev.ring + STATUS_OFF;
+    unsigned short seen = *virtq_used_idx(&dev), n = 0;
+
+    h->type = type;
+    h->reserved = 0;
+    h->sector = sector;
+    *status = 0xff;
+    d[n] = (struct virtq_desc){ dev.ring_pa + HDR_OFF, sizeof(*h), VIRTQ_DESC_NEXT, 1 };
+    n++;
+    if (len) {
+        d[n] = (struct virtq_desc){ data_pa[0], (unsigned int)len,
+                                    (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_WRITE : 0) |
+                                        VIRTQ_DESC_NEXT,
+                                    (unsigned short)(n + 1) };
+        n++;
+    }
+    d[n] = (struct virtq_desc){ dev.ring_pa + STATUS_OFF, 1, VIRTQ_DESC_WRITE, 0 };
+    virtq_submit(&dev, 0);
+    interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
+    return *status == 0 ? 0 : -1;
+}
+
+static long flush(void)
+{
+    if (!(features & VIRTIO_BLK_F_FLUSH))
+        return KEEL_E_OK; /* no volatile cache: what is written is kept */
+    return transfer(VIRTIO_BLK_T_FLUSH, 0, 0) ? KEEL_E_BAD_STATE : KEEL_E_OK;
+}
+
+static long do_io(const struct keel_msg *m, int write, keel_word_t *res)
+{
+    unsigned long len, pos = m->w[3];
+    unsigned char *buf = drv_range(m, &len);
+
+    if (!buf || len % DRV_BLOCK || pos % DRV_BLOCK || pos >= capacity || len > capacity - pos)
+        return KEEL_E_INVALID_ARG;
+    if (write) {
+        memcpy((void *)DATA_VA, buf, len);
+        if (transfer(VIRTIO_BLK_T_OUT, pos / DRV_BLOCK, len))
+            return KEEL_E_BAD_STATE;
+        if ((m->w[4] & DRV_SYNC) && flush())
+            return KEEL_E_BAD_STATE;
+    } else {
+        if (transfer(VIRTIO_BLK_T_IN, pos / DRV_BLOCK, len))
+            return KEEL_E_BAD_STATE;
+        memcpy(buf, (void *)DATA_VA, len);
+    }
+    res[0] = len;
+    return KEEL_E_OK;
+}
+
+static long serve_one(const struct keel_msg *m, keel_word_t *res)
+{
+    switch (m->label & KEEL_LABEL_MASK) {
+    case DRV_INFO:
+        res[0] = DRV_KIND_BLOCK;
+        res[1] = capacity;
+        res[2] = features & VIRTIO_BLK_F_FLUSH ? DRV_FEATURE_FLUSH : 0;
+        res[3] = interrupts;
+        return KEEL_E_OK;
+    case DRV_READ:
+        return do_io(m, 0, res);
+    case DRV_WRITE:
+        return do_io(m, 1, res);
+    case DRV_FLUSH:
+        return drv_buffer(m) ? flush() : KEEL_E_INVALID_ARG;
+    }
+    return KEEL_E_UNKNOWN_CALL;
+}
+
+/* -- benchmark mode --------------------------------------------------------- */
+
 long keel_main(keel_word_t arg);
 
 long keel_main(keel_word_t arg)
 {
     unsigned long errors = 0;
+    int service = DRV_ARG_MODE(arg) == DRV_MODE_SERVICE;
     long err;
 
-    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)))
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)) ||
+        (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
         goto out;
     for (unsigned i = 0; i < DATA_PAGES; i++) {
         if ((err = keel_frame_map(DATA_CAP + i, KEEL_SLOT_VSPACE, DATA_VA + i * 4096ul,
                                   KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
-            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)))
+            (err = keel_frame_info(DATA_CAP + i, &data_pa[i], 0)) ||
+            (err = keel_io_space_map(IO_CAP, DATA_CAP + i, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)))
             goto out;
     }
-    if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE)))
+    if (service && (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)))
+        goto out;
+    if ((err = virtio_setup_features(&dev, VIRTIO_BLK_ID, QSIZE,
+                                     service ? VIRTIO_BLK_F_FLUSH : 0, &features)))
         goto out;
     unsigned long sectors = virtio_rd(&dev, VIRTIO_CONFIG) |
                             (unsigned long)virtio_rd(&dev, VIRTIO_CONFIG + 4) << 32;
     unsigned long blocks = sectors / 8;
+    if (service) {
+        capacity = sectors * DRV_BLOCK;
+        printf("virtio-blk: serving %lu sectors%s\n", sectors,
+               features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
+        drv_serve(serve_one);
+    }
     printf("virtio-blk: %lu sectors\n", sectors);
 
     unsigned long t0 = rdtsc(), bytes = 0;
@@ -121,6 +235,11 @@ long keel_main(keel_word_t arg)
 out:
     if (err)
         printf("virtio-blk: failed: %ld\n", err);
+    if (service) {
+        if (dev.regs)
+            virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);
+        return 0;
+    }
     keel_send(SERVICE, KEEL_LABEL_USER, (keel_word_t)err, 0, 0, 0, 0, 0);
     for (;;)
         keel_yield();

@@ -1,67 +1,120 @@
 /* virtio-rng driver: an unprivileged process holding exactly its device's
  * capabilities, nothing else.
  *
- *   slot 5  endpoint it serves: a call answers with 48 random bytes (six words)
+ *   slot 5  endpoint it serves: userspace/lib/driver.h (DRV_READ fills a
+ *           range of the client's buffer), and label KEEL_LABEL_USER + 1,
+ *           answered with 48 random bytes in the six result words
  *   slot 6  the device's register frame (device memory)
  *   slot 7  the device's interrupt handler
  *   slot 8  a notification the interrupt signals
  *   slot 9  a frame for the virtqueue and the buffer (it knows its address)
+ *   slot 10 a spare frame (optional), mapped for DMA too
+ *   slot 26 its device's io_space: the frames it maps there are all the
+ *           device may read or write (DMA windows)
  *
- * Its argument is the offset of the device's registers in that frame.
+ * Its argument is DRV_ARG(mode, offset of the device's registers in that
+ * frame); the mode does not matter.
+ *
+ * Calls it answers (labels above KEEL_LABEL_USER):
+ *   +1  48 random bytes, in six result words
+ *   +2  w0 = a physical address: have the device write 48 random bytes
+ *       there, whatever it is -- how the tests play a driver pointing its
+ *       device at memory it was not given; result word 0 is the length the
+ *       device reported
+ *   +3  the same into the spare frame, by the address learned at start
+ *       (still used after the frame was taken away: the window must be gone)
  *
  * It follows the virtio 1.x specification for the virtio-mmio transport
  * (version 2) and the entropy device, not anything particular to Keel's VMM. */
 #include "../lib/keel.h"
+#include "../lib/driver.h"
 #include "../lib/virtio.h"
 
-#define SERVICE 5
-#define REGS_CAP 6
-#define IRQ_CAP 7
-#define NTFN_CAP 8
-#define RING_CAP 9
-#define WINDOW 20
+#define REGS_CAP DRV_SLOT_REGS
+#define IRQ_CAP DRV_SLOT_IRQ
+#define NTFN_CAP DRV_SLOT_NTFN
+#define RING_CAP DRV_SLOT_DMA
+#define SPARE_CAP (DRV_SLOT_DMA + 1)
+#define IO_CAP DRV_SLOT_IO_SPACE
+#define LABEL_INLINE (KEEL_LABEL_USER + 1)
+#define LABEL_AT (KEEL_LABEL_USER + 2)
+#define LABEL_SPARE (KEEL_LABEL_USER + 3)
 
 #define REGS_VA 0x5fe000ul /* in the page table its code already uses: it has no memory to make tables */
 #define RING_VA 0x5ff000ul
 #define QSIZE 8
 #define BUF_OFF 1024
 #define CHUNK 48
+#define MAX_FETCH 3072
 
 #define VIRTIO_RNG_ID 4
 
 static struct virtio_dev dev;
+static unsigned long interrupts, spare_pa;
 
-/* Fetches CHUNK random bytes into out; 0 on success. */
-static long fetch(unsigned char *out)
+/* Has the device write up to n random bytes at physical address pa; the
+ * length the device reported. */
+static long fetch_at(unsigned long pa, unsigned long n)
 {
     struct virtq_desc *d = virtq_desc(&dev);
     unsigned short seen = *virtq_used_idx(&dev);
 
-    d[0].addr = dev.ring_pa + BUF_OFF;
-    d[0].len = CHUNK;
+    d[0].addr = pa;
+    d[0].len = (unsigned int)n;
     d[0].flags = VIRTQ_DESC_WRITE;
     d[0].next = 0;
     virtq_submit(&dev, 0);
-    for (int spins = 0; *virtq_used_idx(&dev) == seen; spins++) {
-        if (spins > 1000)
-            return -1;
-        keel_notification_wait(NTFN_CAP, 0);
-        virtio_wr(&dev, VIRTIO_INTERRUPT_ACK, virtio_rd(&dev, VIRTIO_INTERRUPT_STATUS));
-        keel_irq_handler_ack(IRQ_CAP);
-    }
-    /* Completed without our waiting: clear what it raised all the same, so
-     * the line is unmasked and idle for the next request. */
-    keel_word_t pending = 0;
-    keel_notification_poll(NTFN_CAP, &pending);
-    unsigned int status = virtio_rd(&dev, VIRTIO_INTERRUPT_STATUS);
-    if (status)
-        virtio_wr(&dev, VIRTIO_INTERRUPT_ACK, status);
-    if (pending || status)
-        keel_irq_handler_ack(IRQ_CAP);
-    if (*virtq_used_len(&dev, seen) < CHUNK)
+    interrupts += virtq_wait_used(&dev, seen, IRQ_CAP, NTFN_CAP);
+    return *virtq_used_len(&dev, seen);
+}
+
+/* Fetches up to n (at most MAX_FETCH) random bytes into out: how many, or
+ * negative when the device failed. */
+static long fetch(unsigned char *out, unsigned long n)
+{
+    long got = fetch_at(dev.ring_pa + BUF_OFF, n);
+
+    if (got <= 0 || (unsigned long)got > n)
         return -2;
-    memcpy(out, dev.ring + BUF_OFF, CHUNK);
-    return 0;
+    memcpy(out, dev.ring + BUF_OFF, (unsigned long)got);
+    return got;
+}
+
+static long serve_one(const struct keel_msg *m, keel_word_t *res)
+{
+    unsigned long len, done = 0;
+    unsigned char *buf;
+
+    switch (m->label & KEEL_LABEL_MASK) {
+    case LABEL_INLINE:
+        for (long got; done < CHUNK; done += (unsigned long)got) {
+            if ((got = fetch((unsigned char *)res + done, CHUNK - done)) < 0)
+                return KEEL_E_BAD_STATE;
+        }
+        return KEEL_E_OK;
+    case LABEL_AT:
+    case LABEL_SPARE:
+        if ((m->label & KEEL_LABEL_MASK) == LABEL_SPARE && !spare_pa)
+            return KEEL_E_BAD_STATE;
+        res[0] = (keel_word_t)fetch_at(
+            (m->label & KEEL_LABEL_MASK) == LABEL_AT ? m->w[0] : spare_pa, CHUNK);
+        return res[0] == CHUNK ? KEEL_E_OK : KEEL_E_BAD_STATE;
+    case DRV_INFO:
+        res[0] = DRV_KIND_ENTROPY;
+        res[3] = interrupts;
+        return KEEL_E_OK;
+    case DRV_READ:
+        if (!(buf = drv_range(m, &len)))
+            return KEEL_E_INVALID_ARG;
+        for (long got; done < len; done += (unsigned long)got) {
+            unsigned long n = len - done < MAX_FETCH ? len - done : MAX_FETCH;
+            if ((got = fetch(buf + done, n)) < 0)
+                return KEEL_E_BAD_STATE;
+        }
+        res[0] = len;
+        return KEEL_E_OK;
+    }
+    return KEEL_E_UNKNOWN_CALL;
 }
 
 long keel_main(keel_word_t arg);
@@ -70,23 +123,22 @@ long keel_main(keel_word_t arg)
 {
     long err;
 
-    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, arg, RING_CAP, RING_VA)) ||
+    /* The device may use its queue frame (rings and buffer) and the spare
+     * frame, nothing else; this must come before the device starts. */
+    if ((err = virtio_map(&dev, REGS_CAP, REGS_VA, DRV_ARG_OFFSET(arg), RING_CAP, RING_VA)) ||
+        (err = keel_io_space_map(IO_CAP, RING_CAP, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
         (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP))) {
         printf("virtio-rng: setup failed: %ld\n", err);
         return 0;
     }
+    if (!keel_frame_info(SPARE_CAP, &spare_pa, 0) &&
+        keel_io_space_map(IO_CAP, SPARE_CAP, KEEL_RIGHT_WRITE))
+        spare_pa = 0;
     if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE))) {
         printf("virtio-rng: device refused: %ld\n", err);
         virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);
         return 0;
     }
     printf("virtio-rng: ready\n");
-    for (;;) {
-        struct keel_msg m;
-        keel_word_t res[KEEL_MSG_WORDS];
-        if (keel_recv(SERVICE, 0, WINDOW, &m) || !(m.info & KEEL_INFO_REPLY))
-            continue;
-        err = fetch((unsigned char *)res);
-        keel_reply(WINDOW, err ? KEEL_E_BAD_STATE : KEEL_E_OK, res);
-    }
+    drv_serve(serve_one);
 }

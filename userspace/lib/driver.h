@@ -19,6 +19,22 @@
  * Packet devices (virtio-net): a write sends one frame, a read returns one
  * received frame (0 when none, unless DRV_WAIT).
  * Entropy (virtio-rng): a read fills the range with random bytes.
+ *
+ * Errors a client sees: KEEL_E_INVALID_ARG (bad handle, range or offset),
+ * KEEL_E_BAD_STATE (the device failed the request), KEEL_E_FULL (no handle
+ * free), and, when the driver died with the request in hand or its endpoint
+ * was revoked, KEEL_E_REVOKED / KEEL_E_INVALID_CAP: the client looks the
+ * name up again (names.h) and repeats the request, which is safe because
+ * every request is idempotent (a block write names its offset).
+ *
+ * "On the device" means the device reported the request complete: it
+ * survives the driver being killed.  Surviving a power cut needs a
+ * DRV_FLUSH (or DRV_SYNC on the write) when the device has a volatile cache
+ * (virtio-blk VIRTIO_BLK_F_FLUSH); DRV_INFO's features say so.
+ *
+ * The device manager starts a driver with argument DRV_ARG(mode, offset):
+ * the offset of the device's registers in its register frame, and a mode
+ * (DRV_MODE_SERVICE serves this protocol; 0 is a driver's own test mode).
  */
 #ifndef KEEL_DRIVER_H
 #define KEEL_DRIVER_H
@@ -39,6 +55,44 @@ enum drv_kind {
 };
 
 #define DRV_WAIT 1ul /* flags: block until data is there */
+#define DRV_SYNC 2ul /* flags: a write also flushes the device's cache before the answer */
+
+#define DRV_FEATURE_FLUSH 1ul /* DRV_INFO features: the device has a volatile cache */
+
+#define DRV_MODE_SERVICE 1ul
+#define DRV_ARG(mode, offset) ((unsigned long)(mode) << 12 | ((offset) & 0xfff))
+#define DRV_ARG_MODE(arg) ((arg) >> 12)
+#define DRV_ARG_OFFSET(arg) ((arg) & 0xfff)
+
+/* Every driver's other slots, as the device manager fills them. */
+#define DRV_SLOT_REGS 6    /* frame of the device's registers (device memory) */
+#define DRV_SLOT_IRQ 7     /* the device's interrupt handler */
+#define DRV_SLOT_NTFN 8    /* notification the interrupt signals */
+#define DRV_SLOT_DMA 9     /* DRV_DMA_FRAMES frames the device may be pointed at */
+#define DRV_DMA_FRAMES 17
+/* The device's io_space: the driver maps there the DMA frames the device
+ * may use (before starting it); the device can reach no other memory. */
+#define DRV_SLOT_IO_SPACE (DRV_SLOT_DMA + DRV_DMA_FRAMES)
+#define DRV_SLOT_FIRST_FREE (DRV_SLOT_IO_SPACE + 1)
+
+/* driver.c, shared by the drivers: clients' buffers and the request loop.
+ * The loop receives with capabilities landing in DRV_WINDOW.., keeps a
+ * client's frame in DRV_SLOT_HANDLE + handle, mapped at DRV_HANDLE_VA +
+ * handle pages (in the page table the driver's code already uses: drivers
+ * have no memory to make tables), and answers DRV_OPEN and DRV_CLOSE
+ * itself; serve_one answers the rest (res: the result words). */
+#define DRV_WINDOW 40
+#define DRV_HANDLES 8
+#define DRV_SLOT_HANDLE 48
+#define DRV_HANDLE_VA 0x5e0000ul
+long drv_open(const struct keel_msg *m, keel_word_t *res);
+long drv_close(const struct keel_msg *m);
+/* The client's buffer for the request's handle (word 0), or null. */
+unsigned char *drv_buffer(const struct keel_msg *m);
+/* The range words 1 (offset) and 2 (length) name in it, or null. */
+unsigned char *drv_range(const struct keel_msg *m, unsigned long *len);
+__attribute__((noreturn)) void drv_serve(long (*serve_one)(const struct keel_msg *m,
+                                                           keel_word_t *res));
 
 /* Labels; words in order.  Results follow "->". */
 #define DRV_INFO (KEEL_LABEL_USER + 0x100)  /* -> kind, capacity bytes (0: none), features */
@@ -47,5 +101,22 @@ enum drv_kind {
 #define DRV_READ (KEEL_LABEL_USER + 0x103)  /* handle, buf off, len, dev offset, flags -> bytes */
 #define DRV_WRITE (KEEL_LABEL_USER + 0x104) /* handle, buf off, len, dev offset, flags -> bytes */
 #define DRV_FLUSH (KEEL_LABEL_USER + 0x105) /* handle */
+
+/* -- Added by the drivers branch (UART, virtio-console, virtio-net) ---------
+ *
+ * DRV_ADDRESS: a packet device's own address: the MAC in the low 48 bits,
+ * its first byte in the lowest byte (memcpy order); and how many received
+ * frames the driver dropped because nobody read them.
+ *
+ * DRV_FAULT_INJECT exists for tests only: a driver started with
+ * DRV_ARG_TEST_HOOKS in its argument does what word 0 names (a driver
+ * started without the flag answers KEEL_E_UNKNOWN_CALL), so the tests can
+ * watch the kernel stop a misbehaving driver and the device survive it.
+ * The request is never answered: the driver faults while serving it. */
+#define DRV_ADDRESS (KEEL_LABEL_USER + 0x140) /* -> address, frames dropped */
+#define DRV_FAULT_INJECT (KEEL_LABEL_USER + 0x1f0) /* what */
+#define DRV_INJECT_STRAY_PORT 1 /* touch an I/O port outside the driver's range */
+#define DRV_ARG_TEST_HOOKS (1ul << 63)
+#define DRV_ARG_UART_LOOPBACK (1ul << 62) /* the UART echoes what it sends (tests) */
 
 #endif

@@ -94,6 +94,7 @@ static void put(struct out *o, char c)
     o->len++;
 }
 
+/* width < 0: left-aligned in -width columns */
 static void put_num(struct out *o, unsigned long v, unsigned base, int neg, int width, int zero)
 {
     char tmp[24];
@@ -105,10 +106,13 @@ static void put_num(struct out *o, unsigned long v, unsigned base, int neg, int 
     } while (v);
     if (neg)
         tmp[n++] = '-';
-    while (n < width--)
+    int pad = (width < 0 ? -width : width) - n;
+    while (width > 0 && pad-- > 0)
         put(o, zero ? '0' : ' ');
     while (n)
         put(o, tmp[--n]);
+    while (width < 0 && pad-- > 0)
+        put(o, ' ');
 }
 
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
@@ -121,11 +125,17 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
             continue;
         }
         fmt++;
-        int zero = 0, width = 0, lng = 0;
+        int zero = 0, width = 0, lng = 0, left = 0;
+        if (*fmt == '-') {
+            left = 1;
+            fmt++;
+        }
         if (*fmt == '0')
             zero = 1;
         while (*fmt >= '0' && *fmt <= '9')
             width = width * 10 + (*fmt++ - '0');
+        if (left)
+            width = -width;
         while (*fmt == 'l' || *fmt == 'z') {
             lng = 1;
             fmt++;
@@ -144,8 +154,13 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
         }
         case 's': {
             const char *s = va_arg(ap, const char *);
+            int pad = (width < 0 ? -width : width) - (int)(s ? strlen(s) : 0);
+            while (width > 0 && pad-- > 0)
+                put(&o, ' ');
             while (s && *s)
                 put(&o, *s++);
+            while (width < 0 && pad-- > 0)
+                put(&o, ' ');
             break;
         }
         case 'c':

@@ -3,7 +3,7 @@
 Everything is built as one blob placed at ``layout.ACPI_BASE`` (inside the
 E820 ACPI region below 1 MiB, where the legacy RSDP scan also looks):
 
-    RSDP (ACPI 2.0+) -> XSDT -> FACP (FADT, HW_REDUCED_ACPI) -> DSDT (\\_SB.COM1)
+    RSDP (ACPI 2.0+) -> XSDT -> FACP (FADT, HW_REDUCED_ACPI) -> DSDT (\\_SB.COM1, COM2)
                              -> APIC (MADT: one LAPIC per vCPU, IOAPIC, ISO, NMI)
 
 ``parse_acpi`` is Keel's own reader of the same tables, used by the tests to
@@ -46,6 +46,8 @@ MADT_LOCAL_APIC_NMI = 4
 LAPIC_ENABLED = 1
 COM1_PORT = 0x3F8
 COM1_IRQ = 4
+COM2_PORT = 0x2F8
+COM2_IRQ = 3
 ALIGN = 16
 MAX_TABLE_LENGTH = layout.ACPI_SIZE
 
@@ -190,15 +192,22 @@ def resource_irq_noflags(irq: int) -> bytes:
 RESOURCE_END_TAG = bytes([0x79, 0x00])  # checksum 0: "treat as correct"
 
 
-def build_dsdt() -> bytes:
-    crs = resource_io(COM1_PORT, COM1_PORT, 0, 8) + resource_irq_noflags(COM1_IRQ)
-    com1 = aml_device(
-        "COM1",
+def _aml_uart(name: str, uid: int, port: int, irq: int) -> bytes:
+    crs = resource_io(port, port, 0, 8) + resource_irq_noflags(irq)
+    return aml_device(
+        name,
         aml_name("_HID", aml_integer(eisa_id("PNP0501")))
-        + aml_name("_UID", aml_integer(0))
+        + aml_name("_UID", aml_integer(uid))
         + aml_name("_CRS", aml_buffer(crs + RESOURCE_END_TAG)),
     )
-    return sdt(b"DSDT", 2, aml_scope("\\_SB", com1))
+
+
+def build_dsdt(com2: bool = False) -> bytes:
+    """COM1, and COM2 when the machine has one."""
+    body = _aml_uart("COM1", 0, COM1_PORT, COM1_IRQ)
+    if com2:
+        body += _aml_uart("COM2", 1, COM2_PORT, COM2_IRQ)
+    return sdt(b"DSDT", 2, aml_scope("\\_SB", body))
 
 
 # -- the fixed tables -------------------------------------------------------------
@@ -246,8 +255,9 @@ def _align(value: int) -> int:
     return (value + ALIGN - 1) & ~(ALIGN - 1)
 
 
-def build_acpi(ncpus: int) -> AcpiTables:
-    """All tables for ``ncpus`` vCPUs, laid out from ``layout.ACPI_BASE``."""
+def build_acpi(ncpus: int, com2: bool = False) -> AcpiTables:
+    """All tables for ``ncpus`` vCPUs (and COM2 if ``com2``), laid out from
+    ``layout.ACPI_BASE``."""
     if not 1 <= ncpus <= MAX_CPUS:
         raise ValueError(f"ACPI tables support 1 to {MAX_CPUS} CPUs, not {ncpus}")
     base = layout.ACPI_BASE
@@ -255,7 +265,7 @@ def build_acpi(ncpus: int) -> AcpiTables:
     xsdt_addr = _align(rsdp_addr + RSDP_LENGTH)
     xsdt_len = SDT_HEADER.size + 2 * 8
     fadt_addr = _align(xsdt_addr + xsdt_len)
-    dsdt = build_dsdt()
+    dsdt = build_dsdt(com2)
     dsdt_addr = _align(fadt_addr + FADT_LENGTH)
     madt = build_madt(ncpus)
     madt_addr = _align(dsdt_addr + len(dsdt))

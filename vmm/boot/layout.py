@@ -37,6 +37,7 @@ MMIO_HOLE_START = 0xC0000000
 MMIO_HOLE_END = 1 << 32
 VIRTIO_MMIO_BASE = 0xD0000000  # virtio-mmio slots, 4 KiB apart (vmm/devices/hotplug.py)
 HOTPLUG_MMIO_BASE = VIRTIO_MMIO_BASE + 0xF000  # the hotplug controller (docs/hotplug.md)
+IOMMU_MMIO_BASE = VIRTIO_MMIO_BASE + 0xE000  # the paravirtual IOMMU (docs/iommu.md)
 VIRTIO_MMIO_SIZE = 0x10000  # slots and controller together
 IOAPIC_ADDR = 0xFEC00000
 LAPIC_ADDR = 0xFEE00000

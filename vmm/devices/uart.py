@@ -1,4 +1,4 @@
-"""A 16550A UART (COM1 by default): console output and input for the guest.
+"""A 16550A UART: COM1 is the guest's console, COM2 (optional) a second port.
 
 Enough of the chip for Linux's and Keel's drivers: divisor latch, FIFO
 control, line/modem status, loopback, and the interrupt identification
@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4
+COM2_BASE = 0x2F8  # for user-space drivers: the kernel keeps COM1
+COM2_IRQ = 3
 RX_FIFO_LIMIT = 4096  # bytes queued from the host before further input is dropped
 
 # Register offsets.

@@ -14,7 +14,7 @@ import struct
 
 from vmm.errors import ConfigError
 from vmm.virtio.device import ID_BLOCK, VirtioDevice
-from vmm.virtio.queue import Buffer, GuestRam, QueueError, Virtqueue
+from vmm.virtio.queue import Buffer, Chain, DmaGuard, GuestRam, QueueError, Virtqueue
 
 SECTOR = 512
 F_SEG_MAX = 1 << 2
@@ -152,6 +152,17 @@ class BlockDevice(VirtioDevice):
             status = S_UNSUPP
         mem.write(status_addr, bytes([status]))
         return written + 1
+
+    def refuse(self, chain: Chain, dma: DmaGuard) -> int:
+        """Status IOERR in the request's status byte, if the device may write it."""
+        if chain.cut or not chain.buffers or not chain.buffers[-1].writable:
+            return 0
+        last = chain.buffers[-1]
+        status_addr = last.addr + last.length - 1
+        if not dma.allows(status_addr, 1, True):
+            return 0
+        self.mem.write(status_addr, bytes([S_IOERR]))
+        return 1
 
     def _in_range(self, sector: int, length: int) -> bool:
         return length % SECTOR == 0 and sector + length // SECTOR <= self.capacity

@@ -9,7 +9,7 @@ it can and returns True when it returned buffers to the driver.
 
 from __future__ import annotations
 
-from vmm.virtio.queue import GuestRam, Virtqueue
+from vmm.virtio.queue import Chain, DmaGuard, GuestRam, Virtqueue
 
 # Device IDs (virtio 1.2, section 5).
 ID_NET = 1
@@ -41,6 +41,12 @@ class VirtioDevice:
         """The driver set DRIVER_OK with ``features`` negotiated."""
         self.mem = mem
         self.features = features
+
+    def refuse(self, chain: Chain, dma: DmaGuard) -> int:
+        """A request the DMA windows refused (it is returned without being served):
+        write what the device type reports for a failed request, through ``dma``
+        only, and return the bytes written.  Default: nothing, 0 bytes."""
+        return 0
 
     def reset(self) -> None:
         """The driver wrote 0 to Status: forget every queue-related state."""

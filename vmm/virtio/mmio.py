@@ -10,6 +10,11 @@ A queue the guest corrupted puts the device into DEVICE_NEEDS_RESET: it stops
 serving queues, raises a configuration-change interrupt, and logs one line;
 only a reset (Status = 0) brings it back.  ``_lock`` protects every register
 and queue; the worker holds it while it services queues.
+
+With ``dma`` (the device's table in the paravirtual IOMMU, vmm.devices.iommu)
+every queue checks its accesses against the device's DMA windows; the IOMMU
+takes ``lock`` before removing a window, so a removal waits for the request
+in progress.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from collections.abc import Callable
 
 from vmm.virtio.device import VirtioDevice
-from vmm.virtio.queue import GuestRam, QueueError, Virtqueue, check_layout
+from vmm.virtio.queue import DmaGuard, GuestRam, QueueError, Virtqueue, check_layout
 
 MAGIC = 0x74726976  # "virt"
 VERSION = 2
@@ -119,7 +124,13 @@ class MmioTransport:
         self._worker: threading.Thread | None = None
         self.needs_reset_reason = ""
         self.paused = False
+        self.dma: DmaGuard | None = None
         self._reset_registers()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the device serves requests (and around every register access)."""
+        return self._lock
 
     def _reset_registers(self) -> None:
         self.status = 0
@@ -229,7 +240,9 @@ class MmioTransport:
             self._needs_reset(f"queue {index}: {exc}")
             return
         q.ready = 1
-        self.queues[index] = Virtqueue(self.mem, self.in_ram, q.num, q.desc, q.driver, q.device)
+        self.queues[index] = Virtqueue(
+            self.mem, self.in_ram, q.num, q.desc, q.driver, q.device, self.dma, self.device.refuse
+        )
 
     def _write_status(self, value: int) -> None:
         if value == 0:
@@ -272,7 +285,10 @@ class MmioTransport:
             except QueueError as exc:
                 self._needs_reset(str(exc))
                 return
-            if used and any(q is not None and q.wants_interrupt() for q in self.queues):
+            refused = sum(q.take_refused() for q in self.queues if q is not None)
+            if (used or refused) and any(
+                q is not None and q.wants_interrupt() for q in self.queues
+            ):
                 self.interrupt_status |= INT_USED_BUFFER
                 self._signal_irq()
 

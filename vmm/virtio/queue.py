@@ -11,6 +11,14 @@ raises ``QueueError``; the transport then marks the device "needs reset".
 ``read_chain`` and ``available_heads`` are pure functions of a memory-read
 callable, so they are fuzzed without a VM.  ``Virtqueue`` adds the device's
 own state (next available slot, used index), which never comes from the guest.
+
+DMA windows (``vmm.devices.iommu``): a queue given a ``DmaGuard`` checks every
+access first -- ring reads and writes, each descriptor, each buffer -- and
+touches no byte the guard refuses.  A refused ring access raises ``DmaFault``
+(the device then needs a reset: it cannot even return the request); a request
+whose descriptor or buffer is refused is returned to the driver by the queue
+itself, with what the device's ``refuse`` hook wrote (0 bytes by default, a
+block device writes an IOERR status when it may), and never reaches the device.
 """
 
 from __future__ import annotations
@@ -41,6 +49,18 @@ class QueueError(KeelError):
     """The guest put something illegal in a virtqueue."""
 
 
+class DmaFault(QueueError):
+    """A ring access outside the device's DMA windows (already reported)."""
+
+
+class DmaGuard(Protocol):
+    """What a queue needs of a device's DMA windows (``vmm.devices.iommu.DmaWindows``)."""
+
+    def allows(self, addr: int, length: int, write: bool) -> bool: ...
+
+    def fault(self, addr: int, length: int, write: bool, what: str) -> None: ...
+
+
 class GuestRam(Protocol):
     """What a virtqueue needs of guest memory (``vmm.memory.GuestMemory`` fits)."""
 
@@ -64,6 +84,8 @@ class Chain:
 
     head: int
     buffers: tuple[Buffer, ...]
+    refused: bool = False  # a descriptor or buffer lies outside the DMA windows
+    cut: bool = False  # refused at a descriptor: ``buffers`` is only the part before it
 
     @property
     def readable(self) -> tuple[Buffer, ...]:
@@ -77,6 +99,8 @@ class Chain:
 def _safe_read(read: Reader, addr: int, length: int, what: str) -> bytes:
     try:
         data = read(addr, length)
+    except DmaFault:
+        raise
     except KeelError as exc:
         raise QueueError(f"{what} at {addr:#x} is outside guest RAM") from exc
     if len(data) != length:
@@ -90,8 +114,15 @@ def read_chain(
     desc_table: int,
     queue_size: int,
     head: int,
+    dma: DmaGuard | None = None,
 ) -> Chain:
-    """Walk and validate the descriptor chain starting at ``head``."""
+    """Walk and validate the descriptor chain starting at ``head``.
+
+    With ``dma``, a descriptor the device may not read ends the walk and a
+    buffer it may not access (read for device-readable, write for writable)
+    is reported; either way the chain comes back ``refused``, with the buffers
+    that were read (none of them is to be touched but through the guard).
+    """
     if not 0 <= head < queue_size:
         raise QueueError(f"head index {head} is beyond the queue size {queue_size}")
     buffers: list[Buffer] = []
@@ -104,7 +135,11 @@ def read_chain(
         if len(seen) >= queue_size:
             raise QueueError(f"descriptor chain from {head} is longer than the queue")
         seen.add(index)
-        raw = _safe_read(read, desc_table + index * DESC_SIZE, DESC_SIZE, "descriptor")
+        desc_addr = desc_table + index * DESC_SIZE
+        if dma is not None and not dma.allows(desc_addr, DESC_SIZE, False):
+            dma.fault(desc_addr, DESC_SIZE, False, f"descriptor {index} of request {head}")
+            return Chain(head, tuple(buffers), refused=True, cut=True)
+        raw = _safe_read(read, desc_addr, DESC_SIZE, "descriptor")
         addr, length, flags, nxt = _DESC.unpack(raw)
         if flags & DESC_F_INDIRECT:
             raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
@@ -127,7 +162,13 @@ def read_chain(
             raise QueueError(f"descriptor {index}: next index {nxt} is beyond the queue size")
         index = nxt
     _check_no_overlap(buffers, head)
-    return Chain(head, tuple(buffers))
+    refused = False
+    if dma is not None:
+        for b in buffers:
+            if not dma.allows(b.addr, b.length, b.writable):
+                dma.fault(b.addr, b.length, b.writable, f"buffer of request {head}")
+                refused = True
+    return Chain(head, tuple(buffers), refused)
 
 
 def _check_no_overlap(buffers: list[Buffer], head: int) -> None:
@@ -192,6 +233,13 @@ def check_layout(
             raise QueueError(f"{name} {addr:#x}+{length:#x} is outside guest RAM")
 
 
+Refuse = Callable[[Chain, DmaGuard], int]
+
+
+def _refuse_nothing(chain: Chain, dma: DmaGuard) -> int:
+    return 0
+
+
 class Virtqueue:
     """One ready split virtqueue: the guest's rings plus the device's own indexes."""
 
@@ -203,6 +251,8 @@ class Virtqueue:
         desc: int,
         driver: int,
         device: int,
+        dma: DmaGuard | None = None,
+        refuse: Refuse = _refuse_nothing,
     ) -> None:
         self.mem = mem
         self.in_ram = in_ram
@@ -210,28 +260,58 @@ class Virtqueue:
         self.desc = desc
         self.driver = driver
         self.device = device
+        self.dma = dma
+        self.refuse = refuse
         self.next_avail = 0
         self.used_idx = 0  # ours: never read back from the guest
+        self.refused = 0  # requests returned refused since the transport last looked
+
+    def _ring(self, addr: int, length: int, write: bool, what: str) -> None:
+        """Raise DmaFault unless the device may access this part of a ring."""
+        if self.dma is not None and not self.dma.allows(addr, length, write):
+            self.dma.fault(addr, length, write, what)
+            raise DmaFault(f"{what} at {addr:#x} is outside the device's DMA windows")
+
+    def _read_ring(self, addr: int, length: int, what: str) -> bytes:
+        self._ring(addr, length, False, what)
+        return _safe_read(self.mem.read, addr, length, what)
+
+    def _chain(self, head: int) -> Chain | None:
+        """The validated chain at ``head``, or None when it was refused (and returned)."""
+        chain = read_chain(self.mem.read, self.in_ram, self.desc, self.size, head, self.dma)
+        if not chain.refused or self.dma is None:
+            return chain
+        self.push(head, self.refuse(chain, self.dma))
+        self.refused += 1
+        return None
 
     def pop_all(self) -> list[Chain]:
         """Every chain published since the last call, validated."""
-        _, heads = available_heads(self.mem.read, self.driver, self.size, self.next_avail)
-        chains = [read_chain(self.mem.read, self.in_ram, self.desc, self.size, h) for h in heads]
-        self.next_avail = (self.next_avail + len(heads)) & 0xFFFF
+        def read(addr: int, length: int) -> bytes:
+            return self._read_ring(addr, length, "available ring")
+
+        _, heads = available_heads(read, self.driver, self.size, self.next_avail)
+        chains = []
+        for h in heads:
+            chain = self._chain(h)
+            self.next_avail = (self.next_avail + 1) & 0xFFFF
+            if chain is not None:
+                chains.append(chain)
         return chains
 
     def pop(self) -> Chain | None:
         """The next published chain, validated, or None when the driver has none."""
-        if not self.has_available():
-            return None
-        slot = self.next_avail % self.size
-        head = _U16.unpack(_safe_read(self.mem.read, self.driver + 4 + 2 * slot, 2, "ring"))[0]
-        chain = read_chain(self.mem.read, self.in_ram, self.desc, self.size, head)
-        self.next_avail = (self.next_avail + 1) & 0xFFFF
-        return chain
+        while self.has_available():
+            slot = self.next_avail % self.size
+            raw = self._read_ring(self.driver + 4 + 2 * slot, 2, "ring")
+            chain = self._chain(_U16.unpack(raw)[0])
+            self.next_avail = (self.next_avail + 1) & 0xFFFF
+            if chain is not None:
+                return chain
+        return None
 
     def has_available(self) -> bool:
-        raw = _safe_read(self.mem.read, self.driver + 2, 2, "available index")
+        raw = self._read_ring(self.driver + 2, 2, "available index")
         avail_idx: int = _U16.unpack(raw)[0]
         _check_ahead(avail_idx, self.next_avail, self.size)
         return avail_idx != self.next_avail
@@ -239,11 +319,20 @@ class Virtqueue:
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver: element first, then the index (x86 is TSO)."""
         slot = self.used_idx % self.size
-        self.mem.write(self.device + 4 + 8 * slot, _USED_ELEM.pack(head, written))
+        elem = self.device + 4 + 8 * slot
+        self._ring(elem, 8, True, "used ring")
+        self._ring(self.device + 2, 2, True, "used index")
+        self.mem.write(elem, _USED_ELEM.pack(head, written))
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.mem.write(self.device + 2, _U16.pack(self.used_idx))
 
+    def take_refused(self) -> int:
+        n, self.refused = self.refused, 0
+        return n
+
     def wants_interrupt(self) -> bool:
+        if self.dma is not None and not self.dma.allows(self.driver, 2, False):
+            return True  # cannot read the flags: interrupt, which is always allowed
         flags: int = _U16.unpack(self.mem.read(self.driver, 2))[0]
         return not flags & AVAIL_F_NO_INTERRUPT
 

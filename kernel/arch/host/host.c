@@ -2,6 +2,7 @@
  * harness the Python tests drive through cffi: one capability table, a
  * calling thread, and untyped memory from the host's heap. */
 #include <arch.h>
+#include <keel/console.h>
 #include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
@@ -88,6 +89,10 @@ void arch_enter_user(struct tcb *t)
 }
 
 void arch_idle_wait(void)
+{
+}
+
+void arch_leave_user_space(void)
 {
 }
 
@@ -188,6 +193,24 @@ void console_write(const char *s, size_t len)
     (void)len;
 }
 
+/* No serial port: nothing is ever typed. */
+void console_set_echo(bool on)
+{
+    (void)on;
+}
+
+bool console_line_ready(void)
+{
+    return false;
+}
+
+size_t console_take_line(char *buf, size_t size)
+{
+    (void)buf;
+    (void)size;
+    return 0;
+}
+
 /* -- the harness ------------------------------------------------------------ */
 
 #define ROOT_BITS 8
@@ -226,6 +249,15 @@ int host_world_create(u32 ut_bits)
 
 void host_world_destroy(void)
 {
+    if (!root)
+        return;
+    /* io_spaces live in the kernel's own table, which outlives a world. */
+    for (u64 i = 1; i < (1ul << ROOT_BITS); i++) {
+        struct slot *s = (struct slot *)root + i;
+        if (s->cap.type == KEEL_OBJ_IO_SPACE)
+            slot_delete(s);
+    }
+    zombies_reap();
     free(memory[1]);
     free(root);
     free(caller);
@@ -253,6 +285,7 @@ struct host_slot {
     s64 parent; /* slot index in the root table, -1 none, -2 elsewhere */
     u64 children;
     u64 flags;
+    u64 io, io_live; /* frames: the io_space mapped into, and whether it still exists */
 };
 
 static s64 index_of(const struct slot *s)
@@ -308,6 +341,16 @@ void host_slot_info(u64 index, struct host_slot *out)
     for (struct slot *c = s->child; c; c = c->next)
         out->children++;
     out->flags = s->cap.flags;
+    out->io = s->cap.io;
+    out->io_live = s->cap.io && iospace_id_live(s->cap.io);
+}
+
+/* Puts the io_space control capability (the root task's slot 7) in a slot. */
+void host_give_io_space_control(u64 index)
+{
+    struct cap c = { .type = KEEL_OBJ_IO_SPACE_CONTROL, .rights = KEEL_RIGHT_ALL };
+
+    slot_insert_child(NULL, (struct slot *)root + index, &c);
 }
 
 bool arch_irq_available(u32 gsi)

@@ -59,6 +59,11 @@ void trap_dispatch(struct trap_frame *f)
         lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
+        if (console_line_ready()) {
+            kernel_enter_exclusive(); /* a user-space listener may be told */
+            console_input_arrived();
+            kernel_leave();
+        }
         lapic_eoi();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         /* A driver's interrupt while this CPU idles (the only time kernel

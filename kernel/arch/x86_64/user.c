@@ -214,16 +214,22 @@ void arch_enter_user(struct tcb *t)
     arch_return_to_user(&t->arch.frame);
 }
 
-void arch_idle_wait(void)
+void arch_leave_user_space(void)
 {
     u64 kernel_cr3 = arch_virt_to_phys(boot_pml4);
-
     struct cpu *c = this_cpu();
 
     if (c->arch.cr3 != kernel_cr3) {
         write_cr3(kernel_cr3);
         c->arch.cr3 = kernel_cr3;
     }
+}
+
+void arch_idle_wait(void)
+{
+    struct cpu *c = this_cpu();
+
+    arch_leave_user_space();
     c->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
     arch_idle();
     arch_irq_disable();
@@ -297,6 +303,7 @@ void trap_from_user(struct trap_frame *f)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
+        console_input_arrived();
         lapic_eoi();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false); /* until the driver acks */

@@ -43,5 +43,6 @@ long decode_notification(struct invocation *inv);
 long decode_console(struct invocation *inv);
 long decode_irq(struct invocation *inv);
 long decode_io_port(struct invocation *inv);
+long decode_io_space(struct invocation *inv);
 
 #endif

@@ -26,7 +26,7 @@ struct cap {
     u8 rights;    /* KEEL_RIGHT_* */
     u8 size_bits; /* untyped region, cnode slot count */
     u8 flags;     /* CAP_* below */
-    u32 pad;
+    u32 io;       /* frames: id of the io_space the frame is mapped into (CAP_IOMAPPED) */
     uptr obj;     /* kernel virtual address of the object (untyped: region) */
     u64 badge;    /* endpoint and notification capabilities */
     u64 a;        /* untyped: bytes used; paging objects and frames: mapped vaddr */
@@ -38,6 +38,10 @@ struct cap {
                       * mapped uncached) */
 #define CAP_RESERVED 4 /* on an empty slot (type 0): a retype running with the
                         * objects lock shared will fill it (untyped.c) */
+#define CAP_IOMAPPED 8 /* frames: a DMA window of the io_space cap.io (iospace.c), */
+#define CAP_IO_READ 16 /* which the device may read */
+#define CAP_IO_WRITE 32 /* and/or write */
+#define CAP_IO_FLAGS (CAP_IOMAPPED | CAP_IO_READ | CAP_IO_WRITE)
 
 struct slot {
     struct cap cap;
@@ -208,6 +212,7 @@ void ep_admit_faults(struct endpoint *ep);
 /* irq.c: interrupts delivered to user drivers. */
 void irq_deliver(u32 gsi);
 void irq_notification_gone(struct notification *n);
+void console_notification_gone(struct notification *n);
 void irq_handler_deleted(struct cap *c);
 #define IRQ_LINES 24
 
@@ -224,6 +229,12 @@ void paging_cap_deleted(struct cap *c);
 /* Object initialisation (memory already zeroed). */
 void tcb_init(struct tcb *t);
 bool vspace_init(uptr p);
+
+/* iospace.c: DMA windows programmed into the paravirtual IOMMU. */
+bool iospace_init(void *regs);
+void iospace_destroy(struct kobj *o);
+void iospace_frame_deleted(struct cap *c);
+bool iospace_id_live(u32 id); /* for the host tests */
 
 /* untyped.c */
 u32 object_bits(u32 type, u32 user_bits);

@@ -63,6 +63,7 @@
 #define KEEL_SLOT_CONSOLE 4 /* the kernel debug console */
 #define KEEL_SLOT_IRQ_CONTROL 5 /* makes interrupt handler capabilities */
 #define KEEL_SLOT_IO_PORT_CONTROL 6 /* issues I/O-port ranges */
+#define KEEL_SLOT_IO_SPACE_CONTROL 7 /* issues a device's DMA space (io_space) */
 #define KEEL_SLOT_FIRST_UNTYPED 16
 
 /* recv flags */
@@ -114,10 +115,12 @@ struct keel_bootinfo {
     unsigned long untyped_count;
     unsigned long ncpus;
     unsigned long initrd_size; /* the initrd is mapped at KEEL_INITRD_VADDR */
-    char cmdline[256];
+    char cmdline[1024];        /* all of it: the VMM announces every virtio slot */
     struct keel_untyped_desc untyped[KEEL_MAX_UNTYPED];
-    /* virtio-mmio devices announced on the command line: a device-memory
-     * untyped capability (4 KiB) for each, and its interrupt line. */
+    /* Devices announced on the command line, the virtio_mmio.device=
+     * entries in order, then the keel.hotplug= controller (docs/hotplug.md):
+     * a device-memory untyped capability (4 KiB) for each, and its
+     * interrupt line. */
     unsigned long device_count;
     struct keel_device_desc {
         unsigned long paddr, size, irq, slot;

@@ -1,0 +1,177 @@
+/* What the virtio-console and virtio-net drivers share on top of serve.h:
+ * a receive queue (0) and a transmit queue (1), their setup, the interrupt
+ * acknowledgement, transmit buffers answered once the device used them, and
+ * the filled receive buffers waiting for clients.  The device may reach
+ * only the frames the driver maps in its io_space (docs/iommu.md): the two
+ * rings and the driver's own buffers; clients' data is copied. */
+#ifndef KEEL_VIRTIO_SERVE_H
+#define KEEL_VIRTIO_SERVE_H
+
+#include "../lib/virtio.h"
+#include "serve.h"
+
+#define VS_MAX_BUFS 16
+
+/* Maps frames from slot cap on at va, cut into nbufs buffers of size bytes
+ * (a divisor of the page size), and lets the device at them through the
+ * io_space io with dma_rights (KEEL_RIGHT_WRITE: it fills them, READ: it
+ * reads them); their physical addresses go to pa. */
+static inline long vs_map_buffers(keel_cap_t cap, unsigned long va, unsigned nbufs, unsigned size,
+                                  keel_cap_t io, keel_word_t dma_rights, unsigned long *pa)
+{
+    unsigned per = KEEL_PAGE_SIZE / size;
+    unsigned long frame_pa = 0;
+    long err;
+
+    for (unsigned i = 0; i < nbufs; i++) {
+        keel_cap_t frame = cap + i / per;
+        if (i % per == 0 &&
+            ((err = keel_frame_map(frame, KEEL_SLOT_VSPACE, va + i / per * KEEL_PAGE_SIZE,
+                                   KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+             (err = keel_frame_info(frame, &frame_pa, 0)) ||
+             (err = keel_io_space_map(io, frame, dma_rights))))
+            return err;
+        pa[i] = frame_pa + (i % per) * size;
+    }
+    return 0;
+}
+
+/* Maps the registers and both rings (at SERVE_DEVICE_VA), lets the device
+ * at the rings through the io_space io, binds the interrupt, and brings the
+ * device up as far as DRIVER_OK with rxsize and txsize entries; *features:
+ * asked for, then what was negotiated.  Reports and stops on failure. */
+static inline void vs_setup(const char *name, struct virtio_dev *rxq, struct virtio_dev *txq,
+                            unsigned int device_id, unsigned int *features, keel_word_t regs_offset,
+                            keel_cap_t regs_cap, keel_cap_t rxq_cap, keel_cap_t txq_cap,
+                            keel_cap_t irq_cap, keel_cap_t ntfn_cap, keel_cap_t io,
+                            unsigned rxsize, unsigned txsize)
+{
+    long err;
+
+    rxq->qindex = 0;
+    txq->qindex = 1;
+    if ((err = virtio_map(rxq, regs_cap, SERVE_DEVICE_VA, regs_offset, rxq_cap,
+                          SERVE_DEVICE_VA + 0x1000)) ||
+        (err = virtio_map_ring(txq, txq_cap, SERVE_DEVICE_VA + 0x2000)) ||
+        (err = keel_io_space_map(io, rxq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_io_space_map(io, txq_cap, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_irq_handler_set_notification(irq_cap, ntfn_cap)) || (err = serve_bind(ntfn_cap)))
+        serve_fail(name, "setup failed", err);
+    txq->regs = rxq->regs;
+    if ((err = virtio_begin(rxq, device_id, *features, features)) ||
+        (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
+        virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
+        serve_fail(name, "device refused", err);
+    }
+}
+
+/* Acknowledges the device's interrupt and unmasks the line, before the
+ * rings are looked at: what the device finishes later raises a new edge. */
+static inline void vs_interrupt_ack(struct virtio_dev *d, keel_cap_t irq_cap)
+{
+    unsigned int status = virtio_rd(d, VIRTIO_INTERRUPT_STATUS);
+
+    if (status)
+        virtio_wr(d, VIRTIO_INTERRUPT_ACK, status);
+    keel_irq_handler_ack(irq_cap);
+}
+
+/* Transmit buffers, one descriptor each (descriptor i is buffer i). */
+struct vs_tx {
+    struct virtio_dev *q;
+    unsigned n, size;
+    unsigned char *va;
+    unsigned short seen;
+    unsigned long pa[VS_MAX_BUFS], tag[VS_MAX_BUFS] /* 0: free */, len[VS_MAX_BUFS];
+};
+
+/* Sends r's bytes behind hdr zero bytes; answered by vs_tx_reap. */
+static inline long vs_tx_send(struct vs_tx *t, struct drv_req *r, unsigned hdr)
+{
+    unsigned short id;
+
+    for (id = 0; id < t->n && t->tag[id]; id++)
+        ;
+    if (id == t->n)
+        return SERVE_RETRY; /* every buffer with the device: after its interrupt */
+    unsigned char *b = t->va + id * t->size;
+    memset(b, 0, hdr);
+    memcpy(b + hdr, r->buf, r->len);
+    virtq_desc(t->q)[id] = (struct virtq_desc){ t->pa[id], (unsigned int)(hdr + r->len), 0, 0 };
+    t->tag[id] = r->tag;
+    t->len[id] = r->len;
+    virtq_add(t->q, id);
+    virtq_kick(t->q);
+    return SERVE_LATER;
+}
+
+/* Answers the writes whose buffers the device has used. */
+static inline void vs_tx_reap(struct vs_tx *t)
+{
+    for (; t->seen != *virtq_used_idx(t->q); t->seen++) {
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        unsigned int id = virtq_used_id(t->q, t->seen);
+        if (id < t->n && t->tag[id]) {
+            serve_complete(t->tag[id], KEEL_E_OK, t->len[id]);
+            t->tag[id] = 0;
+        }
+    }
+}
+
+/* Filled receive buffers (descriptor i is buffer i) not yet given back,
+ * oldest first. */
+struct vs_rx {
+    struct virtio_dev *q;
+    unsigned n, size;
+    unsigned char *va;
+    unsigned short seen;
+    unsigned long pa[VS_MAX_BUFS];
+    unsigned short id[VS_MAX_BUFS], len[VS_MAX_BUFS];
+    unsigned first, count;
+};
+
+static inline void vs_rx_post(struct vs_rx *x, unsigned short id)
+{
+    virtq_desc(x->q)[id] = (struct virtq_desc){ x->pa[id], x->size, VIRTQ_DESC_WRITE, 0 };
+    virtq_add(x->q, id);
+}
+
+static inline void vs_rx_post_all(struct vs_rx *x)
+{
+    for (unsigned short id = 0; id < x->n; id++)
+        vs_rx_post(x, id);
+    virtq_kick(x->q);
+}
+
+/* Takes what the device filled into the waiting list. */
+static inline void vs_rx_collect(struct vs_rx *x)
+{
+    for (; x->seen != *virtq_used_idx(x->q); x->seen++) {
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        unsigned int id = virtq_used_id(x->q, x->seen), len = *virtq_used_len(x->q, x->seen);
+        if (id >= x->n || x->count == x->n)
+            continue; /* a device that does not follow the rules: ignore it */
+        unsigned last = (x->first + x->count++) % x->n;
+        x->id[last] = (unsigned short)id;
+        x->len[last] = (unsigned short)(len > x->size ? x->size : len);
+    }
+}
+
+/* The oldest filled buffer's bytes (and *len), or NULL. */
+static inline unsigned char *vs_rx_oldest(struct vs_rx *x, unsigned *len)
+{
+    if (!x->count)
+        return NULL;
+    *len = x->len[x->first];
+    return x->va + x->id[x->first] * x->size;
+}
+
+/* Gives the oldest filled buffer back to the device (kick separately). */
+static inline void vs_rx_release(struct vs_rx *x)
+{
+    vs_rx_post(x, x->id[x->first]);
+    x->first = (x->first + 1) % x->n;
+    x->count--;
+}
+
+#endif

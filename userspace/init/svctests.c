@@ -1,0 +1,340 @@
+/* keel.test=services: the device manager, the name service and the drivers
+ * as services, tested from clients in init.  Needs a virtio-blk and a
+ * virtio-rng device; with keel.svc=hotplug it also waits for the host to
+ * attach and then detach a second disk (tests/boot/test_services.py).
+ * Reports like the suite: "ktest: ok <name>" per test, then the totals. */
+#include "../lib/devmgr.h"
+#include "suite.h"
+
+#define BUF_VA 0x20160000ul /* a page per client */
+#define STREAM_SECTORS 240
+#define STREAM_MAGIC 0x6b65656c73766321ul /* "!cvsleek" */
+#define KILLS 3
+
+extern struct keel_bootinfo *suite_boot;
+
+static unsigned long next_buf;
+
+/* A client of the named service with a buffer of its own. */
+static long client(struct service *s, const char *name)
+{
+    memset(s, 0, sizeof(*s));
+    s->ns = devmgr_names();
+    s->inbox = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    s->window = slot_alloc_range(4);
+    s->buf = (unsigned char *)(BUF_VA + next_buf++ * KEEL_PAGE_SIZE);
+    s->frame = map_new_frame((keel_word_t)s->buf, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE);
+    ns_pack(name, s->name);
+    return service_connect(s);
+}
+
+static long dm_call(keel_word_t label, keel_word_t w0, keel_word_t w1, keel_word_t *out)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { w0, w1 }, res[KEEL_MSG_WORDS];
+    long err = keel_call(devmgr_endpoint(), label, in, res);
+
+    if (out)
+        memcpy(out, res, sizeof(res));
+    return err;
+}
+
+static long dm_kill(const char *name, keel_word_t *starts)
+{
+    keel_word_t w[2], out[KEEL_MSG_WORDS];
+
+    ns_pack(name, w);
+    long err = dm_call(DM_KILL, w[0], w[1], out);
+    *starts = out[0];
+    return err;
+}
+
+/* The device manager's id of the driver registered as name. */
+static keel_word_t dm_id(const char *name)
+{
+    keel_word_t w[2], out[KEEL_MSG_WORDS];
+
+    ns_pack(name, w);
+    for (keel_word_t id = 0; id < DM_MAX; id++) {
+        if (!dm_call(DM_LIST, id, 0, out) && out[0] == w[0] && out[1] == w[1])
+            return id;
+    }
+    return DM_MAX;
+}
+
+static int t_names(void)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+    struct service s;
+    char name[NS_NAME_MAX + 1];
+    int blk = 0, rng = 0;
+
+    EXPECT_ERR(client(&s, "nosuchdev"), KEEL_E_NOT_MAPPED);
+    ns_pack("blk0", in);
+    in[2] = s.inbox;
+    /* only the device manager registers */
+    EXPECT_ERR(keel_call(devmgr_names(), NS_REGISTER, in, out), KEEL_E_NO_RIGHTS);
+    EXPECT(!ns_pack("a-name-far-too-long", in));
+    for (keel_word_t i = 0;; i++) {
+        in[0] = i;
+        OK(keel_call(devmgr_names(), NS_LIST, in, out));
+        if (!out[0])
+            break;
+        ns_unpack(out, name);
+        blk += !strcmp(name, "blk0");
+        rng += !strcmp(name, "rng0");
+    }
+    EXPECT(blk == 1 && rng == 1);
+    return 0;
+}
+
+static int t_blk_info(void)
+{
+    struct service s;
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    OK(client(&s, "blk0"));
+    OK(service_call(&s, DRV_INFO, in, out));
+    EXPECT(out[0] == DRV_KIND_BLOCK && out[1] >= 1024 * DRV_BLOCK && out[1] % DRV_BLOCK == 0);
+    printf("svc: blk0 %lu bytes, features %lx\n", out[1], out[2]);
+    return 0;
+}
+
+static int t_blk_write_flush_read(void)
+{
+    struct service s;
+    unsigned long done;
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    OK(client(&s, "blk0"));
+    for (int i = 0; i < 4096; i++)
+        s.buf[i] = (unsigned char)(i * 7 + 3);
+    OK(service_io(&s, DRV_WRITE, 4096, 512 * DRV_BLOCK, 0, &done));
+    EXPECT(done == 4096);
+    OK(service_call(&s, DRV_FLUSH, in, out));
+    OK(service_io(&s, DRV_WRITE, 1024, 600 * DRV_BLOCK, DRV_SYNC, &done));
+    memset(s.buf, 0, 4096);
+    OK(service_io(&s, DRV_READ, 4096, 512 * DRV_BLOCK, 0, &done));
+    EXPECT(done == 4096);
+    for (int i = 0; i < 4096; i++)
+        EXPECT(s.buf[i] == (unsigned char)(i * 7 + 3));
+    /* bad requests: answered with an error, nothing done */
+    EXPECT_ERR(service_io(&s, DRV_READ, 100, 0, 0, &done), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(service_io(&s, DRV_READ, 512, 3, 0, &done), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(service_io(&s, DRV_READ, 512, 1ul << 40, 0, &done), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(service_io(&s, DRV_READ, 8192, 0, 0, &done), KEEL_E_INVALID_ARG);
+    keel_word_t bad[KEEL_MSG_WORDS] = { 7, 0, 512, 0, 0 };
+    EXPECT_ERR(keel_call(service_cap(&s), DRV_READ, bad, out), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_call(service_cap(&s), KEEL_LABEL_USER + 0x1ff, bad, out),
+               KEEL_E_UNKNOWN_CALL);
+    return 0;
+}
+
+/* The driver sleeps on its device's interrupt: every request it completed
+ * was ended by one. */
+static int t_interrupts_delivered(void)
+{
+    struct service s;
+    unsigned long done;
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, before[KEEL_MSG_WORDS], after[KEEL_MSG_WORDS];
+
+    OK(client(&s, "blk0"));
+    OK(service_call(&s, DRV_INFO, in, before));
+    for (int i = 0; i < 8; i++)
+        OK(service_io(&s, DRV_READ, 512, (unsigned long)i * DRV_BLOCK, 0, &done));
+    OK(service_call(&s, DRV_INFO, in, after));
+    EXPECT(after[3] > before[3]);
+    printf("svc: blk0 %lu interrupts for 8 reads\n", after[3] - before[3]);
+    return 0;
+}
+
+static int t_rng_read(void)
+{
+    struct service s;
+    unsigned long done;
+    unsigned long first[4];
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    OK(client(&s, "rng0"));
+    OK(service_call(&s, DRV_INFO, in, out));
+    EXPECT(out[0] == DRV_KIND_ENTROPY);
+    OK(service_io(&s, DRV_READ, 256, 0, 0, &done));
+    EXPECT(done == 256);
+    memcpy(first, s.buf, sizeof(first));
+    EXPECT(first[0] | first[1] | first[2] | first[3]);
+    OK(service_io(&s, DRV_READ, 256, 0, 0, &done));
+    EXPECT(memcmp(first, s.buf, sizeof(first)));
+    printf("svc: rng0 %016lx%016lx\n", first[0], first[1]);
+    return 0;
+}
+
+static struct service writer_svc;
+static volatile unsigned long acked;
+static volatile long writer_err;
+
+static void fill_sector(unsigned char *buf, unsigned long sector)
+{
+    unsigned long *w = (unsigned long *)buf;
+
+    for (int i = 0; i < DRV_BLOCK / 8; i++)
+        w[i] = STREAM_MAGIC ^ (sector << 16) ^ (unsigned long)i;
+}
+
+/* Writes sectors 0.. in order, each acknowledged before the next. */
+static void writer(struct thread *t)
+{
+    unsigned long done;
+
+    for (unsigned long i = 0; i < STREAM_SECTORS; i++) {
+        fill_sector(writer_svc.buf, i);
+        long err = service_io(&writer_svc, DRV_WRITE, DRV_BLOCK, i * DRV_BLOCK, 0, &done);
+        if (err) {
+            writer_err = err;
+            return;
+        }
+        acked = i + 1;
+    }
+}
+
+/* The driver is killed three times while a client streams writes: the
+ * client goes on through new drivers, and every write acknowledged is on
+ * the disk (read back here; the host checks the image file too).  Each
+ * restart reuses the killed driver's untyped, so the kernel must have
+ * returned all of its memory. */
+static int t_kill_restart_during_writes(void)
+{
+    struct thread t;
+    struct service check;
+    keel_word_t starts0, starts = 0, list[KEEL_MSG_WORDS];
+    unsigned long done;
+
+    OK(client(&writer_svc, "blk0"));
+    OK(client(&check, "blk0"));
+    OK(dm_call(DM_LIST, dm_id("blk0"), 0, list));
+    starts0 = list[3];
+    acked = 0;
+    writer_err = 0;
+    OK(spawn(&t, writer, 0));
+    for (int k = 1; k <= KILLS; k++) {
+        unsigned long target = (unsigned long)k * STREAM_SECTORS / (KILLS + 2);
+        while (acked < target && !writer_err && !t.done)
+            keel_yield();
+        OK(dm_kill("blk0", &starts));
+    }
+    EXPECT(wait_done(&t));
+    EXPECT_ERR(writer_err, KEEL_E_OK);
+    EXPECT(acked == STREAM_SECTORS);
+    EXPECT(starts == starts0 + KILLS);
+    EXPECT(writer_svc.retries >= KILLS); /* each kill took its endpoint away */
+    unsigned char expect[DRV_BLOCK];
+    for (unsigned long i = 0; i < STREAM_SECTORS; i++) {
+        OK(service_io(&check, DRV_READ, DRV_BLOCK, i * DRV_BLOCK, 0, &done));
+        fill_sector(expect, i);
+        EXPECT(!memcmp(check.buf, expect, DRV_BLOCK));
+    }
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+    OK(service_call(&check, DRV_FLUSH, in, out));
+    printf("svc: streamed %lu sectors through %d kills, %lu retries\n", acked, KILLS,
+           writer_svc.retries);
+    return 0;
+}
+
+/* A driver that faults (here: made to jump to address 0) is replaced like
+ * a killed one; its client does not notice beyond a repeated request. */
+static int t_driver_fault_restarts(void)
+{
+    struct service s;
+    keel_word_t w[2], before[KEEL_MSG_WORDS], after[KEEL_MSG_WORDS];
+    unsigned long done;
+
+    keel_word_t id = dm_id("rng0");
+
+    OK(client(&s, "rng0"));
+    OK(service_io(&s, DRV_READ, 64, 0, 0, &done));
+    OK(dm_call(DM_LIST, id, 0, before));
+    ns_pack("rng0", w);
+    OK(dm_call(DM_CRASH, w[0], w[1], 0));
+    for (int i = 0; i < 1000000; i++) {
+        OK(dm_call(DM_LIST, id, 0, after));
+        if (after[3] != before[3])
+            break;
+        keel_yield();
+    }
+    EXPECT(after[3] == before[3] + 1 && after[2] == DM_RUNNING);
+    OK(service_io(&s, DRV_READ, 64, 0, 0, &done));
+    EXPECT(done == 64 && s.retries >= 1);
+    return 0;
+}
+
+static int t_kill_unknown(void)
+{
+    keel_word_t starts;
+
+    EXPECT_ERR(dm_kill("nosuchdev", &starts), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(dm_call(DM_LIST, DM_MAX, 0, 0), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(dm_call(DM_CRASH, 0, DM_MAX - 1, 0), KEEL_E_INVALID_ARG);
+    return 0;
+}
+
+static unsigned long wait_event(unsigned long seen)
+{
+    keel_word_t out[KEEL_MSG_WORDS];
+
+    return dm_call(DM_WAIT, seen, 0, out) ? 0 : out[0];
+}
+
+/* The host attaches a disk while we run: its driver starts and its name
+ * appears; then the host detaches it: the driver stops and a client that
+ * used it is told (its request fails: the name is gone). */
+static int t_hotplug(void)
+{
+    struct service s;
+    unsigned long done, events = 0; /* the manager counts hotplug interrupts from 0 */
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+
+    EXPECT_ERR(client(&s, "blk1"), KEEL_E_NOT_MAPPED);
+    printf("svc: hotplug: attach now\n");
+    while (service_connect(&s) == KEEL_E_NOT_MAPPED)
+        EXPECT((events = wait_event(events)) != 0);
+    OK(service_io(&s, DRV_READ, DRV_BLOCK, 0, 0, &done));
+    char first[17] = { 0 };
+    memcpy(first, s.buf, 16);
+    printf("svc: hotplug: blk1 sector 0: %s\n", first);
+    printf("svc: hotplug: detach now\n");
+    EXPECT((events = wait_event(events)) != 0);
+    EXPECT_ERR(service_call(&s, DRV_INFO, in, out), KEEL_E_NOT_MAPPED);
+    EXPECT_ERR(service_connect(&s), KEEL_E_NOT_MAPPED);
+    printf("svc: hotplug: blk1 gone\n");
+    return 0;
+}
+
+int services_run(void)
+{
+    static const struct test tests[] = {
+#define T(name) { #name, t_##name }
+        T(names), T(blk_info), T(blk_write_flush_read), T(interrupts_delivered), T(rng_read),
+        T(kill_restart_during_writes), T(driver_fault_restarts), T(kill_unknown),
+#undef T
+    };
+    static const struct test hotplug = { "hotplug", t_hotplug };
+    unsigned passed = 0, failed = 0;
+    unsigned long n = sizeof(tests) / sizeof(tests[0]);
+    char val[16];
+
+    if (devmgr_start(suite_boot))
+        return 1;
+    int hot = cmdline_get(suite_boot->cmdline, "keel.svc", val, sizeof(val)) &&
+              !strcmp(val, "hotplug");
+    printf("ktest: running %lu tests\n", n + (hot ? 1 : 0));
+    for (unsigned long i = 0; i < n + (hot ? 1 : 0); i++) {
+        const struct test *t = i < n ? &tests[i] : &hotplug;
+        suite_current = t->name;
+        if (t->fn() == 0) {
+            printf("ktest: ok %s\n", t->name);
+            passed++;
+        } else {
+            failed++;
+        }
+    }
+    printf("ktest: %u passed, %u failed\n", passed, failed);
+    return failed != 0;
+}
