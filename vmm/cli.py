@@ -78,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="how long the workloads run (default 10)")
     stress.add_argument("--seed", type=int, default=1, help="seed of the guest's PRNG")
     stress.add_argument("--workloads", default=None, metavar="LIST",
-                        help="comma-separated subset of ipc,storm,caps,map,churn")
+                        help="comma-separated subset of ipc,storm,caps,map,churn,rpc")
     stress.add_argument("--memory", "-m", default="256M", help="guest RAM")
     stress.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
     stress.add_argument("--initrd", default=None, help="initrd (default: build/initrd.cpio)")

@@ -6,7 +6,12 @@
  *    object (or, for the children of an untyped slot, an object inside the
  *    untyped region);
  *  - an object with a header has refs == the number of slots naming it.
- * Everything runs under the kernel lock.
+ * Locking (sched.h): deleting, moving and revoking run with the objects
+ * lock exclusive.  Filling an empty slot (slot_insert_child) may also run
+ * shared, under the capability lock: the type is written last, and a
+ * lookup reads it first (tcb_lookup_slot), so it sees an empty slot or a
+ * whole capability; reference counts go up under the same lock and down
+ * only exclusive.
  */
 #include <keel/object.h>
 #include <keel/sched.h>
@@ -14,6 +19,17 @@
 
 u64 kernel_ids = 1;
 static struct kobj *zombies;
+static spinlock_t caps_spinlock = SPINLOCK_INIT;
+
+void caps_lock(void)
+{
+    obj_lock(&caps_spinlock, LOCK_CAPS);
+}
+
+void caps_unlock(void)
+{
+    obj_unlock(&caps_spinlock, LOCK_CAPS);
+}
 
 struct slot *cnode_slot(const struct cap *cnode, u64 index)
 {
@@ -26,7 +42,7 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 {
     struct slot *s = cnode_slot(&t->cspace.cap, cptr);
 
-    if (!s || !s->cap.type) {
+    if (!s || !__atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE)) {
         *err = KEEL_E_INVALID_CAP;
         return NULL;
     }
@@ -76,13 +92,17 @@ static void obj_unref(const struct cap *c)
     }
 }
 
+/* Under the capability lock (or exclusive): see the top of this file. */
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
 {
-    child->cap = *cap;
+    struct cap c = *cap;
+
+    c.type = 0; /* the type goes in last */
     /* A DMA window belongs to the one capability that was mapped: copies,
      * made here whatever the path (copy, mint, message), carry none. */
-    child->cap.flags &= (u8)~CAP_IO_FLAGS;
-    child->cap.io = 0;
+    c.flags &= (u8)~CAP_IO_FLAGS;
+    c.io = 0;
+    child->cap = c;
     child->parent = parent;
     child->child = NULL;
     child->prev = NULL;
@@ -92,11 +112,19 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     if (parent)
         parent->child = child;
     obj_ref(cap);
+    __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
 }
 
+/* Exclusive, or shared for a reply capability leaving a queued message
+ * (endpoint.c) under the capability lock: dst's type goes in last. */
 void slot_move(struct slot *dst, struct slot *src)
 {
-    *dst = *src;
+    struct slot moved = *src;
+    u8 type = moved.cap.type;
+
+    moved.cap.type = 0;
+    *dst = moved;
+    __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
     if (dst->parent && dst->parent->child == src)
         dst->parent->child = dst;
     if (dst->prev)

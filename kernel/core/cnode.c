@@ -1,5 +1,6 @@
 /* Capability tables: copy, mint, move, delete, revoke, identify. */
 #include <keel/invoke.h>
+#include <keel/sched.h>
 
 void cnode_destroy(struct cnode *cn)
 {
@@ -9,7 +10,9 @@ void cnode_destroy(struct cnode *cn)
         slot_delete(&slots[i]);
 }
 
-static long derive(struct invocation *inv, bool mint)
+/* Copy and mint fill an empty slot: they may run with the objects lock
+ * shared, under the capability lock (cap.c). */
+static long derive_locked(struct invocation *inv, bool mint)
 {
     struct cap *cn = &inv->slot->cap;
     struct slot *dst = cnode_slot(cn, inv->arg[0]);
@@ -20,7 +23,7 @@ static long derive(struct invocation *inv, bool mint)
         return KEEL_E_INVALID_ARG;
     if (!src || !src->cap.type)
         return KEEL_E_INVALID_CAP;
-    if (dst->cap.type)
+    if (!slot_is_free(dst))
         return KEEL_E_EXISTS;
     if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
         return KEEL_E_INVALID_ARG;
@@ -39,6 +42,14 @@ static long derive(struct invocation *inv, bool mint)
     }
     slot_insert_child(src, dst, &c);
     return KEEL_E_OK;
+}
+
+static long derive(struct invocation *inv, bool mint)
+{
+    caps_lock();
+    long err = derive_locked(inv, mint);
+    caps_unlock();
+    return err;
 }
 
 static long move(struct invocation *inv)
@@ -82,9 +93,10 @@ long decode_cnode(struct invocation *inv)
                 return KEEL_E_INVALID_CAP;
             slot_revoke(s);
         } else {
-            inv->res[0] = s->cap.type;
-            inv->res[1] = s->cap.rights;
-            inv->res[2] = s->cap.badge;
+            /* Shared: the slot may be being filled; the type comes first. */
+            inv->res[0] = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+            inv->res[1] = inv->res[0] ? s->cap.rights : 0;
+            inv->res[2] = inv->res[0] ? s->cap.badge : 0;
         }
         return KEEL_E_OK;
     }

@@ -14,11 +14,28 @@
  *   marks cap<...> (kernel labels) or the label's capability mask (user
  *   labels).  In flight they live in the queued message's own slots.
  * - Faults are messages the kernel sends for a thread; they wait for room.
+ *
+ * Locking: with the objects lock shared, messages without capabilities
+ * move under the endpoint's lock, calls and replies included: a reply
+ * capability is put into a receiver's slot, and taken out by the reply,
+ * under the capability lock (sched.h).  Anything else (capabilities, a
+ * waiting fault or room request, a receiver with a bound notification)
+ * returns KEEL_E_RETRY before changing anything and runs exclusive.
  */
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 #include <keel/waitlist.h>
+
+static inline void ep_lock(struct endpoint *ep)
+{
+    obj_lock(&ep->hdr.lock, LOCK_WAITQ);
+}
+
+static inline void ep_unlock(struct endpoint *ep)
+{
+    obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
+}
 
 static void msg_clear(struct message *m)
 {
@@ -91,11 +108,12 @@ static void make_reply_cap(struct slot *dst, struct tcb *caller)
     caller->reply_slot = dst;
 }
 
+/* Under the capability lock when shared. */
 static struct slot *window_slot(struct tcb *r, u64 window, u32 i)
 {
     struct slot *s = window ? cnode_slot(&r->cspace.cap, window + i) : NULL;
 
-    return s && !s->cap.type ? s : NULL;
+    return s && slot_is_free(s) ? s : NULL;
 }
 
 /* Gives a receiver a message whose capabilities are still in the sender's
@@ -109,6 +127,7 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
 
     memcpy(w, words, sizeof(w));
     if (caller || (src_msg && src_msg->has_reply && src_msg->reply.cap.type)) {
+        caps_lock();
         struct slot *dst = window_slot(r, window, 0);
         if (dst && src_msg) {
             slot_move(dst, &src_msg->reply); /* slot_move repoints the caller */
@@ -123,6 +142,7 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
             else
                 caller_revoke_wait(caller);
         }
+        caps_unlock();
     }
     for (u32 i = 0; i < ncaps; i++) {
         struct slot *dst = window_slot(r, window, 1 + i);
@@ -226,16 +246,24 @@ long endpoint_send(struct tcb *t, struct slot *s, u64 label, const u64 *w)
         return KEEL_E_WRONG_TYPE;
     if (!(s->cap.rights & KEEL_RIGHT_WRITE))
         return KEEL_E_NO_RIGHTS;
+    if (kernel_shared() && cap_words(label))
+        return KEEL_E_RETRY;
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
+    ep_lock(ep);
     err = ep_post(ep, s->cap.badge, label & ~KEEL_SEND_NOTIFY_ROOM, w, caps, cap_word, n, NULL);
     if (err == KEEL_E_FULL && (label & KEEL_SEND_NOTIFY_ROOM) && t->room_ep != ep) {
+        if (kernel_shared()) { /* room requests link threads across endpoints */
+            ep_unlock(ep);
+            return KEEL_E_RETRY;
+        }
         tcb_cancel_room_wait(t);
         t->room_ep = ep;
         t->room_next = ep->room;
         ep->room = t;
     }
+    ep_unlock(ep);
     return err;
 }
 
@@ -248,14 +276,19 @@ long endpoint_call(struct tcb *t, struct slot *s, u64 label, const u64 *w, bool 
 
     if (!(s->cap.rights & KEEL_RIGHT_WRITE))
         return KEEL_E_NO_RIGHTS;
+    if (kernel_shared() && cap_words(label))
+        return KEEL_E_RETRY;
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
-    /* Blocked first: delivery may already revoke the wait. */
+    /* Blocked first: delivery may already revoke the wait, and a reply
+     * from another CPU may follow as soon as the endpoint's lock goes. */
     t->state = THREAD_BLOCKED;
     t->wait_kind = WAIT_REPLY;
     t->blocked_on = NULL;
+    ep_lock(ep);
     err = ep_post(ep, s->cap.badge, label, w, caps, cap_word, n, t);
+    ep_unlock(ep);
     if (err) {
         t->state = THREAD_RUNNABLE;
         t->wait_kind = WAIT_NONE;
@@ -279,6 +312,8 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
     if (window && (!cnode_slot(&t->cspace.cap, window) ||
                    !cnode_slot(&t->cspace.cap, window + MSG_CAPS)))
         return KEEL_E_INVALID_ARG;
+    if (kernel_shared() && t->bound)
+        return KEEL_E_RETRY; /* a signal may end the wait: notification.c */
     if (t->bound && t->bound->word) {
         u64 bits = t->bound->word;
         t->bound->word = 0;
@@ -286,25 +321,36 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
         *blocked = true; /* results already in place */
         return KEEL_E_OK;
     }
+    ep_lock(ep);
     if (ep->count) {
         struct message *m = &ep->queue[ep->head];
         struct slot *caps[MSG_CAPS] = { &m->caps[0], &m->caps[1], &m->caps[2] };
+        if (kernel_shared() && (m->ncaps || ep->senders || ep->room)) {
+            ep_unlock(ep);
+            return KEEL_E_RETRY;
+        }
         deliver(t, window, m->badge, m->label, m->w, caps, m->cap_word, m->ncaps, NULL, m);
         msg_clear(m);
         ep->head = (ep->head + 1) % EP_QUEUE_LEN;
         ep->count--;
         ep_admit_faults(ep);
         ep_room_appeared(ep);
+        ep_unlock(ep);
         *blocked = true;
         return KEEL_E_OK;
     }
-    if (flags & KEEL_RECV_NONBLOCK)
+    if (flags & KEEL_RECV_NONBLOCK) {
+        ep_unlock(ep);
         return KEEL_E_WOULD_BLOCK;
+    }
+    /* A sender on another CPU may pop t as soon as the lock goes, before
+     * this CPU's exit path has looked at t: sched.c hands it over. */
     t->state = THREAD_BLOCKED;
     t->blocked_on = ep;
     t->wait_kind = WAIT_RECV;
     t->recv_window = window;
     list_push(&ep->receivers, t);
+    ep_unlock(ep);
     *blocked = true;
     return KEEL_E_OK;
 }
@@ -336,17 +382,27 @@ void reply_cap_moved(struct slot *s)
     ((struct tcb *)s->cap.obj)->reply_slot = s;
 }
 
+/* Shared holders may run this: the capability lock makes taking the reply
+ * capability one step, so of two replies through the same slot (two
+ * threads sharing a table) only one wakes the caller.  Whoever empties the
+ * slot owns the caller's wake-up: every other way to end the wait runs
+ * exclusive. */
 long reply_invoke(struct tcb *t, struct slot *s, u64 err, const u64 *res)
 {
-    struct tcb *caller = (struct tcb *)s->cap.obj;
-
     (void)t;
     if (s->cap.type != KEEL_OBJ_REPLY)
         return KEEL_E_WRONG_TYPE;
     if (err >= KEEL_NERRORS)
         return KEEL_E_INVALID_ARG;
+    caps_lock();
+    if (s->cap.type != KEEL_OBJ_REPLY) {
+        caps_unlock();
+        return KEEL_E_INVALID_CAP; /* the other reply won */
+    }
+    struct tcb *caller = (struct tcb *)s->cap.obj;
     caller->reply_slot = NULL; /* consumed: deleting the slot must not revoke */
     slot_delete(s);
+    caps_unlock();
     arch_tcb_set_results(caller, (long)err, res);
     sched_make_runnable(caller);
     return KEEL_E_OK;

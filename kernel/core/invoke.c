@@ -1,6 +1,7 @@
 /* The generic half of call decoding, driven by the table generated from
  * kernel/calls.tbl. */
 #include <keel/invoke.h>
+#include <keel/sched.h>
 
 #include <keel/calls_gen.h>
 
@@ -9,6 +10,30 @@ const struct call_desc *call_describe(u64 label)
     if (label == 0 || label >= KEEL_NCALLS || !call_table[label].name)
         return NULL;
     return &call_table[label];
+}
+
+/* Calls that may run with the objects lock shared: they destroy nothing
+ * and change no slot but by filling an empty one (copy, mint, retype:
+ * under the capability lock) or a paging capability's mapping state (its
+ * own lock).  Some may still ask for exclusive: a notification signal
+ * (a bound thread), a retype of vspaces (the registry). */
+bool call_is_shared(u32 type, u64 label)
+{
+    switch (type) {
+    case KEEL_OBJ_NOTIFICATION:
+    case KEEL_OBJ_VSPACE:
+    case KEEL_OBJ_PDPT:
+    case KEEL_OBJ_PD:
+    case KEEL_OBJ_PT:
+    case KEEL_OBJ_FRAME:
+        return true;
+    case KEEL_OBJ_CNODE:
+        return label == KEEL_CALL_CNODE_IDENTIFY || label == KEEL_CALL_CNODE_COPY ||
+               label == KEEL_CALL_CNODE_MINT;
+    case KEEL_OBJ_UNTYPED:
+        return true;
+    }
+    return false;
 }
 
 long invoke(struct invocation *inv)
@@ -36,6 +61,8 @@ long invoke(struct invocation *inv)
             return KEEL_E_NO_RIGHTS;
         inv->cap_arg[i] = s;
     }
+    if (kernel_shared() && !call_is_shared(d->type, inv->label))
+        return KEEL_E_RETRY;
     switch (d->type) {
     case KEEL_OBJ_UNTYPED:
         return decode_untyped(inv);

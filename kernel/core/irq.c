@@ -15,7 +15,7 @@ struct irq_line {
 
 static struct irq_line lines[IRQ_LINES];
 
-/* Called with the kernel lock held, the line already masked. */
+/* Called with the objects lock exclusive, the line already masked. */
 void irq_deliver(u32 gsi)
 {
     if (gsi < IRQ_LINES && lines[gsi].ntfn)

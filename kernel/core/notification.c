@@ -61,29 +61,36 @@ void notification_destroy(struct notification *n)
     n->hdr.type = 0;
 }
 
+/* With the objects lock shared, under the notification's lock; a signal
+ * that may end a bound thread's recv runs exclusive (it takes the thread
+ * off an endpoint, a lock taken before this one). */
 long decode_notification(struct invocation *inv)
 {
     struct notification *n = (struct notification *)inv->slot->cap.obj;
+    long err = KEEL_E_OK;
 
-    switch (inv->label) {
-    case KEEL_CALL_NOTIFICATION_SIGNAL:
+    if (inv->label != KEEL_CALL_NOTIFICATION_SIGNAL && inv->label != KEEL_CALL_NOTIFICATION_POLL &&
+        inv->label != KEEL_CALL_NOTIFICATION_WAIT)
+        return KEEL_E_UNKNOWN_CALL;
+    if (inv->label == KEEL_CALL_NOTIFICATION_SIGNAL && kernel_shared() && n->bound)
+        return KEEL_E_RETRY;
+    obj_lock(&n->hdr.lock, LOCK_WAITQ);
+    if (inv->label == KEEL_CALL_NOTIFICATION_SIGNAL) {
         notification_raise(n, inv->slot->cap.badge ? inv->slot->cap.badge : 1);
-        return KEEL_E_OK;
-    case KEEL_CALL_NOTIFICATION_POLL:
-    case KEEL_CALL_NOTIFICATION_WAIT:
-        if (n->word || inv->label == KEEL_CALL_NOTIFICATION_POLL || inv->no_block) {
-            if (!n->word && inv->label == KEEL_CALL_NOTIFICATION_WAIT)
-                return KEEL_E_WOULD_BLOCK;
+    } else if (n->word || inv->label == KEEL_CALL_NOTIFICATION_POLL || inv->no_block) {
+        if (!n->word && inv->label == KEEL_CALL_NOTIFICATION_WAIT) {
+            err = KEEL_E_WOULD_BLOCK;
+        } else {
             inv->res[0] = n->word;
             n->word = 0;
-            return KEEL_E_OK;
         }
+    } else {
         inv->caller->state = THREAD_BLOCKED;
         inv->caller->blocked_on = n;
         inv->caller->wait_kind = WAIT_NTFN;
         list_push(&n->waiters, inv->caller);
         inv->blocked = true;
-        return KEEL_E_OK;
     }
-    return KEEL_E_UNKNOWN_CALL;
+    obj_unlock(&n->hdr.lock, LOCK_WAITQ);
+    return err;
 }

@@ -1,7 +1,11 @@
 /* What happens when a user thread enters the kernel: system calls and
  * faults.  The architecture saves the registers in the TCB, takes the
- * kernel lock and calls these; then sched_exit_kernel() decides who runs. */
+ * objects lock (shared for system calls, exclusive for faults) and calls
+ * these; then sched_exit_kernel() decides who runs.  A call that needs the
+ * lock exclusive says so (KEEL_E_RETRY) before changing anything and runs
+ * again once upgraded. */
 #include <keel/console.h>
+#include <keel/cpu.h>
 #include <keel/exit.h>
 #include <keel/invoke.h>
 #include <keel/printk.h>
@@ -87,16 +91,22 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
     return first_err;
 }
 
-void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
+bool syscall_label_exclusive(u64 label)
 {
-    u64 res[KEEL_MSG_WORDS] = { 0 };
-    bool blocked = false;
+    const struct call_desc *d = call_describe(label);
+
+    return d && !call_is_shared(d->type, label);
+}
+
+static inline __attribute__((always_inline)) long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args, u64 *res,
+                        bool *blocked)
+{
     long err = KEEL_E_OK;
     struct slot *s;
 
     switch (nr) {
     case KEEL_SYS_INVOKE:
-        err = call_one(t, cap, label, args, res, &blocked, false);
+        err = call_one(t, cap, label, args, res, blocked, false);
         break;
     case KEEL_SYS_SEND:
         if ((s = tcb_lookup_slot(t, cap, &err)))
@@ -104,13 +114,16 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         break;
     case KEEL_SYS_RECV:
         if ((s = tcb_lookup_slot(t, cap, &err)))
-            err = endpoint_recv(t, s, label, args[0], &blocked);
+            err = endpoint_recv(t, s, label, args[0], blocked);
         break;
     case KEEL_SYS_REPLY:
         if ((s = tcb_lookup_slot(t, cap, &err)))
             err = reply_invoke(t, s, label, args);
         break;
     case KEEL_SYS_BATCH:
+        /* Its records cannot be run again once some have run. */
+        if (kernel_shared())
+            return KEEL_E_RETRY;
         err = batch(t, cap, label, args[0], &res[0]);
         break;
     case KEEL_SYS_YIELD:
@@ -121,7 +134,32 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
     default:
         err = KEEL_E_UNKNOWN_CALL;
     }
-    zombies_reap();
+    return err;
+}
+
+void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
+{
+    struct cpu *c = this_cpu();
+    u64 res[KEEL_MSG_WORDS] = { 0 };
+    bool blocked = false;
+
+    c->call_pending = 0;
+    long err = syscall_one(t, nr, cap, label, args, res, &blocked);
+    if (err == KEEL_E_RETRY) {
+        c->call_pending = 1; /* nothing done yet */
+        kernel_upgrade();
+        /* Stopped by an exclusive holder while this CPU waited: rewound to
+         * make the call again when it runs (cpu_serve_requests). */
+        if (c->current != t)
+            return;
+        c->call_pending = 0;
+        blocked = false;
+        for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
+            res[i] = 0;
+        err = syscall_one(t, nr, cap, label, args, res, &blocked);
+    }
+    if (!kernel_shared())
+        zombies_reap(); /* only exclusive holders delete capabilities */
     /* The caller may have deleted itself; a blocked caller gets its
      * results from whoever wakes it. */
     if (t->hdr.type == KEEL_OBJ_TCB && !blocked)

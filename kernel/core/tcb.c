@@ -12,7 +12,7 @@ void tcb_init(struct tcb *t)
     t->affinity = -1;
     t->last_cpu = -1;
     t->state = THREAD_INACTIVE;
-    t->id = kernel_ids++;
+    t->id = __atomic_fetch_add(&kernel_ids, 1, __ATOMIC_RELAXED); /* retype may run shared */
     t->cspace.owner = t->vspace.owner = t->fault_ep.owner = t->io_ports.owner = t;
     arch_tcb_init(t);
 }

@@ -2,8 +2,17 @@
  * after boot.  An untyped capability keeps a watermark (cap.a, bytes used);
  * objects are carved above it, and it drops back to zero when the last
  * capability derived from the region is deleted, which is how deleting or
- * revoking returns memory. */
+ * revoking returns memory.
+ *
+ * Retype may run with the objects lock shared (sched.h).  Under the
+ * capability lock it checks the target slots, reserves them (CAP_RESERVED)
+ * and moves the watermark past the new objects; it zeroes and initialises
+ * them without the lock; under it again it fills the slots.  cap.b of an
+ * untyped capability counts retypes between the two steps: the watermark
+ * goes back to zero only when the region has no child and none is
+ * running. */
 #include <keel/invoke.h>
+#include <keel/sched.h>
 #include <keel/string.h>
 
 #define UNTYPED_MIN_BITS 4
@@ -74,37 +83,65 @@ static bool init_object(u32 type, u32 bits, u32 user_bits, uptr p, struct cap *c
     return true;
 }
 
+/* Step one, under the capability lock: the region's start, or an error. */
+static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64 *start)
+{
+    u64 size = 1ul << ut->cap.size_bits;
+
+    for (u32 i = 0; i < count; i++) {
+        if (!slot_is_free(dst[i]))
+            return KEEL_E_EXISTS;
+    }
+    if (!ut->child && !ut->cap.b)
+        ut->cap.a = 0;
+    *start = ALIGN_UP(ut->cap.a, 1ul << bits);
+    if (bits > ut->cap.size_bits || *start > size || ((u64)count << bits) > size - *start)
+        return KEEL_E_NO_MEMORY;
+    for (u32 i = 0; i < count; i++)
+        dst[i]->cap.flags |= CAP_RESERVED;
+    ut->cap.a = *start + ((u64)count << bits);
+    ut->cap.b++;
+    return KEEL_E_OK;
+}
+
 long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot **dst, u32 count)
 {
     u32 bits = object_bits(type, user_bits);
     uptr base = ut->cap.obj;
-    u64 size = 1ul << ut->cap.size_bits;
+    u64 start;
+    struct cap c; /* the same for every object but for c.obj */
 
     if (!bits || count == 0 || count > RETYPE_MAX_COUNT)
         return KEEL_E_INVALID_ARG;
     bool device = ut->cap.flags & CAP_DEVICE;
     if (device && type != KEEL_OBJ_FRAME && type != KEEL_OBJ_UNTYPED)
         return KEEL_E_INVALID_ARG; /* device memory holds no kernel object */
-    if (!ut->child)
-        ut->cap.a = 0;
-    u64 start = ALIGN_UP(ut->cap.a, 1ul << bits);
-    if (bits > ut->cap.size_bits || start > size || ((u64)count << bits) > size - start)
-        return KEEL_E_NO_MEMORY;
-    for (u32 i = 0; i < count; i++) {
-        uptr p = base + start + ((u64)i << bits);
-        struct cap c;
+    caps_lock();
+    long err = reserve(ut, bits, dst, count, &start);
+    caps_unlock();
+    if (err)
+        return err;
+    u32 made = 0;
+    for (; made < count; made++) {
+        uptr p = base + start + ((u64)made << bits);
         if (!device)
             arch_zero_object((void *)p, 1ul << bits);
-        if (!init_object(type, bits, user_bits, p, &c)) {
-            /* Only the vspace registry can refuse; objects made so far stay. */
-            ut->cap.a = start + ((u64)i << bits);
-            return i ? KEEL_E_OK : KEEL_E_NO_MEMORY;
-        }
-        c.flags |= device ? CAP_DEVICE : 0;
-        slot_insert_child(ut, dst[i], &c);
+        if (!init_object(type, bits, user_bits, p, &c))
+            break; /* only the vspace registry can refuse */
     }
-    ut->cap.a = start + ((u64)count << bits);
-    return KEEL_E_OK;
+    c.flags |= device ? CAP_DEVICE : 0;
+    caps_lock();
+    for (u32 i = 0; i < count; i++) {
+        dst[i]->cap.flags &= (u8)~CAP_RESERVED;
+        c.obj = base + start + ((u64)i << bits);
+        if (i < made)
+            slot_insert_child(ut, dst[i], &c);
+    }
+    ut->cap.b--;
+    /* Objects made so far stay; the rest of the region is free again at
+     * the next reset of the watermark. */
+    caps_unlock();
+    return made ? KEEL_E_OK : KEEL_E_NO_MEMORY;
 }
 
 long decode_untyped(struct invocation *inv)
@@ -126,5 +163,7 @@ long decode_untyped(struct invocation *inv)
     }
     if (!object_bits((u32)type, (u32)user_bits))
         return KEEL_E_INVALID_ARG;
+    if (type == KEEL_OBJ_VSPACE && kernel_shared())
+        return KEEL_E_RETRY; /* the vspace registry is changed exclusive */
     return untyped_make_objects(inv->slot, (u32)type, (u32)user_bits, dst, (u32)count);
 }

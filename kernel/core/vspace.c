@@ -5,7 +5,14 @@
  *
  * Capabilities name a vspace by id, looked up in a registry, because a
  * vspace can be destroyed while objects are still mapped into it: their
- * capabilities then simply find no vspace. */
+ * capabilities then simply find no vspace.
+ *
+ * Locking: map and unmap run with the objects lock shared.  A paging
+ * capability's mapping state (CAP_MAPPED, cap.a, cap.b) is guarded by one
+ * of the mapping locks, chosen by the slot's address; the page tables of a
+ * vspace by the vspace's lock, taken inside it.  Walks that only read the
+ * tables (lookup, user_copy) take neither: no table is freed while any CPU
+ * holds the objects lock shared, and entries are read and written whole. */
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/string.h>
@@ -14,6 +21,14 @@
 
 static struct vspace *registry[VSPACE_MAX];
 static u64 registry_gen[VSPACE_MAX];
+
+#define MAPPING_LOCKS 64
+static spinlock_t mapping_locks[MAPPING_LOCKS];
+
+static spinlock_t *mapping_lock(const struct cap *c)
+{
+    return &mapping_locks[((uptr)c >> SLOT_BITS) % MAPPING_LOCKS];
+}
 
 struct vspace *vspace_from_cap(const struct cap *c)
 {
@@ -74,16 +89,28 @@ static u32 paging_level(u32 type)
     return 0;
 }
 
-static void unmap_cap(struct cap *c)
+/* The shootdown is made holding the vspace's lock: nothing is mapped at
+ * that address again before no CPU can still reach the old page. */
+static long unmap_cap(struct cap *c)
 {
-    struct vspace *vs = vspace_of_id(c->b);
+    spinlock_t *ml = mapping_lock(c);
 
+    obj_lock(ml, LOCK_MAPPING);
+    if (!(c->flags & CAP_MAPPED)) {
+        obj_unlock(ml, LOCK_MAPPING);
+        return KEEL_E_NOT_MAPPED;
+    }
+    struct vspace *vs = vspace_of_id(c->b);
     if (vs) {
+        obj_lock(&vs->hdr.lock, LOCK_VSPACE);
         if (arch_unmap(vspace_root(vs), paging_level(c->type), c->a, arch_virt_to_phys((void *)c->obj)))
             tlb_shootdown();
+        obj_unlock(&vs->hdr.lock, LOCK_VSPACE);
     }
     c->flags &= (u8)~CAP_MAPPED;
     c->a = c->b = 0;
+    obj_unlock(ml, LOCK_MAPPING);
+    return KEEL_E_OK;
 }
 
 void paging_cap_deleted(struct cap *c)
@@ -97,18 +124,26 @@ static long map(struct invocation *inv, struct cap *c, u32 rights)
     struct vspace *vs = vspace_from_cap(vcap);
     u64 vaddr = inv->arg[1];
     u32 level = paging_level(c->type);
+    spinlock_t *ml = mapping_lock(c);
+    long err;
 
-    if (c->flags & CAP_MAPPED)
-        return KEEL_E_EXISTS;
     if (vaddr & (arch_level_size(level) - 1) || vaddr >= KEEL_USER_TOP)
-        return KEEL_E_INVALID_ARG;
-    long err = arch_map(vspace_root(vs), level, vaddr, arch_virt_to_phys((void *)c->obj), rights);
-    if (err)
-        return err;
-    c->flags |= CAP_MAPPED;
-    c->a = vaddr;
-    c->b = vs->id;
-    return KEEL_E_OK;
+        return c->flags & CAP_MAPPED ? KEEL_E_EXISTS : KEEL_E_INVALID_ARG;
+    obj_lock(ml, LOCK_MAPPING);
+    if (c->flags & CAP_MAPPED) {
+        err = KEEL_E_EXISTS;
+    } else {
+        obj_lock(&vs->hdr.lock, LOCK_VSPACE);
+        err = arch_map(vspace_root(vs), level, vaddr, arch_virt_to_phys((void *)c->obj), rights);
+        obj_unlock(&vs->hdr.lock, LOCK_VSPACE);
+        if (!err) {
+            c->flags |= CAP_MAPPED;
+            c->a = vaddr;
+            c->b = vs->id;
+        }
+    }
+    obj_unlock(ml, LOCK_MAPPING);
+    return err;
 }
 
 long decode_paging(struct invocation *inv)
@@ -143,13 +178,12 @@ long decode_paging(struct invocation *inv)
     case KEEL_CALL_PD_UNMAP:
     case KEEL_CALL_PT_UNMAP:
     case KEEL_CALL_FRAME_UNMAP:
-        if (!(c->flags & CAP_MAPPED))
-            return KEEL_E_NOT_MAPPED;
-        unmap_cap(c);
-        return KEEL_E_OK;
+        return unmap_cap(c);
     case KEEL_CALL_FRAME_INFO:
+        obj_lock(mapping_lock(c), LOCK_MAPPING);
         inv->res[0] = arch_virt_to_phys((void *)c->obj);
         inv->res[1] = c->flags & CAP_MAPPED ? c->a : 0;
+        obj_unlock(mapping_lock(c), LOCK_MAPPING);
         return KEEL_E_OK;
     }
     return KEEL_E_UNKNOWN_CALL;

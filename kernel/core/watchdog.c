@@ -31,14 +31,19 @@ static void report(u32 stalled, u64 now)
         u64 pc = 0, sp = 0, ret = 0;
         if (t)
             arch_tcb_get_regs(t, &pc, &sp, &ret);
-        printk("keel: watchdog: cpu %u state %u ticks %lu idle %u in_kernel %u queued %u "
+        printk("keel: watchdog: cpu %u state %u ticks %lu idle %u in_kernel %u mode %u/%u queued %u "
                "thread %ld user rip 0x%lx stop %u/%u tlb %u%s\n",
                i, READ_ONCE(c->state), READ_ONCE(c->ticks), READ_ONCE(c->idle),
-               READ_ONCE(c->in_kernel), sched_queued(i), t ? (long)t->id : -1l, pc,
+               READ_ONCE(c->in_kernel), READ_ONCE(c->kmode), READ_ONCE(c->reading),
+               sched_queued(i), t ? (long)t->id : -1l, pc,
                READ_ONCE(c->stop_request), READ_ONCE(c->stop_ack), READ_ONCE(c->tlb_request),
                now - seen_at_us[i] >= WATCHDOG_STALL_US ? " STALLED" : "");
     }
-    printk("keel: watchdog: kernel lock %s\n", READ_ONCE(kernel_lock.locked) ? "held" : "free");
+    u32 w = objects_lock_writer();
+    if (w)
+        printk("keel: watchdog: objects lock held or claimed exclusive by cpu %u\n", w - 1);
+    else
+        printk("keel: watchdog: objects lock: no writer\n");
 }
 
 void watchdog_poll(void)

@@ -45,7 +45,7 @@ __noreturn void arch_halt(void);
 /* Deliberately escalates to a triple fault (a test of the VMM). */
 __noreturn void arch_triple_fault(void);
 
-/* -- threads and address spaces (everything under the kernel lock) ------ */
+/* -- threads and address spaces (under the objects lock: sched.h) ------- */
 struct tcb;
 
 void arch_zero_object(void *p, u64 len);
@@ -54,6 +54,9 @@ u64 arch_virt_to_phys(const void *p);
 /* A new thread: user mode, interrupts enabled, clean FPU state. */
 void arch_tcb_init(struct tcb *t);
 void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
+/* Makes a thread whose system call was not served make it again when it
+ * next runs (its registers still hold the call). */
+void arch_tcb_restart_syscall(struct tcb *t);
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
 /* The result of a system call, seen by the thread when it next runs. */
 void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);
@@ -63,9 +66,9 @@ void arch_fpu_save(struct tcb *t);
 /* Whether t has what it needs to run (an address space). */
 bool arch_thread_can_run(struct tcb *t);
 /* Switches to t's address space and registers and leaves the kernel,
- * releasing the kernel lock on the way. */
+ * releasing the objects lock on the way. */
 __noreturn void arch_enter_user(struct tcb *t);
-/* Idle until an interrupt (called without the kernel lock). */
+/* Idle until an interrupt (called without the objects lock). */
 void arch_idle_wait(void);
 /* This CPU stops using the address space of the thread it ran: the kernel's
  * own tables are loaded, so that address space can be destroyed and its

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
-WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "memory")
+WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_stress_passes(kernel: Path, initrd: Path, smp: int) -> None:
     for name in WORKLOADS:
         assert re.search(rf"^stress: {name} ok ", out, re.MULTILINE), out
     assert "FAILED" not in out and "watchdog" not in out
-    assert re.search(r"^stress: summary 6 workloads, 0 failed$", out, re.MULTILINE), out
+    assert re.search(r"^stress: summary 7 workloads, 0 failed$", out, re.MULTILINE), out
     assert out.rstrip().endswith("keel stress: passed")
     # Every message got through, in order: the counts balance.
     storm = re.search(r"stress: storm ok \d+ senders, (\d+) sent = (\d+) received", out)
@@ -84,8 +84,9 @@ def test_stress_rejects_bad_arguments() -> None:
 
 @requires_kvm
 def test_lock_order_checked_in_a_debug_build(tmp_path: Path) -> None:
-    """-DKEEL_DEBUG_LOCKS makes every scheduler lock operation check the order of
-    sched.h; the stress run and the suite must not trip it."""
+    """-DKEEL_DEBUG_LOCKS makes every lock operation (objects lock, mapping,
+    endpoint/notification, vspace, thread and runqueue locks) check the order of
+    sched.h and panic on a violation; the stress run and the suite must not trip it."""
     import subprocess
 
     build = tmp_path / "debug"
@@ -99,3 +100,11 @@ def test_lock_order_checked_in_a_debug_build(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "lock order" not in proc.stdout + proc.stderr
+    suite = keel(
+        "run", str(build / "kernel.elf"), "--smp", "2", "--initrd", str(build / "initrd.cpio"),
+        "--cmdline", "keel.test=suite", timeout=300,
+    )  # fmt: skip
+    assert suite.returncode == 0, suite.stdout[-3000:] + suite.stderr[-3000:]
+    assert "lock order" not in suite.stdout + suite.stderr
+    summary = re.search(r"^ktest: \d+ passed, 0 failed$", suite.stdout, re.MULTILINE)
+    assert summary, suite.stdout[-3000:]

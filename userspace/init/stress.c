@@ -1,11 +1,12 @@
 /* keel.test=stress: SMP stress workloads with invariant checks.
  *
  * Command line: keel.duration=SECONDS (default 5), keel.seed=N (default 1),
- * keel.stress=ipc,storm,caps,map,churn (default: all), keel.pairs=N (IPC
- * pairs, default one per two CPUs), keel.pin=spread|local (spread: each
- * IPC pair across two CPUs and the capability storms on the shared root
- * table; local: each pair on one CPU, each storm thread on its own CPU with
- * its own table - the scaling benchmark's set-up).
+ * keel.stress=ipc,storm,caps,map,churn,rpc (default: all), keel.pairs=N
+ * (IPC pairs and RPC servers, default one per two CPUs),
+ * keel.pin=spread|local (spread: each IPC pair across two CPUs, each RPC
+ * server and its two clients on three, and the capability storms on the
+ * shared root table; local: each pair on one CPU, each storm thread on its
+ * own CPU with its own table - the scaling benchmark's set-up).
  *
  * Every workload runs as threads in init's address space, made from one
  * untyped region; when time is up the main thread stops them, checks each
@@ -284,6 +285,118 @@ static int ipc_check(unsigned long secs_ms)
                "duplicated\n",
                ipc_pairs, pin_local ? "each on one cpu" : "across cpus", total,
                total * 1000 / (secs_ms ? secs_ms : 1));
+    return bad;
+}
+
+/* -- calls and replies across CPUs ------------------------------------------- */
+
+#define RPC_CLIENTS 2 /* per server, on other CPUs than it */
+
+static struct worker *rpc_w[MAX_WORKERS];
+static int rpc_servers;
+
+/* a: the endpoint; b: the first of its receive window's slots. */
+static void rpc_serve(struct worker *w)
+{
+    keel_word_t res[KEEL_MSG_WORDS] = { 0 };
+    unsigned long done = 0;
+    struct keel_msg m;
+
+    while (done < RPC_CLIENTS) {
+        long e = keel_recv(w->a, 0, w->b, &m);
+        if (e || !(m.info & KEEL_INFO_REPLY)) {
+            WFAIL(w, e, m.info);
+            break;
+        }
+        if (m.label == KEEL_LABEL_USER + LABEL_DONE)
+            done++;
+        else
+            w->count++;
+        res[0] = m.w[0] + 1;
+        res[1] = m.badge;
+        if ((e = keel_reply(w->b, 0, res))) {
+            WFAIL(w, e, m.w[0]);
+            break;
+        }
+    }
+}
+
+/* a: the server's endpoint, minted with this client's badge (its id + 1). */
+static void rpc_call(struct worker *w)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
+    unsigned long n = 0;
+
+    while (!stopped()) {
+        in[0] = n;
+        long e = keel_call(w->a, KEEL_LABEL_USER + LABEL_DATA, in, out);
+        if (e || out[0] != n + 1 || out[1] != (keel_word_t)w->id + 1) {
+            WFAIL(w, e ? (unsigned long)e : out[0], n + 1);
+            break;
+        }
+        w->count = ++n;
+    }
+    in[0] = n;
+    long e = keel_call(w->a, KEEL_LABEL_USER + LABEL_DONE, in, out);
+    if (e || out[0] != n + 1)
+        WFAIL(w, e, n);
+}
+
+static void rpc_setup(unsigned long servers)
+{
+    rpc_servers = (int)servers;
+    for (int i = 0; i < rpc_servers; i++) {
+        keel_word_t ep = new_obj(KEEL_OBJ_ENDPOINT, 0), win = slot_alloc();
+        for (int j = 0; j < KEEL_MSG_CAPS; j++)
+            slot_alloc();
+        struct worker *srv = w_spawn(rpc_serve, pin_local ? i : 3 * i, 0);
+        srv->a = ep;
+        srv->b = win;
+        rpc_w[i * (RPC_CLIENTS + 1)] = srv;
+        for (int c = 0; c < RPC_CLIENTS; c++) {
+            struct worker *cl = w_spawn(rpc_call, pin_local ? i : 3 * i + 1 + c, 0);
+            cl->a = slot_alloc();
+            setup_check(keel_cnode_mint(CN, cl->a, CN, ep, KEEL_RIGHT_WRITE,
+                                        (keel_word_t)cl->id + 1), "mint");
+            rpc_w[i * (RPC_CLIENTS + 1) + 1 + c] = cl;
+        }
+    }
+}
+
+static unsigned long rpc_progress(void)
+{
+    unsigned long n = 0;
+
+    for (int i = 0; i < rpc_servers; i++)
+        n += rpc_w[i * (RPC_CLIENTS + 1)]->count;
+    return n;
+}
+
+static int rpc_check(unsigned long ms)
+{
+    unsigned long calls = 0, served = 0;
+    int bad = 0;
+
+    for (int i = 0; i < rpc_servers * (RPC_CLIENTS + 1); i++) {
+        struct worker *w = rpc_w[i];
+        if (w->fail) {
+            printf("stress: rpc FAILED: %s %d check at line %ld (%lu vs %lu)\n",
+                   i % (RPC_CLIENTS + 1) ? "client" : "server", i, w->fail, w->fail_a, w->fail_b);
+            bad = 1;
+        }
+        if (i % (RPC_CLIENTS + 1))
+            calls += w->count;
+        else
+            served += w->count;
+    }
+    if (calls != served) {
+        printf("stress: rpc FAILED: %lu calls answered, %lu served\n", calls, served);
+        bad = 1;
+    }
+    if (!bad)
+        printf("stress: rpc ok %d servers, %d clients each, %lu calls = %lu served, %lu per s, "
+               "every reply to its caller\n",
+               rpc_servers, RPC_CLIENTS, calls, served, calls * 1000 / (ms ? ms : 1));
     return bad;
 }
 
@@ -822,7 +935,7 @@ static int selected(const char *list, const char *name)
 
 int stress_run(struct keel_bootinfo *bi)
 {
-    char list[64] = "ipc,storm,caps,map,churn", pin[16] = "spread";
+    char list[64] = "ipc,storm,caps,map,churn,rpc", pin[16] = "spread";
     unsigned a, b;
     int failed = 0, total = 0;
 
@@ -856,9 +969,11 @@ int stress_run(struct keel_bootinfo *bi)
     setup_check(keel_pt_map(make_obj(KEEL_OBJ_PT, 0), VS, STACK_VA), "pt map");
     int do_ipc = selected(list, "ipc"), do_storm = selected(list, "storm");
     int do_caps = selected(list, "caps"), do_map = selected(list, "map");
-    int do_churn = selected(list, "churn");
+    int do_churn = selected(list, "churn"), do_rpc = selected(list, "rpc");
     if (do_ipc)
         ipc_setup(pairs);
+    if (do_rpc)
+        rpc_setup(pairs);
     if (do_storm)
         storm_setup();
     if (do_caps)
@@ -895,6 +1010,8 @@ int stress_run(struct keel_bootinfo *bi)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " map %lu", map_progress());
             if (do_churn)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " churn %lu", churn_progress());
+            if (do_rpc)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " rpc %lu", rpc_progress());
             printf("%s\n", line);
             if (do_caps) /* every copy of the shared capability vanishes at once */
                 keel_cnode_revoke(CN, caps_shared);
@@ -948,6 +1065,10 @@ int stress_run(struct keel_bootinfo *bi)
     if (do_churn) {
         total++;
         failed += churn_check();
+    }
+    if (do_rpc) {
+        total++;
+        failed += rpc_check(ran_ms);
     }
     if (hung) {
         total++;

@@ -47,6 +47,11 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg)
     t->arch.arg = arg;
 }
 
+void arch_tcb_restart_syscall(struct tcb *t)
+{
+    (void)t;
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.pc;

@@ -43,7 +43,7 @@ static u64 *walk(void *root, u32 level, u64 vaddr)
     u64 *table = root;
 
     for (u32 l = PAGING_LEVELS - 1; l > level; l--) {
-        u64 e = table[index_at(vaddr, l)];
+        u64 e = READ_ONCE(table[index_at(vaddr, l)]);
         if (!(e & PTE_P) || (e & PTE_PS))
             return NULL;
         table = arch_phys_to_virt(e & PTE_ADDR);
@@ -59,7 +59,8 @@ long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights)
     if (!table)
         return KEEL_E_NO_TABLE;
     u64 *slot = &table[index_at(vaddr, level)];
-    if (*slot & PTE_P)
+    u64 old = READ_ONCE(*slot);
+    if (old & PTE_P)
         return KEEL_E_EXISTS;
     if (level > 0 || (rights & KEEL_RIGHT_WRITE))
         e |= PTE_W;
@@ -67,7 +68,10 @@ long arch_map(void *root, u32 level, u64 vaddr, u64 phys, u32 rights)
         e |= PTE_NX;
     if (level == 0 && (rights & MAP_UNCACHED))
         e |= PTE_PCD | PTE_PWT;
-    *slot = e;
+    /* Whole-entry updates: a table mapped into two vspaces is changed
+     * under either one's lock (and walked under none). */
+    if (!__atomic_compare_exchange_n(slot, &old, e, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        return KEEL_E_EXISTS;
     return KEEL_E_OK;
 }
 
@@ -78,9 +82,15 @@ bool arch_unmap(void *root, u32 level, u64 vaddr, u64 phys)
     if (!table)
         return false;
     u64 *slot = &table[index_at(vaddr, level)];
-    if (!(*slot & PTE_P) || (*slot & PTE_ADDR) != phys)
-        return false;
-    *slot = 0;
+    u64 old = READ_ONCE(*slot);
+    /* The MMU of a CPU using the entry may set its accessed and dirty bits
+     * meanwhile: try again with what it wrote (a failed exchange updates
+     * old) until the entry is gone or is not ours. */
+    do {
+        if (!(old & PTE_P) || (old & PTE_ADDR) != phys)
+            return false;
+    } while (!__atomic_compare_exchange_n(slot, &old, 0, false, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
     return true;
 }
 
@@ -90,7 +100,7 @@ bool arch_lookup(void *root, u64 vaddr, u64 *phys, u32 *flags)
 
     if (!table)
         return false;
-    u64 e = table[index_at(vaddr, 0)];
+    u64 e = READ_ONCE(table[index_at(vaddr, 0)]);
     if (!(e & PTE_P) || !(e & PTE_U))
         return false;
     *phys = (e & PTE_ADDR) | (vaddr & 0xfff);

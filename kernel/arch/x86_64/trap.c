@@ -60,18 +60,18 @@ void trap_dispatch(struct trap_frame *f)
     } else if (v == VEC_IRQ_BASE + 4) {
         serial_irq();
         if (console_line_ready()) {
-            kernel_enter(); /* a user-space listener may be told */
+            kernel_enter_exclusive(); /* a user-space listener may be told */
             console_input_arrived();
-            spin_unlock(&kernel_lock);
+            kernel_leave();
         }
         lapic_eoi();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         /* A driver's interrupt while this CPU idles (the only time kernel
          * code runs with interrupts on): take the lock to deliver it. */
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false);
-        kernel_enter();
+        kernel_enter_exclusive();
         irq_deliver((u32)(v - VEC_IRQ_BASE));
-        spin_unlock(&kernel_lock);
+        kernel_leave();
         lapic_eoi();
     } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP) {
         /* An idle CPU runs no user code: a flush request is just acked. */

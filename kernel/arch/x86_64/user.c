@@ -85,6 +85,11 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg)
     f->vector = 0; /* leave by iret: every register as written */
 }
 
+void arch_tcb_restart_syscall(struct tcb *t)
+{
+    t->arch.frame.rip -= 2; /* the syscall instruction, 0f 05 */
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.frame.rip;
@@ -184,7 +189,7 @@ void arch_enter_user(struct tcb *t)
     io_ports_for(c, t);
     /* Only user-changeable flags survive; interrupts stay on. */
     t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
-    /* The kernel lock goes before the expensive privileged work (CR3, FPU
+    /* The objects lock goes before the expensive privileged work (CR3, FPU
      * state, the return): t stays ours, because another CPU that wants it
      * stopped (thread_stop, which also precedes destroying its TCB or its
      * address space) waits for this CPU's acknowledgement, given only once
@@ -192,7 +197,7 @@ void arch_enter_user(struct tcb *t)
      * as soon as user mode enables interrupts).  A TLB flush request is
      * claimed before flushing, so one made from now on is served by its IPI
      * after the return rather than cleared unserved. */
-    spin_unlock(&kernel_lock);
+    kernel_leave();
     bool flush = __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
     /* CR3 is remembered rather than read: where kernel code is emulated
      * every privileged instruction is an expensive trip to the host. */
@@ -235,7 +240,11 @@ void syscall_from_user(struct trap_frame *f)
     struct cpu *c = this_cpu();
     u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
 
-    kernel_enter();
+    c->call_pending = 1; /* until served (sched.c: cpu_serve_requests) */
+    if (syscall_needs_exclusive(f->rax, f->rsi))
+        kernel_enter_exclusive();
+    else
+        kernel_enter();
     if (c->current)
         syscall_handle(c->current, f->rax, f->rdi, f->rsi, args);
     sched_exit_kernel();
@@ -247,9 +256,10 @@ void trap_from_user(struct trap_frame *f)
     u64 v = f->vector;
 
     if (v == VEC_IPI_TLB) {
-        /* Served without the kernel lock: its sender holds it. */
-        arch_flush_user_tlb();
-        __atomic_store_n(&c->tlb_request, 0, __ATOMIC_RELEASE);
+        /* Served without the objects lock: its sender holds it.  Claimed
+         * before the flush (see cpu_serve_requests). */
+        if (__atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL))
+            arch_flush_user_tlb();
         lapic_eoi();
         arch_return_to_user(f);
     }
@@ -279,7 +289,15 @@ void trap_from_user(struct trap_frame *f)
         sched_timer_balance();
         sched_exit_kernel();
     }
-    kernel_enter();
+    if (v == VEC_IPI_WAKEUP) {
+        kernel_enter();
+        c->need_resched = 1;
+        cpu_serve_requests();
+        lapic_eoi();
+        sched_exit_kernel();
+    }
+    /* Faults and device interrupts are rare: they run alone. */
+    kernel_enter_exclusive();
     if (v < 32) {
         if (v != 2 && c->current)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
@@ -290,10 +308,6 @@ void trap_from_user(struct trap_frame *f)
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false); /* until the driver acks */
         irq_deliver((u32)(v - VEC_IRQ_BASE));
-        lapic_eoi();
-    } else if (v == VEC_IPI_WAKEUP) {
-        c->need_resched = 1;
-        cpu_serve_requests();
         lapic_eoi();
     } else if (v != VEC_SPURIOUS && (v < 0x70 || v >= 0x80)) {
         lapic_eoi();

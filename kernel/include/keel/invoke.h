@@ -31,6 +31,8 @@ struct invocation {
 };
 
 long invoke(struct invocation *inv);
+/* May the call run with the objects lock shared (sched.h)? */
+bool call_is_shared(u32 type, u64 label);
 const struct call_desc *call_describe(u64 label);
 
 long decode_untyped(struct invocation *inv);

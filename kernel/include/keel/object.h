@@ -7,14 +7,18 @@
  * derivation tree: a copy, a mint or an object made by retype is a child of
  * the slot it came from, and revoke deletes every descendant.
  *
- * Locking: all of this is protected by the kernel lock (sched.h), taken on
- * every entry from user mode; nothing here runs concurrently.
+ * Locking (sched.h has the order): slots, the derivation tree and object
+ * lifetimes change only under the objects lock held exclusive; holding it
+ * shared, a CPU may use any object it reaches through a capability and
+ * takes that object's own lock (kobj.lock) for what the object's comment
+ * says it protects.
  */
 #ifndef KEEL_OBJECT_H
 #define KEEL_OBJECT_H
 
 #include <arch.h>
 #include <keel/abi.h>
+#include <keel/spinlock.h>
 #include <keel/types.h>
 
 struct cap {
@@ -32,9 +36,11 @@ struct cap {
 #define CAP_MAPPED 1 /* paging objects and frames: cap.a/cap.b hold the mapping */
 #define CAP_DEVICE 2 /* untyped and frames: device memory (not RAM, never zeroed,
                       * mapped uncached) */
-#define CAP_IOMAPPED 4 /* frames: a DMA window of the io_space cap.io (iospace.c), */
-#define CAP_IO_READ 8  /* which the device may read */
-#define CAP_IO_WRITE 16 /* and/or write */
+#define CAP_RESERVED 4 /* on an empty slot (type 0): a retype running with the
+                        * objects lock shared will fill it (untyped.c) */
+#define CAP_IOMAPPED 8 /* frames: a DMA window of the io_space cap.io (iospace.c), */
+#define CAP_IO_READ 16 /* which the device may read */
+#define CAP_IO_WRITE 32 /* and/or write */
 #define CAP_IO_FLAGS (CAP_IOMAPPED | CAP_IO_READ | CAP_IO_WRITE)
 
 struct slot {
@@ -57,6 +63,8 @@ struct kobj {
     u32 type;
     u32 refs;
     struct kobj *zombie_next; /* on the destruction list */
+    spinlock_t lock;          /* the object's lock (sched.h: classes 3-5) */
+    u32 lock_pad;
 };
 
 /* A CNode of 2^n slots is 2^(n+7) bytes; slot 0 holds the header, so slot
@@ -75,6 +83,10 @@ enum thread_state {
 
 struct endpoint;
 
+/* hdr.lock (thread lock): state and cpu while a wake-up and the exit path
+ * of the CPU running it may meet (sched.c); blocked_on, wait_kind and
+ * recv_window are written by the thread itself while it blocks, under the
+ * lock of what it blocks on, and by whoever pops it from that list. */
 struct tcb {
     struct kobj hdr;
     u32 state;           /* enum thread_state */
@@ -95,7 +107,8 @@ struct tcb {
     struct slot vspace;  /* its address space */
     struct slot fault_ep;
     struct slot io_ports; /* an io_port capability: the ports it may use */
-    /* Messaging, under the kernel lock. */
+    /* Messaging: written by exclusive holders, and by shared ones only as
+     * the waiting lists above allow. */
     struct slot *reply_slot;  /* the one reply capability naming this thread */
     u64 recv_window;          /* while blocked in recv: first slot for caps */
     struct notification *bound; /* signals also end a recv */
@@ -130,6 +143,7 @@ struct message {
 
 #define EP_QUEUE_LEN 16
 
+/* Everything but hdr.type/refs under hdr.lock (shared holders). */
 struct endpoint {
     struct kobj hdr;
     u32 head, count;
@@ -139,6 +153,8 @@ struct endpoint {
     struct message queue[EP_QUEUE_LEN];
 };
 
+/* word and waiters under hdr.lock (shared holders); bound changes only
+ * under the exclusive objects lock. */
 struct notification {
     struct kobj hdr;
     u64 word;
@@ -146,7 +162,8 @@ struct notification {
     struct tcb *bound; /* a thread whose recv this also ends */
 };
 
-/* A vspace object is 8 KiB: the top-level page table, then this. */
+/* A vspace object is 8 KiB: the top-level page table, then this.  Its
+ * page tables are changed under hdr.lock (shared holders). */
 struct vspace {
     struct kobj hdr;
     u64 id;       /* registry id; capabilities of mapped objects name it */
@@ -154,6 +171,14 @@ struct vspace {
 
 /* cap.c */
 extern u64 kernel_ids;
+/* The capability lock (sched.h): taken only by shared holders. */
+void caps_lock(void);
+void caps_unlock(void);
+/* Empty and not reserved (under the capability lock, or exclusive). */
+static inline bool slot_is_free(const struct slot *s)
+{
+    return !s->cap.type && !(s->cap.flags & CAP_RESERVED);
+}
 struct slot *cnode_slot(const struct cap *cnode, u64 index);
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
 bool cap_is_derivable(const struct cap *c);

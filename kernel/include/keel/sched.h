@@ -15,33 +15,81 @@
  * has at least two more threads than this CPU.  An idle CPU pulls as soon as
  * another queue has a thread waiting.
  *
- * Locks and their order (a CPU takes them only in this order):
+ * Locks and their order (a CPU takes them only in this order, and holds
+ * at most one lock of each class at a time):
  *
- *   1. kernel_lock       taken on every entry from user mode (kernel_enter)
- *                        and by an idle CPU before it looks for work; it
- *                        protects every kernel object (object.h) and the
- *                        thread fields state/blocked_on/wait_kind.
- *   2. runqueue lock     one per CPU (struct runqueue in sched.c): its queue,
+ *   1. objects lock      a readers-writer lock (sched.c: per-CPU reader
+ *                        flags and one writer word), taken on every
+ *                        entry from user mode (kernel_enter) and by an idle
+ *                        CPU looking for work; shared by default.  Held
+ *                        shared, every object's existence, the derivation
+ *                        tree, the thread bindings (cspace, vspace, fault
+ *                        endpoint, bound notification), the IRQ table and
+ *                        every non-empty slot stay as they are: only an
+ *                        exclusive holder deletes, moves or overwrites a
+ *                        capability or destroys an object.  Two exceptions,
+ *                        both under the capability lock (4): shared holders
+ *                        fill empty slots (copy, mint, retype, a reply
+ *                        capability given to a receiver), and a reply
+ *                        empties its reply capability's slot.  So these run
+ *                        exclusive: delete, revoke, move, retype of a
+ *                        vspace, messages carrying capabilities or ending a
+ *                        wait on a bound notification, thread operations,
+ *                        faults, interrupts, batches.  A system call
+ *                        whose label says so enters exclusive
+ *                        (syscall_needs_exclusive); a shared operation
+ *                        that finds it needs more returns KEEL_E_RETRY
+ *                        before changing anything; the caller upgrades
+ *                        (drops the shared hold, waits for the exclusive
+ *                        one) and runs it again from the start.  Exclusive
+ *                        implies every lock below: they are not taken then
+ *                        (obj_lock), nor on a machine with one CPU.
+ *                        Writers go first: a claimed writer word holds new
+ *                        readers back.
+ *   2. mapping lock      one of a small array hashed by slot address
+ *                        (vspace.c): a paging capability's mapping state
+ *                        (CAP_MAPPED, cap.a, cap.b).
+ *   3. endpoint or       the object's own lock (kobj.lock): an endpoint's
+ *      notification      queue and its receivers/senders/room lists; a
+ *                        notification's word and waiters.  A thread on one
+ *                        of these lists is the list owner's: the CPU that
+ *                        pops it under the lock may write its registers.
+ *   4. capability lock   one global spinlock (cap.c), short: filling an
+ *                        empty slot (checked empty under it, published with
+ *                        its type written last, so a lock-free lookup sees
+ *                        an empty slot or a whole capability), the
+ *                        derivation links and reference counts that go with
+ *                        it, an untyped capability's watermark.  Retype
+ *                        zeroes and initialises objects outside it: the
+ *                        memory and the target slots are reserved first.
+ *   5. vspace lock       kobj.lock of a vspace: its page tables.  Readers
+ *                        (user_copy, lookup) walk them without it: no table
+ *                        is freed while the objects lock is held shared.
+ *   6. thread lock       kobj.lock of a TCB: its state and the hand-over
+ *                        between "running on a CPU" (cpu >= 0) and "queued":
+ *                        sched_make_runnable and the exit path's decision to
+ *                        keep, requeue or drop the current thread.
+ *   7. runqueue lock     one per CPU (struct runqueue in sched.c): its queue,
  *                        its bitmap and count; a thread's queued/rq links.
- *                        At most one is held at a time (balancing moves a
- *                        thread by dequeueing under the victim's lock, then
- *                        enqueueing under its own).
- *   3. console lock      (printk) innermost; taken with interrupts saved.
+ *                        Balancing moves a thread by dequeueing under the
+ *                        victim's lock, then enqueueing under its own.
+ *   8. console lock      (printk) innermost; taken with interrupts saved.
  *
- * The kernel lock is still one big lock around object operations: two CPUs
- * doing independent kernel calls serialize on it.  Splitting it per object
- * (endpoint, cnode, vspace) is the next step; the runqueue locks already
- * follow the order above so they need no change then.  Building with
- * -DKEEL_DEBUG_LOCKS (make KCC="gcc -DKEEL_DEBUG_LOCKS") makes every lock
- * operation of the scheduler check this order and panic on a violation.
+ * Building with -DKEEL_DEBUG_LOCKS (make KCC="gcc -DKEEL_DEBUG_LOCKS")
+ * makes every lock operation check this order (a class may be taken only
+ * when no class at or after it is held) and panic on a violation.
  *
- * Cross-CPU requests (stop a thread, flush the TLB) are made while holding
- * the kernel lock, so the CPU asked may itself be spinning for that lock
- * with interrupts disabled; it serves the requests while it spins.
+ * Cross-CPU requests: only an exclusive holder stops a thread on another
+ * CPU (thread_stop), and that CPU is then in user mode or waiting for the
+ * objects lock; a TLB shootdown is made by shared holders too, holding a
+ * mapping and a vspace lock.  So every wait for a lock except a runqueue
+ * lock (whose holders never wait for anything), and every wait for another
+ * CPU's acknowledgement, serves this CPU's pending requests while it spins.
  */
 #ifndef KEEL_SCHED_H
 #define KEEL_SCHED_H
 
+#include <keel/cpu.h>
 #include <keel/object.h>
 #include <keel/spinlock.h>
 
@@ -50,10 +98,76 @@
 #define SCHED_SLICE_TICKS 2    /* 20 ms at 100 Hz */
 #define SCHED_BALANCE_TICKS 5  /* 50 ms at 100 Hz */
 
-extern spinlock_t kernel_lock;
-
-/* Entry from user mode (interrupts disabled): take the kernel lock. */
+/* Entry from user mode (interrupts disabled): the objects lock, shared. */
 void kernel_enter(void);
+/* The same, exclusive (faults, interrupts for user drivers). */
+void kernel_enter_exclusive(void);
+/* From shared to exclusive; nothing but the objects lock may be held.  In
+ * between other CPUs may run exclusive operations: whatever was looked up
+ * must be looked up again. */
+void kernel_upgrade(void);
+/* Drops the objects lock, whichever way this CPU holds it. */
+void kernel_leave(void);
+/* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
+u32 objects_lock_writer(void);
+/* Returned by an operation that must run exclusive; never seen by users. */
+#define KEEL_E_RETRY (-1l)
+
+enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
+
+/* Lock classes, in the order above (debug builds check it). */
+enum lock_class {
+    LOCK_OBJECTS = 0,
+    LOCK_MAPPING,
+    LOCK_WAITQ,
+    LOCK_CAPS,
+    LOCK_VSPACE,
+    LOCK_THREAD,
+    LOCK_RQ,
+};
+
+#ifdef KEEL_DEBUG_LOCKS
+void lock_check(u32 cls);
+void lock_release(u32 cls);
+#else
+static inline void lock_check(u32 cls)
+{
+    (void)cls;
+}
+
+static inline void lock_release(u32 cls)
+{
+    (void)cls;
+}
+#endif
+
+/* Is this CPU in the kernel holding the objects lock shared?  Only then
+ * are per-object locks taken: an exclusive holder is alone among objects,
+ * and the host build of the core (no mode) is single-threaded. */
+static inline bool kernel_shared(void)
+{
+    return this_cpu()->kmode == KMODE_SHARED;
+}
+
+void obj_lock_spin(spinlock_t *l);
+
+/* One CPU: nothing to exclude (kernel code runs with interrupts off). */
+static inline void obj_lock(spinlock_t *l, u32 cls)
+{
+    if (!kernel_shared() || cpu_count == 1)
+        return;
+    lock_check(cls);
+    if (!spin_trylock(l))
+        obj_lock_spin(l);
+}
+
+static inline void obj_unlock(spinlock_t *l, u32 cls)
+{
+    if (!kernel_shared() || cpu_count == 1)
+        return;
+    spin_unlock(l);
+    lock_release(cls);
+}
 /* Leaves the kernel on this CPU: runs the current thread if it may go on,
  * else the next runnable one, else idles.  Never returns. */
 __noreturn void sched_exit_kernel(void);
@@ -64,10 +178,10 @@ void sched_make_runnable(struct tcb *t);
 /* Ensures t is neither queued nor running on any CPU (its registers and
  * FPU state are saved in the TCB when this returns). */
 void thread_stop(struct tcb *t);
-/* The timer tick that interrupted a user thread, without the kernel lock
+/* The timer tick that interrupted a user thread, without the objects lock
  * (only this CPU's state is written): ends time slices and looks for a
  * better thread or an imbalance.  True when the kernel must be entered;
- * then sched_timer_balance runs under the lock before the exit path. */
+ * then sched_timer_balance runs (objects lock shared) before the exit path. */
 bool sched_timer_tick(void);
 void sched_timer_balance(void);
 void sched_yield(void);
@@ -78,9 +192,9 @@ void sched_set_priority(struct tcb *t, u32 prio);
 /* Threads waiting in this CPU's run queue (lock-free read). */
 u32 sched_queued(u32 cpu);
 
-/* Flushes user TLB entries on every CPU. */
+/* Flushes user TLB entries on every CPU that may hold some (not idle). */
 void tlb_shootdown(void);
-/* Called from interrupts and the lock spin: serve cross-CPU requests. */
+/* Called from interrupts and every lock spin: serve cross-CPU requests. */
 void cpu_serve_requests(void);
 
 /* watchdog.c: each CPU's timer tick is its heartbeat; any CPU that ticks

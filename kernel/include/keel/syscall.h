@@ -3,8 +3,22 @@
 
 #include <keel/object.h>
 
-/* Called by the architecture with the kernel lock held. */
+/* Called by the architecture with the objects lock held shared (syscalls,
+ * which upgrade when they must) or exclusive (faults). */
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args);
+/* Calls known to need the objects lock exclusive take it so from the
+ * start, rather than failing shared and running again: batches, and kernel
+ * object calls that delete, move or destroy (decided by the label; an
+ * endpoint invoked with such a label just runs exclusive too).  Inline:
+ * every entry asks. */
+bool syscall_label_exclusive(u64 label);
+
+static inline bool syscall_needs_exclusive(u64 nr, u64 label)
+{
+    if (nr == KEEL_SYS_BATCH)
+        return true;
+    return nr == KEEL_SYS_INVOKE && label < KEEL_LABEL_USER && syscall_label_exclusive(label);
+}
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 
 /* The first user thread; its death ends the system. */

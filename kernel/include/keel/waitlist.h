@@ -1,6 +1,6 @@
 /* FIFO lists of threads waiting on an object (endpoint, notification),
  * linked through tcb.rq_next, which a waiting thread does not otherwise use
- * (it is not on the run queue).  Under the kernel lock. */
+ * (it is not on the run queue).  Under the lock of the list's owner. */
 #ifndef KEEL_WAITLIST_H
 #define KEEL_WAITLIST_H
 
