@@ -113,6 +113,20 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
     assert "net: ok" in out
 
 
+def test_suite_runs_the_net_test_when_it_has_a_virtio_net() -> None:
+    """keel.test=suite with a virtio-net on a TAP in a private namespace: the
+    in-guest suite runs the net loopback test among its own."""
+    from tests.boot.test_guest_suite import check_suite
+
+    proc = run_in_new_netns("tests.boot.netns_net_driver", str(WAIT), "suite", timeout=WAIT + 120)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "no virtio-net" not in out
+    assert "net: echo reply after a restart" in out and "net: ok" in out
+    check_suite(out)
+    assert "ktest: ok net_loopback" in out
+
+
 # -- the same drivers against QEMU's own devices -------------------------------------------
 
 

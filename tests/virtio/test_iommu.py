@@ -53,6 +53,16 @@ def test_allows_needs_every_byte_and_the_right_access() -> None:
     assert windows(enforcing=False).allows(0x1234, 99, True)  # not enforcing: as before
 
 
+def test_overlapping_grants_allow_their_union() -> None:
+    # a read grant of three pages, a write grant of the middle one inside it
+    d = windows((0x1000, 0x3000, R), (0x2000, 0x1000, W))
+    assert d.allows(0x1000, 0x3000, False)  # reads the whole range
+    assert d.allows(0x2000, 0x1000, True)  # writes where the write grant is
+    assert not d.allows(0x1800, 0x1000, True) and not d.allows(0x2800, 0x1000, True)
+    assert d.unmap(0x2000, 0x1000, W) == io.RESULT_OK
+    assert not d.allows(0x2000, 1, True) and d.allows(0x2000, 1, False)
+
+
 def test_unmap_removes_exactly_one_grant() -> None:
     d = windows((0x1000, 0x1000, RW), (0x2000, 0x1000, RW), (0x2000, 0x1000, R))
     assert d.unmap(0x2000, 0x1000, RW) == io.RESULT_OK

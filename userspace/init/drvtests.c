@@ -600,6 +600,7 @@ int net_run(void)
     if (net_wait_for(&c, mac, is_echo_reply, &e))
         return 1;
     printf("net: echo reply after a restart\n");
+    process_kill(&p); /* the device (and its io_space) free for who comes next */
     printf("net: ok\n");
     return 0;
 }

@@ -1191,6 +1191,12 @@ void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned
     }
 }
 
+#define VIRTIO_NET_DEVICE 1
+int net_run(void);
+/* ARP and pings with the host at 10.0.2.2 through the virtio-net driver,
+ * which is then killed and started again (drvtests.c). */
+static const struct test net_tests[] = { { "net_loopback", net_run } };
+
 int suite_run(void)
 {
     unsigned passed = 0, failed = 0;
@@ -1207,6 +1213,14 @@ int suite_run(void)
         run_table(drv_tests, drv_tests_count, &passed, &failed);
     else
         printf("ktest: no 16550 at COM2: %lu driver tests not run\n", drv_tests_count);
+    /* Before the services tests: the device manager takes every device. */
+    keel_word_t regs;
+    if (find_virtio_device(VIRTIO_NET_DEVICE, &regs)) {
+        keel_cnode_delete(CN, regs);
+        run_table(net_tests, 1, &passed, &failed);
+    } else {
+        printf("ktest: no virtio-net: 1 net test not run\n");
+    }
     const char *missing = svc_tests_missing();
     if (missing)
         printf("ktest: no %s: %lu services tests not run\n", missing,

@@ -24,6 +24,7 @@ running: a revoked frame is never touched again.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -101,6 +102,12 @@ class DmaWindows:
         self.barrier: AbstractContextManager[object] = barrier or nullcontext()
         self._lock = threading.Lock()
         self._windows: list[tuple[int, int, int]] = []  # (base, end, access), sorted by base
+        # Per access bit, the union of the windows that grant it as merged
+        # runs (starts, ends): what allows() searches.  Rebuilt whole under
+        # _lock on every change and swapped in with one assignment, so the
+        # device's path reads it without taking the lock.
+        self._cover: dict[int, tuple[list[int], list[int]]] = {}
+        self._rebuild()
         self.faults = 0
         self.last_fault = (0, 0, False)  # address, length, write
         self.on_fault: Callable[[], None] | None = None  # the IOMMU's total counter
@@ -117,19 +124,26 @@ class DmaWindows:
             return True
         if length <= 0 or addr < 0:
             return length == 0
-        need = ACCESS_WRITE if write else ACCESS_READ
-        end = addr + length
-        with self._lock:
-            # Windows may touch (adjacent frames granted separately): walk them in order.
-            for base, wend, access in self._windows:
-                if wend <= addr:
+        starts, ends = self._cover[ACCESS_WRITE if write else ACCESS_READ]
+        i = bisect.bisect_right(starts, addr) - 1
+        return i >= 0 and addr + length <= ends[i]
+
+    def _rebuild(self) -> None:
+        """Caller holds _lock (or is the constructor)."""
+        cover: dict[int, tuple[list[int], list[int]]] = {}
+        for bit in (ACCESS_READ, ACCESS_WRITE):
+            starts: list[int] = []
+            ends: list[int] = []
+            for base, end, access in self._windows:  # by base
+                if not access & bit:
                     continue
-                if base > addr or not access & need:
-                    return False
-                addr = wend
-                if addr >= end:
-                    return True
-        return False
+                if ends and base <= ends[-1]:  # overlapping or adjacent: one run
+                    ends[-1] = max(ends[-1], end)
+                else:
+                    starts.append(base)
+                    ends.append(end)
+            cover[bit] = (starts, ends)
+        self._cover = cover
 
     def fault(self, addr: int, length: int, write: bool, what: str) -> None:
         """Record a refused access (the caller refused it before touching memory)."""
@@ -160,6 +174,7 @@ class DmaWindows:
                 return RESULT_FULL
             self._windows.append((base, base + length, access))
             self._windows.sort()
+            self._rebuild()
         return RESULT_OK
 
     def unmap(self, base: int, length: int, access: int) -> int:
@@ -173,11 +188,13 @@ class DmaWindows:
             if window not in self._windows:
                 return RESULT_NOT_FOUND
             self._windows.remove(window)
+            self._rebuild()
         return RESULT_OK
 
     def clear(self) -> None:
         with self.barrier, self._lock:
             self._windows = []
+            self._rebuild()
 
     def describe(self) -> dict[str, object]:
         return {"dma_enforcing": self.enforcing, "dma_windows": len(self._windows),
