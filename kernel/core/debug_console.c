@@ -33,15 +33,13 @@ static long console_listen(struct invocation *inv)
         listener = NULL;
     } else {
         long err = 0;
-        struct slot *s = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
-        if (!s)
+        u64 bits;
+        struct notification *n =
+            notification_lookup(inv->caller, inv->arg[0], KEEL_RIGHT_WRITE, &bits, &err);
+        if (!n)
             return err;
-        if (s->cap.type != KEEL_OBJ_NOTIFICATION)
-            return KEEL_E_WRONG_TYPE;
-        if (!(s->cap.rights & KEEL_RIGHT_WRITE))
-            return KEEL_E_NO_RIGHTS;
-        listener = (struct notification *)s->cap.obj;
-        listener_bits = s->cap.badge ? s->cap.badge : 1;
+        listener = n;
+        listener_bits = bits;
     }
     console_set_echo(inv->arg[1] != 0);
     if (listener && console_line_ready())

@@ -64,15 +64,13 @@ long decode_irq(struct invocation *inv)
     case KEEL_CALL_IRQ_HANDLER_SET_NOTIFICATION:
         if (inv->arg[0]) {
             long err = 0;
-            struct slot *s = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
-            if (!s)
+            u64 bits;
+            struct notification *n =
+                notification_lookup(inv->caller, inv->arg[0], KEEL_RIGHT_WRITE, &bits, &err);
+            if (!n)
                 return err;
-            if (s->cap.type != KEEL_OBJ_NOTIFICATION)
-                return KEEL_E_WRONG_TYPE;
-            if (!(s->cap.rights & KEEL_RIGHT_WRITE))
-                return KEEL_E_NO_RIGHTS;
-            lines[gsi].ntfn = (struct notification *)s->cap.obj;
-            lines[gsi].bits = s->cap.badge ? s->cap.badge : 1;
+            lines[gsi].ntfn = n;
+            lines[gsi].bits = bits;
             arch_irq_enable_line(gsi, true);
         } else {
             lines[gsi].ntfn = NULL;

@@ -13,6 +13,26 @@ void notification_cancel_wait(struct tcb *t)
 
 /* Adds bits: to a waiter, else to a bound thread blocked in recv, else to
  * the word. */
+struct notification *notification_lookup(struct tcb *caller, u64 slot, u8 rights, u64 *bits,
+                                         long *err)
+{
+    struct slot *s = tcb_lookup_slot(caller, slot, err);
+
+    if (!s)
+        return NULL;
+    if (s->cap.type != KEEL_OBJ_NOTIFICATION) {
+        *err = KEEL_E_WRONG_TYPE;
+        return NULL;
+    }
+    if ((s->cap.rights & rights) != rights) {
+        *err = KEEL_E_NO_RIGHTS;
+        return NULL;
+    }
+    if (bits)
+        *bits = s->cap.badge ? s->cap.badge : 1;
+    return (struct notification *)s->cap.obj;
+}
+
 void notification_raise(struct notification *n, u64 bits)
 {
     u64 res[KEEL_MSG_WORDS] = { 0 };

@@ -135,23 +135,18 @@ long decode_tcb(struct invocation *inv)
         inv->res[0] = t->state;
         return KEEL_E_OK;
     case KEEL_CALL_TCB_BIND_NOTIFICATION: {
-        struct slot *ns = NULL;
+        struct notification *n = NULL;
         if (inv->arg[0]) {
             long err = 0;
-            ns = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
-            if (!ns)
+            n = notification_lookup(inv->caller, inv->arg[0], KEEL_RIGHT_READ, NULL, &err);
+            if (!n)
                 return err;
-            if (ns->cap.type != KEEL_OBJ_NOTIFICATION)
-                return KEEL_E_WRONG_TYPE;
-            if (!(ns->cap.rights & KEEL_RIGHT_READ))
-                return KEEL_E_NO_RIGHTS;
-            struct notification *n = (struct notification *)ns->cap.obj;
             if (n->bound && n->bound != t)
                 return KEEL_E_BAD_STATE; /* one thread per notification */
         }
         notification_unbind(t);
-        if (ns) {
-            t->bound = (struct notification *)ns->cap.obj;
+        if (n) {
+            t->bound = n;
             t->bound->bound = t;
         }
         return KEEL_E_OK;

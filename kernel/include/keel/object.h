@@ -219,6 +219,11 @@ void irq_handler_deleted(struct cap *c);
 /* notification.c */
 void notification_raise(struct notification *n, u64 bits);
 void notification_unbind(struct tcb *t);
+/* The notification capability in the caller's slot, with the right needed;
+ * NULL with *err set otherwise.  *bits: what raising it signals (its badge,
+ * or bit 0 for an unbadged capability). */
+struct notification *notification_lookup(struct tcb *caller, u64 slot, u8 rights, u64 *bits,
+                                         long *err);
 /* Copying to a thread's memory; false when not mapped writable. */
 bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len);
 void notification_destroy(struct notification *n);
