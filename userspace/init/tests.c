@@ -571,7 +571,8 @@ static int t_missing_rights(void)
 }
 
 /* Console input (the shell's): nothing typed reads as would_block; bad
- * arguments are refused; reading takes the read right. */
+ * arguments are refused; reading takes the read right, powering off every
+ * right. */
 static int t_console_read_errors(void)
 {
     keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0), ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
@@ -591,6 +592,11 @@ static int t_console_read_errors(void)
     OK(keel_cnode_copy(CN, wo, CN, KEEL_SLOT_CONSOLE, KEEL_RIGHT_WRITE));
     EXPECT_ERR(keel_console_read(wo, (keel_word_t)line, sizeof(line), &got), KEEL_E_NO_RIGHTS);
     EXPECT_ERR(keel_console_listen(wo, 0, 0), KEEL_E_NO_RIGHTS);
+    /* Powering off takes every right: a write-only copy (what programs
+     * other than init get) cannot.  Were it allowed, the machine would stop
+     * here with a failure code. */
+    EXPECT_ERR(keel_console_poweroff(wo, 0x33), KEEL_E_NO_RIGHTS);
+    OK(keel_cnode_delete(CN, wo));
     return 0;
 }
 

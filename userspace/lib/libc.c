@@ -202,9 +202,13 @@ int printf(const char *fmt, ...)
     return n;
 }
 
+/* The end of keel_main: the root task (and whoever holds the console with
+ * every right) powers the machine off with the code; any other program only
+ * stops its own thread, which its parent or fault handler sees. */
 void keel_exit(long code)
 {
     keel_console_poweroff(keel_console, (keel_word_t)code & 0xff);
+    keel_tcb_suspend(KEEL_SLOT_TCB);
     for (;;)
         keel_yield();
 }
