@@ -47,6 +47,35 @@ static void iommu_setup(void)
         printk("keel: iommu: no Keel IOMMU at 0x%lx (bad magic): DMA is not confined\n", base);
 }
 
+/* The first console line: the command line, its device announcements
+ * (one per virtio-mmio slot the VMM offers) counted rather than echoed.
+ * Every byte on the serial console costs here (a port write the VMM
+ * serves), and echoing them all was 12 ms of a 47 ms boot. */
+static void boot_banner(const char *cmdline)
+{
+    static const char dev[] = "virtio_mmio.device=";
+    u32 devices = 0;
+
+    console_write("keel: booting (cmdline \"", 24);
+    for (const char *p = cmdline, *sep = ""; *p;) {
+        while (*p == ' ')
+            p++;
+        const char *word = p;
+        while (*p && *p != ' ')
+            p++;
+        if (p == word)
+            break;
+        if ((size_t)(p - word) > sizeof(dev) - 1 && !strncmp(word, dev, sizeof(dev) - 1)) {
+            devices++;
+            continue;
+        }
+        console_write(sep, strlen(sep));
+        console_write(word, (size_t)(p - word));
+        sep = " ";
+    }
+    printk("\", %u virtio-mmio device slots)\n", devices);
+}
+
 static u32 start_secondaries(void)
 {
     for (u32 i = 1; i < cpu_count; i++) {
@@ -164,7 +193,7 @@ __noreturn void kmain(struct hvm_start_info *si)
     char test[32];
 
     arch_early_init(si, &boot_info);
-    printk("keel: booting (cmdline \"%s\")\n", boot_info.cmdline);
+    boot_banner(boot_info.cmdline);
     bootmem_init(&boot_info);
     printk("keel: memory %lu MiB usable\n", bootmem_ram_bytes(&boot_info) >> 20);
 
