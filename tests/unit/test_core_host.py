@@ -10,6 +10,7 @@ memory is free again exactly when nothing derived from it remains.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,13 @@ FIRST_FREE = 3
 IO_CONTROL_SLOT = 200  # an io_space control capability, as the root task's slot 7
 IO_SLOT = 201  # an io_space made from it at reset
 DEVICE = 0xD0000000
-CAP_IOMAPPED = 4
+# The kernel's capability flag for a frame mapped into an io_space, read
+# from its header so the two cannot drift apart.
+_IOMAPPED = re.search(
+    r"#define CAP_IOMAPPED (\d+)", (ROOT / "kernel" / "include" / "keel" / "object.h").read_text()
+)
+assert _IOMAPPED, "CAP_IOMAPPED is not defined in kernel/include/keel/object.h"
+CAP_IOMAPPED = int(_IOMAPPED.group(1))
 
 
 def _load_abi() -> Any:
