@@ -62,13 +62,18 @@ static u32 cap_words(u64 label)
     return mask;
 }
 
-/* The sender's capabilities for the marked words, checked before anything
- * is queued. */
+/* What a send and a call check before anything is queued: the right to
+ * send, and the sender's capabilities for the marked words (a message that
+ * carries any is made again with the objects lock exclusive). */
 static long collect_caps(struct tcb *t, struct slot *ep, u64 label, const u64 *w,
                          struct slot **src, u8 *word, u32 *n)
 {
     u32 mask = cap_words(label);
 
+    if (!(ep->cap.rights & KEEL_RIGHT_WRITE))
+        return KEEL_E_NO_RIGHTS;
+    if (kernel_shared() && mask)
+        return KEEL_E_RETRY;
     *n = 0;
     for (u32 i = 0; i < KEEL_MSG_WORDS; i++) {
         if (!(mask & (1u << i)))
@@ -244,10 +249,6 @@ long endpoint_send(struct tcb *t, struct slot *s, u64 label, const u64 *w)
 
     if (s->cap.type != KEEL_OBJ_ENDPOINT)
         return KEEL_E_WRONG_TYPE;
-    if (!(s->cap.rights & KEEL_RIGHT_WRITE))
-        return KEEL_E_NO_RIGHTS;
-    if (kernel_shared() && cap_words(label))
-        return KEEL_E_RETRY;
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
@@ -274,10 +275,6 @@ long endpoint_call(struct tcb *t, struct slot *s, u64 label, const u64 *w, bool 
     u8 cap_word[MSG_CAPS];
     u32 n;
 
-    if (!(s->cap.rights & KEEL_RIGHT_WRITE))
-        return KEEL_E_NO_RIGHTS;
-    if (kernel_shared() && cap_words(label))
-        return KEEL_E_RETRY;
     long err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
