@@ -34,7 +34,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from vmm.machine import ExitResult
 
 STATUS_USAGE = 2
 STATUS_ERROR = 1
@@ -161,6 +164,14 @@ def _default_kernel() -> tuple[str, str | None]:
     raise ConfigError("no kernel given and build/kernel.elf does not exist: run 'make'")
 
 
+def _report(result: ExitResult) -> None:
+    """How a guest that did not succeed ended: the crash diagnostic, or its reason."""
+    if result.diagnostic:
+        sys.stderr.write(result.diagnostic + "\n")
+    elif result.status != 0:
+        sys.stderr.write(f"keel: {result.reason}\n")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from vmm.machine import Machine
 
@@ -211,10 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             server.close()
         machine.close()
     assert result is not None
-    if result.diagnostic:
-        sys.stderr.write(result.diagnostic + "\n")
-    elif result.status != 0:
-        sys.stderr.write(f"keel: {result.reason}\n")
+    _report(result)
     return result.status
 
 
@@ -300,10 +308,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     finally:
         machine.close()
     assert result is not None
-    if result.diagnostic:
-        sys.stderr.write(result.diagnostic + "\n")
-    elif result.status != 0:
-        sys.stderr.write(f"keel: {result.reason}\n")
+    _report(result)
     verdict = "passed" if result.status == 0 else f"FAILED (status {result.status})"
     _say(f"keel stress: {verdict}\n".encode())
     return result.status
