@@ -23,8 +23,9 @@ build/initrd.cpio when present).
 only when every invariant held; a guest silent for ``--hang-timeout``
 seconds is stopped and reported with every vCPU's registers (status 4).
 
-Bad input is one line on stderr and a non-zero status, never a traceback.
-Imports stay lazy: ``keel run`` start-up time is part of the boot benchmark.
+The device flags of ``keel run`` and the kinds of ``keel attach`` come from
+``vmm.devices.registry``.  Bad input is one line on stderr and a non-zero
+status, never a traceback.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any, NoReturn
 
-if TYPE_CHECKING:
-    from vmm.machine import ExitResult
+from vmm.console import fd_sink
+from vmm.devices.registry import KINDS
+from vmm.errors import ConfigError, KeelError
+from vmm.kvm.system import guest_tsc_khz
+from vmm.machine import ExitResult, Machine
 
 STATUS_USAGE = 2
 STATUS_ERROR = 1
@@ -62,13 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--console", default=None, help="write the serial console to FILE")
     run.add_argument("--api-sock", default=None, metavar="PATH",
                      help="serve the JSON control API on this Unix socket (mode 0600)")
-    run.add_argument("--disk", action="append", default=[], metavar="IMAGE[,readonly]",
-                     help="a virtio-blk disk backed by IMAGE (repeatable)")
-    run.add_argument("--net", nargs="?", const="", default=None, metavar="TAP",
-                     help="a virtio-net device on TAP (created when missing)")
-    run.add_argument("--rng", action="store_true", help="a virtio-rng device")
-    run.add_argument("--virtio-console", action="store_true",
-                     help="a virtio-console device on the terminal")
+    for kind in KINDS.values():
+        run.add_argument(kind.run_flag.flag, dest=kind.run_flag.dest, **kind.run_flag.argparse)
     run.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
                      help="stop a guest silent on the console this long, with a diagnostic")
     run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
@@ -97,15 +96,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     attach = client("attach", "attach a device to a running VMM")
     kinds = attach.add_subparsers(dest="kind", required=True, parser_class=_Parser)
-    disk = kinds.add_parser("disk", help="a virtio-blk disk")
-    disk.add_argument("image")
-    disk.add_argument("--readonly", action="store_true")
-    net = kinds.add_parser("net", help="a virtio-net device on a TAP interface")
-    net.add_argument("tap", nargs="?", default=None)
-    net.add_argument("--mac", default=None)
-    kinds.add_parser("rng", help="a virtio-rng device")
-    con = kinds.add_parser("console", help="a virtio-console device")
-    con.add_argument("--output", default=None, help="append the console's output to FILE")
+    for kind in KINDS.values():
+        p = kinds.add_parser(kind.name, help=kind.help)
+        for opt in kind.options:
+            extra: dict[str, Any] = {"help": opt.help}
+            if opt.metavar is not None:
+                extra["metavar"] = opt.metavar
+            if opt.positional:
+                p.add_argument(opt.name, nargs=None if opt.required else "?", **extra)
+            elif opt.type is bool:
+                p.add_argument(f"--{opt.name}", action="store_true", **extra)
+            else:
+                p.add_argument(f"--{opt.name}", default=None, **extra)
     detach = client("detach", "detach a device (by id or backing path)")
     detach.add_argument("device", metavar="ID-or-PATH")
     client("devices", "list the attached devices")
@@ -123,11 +125,7 @@ def _console_sink(path: str | None, what: str = "console file") -> Callable[[byt
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            from vmm.errors import ConfigError
-
             raise ConfigError(f"cannot open {what} {path!r}: {exc.strerror}") from None
-    from vmm.console import fd_sink
-
     return fd_sink(fd)
 
 
@@ -159,8 +157,6 @@ def _default_kernel() -> tuple[str, str | None]:
         if os.path.exists(kernel):
             initrd = os.path.join(build, "initrd.cpio")
             return kernel, initrd if os.path.exists(initrd) else None
-    from vmm.errors import ConfigError
-
     raise ConfigError("no kernel given and build/kernel.elf does not exist: run 'make'")
 
 
@@ -173,8 +169,6 @@ def _report(result: ExitResult) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vmm.machine import Machine
-
     kernel, initrd = args.kernel, args.initrd
     if kernel is None:
         kernel, default_initrd = _default_kernel()
@@ -197,20 +191,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     server = None
     try:
-        for spec in args.disk:
-            path, _, opt = spec.partition(",")
-            if opt not in ("", "readonly", "ro"):
-                from vmm.errors import ConfigError
-
-                raise ConfigError(f"bad --disk option {opt!r}: expected IMAGE[,readonly]")
-            machine.attach_disk(path, readonly=bool(opt))
-        if args.net is not None:
-            machine.attach_net(args.net or None)
-        if args.rng:
-            machine.attach_rng()
-        if args.virtio_console:
-            machine.attach_console("/dev/stdout")
+        for kind in KINDS.values():
+            for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
+                machine.attach(kind.name, **options)
         if args.api_sock:
+            # Lazy, as in cmd_client: vmm.api (socket, json) costs about 5 ms of start-up
+            # (python -X importtime) that a `keel run` without --api-sock need not pay.
             from vmm.api import ApiServer
 
             server = ApiServer(machine, args.api_sock)
@@ -252,35 +238,7 @@ def _say(data: bytes) -> None:
         pass
 
 
-def _guest_tsc_khz() -> int:
-    """The TSC rate KVM gives a guest (0 when unknown): user-mode CPUID may not reach
-    the VMM's timing leaf on every host, so the stress guest is told on its command line."""
-    from vmm.errors import KeelError
-
-    try:
-        from vmm.kvm.system import System
-
-        system = System()
-        try:
-            vm = system.create_vm()
-            try:
-                vcpu = vm.create_vcpu(0)
-                try:
-                    return vcpu.tsc_khz()
-                finally:
-                    vcpu.close()
-            finally:
-                vm.close()
-        finally:
-            system.close()
-    except (KeelError, OSError):
-        return 0
-
-
 def cmd_stress(args: argparse.Namespace) -> int:
-    from vmm.errors import ConfigError
-    from vmm.machine import Machine
-
     if args.duration < 1:
         raise ConfigError(f"--duration must be at least 1 second, not {args.duration}")
     if args.seed < 0:
@@ -294,7 +252,9 @@ def cmd_stress(args: argparse.Namespace) -> int:
     parts = ["keel.test=stress", f"keel.duration={args.duration}", f"keel.seed={args.seed}"]
     if args.workloads:
         parts.append(f"keel.stress={args.workloads}")
-    khz = _guest_tsc_khz()
+    # User-mode CPUID may not reach the VMM's timing leaf on every host, so the
+    # stress guest is told the TSC rate on its command line.
+    khz = guest_tsc_khz()
     if khz:
         parts.append(f"keel.tsc_khz={khz}")
     machine = Machine(
@@ -317,12 +277,9 @@ def cmd_stress(args: argparse.Namespace) -> int:
 def _client_request(args: argparse.Namespace) -> dict[str, object]:
     if args.command == "attach":
         req: dict[str, object] = {"cmd": "attach", "kind": args.kind}
-        if args.kind == "disk":
-            req.update(path=os.path.abspath(args.image), readonly=args.readonly)
-        elif args.kind == "net":
-            req.update(tap=args.tap, mac=args.mac)
-        elif args.kind == "console" and args.output:
-            req.update(output=os.path.abspath(args.output))
+        for opt in KINDS[args.kind].options:
+            value = getattr(args, opt.name)
+            req[opt.name] = os.path.abspath(value) if opt.path and value else value
         return req
     if args.command == "detach":
         ident = args.device
@@ -341,7 +298,7 @@ def _dma_column(device: dict[str, object]) -> str:
 
 def cmd_client(args: argparse.Namespace) -> int:
     """One request to a running VMM's control socket; prints the answer."""
-    from vmm.api import request
+    from vmm.api import request  # lazy: see cmd_run
 
     result = request(args.api_sock, _client_request(args))
     if args.command == "attach":
@@ -358,8 +315,6 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    from vmm.errors import KeelError
-
     try:
         if args.command == "run":
             return cmd_run(args)

@@ -28,3 +28,7 @@ class StateError(KeelError):
 
 class GuestError(KeelError):
     """The guest died: triple fault, shutdown, or a KVM internal error."""
+
+
+class ApiError(KeelError):
+    """A request the control socket refuses (bad JSON, unknown command, bad argument)."""

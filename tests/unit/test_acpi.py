@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from vmm.boot import acpi, layout
+from vmm import platform
+from vmm.boot import acpi
 
 NCPUS = [1, 2, 4, 64, 254]
 SDT_SIGNATURES = ["XSDT", "FACP", "DSDT", "APIC"]
 
 
 def guest(tables: acpi.AcpiTables) -> bytearray:
-    mem = bytearray(layout.HIGH_RAM_START)
-    mem[layout.ACPI_BASE : layout.ACPI_BASE + len(tables.blob)] = tables.blob
+    mem = bytearray(platform.HIGH_RAM_START)
+    mem[platform.ACPI_BASE : platform.ACPI_BASE + len(tables.blob)] = tables.blob
     return mem
 
 
@@ -29,7 +30,7 @@ def reader(mem: bytearray) -> Callable[[int, int], bytes]:
 
 
 def table_bytes(tables: acpi.AcpiTables, sig: str) -> bytes:
-    off = tables.tables[sig] - layout.ACPI_BASE
+    off = tables.tables[sig] - platform.ACPI_BASE
     length = (
         acpi.RSDP_LENGTH if sig == "RSDP" else struct.unpack_from("<I", tables.blob, off + 4)[0]
     )
@@ -39,14 +40,14 @@ def table_bytes(tables: acpi.AcpiTables, sig: str) -> bytes:
 @pytest.mark.parametrize("ncpus", NCPUS)
 def test_parse_back(ncpus: int) -> None:
     tables = acpi.build_acpi(ncpus)
-    assert tables.rsdp_addr == layout.ACPI_BASE and tables.rsdp_addr % 16 == 0
-    assert len(tables.blob) <= layout.ACPI_SIZE
+    assert tables.rsdp_addr == platform.ACPI_BASE and tables.rsdp_addr % 16 == 0
+    assert len(tables.blob) <= platform.ACPI_SIZE
     parsed = acpi.parse_acpi(reader(guest(tables)), tables.rsdp_addr)
     assert parsed.tables == tables.tables
-    assert parsed.lapic_addr == layout.LAPIC_ADDR
+    assert parsed.lapic_addr == platform.LAPIC_ADDR
     assert parsed.madt_flags == acpi.MADT_PCAT_COMPAT
     assert parsed.lapics == [(i, i, 1) for i in range(ncpus)]
-    assert parsed.ioapic == (ncpus, layout.IOAPIC_ADDR, 0)
+    assert parsed.ioapic == (ncpus, platform.IOAPIC_ADDR, 0)
     assert parsed.overrides == [(0, 2, 0)]
     assert parsed.nmis == [(0xFF, 0, 1)]
     assert parsed.fadt_flags & acpi.FADT_HW_REDUCED_ACPI
@@ -112,9 +113,9 @@ def test_corrupting_any_byte_is_detected(ncpus: int) -> None:
 
 
 def test_parse_rejects_garbage() -> None:
-    mem = bytearray(layout.HIGH_RAM_START)
+    mem = bytearray(platform.HIGH_RAM_START)
     with pytest.raises(ValueError, match="RSDP"):
-        acpi.parse_acpi(reader(mem), layout.ACPI_BASE)
+        acpi.parse_acpi(reader(mem), platform.ACPI_BASE)
     with pytest.raises(ValueError, match="short read"):
         acpi.parse_acpi(reader(mem), len(mem) - 10)
 

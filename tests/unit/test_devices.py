@@ -8,7 +8,7 @@ from vmm.devices import debug_exit
 from vmm.devices.bus import Bus, BusError
 from vmm.devices.uart import Uart16550
 from vmm.kvm import exits
-from vmm.machine import handle_exit
+from vmm.vcpu_runner import handle_exit
 
 
 class Recorder:

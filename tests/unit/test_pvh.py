@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmm.boot import layout, pvh
-from vmm.boot.layout import MemoryRegion
+from vmm import platform
+from vmm.boot import pvh
 from vmm.errors import ConfigError
+from vmm.platform import MemoryRegion
 
 MiB = 1 << 20
 
@@ -31,12 +32,12 @@ def test_struct_sizes() -> None:
 
 
 def test_layout_of_a_typical_boot() -> None:
-    memmap = layout.memory_map(256 * MiB)
+    memmap = platform.memory_map(256 * MiB)
     chunks = pvh.build_start_info(
         cmdline="keel.test=boot", rsdp_paddr=0xE0000, memmap=memmap, modules=[(0x8000000, 1234)]
     )
     (si_addr, si), (cl_addr, cl) = chunks
-    assert si_addr == layout.START_INFO_ADDR and cl_addr == layout.CMDLINE_ADDR
+    assert si_addr == platform.START_INFO_ADDR and cl_addr == platform.CMDLINE_ADDR
     assert cl == b"keel.test=boot\0"
     fields = struct.unpack_from("<IIIIQQQQII", si)
     magic, version, flags, nr_modules, modlist, cmdline, rsdp, memmap_paddr, entries, res = fields
@@ -47,15 +48,15 @@ def test_layout_of_a_typical_boot() -> None:
     assert entries == len(memmap) and res == 0
     assert struct.unpack_from("<QQQQ", si, modlist - 0x1000) == (0x8000000, 1234, 0, 0)
     first = struct.unpack_from("<QQII", si, memmap_paddr - 0x1000)
-    assert first == (0, layout.LOW_RAM_END, layout.E820_RAM, 0)
+    assert first == (0, platform.LOW_RAM_END, platform.E820_RAM, 0)
     assert len(si) == memmap_paddr - 0x1000 + 24 * len(memmap) <= 0x1000
 
 
 def test_no_modules() -> None:
     chunks = pvh.build_start_info(
-        cmdline="", rsdp_paddr=0xE0000, memmap=layout.memory_map(64 * MiB), modules=[]
+        cmdline="", rsdp_paddr=0xE0000, memmap=platform.memory_map(64 * MiB), modules=[]
     )
-    info = pvh.parse_start_info(guest_memory(chunks), layout.START_INFO_ADDR)
+    info = pvh.parse_start_info(guest_memory(chunks), platform.START_INFO_ADDR)
     assert info.modules == [] and info.cmdline == ""
     assert struct.unpack_from("<Q", chunks[0][1], 16)[0] == 0  # modlist_paddr
     assert struct.unpack_from("<Q", chunks[0][1], 40)[0] == 0x1000 + 56  # memmap right after
@@ -65,7 +66,7 @@ regions = st.builds(
     MemoryRegion,
     st.integers(0, (1 << 64) - 1),
     st.integers(0, (1 << 64) - 1),
-    st.sampled_from([layout.E820_RAM, layout.E820_RESERVED, layout.E820_ACPI]),
+    st.sampled_from([platform.E820_RAM, platform.E820_RESERVED, platform.E820_ACPI]),
 )
 modules = st.tuples(st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 64) - 1))
 
@@ -82,16 +83,16 @@ def test_round_trip(
     cmdline: str, rsdp: int, memmap: list[MemoryRegion], mods: list[tuple[int, int]]
 ) -> None:
     chunks = pvh.build_start_info(cmdline=cmdline, rsdp_paddr=rsdp, memmap=memmap, modules=mods)
-    assert chunks[0][0] + len(chunks[0][1]) <= layout.START_INFO_ADDR + 0x1000
-    info = pvh.parse_start_info(guest_memory(chunks), layout.START_INFO_ADDR)
+    assert chunks[0][0] + len(chunks[0][1]) <= platform.START_INFO_ADDR + 0x1000
+    info = pvh.parse_start_info(guest_memory(chunks), platform.START_INFO_ADDR)
     assert info == pvh.StartInfo(cmdline, rsdp, memmap, mods)
 
 
 def test_longest_command_line() -> None:
-    text = "x" * (layout.CMDLINE_MAX - 1)
+    text = "x" * (platform.CMDLINE_MAX - 1)
     chunks = pvh.build_start_info(cmdline=text, rsdp_paddr=0, memmap=[], modules=[])
-    assert len(chunks[1][1]) == layout.CMDLINE_MAX
-    assert pvh.parse_start_info(guest_memory(chunks), layout.START_INFO_ADDR).cmdline == text
+    assert len(chunks[1][1]) == platform.CMDLINE_MAX
+    assert pvh.parse_start_info(guest_memory(chunks), platform.START_INFO_ADDR).cmdline == text
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from vmm.devices.virtio import regs
+from vmm.devices.virtio.device import VirtioDevice
+from vmm.devices.virtio.mmio import MmioTransport
 from vmm.memory import GuestMemory
-from vmm.virtio import mmio
-from vmm.virtio.device import VirtioDevice
-from vmm.virtio.mmio import MmioTransport
 
 RAM = 4 << 20
 
@@ -65,41 +65,41 @@ class Driver:
 
     # -- initialisation ----------------------------------------------------------------------
     def init(self, queue_sizes: list[int], accept: int | None = None) -> int:
-        assert self.r32(mmio.MAGIC_VALUE) == mmio.MAGIC
-        assert self.r32(mmio.VERSION_REG) == 2
-        self.w32(mmio.STATUS, 0)
-        self.w32(mmio.STATUS, mmio.ACKNOWLEDGE)
-        self.w32(mmio.STATUS, mmio.ACKNOWLEDGE | mmio.DRIVER)
+        assert self.r32(regs.MAGIC_VALUE) == regs.MAGIC
+        assert self.r32(regs.VERSION_REG) == 2
+        self.w32(regs.STATUS, 0)
+        self.w32(regs.STATUS, regs.ACKNOWLEDGE)
+        self.w32(regs.STATUS, regs.ACKNOWLEDGE | regs.DRIVER)
         features = 0
         for sel in (0, 1):
-            self.w32(mmio.DEVICE_FEATURES_SEL, sel)
-            features |= self.r32(mmio.DEVICE_FEATURES) << (32 * sel)
+            self.w32(regs.DEVICE_FEATURES_SEL, sel)
+            features |= self.r32(regs.DEVICE_FEATURES) << (32 * sel)
         if accept is not None:
             features &= accept
         for sel in (0, 1):
-            self.w32(mmio.DRIVER_FEATURES_SEL, sel)
-            self.w32(mmio.DRIVER_FEATURES, (features >> (32 * sel)) & 0xFFFFFFFF)
-        status = mmio.ACKNOWLEDGE | mmio.DRIVER | mmio.FEATURES_OK
-        self.w32(mmio.STATUS, status)
-        if not self.r32(mmio.STATUS) & mmio.FEATURES_OK:
+            self.w32(regs.DRIVER_FEATURES_SEL, sel)
+            self.w32(regs.DRIVER_FEATURES, (features >> (32 * sel)) & 0xFFFFFFFF)
+        status = regs.ACKNOWLEDGE | regs.DRIVER | regs.FEATURES_OK
+        self.w32(regs.STATUS, status)
+        if not self.r32(regs.STATUS) & regs.FEATURES_OK:
             return -1
         for i, size in enumerate(queue_sizes):
             self.setup_queue(i, size)
-        self.w32(mmio.STATUS, status | mmio.DRIVER_OK)
+        self.w32(regs.STATUS, status | regs.DRIVER_OK)
         return features
 
     def setup_queue(self, index: int, size: int) -> None:
-        self.w32(mmio.QUEUE_SEL, index)
-        assert self.r32(mmio.QUEUE_READY) == 0
-        assert self.r32(mmio.QUEUE_NUM_MAX) >= size
+        self.w32(regs.QUEUE_SEL, index)
+        assert self.r32(regs.QUEUE_READY) == 0
+        assert self.r32(regs.QUEUE_NUM_MAX) >= size
         q = DriverQueue(size, self.alloc(16 * size), self.alloc(6 + 2 * size, 2),
                         self.alloc(6 + 8 * size, 4))  # fmt: skip
-        self.w32(mmio.QUEUE_NUM, size)
-        for off, addr in ((mmio.QUEUE_DESC_LOW, q.desc), (mmio.QUEUE_DRIVER_LOW, q.avail),
-                          (mmio.QUEUE_DEVICE_LOW, q.used)):  # fmt: skip
+        self.w32(regs.QUEUE_NUM, size)
+        for off, addr in ((regs.QUEUE_DESC_LOW, q.desc), (regs.QUEUE_DRIVER_LOW, q.avail),
+                          (regs.QUEUE_DEVICE_LOW, q.used)):  # fmt: skip
             self.w32(off, addr & 0xFFFFFFFF)
             self.w32(off + 4, addr >> 32)
-        self.w32(mmio.QUEUE_READY, 1)
+        self.w32(regs.QUEUE_READY, 1)
         self.queues[index] = q
 
     # -- requests ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class Driver:
         q.avail_idx = (q.avail_idx + 1) & 0xFFFF
         self.mem.write(q.avail + 2, struct.pack("<H", q.avail_idx))
         if kick:
-            self.w32(mmio.QUEUE_NOTIFY, qi)
+            self.w32(regs.QUEUE_NOTIFY, qi)
 
     def used(self, qi: int) -> list[tuple[int, int]]:
         q = self.queues[qi]

@@ -12,7 +12,7 @@ import socket
 import struct
 
 from tests.virtio.driver import attach
-from vmm.virtio.net import F_MAC, HDR_SIZE, NetDevice
+from vmm.devices.virtio.net import F_MAC, HDR_SIZE, NetDevice
 
 ETH_P_ALL = 0x0003
 TAP = "keeltap7"

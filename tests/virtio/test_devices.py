@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 
 from tests.virtio.driver import Driver, attach
+from vmm.devices.hotplug import EmptySlot
+from vmm.devices.virtio import blk, regs
+from vmm.devices.virtio.blk import BlockDevice
+from vmm.devices.virtio.console import ConsoleDevice
+from vmm.devices.virtio.rng import RngDevice
 from vmm.errors import ConfigError
-from vmm.virtio import blk, mmio
-from vmm.virtio.blk import BlockDevice
-from vmm.virtio.console import ConsoleDevice
-from vmm.virtio.mmio import PlaceholderMmio
-from vmm.virtio.rng import RngDevice
 
 SECTOR = 512
 
 
 def wait_status(d: Driver, bit: int, timeout: float = 5) -> int:
     deadline = time.monotonic() + timeout
-    while not (status := d.r32(mmio.STATUS)) & bit:
+    while not (status := d.r32(regs.STATUS)) & bit:
         assert time.monotonic() < deadline, f"status {status:#x} never got {bit:#x}"
         time.sleep(0.002)
     return status
@@ -57,17 +57,17 @@ def image(tmp_path: Path) -> Path:
 
 
 def test_placeholder_slot_reads_as_no_device() -> None:
-    p = PlaceholderMmio()
-    assert int.from_bytes(p.read(mmio.MAGIC_VALUE, 4), "little") == mmio.MAGIC
-    assert int.from_bytes(p.read(mmio.DEVICE_ID, 4), "little") == 0
+    p = EmptySlot()
+    assert int.from_bytes(p.read(regs.MAGIC_VALUE, 4), "little") == regs.MAGIC
+    assert int.from_bytes(p.read(regs.DEVICE_ID, 4), "little") == 0
 
 
 def test_blk_identity_features_and_config(image: Path) -> None:
     d, _, _ = attach(BlockDevice(image, readonly=True))
-    assert d.r32(mmio.DEVICE_ID) == 2
+    assert d.r32(regs.DEVICE_ID) == 2
     features = d.init([16])
-    assert features & mmio.F_VERSION_1 and features & blk.F_RO and features & blk.F_FLUSH
-    assert int.from_bytes(d.dev.read(mmio.CONFIG, 8), "little") == 64
+    assert features & regs.F_VERSION_1 and features & blk.F_RO and features & blk.F_FLUSH
+    assert int.from_bytes(d.dev.read(regs.CONFIG, 8), "little") == 64
     d.dev.close()
 
 
@@ -82,9 +82,9 @@ def test_blk_read_write_flush_get_id(image: Path) -> None:
     d.init([16])
     status, data = blk_request(d, blk.T_IN, 2, 2 * SECTOR)
     assert status == blk.S_OK and data == image.read_bytes()[1024:2048]
-    assert irqs.count >= 1 and d.r32(mmio.INTERRUPT_STATUS) & mmio.INT_USED_BUFFER
-    d.w32(mmio.INTERRUPT_ACK, mmio.INT_USED_BUFFER)
-    assert d.r32(mmio.INTERRUPT_STATUS) == 0
+    assert irqs.count >= 1 and d.r32(regs.INTERRUPT_STATUS) & regs.INT_USED_BUFFER
+    d.w32(regs.INTERRUPT_ACK, regs.INT_USED_BUFFER)
+    assert d.r32(regs.INTERRUPT_STATUS) == 0
     assert blk_request(d, blk.T_OUT, 63, b"\xab" * SECTOR)[0] == blk.S_OK
     assert blk_request(d, blk.T_FLUSH, 0, 0)[0] == blk.S_OK
     assert image.read_bytes()[63 * SECTOR :] == b"\xab" * SECTOR
@@ -125,7 +125,7 @@ def test_blk_missing_image_is_a_config_error(tmp_path: Path) -> None:
 
 def test_rng_fills_buffers() -> None:
     d, _, _ = attach(RngDevice())
-    assert d.r32(mmio.DEVICE_ID) == 4
+    assert d.r32(regs.DEVICE_ID) == 4
     d.init([8])
     buf = d.alloc(64)
     d.submit(0, [(buf, 64, True)])
@@ -137,7 +137,7 @@ def test_rng_fills_buffers() -> None:
 def test_console_output_and_input() -> None:
     dev = ConsoleDevice()
     d, _, _ = attach(dev)
-    assert d.r32(mmio.DEVICE_ID) == 3
+    assert d.r32(regs.DEVICE_ID) == 3
     d.init([8, 8])
     rx = d.alloc(32)
     d.submit(0, [(rx, 32, True)])
@@ -166,13 +166,13 @@ def test_bad_queue_needs_reset_and_reset_recovers(kind: str, image: Path) -> Non
         d.submit(0, [(0x200000, 64, False)])
     else:
         d.mem.write(q.avail + 2, struct.pack("<H", 200))
-        d.w32(mmio.QUEUE_NOTIFY, 0)
-    status = wait_status(d, mmio.DEVICE_NEEDS_RESET)
-    assert status & mmio.DRIVER_OK
-    assert d.r32(mmio.INTERRUPT_STATUS) & mmio.INT_CONFIG_CHANGE and irqs.count == 1
+        d.w32(regs.QUEUE_NOTIFY, 0)
+    status = wait_status(d, regs.DEVICE_NEEDS_RESET)
+    assert status & regs.DRIVER_OK
+    assert d.r32(regs.INTERRUPT_STATUS) & regs.INT_CONFIG_CHANGE and irqs.count == 1
     assert len(logs) == 1 and "needs reset" in logs[0]
-    d.w32(mmio.STATUS, 0)
-    assert d.r32(mmio.STATUS) == 0
+    d.w32(regs.STATUS, 0)
+    assert d.r32(regs.STATUS) == 0
     d.queues.clear()
     d.init([8])  # the device works again after the reset
     buf = d.alloc(8)
@@ -183,13 +183,13 @@ def test_bad_queue_needs_reset_and_reset_recovers(kind: str, image: Path) -> Non
 
 def test_queue_rings_outside_ram_need_reset() -> None:
     d, _, logs = attach(RngDevice())
-    d.w32(mmio.STATUS, mmio.ACKNOWLEDGE | mmio.DRIVER)
-    d.w32(mmio.QUEUE_SEL, 0)
-    d.w32(mmio.QUEUE_NUM, 8)
-    d.w32(mmio.QUEUE_DESC_HIGH, 0x10)
-    d.w32(mmio.QUEUE_READY, 1)
-    assert d.r32(mmio.QUEUE_READY) == 0
-    assert d.r32(mmio.STATUS) & mmio.DEVICE_NEEDS_RESET
+    d.w32(regs.STATUS, regs.ACKNOWLEDGE | regs.DRIVER)
+    d.w32(regs.QUEUE_SEL, 0)
+    d.w32(regs.QUEUE_NUM, 8)
+    d.w32(regs.QUEUE_DESC_HIGH, 0x10)
+    d.w32(regs.QUEUE_READY, 1)
+    assert d.r32(regs.QUEUE_READY) == 0
+    assert d.r32(regs.STATUS) & regs.DEVICE_NEEDS_RESET
     assert "descriptor table" in logs[0]
     d.dev.close()
 
@@ -201,7 +201,7 @@ def test_blk_request_without_status_byte_needs_reset(image: Path) -> None:
     hdr = d.alloc(16)
     d.mem.write(hdr, struct.pack("<IIQ", blk.T_OUT, 0, 0))
     d.submit(0, [(hdr, 16, False), (d.alloc(SECTOR), SECTOR, False)])
-    wait_status(d, mmio.DEVICE_NEEDS_RESET)
+    wait_status(d, regs.DEVICE_NEEDS_RESET)
     d.dev.close()
     assert image.read_bytes() == before
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from vmm.devices import hotplug
-from vmm.devices.hotplug import HotplugController, VirtioSlot
+from vmm.devices.hotplug import EmptySlot, HotplugController, VirtioSlot
+from vmm.devices.virtio.net import NetDevice
 from vmm.errors import ConfigError
-from vmm.virtio.mmio import PlaceholderMmio
-from vmm.virtio.net import NetDevice
 
 
 def r32(dev: HotplugController, off: int) -> int:
@@ -32,7 +31,7 @@ def test_registers_describe_the_slots() -> None:
     assert r32(c, hotplug.REG_SLOT_BASE_HIGH) == 0
     assert r32(c, hotplug.REG_SLOT_SIZE) == 0x200
     assert r32(c, hotplug.REG_PRESENT) == 0
-    slots[3].fill(PlaceholderMmio(), 2)
+    slots[3].fill(EmptySlot(), 2)
     c.slot_changed(3)
     assert irqs == [1]
     assert r32(c, hotplug.REG_PRESENT) == 0b1000

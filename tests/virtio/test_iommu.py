@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from tests.virtio.driver import Driver, attach
 from vmm.devices import iommu as io
 from vmm.devices.iommu import DmaWindows, Iommu
-from vmm.virtio import blk, mmio
-from vmm.virtio.blk import BlockDevice
-from vmm.virtio.queue import DESC_F_NEXT, DESC_F_WRITE, QueueError, Virtqueue
-from vmm.virtio.rng import RngDevice
+from vmm.devices.virtio import blk, regs
+from vmm.devices.virtio.blk import BlockDevice
+from vmm.devices.virtio.queue import DESC_F_NEXT, DESC_F_WRITE, QueueError, Virtqueue
+from vmm.devices.virtio.rng import RngDevice
 
 R, W, RW = io.ACCESS_READ, io.ACCESS_WRITE, io.ACCESS_READ | io.ACCESS_WRITE
 BASE = 0xD0000000
@@ -338,7 +338,7 @@ def test_blk_request_outside_the_windows_fails_with_ioerr(tmp_path: Path) -> Non
     drv.wait_used(0)
     assert drv.mem.read(status, 1) == bytes([blk.S_OK])
     assert drv.mem.read(buf, 512) == b"\x11" * 512
-    assert not drv.dev.status & mmio.DEVICE_NEEDS_RESET
+    assert not drv.dev.status & regs.DEVICE_NEEDS_RESET
     drv.dev.close()
 
 
@@ -350,7 +350,7 @@ def test_rings_outside_the_windows_need_a_reset(tmp_path: Path) -> None:
     hdr, status = drv.alloc(16), drv.alloc(1)
     drv.submit(0, [(hdr, 16, False), (status, 1, True)])
     deadline = time.monotonic() + 5
-    while not drv.dev.status & mmio.DEVICE_NEEDS_RESET:
+    while not drv.dev.status & regs.DEVICE_NEEDS_RESET:
         assert time.monotonic() < deadline
         time.sleep(0.002)
     assert "DMA windows" in drv.dev.needs_reset_reason

@@ -108,9 +108,9 @@ def test_worker_completes_requests_without_stopping_vcpu(tiny_guest: Guest) -> N
         from tests.virtio.driver import Driver
 
         rng = m.attach_rng()
-        entry = m._attached[rng]
-        assert entry.transport is not None and m._mem is not None
-        d = Driver(entry.transport, m._mem, heap=0x200000)
+        entry = m.attached(rng)
+        assert entry.transport is not None
+        d = Driver(entry.transport, entry.transport.mem, heap=0x200000)
         d.init([8])
         buf = d.alloc(32)
         d.submit(0, [(buf, 32, True)])

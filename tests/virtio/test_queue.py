@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmm.virtio.queue import (
+from vmm.devices.virtio.queue import (
     DESC_F_INDIRECT,
     DESC_F_NEXT,
     DESC_F_WRITE,

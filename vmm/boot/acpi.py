@@ -1,6 +1,6 @@
 """ACPI tables for a hardware-reduced x86 guest: RSDP, XSDT, FADT, DSDT and MADT.
 
-Everything is built as one blob placed at ``layout.ACPI_BASE`` (inside the
+Everything is built as one blob placed at ``platform.ACPI_BASE`` (inside the
 E820 ACPI region below 1 MiB, where the legacy RSDP scan also looks):
 
     RSDP (ACPI 2.0+) -> XSDT -> FACP (FADT, HW_REDUCED_ACPI) -> DSDT (\\_SB.COM1, COM2)
@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vmm.boot import layout
+from vmm import platform
 
 OEM_ID = b"KEEL  "
 OEM_TABLE_ID = b"KEELVMM "
@@ -49,13 +49,13 @@ COM1_IRQ = 4
 COM2_PORT = 0x2F8
 COM2_IRQ = 3
 ALIGN = 16
-MAX_TABLE_LENGTH = layout.ACPI_SIZE
+MAX_TABLE_LENGTH = platform.ACPI_SIZE
 
 
 @dataclass
 class AcpiTables:
     rsdp_addr: int
-    blob: bytes  # to be written at layout.ACPI_BASE
+    blob: bytes  # to be written at platform.ACPI_BASE
     tables: dict[str, int] = field(default_factory=dict)  # signature -> guest address
 
 
@@ -227,10 +227,10 @@ def build_fadt(dsdt_addr: int) -> bytes:
 
 
 def build_madt(ncpus: int) -> bytes:
-    body = bytearray(struct.pack("<II", layout.LAPIC_ADDR, MADT_PCAT_COMPAT))
+    body = bytearray(struct.pack("<II", platform.LAPIC_ADDR, MADT_PCAT_COMPAT))
     for i in range(ncpus):
         body += struct.pack("<BBBBI", MADT_LOCAL_APIC, 8, i, i, LAPIC_ENABLED)
-    body += struct.pack("<BBBBII", MADT_IO_APIC, 12, ncpus, 0, layout.IOAPIC_ADDR, 0)
+    body += struct.pack("<BBBBII", MADT_IO_APIC, 12, ncpus, 0, platform.IOAPIC_ADDR, 0)
     body += struct.pack("<BBBBIH", MADT_INTERRUPT_OVERRIDE, 10, 0, 0, 2, 0)
     body += struct.pack("<BBBHB", MADT_LOCAL_APIC_NMI, 6, 0xFF, 0, 1)
     return sdt(b"APIC", MADT_REVISION, bytes(body))
@@ -257,10 +257,10 @@ def _align(value: int) -> int:
 
 def build_acpi(ncpus: int, com2: bool = False) -> AcpiTables:
     """All tables for ``ncpus`` vCPUs (and COM2 if ``com2``), laid out from
-    ``layout.ACPI_BASE``."""
+    ``platform.ACPI_BASE``."""
     if not 1 <= ncpus <= MAX_CPUS:
         raise ValueError(f"ACPI tables support 1 to {MAX_CPUS} CPUs, not {ncpus}")
-    base = layout.ACPI_BASE
+    base = platform.ACPI_BASE
     rsdp_addr = base
     xsdt_addr = _align(rsdp_addr + RSDP_LENGTH)
     xsdt_len = SDT_HEADER.size + 2 * 8
@@ -280,7 +280,7 @@ def build_acpi(ncpus: int, com2: bool = False) -> AcpiTables:
         "APIC": (madt_addr, madt),
     }
     blob = bytearray(madt_addr + len(madt) - base)
-    if len(blob) > layout.ACPI_SIZE:
+    if len(blob) > platform.ACPI_SIZE:
         raise ValueError(f"ACPI tables of {len(blob)} bytes overflow the ACPI region")
     for addr, data in placed.values():
         blob[addr - base : addr - base + len(data)] = data

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vmm.boot import layout
+from vmm import platform
 from vmm.errors import ConfigError, KernelImageError
 
 ELF_MAGIC = b"\x7fELF"
@@ -29,7 +29,7 @@ SHT_NOTE = 7
 ELF64_EHDR_SIZE = 64
 ELF64_PHDR_SIZE = 56
 XEN_ELFNOTE_PHYS32_ENTRY = 18
-LOAD_MIN = layout.HIGH_RAM_START
+LOAD_MIN = platform.HIGH_RAM_START
 LOAD_LIMIT = 1 << 32
 
 _NOTE_HEADER = struct.Struct("<III")
@@ -265,5 +265,5 @@ def _entry_from_sections(raw: bytes, fail: _Fail) -> int | None:
 
 def check_fits(image: KernelImage, memory: int) -> None:
     """The kernel must end inside low guest RAM (below the MMIO hole)."""
-    if image.end > min(memory, layout.MMIO_HOLE_START):
+    if image.end > min(memory, platform.MMIO_HOLE_START):
         raise ConfigError(f"kernel ends at {image.end:#x} beyond guest memory {memory >> 20} MiB")

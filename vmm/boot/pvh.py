@@ -1,9 +1,10 @@
-"""The Xen PVH boot hand-off: ``struct hvm_start_info`` and what it points to.
+"""The Xen PVH boot hand-off: ``struct hvm_start_info`` and what it points to,
+and the entry state (32-bit protected mode on a flat boot GDT) vCPU 0 starts in.
 
 Layout (xen/include/public/arch-x86/hvm/start_info.h, version 1), all in the
-one page at ``layout.START_INFO_ADDR``: the start_info itself, then the module
+one page at ``platform.START_INFO_ADDR``: the start_info itself, then the module
 list, then the memory map, each 8-byte aligned.  The command line, NUL
-terminated, is at ``layout.CMDLINE_ADDR``.
+terminated, is at ``platform.CMDLINE_ADDR``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from vmm.boot import layout
-from vmm.boot.layout import MemoryRegion
+from vmm import platform
 from vmm.errors import ConfigError
+from vmm.platform import MemoryRegion
+
+if TYPE_CHECKING:
+    from vmm.kvm.vcpu import Vcpu
 
 HVM_START_MAGIC = 0x336EC578
 HVM_START_VERSION = 1
@@ -49,9 +54,9 @@ def encode_cmdline(cmdline: str) -> bytes:
         data = cmdline.encode("utf-8", errors="surrogateescape")
     except UnicodeEncodeError:
         raise ConfigError("command line is not valid Unicode text") from None
-    if len(data) + 1 > layout.CMDLINE_MAX:
+    if len(data) + 1 > platform.CMDLINE_MAX:
         raise ConfigError(
-            f"command line is {len(data)} bytes; the limit is {layout.CMDLINE_MAX - 1}"
+            f"command line is {len(data)} bytes; the limit is {platform.CMDLINE_MAX - 1}"
         )
     return data + b"\0"
 
@@ -65,7 +70,7 @@ def build_start_info(
 ) -> list[tuple[int, bytes]]:
     """The ``(guest address, bytes)`` chunks to write into guest memory before boot."""
     cmdline_bytes = encode_cmdline(cmdline)
-    base = layout.START_INFO_ADDR
+    base = platform.START_INFO_ADDR
     modlist_addr = _align8(base + START_INFO.size)
     memmap_addr = _align8(modlist_addr + MODLIST_ENTRY.size * len(modules))
     end = memmap_addr + MEMMAP_ENTRY.size * len(memmap)
@@ -83,7 +88,7 @@ def build_start_info(
         0,
         len(modules),
         modlist_addr if modules else 0,
-        layout.CMDLINE_ADDR,
+        platform.CMDLINE_ADDR,
         rsdp_paddr,
         memmap_addr if memmap else 0,
         len(memmap),
@@ -96,7 +101,7 @@ def build_start_info(
     for i, region in enumerate(memmap):
         off = memmap_addr - base + i * MEMMAP_ENTRY.size
         MEMMAP_ENTRY.pack_into(page, off, region.start, region.size, region.kind, 0)
-    return [(base, bytes(page)), (layout.CMDLINE_ADDR, cmdline_bytes)]
+    return [(base, bytes(page)), (platform.CMDLINE_ADDR, cmdline_bytes)]
 
 
 def parse_start_info(read: Callable[[int, int], bytes], addr: int) -> StartInfo:
@@ -120,7 +125,7 @@ def parse_start_info(read: Callable[[int, int], bytes], addr: int) -> StartInfo:
         raise ValueError(f"start_info at {addr:#x}: version {version} has no memory map")
     cmdline = ""
     if cmdline_paddr:
-        text = _read(read, cmdline_paddr, layout.CMDLINE_MAX)
+        text = _read(read, cmdline_paddr, platform.CMDLINE_MAX)
         nul = text.find(b"\0")
         if nul < 0:
             raise ValueError(f"command line at {cmdline_paddr:#x} is not NUL-terminated")
@@ -143,3 +148,39 @@ def _read(read: Callable[[int, int], bytes], addr: int, length: int) -> bytes:
     if len(data) != length:
         raise ValueError(f"short read of {length} bytes at {addr:#x}")
     return data
+
+
+BOOT_GDT_ADDR = 0x500  # a flat GDT for the PVH entry state (the kernel loads its own)
+
+# A flat GDT: null, 32-bit code (0x08), data (0x10), and a 32-bit TSS (0x18)
+# at base 0 limit 0x67 - the descriptors the PVH entry state below names.
+BOOT_GDT = b"".join(
+    v.to_bytes(8, "little") for v in (0, 0x00CF9B000000FFFF, 0x00CF93000000FFFF, 0x00008B0000000067)
+)
+
+
+def set_entry_state(vcpu: Vcpu, entry: int) -> None:
+    """The Xen PVH entry state: 32-bit protected mode, paging off, EBX = start_info.
+    The boot GDT must already be in guest memory at ``BOOT_GDT_ADDR``."""
+    sregs = vcpu.get_sregs()
+
+    def flat(seg: Any, selector: int, type_: int) -> None:
+        seg.base, seg.limit, seg.selector, seg.type = 0, 0xFFFFFFFF, selector, type_
+        seg.present, seg.dpl, seg.db, seg.s, seg.l, seg.g, seg.avl, seg.unusable = (
+            1, 0, 1, 1, 0, 1, 0, 0,
+        )  # fmt: skip
+
+    flat(sregs.cs, 0x08, 0xB)
+    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        flat(seg, 0x10, 0x3)
+    tr = sregs.tr
+    tr.base, tr.limit, tr.selector, tr.type = 0, 0x67, 0x18, 0xB
+    tr.present, tr.dpl, tr.db, tr.s, tr.l, tr.g, tr.unusable = 1, 0, 0, 0, 0, 0, 0
+    sregs.gdt.base, sregs.gdt.limit = BOOT_GDT_ADDR, len(BOOT_GDT) - 1
+    sregs.cr0 = 0x11  # PE | ET
+    sregs.cr3 = sregs.cr4 = sregs.efer = 0
+    vcpu.set_sregs(sregs)
+    vcpu.set_regs(
+        rip=entry, rbx=platform.START_INFO_ADDR, rflags=0x2,
+        rsp=0, rax=0, rcx=0, rdx=0, rsi=0, rdi=0,
+    )  # fmt: skip

@@ -14,9 +14,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from vmm.boot import layout
+from vmm import platform
 from vmm.devices.bus import Device
-from vmm.virtio.mmio import PlaceholderMmio
+from vmm.devices.virtio.regs import MAGIC, MAGIC_VALUE, VENDOR, VENDOR_ID, VERSION, VERSION_REG
 
 SLOT_COUNT = 8
 SLOT_STRIDE = 0x1000
@@ -43,11 +43,25 @@ REG_SLOT_SEL = 0x30
 REG_SLOT_GSI = 0x34
 REG_SLOT_DEVICE_ID = 0x38
 
-_PLACEHOLDER = PlaceholderMmio()
+
+
+class EmptySlot:
+    """An empty slot: a valid virtio-mmio register block with device ID 0, which
+    drivers skip."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        value = {MAGIC_VALUE: MAGIC, VERSION_REG: VERSION, VENDOR: VENDOR_ID}.get(offset, 0)
+        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def write(self, offset: int, data: bytes) -> None:
+        pass
+
+
+_PLACEHOLDER = EmptySlot()
 
 
 def slot_base(index: int) -> int:
-    return layout.VIRTIO_MMIO_BASE + index * SLOT_STRIDE
+    return platform.VIRTIO_MMIO_BASE + index * SLOT_STRIDE
 
 
 class VirtioSlot:
@@ -114,8 +128,8 @@ class HotplugController:
             REG_VERSION: HOTPLUG_VERSION,
             REG_SLOT_COUNT: len(self.slots),
             REG_SLOT_STRIDE: SLOT_STRIDE,
-            REG_SLOT_BASE_LOW: layout.VIRTIO_MMIO_BASE & 0xFFFFFFFF,
-            REG_SLOT_BASE_HIGH: layout.VIRTIO_MMIO_BASE >> 32,
+            REG_SLOT_BASE_LOW: platform.VIRTIO_MMIO_BASE & 0xFFFFFFFF,
+            REG_SLOT_BASE_HIGH: platform.VIRTIO_MMIO_BASE >> 32,
             REG_SLOT_SIZE: SLOT_SIZE,
             REG_PRESENT: self.present(),
             REG_CHANGED: self.changed,
@@ -136,4 +150,4 @@ class HotplugController:
                 self.slot_sel = value
 
     def cmdline(self) -> str:
-        return f"keel.hotplug={HOTPLUG_SIZE:#x}@{layout.HOTPLUG_MMIO_BASE:#x}:{HOTPLUG_GSI}"
+        return f"keel.hotplug={HOTPLUG_SIZE:#x}@{platform.HOTPLUG_MMIO_BASE:#x}:{HOTPLUG_GSI}"

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from vmm.boot import layout
+from vmm import platform
 
 IOMMU_MAGIC = 0x4D4F494B  # "KIOM"
 IOMMU_VERSION = 1
@@ -202,7 +202,7 @@ class DmaWindows:
 
 
 class Iommu:
-    """The register block at ``layout.IOMMU_MMIO_BASE`` and every device's table."""
+    """The register block at ``platform.IOMMU_MMIO_BASE`` and every device's table."""
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
@@ -236,7 +236,7 @@ class Iommu:
             self.total_faults += 1
 
     def cmdline(self) -> str:
-        return f"keel.iommu={IOMMU_SIZE:#x}@{layout.IOMMU_MMIO_BASE:#x}"
+        return f"keel.iommu={IOMMU_SIZE:#x}@{platform.IOMMU_MMIO_BASE:#x}"
 
     # -- registers (vCPU threads) -----------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from vmm.virtio.device import ID_RNG, VirtioDevice
-from vmm.virtio.queue import QueueError, Virtqueue
+from vmm.devices.virtio.device import ID_RNG, VirtioDevice
+from vmm.devices.virtio.queue import QueueError, Virtqueue
 
 MAX_BYTES_PER_REQUEST = 64 << 10  # a short fill is legal; it bounds one request's cost
 

@@ -1,4 +1,4 @@
-"""The guest-physical memory map (vmm.boot.layout)."""
+"""The guest-physical memory map (vmm.platform)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmm.boot import layout
-from vmm.boot.layout import E820_ACPI, E820_RAM, E820_RESERVED, MemoryRegion
+from vmm import platform
 from vmm.errors import ConfigError
+from vmm.platform import E820_ACPI, E820_RAM, E820_RESERVED, MemoryRegion
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -35,7 +35,7 @@ GiB = 1 << 30
     ],
 )
 def test_parse_size_good(text: str, value: int) -> None:
-    assert layout.parse_size(text) == value
+    assert platform.parse_size(text) == value
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_parse_size_good(text: str, value: int) -> None:
 )  # fmt: skip
 def test_parse_size_bad(text: str) -> None:
     with pytest.raises(ConfigError) as err:
-        layout.parse_size(text)
+        platform.parse_size(text)
     msg = str(err.value)
     assert msg.startswith(f"bad memory size '{text}'")
     assert "K, M, G or T" in msg
@@ -54,7 +54,7 @@ def test_parse_size_bad(text: str) -> None:
 @given(st.text(max_size=20))
 def test_parse_size_never_crashes(text: str) -> None:
     try:
-        assert layout.parse_size(text) > 0
+        assert platform.parse_size(text) > 0
     except ConfigError:
         pass
 
@@ -64,7 +64,7 @@ HOST = 64 * GiB
 
 def test_check_memory_size_accepts_sane_sizes() -> None:
     for size in (32 * MiB, 256 * MiB, 3 * GiB, 5 * GiB, HOST):
-        layout.check_memory_size(size, HOST)
+        platform.check_memory_size(size, HOST)
 
 
 @pytest.mark.parametrize(
@@ -81,20 +81,20 @@ def test_check_memory_size_accepts_sane_sizes() -> None:
 )
 def test_check_memory_size_rejects(size: int, host: int, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        layout.check_memory_size(size, host)
+        platform.check_memory_size(size, host)
     assert needle in str(err.value)
     assert "memory" in str(err.value)
 
 
 def test_ram_slots() -> None:
-    assert layout.ram_slots(256 * MiB) == [(0, 256 * MiB)]
-    assert layout.ram_slots(3 * GiB) == [(0, 3 * GiB)]
-    assert layout.ram_slots(4 * GiB) == [(0, 3 * GiB), (4 * GiB, GiB)]
-    assert layout.ram_slots(8 * GiB) == [(0, 3 * GiB), (4 * GiB, 5 * GiB)]
+    assert platform.ram_slots(256 * MiB) == [(0, 256 * MiB)]
+    assert platform.ram_slots(3 * GiB) == [(0, 3 * GiB)]
+    assert platform.ram_slots(4 * GiB) == [(0, 3 * GiB), (4 * GiB, GiB)]
+    assert platform.ram_slots(8 * GiB) == [(0, 3 * GiB), (4 * GiB, 5 * GiB)]
 
 
 def test_memory_map_small_guest() -> None:
-    assert layout.memory_map(32 * MiB) == [
+    assert platform.memory_map(32 * MiB) == [
         MemoryRegion(0, 0x9FC00, E820_RAM),
         MemoryRegion(0x9FC00, 0xE0000 - 0x9FC00, E820_RESERVED),
         MemoryRegion(0xE0000, 0x20000, E820_ACPI),
@@ -103,11 +103,11 @@ def test_memory_map_small_guest() -> None:
         MemoryRegion(0xFEC00000, 0x1000, E820_RESERVED),
         MemoryRegion(0xFEE00000, 0x1000, E820_RESERVED),
     ]
-    assert layout.usable_bytes(32 * MiB) == 31 * MiB + 0x9FC00
+    assert platform.usable_bytes(32 * MiB) == 31 * MiB + 0x9FC00
 
 
 def test_memory_map_large_guest_moves_ram_above_4g() -> None:
-    regions = layout.memory_map(6 * GiB)
+    regions = platform.memory_map(6 * GiB)
     assert regions[-1] == MemoryRegion(4 * GiB, 3 * GiB, E820_RAM)
     assert MemoryRegion(0x100000, 3 * GiB - MiB, E820_RAM) in regions
 
@@ -117,7 +117,7 @@ def _overlaps(a: MemoryRegion, start: int, size: int) -> bool:
 
 
 def check_map(size: int) -> None:
-    regions = layout.memory_map(size)
+    regions = platform.memory_map(size)
     assert regions == sorted(regions, key=lambda r: r.start)
     for a, b in itertools.pairwise(regions):
         assert a.end <= b.start, (a, b)
@@ -125,26 +125,26 @@ def check_map(size: int) -> None:
         assert r.size > 0
         assert r.kind in (E820_RAM, E820_RESERVED, E820_ACPI)
     ram = [r for r in regions if r.kind == E820_RAM]
-    assert sum(r.size for r in ram) == layout.usable_bytes(size)
-    slots = layout.ram_slots(size)
+    assert sum(r.size for r in ram) == platform.usable_bytes(size)
+    slots = platform.ram_slots(size)
     assert sum(s for _, s in slots) == size
     for r in ram:
         assert any(gpa <= r.start and r.end <= gpa + s for gpa, s in slots), r
         for start, length in (
-            (layout.ACPI_BASE, layout.ACPI_SIZE),
-            (layout.IOAPIC_ADDR, 0x1000),
-            (layout.VIRTIO_MMIO_BASE, layout.VIRTIO_MMIO_SIZE),
-            (layout.LAPIC_ADDR, 0x1000),
-            (layout.MMIO_HOLE_START, layout.MMIO_HOLE_END - layout.MMIO_HOLE_START),
-            (layout.LOW_RAM_END, layout.HIGH_RAM_START - layout.LOW_RAM_END),
+            (platform.ACPI_BASE, platform.ACPI_SIZE),
+            (platform.IOAPIC_ADDR, 0x1000),
+            (platform.VIRTIO_MMIO_BASE, platform.VIRTIO_MMIO_SIZE),
+            (platform.LAPIC_ADDR, 0x1000),
+            (platform.MMIO_HOLE_START, platform.MMIO_HOLE_END - platform.MMIO_HOLE_START),
+            (platform.LOW_RAM_END, platform.HIGH_RAM_START - platform.LOW_RAM_END),
         ):
             assert not _overlaps(r, start, length), (r, hex(start))
     # Everything the VMM writes before boot lies in RAM the guest is told about.
-    for addr in (layout.START_INFO_ADDR, layout.CMDLINE_ADDR, layout.TRAMPOLINE_ADDR):
+    for addr in (platform.START_INFO_ADDR, platform.CMDLINE_ADDR, platform.TRAMPOLINE_ADDR):
         assert any(r.start <= addr < r.end for r in ram)
     # The ACPI tables are backed by slot 0 although the map calls them ACPI.
-    assert slots[0][0] == 0 and slots[0][1] >= layout.HIGH_RAM_START
-    assert layout.usable_bytes(size) == size - (layout.HIGH_RAM_START - layout.LOW_RAM_END)
+    assert slots[0][0] == 0 and slots[0][1] >= platform.HIGH_RAM_START
+    assert platform.usable_bytes(size) == size - (platform.HIGH_RAM_START - platform.LOW_RAM_END)
 
 
 @pytest.mark.parametrize("size", [32 * MiB, 256 * MiB, 3 * GiB, 3 * GiB + 4096, 4 * GiB, 6 * GiB])
@@ -152,42 +152,42 @@ def test_memory_map_invariants(size: int) -> None:
     check_map(size)
 
 
-@given(st.integers(layout.MIN_MEMORY >> 12, (64 * GiB) >> 12).map(lambda pages: pages << 12))
+@given(st.integers(platform.MIN_MEMORY >> 12, (64 * GiB) >> 12).map(lambda pages: pages << 12))
 def test_memory_map_invariants_any_size(size: int) -> None:
     check_map(size)
 
 
 def test_place_initrd_at_top_of_low_memory() -> None:
-    addr = layout.place_initrd(256 * MiB, 5 * MiB + 123, 0x200000)
+    addr = platform.place_initrd(256 * MiB, 5 * MiB + 123, 0x200000)
     assert addr % 4096 == 0
     assert addr + 5 * MiB + 123 <= 256 * MiB
     assert 256 * MiB - addr < 5 * MiB + 123 + 4096
     # Above 3 GiB the initrd still goes below the MMIO hole.
-    big = layout.place_initrd(8 * GiB, 10 * MiB, 0x200000)
-    assert big + 10 * MiB <= layout.MMIO_HOLE_START
-    assert big == layout.MMIO_HOLE_START - 10 * MiB
+    big = platform.place_initrd(8 * GiB, 10 * MiB, 0x200000)
+    assert big + 10 * MiB <= platform.MMIO_HOLE_START
+    assert big == platform.MMIO_HOLE_START - 10 * MiB
 
 
 @given(
     memory=st.integers(32, 8192).map(lambda m: m * MiB),
     length=st.integers(0, 64 * MiB),
-    kernel_end=st.integers(layout.HIGH_RAM_START, 16 * MiB),
+    kernel_end=st.integers(platform.HIGH_RAM_START, 16 * MiB),
 )
 def test_place_initrd_property(memory: int, length: int, kernel_end: int) -> None:
     try:
-        addr = layout.place_initrd(memory, length, kernel_end)
+        addr = platform.place_initrd(memory, length, kernel_end)
     except ConfigError as err:
         assert "does not fit" in str(err)
-        assert (min(memory, layout.MMIO_HOLE_START) - length) < kernel_end + MiB + 8192
+        assert (min(memory, platform.MMIO_HOLE_START) - length) < kernel_end + MiB + 8192
         return
     assert addr % 4096 == 0
-    assert addr >= layout.page_align_up(kernel_end) + MiB
-    assert addr + length <= min(memory, layout.MMIO_HOLE_START)
+    assert addr >= platform.page_align_up(kernel_end) + MiB
+    assert addr + length <= min(memory, platform.MMIO_HOLE_START)
 
 
 def test_place_initrd_does_not_fit() -> None:
     with pytest.raises(ConfigError) as err:
-        layout.place_initrd(32 * MiB, 40 * MiB, 0x200000)
+        platform.place_initrd(32 * MiB, 40 * MiB, 0x200000)
     assert "initrd of 40 MiB does not fit in guest memory 32 MiB" in str(err.value)
     with pytest.raises(ConfigError):
-        layout.place_initrd(32 * MiB, 28 * MiB, 4 * MiB)  # collides with the kernel's slack
+        platform.place_initrd(32 * MiB, 28 * MiB, 4 * MiB)  # collides with the kernel's slack

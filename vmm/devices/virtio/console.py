@@ -12,9 +12,10 @@ import os
 import threading
 from collections.abc import Callable
 
-from vmm.console import Console
-from vmm.virtio.device import ID_CONSOLE, VirtioDevice
-from vmm.virtio.queue import QueueError, Virtqueue, gather
+from vmm.console import Console, fd_sink
+from vmm.devices.virtio.device import ID_CONSOLE, VirtioDevice
+from vmm.devices.virtio.queue import QueueError, Virtqueue, gather
+from vmm.errors import ConfigError
 
 RX_LIMIT = 64 << 10  # bytes of host input queued before more is refused
 RECEIVEQ = 0
@@ -91,3 +92,15 @@ class ConsoleDevice(VirtioDevice):
         if self._wake >= 0:
             os.close(self._wake)
             self._wake = -1
+
+
+def create(output: str | None = None) -> ConsoleDevice:
+    """The registry's factory: output is appended to the file ``output`` (if given)
+    and kept in the transcript ``console``."""
+    if output is None:
+        return ConsoleDevice(None, "")
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {output!r}: {exc.strerror}") from None
+    return ConsoleDevice(fd_sink(fd), output)

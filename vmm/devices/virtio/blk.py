@@ -10,11 +10,12 @@ image offers VIRTIO_BLK_F_RO and fails writes with VIRTIO_BLK_S_IOERR.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 
+from vmm.devices.virtio.device import ID_BLOCK, VirtioDevice
+from vmm.devices.virtio.queue import Buffer, Chain, DmaGuard, GuestRam, QueueError, Virtqueue
 from vmm.errors import ConfigError
-from vmm.virtio.device import ID_BLOCK, VirtioDevice
-from vmm.virtio.queue import Buffer, Chain, DmaGuard, GuestRam, QueueError, Virtqueue
 
 SECTOR = 512
 F_SEG_MAX = 1 << 2
@@ -66,8 +67,6 @@ class BlockDevice(VirtioDevice):
             st = os.fstat(self.fd)
         except OSError as exc:
             raise ConfigError(f"cannot open disk image {self.backing!r}: {exc.strerror}") from None
-        import stat
-
         if stat.S_ISBLK(st.st_mode):
             size = os.lseek(self.fd, 0, os.SEEK_END)
         elif stat.S_ISREG(st.st_mode):

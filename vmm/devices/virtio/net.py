@@ -11,13 +11,15 @@ the worker polls the TAP only while receive buffers are available.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from typing import Any
 
+from vmm.devices.virtio.device import ID_NET, VirtioDevice
+from vmm.devices.virtio.queue import QueueError, Virtqueue, gather, scatter
 from vmm.errors import ConfigError
-from vmm.virtio.device import ID_NET, VirtioDevice
-from vmm.virtio.queue import QueueError, Virtqueue, gather, scatter
+from vmm.kvm.ffi import ffi, lib
 
 F_MAC = 1 << 5
 HDR_SIZE = 12
@@ -28,6 +30,8 @@ TAP_PREFIX = "keeltap"
 
 
 def _iproute() -> Any:
+    # Lazy: importing pyroute2 takes 140-340 ms here (python -X importtime), and
+    # every `keel run` imports this module through the device registry.
     from pyroute2 import IPRoute
 
     return IPRoute()
@@ -44,8 +48,6 @@ def _free_tap_name() -> str:
 
 def _default_mac(name: str) -> bytes:
     """A stable locally administered unicast address derived from the TAP name."""
-    import hashlib
-
     digest = hashlib.sha256(name.encode()).digest()
     return bytes([0x52, 0x54, 0x00, *digest[:3]])
 
@@ -66,8 +68,6 @@ class NetDevice(VirtioDevice):
                 if not ipr.link_lookup(ifname=name):
                     ipr.link("add", ifname=name, kind="tuntap", mode="tap")
                     self.created = True
-                from vmm.kvm.ffi import ffi, lib
-
                 fd = int(lib.keel_tap_open(ffi.new("char[]", name.encode())))
                 if fd < 0:
                     raise ConfigError(f"cannot attach to TAP {name!r}: {os.strerror(-fd)}")
@@ -149,3 +149,19 @@ class NetDevice(VirtioDevice):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "mac": ":".join(f"{b:02x}" for b in self.mac)}
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    try:
+        mac = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        mac = b""
+    if len(mac) != 6 or any(len(p) != 2 for p in parts):
+        raise ConfigError(f"bad MAC address {text!r}: expected six hex pairs, a:b:c:d:e:f")
+    return mac
+
+
+def create(tap: str | None = None, mac: str | None = None) -> NetDevice:
+    """The registry's factory: ``mac`` in the a:b:c:d:e:f notation."""
+    return NetDevice(tap, parse_mac(mac) if mac else None)

@@ -24,56 +24,45 @@ import select
 import threading
 from collections.abc import Callable
 
-from vmm.virtio.device import VirtioDevice
-from vmm.virtio.queue import DmaGuard, GuestRam, QueueError, Virtqueue, check_layout
-
-MAGIC = 0x74726976  # "virt"
-VERSION = 2
-VENDOR_ID = 0x4C45454B  # "KEEL"
-REGION_SIZE = 0x200
-
-# Register offsets.
-MAGIC_VALUE = 0x000
-VERSION_REG = 0x004
-DEVICE_ID = 0x008
-VENDOR = 0x00C
-DEVICE_FEATURES = 0x010
-DEVICE_FEATURES_SEL = 0x014
-DRIVER_FEATURES = 0x020
-DRIVER_FEATURES_SEL = 0x024
-QUEUE_SEL = 0x030
-QUEUE_NUM_MAX = 0x034
-QUEUE_NUM = 0x038
-QUEUE_READY = 0x044
-QUEUE_NOTIFY = 0x050
-INTERRUPT_STATUS = 0x060
-INTERRUPT_ACK = 0x064
-STATUS = 0x070
-QUEUE_DESC_LOW = 0x080
-QUEUE_DESC_HIGH = 0x084
-QUEUE_DRIVER_LOW = 0x090
-QUEUE_DRIVER_HIGH = 0x094
-QUEUE_DEVICE_LOW = 0x0A0
-QUEUE_DEVICE_HIGH = 0x0A4
-SHM_SEL = 0x0AC
-SHM_LEN_LOW = 0x0B0
-SHM_LEN_HIGH = 0x0B4
-CONFIG_GENERATION = 0x0FC
-CONFIG = 0x100
-
-# Status bits.
-ACKNOWLEDGE = 1
-DRIVER = 2
-DRIVER_OK = 4
-FEATURES_OK = 8
-DEVICE_NEEDS_RESET = 0x40
-FAILED = 0x80
-
-# Interrupt status bits.
-INT_USED_BUFFER = 1
-INT_CONFIG_CHANGE = 2
-
-F_VERSION_1 = 1 << 32
+from vmm.devices.virtio.device import VirtioDevice
+from vmm.devices.virtio.queue import DmaGuard, GuestRam, QueueError, Virtqueue, check_layout
+from vmm.devices.virtio.regs import (
+    CONFIG,
+    CONFIG_GENERATION,
+    DEVICE_FEATURES,
+    DEVICE_FEATURES_SEL,
+    DEVICE_ID,
+    DEVICE_NEEDS_RESET,
+    DRIVER_FEATURES,
+    DRIVER_FEATURES_SEL,
+    DRIVER_OK,
+    F_VERSION_1,
+    FEATURES_OK,
+    INT_CONFIG_CHANGE,
+    INT_USED_BUFFER,
+    INTERRUPT_ACK,
+    INTERRUPT_STATUS,
+    MAGIC,
+    MAGIC_VALUE,
+    QUEUE_DESC_HIGH,
+    QUEUE_DESC_LOW,
+    QUEUE_DEVICE_HIGH,
+    QUEUE_DEVICE_LOW,
+    QUEUE_DRIVER_HIGH,
+    QUEUE_DRIVER_LOW,
+    QUEUE_NOTIFY,
+    QUEUE_NUM,
+    QUEUE_NUM_MAX,
+    QUEUE_READY,
+    QUEUE_SEL,
+    SHM_LEN_HIGH,
+    SHM_LEN_LOW,
+    STATUS,
+    VENDOR,
+    VENDOR_ID,
+    VERSION,
+    VERSION_REG,
+)
 
 
 class _QueueRegs:
@@ -89,17 +78,6 @@ def _set_half(value: int, data: int, high: bool) -> int:
     if high:
         return (value & 0xFFFFFFFF) | (data << 32)
     return (value & ~0xFFFFFFFF) | data
-
-
-class PlaceholderMmio:
-    """An empty slot: a valid register block with device ID 0, which drivers skip."""
-
-    def read(self, offset: int, size: int) -> bytes:
-        value = {MAGIC_VALUE: MAGIC, VERSION_REG: VERSION, VENDOR: VENDOR_ID}.get(offset, 0)
-        return (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-
-    def write(self, offset: int, data: bytes) -> None:
-        pass
 
 
 class MmioTransport:

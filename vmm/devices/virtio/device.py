@@ -1,7 +1,7 @@
 """What a virtio device model offers the transport.
 
 A device model knows its queues and its configuration space, never the
-transport's registers: ``vmm.virtio.mmio`` drives it.  ``service`` is called
+transport's registers: ``vmm.devices.virtio.mmio`` drives it.  ``service`` is called
 from the device's worker thread (under the transport's lock) whenever the
 guest kicked a queue or one of ``wake_fds`` became readable; it consumes what
 it can and returns True when it returned buffers to the driver.
@@ -9,7 +9,7 @@ it can and returns True when it returned buffers to the driver.
 
 from __future__ import annotations
 
-from vmm.virtio.queue import Chain, DmaGuard, GuestRam, Virtqueue
+from vmm.devices.virtio.queue import Chain, DmaGuard, GuestRam, Virtqueue
 
 # Device IDs (virtio 1.2, section 5).
 ID_NET = 1

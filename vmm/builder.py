@@ -1,0 +1,143 @@
+"""The builder: from a checked configuration to a VM ready to run.
+
+``BootConfig.load`` validates everything a boot needs (vCPU count, memory
+size, the kernel ELF, the initrd and where it goes) before any KVM object
+exists.  ``create_vm`` then makes the VM and its memory and loads the kernel,
+the initrd and the ACPI tables; the devices are wired next (by their
+manager); ``finish_boot`` writes ``hvm_start_info`` with the final command
+line and the boot GDT, and creates the vCPUs with CPUID and, on vCPU 0, the
+PVH entry state.  Nothing here runs the guest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vmm import platform
+from vmm.boot import acpi, elf, pvh
+from vmm.boot.cpuid import vcpu_cpuid
+from vmm.boot.elf import KernelImage
+from vmm.errors import ConfigError
+from vmm.kvm.system import System
+from vmm.kvm.vcpu import Vcpu
+from vmm.kvm.vm import Vm
+from vmm.memory import GuestMemory
+
+MAX_VCPUS = 254  # xAPIC IDs; the IOAPIC takes the next ID
+DEFAULT_MEMORY = 256 << 20
+
+
+def default_smp() -> int:
+    """One vCPU per host core this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def host_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class BootConfig:
+    """A validated configuration: construct it with ``load``."""
+
+    kernel: KernelImage
+    smp: int
+    memory: int
+    initrd: bytes | None
+
+    @classmethod
+    def load(
+        cls,
+        kernel: str | os.PathLike[str],
+        smp: int | None,
+        memory: int | str,
+        initrd: str | os.PathLike[str] | None,
+    ) -> BootConfig:
+        smp = default_smp() if smp is None else smp
+        if not 1 <= smp <= MAX_VCPUS:
+            raise ConfigError(f"--smp must be between 1 and {MAX_VCPUS}, not {smp}")
+        size = platform.parse_size(memory) if isinstance(memory, str) else memory
+        platform.check_memory_size(size, host_memory())
+        image = elf.load_kernel(kernel)
+        elf.check_fits(image, size)
+        data = None
+        if initrd is not None:
+            data = _read_file(initrd, "initrd")
+            platform.place_initrd(size, len(data), image.end)
+        return cls(image, smp, size, data)
+
+
+@dataclass
+class GuestVm:
+    """The KVM objects of one guest; ``closers`` release them, last first."""
+
+    system: System
+    vm: Vm
+    mem: GuestMemory
+    rsdp_addr: int = 0
+    modules: list[tuple[int, int]] = field(default_factory=list)
+    vcpus: list[Vcpu] = field(default_factory=list)
+
+
+def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) -> GuestVm:
+    """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI."""
+    system = System()
+    closers.append(system.close)
+    if cfg.smp > system.max_vcpus():
+        raise ConfigError(f"--smp {cfg.smp} exceeds this host's KVM limit {system.max_vcpus()}")
+    vm = system.create_vm()
+    closers.append(vm.close)
+    vm.set_tss_addr(platform.KVM_TSS_ADDR)
+    vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
+    vm.create_irqchip()
+    vm.create_pit()
+
+    mem = GuestMemory(platform.ram_slots(cfg.memory))
+    closers.append(mem.close)
+    for i, (gpa, size, *_rest) in enumerate(mem.slots):
+        vm.set_memory_region(i, gpa, size, mem.host_address(i))
+    guest = GuestVm(system, vm, mem)
+
+    for seg in cfg.kernel.segments:
+        mem.write(seg.paddr, seg.data)  # fresh anonymous memory: the rest is zero
+    if cfg.initrd is not None:
+        addr = platform.place_initrd(cfg.memory, len(cfg.initrd), cfg.kernel.end)
+        mem.write(addr, cfg.initrd)
+        guest.modules.append((addr, len(cfg.initrd)))
+    tables = acpi.build_acpi(cfg.smp, com2=com2)
+    mem.write(platform.ACPI_BASE, tables.blob)
+    guest.rsdp_addr = tables.rsdp_addr
+    return guest
+
+
+def finish_boot(
+    cfg: BootConfig, guest: GuestVm, cmdline: str, closers: list[Callable[[], None]]
+) -> None:
+    """``hvm_start_info`` with ``cmdline``, the boot GDT, and every vCPU (vCPU 0 in the
+    PVH entry state).  vCPU ``i`` is meant for host core ``i mod cores``."""
+    mem = guest.mem
+    for addr, blob in pvh.build_start_info(
+        cmdline=cmdline,
+        rsdp_paddr=guest.rsdp_addr,
+        memmap=platform.memory_map(cfg.memory),
+        modules=guest.modules,
+    ):
+        mem.write(addr, blob)
+    mem.write(pvh.BOOT_GDT_ADDR, pvh.BOOT_GDT)
+    supported = guest.system.supported_cpuid()
+    for i in range(cfg.smp):
+        vcpu = guest.vm.create_vcpu(i)
+        closers.append(vcpu.close)
+        vcpu.set_cpuid(vcpu_cpuid(supported, i, cfg.smp, vcpu.tsc_khz()))
+        guest.vcpus.append(vcpu)
+    pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
+
+
+def _read_file(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {os.fspath(path)!r}: {exc.strerror}") from None

@@ -1,0 +1,124 @@
+"""Every device kind a user can attach: its factory, its options, its `keel run` flag.
+
+One entry per kind in ``KINDS`` is all the VMM's front ends know of a kind:
+``Machine.attach`` (and so the control socket's ``attach``) checks a request's
+options against ``options`` and calls ``create``; ``keel run`` adds
+``run_flag`` and turns its value into attach requests; ``keel attach KIND``
+builds its arguments from ``options``.  A new kind is its device file (the
+model and a ``create`` factory) plus one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmm.devices.virtio import blk, console, net, rng
+from vmm.devices.virtio.device import VirtioDevice
+from vmm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword argument of ``create``; a str option may be None unless required."""
+
+    name: str  # the keyword, the JSON key and the `keel attach` argument
+    type: type  # str or bool (a bool option defaults to False)
+    help: str | None = None
+    required: bool = False
+    positional: bool = False  # `keel attach KIND VALUE` rather than `--name VALUE`
+    metavar: str | None = None
+    path: bool = False  # a host path: `keel attach` sends it absolute
+
+
+@dataclass(frozen=True)
+class RunFlag:
+    """How `keel run` spells the kind: ``argparse`` are add_argument's keywords;
+    ``requests`` turns the parsed value into the options of each device to attach."""
+
+    flag: str
+    requests: Callable[[Any], list[dict[str, Any]]]
+    argparse: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dest(self) -> str:
+        return "device_" + self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    name: str
+    help: str
+    create: Callable[..., VirtioDevice]
+    options: tuple[Option, ...]
+    run_flag: RunFlag
+
+    def parse(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the options of one attach request and fill in the defaults."""
+        known = {o.name for o in self.options}
+        for name in given:
+            if name not in known:
+                raise ConfigError(f"{self.name}: unknown option {name!r}")
+        options: dict[str, Any] = {}
+        for opt in self.options:
+            value = given.get(opt.name)
+            if value is None:
+                if opt.required:
+                    raise ConfigError(f"missing argument {opt.name!r}")
+                options[opt.name] = False if opt.type is bool else None
+                continue
+            if not isinstance(value, opt.type) or (opt.type is int and isinstance(value, bool)):
+                raise ConfigError(f"argument {opt.name!r} must be a {opt.type.__name__}")
+            options[opt.name] = value
+        return options
+
+
+def _disk_requests(specs: list[str]) -> list[dict[str, Any]]:
+    requests = []
+    for spec in specs:
+        path, _, opt = spec.partition(",")
+        if opt not in ("", "readonly", "ro"):
+            raise ConfigError(f"bad --disk option {opt!r}: expected IMAGE[,readonly]")
+        requests.append({"path": path, "readonly": bool(opt)})
+    return requests
+
+
+KINDS: dict[str, DeviceKind] = {
+    kind.name: kind
+    for kind in (
+        DeviceKind(
+            "disk", "a virtio-blk disk", blk.BlockDevice,
+            (Option("path", str, required=True, positional=True, metavar="image", path=True),
+             Option("readonly", bool)),
+            RunFlag("--disk", _disk_requests,
+                    dict(action="append", default=[], metavar="IMAGE[,readonly]",
+                         help="a virtio-blk disk backed by IMAGE (repeatable)")),
+        ),
+        DeviceKind(
+            "net", "a virtio-net device on a TAP interface", net.create,
+            (Option("tap", str, positional=True), Option("mac", str)),
+            RunFlag("--net", lambda tap: [] if tap is None else [{"tap": tap or None}],
+                    dict(nargs="?", const="", default=None, metavar="TAP",
+                         help="a virtio-net device on TAP (created when missing)")),
+        ),
+        DeviceKind(
+            "rng", "a virtio-rng device", rng.RngDevice, (),
+            RunFlag("--rng", lambda on: [{}] if on else [],
+                    dict(action="store_true", help="a virtio-rng device")),
+        ),
+        DeviceKind(
+            "console", "a virtio-console device", console.create,
+            (Option("output", str, help="append the console's output to FILE", path=True),),
+            RunFlag("--virtio-console", lambda on: [{"output": "/dev/stdout"}] if on else [],
+                    dict(action="store_true", help="a virtio-console device on the terminal")),
+        ),
+    )
+}  # fmt: skip
+
+
+def lookup(name: str) -> DeviceKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown device kind {name!r} (one of {', '.join(KINDS)})") from None

@@ -1,0 +1,53 @@
+"""The virtio-mmio register map, version 2 (virtio 1.2, section 4.2.2).
+
+Plain numbers, no behaviour: the transport (``mmio``) and the empty hotplug
+slot (``vmm.devices.hotplug``) both read them, so neither imports the other.
+"""
+
+MAGIC = 0x74726976  # "virt"
+VERSION = 2
+VENDOR_ID = 0x4C45454B  # "KEEL"
+REGION_SIZE = 0x200
+
+# Register offsets.
+MAGIC_VALUE = 0x000
+VERSION_REG = 0x004
+DEVICE_ID = 0x008
+VENDOR = 0x00C
+DEVICE_FEATURES = 0x010
+DEVICE_FEATURES_SEL = 0x014
+DRIVER_FEATURES = 0x020
+DRIVER_FEATURES_SEL = 0x024
+QUEUE_SEL = 0x030
+QUEUE_NUM_MAX = 0x034
+QUEUE_NUM = 0x038
+QUEUE_READY = 0x044
+QUEUE_NOTIFY = 0x050
+INTERRUPT_STATUS = 0x060
+INTERRUPT_ACK = 0x064
+STATUS = 0x070
+QUEUE_DESC_LOW = 0x080
+QUEUE_DESC_HIGH = 0x084
+QUEUE_DRIVER_LOW = 0x090
+QUEUE_DRIVER_HIGH = 0x094
+QUEUE_DEVICE_LOW = 0x0A0
+QUEUE_DEVICE_HIGH = 0x0A4
+SHM_SEL = 0x0AC
+SHM_LEN_LOW = 0x0B0
+SHM_LEN_HIGH = 0x0B4
+CONFIG_GENERATION = 0x0FC
+CONFIG = 0x100
+
+# Status bits.
+ACKNOWLEDGE = 1
+DRIVER = 2
+DRIVER_OK = 4
+FEATURES_OK = 8
+DEVICE_NEEDS_RESET = 0x40
+FAILED = 0x80
+
+# Interrupt status bits.
+INT_USED_BUFFER = 1
+INT_CONFIG_CHANGE = 2
+
+F_VERSION_1 = 1 << 32

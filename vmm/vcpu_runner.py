@@ -1,0 +1,319 @@
+"""The vCPU runner: one thread per vCPU, pinned to a host core, until the guest ends.
+
+Each thread loops on ``KVM_RUN`` and serves exits through ``handle_exit``, a
+plain function of an exit and the two device buses (tested without KVM).  The
+runner parks and releases the threads for pause and resume, kicks them out of
+``KVM_RUN`` with ``KICK_SIGNAL``, records the first ``ExitResult``, and once
+every thread has ended calls back its owner (``Machine``).  ``HangWatchdog``
+stops a guest that stays silent on the console; ``diagnostic`` is the register
+dump printed for a guest that did not end well.
+
+Locking: ``lock`` is the owner's condition (``Machine._lock``, re-entrant); it
+protects the request flags, every slot's ``alive`` and ``parked``, ``result``
+and the owner's run state, so a state change and the matching kick are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmm.devices.bus import Bus
+from vmm.errors import KeelError
+from vmm.kvm import exits
+from vmm.kvm.ffi import lib
+from vmm.kvm.vcpu import Vcpu
+
+KICK_SIGNAL = signal.SIGRTMIN + 2  # interrupts KVM_RUN in a vCPU thread
+
+# Exit statuses of the host process besides the guest's own (debug_exit.exit_status).
+STATUS_GUEST_CRASH = 2  # even, so it never collides with a guest-reported failure
+STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
+STATUS_INTERRUPTED = 130
+
+MP_STATES = {0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
+
+
+@dataclass
+class ExitResult:
+    """How the guest ended.  ``status`` is what ``keel run`` exits with."""
+
+    status: int
+    reason: str
+    guest_code: int | None = None
+    diagnostic: str = ""
+
+
+@dataclass
+class VcpuSlot:
+    vcpu: Vcpu
+    host_cpu: int
+    thread: threading.Thread | None = None
+    parked: bool = False
+    # True from before the thread starts until it is about to return; only
+    # changed under the runner's lock.  Kicks go only to live threads: a signal
+    # sent to a thread that has ended is undefined behaviour (and crashes).
+    alive: bool = False
+    final_state: dict[str, Any] = field(default_factory=dict)
+
+
+def handle_exit(ex: exits.Exit, pio: Bus, mmio: Bus) -> exits.Exit | None:
+    """Serve one vCPU exit from the device buses.
+
+    Returns None when the exit was handled and the vCPU should go on, or the
+    exit itself when it is something the machine must act on (a crash, a
+    shutdown, an interruption).
+    """
+    if type(ex) is exits.IoExit:
+        size, data = ex.size, ex.data
+        if ex.is_write:
+            if ex.count == 1:
+                pio.write(ex.port, bytes(data[:size]))
+            else:
+                pio.write_string(ex.port, bytes(data[: size * ex.count]), size)
+        else:
+            for i in range(0, size * ex.count, size):
+                data[i : i + size] = pio.read(ex.port, size)
+        return None
+    if type(ex) is exits.MmioExit:
+        if ex.is_write:
+            mmio.write(ex.addr, bytes(ex.data))
+        else:
+            ex.data[:] = mmio.read(ex.addr, len(ex.data))
+        return None
+    return ex
+
+
+def describe_exit(ex: exits.Exit) -> str:
+    """One line naming why the guest died."""
+    if isinstance(ex, exits.ShutdownExit):
+        return "guest shut down (triple fault) - KVM_EXIT_SHUTDOWN"
+    if isinstance(ex, exits.InternalErrorExit):
+        name = exits.INTERNAL_ERROR_NAMES.get(ex.suberror, "unknown")
+        data = " ".join(f"{d:#x}" for d in ex.data)
+        return f"KVM internal error, suberror {ex.suberror} ({name}) data [{data}]"
+    if isinstance(ex, exits.FailEntryExit):
+        return f"KVM could not enter the guest: hardware reason {ex.reason:#x} on cpu {ex.cpu}"
+    if isinstance(ex, exits.SystemEventExit):
+        kinds = {1: "shutdown", 2: "reset", 3: "crash"}
+        return f"guest system event: {kinds.get(ex.kind, str(ex.kind))}"
+    if isinstance(ex, exits.HltExit):
+        return "guest halted with no in-kernel irqchip to wake it"
+    if isinstance(ex, exits.UnknownExit):
+        return f"unhandled KVM exit reason {ex.reason} (hardware {ex.hardware_reason:#x})"
+    return f"unexpected exit {ex!r}"
+
+
+def install_kick_handler() -> None:
+    """A no-op handler for ``KICK_SIGNAL``, so the signal only interrupts KVM_RUN."""
+    if lib.keel_install_kick_handler(KICK_SIGNAL) != 0:
+        raise KeelError("cannot install the vCPU kick signal handler")
+
+
+class VcpuRunner:
+    """Runs the vCPU threads; ``on_end`` is called once, after the last one ended."""
+
+    def __init__(
+        self, lock: threading.Condition, pio: Bus, mmio: Bus, on_end: Callable[[], None]
+    ) -> None:
+        self.lock = lock
+        self.pio, self.mmio = pio, mmio
+        self._on_end = on_end
+        self.slots: list[VcpuSlot] = []
+        self.stop_requested = False
+        self.pause_requested = False
+        self.result: ExitResult | None = None
+        # Set once start() has created every vCPU thread: a guest that dies
+        # while later threads are still being created is reaped only then.
+        self._threads_created = threading.Event()
+
+    def add(self, vcpu: Vcpu, host_cpu: int) -> None:
+        self.slots.append(VcpuSlot(vcpu, host_cpu))
+
+    def start(self) -> None:
+        """Start every vCPU thread (only vCPU 0 runs at first; the guest starts the APs)."""
+        for slot in self.slots:
+            slot.thread = threading.Thread(
+                target=self._vcpu_thread, args=(slot,), name=f"vcpu{slot.vcpu.index}", daemon=True
+            )
+            with self.lock:
+                slot.alive = True
+            slot.thread.start()
+        self._threads_created.set()
+
+    def never_start(self) -> None:
+        """No thread will be created (the machine stopped before or while building)."""
+        self._threads_created.set()
+
+    def finish(self, result: ExitResult) -> None:
+        """Record the first result and stop every vCPU."""
+        with self.lock:
+            if self.result is None:
+                self.result = result
+            if self.stop_requested:
+                return
+            self.stop_requested = True
+            self._kick_all()
+            self.lock.notify_all()
+        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+
+    def pause(self) -> bool:
+        """Park every vCPU at its next exit; False when a stop came first.
+        Caller holds ``lock``."""
+        self.pause_requested = True
+        self._kick_all()
+        while not self.stop_requested and not all(s.parked for s in self.slots):
+            self.lock.wait(0.05)
+            self._kick_all()
+        return not self.stop_requested
+
+    def resume(self) -> None:
+        """Release the parked vCPUs.  Caller holds ``lock``."""
+        self.pause_requested = False
+        self.lock.notify_all()
+
+    def _vcpu_thread(self, slot: VcpuSlot) -> None:
+        vcpu = slot.vcpu
+        try:
+            os.sched_setaffinity(0, {slot.host_cpu})
+        except OSError:
+            pass  # pinning is an optimisation; a restricted cpuset must not stop the guest
+        pio, mmio, run = self.pio, self.mmio, vcpu.run
+        try:
+            while not self.stop_requested:
+                if self.pause_requested:
+                    self._park(slot)
+                    continue
+                ex = handle_exit(run(), pio, mmio)
+                if ex is None or type(ex) is exits.InterruptedExit:
+                    continue
+                reason = f"{describe_exit(ex)} on vCPU {vcpu.index}"
+                self.finish(ExitResult(STATUS_GUEST_CRASH, reason))
+                break
+        except KeelError as exc:
+            self.finish(ExitResult(STATUS_GUEST_CRASH, str(exc)))
+        except Exception as exc:  # a VMM bug: report it, never hang the other vCPUs
+            self.finish(ExitResult(STATUS_GUEST_CRASH, f"VMM error on vCPU {vcpu.index}: {exc!r}"))
+        finally:
+            slot.final_state = snapshot(vcpu)
+            with self.lock:
+                slot.alive = False
+
+    def _park(self, slot: VcpuSlot) -> None:
+        with self.lock:
+            slot.parked = True
+            self.lock.notify_all()
+            while self.pause_requested and not self.stop_requested:
+                self.lock.wait()
+            slot.parked = False
+            if not self.stop_requested:
+                # Under the lock, so a stop or pause after this re-arms the request.
+                slot.vcpu.clear_exit_request()
+
+    def _kick_all(self) -> None:
+        """Make every vCPU leave KVM_RUN soon.  Caller holds ``lock``."""
+        for slot in self.slots:
+            if not slot.alive:
+                continue
+            slot.vcpu.request_exit()
+            if slot.thread is not None and slot.thread.ident is not None:
+                try:
+                    signal.pthread_kill(slot.thread.ident, KICK_SIGNAL)
+                except (ProcessLookupError, OSError):
+                    pass  # the thread already ended
+
+    def _reap(self) -> None:
+        self._threads_created.wait()
+        for slot in self.slots:
+            if slot.thread is not None and slot.thread is not threading.current_thread():
+                while slot.thread.is_alive():
+                    slot.thread.join(0.1)
+                    with self.lock:
+                        self._kick_all()
+        self._on_end()
+
+    def diagnostic(self, console_lines: list[str]) -> str:
+        """Why the guest stopped, every vCPU's last registers, the last console lines."""
+        assert self.result is not None
+        lines = [f"keel: guest stopped: {self.result.reason}"]
+        for slot in self.slots:
+            lines.extend(format_vcpu(slot.vcpu.index, slot.final_state))
+        lines.append("keel: last console lines:")
+        lines.extend(f"  | {line}" for line in console_lines)
+        return "\n".join(lines)
+
+
+class HangWatchdog:
+    """Calls ``on_hang`` once the guest has been silent on the console for ``timeout``
+    seconds of running (time paused does not count); ``output`` notes console output."""
+
+    def __init__(
+        self,
+        timeout: float | None,
+        running: Callable[[], bool],
+        done: threading.Event,
+        on_hang: Callable[[float], None],
+    ) -> None:
+        self.timeout = timeout
+        self._running = running
+        self._done = done
+        self._on_hang = on_hang
+        self._last_output = time.monotonic()
+
+    def output(self) -> None:
+        self._last_output = time.monotonic()
+
+    def start(self) -> None:
+        if self.timeout is not None:
+            self._last_output = time.monotonic()
+            threading.Thread(target=self._watch, name="hang-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self.timeout is not None
+        while not self._done.wait(min(0.25, self.timeout / 4)):
+            if not self._running():
+                self._last_output = time.monotonic()
+                continue
+            silent = time.monotonic() - self._last_output
+            if silent >= self.timeout:
+                self._on_hang(silent)
+                return
+
+
+def snapshot(vcpu: Vcpu) -> dict[str, Any]:
+    """Registers of a vCPU that has left KVM_RUN (called from its own thread)."""
+    try:
+        state: dict[str, Any] = dict(vcpu.get_regs())
+        s = vcpu.get_sregs()
+        state.update(
+            cr0=s.cr0, cr2=s.cr2, cr3=s.cr3, cr4=s.cr4, efer=s.efer,
+            cs=s.cs.selector, cs_long=s.cs.l, mp_state=vcpu.mp_state(),
+        )  # fmt: skip
+        return state
+    except (KeelError, OSError) as exc:
+        return {"error": str(exc)}
+
+
+def format_vcpu(index: int, st: dict[str, Any]) -> list[str]:
+    if "error" in st or not st:
+        return [f"vCPU {index}: registers unavailable ({st.get('error', 'never ran')})"]
+    mode = "64-bit" if st["cs_long"] else ("protected" if st["cr0"] & 1 else "real")
+    state = MP_STATES.get(st["mp_state"], str(st["mp_state"]))
+    r = st
+    return [
+        f"vCPU {index} ({state}, {mode}): rip={r['rip']:#018x} rsp={r['rsp']:#018x} "
+        f"rflags={r['rflags']:#x} cs={r['cs']:#x}",
+        f"  cr0={r['cr0']:#x} cr2={r['cr2']:#x} cr3={r['cr3']:#x} cr4={r['cr4']:#x} "
+        f"efer={r['efer']:#x}",
+        "  "
+        + " ".join(f"{n}={r[n]:#x}" for n in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp")),
+        "  "
+        + " ".join(
+            f"{n}={r[n]:#x}" for n in ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+        ),
+    ]
