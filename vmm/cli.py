@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
                 machine.attach(kind.name, **options)
         if args.api_sock:
-            # Lazy, as in cmd_client: vmm.api (socket, json) costs about 5 ms of start-up
+            # Lazy, as in cmd_client: vmm.api (socket, json) costs about 4 ms of start-up
             # (python -X importtime) that a `keel run` without --api-sock need not pay.
             from vmm.api import ApiServer
 

@@ -12,6 +12,7 @@ import mmap
 from typing import Any
 
 from vmm.errors import KeelError
+from vmm.kvm.ffi import ffi
 
 # MAP_NORESERVE: a large guest costs host memory only for pages it touches.
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -23,8 +24,6 @@ class GuestMemoryError(KeelError):
 
 class GuestMemory:
     def __init__(self, slots: list[tuple[int, int]]) -> None:
-        from vmm.kvm.ffi import ffi
-
         self._ffi = ffi
         self.slots: list[tuple[int, int, mmap.mmap, memoryview, Any]] = []
         for gpa, size in slots:

@@ -195,6 +195,8 @@ def _file_range(raw: bytes, offset: int, size: int, what: str, fail: _Fail) -> b
 
 
 def _load(raw: bytes, fail: _Fail) -> tuple[KernelImage, list[tuple[int, int, int, int]]]:
+    # Lazy: pyelftools takes about 29 ms to import (python -X importtime) and a boot
+    # whose kernel is in the parse cache never needs it.
     from elftools.elf.elffile import ELFFile
 
     elf = ELFFile(io.BytesIO(raw))

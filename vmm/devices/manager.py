@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from vmm import platform
@@ -40,14 +39,14 @@ from vmm.kvm.vm import Vm
 from vmm.memory import GuestMemory
 
 
-@dataclass
 class AttachedDevice:
     """A virtio device in a slot; ``transport`` exists once the VM does."""
 
-    id: str
-    device: VirtioDevice
-    slot: VirtioSlot
-    transport: MmioTransport | None = None
+    def __init__(self, ident: str, device: VirtioDevice, slot: VirtioSlot) -> None:
+        self.id = ident
+        self.device = device
+        self.slot = slot
+        self.transport: MmioTransport | None = None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}

@@ -11,48 +11,66 @@ model and a ``create`` factory) plus one entry here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from vmm.devices.virtio import blk, console, net, rng
 from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError
 
+# Plain classes, not dataclasses: every `keel run` imports this module, and the
+# three dataclasses cost about 3 ms of start-up (python -X importtime).
 
-@dataclass(frozen=True)
+
 class Option:
-    """One keyword argument of ``create``; a str option may be None unless required."""
+    """One keyword argument of ``create``; a str option may be None unless required.
 
-    name: str  # the keyword, the JSON key and the `keel attach` argument
-    type: type  # str or bool (a bool option defaults to False)
-    help: str | None = None
-    required: bool = False
-    positional: bool = False  # `keel attach KIND VALUE` rather than `--name VALUE`
-    metavar: str | None = None
-    path: bool = False  # a host path: `keel attach` sends it absolute
+    ``name`` is the keyword, the JSON key and the `keel attach` argument; ``type``
+    is str or bool (a bool option defaults to False); a ``positional`` option is
+    `keel attach KIND VALUE` rather than `--name VALUE`; a ``path`` is a host path
+    that `keel attach` sends absolute."""
+
+    def __init__(
+        self,
+        name: str,
+        type: type,
+        help: str | None = None,
+        *,
+        required: bool = False,
+        positional: bool = False,
+        metavar: str | None = None,
+        path: bool = False,
+    ) -> None:
+        self.name, self.type, self.help = name, type, help
+        self.required, self.positional, self.metavar, self.path = (
+            required, positional, metavar, path,
+        )  # fmt: skip
 
 
-@dataclass(frozen=True)
 class RunFlag:
     """How `keel run` spells the kind: ``argparse`` are add_argument's keywords;
     ``requests`` turns the parsed value into the options of each device to attach."""
 
-    flag: str
-    requests: Callable[[Any], list[dict[str, Any]]]
-    argparse: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        flag: str,
+        requests: Callable[[Any], list[dict[str, Any]]],
+        argparse: dict[str, Any],
+    ) -> None:
+        self.flag, self.requests, self.argparse = flag, requests, argparse
+        self.dest = "device_" + flag.lstrip("-").replace("-", "_")
 
-    @property
-    def dest(self) -> str:
-        return "device_" + self.flag.lstrip("-").replace("-", "_")
 
-
-@dataclass(frozen=True)
 class DeviceKind:
-    name: str
-    help: str
-    create: Callable[..., VirtioDevice]
-    options: tuple[Option, ...]
-    run_flag: RunFlag
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        create: Callable[..., VirtioDevice],
+        options: tuple[Option, ...],
+        run_flag: RunFlag,
+    ) -> None:
+        self.name, self.help, self.create = name, help, create
+        self.options, self.run_flag = options, run_flag
 
     def parse(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Check the options of one attach request and fill in the defaults."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import pathlib
 import shutil
 
+import cffi
+
 CDEF = """
 /* ioctl numbers and constants: values are taken from the header. */
 #define KVMIO ...
@@ -273,8 +275,6 @@ static int keel_tap_open(const char *name)
 
 def build(workdir: str = "build/ffi") -> str:
     """Compile the extension in ``workdir`` and install it as ``vmm/kvm/_kvm*.so``."""
-    import cffi
-
     here = pathlib.Path(__file__).resolve().parent
     ffi = cffi.FFI()
     ffi.cdef(CDEF)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vmm.errors import KeelError, KvmError
 from vmm.kvm.ffi import ffi, ioctl, lib
-
-if TYPE_CHECKING:
-    from vmm.kvm.vm import Vm
+from vmm.kvm.vm import Vm
 
 KVM_DEVICE = "/dev/kvm"
 
@@ -94,8 +91,6 @@ class System:
             ]
 
     def create_vm(self) -> Vm:
-        from vmm.kvm.vm import Vm
-
         fd = ioctl(self.fd, lib.KVM_CREATE_VM, 0, what="KVM_CREATE_VM")
         return Vm(fd, self.vcpu_mmap_size())
 

@@ -6,12 +6,14 @@ import errno
 import mmap
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmm.errors import KvmError
 from vmm.kvm import exits
 from vmm.kvm.ffi import ffi, ioctl, lib
-from vmm.kvm.system import CpuidEntry
+
+if TYPE_CHECKING:  # system imports vm imports this module
+    from vmm.kvm.system import CpuidEntry
 
 REGISTER_NAMES = (
     "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from vmm.kvm.ffi import ffi, ioctl, lib
-
-if TYPE_CHECKING:
-    from vmm.kvm.vcpu import Vcpu
+from vmm.kvm.vcpu import Vcpu
 
 
 class Vm:
@@ -72,8 +69,6 @@ class Vm:
         ioctl(self.fd, lib.KVM_IOEVENTFD, req, what=f"KVM_IOEVENTFD {addr:#x}")
 
     def create_vcpu(self, index: int) -> Vcpu:
-        from vmm.kvm.vcpu import Vcpu
-
         fd = ioctl(self.fd, lib.KVM_CREATE_VCPU, index, what=f"KVM_CREATE_VCPU {index}")
         return Vcpu(fd, index, self.vcpu_mmap_size)
 
