@@ -1,6 +1,6 @@
 """Typed vCPU exits: what ``Vcpu.run()`` returns.
 
-Each exit is a small object; the dispatcher in ``vmm.machine`` matches on its
+Each exit is a small object; the dispatcher in ``vmm.vcpu_runner`` matches on its
 type.  Port-I/O and MMIO exits carry a memoryview into the vCPU's shared
 ``kvm_run`` page: for reads the device's answer is written there before the
 next ``run()``.
