@@ -158,17 +158,26 @@ def _bind_private(path: str) -> socket.socket:
             raise ConfigError(f"API socket {path!r} is in use by another VMM")
         finally:
             probe.close()
+    # Bound and listening under a private name first, then renamed into place: once
+    # ``path`` exists it accepts connections (a client polling for it never sees a
+    # socket that refuses them).
+    temp = os.path.join(os.path.dirname(path), f".keel{os.getpid()}")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
-        sock.bind(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        sock.bind(temp)
+        os.chmod(temp, 0o600)
+        sock.listen(8)
+        os.rename(temp, path)
     except OSError as exc:
         sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise ConfigError(f"cannot create API socket {path!r}: {exc.strerror}") from None
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(8)
     return sock
 
 
