@@ -47,7 +47,7 @@ static long console_listen(struct invocation *inv)
     return KEEL_E_OK;
 }
 
-long decode_console(struct invocation *inv)
+long console_decode(struct invocation *inv)
 {
     static char buf[CONSOLE_WRITE_MAX];
 

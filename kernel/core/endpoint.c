@@ -467,8 +467,9 @@ void endpoint_cancel_wait(struct tcb *t)
     t->wait_kind = WAIT_NONE;
 }
 
-void endpoint_destroy(struct endpoint *ep)
+void endpoint_destroy(struct kobj *o)
 {
+    struct endpoint *ep = (struct endpoint *)o;
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 

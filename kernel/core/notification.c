@@ -65,8 +65,9 @@ void notification_unbind(struct tcb *t)
     }
 }
 
-void notification_destroy(struct notification *n)
+void notification_destroy(struct kobj *o)
 {
+    struct notification *n = (struct notification *)o;
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 
@@ -84,7 +85,7 @@ void notification_destroy(struct notification *n)
 /* With the objects lock shared, under the notification's lock; a signal
  * that may end a bound thread's recv runs exclusive (it takes the thread
  * off an endpoint, a lock taken before this one). */
-long decode_notification(struct invocation *inv)
+long notification_decode(struct invocation *inv)
 {
     struct notification *n = (struct notification *)inv->slot->cap.obj;
     long err = KEEL_E_OK;
