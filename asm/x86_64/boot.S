@@ -1,5 +1,5 @@
 /*
- * PVH entry: the loader enters pvh_start32 in 32-bit protected mode, paging
+ * PVH entry (the C side is kernel/arch/x86_64/boot.c): the loader enters pvh_start32 in 32-bit protected mode, paging
  * off, flat CS/DS/ES/SS, EBX = physical address of struct hvm_start_info,
  * no usable stack and an unspecified GDTR.  We switch to our own GDT, build
  * the boot page tables, enable long mode and jump to kmain() in the higher

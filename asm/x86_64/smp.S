@@ -1,5 +1,5 @@
 /*
- * AP trampoline.  The BSP copies [ap_trampoline_start, ap_trampoline_end) to
+ * AP trampoline (the C side is kernel/arch/x86_64/smp.c).  The BSP copies [ap_trampoline_start, ap_trampoline_end) to
  * TRAMPOLINE_PHYS and fills in the parameter block; a STARTUP IPI with
  * vector TRAMPOLINE_PHYS >> 12 starts the AP here in real mode at
  * CS:IP = (TRAMPOLINE_PHYS >> 4):0.  It goes 16 -> 32 -> 64 bit on the boot
