@@ -7,8 +7,8 @@ writes OUTDIR/include/keel/abi_gen.h (constants, shared by kernel and
 userspace), OUTDIR/include/keel/calls_gen.h (the kernel's decoder table),
 OUTDIR/include/keel/types_gen.h (the kernel's per-type hooks: prototypes
 and the operations table), OUTDIR/include/keel/stubs_gen.h (userspace call
-stubs) and OUTDIR/keel_abi.py (constants for the Python tests).  Only the standard library is used: this
-runs before any virtual environment exists.
+stubs) and OUTDIR/keel_abi.py (constants for the Python tests).  Only the
+standard library is used: this runs before any virtual environment exists.
 """
 
 from __future__ import annotations

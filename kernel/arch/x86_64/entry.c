@@ -2,7 +2,7 @@
  * instruction, and interrupts and exceptions from user mode
  * (trap_from_user) and from kernel mode (trap_dispatch).  From user mode
  * each takes the objects lock (sched.h) and hands over to the portable
- * kernel; every way out is sched_exit_kernel() or arch_return_to_user(). 
+ * kernel; every way out is sched_exit_kernel() or arch_return_to_user().
  * An exception in the kernel is a bug: everything known is dumped and the
  * failure reported through the exit device. */
 #include <arch.h>
