@@ -194,6 +194,13 @@ void console_write(const char *s, size_t len)
 }
 
 /* No serial port: nothing is ever typed. */
+bool console_rx(const char *buf, size_t len)
+{
+    (void)buf;
+    (void)len;
+    return false;
+}
+
 void console_set_echo(bool on)
 {
     (void)on;

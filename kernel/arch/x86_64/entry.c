@@ -22,6 +22,16 @@ extern char syscall_entry[];
 __noreturn void syscall_from_user(struct trap_frame *f);
 __noreturn void trap_from_user(struct trap_frame *f);
 
+/* The console's receive interrupt, from user or kernel mode, without the
+ * objects lock: what the UART holds goes up to the core in one call. */
+static void console_irq(void)
+{
+    char buf[64];
+
+    console_input(buf, serial_read(buf, sizeof(buf)));
+    lapic_eoi();
+}
+
 /* Per CPU, after its GDT is loaded: the syscall instruction's target. */
 void entry_cpu_init(void)
 {
@@ -94,15 +104,16 @@ void trap_from_user(struct trap_frame *f)
         lapic_eoi();
         sched_exit_kernel();
     }
+    if (v == VEC_IRQ_BASE + 4) {
+        console_irq(); /* may wake a listener: then the exit path looks */
+        kernel_enter();
+        sched_exit_kernel();
+    }
     /* Faults and device interrupts are rare: they run alone. */
     kernel_enter_exclusive();
     if (v < 32) {
         if (v != 2 && c->current)
             thread_fault(c->current, v, v == 14 ? read_cr2() : 0, f->error, f->rip);
-    } else if (v == VEC_IRQ_BASE + 4) {
-        serial_irq();
-        console_input_arrived();
-        lapic_eoi();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false); /* until the driver acks */
         irq_deliver((u32)(v - VEC_IRQ_BASE));
@@ -162,13 +173,7 @@ void trap_dispatch(struct trap_frame *f)
         cpu_timer_tick();
         lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
-        serial_irq();
-        if (console_line_ready()) {
-            kernel_enter_exclusive(); /* a user-space listener may be told */
-            console_input_arrived();
-            kernel_leave();
-        }
-        lapic_eoi();
+        console_irq();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
         /* A driver's interrupt while this CPU idles (the only time kernel
          * code runs with interrupts on): take the lock to deliver it. */

@@ -138,7 +138,8 @@ void entry_cpu_init(void);
 /* serial.c: the 16550 console. */
 void serial_init(void);
 void serial_enable_rx(void);
-void serial_irq(void);
+/* The bytes received so far, at most size of them. */
+size_t serial_read(char *buf, size_t size);
 
 /* acpi.c: finds the MADT; fills cpus[] (BSP first) and the controllers. */
 struct madt_info {
