@@ -48,7 +48,7 @@ void syscall_from_user(struct trap_frame *f)
     struct cpu *c = this_cpu();
     u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
 
-    c->call_pending = 1; /* until served (sched.c: cpu_serve_requests) */
+    c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
     if (syscall_needs_exclusive(f->rax, f->rsi))
         kernel_enter_exclusive();
     else

@@ -1,4 +1,4 @@
-/* TLB shootdowns, the architecture's half: the core (kernel/core/sched.c,
+/* TLB shootdowns, the architecture's half: the core (kernel/core/objlock.c,
  * tlb_shootdown) decides who must flush; this flushes and sends the IPI,
  * which entry.c serves. */
 #include <arch.h>
