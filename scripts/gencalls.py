@@ -41,7 +41,11 @@ HOOKS = {
     "cap_moved": ("void", "struct slot *s"),
     "children_deleted": ("void", "struct slot *s"),
     "binding_deleted": ("void", "struct slot *s"),
+    "notification_gone": ("void", "struct notification *n"),
 }
+# Hooks that are not a column of the table but one NULL-terminated list
+# (<hook>_hooks[]), called all together by the one place that needs them.
+LISTED_HOOKS = ["notification_gone"]
 PROPERTIES = {"retype", "header", "derivable", "badged", "device", "exclusive"}
 
 
@@ -264,9 +268,22 @@ def gen_types_h(t: Table) -> str:
         if "header" in ty.props:
             out.append(f"        .header = {ty.header},")
         for hook in ty.hooks:
-            out.append(f"        .{hook} = {ty.module}_{hook},")
+            if hook not in LISTED_HOOKS:
+                out.append(f"        .{hook} = {ty.module}_{hook},")
         out.append("    },")
-    out += ["};", "#endif", "", "#endif", ""]
+    out.append("};")
+    for hook in LISTED_HOOKS:
+        ret, params = HOOKS[hook]
+        out.append("")
+        out.append(f"{ret} (*const {hook}_hooks[])({params}) = {{")
+        listed = []
+        for ty in t.types:
+            fn = f"{ty.module}_{hook}"
+            if hook in ty.hooks and fn not in listed:
+                listed.append(fn)
+                out.append(f"    {fn},")
+        out += ["    NULL,", "};"]
+    out += ["#endif", "", "#endif", ""]
     return "\n".join(out)
 
 

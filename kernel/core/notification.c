@@ -47,7 +47,7 @@ void notification_raise(struct notification *n, u64 bits)
     }
     t = n->bound;
     if (t && t->state == THREAD_BLOCKED && t->wait_kind == WAIT_RECV) {
-        endpoint_cancel_wait(t);
+        recv_wait_cancel(t);
         arch_tcb_set_recv(t, KEEL_E_OK, n->word | bits, KEEL_LABEL_NOTIFY, res, 0);
         n->word = 0;
         t->recv_window = 0;
@@ -73,8 +73,10 @@ void notification_destroy(struct kobj *o)
 
     if (n->bound)
         notification_unbind(n->bound);
-    irq_notification_gone(n);
-    console_notification_gone(n);
+    /* Kernel state of other types that points at it (an IRQ line, the
+     * console's listener) forgets it. */
+    for (u32 i = 0; notification_gone_hooks[i]; i++)
+        notification_gone_hooks[i](n);
     while ((t = list_pop(&n->waiters))) {
         arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
         sched_make_runnable(t);

@@ -26,7 +26,9 @@ bool tcb_init(struct cap *c, u32 user_bits)
 /* Takes t off whatever it waits on. */
 static void tcb_unblock(struct tcb *t)
 {
-    if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
+    if (t->wait_kind == WAIT_NTFN && t->blocked_on)
+        notification_cancel_wait(t);
+    else if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
         endpoint_cancel_wait(t);
     t->recv_window = 0;
     t->blocked_on = NULL;

@@ -192,6 +192,8 @@ struct kobj *cap_kobj(const struct cap *c);
 
 /* The per-type hooks cap.c calls are in the operations table
  * (keel/objtype.h, keel/types_gen.h). */
+/* Takes a thread off what it waits on: an endpoint (recv, fault, reply)
+ * or a notification. */
 void endpoint_cancel_wait(struct tcb *t);
 void notification_cancel_wait(struct tcb *t);
 /* Sends t's pending fault to its fault endpoint; false if it has none. */
@@ -206,8 +208,6 @@ void caller_revoke_wait(struct tcb *caller);
 void ep_admit_faults(struct endpoint *ep);
 /* irq.c: interrupts delivered to user drivers. */
 void irq_deliver(u32 gsi);
-void irq_notification_gone(struct notification *n);
-void console_notification_gone(struct notification *n);
 #define IRQ_LINES 24
 
 /* notification.c */

@@ -41,6 +41,12 @@ struct object_type {
 /* Indexed by KEEL_OBJ_*; entry 0 (the empty slot) is all zero. */
 extern const struct object_type object_types[KEEL_NTYPES];
 
+/* The types' notification_gone hooks, NULL-terminated: a notification is
+ * destroyed, and kernel state of these types that points at it (an IRQ
+ * line, the console's listener) forgets it.  A list rather than a table
+ * column: notification_destroy calls just these. */
+extern void (*const notification_gone_hooks[])(struct notification *n);
+
 static inline const struct object_type *object_type_of(u32 type)
 {
     return &object_types[type];
