@@ -5,9 +5,10 @@
 
 writes OUTDIR/include/keel/abi_gen.h (constants, shared by kernel and
 userspace), OUTDIR/include/keel/calls_gen.h (the kernel's decoder table),
-OUTDIR/include/keel/stubs_gen.h (userspace call stubs) and OUTDIR/keel_abi.py
-(constants for the Python tests).  Only the standard library is used: this
-runs before any virtual environment exists.
+OUTDIR/include/keel/types_gen.h (the kernel's per-type hooks: prototypes
+and the operations table), OUTDIR/include/keel/stubs_gen.h (userspace call
+stubs) and OUTDIR/keel_abi.py (constants for the Python tests).  Only the
+standard library is used: this runs before any virtual environment exists.
 """
 
 from __future__ import annotations
@@ -28,11 +29,43 @@ class Arg:
     cap_rights: str = ""
 
 
+# Per-type hooks: name -> (return type, parameters).  The generated table
+# points each at <module>_<hook>; kernel/include/keel/objtype.h has the
+# struct they fill.
+HOOKS = {
+    "bits": ("u32", "u32 user_bits"),
+    "init": ("bool", "struct cap *c, u32 user_bits"),
+    "decode": ("long", "struct invocation *inv"),
+    "destroy": ("void", "struct kobj *o"),
+    "cap_deleted": ("void", "struct slot *s"),
+    "cap_moved": ("void", "struct slot *s"),
+    "children_deleted": ("void", "struct slot *s"),
+    "binding_deleted": ("void", "struct slot *s"),
+    "notification_gone": ("void", "struct notification *n"),
+}
+# Hooks that are not a column of the table but one NULL-terminated list
+# (<hook>_hooks[]), called all together by the one place that needs them.
+LISTED_HOOKS = ["notification_gone"]
+PROPERTIES = {"retype", "header", "derivable", "badged", "device", "exclusive"}
+
+
+@dataclass
+class Type:
+    name: str
+    value: int
+    size_bits: int
+    module: str = ""
+    hooks: list[str] = field(default_factory=list)
+    props: set[str] = field(default_factory=set)
+    header: int = 0  # offset of struct kobj in the object ("header" property)
+
+
 @dataclass
 class Call:
     obj: str
     method: str
     rights: str
+    shared: bool = False  # may run with the objects lock shared
     args: list[Arg] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
 
@@ -44,7 +77,7 @@ class Call:
 @dataclass
 class Table:
     errors: list[tuple[str, int, str]] = field(default_factory=list)
-    types: list[tuple[str, int, int]] = field(default_factory=list)
+    types: list[Type] = field(default_factory=list)
     rights: list[tuple[str, int]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
 
@@ -71,7 +104,7 @@ def parse(text: str) -> Table:
         if section == "errors":
             table.errors.append((words[0], int(words[1]), " ".join(words[2:])))
         elif section == "types":
-            table.types.append((words[0], int(words[1]), int(words[2])))
+            table.types.append(parse_type(words, where))
         elif section == "rights":
             table.rights.append((words[0], int(words[1])))
         elif section == "calls":
@@ -79,6 +112,8 @@ def parse(text: str) -> Table:
                 raise TableError(f"{where}: expected 'object method rights args...'")
             call = Call(words[0], words[1], words[2])
             rest = words[3:]
+            if rest and rest[0] == "shared":
+                call.shared, rest = True, rest[1:]
             if "->" in rest:
                 i = rest.index("->")
                 rest, call.results = rest[:i], rest[i + 1 :]
@@ -99,13 +134,39 @@ def parse(text: str) -> Table:
     return table
 
 
+def parse_type(words: list[str], where: str) -> Type:
+    if len(words) < 4:
+        raise TableError(f"{where}: expected 'name value size_bits module hooks...'")
+    t = Type(words[0], int(words[1]), int(words[2]), words[3])
+    for w in words[4:]:
+        prop, _, arg = w.partition("=")
+        if w in HOOKS:
+            t.hooks.append(w)
+        elif prop in PROPERTIES:
+            t.props.add(prop)
+            if arg:
+                if prop != "header":
+                    raise TableError(f"{where}: {prop} takes no value")
+                t.header = int(arg, 0)
+        else:
+            raise TableError(f"{where}: unknown hook or property {w!r}")
+    if "header" in t.props and "destroy" not in t.hooks:
+        raise TableError(f"{where}: a type with a header is destroyed: it needs a destroy hook")
+    if "retype" in t.props and not t.size_bits and "bits" not in t.hooks:
+        raise TableError(f"{where}: a type made by retype needs a size or a bits hook")
+    return t
+
+
 def check(table: Table) -> None:
-    types = {t for t, _, _ in table.types}
+    types = {t.name for t in table.types}
     rights = {r for r, _ in table.rights}
     seen: set[str] = set()
+    decoded = {t.name for t in table.types if "decode" in t.hooks}
     for call in table.calls:
         if call.obj not in types:
             raise TableError(f"{call.name}: unknown object type {call.obj}")
+        if call.obj not in decoded:
+            raise TableError(f"{call.name}: type {call.obj} has calls but no decode hook")
         for r in call.rights.split("|"):
             if r not in rights:
                 raise TableError(f"{call.name}: unknown right {r}")
@@ -132,10 +193,10 @@ def gen_abi_h(t: Table) -> str:
         out.append(f"#define KEEL_E_{name.upper()} {value} /* {meaning} */")
     out.append(f"#define KEEL_NERRORS {max(v for _, v, _ in t.errors) + 1}")
     out.append("")
-    for name, value, size in t.types:
-        out.append(f"#define KEEL_OBJ_{name.upper()} {value}")
-        out.append(f"#define KEEL_OBJ_{name.upper()}_BITS {size}")
-    out.append(f"#define KEEL_NTYPES {max(v for _, v, _ in t.types) + 1}")
+    for ty in t.types:
+        out.append(f"#define KEEL_OBJ_{ty.name.upper()} {ty.value}")
+        out.append(f"#define KEEL_OBJ_{ty.name.upper()}_BITS {ty.size_bits}")
+    out.append(f"#define KEEL_NTYPES {max(ty.value for ty in t.types) + 1}")
     out.append("")
     for name, value in t.rights:
         out.append(f"#define KEEL_RIGHT_{name.upper()} {value}")
@@ -165,9 +226,64 @@ def gen_calls_h(t: Table) -> str:
         out.append(
             f"    [KEEL_CALL_{call.name.upper()}] = {{ \"{call.name}\", "
             f"KEEL_OBJ_{call.obj.upper()}, {rights_expr(call.rights)}, "
-            f"{len(call.args)}, {len(call.results)}, {{ {caps} }} }},"
+            f"{len(call.args)}, {len(call.results)}, {int(call.shared)}, {{ {caps} }} }},"
         )
     out += ["};", ""]
+    return "\n".join(out)
+
+
+def gen_types_h(t: Table) -> str:
+    """The per-type hooks' prototypes, and (where OBJTYPE_TABLE is defined,
+    in kernel/core/objtype.c only) the table pointing at them."""
+    out = [
+        "/* Generated by scripts/gencalls.py from kernel/calls.tbl: do not edit.",
+        " * Prototypes of every per-type hook named in the [types] section, and",
+        " * (with OBJTYPE_TABLE defined: kernel/core/objtype.c) the operations",
+        " * table, indexed by type. */",
+        "#ifndef KEEL_TYPES_GEN_H",
+        "#define KEEL_TYPES_GEN_H",
+        "",
+        "#include <keel/objtype.h>",
+        "",
+    ]
+    seen: set[str] = set()
+    for ty in t.types:
+        for hook in ty.hooks:
+            fn = f"{ty.module}_{hook}"
+            if fn not in seen:
+                seen.add(fn)
+                ret, params = HOOKS[hook]
+                out.append(f"{ret} {fn}({params});")
+    out.append("")
+    for ty in t.types:
+        if "header" in ty.props:
+            out.append(f"#define KEEL_OBJ_{ty.name.upper()}_HEADER {ty.header}")
+    out += ["", "#ifdef OBJTYPE_TABLE", "const struct object_type object_types[KEEL_NTYPES] = {"]
+    for ty in t.types:
+        flags = " | ".join(f"OT_{p.upper()}" for p in sorted(ty.props)) or "0"
+        out.append(f"    [KEEL_OBJ_{ty.name.upper()}] = {{")
+        out.append(f'        .name = "{ty.name}",')
+        out.append(f"        .flags = {flags},")
+        out.append(f"        .size_bits = {ty.size_bits},")
+        if "header" in ty.props:
+            out.append(f"        .header = {ty.header},")
+        for hook in ty.hooks:
+            if hook not in LISTED_HOOKS:
+                out.append(f"        .{hook} = {ty.module}_{hook},")
+        out.append("    },")
+    out.append("};")
+    for hook in LISTED_HOOKS:
+        ret, params = HOOKS[hook]
+        out.append("")
+        out.append(f"{ret} (*const {hook}_hooks[])({params}) = {{")
+        listed = []
+        for ty in t.types:
+            fn = f"{ty.module}_{hook}"
+            if hook in ty.hooks and fn not in listed:
+                listed.append(fn)
+                out.append(f"    {fn},")
+        out += ["    NULL,", "};"]
+    out += ["#endif", "", "#endif", ""]
     return "\n".join(out)
 
 
@@ -268,7 +384,7 @@ def gen_python(t: Table) -> str:
     ]
     out += [f"    {name!r}: {value}," for name, value, _ in t.errors]
     out += ["}", "TYPES = {"]
-    out += [f"    {name!r}: ({value}, {size})," for name, value, size in t.types]
+    out += [f"    {ty.name!r}: ({ty.value}, {ty.size_bits})," for ty in t.types]
     out += ["}", "RIGHTS = {"]
     out += [f"    {name!r}: {value}," for name, value in t.rights]
     out += ["}", "CALLS = {"]
@@ -297,6 +413,7 @@ def main(argv: list[str]) -> int:
     files = {
         inc / "abi_gen.h": gen_abi_h(table),
         inc / "calls_gen.h": gen_calls_h(table),
+        inc / "types_gen.h": gen_types_h(table),
         inc / "stubs_gen.h": gen_stubs_h(table),
         outdir / "keel_abi.py": gen_python(table),
     }

@@ -12,8 +12,13 @@
  * lookup reads it first (tcb_lookup_slot), so it sees an empty slot or a
  * whole capability; reference counts go up under the same lock and down
  * only exclusive.
+ *
+ * This file knows no object type: what differs between types (which have a
+ * header, which may be derived, what deleting or moving a capability or
+ * destroying an object means) comes from the per-type operations table
+ * (keel/objtype.h), and object code is called only through it.
  */
-#include <keel/object.h>
+#include <keel/objtype.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 
@@ -49,29 +54,21 @@ struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
     return s;
 }
 
-/* Object types with a header and a reference count. */
-static bool has_header(u32 type)
-{
-    return type == KEEL_OBJ_CNODE || type == KEEL_OBJ_TCB || type == KEEL_OBJ_ENDPOINT ||
-           type == KEEL_OBJ_NOTIFICATION || type == KEEL_OBJ_VSPACE || type == KEEL_OBJ_IO_SPACE;
-}
-
 struct kobj *cap_kobj(const struct cap *c)
 {
-    if (!has_header(c->type))
+    const struct object_type *ot = object_type_of(c->type);
+
+    if (!(ot->flags & OT_HEADER))
         return NULL;
-    if (c->type == KEEL_OBJ_VSPACE)
-        return &vspace_from_cap(c)->hdr;
-    return (struct kobj *)c->obj;
+    return (struct kobj *)(c->obj + ot->header);
 }
 
 /* Untyped memory is handed out by retype only: a copy would be a second
- * allocator over the same memory. */
+ * allocator over the same memory.  A reply capability is one-shot (it has
+ * exactly one holder), and an IRQ line has one handler. */
 bool cap_is_derivable(const struct cap *c)
 {
-    /* A reply capability is one-shot: it has exactly one holder. */
-    return c->type != 0 && c->type != KEEL_OBJ_UNTYPED && c->type != KEEL_OBJ_REPLY &&
-           c->type != KEEL_OBJ_IRQ_HANDLER; /* one handler per line */
+    return object_type_of(c->type)->flags & OT_DERIVABLE;
 }
 
 void obj_ref(const struct cap *c)
@@ -134,8 +131,9 @@ void slot_move(struct slot *dst, struct slot *src)
     for (struct slot *c = dst->child; c; c = c->next)
         c->parent = dst;
     memset(src, 0, sizeof(*src));
-    if (dst->cap.type == KEEL_OBJ_REPLY)
-        reply_cap_moved(dst);
+    void (*cap_moved)(struct slot *) = object_type_of(type)->cap_moved;
+    if (cap_moved)
+        cap_moved(dst);
 }
 
 /* Unlinks s from the tree; its children move up to its parent (or become
@@ -165,8 +163,11 @@ static void slot_unlink(struct slot *s)
         s->next->prev = s->prev;
     struct slot *parent = s->parent;
     s->parent = s->child = s->next = s->prev = NULL;
-    if (parent && parent->cap.type == KEEL_OBJ_UNTYPED && !parent->child)
-        untyped_slot_emptied(parent);
+    if (parent && !parent->child) {
+        void (*emptied)(struct slot *) = object_type_of(parent->cap.type)->children_deleted;
+        if (emptied)
+            emptied(parent);
+    }
 }
 
 void slot_delete(struct slot *s)
@@ -175,25 +176,14 @@ void slot_delete(struct slot *s)
 
     if (!s->cap.type)
         return;
-    if (s->cap.flags & CAP_MAPPED)
-        paging_cap_deleted(&s->cap);
-    if (s->cap.flags & CAP_IOMAPPED)
-        iospace_frame_deleted(&s->cap); /* a frame it no longer holds is not DMA-able */
-    if (s->cap.type == KEEL_OBJ_REPLY)
-        reply_cap_deleted(s);
-    if (s->cap.type == KEEL_OBJ_IRQ_HANDLER)
-        irq_handler_deleted(&s->cap);
+    void (*deleted)(struct slot *) = object_type_of(s->cap.type)->cap_deleted;
+    if (deleted)
+        deleted(s); /* e.g. a mapping or a DMA window goes with its capability */
     c = s->cap;
     slot_unlink(s);
     memset(&s->cap, 0, sizeof(s->cap));
-    if (s->owner && s == &s->owner->vspace)
-        tcb_binding_lost(s->owner);
-    if (s->owner && s == &s->owner->io_ports && s->owner->state == THREAD_RUNNABLE &&
-        s->owner->cpu >= 0) {
-        /* the ports go now, not at its next kernel entry */
-        thread_stop(s->owner);
-        sched_make_runnable(s->owner);
-    }
+    if (s->owner) /* a slot embedded in an object: a thread's binding */
+        object_type_of(s->owner->hdr.type)->binding_deleted(s);
     obj_unref(&c);
 }
 
@@ -211,30 +201,6 @@ void slot_revoke(struct slot *s)
     }
 }
 
-static void destroy(struct kobj *o)
-{
-    switch (o->type) {
-    case KEEL_OBJ_TCB:
-        tcb_destroy((struct tcb *)o);
-        break;
-    case KEEL_OBJ_ENDPOINT:
-        endpoint_destroy((struct endpoint *)o);
-        break;
-    case KEEL_OBJ_NOTIFICATION:
-        notification_destroy((struct notification *)o);
-        break;
-    case KEEL_OBJ_CNODE:
-        cnode_destroy((struct cnode *)o);
-        break;
-    case KEEL_OBJ_VSPACE:
-        vspace_destroy((struct vspace *)o);
-        break;
-    case KEEL_OBJ_IO_SPACE:
-        iospace_destroy(o);
-        break;
-    }
-}
-
 /* Destroys objects whose last capability went away.  Iterative: destroying
  * a CNode deletes the capabilities in it, which may queue more objects. */
 void zombies_reap(void)
@@ -243,6 +209,6 @@ void zombies_reap(void)
         struct kobj *o = zombies;
         zombies = o->zombie_next;
         o->zombie_next = NULL;
-        destroy(o);
+        object_type_of(o->type)->destroy(o);
     }
 }

@@ -2,8 +2,24 @@
 #include <keel/invoke.h>
 #include <keel/sched.h>
 
-void cnode_destroy(struct cnode *cn)
+#define CNODE_MAX_SLOT_BITS 16
+
+/* A CNode of 2^n slots (n = user_bits) is 2^(n+7) bytes. */
+u32 cnode_bits(u32 user_bits)
 {
+    return user_bits >= 1 && user_bits <= CNODE_MAX_SLOT_BITS ? user_bits + SLOT_BITS : 0;
+}
+
+bool cnode_init(struct cap *c, u32 user_bits)
+{
+    ((struct cnode *)c->obj)->size_bits = user_bits;
+    c->size_bits = (u8)user_bits;
+    return true;
+}
+
+void cnode_destroy(struct kobj *o)
+{
+    struct cnode *cn = (struct cnode *)o;
     struct slot *slots = (struct slot *)cn;
 
     for (u64 i = 1; i < (1ul << cn->size_bits); i++)
@@ -29,7 +45,7 @@ static long derive_locked(struct invocation *inv, bool mint)
         return KEEL_E_INVALID_ARG;
     if (mint && src->cap.badge)
         return KEEL_E_INVALID_ARG; /* badges are set once */
-    if (mint && src->cap.type != KEEL_OBJ_ENDPOINT && src->cap.type != KEEL_OBJ_NOTIFICATION)
+    if (mint && !(object_type_of(src->cap.type)->flags & OT_BADGED))
         return KEEL_E_INVALID_ARG;
 
     struct cap c = src->cap;
@@ -69,7 +85,7 @@ static long move(struct invocation *inv)
     return KEEL_E_OK;
 }
 
-long decode_cnode(struct invocation *inv)
+long cnode_decode(struct invocation *inv)
 {
     struct slot *s;
 

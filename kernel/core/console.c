@@ -34,7 +34,7 @@ void console_set_echo(bool on)
 }
 
 /* Interrupt context, on the CPU the serial interrupt is routed to. */
-void console_rx_char(char c)
+static void rx_char(char c)
 {
     if (echo) {
         if (c == '\r' || c == '\n')
@@ -55,6 +55,13 @@ void console_rx_char(char c)
     } else if (rx_len < RX_SIZE - 1) {
         rx_buf[rx_len++] = c;
     }
+}
+
+bool console_rx(const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        rx_char(buf[i]);
+    return rx_line_ready;
 }
 
 bool console_line_ready(void)

@@ -4,6 +4,7 @@
  * have a notification signalled when one is complete (one listener). */
 #include <keel/console.h>
 #include <keel/invoke.h>
+#include <keel/sched.h>
 #include <keel/string.h>
 
 #define CONSOLE_WRITE_MAX 4096
@@ -13,10 +14,17 @@
 static struct notification *listener;
 static u64 listener_bits;
 
-void console_input_arrived(void)
+/* A line waiting is announced again at every receive interrupt, until the
+ * reader takes it; only then is the objects lock taken (exclusive: the
+ * listener's waiters and bound thread may change). */
+void console_input(const char *buf, size_t len)
 {
+    if (!console_rx(buf, len))
+        return;
+    kernel_enter_exclusive();
     if (listener && console_line_ready())
         notification_raise(listener, listener_bits);
+    kernel_leave();
 }
 
 void console_notification_gone(struct notification *n)
@@ -47,7 +55,7 @@ static long console_listen(struct invocation *inv)
     return KEEL_E_OK;
 }
 
-long decode_console(struct invocation *inv)
+long console_decode(struct invocation *inv)
 {
     static char buf[CONSOLE_WRITE_MAX];
 

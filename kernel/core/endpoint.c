@@ -456,19 +456,18 @@ void endpoint_cancel_wait(struct tcb *t)
             t->reply_slot = NULL;
             slot_delete(s);
         }
-    } else if (t->wait_kind == WAIT_RECV && ep) {
-        list_remove(&ep->receivers, t);
+    } else if (t->wait_kind == WAIT_RECV) {
+        recv_wait_cancel(t);
     } else if (t->wait_kind == WAIT_FAULT && ep) {
         list_remove(&ep->senders, t);
-    } else if (t->wait_kind == WAIT_NTFN && ep) {
-        notification_cancel_wait(t);
     }
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
 }
 
-void endpoint_destroy(struct endpoint *ep)
+void endpoint_destroy(struct kobj *o)
 {
+    struct endpoint *ep = (struct endpoint *)o;
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 

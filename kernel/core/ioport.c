@@ -18,7 +18,7 @@ static const struct {
     { 0x3f8, 0x3ff }, /* COM1: the kernel's console */
 };
 
-long decode_io_port(struct invocation *inv)
+long ioport_decode(struct invocation *inv)
 {
     u64 first = inv->arg[0], last = inv->arg[1];
     struct slot *dst = cnode_slot(&inv->cap_arg[2]->cap, inv->arg[3]);

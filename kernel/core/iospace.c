@@ -249,7 +249,7 @@ static long info(struct invocation *inv, struct io_space *s)
     return KEEL_E_OK;
 }
 
-long decode_io_space(struct invocation *inv)
+long iospace_decode(struct invocation *inv)
 {
     struct io_space *s = (struct io_space *)inv->slot->cap.obj;
 

@@ -30,9 +30,9 @@ void irq_notification_gone(struct notification *n)
     }
 }
 
-void irq_handler_deleted(struct cap *c)
+void irq_cap_deleted(struct slot *s)
 {
-    u32 gsi = (u32)c->a;
+    u32 gsi = (u32)s->cap.a;
 
     arch_irq_enable_line(gsi, false);
     lines[gsi] = (struct irq_line){ 0 };
@@ -53,7 +53,7 @@ static long irq_get(struct invocation *inv)
     return KEEL_E_OK;
 }
 
-long decode_irq(struct invocation *inv)
+long irq_decode(struct invocation *inv)
 {
     struct cap *c = &inv->slot->cap;
     u32 gsi = (u32)c->a;

@@ -47,7 +47,7 @@ void notification_raise(struct notification *n, u64 bits)
     }
     t = n->bound;
     if (t && t->state == THREAD_BLOCKED && t->wait_kind == WAIT_RECV) {
-        endpoint_cancel_wait(t);
+        recv_wait_cancel(t);
         arch_tcb_set_recv(t, KEEL_E_OK, n->word | bits, KEEL_LABEL_NOTIFY, res, 0);
         n->word = 0;
         t->recv_window = 0;
@@ -65,15 +65,18 @@ void notification_unbind(struct tcb *t)
     }
 }
 
-void notification_destroy(struct notification *n)
+void notification_destroy(struct kobj *o)
 {
+    struct notification *n = (struct notification *)o;
     struct tcb *t;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
 
     if (n->bound)
         notification_unbind(n->bound);
-    irq_notification_gone(n);
-    console_notification_gone(n);
+    /* Kernel state of other types that points at it (an IRQ line, the
+     * console's listener) forgets it. */
+    for (u32 i = 0; notification_gone_hooks[i]; i++)
+        notification_gone_hooks[i](n);
     while ((t = list_pop(&n->waiters))) {
         arch_tcb_set_results(t, KEEL_E_REVOKED, zero);
         sched_make_runnable(t);
@@ -84,7 +87,7 @@ void notification_destroy(struct notification *n)
 /* With the objects lock shared, under the notification's lock; a signal
  * that may end a bound thread's recv runs exclusive (it takes the thread
  * off an endpoint, a lock taken before this one). */
-long decode_notification(struct invocation *inv)
+long notification_decode(struct invocation *inv)
 {
     struct notification *n = (struct notification *)inv->slot->cap.obj;
     long err = KEEL_E_OK;

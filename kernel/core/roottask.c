@@ -12,6 +12,7 @@
 #include <keel/sched.h>
 #include <keel/string.h>
 #include <keel/syscall.h>
+#include <keel/types_gen.h>
 
 #define ROOT_CNODE_BITS 12
 #define USER_BASE 0x10000ul
@@ -235,16 +236,16 @@ bool root_task_create(void)
     arch_zero_object(vs, 1ul << KEEL_OBJ_VSPACE_BITS);
     cn->hdr.type = KEEL_OBJ_CNODE;
     cn->size_bits = ROOT_CNODE_BITS;
-    tcb_init(t);
-    if (!vspace_init((uptr)vs))
+    tcb_setup(t);
+    struct cap c = { .type = KEEL_OBJ_VSPACE, .rights = KEEL_RIGHT_ALL, .obj = (uptr)vs };
+    if (!vspace_init(&c, 0))
         panic("cannot register the root address space");
     struct slot *slots = (struct slot *)cn;
 
-    struct cap c = { .type = KEEL_OBJ_CNODE, .rights = KEEL_RIGHT_ALL,
-                     .size_bits = ROOT_CNODE_BITS, .obj = (uptr)cn };
-    slot_insert_child(NULL, &slots[KEEL_SLOT_CNODE], &c);
-    c = (struct cap){ .type = KEEL_OBJ_VSPACE, .rights = KEEL_RIGHT_ALL, .obj = (uptr)vs };
     slot_insert_child(NULL, &slots[KEEL_SLOT_VSPACE], &c);
+    c = (struct cap){ .type = KEEL_OBJ_CNODE, .rights = KEEL_RIGHT_ALL,
+                      .size_bits = ROOT_CNODE_BITS, .obj = (uptr)cn };
+    slot_insert_child(NULL, &slots[KEEL_SLOT_CNODE], &c);
     c = (struct cap){ .type = KEEL_OBJ_TCB, .rights = KEEL_RIGHT_ALL, .obj = (uptr)t };
     slot_insert_child(NULL, &slots[KEEL_SLOT_TCB], &c);
     c = (struct cap){ .type = KEEL_OBJ_CONSOLE, .rights = KEEL_RIGHT_ALL };

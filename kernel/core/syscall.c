@@ -95,7 +95,7 @@ bool syscall_label_exclusive(u64 label)
 {
     const struct call_desc *d = call_describe(label);
 
-    return d && !call_is_shared(d->type, label);
+    return d && !d->shared;
 }
 
 static inline __attribute__((always_inline)) long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args, u64 *res,

@@ -4,7 +4,7 @@
 #include <keel/sched.h>
 #include <keel/string.h>
 
-void tcb_init(struct tcb *t)
+void tcb_setup(struct tcb *t)
 {
     t->hdr.type = KEEL_OBJ_TCB;
     t->cpu = -1;
@@ -17,18 +17,28 @@ void tcb_init(struct tcb *t)
     arch_tcb_init(t);
 }
 
+bool tcb_init(struct cap *c, u32 user_bits)
+{
+    tcb_setup((struct tcb *)c->obj);
+    return true;
+}
+
 /* Takes t off whatever it waits on. */
 static void tcb_unblock(struct tcb *t)
 {
-    if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
+    if (t->wait_kind == WAIT_NTFN && t->blocked_on)
+        notification_cancel_wait(t);
+    else if (t->state == THREAD_BLOCKED || (t->state == THREAD_FAULTED && t->blocked_on))
         endpoint_cancel_wait(t);
     t->recv_window = 0;
     t->blocked_on = NULL;
     t->wait_kind = WAIT_NONE;
 }
 
-void tcb_destroy(struct tcb *t)
+void tcb_destroy(struct kobj *o)
 {
+    struct tcb *t = (struct tcb *)o;
+
     thread_stop(t);
     tcb_unblock(t);
     tcb_cancel_room_wait(t);
@@ -41,12 +51,21 @@ void tcb_destroy(struct tcb *t)
     t->hdr.type = 0;
 }
 
-/* The thread's address space capability was deleted under it. */
-void tcb_binding_lost(struct tcb *t)
+/* One of the thread's own slots was emptied (cap.c): losing its address
+ * space stops it; losing its I/O ports takes effect at once, not at its
+ * next kernel entry. */
+void tcb_binding_deleted(struct slot *s)
 {
-    thread_stop(t);
-    tcb_unblock(t);
-    t->state = THREAD_INACTIVE;
+    struct tcb *t = s->owner;
+
+    if (s == &t->vspace) {
+        thread_stop(t);
+        tcb_unblock(t);
+        t->state = THREAD_INACTIVE;
+    } else if (s == &t->io_ports && t->state == THREAD_RUNNABLE && t->cpu >= 0) {
+        thread_stop(t);
+        sched_make_runnable(t);
+    }
 }
 
 static void set_binding(struct tcb *t, struct slot *dst, struct slot *src)
@@ -94,7 +113,7 @@ static bool canonical_user(u64 addr)
     return addr < KEEL_USER_TOP;
 }
 
-long decode_tcb(struct invocation *inv)
+long tcb_decode(struct invocation *inv)
 {
     struct tcb *t = (struct tcb *)inv->slot->cap.obj;
 

@@ -17,69 +17,48 @@
 
 #define UNTYPED_MIN_BITS 4
 #define UNTYPED_MAX_BITS 47
-#define CNODE_MAX_SLOT_BITS 16
 #define RETYPE_MAX_COUNT 256
+
+u32 untyped_bits(u32 user_bits)
+{
+    return user_bits >= UNTYPED_MIN_BITS && user_bits <= UNTYPED_MAX_BITS ? user_bits : 0;
+}
+
+bool untyped_init(struct cap *c, u32 user_bits)
+{
+    c->size_bits = (u8)user_bits;
+    return true;
+}
 
 /* Size of one object, log2 bytes; 0 when the request is invalid. */
 u32 object_bits(u32 type, u32 user_bits)
 {
-    switch (type) {
-    case KEEL_OBJ_UNTYPED:
-        return user_bits >= UNTYPED_MIN_BITS && user_bits <= UNTYPED_MAX_BITS ? user_bits : 0;
-    case KEEL_OBJ_CNODE:
-        return user_bits >= 1 && user_bits <= CNODE_MAX_SLOT_BITS ? user_bits + SLOT_BITS : 0;
-    case KEEL_OBJ_TCB:
-        return KEEL_OBJ_TCB_BITS;
-    case KEEL_OBJ_ENDPOINT:
-        return KEEL_OBJ_ENDPOINT_BITS;
-    case KEEL_OBJ_NOTIFICATION:
-        return KEEL_OBJ_NOTIFICATION_BITS;
-    case KEEL_OBJ_VSPACE:
-        return KEEL_OBJ_VSPACE_BITS;
-    case KEEL_OBJ_PDPT:
-    case KEEL_OBJ_PD:
-    case KEEL_OBJ_PT:
-    case KEEL_OBJ_FRAME:
-        return 12;
-    }
-    return 0;
+    const struct object_type *ot = object_type_of(type < KEEL_NTYPES ? type : 0);
+
+    if (!(ot->flags & OT_RETYPE))
+        return 0;
+    return ot->bits ? ot->bits(user_bits) : ot->size_bits;
 }
 
-void untyped_slot_emptied(struct slot *s)
+/* The last capability made from the region went away: all of it is free. */
+void untyped_children_deleted(struct slot *s)
 {
     s->cap.a = 0;
 }
 
 /* Makes the object at p (zeroed, 2^bits bytes) and returns its capability. */
-static bool init_object(u32 type, u32 bits, u32 user_bits, uptr p, struct cap *c)
+static bool init_object(u32 type, u32 user_bits, uptr p, struct cap *c)
 {
+    const struct object_type *ot = object_type_of(type);
+
     memset(c, 0, sizeof(*c));
     c->type = (u8)type;
     c->rights = KEEL_RIGHT_ALL;
     c->obj = p;
-    switch (type) {
-    case KEEL_OBJ_UNTYPED:
-        c->size_bits = (u8)bits;
-        break;
-    case KEEL_OBJ_CNODE: {
-        struct cnode *cn = (struct cnode *)p;
-        cn->hdr.type = KEEL_OBJ_CNODE;
-        cn->size_bits = user_bits;
-        c->size_bits = (u8)user_bits;
-        break;
-    }
-    case KEEL_OBJ_TCB:
-        tcb_init((struct tcb *)p);
-        break;
-    case KEEL_OBJ_ENDPOINT:
-    case KEEL_OBJ_NOTIFICATION:
-        ((struct kobj *)p)->type = type;
-        break;
-    case KEEL_OBJ_VSPACE:
-        if (!vspace_init(p))
-            return false;
-        break;
-    }
+    if (ot->init && !ot->init(c, user_bits))
+        return false;
+    if (ot->flags & OT_HEADER)
+        ((struct kobj *)(p + ot->header))->type = type;
     return true;
 }
 
@@ -114,7 +93,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     if (!bits || count == 0 || count > RETYPE_MAX_COUNT)
         return KEEL_E_INVALID_ARG;
     bool device = ut->cap.flags & CAP_DEVICE;
-    if (device && type != KEEL_OBJ_FRAME && type != KEEL_OBJ_UNTYPED)
+    if (device && !(object_type_of(type)->flags & OT_DEVICE))
         return KEEL_E_INVALID_ARG; /* device memory holds no kernel object */
     caps_lock();
     long err = reserve(ut, bits, dst, count, &start);
@@ -126,7 +105,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
         uptr p = base + start + ((u64)made << bits);
         if (!device)
             arch_zero_object((void *)p, 1ul << bits);
-        if (!init_object(type, bits, user_bits, p, &c))
+        if (!init_object(type, user_bits, p, &c))
             break; /* only the vspace registry can refuse */
     }
     c.flags |= device ? CAP_DEVICE : 0;
@@ -144,13 +123,14 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     return made ? KEEL_E_OK : KEEL_E_NO_MEMORY;
 }
 
-long decode_untyped(struct invocation *inv)
+long untyped_decode(struct invocation *inv)
 {
     u64 type = inv->arg[0], user_bits = inv->arg[1], first = inv->arg[3], count = inv->arg[4];
     struct cap *cn = &inv->cap_arg[2]->cap;
     struct slot *dst[RETYPE_MAX_COUNT];
 
-    if (type == 0 || type >= KEEL_NTYPES || type == KEEL_OBJ_CONSOLE || user_bits > 64)
+    if (type == 0 || type >= KEEL_NTYPES || !(object_type_of((u32)type)->flags & OT_RETYPE) ||
+        user_bits > 64)
         return KEEL_E_INVALID_ARG;
     if (count == 0 || count > RETYPE_MAX_COUNT)
         return KEEL_E_INVALID_ARG;
@@ -163,7 +143,7 @@ long decode_untyped(struct invocation *inv)
     }
     if (!object_bits((u32)type, (u32)user_bits))
         return KEEL_E_INVALID_ARG;
-    if (type == KEEL_OBJ_VSPACE && kernel_shared())
-        return KEEL_E_RETRY; /* the vspace registry is changed exclusive */
+    if ((object_type_of((u32)type)->flags & OT_EXCLUSIVE) && kernel_shared())
+        return KEEL_E_RETRY; /* e.g. the vspace registry is changed exclusive */
     return untyped_make_objects(inv->slot, (u32)type, (u32)user_bits, dst, (u32)count);
 }

@@ -30,9 +30,11 @@ static spinlock_t *mapping_lock(const struct cap *c)
     return &mapping_locks[((uptr)c >> SLOT_BITS) % MAPPING_LOCKS];
 }
 
+/* A vspace object is its top-level page table, then struct vspace (the
+ * header the type table points at). */
 struct vspace *vspace_from_cap(const struct cap *c)
 {
-    return (struct vspace *)(c->obj + 4096);
+    return (struct vspace *)(c->obj + KEEL_OBJ_VSPACE_HEADER);
 }
 
 /* id = generation << 12 | index; 0 is never a valid id. */
@@ -45,9 +47,10 @@ struct vspace *vspace_of_id(u64 id)
     return registry[index];
 }
 
-bool vspace_init(uptr p)
+bool vspace_init(struct cap *c, u32 user_bits)
 {
-    struct vspace *vs = (struct vspace *)(p + 4096);
+    uptr p = c->obj;
+    struct vspace *vs = vspace_from_cap(c);
 
     for (u64 i = 1; i < VSPACE_MAX; i++) {
         if (!registry[i]) {
@@ -61,8 +64,10 @@ bool vspace_init(uptr p)
     return false;
 }
 
-void vspace_destroy(struct vspace *vs)
+void vspace_destroy(struct kobj *o)
 {
+    struct vspace *vs = (struct vspace *)o;
+
     registry[vs->id & (VSPACE_MAX - 1)] = NULL;
     vs->id = 0;
     /* Threads bound to it hold capabilities to it, so none is left; CPUs
@@ -73,7 +78,7 @@ void vspace_destroy(struct vspace *vs)
 
 static void *vspace_root(struct vspace *vs)
 {
-    return (u8 *)vs - 4096;
+    return (u8 *)vs - KEEL_OBJ_VSPACE_HEADER;
 }
 
 static u32 paging_level(u32 type)
@@ -113,9 +118,19 @@ static long unmap_cap(struct cap *c)
     return KEEL_E_OK;
 }
 
-void paging_cap_deleted(struct cap *c)
+void paging_cap_deleted(struct slot *s)
 {
-    unmap_cap(c);
+    if (s->cap.flags & CAP_MAPPED)
+        unmap_cap(&s->cap);
+}
+
+/* A frame it no longer holds is neither mapped nor DMA-able. */
+void frame_cap_deleted(struct slot *s)
+{
+    if (s->cap.flags & CAP_MAPPED)
+        unmap_cap(&s->cap);
+    if (s->cap.flags & CAP_IOMAPPED)
+        iospace_frame_deleted(&s->cap);
 }
 
 static long map(struct invocation *inv, struct cap *c, u32 rights)
@@ -146,26 +161,45 @@ static long map(struct invocation *inv, struct cap *c, u32 rights)
     return err;
 }
 
-long decode_paging(struct invocation *inv)
+long vspace_decode(struct invocation *inv)
+{
+    u32 flags = 0;
+    u64 phys = 0;
+
+    if (inv->label != KEEL_CALL_VSPACE_LOOKUP)
+        return KEEL_E_UNKNOWN_CALL;
+    if (inv->arg[0] >= KEEL_USER_TOP)
+        return KEEL_E_INVALID_ARG;
+    if (!arch_lookup(vspace_root(vspace_from_cap(&inv->slot->cap)), inv->arg[0], &phys, &flags))
+        return KEEL_E_NOT_MAPPED;
+    inv->res[0] = phys;
+    inv->res[1] = flags;
+    return KEEL_E_OK;
+}
+
+/* Page-table objects: PDPT, PD, PT. */
+long paging_decode(struct invocation *inv)
 {
     struct cap *c = &inv->slot->cap;
 
     switch (inv->label) {
-    case KEEL_CALL_VSPACE_LOOKUP: {
-        u32 flags = 0;
-        u64 phys = 0;
-        if (inv->arg[0] >= KEEL_USER_TOP)
-            return KEEL_E_INVALID_ARG;
-        if (!arch_lookup(vspace_root(vspace_from_cap(c)), inv->arg[0], &phys, &flags))
-            return KEEL_E_NOT_MAPPED;
-        inv->res[0] = phys;
-        inv->res[1] = flags;
-        return KEEL_E_OK;
-    }
     case KEEL_CALL_PDPT_MAP:
     case KEEL_CALL_PD_MAP:
     case KEEL_CALL_PT_MAP:
         return map(inv, c, KEEL_RIGHT_ALL);
+    case KEEL_CALL_PDPT_UNMAP:
+    case KEEL_CALL_PD_UNMAP:
+    case KEEL_CALL_PT_UNMAP:
+        return unmap_cap(c);
+    }
+    return KEEL_E_UNKNOWN_CALL;
+}
+
+long frame_decode(struct invocation *inv)
+{
+    struct cap *c = &inv->slot->cap;
+
+    switch (inv->label) {
     case KEEL_CALL_FRAME_MAP: {
         u64 rights = inv->arg[2];
         if (rights > KEEL_RIGHT_ALL || !(rights & KEEL_RIGHT_READ))
@@ -174,9 +208,6 @@ long decode_paging(struct invocation *inv)
             return KEEL_E_NO_RIGHTS;
         return map(inv, c, (u32)rights | (c->flags & CAP_DEVICE ? MAP_UNCACHED : 0));
     }
-    case KEEL_CALL_PDPT_UNMAP:
-    case KEEL_CALL_PD_UNMAP:
-    case KEEL_CALL_PT_UNMAP:
     case KEEL_CALL_FRAME_UNMAP:
         return unmap_cap(c);
     case KEEL_CALL_FRAME_INFO:

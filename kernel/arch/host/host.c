@@ -194,6 +194,13 @@ void console_write(const char *s, size_t len)
 }
 
 /* No serial port: nothing is ever typed. */
+bool console_rx(const char *buf, size_t len)
+{
+    (void)buf;
+    (void)len;
+    return false;
+}
+
 void console_set_echo(bool on)
 {
     (void)on;
@@ -235,7 +242,7 @@ int host_world_create(u32 ut_bits)
     memset(caller, 0, 1ul << KEEL_OBJ_TCB_BITS);
     root->hdr.type = KEEL_OBJ_CNODE;
     root->size_bits = ROOT_BITS;
-    tcb_init(caller);
+    tcb_setup(caller);
     struct slot *slots = (struct slot *)root;
     struct cap c = { .type = KEEL_OBJ_CNODE, .rights = KEEL_RIGHT_ALL, .size_bits = ROOT_BITS,
                      .obj = (uptr)root };

@@ -20,11 +20,6 @@ u64 pvh_rsdp_paddr;
 static u8 bsp_ist[IST_COUNT][IST_STACK_SIZE] __aligned(16);
 extern char boot_stack_top[];
 
-void *arch_phys_to_virt(u64 phys)
-{
-    return (void *)(DIRECT_MAP_BASE + phys);
-}
-
 /* The loader's data is read through the direct map and bounded by what the
  * boot page tables map; a bad hand-off is reported, not followed. */
 static const void *loader_ptr(u64 phys, u64 len)

@@ -2,6 +2,8 @@
 #include <keel/cpu.h>
 #include <keel/string.h>
 
+#include "fpu.h"
+#include "ioport.h"
 #include "x86.h"
 
 struct idt_gate {
@@ -68,15 +70,9 @@ void x86_cpu_init(struct cpu *c)
         a->tss.ist[i] = a->ist_top[i];
     a->tss.rsp[0] = c->stack_top;
     /* The I/O permission bitmap: every port denied, then each thread's own
-     * range opened while it runs (user.c). */
+     * range opened while it runs (ioport.h). */
     a->tss.iomap_base = sizeof(a->tss);
-    {
-        u64 *w = (u64 *)a->iomap, n = 8192 / 8;
-        __asm__ volatile("rep stosq" : "+D"(w), "+c"(n) : "a"(~0ul) : "memory");
-        a->iomap[8192] = 0xff;
-        a->io_first = 1;
-        a->io_last = 0;
-    }
+    ioport_cpu_init(a);
     u64 base = (u64)&a->tss;
     a->gdt[GDT_TSS / 8] = tss_desc_low(base, sizeof(a->tss) + sizeof(a->iomap) - 1);
     a->gdt[GDT_TSS / 8 + 1] = base >> 32;
@@ -105,5 +101,6 @@ void x86_cpu_init(struct cpu *c)
     lidt(&p);
     wrmsr(MSR_GS_BASE, (u64)c);
     wrmsr(MSR_KERNEL_GS_BASE, 0);
-    x86_user_init();
+    fpu_cpu_init();
+    entry_cpu_init();
 }

@@ -1,5 +1,6 @@
-/* x86-64 four-level page tables for user address spaces.  The upper half
- * of every top-level table is the kernel's, shared with the boot tables. */
+/* x86-64 memory: the direct map, and four-level page tables for user
+ * address spaces.  The upper half of every top-level table is the
+ * kernel's, shared with the boot tables. */
 #include <arch.h>
 #include <keel/abi.h>
 #include <keel/string.h>
@@ -17,6 +18,23 @@
 
 extern u64 boot_pml4[512];
 static bool nx_enabled;
+
+void *arch_phys_to_virt(u64 phys)
+{
+    return (void *)(DIRECT_MAP_BASE + phys);
+}
+
+u64 arch_virt_to_phys(const void *p)
+{
+    return x86_virt_to_phys(p);
+}
+
+void arch_zero_object(void *p, u64 len)
+{
+    u64 n = len / 8;
+
+    __asm__ volatile("rep stosq" : "+D"(p), "+c"(n) : "a"(0ul) : "memory");
+}
 
 u64 arch_level_size(u32 level)
 {

@@ -1,8 +1,10 @@
 /* The 16550 UART on COM1: polled output in FIFO-sized bursts (one string
  * instruction each, which a hypervisor serves in a single exit), interrupt
- * driven input. */
+ * driven input.  The device only: the core's console (kernel/core/
+ * console.c) writes through arch_console_write, and the receive interrupt
+ * (entry.c) hands what serial_read returns up in one call, console_input;
+ * nothing here calls the core. */
 #include <arch.h>
-#include <keel/console.h>
 
 #include "x86.h"
 
@@ -65,8 +67,11 @@ void arch_console_write(const char *s, size_t len)
     }
 }
 
-void serial_irq(void)
+size_t serial_read(char *buf, size_t size)
 {
-    for (int i = 0; i < 64 && (inb(COM1 + LSR) & LSR_DR); i++)
-        console_rx_char((char)inb(COM1 + RBR));
+    size_t n = 0;
+
+    while (n < size && (inb(COM1 + LSR) & LSR_DR))
+        buf[n++] = (char)inb(COM1 + RBR);
+    return n;
 }

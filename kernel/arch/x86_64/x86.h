@@ -2,6 +2,7 @@
 #ifndef X86_H
 #define X86_H
 
+#include <arch/layout.h>
 #include <keel/types.h>
 
 static inline void outb(u16 port, u8 v)
@@ -108,6 +109,15 @@ static inline void ltr(u16 sel)
     __asm__ volatile("ltr %0" : : "r"(sel) : "memory");
 }
 
+/* The kernel image and the direct map (arch_virt_to_phys, inline for the
+ * path into user mode). */
+static inline u64 x86_virt_to_phys(const void *p)
+{
+    u64 v = (u64)p;
+
+    return v >= KERNEL_VMA ? v - KERNEL_VMA : v - DIRECT_MAP_BASE;
+}
+
 static inline void io_delay(void)
 {
     outb(0x80, 0);
@@ -121,14 +131,15 @@ struct trap_frame;
 
 /* cpu.c: descriptor tables and the per-CPU base register of one CPU. */
 void x86_cpu_init(struct cpu *c);
-/* user.c: syscall MSRs and FPU enablement, per CPU. */
-void x86_user_init(void);
 void idt_init(void);
+/* entry.c: the syscall instruction's MSRs, per CPU. */
+void entry_cpu_init(void);
 
 /* serial.c: the 16550 console. */
 void serial_init(void);
 void serial_enable_rx(void);
-void serial_irq(void);
+/* The bytes received so far, at most size of them. */
+size_t serial_read(char *buf, size_t size);
 
 /* acpi.c: finds the MADT; fills cpus[] (BSP first) and the controllers. */
 struct madt_info {
@@ -158,8 +169,9 @@ bool ioapic_has_pin(u32 gsi);
 void ioapic_set(u32 gsi, u32 vector, u32 dest_apic, bool level, bool active_low, bool masked);
 void tsc_delay_us(u64 us);
 
-/* trap.c */
+/* entry.c and asm/x86_64/entry.S */
 void trap_dispatch(struct trap_frame *f);
+__noreturn void arch_return_to_user(struct trap_frame *f);
 
 /* Symbols from the linker script and the assembly. */
 extern char __kernel_start[], __kernel_end[];

@@ -38,7 +38,7 @@ struct cpu {
     /* Shared: written with atomics by this CPU and by the BSP during boot
      * (STARTING -> BOOTING by the CPU, STARTING -> FAILED by the BSP). */
     u32 state;
-    u32 locks_held; /* debug builds: lock classes this CPU holds (sched.c) */
+    u32 locks_held; /* debug builds: lock classes this CPU holds (objlock.c) */
     u32 kmode;      /* enum kernel_mode: how this CPU holds the objects lock */
     volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
     /* Scheduling: written by this CPU (and current/fpu_owner by an
@@ -49,7 +49,7 @@ struct cpu {
     volatile u32 idle;      /* halted in the idle loop (read without the lock) */
     volatile u32 in_kernel; /* not running user code (read without the lock) */
     u32 call_pending;       /* current's system call waits for the objects lock */
-    volatile u32 reading;   /* holds the objects lock shared (sched.c) */
+    volatile u32 reading;   /* holds the objects lock shared (objlock.c) */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;
     volatile u32 stop_request;

@@ -1,11 +1,12 @@
 /* Decoding a kernel call: the generic, table-driven part (invoke.c) checks
  * the invoked capability's type and rights and looks up capability
- * arguments; each object's decode function then checks what only it knows
- * and calls its invoke step, which cannot fail. */
+ * arguments; the type's decode hook (keel/objtype.h: <module>_decode) then
+ * checks what only it knows and calls its invoke step, which cannot fail. */
 #ifndef KEEL_INVOKE_H
 #define KEEL_INVOKE_H
 
 #include <keel/object.h>
+#include <keel/types_gen.h>
 
 struct call_desc {
     const char *name;
@@ -13,6 +14,7 @@ struct call_desc {
     u8 rights;
     u8 nargs;
     u8 nresults;
+    u8 shared; /* may run with the objects lock shared (calls.tbl) */
     struct {
         u8 type; /* 0: a plain word */
         u8 rights;
@@ -31,18 +33,6 @@ struct invocation {
 };
 
 long invoke(struct invocation *inv);
-/* May the call run with the objects lock shared (sched.h)? */
-bool call_is_shared(u32 type, u64 label);
 const struct call_desc *call_describe(u64 label);
-
-long decode_untyped(struct invocation *inv);
-long decode_cnode(struct invocation *inv);
-long decode_tcb(struct invocation *inv);
-long decode_paging(struct invocation *inv);
-long decode_notification(struct invocation *inv);
-long decode_console(struct invocation *inv);
-long decode_irq(struct invocation *inv);
-long decode_io_port(struct invocation *inv);
-long decode_io_space(struct invocation *inv);
 
 #endif

@@ -190,11 +190,10 @@ void obj_ref(const struct cap *c);
 void zombies_reap(void);
 struct kobj *cap_kobj(const struct cap *c);
 
-/* Per-type hooks called by cap.c. */
-void untyped_slot_emptied(struct slot *s);
-void tcb_destroy(struct tcb *t);
-void tcb_binding_lost(struct tcb *t);
-void endpoint_destroy(struct endpoint *ep);
+/* The per-type hooks cap.c calls are in the operations table
+ * (keel/objtype.h, keel/types_gen.h). */
+/* Takes a thread off what it waits on: an endpoint (recv, fault, reply)
+ * or a notification. */
 void endpoint_cancel_wait(struct tcb *t);
 void notification_cancel_wait(struct tcb *t);
 /* Sends t's pending fault to its fault endpoint; false if it has none. */
@@ -204,16 +203,11 @@ long endpoint_call(struct tcb *t, struct slot *ep, u64 label, const u64 *w, bool
 long endpoint_send(struct tcb *t, struct slot *ep, u64 label, const u64 *w);
 long endpoint_recv(struct tcb *t, struct slot *ep, u64 flags, u64 window, bool *blocked);
 long reply_invoke(struct tcb *t, struct slot *reply, u64 err, const u64 *res);
-void reply_cap_deleted(struct slot *s);
-void reply_cap_moved(struct slot *s);
 void tcb_cancel_room_wait(struct tcb *t);
 void caller_revoke_wait(struct tcb *caller);
 void ep_admit_faults(struct endpoint *ep);
 /* irq.c: interrupts delivered to user drivers. */
 void irq_deliver(u32 gsi);
-void irq_notification_gone(struct notification *n);
-void console_notification_gone(struct notification *n);
-void irq_handler_deleted(struct cap *c);
 #define IRQ_LINES 24
 
 /* notification.c */
@@ -226,18 +220,11 @@ struct notification *notification_lookup(struct tcb *caller, u64 slot, u8 rights
                                          long *err);
 /* Copying to a thread's memory; false when not mapped writable. */
 bool user_copy_out(struct tcb *t, u64 uaddr, const void *src, u64 len);
-void notification_destroy(struct notification *n);
-void cnode_destroy(struct cnode *cn);
-void vspace_destroy(struct vspace *vs);
-void paging_cap_deleted(struct cap *c);
-
-/* Object initialisation (memory already zeroed). */
-void tcb_init(struct tcb *t);
-bool vspace_init(uptr p);
+/* A thread in zeroed memory (tcb_init, the retype hook, calls it). */
+void tcb_setup(struct tcb *t);
 
 /* iospace.c: DMA windows programmed into the paravirtual IOMMU. */
 bool iospace_init(void *regs);
-void iospace_destroy(struct kobj *o);
 void iospace_frame_deleted(struct cap *c);
 bool iospace_id_live(u32 id); /* for the host tests */
 

@@ -18,7 +18,7 @@
  * Locks and their order (a CPU takes them only in this order, and holds
  * at most one lock of each class at a time):
  *
- *   1. objects lock      a readers-writer lock (sched.c: per-CPU reader
+ *   1. objects lock      a readers-writer lock (objlock.c: per-CPU reader
  *                        flags and one writer word), taken on every
  *                        entry from user mode (kernel_enter) and by an idle
  *                        CPU looking for work; shared by default.  Held
@@ -150,6 +150,10 @@ static inline bool kernel_shared(void)
 }
 
 void obj_lock_spin(spinlock_t *l);
+/* One turn of any wait in the kernel (objlock.c): serves requests from
+ * other CPUs (the CPU waited for may be waiting for this one) and lets the
+ * watchdog look. */
+void kernel_spin_turn(u32 *spins);
 
 /* One CPU: nothing to exclude (kernel code runs with interrupts off). */
 static inline void obj_lock(spinlock_t *l, u32 cls)

@@ -37,4 +37,18 @@ static inline bool list_remove(struct tcb **head, struct tcb *t)
     return false;
 }
 
+/* A thread blocked in recv leaves its endpoint's receivers (under the
+ * endpoint's lock, or exclusive).  Here rather than in endpoint.c because a
+ * signal to the thread's bound notification ends the wait too
+ * (notification.c), and notifications sit below endpoints. */
+static inline void recv_wait_cancel(struct tcb *t)
+{
+    struct endpoint *ep = t->blocked_on;
+
+    if (ep)
+        list_remove(&ep->receivers, t);
+    t->blocked_on = NULL;
+    t->wait_kind = WAIT_NONE;
+}
+
 #endif

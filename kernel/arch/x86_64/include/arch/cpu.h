@@ -2,6 +2,7 @@
 #ifndef ARCH_CPU_H
 #define ARCH_CPU_H
 
+#include <arch/frame.h>
 #include <arch/layout.h>
 #include <keel/types.h>
 
@@ -17,20 +18,9 @@ struct tss {
 
 _Static_assert(sizeof(struct tss) == 104, "tss layout");
 
-/* The registers of an interrupted context, in the order trap_entry.S and
- * syscall_entry.S save them.  For a user thread this lives in its TCB: the
- * CPU and the entry code write it there directly. */
-struct trap_frame {
-    u64 r15, r14, r13, r12, r11, r10, r9, r8;
-    u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
-    u64 vector, error;
-    u64 rip, cs, rflags, rsp, ss; /* pushed by the CPU */
-};
-
-/* vector of a frame saved by the syscall instruction (it returns by
- * sysret; any other frame by iret) */
-#define VEC_SYSCALL 0x100
-
+/* A thread's registers (struct trap_frame, <arch/frame.h>) live in its
+ * TCB: the CPU and the entry code (asm/x86_64/entry.S) write them there
+ * directly. */
 struct arch_tcb {
     struct trap_frame frame __aligned(16); /* its end is where entries store */
     u8 fpu[512] __aligned(16);             /* fxsave area */
@@ -42,8 +32,8 @@ struct arch_cpu {
     u64 gdt[GDT_ENTRIES];
     struct tss tss;
     u8 iomap[8192 + 1]; /* follows the TSS: one bit per port, 1 = denied */
-    u64 cr3;
-    u32 io_first, io_last; /* the range open in iomap (first > last: none) */ /* what this CPU last loaded into CR3 (0: not known) */
+    u64 cr3;               /* what this CPU last loaded into CR3 (0: not known) */
+    u32 io_first, io_last; /* the range open in iomap (first > last: none) */
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
 

@@ -1,7 +1,8 @@
 /*
- * PVH entry: the loader enters pvh_start32 in 32-bit protected mode, paging
- * off, flat CS/DS/ES/SS, EBX = physical address of struct hvm_start_info,
- * no usable stack and an unspecified GDTR.  We switch to our own GDT, build
+ * PVH entry; the C side is kernel/arch/x86_64/boot.c.  The loader enters
+ * pvh_start32 in 32-bit protected mode, paging off, flat CS/DS/ES/SS,
+ * EBX = physical address of struct hvm_start_info, no usable stack and an
+ * unspecified GDTR.  We switch to our own GDT, build
  * the boot page tables, enable long mode and jump to kmain() in the higher
  * half.  This code runs at its physical address (.boot is linked VMA=LMA);
  * everything else is reached through PHYS() until paging is on.

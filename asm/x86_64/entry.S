@@ -1,0 +1,139 @@
+/*
+ * Entries into the kernel and the way back to user mode; the C side is
+ * kernel/arch/x86_64/entry.c.  Every entry saves the interrupted registers
+ * as a struct trap_frame (<arch/frame.h>: the FRAME_* offsets used here are
+ * checked against the C struct), then calls C on this CPU's kernel stack.
+ *
+ * - syscall_entry: the syscall instruction.
+ * - trap_stub_table / trap_common: interrupts and exceptions.
+ * - arch_return_to_user: restores a user frame and leaves by sysret or iret.
+ */
+#include <arch/layout.h>
+#include "frame.h"
+#include <keel/abi.h>
+#include <keel/cpu.h>
+
+/* -- the syscall instruction ----------------------------------------------- */
+
+/*
+ * syscall leaves the user RIP in RCX and RFLAGS in R11 and masks IF, so
+ * nothing interrupts us here.  The user registers are stored straight into
+ * the current thread's TCB (per-CPU frame_top) in the layout of struct
+ * trap_frame, with vector VEC_SYSCALL; then C runs on this CPU's kernel
+ * stack and never returns here: every exit goes through arch_return_to_user.
+ */
+    .text
+    .balign 16
+    .globl syscall_entry
+syscall_entry:
+    swapgs
+    /* The floor: what a system call costs with no work at all. */
+    cmpq $KEEL_SYS_FLOOR, %rax
+    je syscall_floor
+    movq %rsp, %gs:CPU_OFFSET_SCRATCH
+    movq %gs:CPU_OFFSET_FRAME_TOP, %rsp
+    pushq $USER_DS                  /* ss */
+    pushq %gs:CPU_OFFSET_SCRATCH    /* rsp */
+    pushq %r11                      /* rflags */
+    pushq $USER_CS                  /* cs */
+    pushq %rcx                      /* rip */
+    pushq $0                        /* error */
+    pushq $VEC_SYSCALL              /* vector */
+    PUSH_GPRS
+    movq %rsp, %rdi
+    movq %gs:CPU_OFFSET_STACK_TOP, %rsp
+    xorl %ebp, %ebp
+    call syscall_from_user
+    ud2
+
+syscall_floor:
+    xorl %eax, %eax
+    swapgs
+    sysretq
+
+/* void arch_return_to_user(struct trap_frame *f): restores f and leaves.
+ * After POP_GPRS, RSP points at the frame's vector. */
+#define AT(field) (FRAME_##field - FRAME_VECTOR)
+    .globl arch_return_to_user
+arch_return_to_user:
+    movq %rdi, %rsp
+    POP_GPRS
+    cmpq $VEC_SYSCALL, AT(VECTOR)(%rsp)
+    jne 1f
+    /* sysret: the frame's RIP is a user address (the kernel checks every
+     * RIP it accepts), so sysret cannot fault in ring 0. */
+    movq AT(RIP)(%rsp), %rcx
+    movq AT(RFLAGS)(%rsp), %r11
+    movq AT(RSP)(%rsp), %rsp
+    swapgs
+    sysretq
+1:  addq $AT(RIP), %rsp
+    swapgs
+    iretq
+
+/* -- interrupts and exceptions ---------------------------------------------- */
+
+/*
+ * One 16-byte stub per vector pushes a zero error code where the CPU does
+ * not push one (so every trap frame has the same shape) and the vector
+ * number, then joins trap_common, which saves all general-purpose
+ * registers and calls trap_dispatch(frame) (from kernel mode) or
+ * trap_from_user(frame) (from user mode).
+ */
+
+/* Vectors for which the CPU pushes an error code. */
+#define HAS_ERRCODE(v) ((v) == 8 || (v) == 10 || (v) == 11 || (v) == 12 || \
+                        (v) == 13 || (v) == 14 || (v) == 17 || (v) == 21 || \
+                        (v) == 29 || (v) == 30)
+
+    .pushsection .rodata
+    .balign 8
+    .globl trap_stub_table
+trap_stub_table:
+    .popsection
+
+    .text
+    .balign 16
+    .set vec, 0
+    .rept 256
+    .balign 16
+1:
+    .if !HAS_ERRCODE(vec)
+    pushq $0
+    .endif
+    pushq $vec
+    jmp trap_common
+    .pushsection .rodata
+    .quad 1b
+    .popsection
+    .set vec, vec + 1
+    .endr
+
+trap_common:
+    testb $3, AT(CS)(%rsp)          /* vector and error code on the stack */
+    jnz from_user
+    PUSH_GPRS
+    cld
+    movq %rsp, %rdi
+    /* The CPU aligned RSP to 16 before pushing the 5-word frame; with the
+     * 2 + 15 words pushed here RSP is 16-byte aligned again for the call. */
+    call trap_dispatch
+    POP_GPRS
+    addq $AT(RIP), %rsp
+    iretq
+
+/* From user mode the CPU took RSP from TSS.rsp0, the end of the current
+ * thread's saved-register area in its TCB: the frame is completed there,
+ * then C runs on this CPU's kernel stack and leaves through
+ * arch_return_to_user. */
+from_user:
+    swapgs
+    PUSH_GPRS
+    cld
+    movq %rsp, %rdi
+    movq %gs:CPU_OFFSET_STACK_TOP, %rsp
+    xorl %ebp, %ebp
+    call trap_from_user
+    ud2
+
+    .section .note.GNU-stack, "", @progbits

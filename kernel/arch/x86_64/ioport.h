@@ -1,0 +1,37 @@
+/* The TSS I/O permission bitmap: each CPU's bitmap denies every port but
+ * the one range of the thread it runs (the thread's io_port capability,
+ * tcb.io_ports), opened when the thread enters user mode (thread.c). */
+#ifndef X86_IOPORT_H
+#define X86_IOPORT_H
+
+#include <keel/cpu.h>
+#include <keel/object.h>
+
+/* Per CPU, with its TSS: every port denied. */
+void ioport_cpu_init(struct arch_cpu *a);
+/* Opens (or closes) ports first..last in a bitmap. */
+void io_range_set(u8 *map, u32 first, u32 last, bool open);
+
+/* Opens t's ports in this CPU's bitmap (closing the previous thread's).
+ * Inline: on the path of every switch into user mode, where it usually
+ * finds nothing to change. */
+static inline void ioport_switch(struct cpu *c, struct tcb *t)
+{
+    struct arch_cpu *a = &c->arch;
+    u32 first = 1, last = 0;
+
+    if (t->io_ports.cap.type == KEEL_OBJ_IO_PORT) {
+        first = (u32)t->io_ports.cap.a;
+        last = (u32)t->io_ports.cap.b;
+    }
+    if (first == a->io_first && last == a->io_last)
+        return;
+    if (a->io_first <= a->io_last)
+        io_range_set(a->iomap, a->io_first, a->io_last, false);
+    if (first <= last)
+        io_range_set(a->iomap, first, last, true);
+    a->io_first = first;
+    a->io_last = last;
+}
+
+#endif
