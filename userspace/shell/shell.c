@@ -9,7 +9,7 @@
  *   slot 9  an endpoint of its own: the inbox lookups answer through
  *   slot 10 a frame it shares with the drivers it uses
  */
-#include "../lib/devmgr.h"
+#include "../devmgr/devmgr.h"
 
 #define CONSOLE 5
 #define NAMES 6

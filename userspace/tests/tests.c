@@ -6,7 +6,6 @@
 const char *suite_current;
 static struct keel_bootinfo *boot;
 struct keel_bootinfo *suite_boot;
-static keel_word_t next_slot;
 static keel_word_t work_ut; /* the untyped the tests allocate from */
 keel_word_t suite_untyped;
 
@@ -14,34 +13,6 @@ keel_word_t suite_untyped;
 #define TEST_VA 0x20000000ul    /* frame tests, one page table */
 #define NO_TABLE_VA 0x30000000ul /* no page table here */
 #define WAIT_LIMIT 200000
-
-keel_word_t slot_alloc(void)
-{
-    /* the device manager's thread allocates too */
-    return __atomic_fetch_add(&next_slot, 1, __ATOMIC_RELAXED);
-}
-
-keel_word_t slot_alloc_range(keel_word_t n)
-{
-    return __atomic_fetch_add(&next_slot, n, __ATOMIC_RELAXED);
-}
-
-keel_word_t make_obj(keel_word_t type, keel_word_t bits)
-{
-    keel_word_t s = slot_alloc();
-    long err = keel_untyped_retype(work_ut, type, bits, CN, s, 1);
-
-    if (err) {
-        printf("ktest: setup: retype of type %lu failed: %ld\n", type, err);
-        keel_exit(0x11);
-    }
-    return s;
-}
-
-keel_word_t make_untyped(unsigned bits)
-{
-    return make_obj(KEEL_OBJ_UNTYPED, bits);
-}
 
 /* Plain messages: user labels (kernel call labels would carry
  * capabilities), four words, nothing transferred. */
@@ -72,31 +43,19 @@ long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t 
     return err;
 }
 
-keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights)
-{
-    keel_word_t f = make_obj(KEEL_OBJ_FRAME, 0);
-    long err = keel_frame_map(f, VS, vaddr, rights);
-
-    if (err) {
-        printf("ktest: setup: map at 0x%lx failed: %ld\n", vaddr, err);
-        keel_exit(0x11);
-    }
-    return f;
-}
-
 void suite_setup(struct keel_bootinfo *bi)
 {
     unsigned long best = 0;
 
     boot = bi;
     suite_boot = bi;
-    next_slot = bi->first_free;
     for (unsigned long i = 1; i < bi->untyped_count; i++) {
         if (bi->untyped[i].size_bits > bi->untyped[best].size_bits)
             best = i;
     }
     work_ut = KEEL_SLOT_FIRST_UNTYPED + best;
     suite_untyped = work_ut;
+    objects_init(bi->first_free, work_ut);
     keel_word_t pt = make_obj(KEEL_OBJ_PT, 0);
     keel_pt_map(pt, VS, STACKS_VA);
     pt = make_obj(KEEL_OBJ_PT, 0);

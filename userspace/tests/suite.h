@@ -1,13 +1,14 @@
-/* The in-guest test suite's small framework. */
+/* The in-guest tests' small framework, and what the test files share.
+ * The test program runs as the root task would (init hands it every
+ * capability in the same slot): the library's factory (objects.h) works
+ * from the largest untyped region. */
 #ifndef SUITE_H
 #define SUITE_H
 
-#include "../lib/keel.h"
+#include "../lib/devices.h"
+#include "../lib/spawn.h"
 
 extern const char *suite_current;
-
-#define CN KEEL_SLOT_CNODE
-#define VS KEEL_SLOT_VSPACE
 
 #define EXPECT(cond)                                                                           \
     do {                                                                                       \
@@ -55,50 +56,14 @@ extern const unsigned long msg_tests_count;
 /* drvtests.c: driver tests, run when the machine has what they need. */
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;
-/* The second 16550 (COM2): its ports and line, and whether one answers there. */
-#define COM2_BASE 0x2f8
-#define COM2_LAST 0x2ff
-#define COM2_IRQ 3
-int com2_present(void);
-/* spawn.c: a process as spawn_program makes it, with its faults sent to
- * fault_ep (a slot of ours; 0: none), and our capabilities to its objects. */
-struct process {
-    keel_word_t tcb, cnode, vspace;
-};
-long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
-                   keel_word_t fault_ep, struct process *out);
-void process_kill(struct process *p);
 extern keel_word_t suite_untyped;
-/* spawn.c: a process from a program in the initrd. */
-long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
-                   keel_word_t *tcb_out);
-/* Objects made from one untyped into a range of slots [next, end). */
-struct obj_alloc {
-    keel_word_t ut, next, end;
-};
-/* The same from a's memory (0: init's own), faults to fault_ep. */
-long spawn_process_from(struct obj_alloc *a, const char *name, keel_word_t arg,
-                        const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
-                        struct process *out);
-struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
-keel_word_t make_io_space(const struct keel_device_desc *d);
 /* rng.c: the rng driver on the first virtio-rng device, with the spare
  * frame given (or a fresh one); its endpoint, and our io_space capability. */
 long rng_start(keel_word_t spare, keel_word_t *ep, keel_word_t *io);
-keel_word_t slot_alloc(void);
-keel_word_t slot_alloc_range(keel_word_t n); /* n consecutive slots: the first */
-keel_word_t make_obj(keel_word_t type, keel_word_t bits);
-keel_word_t make_untyped(unsigned bits);
-keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
 void suite_setup(struct keel_bootinfo *bi);
 int suite_run(void);
 int bench_run(void);
 int stress_run(struct keel_bootinfo *bi);
-/* devmgr.c: the device manager and the name service. */
-int devmgr_start(struct keel_bootinfo *bi);
-keel_word_t devmgr_names(void);    /* a client's capability to the name service */
-keel_word_t devmgr_endpoint(void); /* the manager's endpoint (devmgr.h) */
-int shell_start(void);             /* the shell on the console */
 int services_run(void);            /* svctests.c: keel.test=services */
 /* svctests.c, also run by the suite: the services tests, and those of the
  * UART driver the device manager starts on COM2 (registered as console). */
