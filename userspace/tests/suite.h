@@ -43,7 +43,36 @@ struct thread {
     keel_word_t a, b, c; /* slots the body uses */
 };
 
-/* Shared helpers (tests.c). */
+/* The tests' address space (besides what the library maps). */
+#define STACKS_VA 0x10000000ul   /* thread stacks, one page table */
+#define TEST_VA 0x20000000ul     /* frame tests, one page table */
+#define NO_TABLE_VA 0x30000000ul /* no page table here */
+#define WAIT_LIMIT 200000
+
+extern struct keel_bootinfo *suite_boot;
+extern keel_word_t suite_untyped; /* the largest untyped: the factory's */
+
+#define USER(l) (KEEL_LABEL_USER + (l))
+
+/* A receive window: its slot and the KEEL_MSG_CAPS after it, for
+ * capabilities that come with a message. */
+static inline keel_word_t window_alloc(void)
+{
+    return slot_alloc_range(KEEL_MSG_CAPS + 1);
+}
+
+static inline long call_words(keel_word_t cap, keel_word_t label, keel_word_t a0,
+                              keel_word_t a1, keel_word_t *r0)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { a0, a1 }, out[KEEL_MSG_WORDS];
+    long err = keel_call(cap, label, in, out);
+
+    if (r0)
+        *r0 = out[0];
+    return err;
+}
+
+/* Shared helpers (suite.c). */
 long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep);
 int wait_done(struct thread *t);
 int wait_blocked(struct thread *t);
@@ -51,12 +80,15 @@ long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1, 
              keel_word_t w3);
 long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
              keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3);
-extern const struct test msg_tests[];
-extern const unsigned long msg_tests_count;
+/* The kernel's tests by topic (captests.c, threadtests.c, vspacetests.c,
+ * msgtests.c, batchtests.c, iotests.c). */
+extern const struct test cap_tests[], thread_tests[], vspace_tests[], msg_tests[],
+    batch_tests[], io_tests[];
+extern const unsigned long cap_tests_count, thread_tests_count, vspace_tests_count,
+    msg_tests_count, batch_tests_count, io_tests_count;
 /* drvtests.c: driver tests, run when the machine has what they need. */
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;
-extern keel_word_t suite_untyped;
 /* rng.c: the rng driver on the first virtio-rng device, with the spare
  * frame given (or a fresh one); its endpoint, and our io_space capability. */
 long rng_start(keel_word_t spare, keel_word_t *ep, keel_word_t *io);
@@ -70,7 +102,7 @@ int services_run(void);            /* svctests.c: keel.test=services */
 extern const unsigned long svc_tests_count, svc_console_tests_count;
 const char *svc_tests_missing(void); /* the devices they need and we lack, or null */
 void svc_run(int console, unsigned *passed, unsigned *failed); /* starts the device manager */
-/* tests.c: runs n tests, reporting each ("ktest: ok <name>"). */
+/* suite.c: runs n tests, reporting each ("ktest: ok <name>"). */
 void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed);
 
 #endif

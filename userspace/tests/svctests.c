@@ -15,7 +15,6 @@
 #define STREAM_MAGIC 0x6b65656c73766321ul /* "!cvsleek" */
 #define KILLS 3
 
-extern struct keel_bootinfo *suite_boot;
 
 static unsigned long next_buf;
 static struct services svc; /* the name service and the device manager, once started */
