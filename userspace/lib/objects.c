@@ -32,7 +32,7 @@ keel_word_t make_obj(keel_word_t type, keel_word_t bits)
     long err = keel_untyped_retype(work_ut, type, bits, CN, s, 1);
 
     if (err) {
-        printf("ktest: setup: retype of type %lu failed: %ld\n", type, err);
+        printf("objects: retype of type %lu failed: %ld\n", type, err);
         keel_exit(0x11);
     }
     return s;
@@ -49,7 +49,7 @@ keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights)
     long err = map_frame(0, VS, f, vaddr, rights);
 
     if (err) {
-        printf("ktest: setup: map at 0x%lx failed: %ld\n", vaddr, err);
+        printf("objects: map at 0x%lx failed: %ld\n", vaddr, err);
         keel_exit(0x11);
     }
     return f;

@@ -1,5 +1,6 @@
-/* The stress workloads' shared parts (stress.c runs them; stress_msg.c and
- * stress_mem.c hold the workloads). */
+/* The stress workloads' shared parts: stress.c runs them, stress_msg.c and
+ * stress_mem.c hold the workloads, stress_workers.c their threads and
+ * what they share. */
 #ifndef STRESS_H
 #define STRESS_H
 
@@ -51,6 +52,8 @@ extern unsigned long ncpus, tsc_khz, seed;
 extern volatile int stop;
 extern int pin_local;
 extern unsigned long inject;
+extern keel_word_t tick_ntfn; /* wakes the main thread: a second passed, or a worker ended */
+extern unsigned long end_ms, next_tick_ms;
 
 unsigned long rnd(unsigned long *s);
 unsigned long now_ms(void);

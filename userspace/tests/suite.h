@@ -72,7 +72,7 @@ static inline long call_words(keel_word_t cap, keel_word_t label, keel_word_t a0
     return err;
 }
 
-/* Shared helpers (suite.c). */
+/* Shared helpers (harness.c). */
 long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep);
 int wait_done(struct thread *t);
 int wait_blocked(struct thread *t);
@@ -102,7 +102,7 @@ int services_run(void);            /* svctests.c: keel.test=services */
 extern const unsigned long svc_tests_count, svc_console_tests_count;
 const char *svc_tests_missing(void); /* the devices they need and we lack, or null */
 void svc_run(int console, unsigned *passed, unsigned *failed); /* starts the device manager */
-/* suite.c: runs n tests, reporting each ("ktest: ok <name>"). */
+/* harness.c: runs n tests, reporting each ("ktest: ok <name>"). */
 void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed);
 
 #endif
