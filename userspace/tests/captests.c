@@ -24,7 +24,8 @@ static int t_retype_bad_type(void)
 
     EXPECT_ERR(keel_untyped_retype(suite_untyped, 0, 0, CN, s, 1), KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_untyped_retype(suite_untyped, 99, 0, CN, s, 1), KEEL_E_INVALID_ARG);
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_CONSOLE, 0, CN, s, 1), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_CONSOLE, 0, CN, s, 1),
+               KEEL_E_INVALID_ARG);
     return 0;
 }
 
@@ -32,7 +33,8 @@ static int t_retype_bad_count(void)
 {
     keel_word_t s = slot_alloc();
 
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, s, 0), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, s, 0),
+               KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, s, 100000),
                KEEL_E_INVALID_ARG);
     return 0;
@@ -52,7 +54,8 @@ static int t_retype_slot_out_of_range(void)
 
     EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, last, 2),
                KEEL_E_INVALID_ARG);
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, 0, 1), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, CN, 0, 1),
+               KEEL_E_INVALID_ARG);
     return 0;
 }
 
@@ -60,7 +63,8 @@ static int t_retype_cnode_arg_wrong_type(void)
 {
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
 
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, ep, 1, 1), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, ep, 1, 1),
+               KEEL_E_WRONG_TYPE);
     return 0;
 }
 
@@ -139,7 +143,8 @@ static int t_retype_cnode_sizes(void)
     keel_word_t s = slot_alloc();
 
     EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_CNODE, 0, CN, s, 1), KEEL_E_INVALID_ARG);
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_CNODE, 40, CN, s, 1), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_CNODE, 40, CN, s, 1),
+               KEEL_E_INVALID_ARG);
     OK(keel_untyped_retype(suite_untyped, KEEL_OBJ_CNODE, 4, CN, s, 1));
     return 0;
 }
@@ -173,7 +178,8 @@ static int t_retype_into_new_cnode(void)
 
     OK(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, cn, 1, 7));
     EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, cn, 7, 1), KEEL_E_EXISTS);
-    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, cn, 8, 1), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_untyped_retype(suite_untyped, KEEL_OBJ_ENDPOINT, 0, cn, 8, 1),
+               KEEL_E_INVALID_ARG);
     OK(keel_cnode_identify(cn, 7, &type, 0, 0));
     EXPECT(type == KEEL_OBJ_ENDPOINT);
     return 0;
