@@ -9,7 +9,12 @@ USER_LDFLAGS := -nostdlib -static -z max-page-size=4096 -T userspace/lib/user.ld
 
 ULIB_OBJS := $(UBUILD)/lib/crt0.o $(UBUILD)/lib/libc.o $(UBUILD)/lib/channel.o \
 	$(UBUILD)/lib/service.o
+# Making objects and processes: for the programs that hold memory to do so.
+UPROC_OBJS := $(UBUILD)/lib/objects.o $(UBUILD)/lib/spawn.o $(UBUILD)/lib/devices.o \
+	$(UBUILD)/lib/start.o
 INIT_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/init/*.c))
+DEVMGR_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/devmgr/*.c))
+TESTS_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/tests/*.c))
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 NS_OBJS := $(UBUILD)/nameserv/nameserv.o
 SHELL_OBJS := $(UBUILD)/shell/shell.o
@@ -35,8 +40,14 @@ $(BUILD)/initrd.cpio: $(SERVED_DRIVERS:%=$(UBUILD)/%.elf)
 
 -include $(SERVE_OBJ:.o=.d) $(SERVED_DRIVERS:%=$(UBUILD)/drivers/%.d)
 
-$(UBUILD)/init.elf: $(ULIB_OBJS) $(INIT_OBJS) userspace/lib/user.ld
-	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(INIT_OBJS)
+$(UBUILD)/init.elf: $(ULIB_OBJS) $(UPROC_OBJS) $(INIT_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(UPROC_OBJS) $(INIT_OBJS)
+
+$(UBUILD)/devmgr.elf: $(ULIB_OBJS) $(UPROC_OBJS) $(DEVMGR_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(UPROC_OBJS) $(DEVMGR_OBJS)
+
+$(UBUILD)/tests.elf: $(ULIB_OBJS) $(UPROC_OBJS) $(TESTS_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(UPROC_OBJS) $(TESTS_OBJS)
 
 $(UBUILD)/trace.elf: $(ULIB_OBJS) $(TRACE_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(TRACE_OBJS)
@@ -49,15 +60,18 @@ $(UBUILD)/shell.elf: $(ULIB_OBJS) $(SHELL_OBJS) userspace/lib/user.ld
 
 # cpio "newc", the format Linux uses for its initramfs.
 $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/nameserv.elf \
-		$(UBUILD)/shell.elf
+		$(UBUILD)/shell.elf $(UBUILD)/devmgr.elf $(UBUILD)/tests.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
 	cp $(UBUILD)/trace.elf $(UBUILD)/initrd/trace
 	cp $(UBUILD)/nameserv.elf $(UBUILD)/initrd/nameserv
 	cp $(UBUILD)/shell.elf $(UBUILD)/initrd/shell
+	cp $(UBUILD)/devmgr.elf $(UBUILD)/initrd/devmgr
+	cp $(UBUILD)/tests.elf $(UBUILD)/initrd/tests
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
--include $(INIT_OBJS:.o=.d) $(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)
+-include $(INIT_OBJS:.o=.d) $(DEVMGR_OBJS:.o=.d) $(TESTS_OBJS:.o=.d) $(UPROC_OBJS:.o=.d) \
+	$(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)

@@ -1,10 +1,11 @@
-"""The in-guest test suite (userspace/init) under Keel's VMM and under QEMU.
+"""The in-guest test suite (userspace/tests) under Keel's VMM and under QEMU.
 
-init runs every kernel call with good and bad arguments and reports one line
-per test on the serial console, then ``ktest: N passed, M failed``, then
-powers off through the exit device.  When the machine has the devices it
+The test program init starts for keel.test=suite runs every kernel call
+with good and bad arguments and reports one line per test on the serial
+console, then ``ktest: N passed, M failed``, then powers off through the
+exit device.  When the machine has the devices it
 also runs the driver tests: the UART's with a COM2, the services tests
-(userspace/init/svctests.c) with a virtio-blk and a virtio-rng, and says
+(userspace/tests/svctests.c) with a virtio-blk and a virtio-rng, and says
 which it did not run and why.
 """
 

@@ -2,7 +2,7 @@
 entropy drivers serving userspace/lib/driver.h, killed and restarted while a
 client writes, and devices attached and detached while the guest runs.
 
-The guest side is ``keel.test=services`` (userspace/init/svctests.c); it
+The guest side is ``keel.test=services`` (userspace/tests/svctests.c); it
 reports one ``ktest: ok`` line per test.  The host checks what only it can:
 that every write the guest was told was done is in the disk image file.
 """

@@ -32,7 +32,7 @@ def test_virtio_rng_driver_serves_random_bytes(kernel: Path) -> None:
 
 
 def test_dma_outside_the_drivers_frames_is_refused(kernel: Path) -> None:
-    """keel.test=dma (userspace/init/dma.c): the rng driver points its device
+    """keel.test=dma (userspace/tests/dma.c): the rng driver points its device
     at a frame it was never given, then at a frame taken back from it; both
     requests fail, the IOMMU counts and reports them, the frames keep their
     contents, and good requests before and after succeed."""

@@ -4,12 +4,12 @@
  *
  *   slot 5  the kernel console, with the right to read lines typed
  *   slot 6  the name service (lookups only)
- *   slot 7  the device manager's endpoint (userspace/lib/devmgr.h)
+ *   slot 7  the device manager's endpoint (userspace/devmgr/devmgr.h)
  *   slot 8  a notification: a line was typed
  *   slot 9  an endpoint of its own: the inbox lookups answer through
  *   slot 10 a frame it shares with the drivers it uses
  */
-#include "../lib/devmgr.h"
+#include "../devmgr/devmgr.h"
 
 #define CONSOLE 5
 #define NAMES 6

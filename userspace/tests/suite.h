@@ -1,13 +1,14 @@
-/* The in-guest test suite's small framework. */
+/* The in-guest tests' small framework, and what the test files share.
+ * The test program runs as the root task would (init hands it every
+ * capability in the same slot): the library's factory (objects.h) works
+ * from the largest untyped region. */
 #ifndef SUITE_H
 #define SUITE_H
 
-#include "../lib/keel.h"
+#include "../lib/devices.h"
+#include "../lib/spawn.h"
 
 extern const char *suite_current;
-
-#define CN KEEL_SLOT_CNODE
-#define VS KEEL_SLOT_VSPACE
 
 #define EXPECT(cond)                                                                           \
     do {                                                                                       \
@@ -42,7 +43,36 @@ struct thread {
     keel_word_t a, b, c; /* slots the body uses */
 };
 
-/* Shared helpers (tests.c). */
+/* The tests' address space (besides what the library maps). */
+#define STACKS_VA 0x10000000ul   /* thread stacks, one page table */
+#define TEST_VA 0x20000000ul     /* frame tests, one page table */
+#define NO_TABLE_VA 0x30000000ul /* no page table here */
+#define WAIT_LIMIT 200000
+
+extern struct keel_bootinfo *suite_boot;
+extern keel_word_t suite_untyped; /* the largest untyped: the factory's */
+
+#define USER(l) (KEEL_LABEL_USER + (l))
+
+/* A receive window: its slot and the KEEL_MSG_CAPS after it, for
+ * capabilities that come with a message. */
+static inline keel_word_t window_alloc(void)
+{
+    return slot_alloc_range(KEEL_MSG_CAPS + 1);
+}
+
+static inline long call_words(keel_word_t cap, keel_word_t label, keel_word_t a0,
+                              keel_word_t a1, keel_word_t *r0)
+{
+    keel_word_t in[KEEL_MSG_WORDS] = { a0, a1 }, out[KEEL_MSG_WORDS];
+    long err = keel_call(cap, label, in, out);
+
+    if (r0)
+        *r0 = out[0];
+    return err;
+}
+
+/* Shared helpers (harness.c). */
 long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep);
 int wait_done(struct thread *t);
 int wait_blocked(struct thread *t);
@@ -50,62 +80,29 @@ long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1, 
              keel_word_t w3);
 long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
              keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3);
-extern const struct test msg_tests[];
-extern const unsigned long msg_tests_count;
+/* The kernel's tests by topic (captests.c, threadtests.c, vspacetests.c,
+ * msgtests.c, batchtests.c, iotests.c). */
+extern const struct test cap_tests[], thread_tests[], vspace_tests[], msg_tests[],
+    batch_tests[], io_tests[];
+extern const unsigned long cap_tests_count, thread_tests_count, vspace_tests_count,
+    msg_tests_count, batch_tests_count, io_tests_count;
 /* drvtests.c: driver tests, run when the machine has what they need. */
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;
-/* The second 16550 (COM2): its ports and line, and whether one answers there. */
-#define COM2_BASE 0x2f8
-#define COM2_LAST 0x2ff
-#define COM2_IRQ 3
-int com2_present(void);
-/* spawn.c: a process as spawn_program makes it, with its faults sent to
- * fault_ep (a slot of ours; 0: none), and our capabilities to its objects. */
-struct process {
-    keel_word_t tcb, cnode, vspace;
-};
-long spawn_process(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
-                   keel_word_t fault_ep, struct process *out);
-void process_kill(struct process *p);
-extern keel_word_t suite_untyped;
-/* spawn.c: a process from a program in the initrd. */
-long spawn_program(const char *name, keel_word_t arg, const keel_word_t *caps, unsigned ncaps,
-                   keel_word_t *tcb_out);
-/* Objects made from one untyped into a range of slots [next, end). */
-struct obj_alloc {
-    keel_word_t ut, next, end;
-};
-/* The same from a's memory (0: init's own), faults to fault_ep. */
-long spawn_process_from(struct obj_alloc *a, const char *name, keel_word_t arg,
-                        const keel_word_t *caps, unsigned ncaps, keel_word_t fault_ep,
-                        struct process *out);
-struct keel_device_desc *find_virtio_device(unsigned int id, keel_word_t *regs);
-keel_word_t make_io_space(const struct keel_device_desc *d);
 /* rng.c: the rng driver on the first virtio-rng device, with the spare
  * frame given (or a fresh one); its endpoint, and our io_space capability. */
 long rng_start(keel_word_t spare, keel_word_t *ep, keel_word_t *io);
-keel_word_t slot_alloc(void);
-keel_word_t slot_alloc_range(keel_word_t n); /* n consecutive slots: the first */
-keel_word_t make_obj(keel_word_t type, keel_word_t bits);
-keel_word_t make_untyped(unsigned bits);
-keel_word_t map_new_frame(keel_word_t vaddr, keel_word_t rights);
 void suite_setup(struct keel_bootinfo *bi);
 int suite_run(void);
 int bench_run(void);
 int stress_run(struct keel_bootinfo *bi);
-/* devmgr.c: the device manager and the name service. */
-int devmgr_start(struct keel_bootinfo *bi);
-keel_word_t devmgr_names(void);    /* a client's capability to the name service */
-keel_word_t devmgr_endpoint(void); /* the manager's endpoint (devmgr.h) */
-int shell_start(void);             /* the shell on the console */
 int services_run(void);            /* svctests.c: keel.test=services */
 /* svctests.c, also run by the suite: the services tests, and those of the
  * UART driver the device manager starts on COM2 (registered as console). */
 extern const unsigned long svc_tests_count, svc_console_tests_count;
 const char *svc_tests_missing(void); /* the devices they need and we lack, or null */
 void svc_run(int console, unsigned *passed, unsigned *failed); /* starts the device manager */
-/* tests.c: runs n tests, reporting each ("ktest: ok <name>"). */
+/* harness.c: runs n tests, reporting each ("ktest: ok <name>"). */
 void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed);
 
 #endif

@@ -1,5 +1,6 @@
-/* What the device manager (userspace/init/devmgr.c) answers on its
- * endpoint: the shell and the tests list the drivers and kill them.
+/* What the device manager (userspace/devmgr/devmgr.c) answers on its
+ * endpoint: the shell and the tests list the drivers and kill them; and
+ * the capabilities it is started with (userspace/lib/start.c).
  *
  * Every driver has an id (its index in the manager's table) and the name
  * it is registered under.  A killed driver is restarted at once, and so is
@@ -8,7 +9,7 @@
 #ifndef KEEL_DEVMGR_H
 #define KEEL_DEVMGR_H
 
-#include "names.h"
+#include "../lib/names.h"
 
 enum dm_state {
     DM_FREE = 0,    /* no device */
@@ -52,5 +53,18 @@ static inline const char *dm_kind(unsigned long type)
                                             * as a bug in it would (for tests) */
 
 #define DM_MAX 16
+
+/* Its capability table, as the one who starts it fills it: the interrupt,
+ * I/O-port and io_space controls in the root task's slots, then these.  Its
+ * boot information (at KEEL_BOOTINFO_VADDR, a copy) lists the devices with
+ * the slots it holds them in, and its initrd (a copy at KEEL_INITRD_VADDR)
+ * holds the driver programs only. */
+#define DM_SLOT_ENDPOINT 8 /* requests, its drivers' faults, the hotplug line */
+#define DM_SLOT_NAMES 9    /* the name service, badged NS_BADGE_ADMIN */
+#define DM_SLOT_POOL 10    /* untyped memory: its drivers' and its own */
+#define DM_SLOT_FIRST_DEVICE 11 /* device i's register memory (boot information order) */
+#define DM_SLOT_FIRST_FREE (DM_SLOT_FIRST_DEVICE + KEEL_MAX_DEVICES)
+#define DM_CNODE_BITS 12   /* a driver's process takes DRIVER_SLOTS of them */
+#define DM_POOL_BITS 23
 
 #endif

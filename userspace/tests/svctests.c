@@ -6,7 +6,8 @@
  * (tests/boot/test_services.py).  The in-guest suite (keel.test=suite)
  * runs the same tests when the machine has the devices.  Reports like the
  * suite: "ktest: ok <name>" per test, then the totals. */
-#include "../lib/devmgr.h"
+#include "../devmgr/devmgr.h"
+#include "../lib/start.h"
 #include "suite.h"
 
 #define BUF_VA 0x20160000ul /* a page per client */
@@ -14,15 +15,15 @@
 #define STREAM_MAGIC 0x6b65656c73766321ul /* "!cvsleek" */
 #define KILLS 3
 
-extern struct keel_bootinfo *suite_boot;
 
 static unsigned long next_buf;
+static struct services svc; /* the name service and the device manager, once started */
 
 /* A client of the named service with a buffer of its own. */
 static long client(struct service *s, const char *name)
 {
     memset(s, 0, sizeof(*s));
-    s->ns = devmgr_names();
+    s->ns = svc.names;
     s->inbox = make_obj(KEEL_OBJ_ENDPOINT, 0);
     s->window = slot_alloc_range(4);
     s->buf = (unsigned char *)(BUF_VA + next_buf++ * KEEL_PAGE_SIZE);
@@ -34,7 +35,7 @@ static long client(struct service *s, const char *name)
 static long dm_call(keel_word_t label, keel_word_t w0, keel_word_t w1, keel_word_t *out)
 {
     keel_word_t in[KEEL_MSG_WORDS] = { w0, w1 }, res[KEEL_MSG_WORDS];
-    long err = keel_call(devmgr_endpoint(), label, in, res);
+    long err = keel_call(svc.devmgr, label, in, res);
 
     if (out)
         memcpy(out, res, sizeof(res));
@@ -75,11 +76,11 @@ static int t_names(void)
     ns_pack("blk0", in);
     in[2] = s.inbox;
     /* only the device manager registers */
-    EXPECT_ERR(keel_call(devmgr_names(), NS_REGISTER, in, out), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_call(svc.names, NS_REGISTER, in, out), KEEL_E_NO_RIGHTS);
     EXPECT(!ns_pack("a-name-far-too-long", in));
     for (keel_word_t i = 0;; i++) {
         in[0] = i;
-        OK(keel_call(devmgr_names(), NS_LIST, in, out));
+        OK(keel_call(svc.names, NS_LIST, in, out));
         if (!out[0])
             break;
         ns_unpack(out, name);
@@ -369,7 +370,7 @@ const char *svc_tests_missing(void)
 
 void svc_run(int console, unsigned *passed, unsigned *failed)
 {
-    if (devmgr_start(suite_boot)) {
+    if (services_start(&svc)) {
         printf("ktest: FAIL the device manager did not start\n");
         (*failed)++;
         return;

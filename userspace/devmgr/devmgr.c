@@ -1,8 +1,11 @@
-/* The device manager: a thread of init (the root task, which holds the
- * device-memory, interrupt and untyped capabilities it hands out).
+/* The device manager: a process of its own, started by init (or by the
+ * services tests) with only what it hands out and needs (devmgr.h: the
+ * device memory, the interrupt, I/O-port and io_space controls, an untyped
+ * pool for its drivers, the name service's registering endpoint, a copy of
+ * the boot information and of the driver programs).
  *
- * - It starts the name service (userspace/nameserv) and holds the only
- *   copy of its endpoint that may register names.
+ * - It holds the only copy of the name service's endpoint that may
+ *   register names.
  * - It finds devices: the virtio-mmio entries of the command line, the
  *   hotplug controller (docs/hotplug.md) whose interrupt (GSI 5) it takes,
  *   and a 16550 UART at COM2 (0x2f8, IRQ 3) if one answers there.
@@ -25,15 +28,15 @@
  *   starts a new driver under the same name.  A device detached while the
  *   guest runs has its driver stopped the same way and its name withdrawn.
  *
- * The manager's thread serves userspace/lib/devmgr.h on its endpoint; the
- * hotplug interrupt reaches it through the notification bound to it. */
-#include "../lib/devmgr.h"
+ * It serves devmgr.h on its endpoint; the hotplug interrupt reaches it
+ * through the notification bound to its thread. */
+#include "devmgr.h"
+#include "../lib/devices.h"
+#include "../lib/spawn.h"
 #include "../lib/virtio.h"
-#include "suite.h"
 
 #define DRIVER_UT_BITS 18 /* 256 KiB: one driver's whole process */
 #define DRIVER_SLOTS 96
-#define NS_UT_BITS 17
 #define REGS_VA 0x20140000ul /* the manager's view of device registers, a page each */
 #define DM_WINDOW_SLOTS 4
 
@@ -87,12 +90,12 @@ struct device {
 static struct keel_bootinfo *bi;
 static struct device devs[DM_MAX];
 static keel_word_t page_frame[KEEL_MAX_DEVICES]; /* the manager's frame of each device page */
-static keel_word_t ns_admin, ns_client, dm_ep, hp_ntfn, hp_irq, held_reply;
+static keel_word_t hp_ntfn, hp_irq, held_reply;
+static const keel_word_t ns_admin = DM_SLOT_NAMES, dm_ep = DM_SLOT_ENDPOINT;
 static volatile unsigned int *hp; /* the hotplug controller, or null */
 static unsigned long hp_desc, slot_base, slot_stride, slot_count;
 static unsigned long events, wait_after;
 static int waiting;
-static struct thread dm_thread;
 
 static unsigned int rd(volatile unsigned int *r, unsigned off)
 {
@@ -111,7 +114,7 @@ static volatile unsigned int *device_regs(unsigned i)
         keel_word_t f = slot_alloc();
         keel_cnode_revoke(CN, bi->devices[j].slot);
         if (keel_untyped_retype(bi->devices[j].slot, KEEL_OBJ_FRAME, 0, CN, f, 1) ||
-            keel_frame_map(f, VS, REGS_VA + j * KEEL_PAGE_SIZE, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE))
+            map_frame(0, VS, f, REGS_VA + j * KEEL_PAGE_SIZE, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE))
             return 0;
         page_frame[j] = f;
     }
@@ -428,7 +431,7 @@ static long crash_driver(struct device *d)
     return err;
 }
 
-static void dm_serve(struct thread *self)
+static void dm_serve(void)
 {
     keel_word_t window = slot_alloc_range(DM_WINDOW_SLOTS);
 
@@ -516,25 +519,12 @@ static void hotplug_setup(void)
     }
 }
 
-int devmgr_start(struct keel_bootinfo *boot)
+long keel_main(keel_word_t arg);
+long keel_main(keel_word_t arg)
 {
-    struct obj_alloc ns = { make_untyped(NS_UT_BITS), slot_alloc_range(32), 0 };
-    struct process proc;
-
-    bi = boot;
-    ns.end = ns.next + 32;
-    keel_word_t ns_ep = ns.next++;
-    if (keel_untyped_retype(ns.ut, KEEL_OBJ_ENDPOINT, 0, CN, ns_ep, 1) ||
-        spawn_process_from(&ns, "nameserv", 0, &ns_ep, 1, 0, &proc)) {
-        printf("devmgr: cannot start the name service\n");
-        return 1;
-    }
-    ns_admin = slot_alloc();
-    ns_client = slot_alloc();
+    bi = boot_info();
+    objects_init(bi->first_free, DM_SLOT_POOL);
     held_reply = slot_alloc();
-    keel_cnode_mint(CN, ns_admin, CN, ns_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT, NS_BADGE_ADMIN);
-    keel_cnode_copy(CN, ns_client, CN, ns_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT);
-    dm_ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
     hp_ntfn = make_obj(KEEL_OBJ_NOTIFICATION, 0);
     hotplug_setup();
     for (unsigned i = 0; i < bi->device_count; i++) {
@@ -548,40 +538,8 @@ int devmgr_start(struct keel_bootinfo *boot)
         add_device(i, hot);
     }
     add_uart();
-    if (spawn(&dm_thread, dm_serve, 0) ||
-        keel_tcb_bind_notification(dm_thread.tcb, hp_ntfn)) {
-        printf("devmgr: cannot start its thread\n");
-        return 1;
-    }
+    if (keel_tcb_bind_notification(KEEL_SLOT_TCB, hp_ntfn))
+        printf("devmgr: cannot take the hotplug notification\n");
+    dm_serve();
     return 0;
-}
-
-keel_word_t devmgr_names(void)
-{
-    return ns_client;
-}
-
-keel_word_t devmgr_endpoint(void)
-{
-    return dm_ep;
-}
-
-/* The shell (userspace/shell), with what it may use: reading the console,
- * looking names up, the manager's endpoint (to call it, not to serve it). */
-int shell_start(void)
-{
-    keel_word_t caps[6], tcb;
-
-    caps[0] = KEEL_SLOT_CONSOLE;
-    caps[1] = ns_client;
-    caps[2] = slot_alloc();
-    caps[3] = make_obj(KEEL_OBJ_NOTIFICATION, 0);
-    caps[4] = make_obj(KEEL_OBJ_ENDPOINT, 0);
-    caps[5] = make_obj(KEEL_OBJ_FRAME, 0);
-    long err = keel_cnode_copy(CN, caps[2], CN, dm_ep, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT);
-    if (!err)
-        err = spawn_program("shell", 0, caps, 6, &tcb);
-    if (err)
-        printf("init: cannot start the shell: %ld\n", err);
-    return err != 0;
 }

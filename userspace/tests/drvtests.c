@@ -287,34 +287,6 @@ static int t_uart_driver_stray_port(void)
     return 0;
 }
 
-static inline unsigned char inb_port(unsigned short port)
-{
-    unsigned char v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static inline void outb_port(unsigned short port, unsigned char v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-/* Whether a 16550 answers at COM2: its scratch register keeps what we write. */
-int com2_present(void)
-{
-    keel_word_t io = slot_alloc();
-    unsigned char v;
-
-    if (keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, COM2_BASE, COM2_LAST, CN, io) ||
-        keel_tcb_set_io_ports(KEEL_SLOT_TCB, io))
-        return 0;
-    outb_port(COM2_BASE + 7, 0x5a);
-    v = inb_port(COM2_BASE + 7);
-    keel_tcb_set_io_ports(KEEL_SLOT_TCB, 0);
-    keel_cnode_delete(CN, io);
-    return v == 0x5a;
-}
-
 const struct test drv_tests[] = {
     { "uart_driver_interrupts", t_uart_driver_interrupts },
     { "uart_driver_stray_port", t_uart_driver_stray_port },
