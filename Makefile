@@ -28,7 +28,7 @@ venv: $(VENV)/.stamp
 
 # The KVM bindings are compiled against the system's <linux/kvm.h>.
 FFI_STAMP := $(BUILD)/ffi/.stamp
-$(FFI_STAMP): vmm/kvm/ffi_build.py /usr/include/linux/kvm.h $(VENV)/.stamp
+$(FFI_STAMP): vmm/kvm/ffi_build.py vmm/kvm/ffi_state.py /usr/include/linux/kvm.h $(VENV)/.stamp
 	$(PY) -m vmm.kvm.ffi_build
 	@touch $@
 

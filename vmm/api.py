@@ -13,6 +13,7 @@ an error reply; nothing a client sends stops the VMM except ``stop``.
     {"cmd": "detach", "id": "disk0"}          (an id, or an image path / TAP name)
     {"cmd": "devices"}  {"cmd": "status"}  {"cmd": "pause"}  {"cmd": "resume"}
     {"cmd": "stop"}
+    {"cmd": "metrics"}                        (every counter, see vmm/metrics.py)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from vmm.machine import Machine
 __all__ = ["ApiError", "ApiServer", "dispatch", "request"]
 
 MAX_REQUEST = 64 << 10
-COMMANDS = ("attach", "detach", "devices", "pause", "resume", "stop", "status")
+COMMANDS = ("attach", "detach", "devices", "pause", "resume", "stop", "status", "metrics")
 
 
 def _arg(req: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
@@ -77,6 +78,8 @@ def dispatch(machine: Machine, req: object) -> Any:
                 "devices": len(machine.devices()),
                 "iommu": "on" if machine.iommu.enabled else "off",
                 "dma_faults": machine.iommu.total_faults}  # fmt: skip
+    if cmd == "metrics":
+        return machine.metrics()
     if cmd == "stop":
         return None  # the server stops the machine once the reply is out
     raise ApiError(f"unknown command {cmd!r} (one of {', '.join(COMMANDS)})")

@@ -3,13 +3,14 @@
     keel run [KERNEL] [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
                       [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
-                      [--serial2 FILE|stdio|none]
+                      [--serial2 FILE|stdio|none] [--metrics-file PATH]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
     keel detach --api-sock S ID-or-PATH
     keel devices|status|pause|resume|stop --api-sock S
+    keel metrics --api-sock S [--json] [--watch [SECONDS]]
 
 ``--serial2`` adds a second 16550 (COM2, 0x2f8, IRQ 3) for a user-space
 driver: its output goes to FILE, or with ``stdio`` to standard output while
@@ -73,6 +74,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
                      help="a second 16550 (COM2) writing to FILE or to stdout (stdio: "
                           "stdin types on COM2); default none")
+    run.add_argument("--metrics-file", default=None, metavar="PATH",
+                     help="write the metrics as JSON to PATH every second (and at the end)")
 
     stress = sub.add_parser("stress", help="run the in-guest SMP stress workload")
     stress.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
@@ -115,6 +118,10 @@ def _build_parser() -> argparse.ArgumentParser:
     client("pause", "pause every vCPU")
     client("resume", "resume a paused machine")
     client("stop", "stop the machine")
+    metrics = client("metrics", "show the VMM's counters (exits, devices, interrupts)")
+    metrics.add_argument("--json", action="store_true", help="print the JSON answer")
+    metrics.add_argument("--watch", type=float, nargs="?", const=1.0, default=None,
+                         metavar="SECONDS", help="refresh every SECONDS (default 1), like top")
     return parser
 
 
@@ -190,6 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         serial2_output=serial2_sink,
     )
     server = None
+    metrics_file = None
     try:
         for kind in KINDS.values():
             for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
@@ -200,10 +208,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             from vmm.api import ApiServer
 
             server = ApiServer(machine, args.api_sock)
+        if args.metrics_file:
+            # Lazy for the same reason as vmm.api (it imports vmm.api and json).
+            from vmm.metrics_cli import MetricsFile
+
+            metrics_file = MetricsFile(machine, args.metrics_file)
         machine.start()
+        if metrics_file is not None:
+            metrics_file.start()
         _forward_stdin(machine.send_serial2 if args.serial2 == "stdio" else machine.send_console)
         result = machine.wait_interruptible()
     finally:
+        if metrics_file is not None:
+            metrics_file.close()
         if server is not None:
             server.close()
         machine.close()
@@ -320,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "stress":
             return cmd_stress(args)
+        if args.command == "metrics":
+            from vmm.metrics_cli import show  # lazy: see cmd_run
+
+            return show(args.api_sock, args.json, args.watch)
         return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")

@@ -29,10 +29,11 @@ import enum
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from vmm import builder
+from vmm import builder, metrics
 from vmm.builder import DEFAULT_MEMORY, MAX_VCPUS, BootConfig, GuestVm
 from vmm.console import Console
 from vmm.devices import debug_exit
@@ -49,6 +50,7 @@ from vmm.vcpu_runner import (
     ExitResult,
     HangWatchdog,
     VcpuRunner,
+    VcpuSlot,
     install_kick_handler,
 )
 
@@ -118,6 +120,8 @@ class Machine:
         self.mmio = Bus("mmio", log=self._log)
         self._devices = DeviceManager(self.mmio, self._log)
         self._runner = VcpuRunner(self._lock, self.pio, self.mmio, self._ended)
+        self._started = 0.0
+        self._uart_irqs: dict[int, int] = {}
         self._watchdog = HangWatchdog(
             hang_timeout, lambda: self.state is State.RUNNING, self._done, self._hung
         )
@@ -173,6 +177,35 @@ class Machine:
         """The slot entry of a device (its transport exists once the VM does)."""
         return self._devices.find(ident)
 
+    # -- metrics (vmm.metrics) -------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """Every counter: exits, device accesses, interrupts, virtqueues, vCPU time."""
+        return metrics.collect(self)
+
+    def vcpu_slots(self) -> list[VcpuSlot]:
+        return list(self._runner.slots)
+
+    def uptime(self) -> float:
+        """Seconds since ``start`` (0 before)."""
+        return time.monotonic() - self._started if self._started else 0.0
+
+    def irq_counts(self) -> dict[int, int]:
+        """Interrupts the VMM signalled, by GSI (in-kernel LAPIC timers are not here)."""
+        counts = dict(self._devices.irq_counts)
+        for gsi, n in self._uart_irqs.items():
+            counts[gsi] = counts.get(gsi, 0) + n
+        return counts
+
+    def pio_names(self) -> dict[int, str]:
+        return {COM1_BASE: "com1", COM2_BASE: "com2", debug_exit.PORT: "debug-exit",
+                0x80: "post-code"}  # fmt: skip
+
+    def virtio_counters(self) -> dict[str, dict[str, int]]:
+        return self._devices.counters()
+
+    def hotplug_events(self) -> int:
+        return self._devices.hotplug.events
+
     def boot_cmdline(self) -> str:
         """The command line the guest gets: the user's, plus the virtio announcements."""
         parts = [self.cmdline] if self.cmdline else []
@@ -195,6 +228,7 @@ class Machine:
                 self._runner.never_start()
                 raise
             self.state = State.RUNNING
+            self._started = time.monotonic()
         self._runner.start()
         self._watchdog.start()
 
@@ -310,16 +344,28 @@ class Machine:
         self._devices.wire_all(guest.vm, guest.mem)
         builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
         vm = guest.vm
-        self._uart = Uart16550(self._console_output, lambda level: vm.irq_line(COM1_IRQ, level))
+        self._uart = Uart16550(self._console_output, self._uart_irq(vm, COM1_IRQ))
         self.pio.register(COM1_BASE, 8, self._uart)
         if self.serial2 is not None:
-            self._uart2 = Uart16550(self.serial2.write, lambda level: vm.irq_line(COM2_IRQ, level))
+            self._uart2 = Uart16550(self.serial2.write, self._uart_irq(vm, COM2_IRQ))
             self.pio.register(COM2_BASE, 8, self._uart2)
         self.pio.register(debug_exit.PORT, 4, debug_exit.DebugExit(self._guest_exit))
         self.pio.register(0x80, 1, _PostCodes())  # POST-code port, used as an I/O delay
         host_cpus = sorted(os.sched_getaffinity(0))
         for i, vcpu in enumerate(guest.vcpus):
             self._runner.add(vcpu, host_cpus[i % len(host_cpus)])
+
+    def _uart_irq(self, vm: Any, gsi: int) -> Callable[[int], None]:
+        """Drives a UART's line; rising edges are counted (vmm.metrics)."""
+        counts = self._uart_irqs
+        counts[gsi] = 0
+
+        def line(level: int) -> None:
+            if level:
+                counts[gsi] += 1
+            vm.irq_line(gsi, level)
+
+        return line
 
     def _console_output(self, data: bytes) -> None:
         self._watchdog.output()

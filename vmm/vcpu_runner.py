@@ -28,6 +28,7 @@ from vmm.errors import KeelError
 from vmm.kvm import exits
 from vmm.kvm.ffi import lib
 from vmm.kvm.vcpu import Vcpu
+from vmm.metrics import VcpuStats
 
 KICK_SIGNAL = signal.SIGRTMIN + 2  # interrupts KVM_RUN in a vCPU thread
 
@@ -63,6 +64,7 @@ class VcpuSlot:
         # sent to a thread that has ended is undefined behaviour (and crashes).
         self.alive = False
         self.final_state: dict[str, Any] = {}
+        self.stats = VcpuStats()  # written only by the thread (vmm.metrics)
 
 
 def handle_exit(ex: exits.Exit, pio: Bus, mmio: Bus) -> exits.Exit | None:
@@ -187,12 +189,31 @@ class VcpuRunner:
         except OSError:
             pass  # pinning is an optimisation; a restricted cpuset must not stop the guest
         pio, mmio, run = self.pio, self.mmio, vcpu.run
+        stats = slot.stats
+        ports, mmio_addrs, other = stats.ports, stats.mmio, stats.exits
+        clock = time.perf_counter_ns
         try:
+            now = clock()
             while not self.stop_requested:
                 if self.pause_requested:
                     self._park(slot)
+                    now = clock()  # time parked is neither the guest's nor the VMM's
                     continue
-                ex = handle_exit(run(), pio, mmio)
+                start = clock()
+                stats.vmm_ns += start - now
+                raw = run()
+                now = clock()
+                stats.guest_ns += now - start
+                kind = type(raw)
+                if kind is exits.IoExit:
+                    ports[raw.port] = ports.get(raw.port, 0) + 1  # type: ignore[union-attr]
+                elif kind is exits.MmioExit:
+                    addr = raw.addr  # type: ignore[union-attr]
+                    mmio_addrs[addr] = mmio_addrs.get(addr, 0) + 1
+                else:
+                    name = exits.KIND_NAMES.get(kind, kind.__name__)
+                    other[name] = other.get(name, 0) + 1
+                ex = handle_exit(raw, pio, mmio)
                 if ex is None or type(ex) is exits.InterruptedExit:
                     continue
                 reason = f"{describe_exit(ex)} on vCPU {vcpu.index}"

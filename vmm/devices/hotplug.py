@@ -68,6 +68,8 @@ class VirtioSlot:
     """One fixed register window; its occupant is swapped in one reference store,
     so a vCPU thread always sees either the old device or the new one."""
 
+    metrics_name = "slot"
+
     def __init__(self, index: int) -> None:
         self.index = index
         self.base = slot_base(index)
@@ -99,12 +101,15 @@ class VirtioSlot:
 
 
 class HotplugController:
+    metrics_name = "hotplug"
+
     def __init__(self, slots: list[VirtioSlot], signal_irq: Callable[[], None] | None) -> None:
         self.slots = slots
         self.signal_irq = signal_irq
         self._lock = threading.Lock()
         self.changed = 0
         self.slot_sel = 0
+        self.events = 0  # slot changes announced (vmm.metrics)
 
     def present(self) -> int:
         return sum(1 << s.index for s in self.slots if not s.empty)
@@ -113,6 +118,7 @@ class HotplugController:
         """A slot was filled or emptied while the guest runs."""
         with self._lock:
             self.changed |= 1 << index
+            self.events += 1
         if self.signal_irq is not None:
             self.signal_irq()
 

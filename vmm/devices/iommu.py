@@ -204,6 +204,8 @@ class DmaWindows:
 class Iommu:
     """The register block at ``platform.IOMMU_MMIO_BASE`` and every device's table."""
 
+    metrics_name = "iommu"
+
     def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
         self._lock = threading.Lock()

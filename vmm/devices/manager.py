@@ -87,6 +87,7 @@ class DeviceManager:
         self._paused = False
         self._irq_fds: list[int] = []
         self._irq_signals: list[Callable[[], None]] = []
+        self.irq_counts: dict[int, int] = {}  # interrupts signalled, by GSI (vmm.metrics)
 
     # -- what scripts see -----------------------------------------------------------
     def attach(self, kind: str, options: dict[str, Any]) -> str:
@@ -228,13 +229,27 @@ class DeviceManager:
         """An edge on ``gsi``: an irqfd write, or a KVM_IRQ_LINE pulse without irqfd."""
         fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._irq_fds.append(fd)
+        counts = self.irq_counts
+        counts[gsi] = 0
         try:
             vm.irqfd(fd, gsi)
         except KeelError:
 
             def pulse() -> None:
+                counts[gsi] += 1
                 vm.irq_line(gsi, 1)
                 vm.irq_line(gsi, 0)
 
             return pulse
-        return lambda: os.eventfd_write(fd, 1)
+
+        def signal() -> None:
+            counts[gsi] += 1
+            os.eventfd_write(fd, 1)
+
+        return signal
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per device: requests served, bytes returned, errors, DMA refusals (vmm.metrics)."""
+        with self.lock:
+            entries = sorted(self._attached.values(), key=lambda e: e.id)
+            return {e.id: e.transport.counters() for e in entries if e.transport is not None}

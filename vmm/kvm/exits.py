@@ -90,6 +90,19 @@ Exit = (
     | UnknownExit
 )
 
+# The names metrics give each kind of exit (vmm.metrics).
+KIND_NAMES: dict[type, str] = {
+    IoExit: "io",
+    MmioExit: "mmio",
+    HltExit: "hlt",
+    ShutdownExit: "shutdown",
+    SystemEventExit: "system_event",
+    InternalErrorExit: "internal_error",
+    FailEntryExit: "fail_entry",
+    InterruptedExit: "interrupted",
+    UnknownExit: "unknown",
+}
+
 INTERNAL_ERROR_NAMES = {
     1: "emulation failure",
     2: "exception while delivering an exception",

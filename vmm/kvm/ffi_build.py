@@ -15,6 +15,8 @@ import shutil
 
 import cffi
 
+from vmm.kvm.ffi_state import CDEF_STATE
+
 CDEF = """
 /* ioctl numbers and constants: values are taken from the header. */
 #define KVMIO ...
@@ -277,7 +279,7 @@ def build(workdir: str = "build/ffi") -> str:
     """Compile the extension in ``workdir`` and install it as ``vmm/kvm/_kvm*.so``."""
     here = pathlib.Path(__file__).resolve().parent
     ffi = cffi.FFI()
-    ffi.cdef(CDEF)
+    ffi.cdef(CDEF + CDEF_STATE)
     ffi.set_source("_kvm", SOURCE)
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     built = pathlib.Path(ffi.compile(tmpdir=workdir, verbose=False))

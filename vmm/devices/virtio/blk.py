@@ -149,6 +149,8 @@ class BlockDevice(VirtioDevice):
             written = len(ident)
         else:
             status = S_UNSUPP
+        if status != S_OK:
+            self.errors += 1
         mem.write(status_addr, bytes([status]))
         return written + 1
 

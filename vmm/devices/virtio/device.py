@@ -23,6 +23,7 @@ class VirtioDevice:
     kind = "none"
     num_queues = 1
     queue_max = 256
+    errors = 0  # requests that failed (a device counts them in its own instance)
 
     def __init__(self, backing: str = "") -> None:
         self.backing = backing

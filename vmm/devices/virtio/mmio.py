@@ -103,6 +103,11 @@ class MmioTransport:
         self.needs_reset_reason = ""
         self.paused = False
         self.dma: DmaGuard | None = None
+        # Counters of queues already gone (reset, taken back); live ones keep their own.
+        self._done_requests = 0
+        self._done_bytes = 0
+        self.errors = 0  # queues found corrupt (needs reset)
+        self.queues: list[Virtqueue | None] = []
         self._reset_registers()
 
     @property
@@ -119,7 +124,27 @@ class MmioTransport:
         self.queue_sel = 0
         self.config_generation = 0
         self.queue_regs = [_QueueRegs(self.device.queue_max) for _ in range(self.device.num_queues)]
-        self.queues: list[Virtqueue | None] = [None] * self.device.num_queues
+        for queue in self.queues:
+            self._retire(queue)
+        self.queues = [None] * self.device.num_queues
+
+    def _retire(self, queue: Virtqueue | None) -> None:
+        if queue is not None:
+            self._done_requests += queue.requests
+            self._done_bytes += queue.bytes
+
+    def counters(self) -> dict[str, int]:
+        """Requests returned to the driver, bytes written into its buffers, errors
+        (corrupt queues and failed requests), requests refused by the DMA windows."""
+        with self._lock:
+            live = [q for q in self.queues if q is not None]
+            dma_faults = getattr(self.dma, "faults", 0)
+            return {
+                "requests": self._done_requests + sum(q.requests for q in live),
+                "bytes": self._done_bytes + sum(q.bytes for q in live),
+                "errors": self.errors + self.device.errors,
+                "dma_refusals": dma_faults,
+            }
 
     # -- registers (vCPU threads) -------------------------------------------------------
     @property
@@ -207,6 +232,7 @@ class MmioTransport:
                 q.device = _set_half(q.device, value, offset == QUEUE_DEVICE_HIGH)
         elif q is not None and offset == QUEUE_READY and value == 0:
             q.ready = 0  # the driver may take a queue back
+            self._retire(self.queues[self.queue_sel])
             self.queues[self.queue_sel] = None
 
     def _queue_ready(self, index: int, q: _QueueRegs, value: int) -> None:
@@ -244,6 +270,7 @@ class MmioTransport:
             return
         self.status |= DEVICE_NEEDS_RESET
         self.needs_reset_reason = reason
+        self.errors += 1
         self._log(f"keel: virtio {self.name}: bad queue, device needs reset: {reason}")
         if self.status & DRIVER_OK:
             self.interrupt_status |= INT_CONFIG_CHANGE

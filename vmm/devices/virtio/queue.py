@@ -265,6 +265,8 @@ class Virtqueue:
         self.next_avail = 0
         self.used_idx = 0  # ours: never read back from the guest
         self.refused = 0  # requests returned refused since the transport last looked
+        self.requests = 0  # chains returned to the driver (vmm.metrics)
+        self.bytes = 0  # bytes the device reported written into them
 
     def _ring(self, addr: int, length: int, write: bool, what: str) -> None:
         """Raise DmaFault unless the device may access this part of a ring."""
@@ -325,6 +327,8 @@ class Virtqueue:
         self.mem.write(elem, _USED_ELEM.pack(head, written))
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.mem.write(self.device + 2, _U16.pack(self.used_idx))
+        self.requests += 1
+        self.bytes += written
 
     def take_refused(self) -> int:
         n, self.refused = self.refused, 0
