@@ -4,6 +4,7 @@
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
                       [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
                       [--serial2 FILE|stdio|none] [--metrics-file PATH]
+                      [--gdb tcp:HOST:PORT|unix:PATH]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
@@ -74,6 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
                      help="a second 16550 (COM2) writing to FILE or to stdout (stdio: "
                           "stdin types on COM2); default none")
+    run.add_argument("--gdb", default=None, metavar="tcp:HOST:PORT|unix:PATH",
+                     help="start the guest stopped and serve gdb's remote protocol there")
     run.add_argument("--metrics-file", default=None, metavar="PATH",
                      help="write the metrics as JSON to PATH every second (and at the end)")
 
@@ -167,6 +170,10 @@ def _default_kernel() -> tuple[str, str | None]:
     raise ConfigError("no kernel given and build/kernel.elf does not exist: run 'make'")
 
 
+def _stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
 def _report(result: ExitResult) -> None:
     """How a guest that did not succeed ended: the crash diagnostic, or its reason."""
     if result.diagnostic:
@@ -198,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     server = None
     metrics_file = None
+    gdb_server = None
     try:
         for kind in KINDS.values():
             for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
@@ -213,12 +221,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             from vmm.metrics_cli import MetricsFile
 
             metrics_file = MetricsFile(machine, args.metrics_file)
-        machine.start()
+        if args.gdb:
+            # Lazy: the stub (socket, select) is only for debugging sessions.
+            from vmm.gdb.server import GdbServer
+
+            gdb_server = GdbServer(machine, args.gdb, _stderr)
+        machine.start(paused=gdb_server is not None)
+        if gdb_server is not None:
+            gdb_server.start()
         if metrics_file is not None:
             metrics_file.start()
         _forward_stdin(machine.send_serial2 if args.serial2 == "stdio" else machine.send_console)
         result = machine.wait_interruptible()
     finally:
+        if gdb_server is not None:
+            gdb_server.close()
         if metrics_file is not None:
             metrics_file.close()
         if server is not None:

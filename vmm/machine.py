@@ -43,6 +43,7 @@ from vmm.devices.manager import AttachedDevice, DeviceManager
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError, KeelError, StateError
+from vmm.memory import GuestMemory
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
     STATUS_HANG,
@@ -185,6 +186,17 @@ class Machine:
     def vcpu_slots(self) -> list[VcpuSlot]:
         return list(self._runner.slots)
 
+    # -- what a debugger drives (vmm.gdb) ---------------------------------------------
+    @property
+    def runner(self) -> VcpuRunner:
+        return self._runner
+
+    @property
+    def guest_memory(self) -> GuestMemory:
+        if self._guest is None:
+            raise StateError("the machine has not been started")
+        return self._guest.mem
+
     def uptime(self) -> float:
         """Seconds since ``start`` (0 before)."""
         return time.monotonic() - self._started if self._started else 0.0
@@ -216,8 +228,9 @@ class Machine:
             raise StateError(f"{what}: illegal while the machine is {State.STOPPED.value}")
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> None:
-        """Build the VM and start every vCPU thread (only vCPU 0 runs at first)."""
+    def start(self, paused: bool = False) -> None:
+        """Build the VM and start every vCPU thread (only vCPU 0 runs at first);
+        ``paused``: every vCPU parks before its first instruction (for a debugger)."""
         with self._lock:
             self._require(State.CREATED, "start")
             try:
@@ -229,6 +242,10 @@ class Machine:
                 raise
             self.state = State.RUNNING
             self._started = time.monotonic()
+            if paused:
+                self._runner.pause_requested = True
+                self.state = State.PAUSED
+                self._devices.pause()
         self._runner.start()
         self._watchdog.start()
 

@@ -133,6 +133,8 @@ class VcpuRunner:
         self.stop_requested = False
         self.pause_requested = False
         self.result: ExitResult | None = None
+        # Serves KVM_EXIT_DEBUG in the vCPU's thread while a debugger is attached.
+        self.debug_hook: Callable[[VcpuSlot, exits.DebugExit], None] | None = None
         # Set once start() has created every vCPU thread: a guest that dies
         # while later threads are still being created is reaped only then.
         self._threads_created = threading.Event()
@@ -177,6 +179,18 @@ class VcpuRunner:
             self._kick_all()
         return not self.stop_requested
 
+    def request_pause(self) -> None:
+        """Ask every vCPU to park at its next exit without waiting (any thread, a
+        vCPU's own included: the debugger's breakpoint hook calls it)."""
+        with self.lock:
+            self.pause_requested = True
+            self._kick_all()
+            self.lock.notify_all()
+
+    def all_parked(self) -> bool:
+        """Caller holds ``lock``."""
+        return all(s.parked or not s.alive for s in self.slots)
+
     def resume(self) -> None:
         """Release the parked vCPUs.  Caller holds ``lock``."""
         self.pause_requested = False
@@ -215,6 +229,9 @@ class VcpuRunner:
                     other[name] = other.get(name, 0) + 1
                 ex = handle_exit(raw, pio, mmio)
                 if ex is None or type(ex) is exits.InterruptedExit:
+                    continue
+                if type(ex) is exits.DebugExit and self.debug_hook is not None:
+                    self.debug_hook(slot, ex)  # the gdb stub (vmm.gdb)
                     continue
                 reason = f"{describe_exit(ex)} on vCPU {vcpu.index}"
                 self.finish(ExitResult(STATUS_GUEST_CRASH, reason))

@@ -71,6 +71,16 @@ class InterruptedExit:
 
 
 @dataclass(slots=True)
+class DebugExit:
+    """A guest-debugging event (single-step or breakpoint) at ``pc``; ``exception``
+    is the vector (1 for #DB, 3 for #BP), ``dr6`` says which."""
+
+    exception: int
+    pc: int
+    dr6: int
+
+
+@dataclass(slots=True)
 class UnknownExit:
     """An exit reason this VMM does not handle."""
 
@@ -87,6 +97,7 @@ Exit = (
     | InternalErrorExit
     | FailEntryExit
     | InterruptedExit
+    | DebugExit
     | UnknownExit
 )
 
@@ -100,6 +111,7 @@ KIND_NAMES: dict[type, str] = {
     InternalErrorExit: "internal_error",
     FailEntryExit: "fail_entry",
     InterruptedExit: "interrupted",
+    DebugExit: "debug",
     UnknownExit: "unknown",
 }
 

@@ -91,6 +91,9 @@ class Vcpu:
             return exits.FailEntryExit(fe.hardware_entry_failure_reason, fe.cpu)
         if reason == lib.KVM_EXIT_INTR:
             return exits.InterruptedExit()
+        if reason == lib.KVM_EXIT_DEBUG:
+            arch = ffi.cast("struct kvm_debug_exit_arch *", ffi.addressof(run, "hw"))
+            return exits.DebugExit(int(arch.exception), int(arch.pc), int(arch.dr6))
         return exits.UnknownExit(reason, run.hw.hardware_exit_reason)
 
     def request_exit(self) -> None:
@@ -144,6 +147,21 @@ class Vcpu:
         """The guest's TSC frequency in kHz (0 when KVM does not know it)."""
         ret = lib.ioctl(self.fd, lib.KVM_GET_TSC_KHZ, ffi.cast("unsigned long", 0))
         return max(int(ret), 0)
+
+    def set_guest_debug(self, control: int, debugreg: tuple[int, ...] = ()) -> None:
+        """KVM_SET_GUEST_DEBUG: ``control`` is KVM_GUESTDBG_* flags (0 turns it off);
+        ``debugreg`` the hardware breakpoint registers DR0-DR7 when used."""
+        dbg = ffi.new("struct kvm_guest_debug *")
+        dbg.control = control
+        for i, value in enumerate(debugreg[:8]):
+            dbg.arch.debugreg[i] = value
+        ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, dbg, what="KVM_SET_GUEST_DEBUG")
+
+    def get_fpu(self) -> Any:
+        """The x87/SSE state as a cffi ``struct kvm_fpu *``."""
+        fpu = ffi.new("struct kvm_fpu *")
+        ioctl(self.fd, lib.KVM_GET_FPU, fpu, what="KVM_GET_FPU")
+        return fpu
 
     def mp_state(self) -> int:
         state = ffi.new("struct kvm_mp_state *")

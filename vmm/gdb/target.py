@@ -1,0 +1,301 @@
+"""``DebugTarget``: a machine as gdb drives it: stop, step, continue, registers,
+memory, breakpoints and watchpoints.
+
+All-stop: while gdb looks, every vCPU is parked (``Machine.pause``).  A
+single step runs one vCPU for one instruction from the debugger's own thread
+(``KVM_GUESTDBG_SINGLESTEP``; port and MMIO exits on the way are served from
+the buses as usual); the others stay parked.
+
+Breakpoints and watchpoints: where KVM offers no hardware breakpoints
+(``KVM_CAP_GUEST_DEBUG_HW_BPS`` is 0) and a software ``int3`` in guest
+supervisor code ends in a KVM internal error (kvm_pvm), a continue with
+breakpoints or watchpoints armed single-steps every vCPU in its own thread
+and stops all of them when one is about to execute a breakpoint's address,
+or when a watched range changed value.  That covers kernel code only: in
+guest user mode a single-step trap goes to the guest, not to the VMM, so
+breakpoints in user space are refused with a message, as are read and
+access watchpoints (they need debug registers).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+
+from vmm.gdb import regs
+from vmm.gdb.paging import translate
+from vmm.kvm import exits
+from vmm.kvm.ffi import lib
+from vmm.machine import Machine, State
+from vmm.memory import GuestMemoryError
+from vmm.vcpu_runner import (
+    KICK_SIGNAL,
+    STATUS_GUEST_CRASH,
+    ExitResult,
+    VcpuSlot,
+    describe_exit,
+    handle_exit,
+)
+
+SIGINT, SIGTRAP = 2, 5
+KERNEL_HALF = 0xFFFF_8000_0000_0000
+STEP_TIMEOUT = 2.0  # a step that does not finish (a vCPU never started) is given up
+NOT_STARTED = (lib.KVM_MP_STATE_UNINITIALIZED, lib.KVM_MP_STATE_INIT_RECEIVED)
+
+
+class Refused(Exception):
+    """A request this host or this stub cannot serve; the message says why."""
+
+
+@dataclass
+class Stop:
+    """Why the guest stopped: gdb's thread id (vCPU index + 1), signal, and the
+    stop reason's extra fields (``swbreak:;``, ``watch:ADDR;``)."""
+
+    thread: int
+    signal: int = SIGTRAP
+    extra: str = ""
+
+
+class _Watch:
+    __slots__ = ("gpa", "value")
+
+    def __init__(self, gpa: int, value: bytes | None) -> None:
+        self.gpa, self.value = gpa, value
+
+
+class DebugTarget:
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.runner = machine.runner
+        self.breakpoints: set[int] = set()
+        # (address, length) -> the watched range's guest-physical address, last value
+        self.watchpoints: dict[tuple[int, int], _Watch] = {}
+        self.physical = False  # memory packets address guest-physical memory
+        self.last = Stop(1)
+        self._stop: Stop | None = None
+        self._stopped = threading.Event()
+        image = machine.kernel
+        low = min((s.paddr for s in image.segments), default=0)
+        self._kernel_low = (low, image.end)
+
+    # -- threads ----------------------------------------------------------------------
+    def threads(self) -> list[int]:
+        return [slot.vcpu.index + 1 for slot in self.runner.slots]
+
+    def slot(self, thread: int) -> VcpuSlot:
+        slots = self.runner.slots
+        if thread <= 0:
+            return slots[self.last.thread - 1]
+        if thread > len(slots):
+            raise Refused(f"no thread {thread}: the guest has {len(slots)} vCPUs")
+        return slots[thread - 1]
+
+    def describe(self, thread: int) -> str:
+        vcpu = self.slot(thread).vcpu
+        state = {lib.KVM_MP_STATE_RUNNABLE: "runnable", lib.KVM_MP_STATE_HALTED: "halted"}.get(
+            vcpu.mp_state(), "not started"
+        )
+        return f"vCPU {vcpu.index} ({state})"
+
+    # -- stopping and going -------------------------------------------------------------
+    def halt(self) -> None:
+        """Park every vCPU (the machine is then paused) and wait until they are."""
+        if self.machine.state is State.RUNNING:
+            self.machine.pause()
+        with self.runner.lock:
+            while not self.runner.all_parked() and self.machine.result is None:
+                self.runner.lock.wait(0.05)
+
+    def resume(self) -> None:
+        """Continue every vCPU; stepping them when breakpoints or watchpoints are armed."""
+        self._stop = None
+        self._stopped.clear()
+        stepping = bool(self.breakpoints or self.watchpoints)
+        for (_, length), watch in self.watchpoints.items():
+            watch.value = self._read_phys(watch.gpa, length)
+        control = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP if stepping else 0
+        for slot in self.runner.slots:
+            slot.vcpu.set_guest_debug(control)
+        self.runner.debug_hook = self._on_debug if stepping else None
+        if self.machine.state is State.PAUSED:
+            self.machine.resume()
+
+    def interrupt(self) -> None:
+        """Ctrl-C from gdb: stop everything, reported as SIGINT."""
+        self._report(Stop(self.last.thread, SIGINT))
+
+    def wait(self, timeout: float) -> Stop | None:
+        """The stop that ended a continue, once every vCPU is parked; None on timeout."""
+        if not self._stopped.wait(timeout):
+            return None
+        self.halt()
+        assert self._stop is not None
+        self.last = self._stop
+        return self._stop
+
+    def step(self, thread: int) -> Stop:
+        """Execute one instruction on one vCPU (the others stay parked)."""
+        slot = self.slot(thread)
+        vcpu = slot.vcpu
+        self.last = Stop(vcpu.index + 1)
+        if vcpu.mp_state() in NOT_STARTED:
+            return self.last  # nothing to step before the guest starts this vCPU
+        me = threading.get_ident()
+        timer = threading.Timer(STEP_TIMEOUT, _kick, (vcpu, me))
+        vcpu.set_guest_debug(lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP)
+        vcpu.clear_exit_request()
+        timer.start()
+        try:
+            while True:
+                ex = vcpu.run()
+                kind = type(ex)
+                if kind is exits.DebugExit:
+                    break
+                if kind is exits.InterruptedExit:
+                    if not timer.is_alive():
+                        break
+                    continue
+                left = handle_exit(ex, self.machine.pio, self.machine.mmio)
+                if left is not None:
+                    reason = f"{describe_exit(left)} on vCPU {vcpu.index}"
+                    self.machine.stop(ExitResult(STATUS_GUEST_CRASH, reason))
+                    break
+                if self.machine.result is not None:
+                    break  # the guest reported its verdict through the exit port
+        finally:
+            timer.cancel()
+            vcpu.set_guest_debug(0)
+            vcpu.request_exit()  # parked again: its thread clears this on resume
+        return self.last
+
+    def detach(self) -> None:
+        """Forget every breakpoint and let the guest run on."""
+        self.breakpoints.clear()
+        self.watchpoints.clear()
+        self.resume()
+
+    def _on_debug(self, slot: VcpuSlot, ex: exits.DebugExit) -> None:
+        """A step of a continuing vCPU (its own thread): stop at a breakpoint or
+        when a watched range changed."""
+        if ex.pc in self.breakpoints:
+            self._report(Stop(slot.vcpu.index + 1, SIGTRAP, "swbreak:;"))
+            return
+        for (addr, length), watch in self.watchpoints.items():
+            now = self._read_phys(watch.gpa, length)
+            if now != watch.value:
+                watch.value = now
+                self._report(Stop(slot.vcpu.index + 1, SIGTRAP, f"watch:{addr:x};"))
+                return
+
+    def _report(self, stop: Stop) -> None:
+        if self._stop is None:
+            self._stop = stop
+            self.runner.request_pause()
+            self._stopped.set()
+
+    # -- registers ----------------------------------------------------------------------
+    def registers(self, thread: int) -> list[bytes]:
+        vcpu = self.slot(thread).vcpu
+        return regs.read_all(vcpu.get_regs(), vcpu.get_sregs(), vcpu.get_fpu())
+
+    def write_register(self, thread: int, index: int, data: bytes) -> None:
+        """General registers, rip and eflags are written; others are read-only here
+        (a write to them is accepted and has no effect, as gdb writes all at once)."""
+        if not 0 <= index < len(regs.LAYOUT):
+            raise Refused(f"no register {index}")
+        name = regs.LAYOUT[index][0]
+        value = int.from_bytes(data, "little")
+        vcpu = self.slot(thread).vcpu
+        if name in regs.WRITABLE_GPRS:
+            vcpu.set_regs(**{name: value})
+        elif name == "eflags":
+            vcpu.set_regs(rflags=value | 2)
+
+    # -- memory -------------------------------------------------------------------------
+    def _read_phys(self, gpa: int, length: int) -> bytes | None:
+        try:
+            return self.machine.guest_memory.read(gpa, length)
+        except GuestMemoryError:
+            return None
+
+    def _translate(self, thread: int, vaddr: int) -> int | None:
+        if self.physical:
+            return vaddr
+        s = self.slot(thread).vcpu.get_sregs()
+        return translate(self._read_phys, vaddr, s.cr0, s.cr3, s.cr4, s.efer)
+
+    def _pieces(self, thread: int, addr: int, length: int) -> list[tuple[int | None, int]]:
+        """``[addr, addr + length)`` cut at page boundaries, each piece translated."""
+        out = []
+        while length > 0:
+            n = min(length, 0x1000 - (addr & 0xFFF))
+            out.append((self._translate(thread, addr), n))
+            addr, length = addr + n, length - n
+        return out
+
+    def read_memory(self, thread: int, addr: int, length: int) -> bytes:
+        """As many bytes as are readable from ``addr`` on (maybe none)."""
+        data = bytearray()
+        for gpa, n in self._pieces(thread, addr, length):
+            chunk = None if gpa is None else self._read_phys(gpa, n)
+            if chunk is None:
+                break
+            data += chunk
+        return bytes(data)
+
+    def write_memory(self, thread: int, addr: int, data: bytes) -> bool:
+        pieces = self._pieces(thread, addr, len(data))
+        if any(gpa is None or self._read_phys(gpa, n) is None for gpa, n in pieces):
+            return False
+        pos = 0
+        for gpa, n in pieces:
+            assert gpa is not None
+            self.machine.guest_memory.write(gpa, data[pos : pos + n])
+            pos += n
+        return True
+
+    # -- breakpoints ----------------------------------------------------------------------
+    def _kernel_code(self, addr: int) -> bool:
+        low, end = self._kernel_low
+        return addr >= KERNEL_HALF or low <= addr < end
+
+    def insert(self, kind: int, addr: int, length: int, thread: int) -> None:
+        if kind in (0, 1):
+            if not self._kernel_code(addr):
+                raise Refused(
+                    f"breakpoint at {addr:#x} refused: only kernel code can be stopped at on "
+                    "this host (in guest user mode its single-step traps go to the guest)"
+                )
+            self.breakpoints.add(addr)
+            return
+        if kind == 2:
+            if not 0 < length <= 4096:
+                raise Refused(f"watchpoint length {length} refused")
+            gpa = self._translate(thread, addr)
+            if gpa is None or self._read_phys(gpa, length) is None:
+                raise Refused(f"watchpoint at {addr:#x} refused: the address is not mapped")
+            if (gpa & 0xFFF) + length > 0x1000:
+                raise Refused(f"watchpoint at {addr:#x} refused: it crosses a page")
+            self.watchpoints[(addr, length)] = _Watch(gpa, self._read_phys(gpa, length))
+            return
+        raise Refused(
+            "read and access watchpoints need hardware debug registers, which this host's "
+            "KVM does not offer (KVM_CAP_GUEST_DEBUG_HW_BPS is 0); use a write watchpoint"
+        )
+
+    def remove(self, kind: int, addr: int, length: int) -> None:
+        if kind in (0, 1):
+            self.breakpoints.discard(addr)
+        elif kind == 2:
+            self.watchpoints.pop((addr, length), None)
+
+
+def _kick(vcpu: object, thread_ident: int) -> None:
+    """Make the debugger thread's KVM_RUN return (a step that cannot finish)."""
+    vcpu.request_exit()  # type: ignore[attr-defined]
+    try:
+        signal.pthread_kill(thread_ident, KICK_SIGNAL)
+    except (ProcessLookupError, OSError):
+        pass
