@@ -14,6 +14,7 @@ an error reply; nothing a client sends stops the VMM except ``stop``.
     {"cmd": "devices"}  {"cmd": "status"}  {"cmd": "pause"}  {"cmd": "resume"}
     {"cmd": "stop"}
     {"cmd": "metrics"}                        (every counter, see vmm/metrics.py)
+    {"cmd": "snapshot", "dir": "/abs/dir", "resume": true}   (see vmm/snapshot)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from vmm import snapshot
 from vmm.devices import registry
 from vmm.errors import ApiError, ConfigError, KeelError
 from vmm.machine import Machine
@@ -34,7 +36,8 @@ from vmm.machine import Machine
 __all__ = ["ApiError", "ApiServer", "dispatch", "request"]
 
 MAX_REQUEST = 64 << 10
-COMMANDS = ("attach", "detach", "devices", "pause", "resume", "stop", "status", "metrics")
+COMMANDS = ("attach", "detach", "devices", "pause", "resume", "stop", "status", "metrics",
+            "snapshot")
 
 
 def _arg(req: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
@@ -80,6 +83,8 @@ def dispatch(machine: Machine, req: object) -> Any:
                 "dma_faults": machine.iommu.total_faults}  # fmt: skip
     if cmd == "metrics":
         return machine.metrics()
+    if cmd == "snapshot":
+        return snapshot.take(machine, _arg(req, "dir", str), _arg(req, "resume", bool, True))
     if cmd == "stop":
         return None  # the server stops the machine once the reply is out
     raise ApiError(f"unknown command {cmd!r} (one of {', '.join(COMMANDS)})")

@@ -78,23 +78,9 @@ class GuestVm:
 
 def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) -> GuestVm:
     """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI."""
-    system = System()
-    closers.append(system.close)
-    if cfg.smp > system.max_vcpus():
-        raise ConfigError(f"--smp {cfg.smp} exceeds this host's KVM limit {system.max_vcpus()}")
-    vm = system.create_vm()
-    closers.append(vm.close)
-    vm.set_tss_addr(platform.KVM_TSS_ADDR)
-    vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
-    vm.create_irqchip()
-    vm.create_pit()
-
     mem = GuestMemory(platform.ram_slots(cfg.memory))
     closers.append(mem.close)
-    for i, (gpa, size, *_rest) in enumerate(mem.slots):
-        vm.set_memory_region(i, gpa, size, mem.host_address(i))
-    guest = GuestVm(system, vm, mem)
-
+    guest = new_vm(cfg, closers, mem)
     for seg in cfg.kernel.segments:
         mem.write(seg.paddr, seg.data)  # fresh anonymous memory: the rest is zero
     if cfg.initrd is not None:
@@ -105,6 +91,23 @@ def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) ->
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
     return guest
+
+
+def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory) -> GuestVm:
+    """The VM with its irqchip, PIT and ``mem`` as its RAM (also for a restored snapshot)."""
+    system = System()
+    closers.append(system.close)
+    if cfg.smp > system.max_vcpus():
+        raise ConfigError(f"--smp {cfg.smp} exceeds this host's KVM limit {system.max_vcpus()}")
+    vm = system.create_vm()
+    closers.append(vm.close)
+    vm.set_tss_addr(platform.KVM_TSS_ADDR)
+    vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
+    vm.create_irqchip()
+    vm.create_pit()
+    for i, (gpa, size, *_rest) in enumerate(mem.slots):
+        vm.set_memory_region(i, gpa, size, mem.host_address(i))
+    return GuestVm(system, vm, mem)
 
 
 def finish_boot(
@@ -121,13 +124,18 @@ def finish_boot(
     ):
         mem.write(addr, blob)
     mem.write(pvh.BOOT_GDT_ADDR, pvh.BOOT_GDT)
+    create_vcpus(cfg, guest, closers)
+    pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
+
+
+def create_vcpus(cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], None]]) -> None:
+    """Every vCPU with its CPUID (in their reset state)."""
     supported = guest.system.supported_cpuid()
     for i in range(cfg.smp):
         vcpu = guest.vm.create_vcpu(i)
         closers.append(vcpu.close)
         vcpu.set_cpuid(vcpu_cpuid(supported, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
-    pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
 
 
 def _read_file(path: str | os.PathLike[str], what: str) -> bytes:

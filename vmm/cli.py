@@ -12,6 +12,8 @@
     keel detach --api-sock S ID-or-PATH
     keel devices|status|pause|resume|stop --api-sock S
     keel metrics --api-sock S [--json] [--watch [SECONDS]]
+    keel snapshot --api-sock S DIR [--stop]
+    keel restore DIR [--api-sock PATH] [--console FILE] [--smp N] [--verify]
 
 ``--serial2`` adds a second 16550 (COM2, 0x2f8, IRQ 3) for a user-space
 driver: its output goes to FILE, or with ``stdio`` to standard output while
@@ -121,6 +123,22 @@ def _build_parser() -> argparse.ArgumentParser:
     client("pause", "pause every vCPU")
     client("resume", "resume a paused machine")
     client("stop", "stop the machine")
+    snap = client("snapshot", "save the running guest to a directory")
+    snap.add_argument("dir", metavar="DIR", help="a new (or empty) directory")
+    snap.add_argument("--stop", action="store_true", help="leave the guest paused afterwards")
+    restore = sub.add_parser("restore", help="continue a guest from a snapshot")
+    restore.add_argument("dir", metavar="DIR", help="a directory made by keel snapshot")
+    restore.add_argument("--api-sock", default=None, metavar="PATH",
+                         help="serve the JSON control API on this Unix socket")
+    restore.add_argument("--console", default=None, help="write the serial console to FILE")
+    restore.add_argument("--smp", type=int, default=None,
+                         help="refuse the snapshot unless it has this many vCPUs")
+    restore.add_argument("--verify", action="store_true",
+                         help="check the memory file's checksum too (reads all of it)")
+    restore.add_argument("--metrics-file", default=None, metavar="PATH",
+                         help="write the metrics as JSON to PATH every second")
+    restore.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+                         help="stop a guest silent on the console this long")
     metrics = client("metrics", "show the VMM's counters (exits, devices, interrupts)")
     metrics.add_argument("--json", action="store_true", help="print the JSON answer")
     metrics.add_argument("--watch", type=float, nargs="?", const=1.0, default=None,
@@ -320,6 +338,8 @@ def _client_request(args: argparse.Namespace) -> dict[str, object]:
         if os.sep in ident or os.path.exists(ident):
             ident = os.path.abspath(ident)
         return {"cmd": "detach", "id": ident}
+    if args.command == "snapshot":
+        return {"cmd": "snapshot", "dir": os.path.abspath(args.dir), "resume": not args.stop}
     return {"cmd": args.command}
 
 
@@ -342,7 +362,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         for d in result:
             print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} "
                   f"{_dma_column(d):<16} {d['backing']}")  # fmt: skip
-    elif args.command == "status":
+    elif args.command in ("status", "snapshot"):
         print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0
 
@@ -354,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "stress":
             return cmd_stress(args)
+        if args.command == "restore":
+            from vmm.snapshot.cli import cmd_restore  # lazy: see cmd_run
+
+            return cmd_restore(args)
         if args.command == "metrics":
             from vmm.metrics_cli import show  # lazy: see cmd_run
 

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from vmm import builder, metrics
 from vmm.builder import DEFAULT_MEMORY, MAX_VCPUS, BootConfig, GuestVm
@@ -67,6 +67,18 @@ __all__ = [
 ]
 
 
+class RestorePlan(Protocol):
+    """What vmm.snapshot supplies to build a machine from a snapshot."""
+
+    def create_vm(self, cfg: BootConfig, closers: list[Callable[[], None]]) -> GuestVm: ...
+
+    def restore_vcpus(
+        self, cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], None]]
+    ) -> None: ...
+
+    def platform_state(self) -> dict[str, Any]: ...
+
+
 class State(enum.Enum):
     CREATED = "created"
     RUNNING = "running"
@@ -79,7 +91,7 @@ class Machine:
 
     def __init__(
         self,
-        kernel: str | os.PathLike[str],
+        kernel: str | os.PathLike[str] | BootConfig,
         *,
         smp: int | None = None,
         memory: int | str = DEFAULT_MEMORY,
@@ -99,7 +111,10 @@ class Machine:
         user-space drivers (the kernel keeps COM1): what the guest sends goes
         to ``serial2_output`` (if given) and the transcript ``self.serial2``;
         ``send_serial2`` types on it."""
-        self._config = BootConfig.load(kernel, smp, memory, initrd)
+        self._config = (kernel if isinstance(kernel, BootConfig)
+                        else BootConfig.load(kernel, smp, memory, initrd))  # fmt: skip
+        # Set by vmm.snapshot: build the VM from a snapshot instead of booting.
+        self.restore_plan: RestorePlan | None = None
         self.smp, self.memory = self._config.smp, self._config.memory
         self.kernel, self.initrd = self._config.kernel, self._config.initrd
         self.cmdline = cmdline
@@ -144,6 +159,12 @@ class Machine:
             self._require_devices(f"attach {kind}")
             return self._devices.attach(kind, options)
 
+    def attach_at(self, kind: str, options: dict[str, Any], slot: int, ident: str) -> str:
+        """Attach as a snapshot had it: in slot ``slot`` with id ``ident`` (before start)."""
+        with self._devices.lock:
+            self._require(State.CREATED, f"attach {kind} at slot {slot}")
+            return self._devices.attach(kind, options, slot, ident)
+
     def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
         """A virtio-blk device backed by the file ``path``; returns the device id."""
         return self.attach("disk", path=os.fspath(path), readonly=readonly)
@@ -185,6 +206,27 @@ class Machine:
 
     def vcpu_slots(self) -> list[VcpuSlot]:
         return list(self._runner.slots)
+
+    # -- snapshots (vmm.snapshot) -----------------------------------------------------
+    def platform_state(self) -> dict[str, Any]:
+        """The VMM's own device state: serial ports, virtio devices, hotplug, IOMMU."""
+        assert self._uart is not None
+        return {"com1": self._uart.save_state(),
+                "com2": self._uart2.save_state() if self._uart2 is not None else None,
+                "devices": self._devices.save_state(), "cmdline": self.cmdline}  # fmt: skip
+
+    def load_platform_state(self, state: dict[str, Any]) -> None:
+        assert self._uart is not None
+        self._uart.load_state(state["com1"])
+        if self._uart2 is not None and state["com2"] is not None:
+            self._uart2.load_state(state["com2"])
+        self._devices.load_state(state["devices"])
+
+    @property
+    def guest(self) -> GuestVm:
+        if self._guest is None:
+            raise StateError("the machine has not been started")
+        return self._guest
 
     # -- what a debugger drives (vmm.gdb) ---------------------------------------------
     @property
@@ -356,10 +398,18 @@ class Machine:
     def _build(self) -> None:
         install_kick_handler()
         cfg = self._config
-        guest = self._guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
+        plan = self.restore_plan
+        if plan is None:
+            guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
+        else:
+            guest = plan.create_vm(cfg, self._closers)
+        self._guest = guest
         self._closers.append(self._devices.close)  # workers stop before memory goes
         self._devices.wire_all(guest.vm, guest.mem)
-        builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
+        if plan is None:
+            builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
+        else:
+            plan.restore_vcpus(cfg, guest, self._closers)
         vm = guest.vm
         self._uart = Uart16550(self._console_output, self._uart_irq(vm, COM1_IRQ))
         self.pio.register(COM1_BASE, 8, self._uart)
@@ -371,6 +421,8 @@ class Machine:
         host_cpus = sorted(os.sched_getaffinity(0))
         for i, vcpu in enumerate(guest.vcpus):
             self._runner.add(vcpu, host_cpus[i % len(host_cpus)])
+        if plan is not None:
+            self.load_platform_state(plan.platform_state())
 
     def _uart_irq(self, vm: Any, gsi: int) -> Callable[[int], None]:
         """Drives a UART's line; rising edges are counted (vmm.metrics)."""

@@ -35,6 +35,18 @@ class GuestMemory:
             )
             self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
 
+    @classmethod
+    def from_file(cls, slots: list[tuple[int, int, int]], fd: int) -> GuestMemory:
+        """RAM mapped from a snapshot's memory file, slot by slot at the given file
+        offsets, privately: pages are read when the guest touches them, and what the
+        guest writes stays in this process (two restores are two clones)."""
+        mem = cls([])
+        for gpa, size, offset in slots:
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)  # fmt: skip
+            mem.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
+        return mem
+
     @property
     def size(self) -> int:
         return sum(size for _, size, _, _, _ in self.slots)

@@ -111,6 +111,15 @@ class HotplugController:
         self.slot_sel = 0
         self.events = 0  # slot changes announced (vmm.metrics)
 
+    def save_state(self) -> dict[str, int]:
+        with self._lock:
+            return {"changed": self.changed, "slot_sel": self.slot_sel, "events": self.events}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        with self._lock:
+            self.changed, self.slot_sel = int(state["changed"]), int(state["slot_sel"])
+            self.events = int(state["events"])
+
     def present(self) -> int:
         return sum(1 << s.index for s in self.slots if not s.empty)
 

@@ -327,6 +327,35 @@ class Iommu:
         with self._lock:
             return {"enabled": self.enabled, "total_faults": self.total_faults}
 
+    # -- snapshots (vmm.snapshot) -------------------------------------------------------
+    def save_state(self) -> dict[str, object]:
+        with self._lock:
+            domains = {f"{base:#x}": {"windows": d.windows, "enforcing": d.enforcing,
+                                      "faults": d.faults}
+                       for base, d in self._domains.items()}  # fmt: skip
+            return {"enabled": self.enabled, "total_faults": self.total_faults,
+                    "regs": [self.device, self.addr, self.length, self.access, self.result],
+                    "domains": domains}  # fmt: skip
+
+    def load_state(self, state: dict[str, object]) -> None:
+        """After the devices are attached again: their windows, faults and registers."""
+        domains = state["domains"]
+        assert isinstance(domains, dict)
+        with self._lock:
+            self.enabled = bool(state["enabled"])
+            self.total_faults = int(str(state["total_faults"]))
+            regs = state["regs"]
+            assert isinstance(regs, list)
+            self.device, self.addr, self.length, self.access, self.result = map(int, regs)
+            for base, saved in domains.items():
+                domain = self._domains.get(int(base, 16))
+                if domain is None:
+                    continue
+                for wbase, length, access in saved["windows"]:
+                    domain.map(int(wbase), int(length), int(access))
+                domain.enforcing = bool(saved["enforcing"])
+                domain.faults = int(saved["faults"])
+
 
 def _set_half(value: int, data: int, high: bool) -> int:
     if high:

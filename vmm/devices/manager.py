@@ -47,6 +47,7 @@ class AttachedDevice:
         self.device = device
         self.slot = slot
         self.transport: MmioTransport | None = None
+        self.options: dict[str, Any] = {}  # as attached (a snapshot attaches it again)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
@@ -90,19 +91,27 @@ class DeviceManager:
         self.irq_counts: dict[int, int] = {}  # interrupts signalled, by GSI (vmm.metrics)
 
     # -- what scripts see -----------------------------------------------------------
-    def attach(self, kind: str, options: dict[str, Any]) -> str:
-        """A device of ``kind`` (see ``registry.KINDS``); returns its id, e.g. disk0."""
+    def attach(
+        self, kind: str, options: dict[str, Any], slot_index: int | None = None,
+        ident: str | None = None,
+    ) -> str:
+        """A device of ``kind`` (see ``registry.KINDS``); returns its id, e.g. disk0.
+        ``slot_index`` and ``ident`` (a restored snapshot) place it as it was."""
         spec = registry.lookup(kind)
         with self.lock:
             device = spec.create(**spec.parse(options))
             try:
-                slot = next((s for s in self.slots if s.empty), None)
+                if slot_index is not None:
+                    slot = self.slots[slot_index] if self.slots[slot_index].empty else None
+                else:
+                    slot = next((s for s in self.slots if s.empty), None)
                 if slot is None:
                     raise ConfigError(f"all {len(self.slots)} virtio slots are in use")
                 n = 0
                 while f"{device.kind}{n}" in self._attached:
                     n += 1
-                entry = AttachedDevice(f"{device.kind}{n}", device, slot)
+                entry = AttachedDevice(ident or f"{device.kind}{n}", device, slot)
+                entry.options = dict(options)
                 if self._vm is not None:
                     self._wire(entry)
             except BaseException:
@@ -247,6 +256,31 @@ class DeviceManager:
             os.eventfd_write(fd, 1)
 
         return signal
+
+    def save_state(self) -> dict[str, Any]:
+        """Every device (kind, options, slot, transport), the controller, the IOMMU."""
+        with self.lock:
+            devices = []
+            for entry in sorted(self._attached.values(), key=lambda e: e.slot.index):
+                if entry.device.kind == "net":
+                    raise ConfigError(f"{entry.id}: a snapshot cannot take a TAP device along "
+                                      "(detach it first)")  # fmt: skip
+                devices.append({"id": entry.id, "kind": registry.lookup(entry.device.kind).name,
+                                "options": entry.options, "slot": entry.slot.index,
+                                "transport": entry.transport.save_state()
+                                if entry.transport is not None else None})  # fmt: skip
+            return {"devices": devices, "hotplug": self.hotplug.save_state(),
+                    "iommu": self.iommu.save_state()}  # fmt: skip
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """After ``wire_all`` of the devices a snapshot attached again."""
+        with self.lock:
+            self.hotplug.load_state(state["hotplug"])
+            self.iommu.load_state(state["iommu"])
+            for saved in state["devices"]:
+                entry = self._attached[saved["id"]]
+                if entry.transport is not None and saved["transport"] is not None:
+                    entry.transport.load_state(saved["transport"])
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per device: requests served, bytes returned, errors, DMA refusals (vmm.metrics)."""

@@ -67,6 +67,22 @@ class Uart16550:
         self._thr_empty_pending = False
         self._irq_level = 0
 
+    # -- snapshots (vmm.snapshot) ---------------------------------------------
+    _STATE = ("_ier", "_lcr", "_mcr", "_scr", "_dll", "_dlm", "_fcr", "_thr_empty_pending",
+              "_irq_level")  # fmt: skip
+
+    def save_state(self) -> dict[str, object]:
+        with self._lock:
+            state: dict[str, object] = {name: getattr(self, name) for name in self._STATE}
+            state["rx"] = bytes(self._rx).hex()
+        return state
+
+    def load_state(self, state: dict[str, object]) -> None:
+        with self._lock:
+            for name in self._STATE:
+                setattr(self, name, type(getattr(self, name))(state[name]))
+            self._rx = deque(bytes.fromhex(str(state["rx"])))
+
     # -- host side ------------------------------------------------------------
     def feed(self, data: bytes) -> int:
         """Queue host input for the guest; returns how many bytes were taken."""

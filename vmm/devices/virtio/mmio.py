@@ -297,6 +297,44 @@ class MmioTransport:
                 self.interrupt_status |= INT_USED_BUFFER
                 self._signal_irq()
 
+    # -- snapshots (vmm.snapshot) ---------------------------------------------------------
+    _STATE = ("status", "interrupt_status", "device_features_sel", "driver_features_sel",
+              "driver_features", "queue_sel", "config_generation", "needs_reset_reason",
+              "_done_requests", "_done_bytes", "errors")  # fmt: skip
+
+    def save_state(self) -> dict[str, object]:
+        """Registers, every queue's addresses and both ring indexes (call paused)."""
+        with self._lock:
+            state: dict[str, object] = {name: getattr(self, name) for name in self._STATE}
+            state["queues"] = [
+                {"num": q.num, "ready": q.ready, "desc": q.desc, "driver": q.driver,
+                 "device": q.device,
+                 "next_avail": live.next_avail if live else 0,
+                 "used_idx": live.used_idx if live else 0}
+                for q, live in zip(self.queue_regs, self.queues, strict=True)
+            ]  # fmt: skip
+            return state
+
+    def load_state(self, state: dict[str, object]) -> None:
+        """The state ``save_state`` gave, on a fresh transport of the same device."""
+        queues = state["queues"]
+        assert isinstance(queues, list) and len(queues) == len(self.queue_regs)
+        with self._lock:
+            for name in self._STATE:
+                setattr(self, name, type(getattr(self, name))(state[name]))
+            for index, (regs, saved) in enumerate(zip(self.queue_regs, queues, strict=True)):
+                regs.num, regs.desc = int(saved["num"]), int(saved["desc"])
+                regs.driver, regs.device = int(saved["driver"]), int(saved["device"])
+                if saved["ready"]:
+                    self._queue_ready(index, regs, 1)
+                    queue = self.queues[index]
+                    if queue is not None:
+                        queue.next_avail = int(saved["next_avail"])
+                        queue.used_idx = int(saved["used_idx"])
+            if self.status & DRIVER_OK and not self.status & DEVICE_NEEDS_RESET:
+                self.device.activate(self.mem, self.driver_features)
+        self.kick()  # requests the guest queued before the snapshot
+
     def pause(self) -> None:
         """Stop touching guest memory; returns once a request in progress is done."""
         with self._lock:
