@@ -157,6 +157,8 @@ class Machine:
         console) with that kind's options; returns the device id."""
         with self._devices.lock:
             self._require_devices(f"attach {kind}")
+            if self.restore_plan is not None and self.state is State.CREATED:
+                raise StateError(f"attach {kind}: a restored machine takes devices once it runs")
             return self._devices.attach(kind, options)
 
     def attach_at(self, kind: str, options: dict[str, Any], slot: int, ident: str) -> str:

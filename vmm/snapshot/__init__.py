@@ -80,6 +80,11 @@ def take(machine: Machine, directory: str, resume: bool = True) -> dict[str, Any
         os.makedirs(directory, exist_ok=True)
         guest = machine.guest
         platform_state = machine.platform_state()  # refuses devices it cannot save
+        for vcpu in guest.vcpus:
+            # KVM finishes a port or MMIO read the VMM answered only at the next
+            # KVM_RUN; with immediate_exit set that entry runs no guest code.
+            vcpu.request_exit()
+            vcpu.run()
         xsave_bytes = kvm_state.xsave_size(guest.system)
         msrs = kvm_state.msr_indices(guest.system, guest.vcpus[0])
         vcpus = [_encode(kvm_state.save_vcpu(v, msrs, xsave_bytes)) for v in guest.vcpus]

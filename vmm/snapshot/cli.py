@@ -18,10 +18,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                hang_timeout=args.hang_timeout)  # fmt: skip
     server = metrics_file = None
     try:
-        if args.api_sock:
-            from vmm.api import ApiServer  # lazy, as in vmm.cli.cmd_run
-
-            server = ApiServer(machine, args.api_sock)
         if args.metrics_file:
             from vmm.metrics_cli import MetricsFile  # lazy, as in vmm.cli.cmd_run
 
@@ -30,6 +26,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if os.environ.get("KEEL_RESTORE_TIME"):
             ms = (time.monotonic() - started) * 1000
             sys.stderr.write(f"keel: restore: guest running {ms:.1f} ms after the request\n")
+        if args.api_sock:
+            # Once the guest runs: a device attached now is announced to it.
+            from vmm.api import ApiServer  # lazy, as in vmm.cli.cmd_run
+
+            server = ApiServer(machine, args.api_sock)
         if metrics_file is not None:
             metrics_file.start()
         _forward_stdin(machine.send_console)
