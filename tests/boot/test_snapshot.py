@@ -5,6 +5,7 @@ attach and detach; damaged or mismatched snapshots are refused with one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from tests.boot.test_guest_suite import check_suite
 from tests.boot.test_services import SERVICE_TESTS, _check_image, _check_suite, _image
 from tests.conftest import KEEL, ROOT, keel, requires_kvm
 from vmm.api import request
+from vmm.kvm.system import guest_tsc_khz
 
 pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -93,6 +95,28 @@ def test_snapshot_mid_suite_restores_twice_as_two_clones(tmp_path: Path) -> None
         assert status == 0, out[-3000:] + err[-2000:]
         whole = before + out
         check_suite(whole)  # every test once: none lost, none run twice
+    # The clones wrote only their private copies: the snapshot is as it was taken.
+    manifest = json.loads((snap / "manifest.json").read_text())
+    digest = hashlib.sha256((snap / "memory").read_bytes()).hexdigest()
+    assert digest == manifest["memory_file"]["sha256"]
+
+
+def test_snapshot_mid_stress_restores_with_every_invariant(tmp_path: Path) -> None:
+    sock, snap = tmp_path / "api.sock", tmp_path / "snap"
+    cmdline = f"keel.test=stress keel.duration=6 keel.seed=3 keel.tsc_khz={guest_tsc_khz()}"
+    first = Guest("run", "--smp", "2", "--initrd", str(INITRD), "--cmdline", cmdline,
+                  "--api-sock", str(sock))  # fmt: skip
+    try:
+        _wait_socket(sock, first)
+        first.wait_for(r"^stress: ", 3)  # progress lines: the workloads are running
+        _snapshot(sock, snap)
+    finally:
+        before = first.kill()
+    assert "stress: summary" not in before
+    status, out, err = Guest("restore", str(snap)).finish()
+    assert status == 0, out[-3000:] + err[-2000:]
+    assert re.search(r"^stress: summary 7 workloads, 0 failed$", out, re.MULTILINE), out
+    assert "FAILED" not in before + out
 
 
 def test_snapshot_while_a_disk_is_written(tmp_path: Path) -> None:
