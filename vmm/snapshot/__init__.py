@@ -137,10 +137,12 @@ def _save_memory(mem: GuestMemory, path: str) -> tuple[list[list[int]], int, str
         for gpa, size, _mm, view, _buf in mem.slots:
             slots.append([gpa, size, offset])
             for pos in range(0, size, CHUNK):
-                chunk = view[pos : pos + CHUNK]
-                digest.update(chunk)
+                # A copy, compared as bytes (memcmp): comparing the memoryview
+                # itself goes element by element, 40 times slower.
+                chunk = view[pos : pos + CHUNK].tobytes()
                 if chunk != _ZERO[: len(chunk)]:
                     os.pwrite(fd, chunk, offset + pos)
+                    _hash_chunk(digest, offset + pos, chunk)
             offset += size
         os.ftruncate(fd, offset)
         os.fsync(fd)
@@ -224,11 +226,21 @@ def load(directory: str, verify: bool = False, smp: int | None = None) -> Snapsh
     return Snapshot(directory, manifest, state)
 
 
+def _hash_chunk(digest: Any, offset: int, chunk: bytes | memoryview) -> None:
+    """The memory checksum covers the chunks that are not all zero, each with its
+    offset (zero chunks, most of an idle guest's RAM, cost nothing to check)."""
+    digest.update(offset.to_bytes(8, "little"))
+    digest.update(chunk)
+
+
 def _file_hash(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
+        offset = 0
         while chunk := f.read(CHUNK):
-            digest.update(chunk)
+            if chunk != _ZERO[: len(chunk)]:
+                _hash_chunk(digest, offset, chunk)
+            offset += len(chunk)
     return digest.hexdigest()
 
 
