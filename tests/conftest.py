@@ -47,13 +47,14 @@ def build_guest(
     stem += "-elf32" if elf32 else ""
     obj, elf = out / f"{stem}.o", out / f"{stem}.elf"
     flags = [f"-DGUEST_{name}", *(f"-D{d}" for d in defines)]
-    subprocess.run(["gcc", *(["-m32"] if elf32 else []), "-c", *flags, "-o", str(obj),
-                    str(source)], check=True)  # fmt: skip
+    subprocess.run(["gcc", "-c", *flags, "-o", str(obj), str(source)], check=True)
     subprocess.run(
-        ["ld", *(["-m", "elf_i386"] if elf32 else []), "-nostdlib", "-static", "-N",
-         "--no-warn-rwx-segments", "-Ttext=0x100000", "-o", str(elf), str(obj)],
+        ["ld", "-nostdlib", "-static", "-N", "--no-warn-rwx-segments", "-Ttext=0x100000",
+         "-o", str(elf), str(obj)],
         check=True,
     )  # fmt: skip
+    if elf32:  # the same image in an ELF32 container, as a 32-bit PVH kernel comes
+        subprocess.run(["objcopy", "-O", "elf32-i386", str(elf), str(elf)], check=True)
     return elf
 
 
