@@ -87,8 +87,14 @@ class GuestVm:
         self.vcpus: list[Vcpu] = []
 
 
-def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) -> GuestVm:
-    """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI."""
+def create_vm(
+    cfg: BootConfig,
+    closers: list[Callable[[], None]],
+    com2: bool,
+    virtio: tuple[tuple[int, int, int], ...] = (),
+) -> GuestVm:
+    """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI
+    (whose DSDT lists the virtio-mmio slots ``(base, size, gsi)`` of ``virtio``)."""
     system = System()
     closers.append(system.close)
     if cfg.smp > system.max_vcpus():
@@ -112,7 +118,7 @@ def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) ->
         addr = platform.place_initrd(cfg.memory, len(cfg.initrd), cfg.kernel.end)
         mem.write(addr, cfg.initrd)
         guest.modules.append((addr, len(cfg.initrd)))
-    tables = acpi.build_acpi(cfg.smp, com2=com2)
+    tables = acpi.build_acpi(cfg.smp, com2=com2, virtio=virtio)
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
     return guest

@@ -309,7 +309,9 @@ class Machine:
     def _build(self) -> None:
         install_kick_handler()
         cfg = self._config
-        guest = self._guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
+        guest = self._guest = builder.create_vm(
+            cfg, self._closers, com2=self.serial2 is not None, virtio=self._devices.slot_resources()
+        )
         self._closers.append(self._devices.close)  # workers stop before memory goes
         self._devices.wire_all(guest.vm, guest.mem)
         builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
