@@ -76,3 +76,11 @@ def test_host_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert cf.host_kind(str(tmp_path)) == "kvm"
     (tmp_path / "kvm_pvm").mkdir()
     assert cf.host_kind(str(tmp_path)) == "kvm_pvm"
+
+
+def test_kvm_pvm_cannot_hide_leaf1_edx() -> None:
+    """Measured from guests: kvm_pvm shows leaf 1 EDX as the host has it."""
+    with pytest.raises(ConfigError, match=r"-sse2: .*leaf 0x1 EDX .* so sse2 cannot be hidden"):
+        cf.guest_cpuid(SUPPORTED, "kvm_pvm", cf.parse_feature_list("-sse2"))
+    cf.guest_cpuid(SUPPORTED, "kvm", cf.parse_feature_list("-sse2"))
+    cf.guest_cpuid(SUPPORTED, "kvm_pvm", cf.parse_feature_list("-nx,-x2apic"))

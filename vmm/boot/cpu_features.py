@@ -100,6 +100,13 @@ HOST_LIMITS: dict[str, dict[str, str]] = {
 }
 
 
+# Registers a host's KVM shows the guest as the host has them, whatever the
+# table says (measured from guests): a feature there cannot be taken away.
+HOST_FIXED: dict[str, set[tuple[int, int, str]]] = {
+    "kvm_pvm": {(1, 0, EDX)},
+}
+
+
 def host_kind(sys_module: str = "/sys/module") -> str:
     """Which KVM this host has: ``kvm_pvm``, or ``kvm`` for the hardware-assisted ones."""
     return "kvm_pvm" if os.path.isdir(os.path.join(sys_module, "kvm_pvm")) else "kvm"
@@ -188,6 +195,15 @@ def guest_cpuid(
             removed.pop(name, None)
         else:
             for n, parent in _closure(name).items():
+                feat = FEATURES[n]
+                if has(entries, n) and (feat.function, feat.index, feat.reg) in HOST_FIXED.get(
+                    host, set()
+                ):
+                    raise ConfigError(
+                        f"--cpu-features -{name}: this host's KVM ({host}) shows the guest "
+                        f"CPUID leaf {feat.function:#x} {feat.reg.upper()} as the host has it, "
+                        f"so {n} cannot be hidden"
+                    )
                 if has(entries, n):
                     entries = _set(entries, n, False)
                     removed[n] = f"needs {parent}" if parent else "--cpu-features"
