@@ -63,55 +63,60 @@ puthex\sfx:
     ret
 .endm
 
+/* SAY: print a string; HEX: print a 32-bit value (both clobber as puts). */
+.macro SAY32 s
+    mov $\s, %esi
+    call puts32
+.endm
+.macro SAY s
+    mov $\s, %esi
+    call puts64
+.endm
+.macro HEX v
+    mov \v, %eax
+    call puthex64
+.endm
+
     .text
     .code32
     .globl _start
 _start:
     mov $stack_top, %esp
     mov %ebx, start_info
-    mov $s_start, %esi
-    call puts32
+    SAY32 s_start
 #if defined(GUEST_PVH32)
     /* The PVH entry state and start_info, as a 32-bit kernel sees them. */
-    mov $s_magic, %esi
-    call puts32
+    SAY32 s_magic
     mov start_info, %ebx
     mov (%ebx), %eax
     call puthex32
-    mov $s_version, %esi
-    call puts32
+    SAY32 s_version
     mov start_info, %ebx
     mov 4(%ebx), %eax
     call puthex32
-    mov $s_modules, %esi
-    call puts32
+    SAY32 s_modules
     mov start_info, %ebx
     mov 12(%ebx), %eax
     call puthex32
-    mov $s_cr0, %esi
-    call puts32
+    SAY32 s_cr0
     mov %cr0, %eax
     and $0x80000001, %eax
     call puthex32
-    mov $s_cr4, %esi
-    call puts32
+    SAY32 s_cr4
     mov %cr4, %eax
     call puthex32
-    mov $s_eflags, %esi
-    call puts32
+    SAY32 s_eflags
     pushf
     pop %eax
     and $0x20300, %eax      /* VM, IF, TF: the bits the PVH ABI fixes */
     call puthex32
-    mov $s_nl, %esi
-    call puts32
-    mov start_info, %ebx    /* the memory map: present, first entry RAM at 0 */
+    SAY32 s_nl
+    mov start_info, %ebx    /* the memory map: an address and a count */
     cmpl $0, 40(%ebx)
     je fail32
     cmpl $0, 48(%ebx)
     je fail32
-    mov $s_memmap, %esi
-    call puts32
+    SAY32 s_memmap
     jmp pass32
 #elif defined(LONG_MODE)
     /* Identity-map 4 GiB with 2 MiB pages (user-accessible: ring 3 runs here too). */
@@ -199,13 +204,11 @@ long_entry:
     movq $int_stack_top, tss + 4       /* RSP0 */
     mov $0x30, %ax
     ltr %ax
-    mov $s_long, %esi
-    call puts64
+    SAY s_long
     mov $0xc0000080, %ecx
     rdmsr
     call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_nl
     /* Quiet the legacy PIC and LINT0, so only the IOAPIC delivers. */
     mov $0xff, %al
     out %al, $0x21
@@ -218,16 +221,14 @@ long_entry:
     movw $104, tss + 102               /* I/O map base at the limit: no bitmap */
     mov $0x3002, %eax
     call enter_ring3
-    mov $s_back, %esi
-    call puts64
+    SAY s_back
 #elif defined(GUEST_IOBITMAP)
     /* Ring 3 with IOPL 0: the TSS I/O bitmap allows COM1 and nothing else. */
     movw $tss_iomap - tss, tss + 102
     movb $0, tss_iomap + COM1 / 8       /* ports 0x3f8-0x3ff */
     mov $0x0002, %eax
     call enter_ring3
-    mov $s_back, %esi
-    call puts64
+    SAY s_back
 #elif defined(GUEST_CPUIDMSR)
     mov $1, %eax
     xor %ecx, %ecx
@@ -235,50 +236,40 @@ long_entry:
     mov %edx, %r8d
     mov %ecx, %r9d
     mov %ebx, %r10d
-    mov $s_cpuid1d, %esi
-    call puts64
+    SAY s_cpuid1d
     mov %r8d, %eax
     and $0x07808371, %eax   /* fpu tsc msr pae cx8 apic cmov pat fxsr sse sse2 */
     call puthex64
-    mov $s_cpuid1c, %esi
-    call puts64
+    SAY s_cpuid1c
     mov %r9d, %eax
     and $0x84000000, %eax   /* hypervisor, xsave */
     call puthex64
-    mov $s_cx16, %esi
-    call puts64
+    SAY s_cx16
     mov %r9d, %eax
     shr $13, %eax
     and $1, %eax
     call puthex64
-    mov $s_apicid, %esi
-    call puts64
+    SAY s_apicid
     mov %r10d, %eax
     shr $24, %eax
     call puthex64
     mov $0x80000001, %eax
     cpuid
-    mov $s_ext, %esi
-    call puts64
+    SAY s_ext
     mov %edx, %eax
     and $0x20100800, %eax   /* lm nx syscall */
     call puthex64
-    mov $s_apicbase, %esi
-    call puts64
+    SAY s_apicbase
     mov $0x1b, %ecx
     rdmsr
     call puthex64
-    mov $s_pat, %esi
-    call puts64
+    SAY s_pat
     mov $0x277, %ecx
     rdmsr
     mov %eax, %r8d
-    mov %edx, %eax
-    call puthex64
-    mov %r8d, %eax
-    call puthex64
-    mov $s_tsc, %esi
-    call puts64
+    HEX %edx
+    HEX %r8d
+    SAY s_tsc
     rdtsc
     mov %eax, %r8d
     rdtsc
@@ -286,8 +277,7 @@ long_entry:
     setnz %al
     movzbl %al, %eax
     call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_nl
 #elif defined(GUEST_PORTMMIO)
     mov $0x5a, %al
     mov $COM1 + 7, %dx
@@ -295,38 +285,29 @@ long_entry:
     in %dx, %al
     movzbl %al, %eax
     mov %eax, %r8d
-    mov $s_scratch, %esi
-    call puts64
-    mov %r8d, %eax
-    call puthex64
-    mov $s_lsr, %esi
-    call puts64
+    SAY s_scratch
+    HEX %r8d
+    SAY s_lsr
     mov $COM1 + 5, %dx
     in %dx, %al
     movzbl %al, %eax
     call puthex64
-    mov $s_lapicver, %esi
-    call puts64
+    SAY s_lapicver
     mov 0x30(%r12), %eax
     and $0xff, %eax
     call puthex64
-    mov $s_lapicid, %esi
-    call puts64
-    mov 0x20(%r12), %eax
-    call puthex64
-    mov $s_ioapicpins, %esi
-    call puts64
+    SAY s_lapicid
+    HEX 0x20(%r12)
+    SAY s_ioapicpins
     movl $1, (%r13)
     mov 0x10(%r13), %eax
     shr $16, %eax
     and $0xff, %eax
     call puthex64
-    mov $s_unclaimed, %esi
-    call puts64
+    SAY s_unclaimed
     movabs 0xc0000000, %eax
     call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_nl
 #elif defined(GUEST_IOAPIC)
     /* COM1's transmitter-empty interrupt: IRQ 4 through IOAPIC pin 4 to vector 0x28. */
     movl $0x18, (%r13)
@@ -340,23 +321,18 @@ long_entry:
     mov $COM1 + 1, %dx
     out %al, %dx
     call wait_irq
-    mov $s_irq, %esi
-    call puts64
-    mov irq_iir, %eax
-    call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_irq
+    HEX irq_iir
+    SAY s_nl
 #elif defined(GUEST_LAPICTIMER)
     movl $0xb, 0x3e0(%r12)           /* divide by 1 */
     movl $0x29, 0x320(%r12)          /* one-shot, vector 0x29 */
     movl $100000, 0x380(%r12)        /* initial count */
     call wait_irq
-    mov $s_timer, %esi
-    call puts64
+    SAY s_timer
     mov 0x390(%r12), %eax            /* current count: 0 after a one-shot */
     call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_nl
 #elif defined(GUEST_SMP)
     /* INIT-SIPI-SIPI to APIC ID 1; it starts in real mode at 0x8000. */
     mov $ap_code, %esi
@@ -378,18 +354,14 @@ long_entry:
     je 2f
     pause
     loop 1b
-    mov $s_noap, %esi
-    call puts64
+    SAY s_noap
     jmp fail64
 2:  mov $s_ap, %esi
     call puts64
-    mov AP_FLAG + 4, %eax
-    call puthex64
-    mov $s_nl, %esi
-    call puts64
+    HEX AP_FLAG + 4
+    SAY s_nl
 #endif
-    mov $s_done, %esi
-    call puts64
+    SAY s_done
 pass64:
     mov $EXIT_PORT, %dx
     mov $0x10, %al
@@ -459,8 +431,7 @@ to_ring0:
     ret
 
 user_code:
-    mov $s_ring3, %esi
-    call puts64
+    SAY s_ring3
 #if defined(GUEST_IOBITMAP)
     mov $0x80, %dx          /* not in the bitmap: #GP */
     out %al, %dx
@@ -488,33 +459,24 @@ common:
     jne 1f
     testb $3, 24(%rsp)      /* a #GP from ring 3 is the I/O bitmap guest's check */
     jz 1f
-    mov $s_gp3, %esi
-    call puts64
-    mov 8(%rsp), %eax
-    call puthex64
+    SAY s_gp3
+    HEX 8(%rsp)
     mov $s_iopl, %esi        /* the IOPL the interrupted ring-3 code ran with */
     call puts64
     mov 32(%rsp), %eax
     shr $12, %eax
     and $3, %eax
     call puthex64
-    mov $s_nl, %esi
-    call puts64
+    SAY s_nl
     jmp to_ring0
 1:  mov $s_exc, %esi
     call puts64
-    mov (%rsp), %eax
-    call puthex64
-    mov $s_err, %esi
-    call puts64
-    mov 8(%rsp), %eax
-    call puthex64
-    mov $s_rip, %esi
-    call puts64
-    mov 16(%rsp), %eax
-    call puthex64
-    mov $s_nl, %esi
-    call puts64
+    HEX (%rsp)
+    SAY s_err
+    HEX 8(%rsp)
+    SAY s_rip
+    HEX 16(%rsp)
+    SAY s_nl
     jmp fail64
 irq_com1:
     mov $COM1 + 2, %dx      /* IIR: reading it acknowledges THRE */
