@@ -1,13 +1,11 @@
-/* The differential corpus: small foreign guests run under `keel run` and under
- * QEMU microvm, whose console output must match line for line
- * (tests/boot/test_differential.py).  One source; -DGUEST_<NAME> picks what a
- * guest does.  Built as ELF32 (gcc -m32, ld -m elf_i386) or ELF64: the code is
- * the same, only the container differs.
- *
- * Every guest enters at the PVH entry in 32-bit protected mode, prints what it
- * checks with `out` to COM1, and ends with a write to the exit port 0xf4
- * (0x10 = pass, 0x11 = fail; QEMU's isa-debug-exit).  Any exception it did
- * not ask for prints "corpus: exception <vector> ..." and fails. */
+/* The differential corpus: small foreign guests run under `keel run` and QEMU
+ * microvm, whose console output must match line for line
+ * (tests/boot/test_differential.py).  -DGUEST_<NAME> picks what a guest does;
+ * it is linked as ELF64 and, through objcopy -O elf32-i386, as ELF32.  Each
+ * enters at the PVH entry in 32-bit protected mode, prints what it checks with
+ * `out` to COM1 and ends on the exit port 0xf4 (0x10 pass, 0x11 fail; QEMU's
+ * isa-debug-exit).  An exception it did not ask for prints "corpus: exception
+ * <vector> ..." and fails. */
 #define COM1 0x3f8
 #define EXIT_PORT 0xf4
 #define LAPIC 0xfee00000
@@ -15,10 +13,8 @@
 #define AP_FLAG 0x7000
 #define AP_TRAMPOLINE 0x8000
 
-#if defined(GUEST_LONG) || defined(GUEST_IOPL3) || defined(GUEST_IOBITMAP) || \
-    defined(GUEST_CPUIDMSR) || defined(GUEST_PORTMMIO) || defined(GUEST_IOAPIC) || \
-    defined(GUEST_LAPICTIMER) || defined(GUEST_SMP)
-#define LONG_MODE 1
+#if !defined(GUEST_PVH32)
+#define LONG_MODE 1 /* every guest but PVH32 */
 #endif
 
     .section .note.Xen, "a", @note
@@ -68,6 +64,10 @@ puthex\sfx:
     mov $\s, %esi
     call puts32
 .endm
+.macro HEX32 v
+    mov \v, %eax
+    call puthex32
+.endm
 .macro SAY s
     mov $\s, %esi
     call puts64
@@ -86,18 +86,13 @@ _start:
     SAY32 s_start
 #if defined(GUEST_PVH32)
     /* The PVH entry state and start_info, as a 32-bit kernel sees them. */
+    mov start_info, %ebx    /* puts32 and puthex32 leave ebx alone */
     SAY32 s_magic
-    mov start_info, %ebx
-    mov (%ebx), %eax
-    call puthex32
+    HEX32 (%ebx)
     SAY32 s_version
-    mov start_info, %ebx
-    mov 4(%ebx), %eax
-    call puthex32
+    HEX32 4(%ebx)
     SAY32 s_modules
-    mov start_info, %ebx
-    mov 12(%ebx), %eax
-    call puthex32
+    HEX32 12(%ebx)
     SAY32 s_cr0
     mov %cr0, %eax
     and $0x80000001, %eax
@@ -111,8 +106,7 @@ _start:
     and $0x20300, %eax      /* VM, IF, TF: the bits the PVH ABI fixes */
     call puthex32
     SAY32 s_nl
-    mov start_info, %ebx    /* the memory map: an address and a count */
-    cmpl $0, 40(%ebx)
+    cmpl $0, 40(%ebx)       /* the memory map: an address and a count */
     je fail32
     cmpl $0, 48(%ebx)
     je fail32
@@ -158,8 +152,6 @@ _start:
     or $0x80000001, %eax
     mov %eax, %cr0
     ljmp $0x18, $long_entry
-#else
-    jmp pass32
 #endif
 
 pass32:
@@ -508,7 +500,6 @@ stubs:
     .endr
 
     IO_FUNCS 64
-
 #if defined(GUEST_SMP)
     .code16
 ap_code:                    /* runs at 0x8000 in real mode, CS = 0x800 */
