@@ -2,117 +2,24 @@
  * microvm, whose console output must match line for line
  * (tests/boot/test_differential.py).  -DGUEST_<NAME> picks what a guest does;
  * it is linked as ELF64 and, through objcopy -O elf32-i386, as ELF32.  Each
- * enters at the PVH entry in 32-bit protected mode, prints what it checks with
- * `out` to COM1 and ends on the exit port 0xf4 (0x10 pass, 0x11 fail; QEMU's
- * isa-debug-exit).  An exception it did not ask for prints "corpus: exception
- * <vector> ..." and fails. */
-#define COM1 0x3f8
-#define EXIT_PORT 0xf4
+ * enters at the PVH entry in 32-bit protected mode, goes to long mode, prints
+ * what it checks with `out` to COM1 and ends on the exit port 0xf4 (0x10
+ * pass, 0x11 fail; QEMU's isa-debug-exit).  An exception it did not ask for
+ * prints "corpus: exception <vector> ..." and fails.  pvh_entry.S is the
+ * guest that stays in 32-bit mode. */
 #define LAPIC 0xfee00000
 #define IOAPIC 0xfec00000
 #define AP_FLAG 0x7000
 #define AP_TRAMPOLINE 0x8000
 
-#if !defined(GUEST_PVH32)
-#define LONG_MODE 1 /* every guest but PVH32 */
-#endif
-
-    .section .note.Xen, "a", @note
-    .balign 4
-    .long 4, 4, 18          /* namesz, descsz, XEN_ELFNOTE_PHYS32_ENTRY */
-    .asciz "Xen"
-    .long _start
-
-/* putc/puts/puthex, assembled once per mode: the text is valid in both.
- * putc: al; puts: esi (NUL-terminated); puthex: eax as 8 hex digits.
- * All clobber eax, ecx, edx, esi, edi. */
-.macro IO_FUNCS sfx
-putc\sfx:
-    mov %al, %ah
-    mov $COM1+5, %dx
-1:  in %dx, %al
-    test $0x20, %al
-    jz 1b
-    mov $COM1, %dx
-    mov %ah, %al
-    out %al, %dx
-    ret
-puts\sfx:
-1:  lodsb
-    test %al, %al
-    jz 2f
-    call putc\sfx
-    jmp 1b
-2:  ret
-puthex\sfx:
-    mov %eax, %edi
-    mov $8, %ecx
-1:  rol $4, %edi
-    mov %edi, %eax
-    and $0xf, %eax
-    cmp $10, %al
-    jb 2f
-    add $('a' - '0' - 10), %al
-2:  add $'0', %al
-    call putc\sfx
-    loop 1b
-    ret
-.endm
-
-/* SAY: print a string; HEX: print a 32-bit value (both clobber as puts). */
-.macro SAY32 s
-    mov $\s, %esi
-    call puts32
-.endm
-.macro HEX32 v
-    mov \v, %eax
-    call puthex32
-.endm
-.macro SAY s
-    mov $\s, %esi
-    call puts64
-.endm
-.macro HEX v
-    mov \v, %eax
-    call puthex64
-.endm
+#include "guest_io.h"
 
     .text
     .code32
     .globl _start
 _start:
     mov $stack_top, %esp
-    mov %ebx, start_info
     SAY32 s_start
-#if defined(GUEST_PVH32)
-    /* The PVH entry state and start_info, as a 32-bit kernel sees them. */
-    mov start_info, %ebx    /* puts32 and puthex32 leave ebx alone */
-    SAY32 s_magic
-    HEX32 (%ebx)
-    SAY32 s_version
-    HEX32 4(%ebx)
-    SAY32 s_modules
-    HEX32 12(%ebx)
-    SAY32 s_cr0
-    mov %cr0, %eax
-    and $0x80000001, %eax
-    call puthex32
-    SAY32 s_cr4
-    mov %cr4, %eax
-    call puthex32
-    SAY32 s_eflags
-    pushf
-    pop %eax
-    and $0x20300, %eax      /* VM, IF, TF: the bits the PVH ABI fixes */
-    call puthex32
-    SAY32 s_nl
-    cmpl $0, 40(%ebx)       /* the memory map: an address and a count */
-    je fail32
-    cmpl $0, 48(%ebx)
-    je fail32
-    SAY32 s_memmap
-    jmp pass32
-#elif defined(LONG_MODE)
     /* Identity-map 4 GiB with 2 MiB pages (user-accessible: ring 3 runs here too). */
     mov $pd, %edi
     xor %eax, %eax
@@ -152,22 +59,9 @@ _start:
     or $0x80000001, %eax
     mov %eax, %cr0
     ljmp $0x18, $long_entry
-#endif
-
-pass32:
-    mov $EXIT_PORT, %dx
-    mov $0x10, %al
-    outb %al, %dx
-    hlt
-fail32:
-    mov $EXIT_PORT, %dx
-    mov $0x11, %al
-    outb %al, %dx
-    hlt
 
     IO_FUNCS 32
 
-#if defined(LONG_MODE)
     .code64
 long_entry:
     mov $0x10, %ax
@@ -516,11 +410,9 @@ ap_code:                    /* runs at 0x8000 in real mode, CS = 0x800 */
 ap_code_end:
     .code64
 #endif
-#endif /* LONG_MODE */
 
     .data
     .balign 8
-start_info: .long 0
 irq_seen: .long 0
 irq_iir: .long 0
 saved_rsp: .quad 0
@@ -541,13 +433,6 @@ idt_ptr: .word 256 * 16 - 1
     .quad idt
 
 s_start:    .asciz "corpus: start\n"
-s_magic:    .asciz "pvh: magic "
-s_version:  .asciz " version "
-s_modules:  .asciz " modules "
-s_cr0:      .asciz " cr0.pg|pe "
-s_cr4:      .asciz " cr4 "
-s_eflags:   .asciz " eflags.vm|if|tf "
-s_memmap:   .asciz "pvh: memory map present\n"
 s_nl:       .asciz "\n"
 s_long:     .asciz "long mode: efer "
 s_ring3:    .asciz "ring 3: hello through out\n"
