@@ -210,10 +210,15 @@ static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_
 }
 
 /* The virtio-mmio devices the firmware describes (the ACPI DSDT under QEMU
- * microvm, cloud-hypervisor and Keel's VMM), after those of the command line. */
+ * microvm, cloud-hypervisor and Keel's VMM), when the command line announced
+ * none: VMMs that use the command line (Keel's, Firecracker) list every
+ * device there, and reading the firmware's tables costs boot time. */
 static void add_firmware_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot)
 {
     struct arch_fw_device fw[KEEL_MAX_DEVICES];
+
+    if (bi->device_count)
+        return;
     u32 n = arch_firmware_virtio_devices(fw, KEEL_MAX_DEVICES);
 
     for (u32 i = 0; i < n; i++)

@@ -25,8 +25,8 @@ void arch_early_init(struct hvm_start_info *si, struct boot_info *bi);
  * CPU's periodic timer and enables interrupts. */
 void arch_platform_init(struct arch_platform *out);
 /* The virtio-mmio devices the firmware describes (ACPI: LNRO0005 devices of
- * the DSDT), read by arch_platform_init: up to max of them in out; returns
- * how many it stored. */
+ * the DSDT, read on the first call, after arch_platform_init): up to max of
+ * them in out; returns how many it stored. */
 struct arch_fw_device {
     u64 base, size;
     u32 irq;

@@ -156,7 +156,7 @@ def test_text_file(tmp_path: Path) -> None:
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_random_bytes(data: bytes) -> None:
     import tempfile
 
@@ -167,7 +167,7 @@ def test_random_bytes(data: bytes) -> None:
 
 
 @given(st.binary(min_size=1, max_size=64), st.integers(0, 400), st.sampled_from([1, 2]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_corrupted_valid_image(patch: bytes, where: int, ei_class: int) -> None:
     """Overwrite part of a good image: it loads or fails cleanly, never anything else."""
     import tempfile

@@ -138,6 +138,7 @@ static void add_cpu(u32 apic_id, u32 bsp_id)
 static struct arch_fw_device fw_devices[MAX_FW_DEVICES];
 static u32 fw_device_count;
 static struct aml_device aml_devices[MAX_AML_DEVICES];
+static const struct rsdp *acpi_rsdp; /* found by acpi_init */
 
 /* The LNRO0005 (virtio-mmio) devices of the DSDT, with a memory range and
  * an interrupt each.  A DSDT whose AML is malformed gives none. */
@@ -172,8 +173,16 @@ static void read_dsdt(const struct rsdp *r)
     }
 }
 
+/* Reads the DSDT on the first call only: walking AML is tens of
+ * milliseconds of emulated instructions on a kvm_pvm host, so the core asks
+ * only when the command line announced no device. */
 u32 arch_firmware_virtio_devices(struct arch_fw_device *out, u32 max)
 {
+    static bool read;
+
+    if (!read && acpi_rsdp)
+        read_dsdt(acpi_rsdp);
+    read = true;
     u32 n = MIN(max, fw_device_count);
 
     for (u32 i = 0; i < n; i++)
@@ -263,6 +272,6 @@ bool acpi_init(u64 rsdp_hint, struct madt_info *out)
             break;
         }
     }
-    read_dsdt(r);
+    acpi_rsdp = r;
     return true;
 }
