@@ -102,6 +102,7 @@ class Machine:
         hang_timeout: float | None = None,
         serial2: bool = False,
         serial2_output: Callable[[bytes], None] | None = None,
+        cpu_features: str | None = None,
     ) -> None:
         """``hang_timeout`` (seconds, opt-in): stop the guest as hung when it prints
         nothing on the serial console for that long while running, with a
@@ -110,9 +111,14 @@ class Machine:
         ``serial2`` adds a second 16550 (COM2, ports 0x2f8-0x2ff, IRQ 3) for
         user-space drivers (the kernel keeps COM1): what the guest sends goes
         to ``serial2_output`` (if given) and the transcript ``self.serial2``;
-        ``send_serial2`` types on it."""
-        self._config = (kernel if isinstance(kernel, BootConfig)
-                        else BootConfig.load(kernel, smp, memory, initrd))  # fmt: skip
+        ``send_serial2`` types on it.
+
+        ``cpu_features`` (``"-cx16,+rdrand"``) changes the CPUID the guest sees,
+        after the host's own limits (``vmm.boot.cpu_features``)."""
+        if isinstance(kernel, BootConfig):  # a restored snapshot's (vmm.snapshot)
+            self._config = kernel
+        else:
+            self._config = BootConfig.load(kernel, smp, memory, initrd, cpu_features)
         # Set by vmm.snapshot: build the VM from a snapshot instead of booting.
         self.restore_plan: RestorePlan | None = None
         self.smp, self.memory = self._config.smp, self._config.memory
@@ -215,7 +221,8 @@ class Machine:
         assert self._uart is not None
         return {"com1": self._uart.save_state(),
                 "com2": self._uart2.save_state() if self._uart2 is not None else None,
-                "devices": self._devices.save_state(), "cmdline": self.cmdline}  # fmt: skip
+                "devices": self._devices.save_state(), "cmdline": self.cmdline,
+                "cpu_features": self._config.cpu_features}  # fmt: skip
 
     def load_platform_state(self, state: dict[str, Any]) -> None:
         assert self._uart is not None
@@ -402,7 +409,10 @@ class Machine:
         cfg = self._config
         plan = self.restore_plan
         if plan is None:
-            guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
+            guest = builder.create_vm(
+                cfg, self._closers, com2=self.serial2 is not None,
+                virtio=self._devices.slot_resources(),
+            )  # fmt: skip
         else:
             guest = plan.create_vm(cfg, self._closers)
         self._guest = guest

@@ -277,8 +277,10 @@ class _Plan:
 def restore(snap: Snapshot, **machine_options: Any) -> Machine:
     """A machine that continues the snapshot's guest once started."""
     m = snap.manifest
-    cfg = BootConfig(KernelImage(0, (), 0), int(m["smp"]), int(m["memory"]), None)
     platform_state = snap.state["platform"]
+    features = [(bool(on), str(name)) for on, name in platform_state.get("cpu_features", [])]
+    # The guest's CPUID must stay what it saw: the same policy, on this host's limits.
+    cfg = BootConfig(KernelImage(0, (), 0), int(m["smp"]), int(m["memory"]), None, features)
     machine = Machine(cfg, cmdline=platform_state.get("cmdline", ""),
                       serial2=bool(m.get("serial2")), **machine_options)  # fmt: skip
     try:
