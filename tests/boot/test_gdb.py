@@ -223,3 +223,21 @@ def test_ctrl_c_stops_a_running_guest_and_kill_ends_it(kernel: Path, tmp_path: P
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_guest_runs_on_when_gdb_vanishes_while_it_continues(kernel: Path, tmp_path: Path) -> None:
+    """A breakpoint armed, continue, and gdb's connection drops: the VMM forgets
+    the breakpoints and the guest runs to its verdict instead of waiting stopped."""
+    path = tmp_path / "gdb.sock"
+    proc = _keel_gdb(kernel, f"unix:{path}")
+    try:
+        _wait_listening(proc)
+        r = Remote(path)
+        assert r.ask(f"Z0,{_symbol(kernel, 'cpu_secondary_main'):x},1") == "OK"
+        r.send("c")
+        r.sock.close()
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -176,6 +176,13 @@ class _Session:
     # -- the session ----------------------------------------------------------------------
     def run(self) -> None:
         self.target.halt()
+        try:
+            self._loop()
+        finally:
+            if not self.done:  # gdb vanished (no D, k or exit): the guest runs on
+                self.target.release()
+
+    def _loop(self) -> None:
         while not self.done:
             packet = self._packet()
             if os.environ.get("KEEL_GDB_TRACE"):

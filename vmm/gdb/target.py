@@ -176,6 +176,14 @@ class DebugTarget:
         self.watchpoints.clear()
         self.resume()
 
+    def release(self) -> None:
+        """gdb went away without detaching: stop what may be running (a breakpoint
+        may have parked the vCPUs meanwhile), then let the guest run on without
+        breakpoints, never stopped for a debugger that is not there."""
+        if self.machine.result is None:
+            self.halt()
+            self.detach()
+
     def _on_debug(self, slot: VcpuSlot, ex: exits.DebugExit) -> None:
         """A step of a continuing vCPU (its own thread): stop at a breakpoint or
         when a watched range changed."""
