@@ -140,10 +140,28 @@ static inline __attribute__((always_inline)) long syscall_one(struct tcb *t, u64
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
 {
     struct cpu *c = this_cpu();
-    u64 res[KEEL_MSG_WORDS] = { 0 };
+    u64 res[KEEL_MSG_WORDS] = { 0 }, recv_args[KEEL_MSG_WORDS] = { 0 };
     bool blocked = false;
+    long err_reply = 0;
 
     c->call_pending = 0;
+    if (nr == KEEL_SYS_REPLY_RECV) {
+        /* The reply runs shared and is done once: the call then becomes
+         * the recv that is left (the saved registers too, for a restart). */
+        struct slot *s = tcb_lookup_slot(t, cap, &err_reply);
+        if (s)
+            err_reply = reply_invoke(t, s, label, args);
+        if (err_reply) {
+            arch_tcb_set_results(t, err_reply, res);
+            return;
+        }
+        arch_tcb_syscall_to_recv(t, args[KEEL_MSG_WORDS], args[KEEL_MSG_WORDS + 1]);
+        recv_args[0] = args[KEEL_MSG_WORDS + 1];
+        nr = KEEL_SYS_RECV;
+        cap = args[KEEL_MSG_WORDS];
+        label = 0;
+        args = recv_args;
+    }
     long err = syscall_one(t, nr, cap, label, args, res, &blocked);
     if (err == KEEL_E_RETRY) {
         c->call_pending = 1; /* nothing done yet */

@@ -57,6 +57,9 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
 /* Makes a thread whose system call was not served make it again when it
  * next runs (its registers still hold the call). */
 void arch_tcb_restart_syscall(struct tcb *t);
+/* Rewrites a reply_recv whose reply is done into the recv that is left, so
+ * a restart (above) receives without replying twice. */
+void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window);
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
 /* The result of a system call, seen by the thread when it next runs. */
 void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);

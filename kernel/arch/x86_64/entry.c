@@ -46,7 +46,8 @@ void entry_cpu_init(void)
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
-    u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
+    /* the six words, then reply_recv's endpoint and window */
+    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
 
     c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
     if (syscall_needs_exclusive(f->rax, f->rsi))

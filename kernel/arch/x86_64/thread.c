@@ -43,6 +43,16 @@ void arch_tcb_restart_syscall(struct tcb *t)
     t->arch.frame.rip -= 2; /* the syscall instruction, 0f 05 */
 }
 
+void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    f->rax = KEEL_SYS_RECV;
+    f->rdi = ep;
+    f->rsi = 0;
+    f->rdx = window;
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.frame.rip;

@@ -4,7 +4,8 @@
 #include <keel/object.h>
 
 /* Called by the architecture with the objects lock held shared (syscalls,
- * which upgrade when they must) or exclusive (faults). */
+ * which upgrade when they must) or exclusive (faults).  args: the six
+ * words, then (KEEL_SYS_REPLY_RECV only) the endpoint and the window. */
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args);
 /* Calls known to need the objects lock exclusive take it so from the
  * start, rather than failing shared and running again: batches, and kernel
