@@ -26,11 +26,11 @@ INITRD = ROOT / "build" / "initrd.cpio"
 # the stub alone: syscall, the entry's test, sysret).
 BUDGET = {
     "floor": 18,
-    "null": 293,
-    "ipc_roundtrip": 1872,
-    "batch1": 1126,
-    "batch16": 12849,
-    "copy_delete": 1484,
+    "null": 28,
+    "ipc_roundtrip": 903,
+    "batch1": 1122,
+    "batch16": 12695,
+    "copy_delete": 1530,
 }
 
 
