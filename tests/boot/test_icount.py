@@ -28,9 +28,9 @@ BUDGET = {
     "floor": 18,
     "null": 28,
     "ipc_roundtrip": 903,
-    "batch1": 1122,
-    "batch16": 12695,
-    "copy_delete": 1530,
+    "batch1": 988,
+    "batch16": 5175,
+    "copy_delete": 1386,
 }
 
 
