@@ -95,6 +95,11 @@ void trap_from_user(struct trap_frame *f)
             f->rax = 0;
             arch_return_to_user(f);
         }
+        if (f->rax == KEEL_SYS_NULL && !c->need_resched) {
+            /* the null call's fast path, as in syscall_entry */
+            f->rax = f->rdx = f->r10 = f->r8 = f->r9 = f->r12 = f->r13 = 0;
+            arch_return_to_user(f);
+        }
         syscall_from_user(f);
     }
     if (v == VEC_LAPIC_TIMER) {
