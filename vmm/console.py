@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from vmm.errors import KeelError
+
 TRANSCRIPT_LIMIT = 4 << 20  # bytes kept; older output is dropped first
 
 
@@ -25,6 +27,10 @@ def fd_sink(fd: int) -> Callable[[bytes], None]:
             pass
 
     return sink
+
+
+class ConsoleTimeout(KeelError, TimeoutError):
+    """What ``Console.wait_for`` waited for did not come."""
 
 
 class Console:
@@ -54,20 +60,33 @@ class Console:
         lines = self.text().splitlines()
         return lines[-count:]
 
-    def wait_for(self, needle: str, timeout: float | None = None, count: int = 1) -> bool:
-        """Block until ``needle`` appears in the transcript (``count`` times).
+    def mark(self) -> int:
+        """The position of the next byte: ``wait_for(..., since=mark)`` looks only
+        at what the guest prints from now on."""
+        with self._cond:
+            return self._dropped + len(self._buf)
 
-        False on timeout, or once the console is closed (the machine stopped)
-        without the text having appeared."""
+    def text_since(self, mark: int) -> str:
+        with self._cond:
+            return self._buf[max(0, mark - self._dropped) :].decode("utf-8", "replace")
+
+    def wait_for(
+        self, needle: str, timeout: float | None = None, count: int = 1, since: int = 0
+    ) -> bool:
+        """Block until ``needle`` appears in the transcript ``count`` times (in
+        what was printed from the mark ``since`` on); returns True.
+
+        Raises ``ConsoleTimeout`` on timeout, or once the console is closed (the
+        machine stopped) without the text having appeared."""
         target = needle.encode()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._buf.count(target) < count:
+            while self._buf.count(target, max(0, since - self._dropped)) < count:
                 if self._closed:
-                    return False
+                    raise ConsoleTimeout(f"{needle!r} never came: the machine stopped")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return False
+                    raise ConsoleTimeout(f"{needle!r} did not come within {timeout:g} s")
                 self._cond.wait(remaining)
             return True
 
