@@ -40,10 +40,25 @@ class Console:
         self._dropped = 0
         self._closed = False
         self._cond = threading.Condition()
+        self._listeners: list[Callable[[bytes], None]] = []
+
+    def listen(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Also send every later byte to ``callback``; returns the way to stop."""
+        with self._cond:
+            self._listeners.append(callback)
+
+        def stop() -> None:
+            with self._cond:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return stop
 
     def write(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink(data)
+        for listener in list(self._listeners):
+            listener(data)
         with self._cond:
             self._buf += data
             excess = len(self._buf) - TRANSCRIPT_LIMIT

@@ -52,6 +52,7 @@ from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError, DeviceTimeout, KeelError, StateError
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
+    STATUS_GUEST_FAILURE,
     STATUS_HANG,
     STATUS_INTERRUPTED,
     ExitResult,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_MEMORY",
     "MAX_VCPUS",
     "STATUS_GUEST_CRASH",
+    "STATUS_GUEST_FAILURE",
     "STATUS_HANG",
     "STATUS_INTERRUPTED",
     "ExitResult",
@@ -342,7 +344,7 @@ class Machine:
         """The runner's last call, once every vCPU thread has ended."""
         self.state = State.STOPPED
         result = self.result
-        if result is not None and result.status not in (0, STATUS_INTERRUPTED):
+        if result is not None and result.status in (STATUS_GUEST_CRASH, STATUS_HANG):
             result.diagnostic = self._runner.diagnostic(self.console.last_lines(20))
         self.console.close()
         if self.serial2 is not None:
@@ -386,9 +388,12 @@ class Machine:
         self.console.write(data)
 
     def _guest_exit(self, value: int) -> None:
-        status = debug_exit.exit_status(value)
-        verdict = "success" if status == 0 else "failure"
-        self._finish(ExitResult(status, f"guest reported {verdict} (code {value:#x})", value))
+        if value == debug_exit.PASS:
+            self._finish(ExitResult(0, f"guest reported success (code {value:#x})", value))
+            return
+        self._finish(ExitResult(STATUS_GUEST_FAILURE, f"guest reported failure (code {value:#x}; "
+                                f"QEMU's isa-debug-exit status {debug_exit.exit_status(value)})",
+                                value))  # fmt: skip
 
     def _hung(self, silent: float) -> None:
         self._finish(ExitResult(STATUS_HANG, f"guest hung: no console output for {silent:.1f} s"))
