@@ -441,8 +441,9 @@ def cmd_list() -> int:
             status = api.request(info["api_sock"], {"cmd": "status"}, timeout=5)
         except KeelError:
             continue
-        print(f"{info['pid']:<8} {status['state']:<9} {status['vcpus']:<5} "
-              f"{status['memory'] >> 20:<5}MiB {info['api_sock']}")  # fmt: skip
+        memory = f"{status['memory'] >> 20}MiB"
+        print(f"{info['pid']:<8} {status['state']:<9} {status['vcpus']:<5} {memory:<8} "
+              f"{info['api_sock']}")  # fmt: skip
     return 0
 
 
