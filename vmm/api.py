@@ -150,21 +150,55 @@ def describe_command(name: str) -> dict[str, Any]:
 
 
 class _Connection:
-    """One client: requests in, replies and (once subscribed) events out."""
+    """One client: requests in, replies and (once subscribed) events out.
+
+    Everything sent goes through a queue and a writer thread, in order: events
+    and console output come from vCPU and device threads, which a slow client
+    must never stall.  A client more than ``MAX_BACKLOG`` bytes behind is
+    disconnected."""
+
+    MAX_BACKLOG = 4 << 20
 
     def __init__(self, server: ApiServer, conn: socket.socket) -> None:
         self.server, self.conn = server, conn
-        self._send_lock = threading.Lock()
+        self._out: list[bytes] = []
+        self._backlog = 0
+        self._cond = threading.Condition()
+        self._closed = False
         self._unsubscribe: list[Callable[[], None]] = []
+        threading.Thread(target=self._write, name="api-writer", daemon=True).start()
 
-    def send(self, obj: object) -> bool:
-        data = json.dumps(obj).encode() + b"\n"
-        with self._send_lock:
+    def send(self, obj: object) -> None:
+        self.send_bytes(json.dumps(obj).encode() + b"\n")
+
+    def send_bytes(self, data: bytes) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if self._backlog + len(data) > self.MAX_BACKLOG:
+                self._closed = True  # too far behind: the writer ends the connection
+            else:
+                self._out.append(data)
+                self._backlog += len(data)
+            self._cond.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._cond:
+                while not self._out and not self._closed:
+                    self._cond.wait()
+                if not self._out:
+                    break
+                data = b"".join(self._out)
+                self._out.clear()
+                self._backlog = 0
             try:
                 self.conn.sendall(data)
             except OSError:
-                return False
-        return True
+                break
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
 
     def serve(self) -> None:
         try:
@@ -172,7 +206,9 @@ class _Connection:
         finally:
             for unsubscribe in self._unsubscribe:
                 unsubscribe()
-            self.conn.close()
+            with self._cond:
+                self._closed = True  # the writer sends what is queued, then closes
+                self._cond.notify()
 
     def _lines(self) -> Any:
         """Each request line; an over-long one is one ``None`` (then skipped to its end)."""
@@ -204,8 +240,7 @@ class _Connection:
                 continue
             req, reply = self.server.handle(line)
             cmd = req.get("cmd") if isinstance(req, dict) else None
-            if not self.send(reply):
-                return
+            self.send(reply)
             if not reply["ok"]:
                 continue
             if cmd == "stop":
@@ -223,12 +258,7 @@ class _Connection:
     def _console(self) -> None:
         """Raw bytes: the guest's console output out, typed bytes in."""
         machine = self.server.machine
-
-        def out(data: bytes) -> None:
-            with self._send_lock, contextlib.suppress(OSError):
-                self.conn.sendall(data)
-
-        self._unsubscribe.append(machine.console.listen(out))
+        self._unsubscribe.append(machine.console.listen(self.send_bytes))
         while True:
             try:
                 data = self.conn.recv(4096)

@@ -176,7 +176,8 @@ class Machine:
             ident = self._devices.attach(kind, options)
             entry = self._devices.find(ident)
         if wait:
-            self._wait_event(entry.bound, timeout, f"attach {ident}: no guest driver bound it")
+            self._wait_event(entry.bound, timeout, f"attach {ident}: no guest driver bound it",
+                             "the device stays attached")  # fmt: skip
         return ident
 
     def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False,
@@ -211,16 +212,16 @@ class Machine:
             entry = self._devices.detach(ident, force=force)
         if wait:
             self._wait_event(entry.released, timeout,
-                             f"detach {entry.id}: the guest did not release it "
-                             "(detach with force to remove it anyway)")  # fmt: skip
+                             f"detach {entry.id}: the guest did not release it",
+                             "it stays 'removing'; detach with force to remove it anyway")
 
-    def _wait_event(self, event: threading.Event, timeout: float, what: str) -> None:
+    def _wait_event(self, event: threading.Event, timeout: float, what: str, hint: str) -> None:
         deadline = time.monotonic() + timeout
         while not event.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
             if self._done.is_set():
                 raise StateError(f"{what}: the machine stopped")
             if time.monotonic() >= deadline:
-                raise DeviceTimeout(f"{what} within {timeout:g} s")
+                raise DeviceTimeout(f"{what} within {timeout:g} s ({hint})")
 
     def devices(self) -> list[dict[str, Any]]:
         """Every attached device: id, kind, backing, slot, base, irq, state."""
