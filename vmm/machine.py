@@ -128,6 +128,9 @@ class Machine:
         self.mmio = Bus("mmio", log=self._log)
         self._devices = DeviceManager(self.mmio, self._log)
         self._subscribers: list[Callable[[str, dict[str, Any]], None]] = []
+        # Its own lock: events come from vCPU and device threads, some while the
+        # machine's lock is held by a thread waiting for those vCPUs (pause).
+        self._subscribers_lock = threading.Lock()
         self._devices.on_event = self._emit
         self._devices.iommu.on_refused = lambda dev, addr, length, write: self._emit(
             "DMA_REFUSED", {"id": dev, "address": addr, "length": length, "write": write}
@@ -149,18 +152,18 @@ class Machine:
     # -- events -----------------------------------------------------------------------
     def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``callback(name, data)`` for every event; returns the unsubscribe."""
-        with self._lock:
+        with self._subscribers_lock:
             self._subscribers.append(callback)
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._subscribers_lock:
                 if callback in self._subscribers:
                     self._subscribers.remove(callback)
 
         return unsubscribe
 
     def _emit(self, name: str, data: dict[str, Any]) -> None:
-        with self._lock:
+        with self._subscribers_lock:
             subscribers = list(self._subscribers)
         for callback in subscribers:
             callback(name, data)

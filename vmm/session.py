@@ -151,6 +151,8 @@ def register(sock: str, kernel: str) -> Callable[[], None]:
     directory = runtime_dir()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        if os.stat(directory).st_uid != os.getuid():
+            return lambda: None  # not ours (someone else made it first): not used
     except OSError:
         return lambda: None
     entry = os.path.join(directory, f"{os.getpid()}.json")

@@ -97,3 +97,36 @@ def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
         if not _gone(pid, 0):
             os.kill(pid, 9)
     assert not sock.exists()
+
+
+def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    """On a terminal, Ctrl-] ends `keel console`; the VM keeps running."""
+    import pty
+
+    sock = tmp_path / "vm.sock"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
+         "--daemon", "--api-sock", str(sock)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        child, master = pty.fork()
+        if child == 0:
+            os.chdir(ROOT)
+            os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
+        out = bytearray()
+        while b"Ctrl-] detaches" not in out:
+            out += os.read(master, 4096)
+        os.write(master, b"\x1d")
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        os.close(master)
+        assert keel("status", "--api-sock", str(sock)).stdout.startswith("state=running")
+        assert keel("stop", "--api-sock", str(sock)).returncode == 0
+        assert _gone(pid)
+    finally:
+        if not _gone(pid, 0):
+            os.kill(pid, 9)

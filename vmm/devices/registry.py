@@ -125,8 +125,9 @@ KINDS: dict[str, DeviceKind] = {
     for kind in (
         DeviceKind(
             "disk", "a virtio-blk disk", blk.BlockDevice,
-            (Option("path", str, required=True, positional=True, metavar="image", path=True),
-             Option("readonly", bool)),
+            (Option("path", str, "the disk image file", required=True, positional=True,
+                    metavar="image", path=True),
+             Option("readonly", bool, "attach it read-only (default: writable)")),
             RunFlag("--disk", _disk_requests,
                     dict(action="append", default=[], metavar="IMAGE[,readonly]",
                          help="a virtio-blk disk backed by IMAGE (repeatable; a comma "
@@ -134,7 +135,10 @@ KINDS: dict[str, DeviceKind] = {
         ),
         DeviceKind(
             "net", "a virtio-net device on a TAP interface", net.create,
-            (Option("tap", str, positional=True), Option("mac", str)),
+            (Option("tap", str, "the TAP interface (default: a new keeltapN, removed at exit)",
+                    positional=True),
+             Option("mac", str, "the device's MAC address (default: derived from the TAP "
+                                "name)")),
             RunFlag("--net", lambda tap: [] if tap is None else [{"tap": tap or None}],
                     dict(nargs="?", const="", default=None, metavar="TAP",
                          help="a virtio-net device on TAP (created when missing; "
@@ -147,7 +151,8 @@ KINDS: dict[str, DeviceKind] = {
         ),
         DeviceKind(
             "console", "a virtio-console device", console.create,
-            (Option("output", str, help="append the console's output to FILE", path=True),),
+            (Option("output", str, help="append the console's output to FILE (default: "
+                                        "kept in the transcript only)", path=True),),
             RunFlag("--virtio-console", lambda on: [{"output": "/dev/stdout"}] if on else [],
                     dict(action="store_true",
                          help="a virtio-console device on the terminal (default: none)")),
