@@ -238,3 +238,33 @@ def test_signals_stop_cleanly(tiny_guest: Guest, tmp_path: Path, sig: int) -> No
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert not sock.exists()
+
+
+@requires_kvm
+def test_ctrl_c_under_make_run_is_not_a_make_error() -> None:
+    """Ctrl-C (SIGINT to the terminal's foreground group) ends `make run`
+    without `make: *** ... Error 130`."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execvp("make", ["make", "run", "SMP=1"])
+    out = bytearray()
+    try:
+        deadline = time.monotonic() + 120
+        while b"keel$ " not in out:
+            assert time.monotonic() < deadline, out.decode(errors="replace")
+            out += os.read(master, 4096)
+        os.killpg(os.getpgid(pid), signal.SIGINT)
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    assert b"keel: interrupted" in out
+    assert b"Error 130" not in out, out.decode(errors="replace")
