@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,23 +76,32 @@ def _image(path: Path) -> Path:
     return path
 
 
-def test_two_attaches_back_to_back_are_both_seen(machine: Machine, tmp_path: Path) -> None:
+def test_changes_back_to_back_are_all_seen(machine: Machine, tmp_path: Path) -> None:
+    """Two attaches, then two detaches, back to back: the second change comes
+    while the device manager serves the first.  A manager that re-enabled the
+    controller's interrupt only after serving, without reading CHANGED again,
+    lost it (the issue: 2 or 3 runs in 3 left rng0 'running' and CHANGED set)."""
     machine.start()
     shell = Shell(machine)
-    a = machine.attach_disk(_image(tmp_path / "a.img"))
-    b = machine.attach_disk(_image(tmp_path / "b.img"))
-    for ident in (a, b):
-        assert machine.attached(ident).bound.wait(WAIT), machine.console.text()[-2000:]
-    assert shell.drivers() == ["blk0", "blk1"]
-    # Two detaches back to back: both devices released, the shell still serves.
-    r = machine.attach_rng(wait=True)
-    gone = [machine.attached(a).released, machine.attached(r).released]
-    machine.detach(a)
-    machine.detach(r)
-    assert all(event.wait(WAIT) for event in gone), machine.console.text()[-2000:]
-    assert [d["id"] for d in machine.devices()] == [b]
-    assert shell.drivers() == ["blk1"]
-    assert "rng0" in shell.run("rng")  # an error naming it, not a hang
+    image = _image(tmp_path / "a.img")
+    # Gaps between the two detaches that land the second in the first one's
+    # service (a few ms of emulated guest code) on this host and on faster ones.
+    for gap in (0, 0.002, 0.005, 0.01, 0.02, 0.05):
+        disk = machine.attach_disk(image)
+        rng = machine.attach_rng()
+        for ident in (disk, rng):
+            assert machine.attached(ident).bound.wait(WAIT), machine.console.text()[-2000:]
+        assert shell.drivers() == ["blk0", "rng0"]
+        mark = machine.console.mark()
+        # Surprise removals (force): the protocol any hotplug-aware guest follows.
+        machine.detach(disk, force=True)
+        time.sleep(gap)
+        machine.detach(rng, force=True)
+        machine.console.wait_for("devmgr: blk0: device removed", WAIT, since=mark)
+        machine.console.wait_for("devmgr: rng0: device removed", WAIT, since=mark)
+        assert machine.mmio.read(0xD000F024, 4) == bytes(4)  # CHANGED: nothing left unread
+        assert shell.drivers() == []
+    assert "rng0: no such device" in shell.run("rng")  # an answer, not a hang
 
 
 def test_detach_waits_for_the_guest_and_force_does_not(machine: Machine, tmp_path: Path) -> None:
