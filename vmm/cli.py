@@ -240,15 +240,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     unregister: Callable[[], None] = lambda: None  # noqa: E731
     result = None
     try:
-        for kind in KINDS.values():
-            for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
-                machine.attach(kind.name, **options)
-        if args.api_sock:
-            from vmm.api import ApiServer  # lazy: see above
+        # Until every part exists and is recorded for the clean-up below, a stop
+        # signal waits (one taken half-way would leave, say, the socket behind).
+        with session.signals_deferred():
+            for kind in KINDS.values():
+                for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
+                    machine.attach(kind.name, **options)
+            if args.api_sock:
+                from vmm.api import ApiServer  # lazy: see above
 
-            server = ApiServer(machine, args.api_sock)
-            unregister = session.register(args.api_sock, os.fspath(kernel))
-        machine.start()
+                server = ApiServer(machine, args.api_sock)
+                unregister = session.register(args.api_sock, os.fspath(kernel))
+            machine.start()
         if ready is not None:
             ready()
         stdin_fd = -1 if args.daemon else _stdin_fd()
@@ -260,6 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = machine.wait_interruptible()
     except KeyboardInterrupt:
         if machine.state.value == "created":
+            sys.stderr.write("keel: interrupted\n")
             return STATUS_INTERRUPTED
         machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
         result = machine.wait()
@@ -352,7 +356,8 @@ def cmd_stress(args: argparse.Namespace) -> int:
     session.install_signals()
     result: ExitResult | None = None
     try:
-        machine.start()
+        with session.signals_deferred():
+            machine.start()
         result = machine.wait_interruptible()
     except KeyboardInterrupt:
         machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))

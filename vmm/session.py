@@ -37,6 +37,20 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block ends (then raise as usual):
+    a VM half started (some vCPU threads made, not all) cannot be stopped cleanly."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def install_signals() -> None:
     """SIGTERM/SIGHUP stop the VM as Ctrl-C does; background tty I/O does not stop us."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -192,13 +206,15 @@ def console_client(sock: Any) -> int:
     """Relay the terminal to a console connection until Ctrl-] (or the VM ends)."""
     fd = sys.stdin.fileno()
     is_tty = os.isatty(fd)
-    if is_tty:
-        sys.stderr.write("keel: connected to the console; Ctrl-] detaches\r\n")
     saved = termios.tcgetattr(fd) if is_tty else None
     inputs = [sock, fd]
     try:
         if is_tty:
-            tty.setraw(fd)
+            # Raw before the greeting: what is typed after it is already raw (a
+            # switch with TCSAFLUSH would drop it).
+            tty.setraw(fd, termios.TCSANOW)
+            sys.stderr.write("keel: connected to the console; Ctrl-] detaches\r\n")
+            sys.stderr.flush()
         while True:
             readable, _, _ = select.select(inputs, [], [])
             if sock in readable:

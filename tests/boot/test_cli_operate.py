@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KEEL, ROOT, keel, requires_kvm
+from tests.conftest import KEEL, ROOT, keel, requires_kvm, run_in_new_netns
 from vmm.api import ApiError, request
 
 Guest = Callable[..., Path]
@@ -218,8 +218,9 @@ def test_the_host_terminal_does_not_echo_while_the_guest_runs(kernel: Path) -> N
 
 
 @requires_kvm
+@pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_cleanly(tiny_guest: Guest, tmp_path: Path, sig: int) -> None:
+def test_signals_stop_cleanly(tiny_guest: Guest, tmp_path: Path, sig: int, early: bool) -> None:
     sock = tmp_path / "api.sock"
     proc = subprocess.Popen(
         [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
@@ -231,9 +232,12 @@ def test_signals_stop_cleanly(tiny_guest: Guest, tmp_path: Path, sig: int) -> No
     while not sock.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
-    while request(sock, {"cmd": "status"})["state"] != "running":
-        time.sleep(0.01)
-    proc.send_signal(sig)
+    if early:  # as soon as the socket is there: the machine may be starting
+        proc.send_signal(sig)
+    else:
+        while request(sock, {"cmd": "status"})["state"] != "running":
+            time.sleep(0.01)
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
@@ -268,3 +272,26 @@ def test_ctrl_c_under_make_run_is_not_a_make_error() -> None:
         os.close(master)
     assert b"keel: interrupted" in out
     assert b"Error 130" not in out, out.decode(errors="replace")
+
+
+@requires_kvm
+def test_unknown_test_with_the_initrd_lists_the_tests(kernel: Path) -> None:
+    """A guest that fails without crashing: status 3, its reason, no register dump."""
+    proc = keel("run", str(kernel), "--smp", "1", "--initrd", str(ROOT / "build" / "initrd.cpio"),
+                "--cmdline", "keel.test=nosuch", timeout=120)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr
+    assert "keel: unknown test nosuch; keel.test= takes stress suite uart" in proc.stdout
+    assert "services" in proc.stdout and "(the kernel's own: boot timer" in proc.stdout
+    assert "vCPU 0 (" not in proc.stderr and "rip=" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("keel: guest reported failure")
+
+
+@requires_kvm
+def test_sigterm_removes_the_tap_keel_created(tmp_path: Path) -> None:
+    proc = run_in_new_netns("tests.boot.netns_sigterm_tap", str(tmp_path), timeout=180)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "netns: tap while running: True" in out, out + proc.stderr
+    assert "netns: status 130" in out
+    assert "netns: tap after SIGTERM: False" in out
+    assert "netns: socket after SIGTERM: False" in out
