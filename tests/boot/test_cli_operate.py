@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import signal
 import socket
 import subprocess
@@ -122,6 +123,27 @@ def test_the_same_image_cannot_be_attached_writable_twice(
     _one_error_line(proc, "cannot get a read-only lock")
 
 
+def read_some(fd: int, deadline: float, so_far: bytes = b"") -> bytes:
+    """What ``fd`` (a pty master) has next; b"" at its end; fails at ``deadline``."""
+    remaining = deadline - time.monotonic()
+    assert remaining > 0, so_far.decode(errors="replace")[-3000:]
+    ready, _, _ = select.select([fd], [], [], remaining)
+    assert ready, so_far.decode(errors="replace")[-3000:]
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other side is closed
+        return b""
+
+
+def wait_child(pid: int, deadline: float) -> int:
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.05)
+
+
 def _in_pty(args: list[str], background: bool) -> tuple[int, bytes, list[int]]:
     """Runs keel on a new terminal (in the foreground or in a background process
     group, as `keel run &` from a shell); returns its status (or -1 if the
@@ -196,18 +218,15 @@ def test_the_host_terminal_does_not_echo_while_the_guest_runs(kernel: Path) -> N
     try:
         deadline = time.monotonic() + 120
         while b"keel$ " not in out:
-            assert time.monotonic() < deadline, out.decode(errors="replace")
-            out += os.read(master, 4096)
+            out += read_some(master, deadline, out)
         assert not termios.tcgetattr(master)[3] & termios.ECHO
         os.write(master, b"frobnicate\r")
         while out.count(b"keel$ ") < 2:
-            assert time.monotonic() < deadline, out.decode(errors="replace")
-            out += os.read(master, 4096)
+            out += read_some(master, deadline, out)
         # the guest's echo and its answer; a host echo would be a third
         assert out.count(b"frobnicate") == 2, out.decode(errors="replace")
         os.write(master, b"poweroff\r")
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert wait_child(pid, deadline) == 0
     finally:
         os.close(master)
         try:
@@ -256,20 +275,18 @@ def test_ctrl_c_under_make_run_is_not_a_make_error() -> None:
     try:
         deadline = time.monotonic() + 120
         while b"keel$ " not in out:
-            assert time.monotonic() < deadline, out.decode(errors="replace")
-            out += os.read(master, 4096)
+            out += read_some(master, deadline, out)
         os.killpg(os.getpgid(pid), signal.SIGINT)
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
+        while data := read_some(master, deadline, out):
             out += data
-        os.waitpid(pid, 0)
+        wait_child(pid, deadline)
     finally:
         os.close(master)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
     assert b"keel: interrupted" in out
     assert b"Error 130" not in out, out.decode(errors="replace")
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.boot.test_cli_operate import read_some, wait_child
 from tests.conftest import KEEL, ROOT, keel, requires_kvm
 
 pytestmark = requires_kvm
@@ -117,13 +118,20 @@ def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: 
         if child == 0:
             os.chdir(ROOT)
             os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
-        out = bytearray()
-        while b"Ctrl-] detaches" not in out:
-            out += os.read(master, 4096)
-        os.write(master, b"\x1d")
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        os.close(master)
+        out = b""
+        deadline = time.monotonic() + 60
+        try:
+            while b"Ctrl-] detaches" not in out:
+                out += read_some(master, deadline, out)
+            os.write(master, b"\x1d")
+            assert wait_child(child, deadline) == 0
+        finally:
+            os.close(master)
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         assert keel("status", "--api-sock", str(sock)).stdout.startswith("state=running")
         assert keel("stop", "--api-sock", str(sock)).returncode == 0
         assert _gone(pid)
