@@ -156,7 +156,7 @@ def test_restored_guest_takes_attach_and_detach(tmp_path: Path) -> None:
         assert [d["id"] for d in request(sock2, {"cmd": "devices"})] == ["disk0"]
         assert request(sock2, {"cmd": "attach", "kind": "rng"}) == {"id": "rng0"}
         restored.wait_for(r"devmgr: rng0: virtio_rng started")
-        request(sock2, {"cmd": "detach", "id": "rng0"})
+        request(sock2, {"cmd": "detach", "device": "rng0"})
         restored.wait_for(r"devmgr: rng0: device removed")
         assert restored.proc.stdin is not None
         restored.proc.stdin.write("read blk0 3\r")  # the disk still works after restore

@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
-from vmm import snapshot
-from vmm.cli import _console_sink, _forward_stdin, _report
+from vmm import session, snapshot
+from vmm.cli import _console_sink, _report
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             server = ApiServer(machine, args.api_sock)
         if metrics_file is not None:
             metrics_file.start()
-        _forward_stdin(machine.send_console)
+        session.forward_stdin(machine.send_console)
         result = machine.wait_interruptible()
     finally:
         if metrics_file is not None:

@@ -108,6 +108,7 @@ class MmioTransport:
         self._done_bytes = 0
         self.errors = 0  # queues found corrupt (needs reset)
         self.queues: list[Virtqueue | None] = []
+        self.on_driver_ok: Callable[[], None] | None = None  # the guest bound a driver
         self._reset_registers()
 
     @property
@@ -262,6 +263,8 @@ class MmioTransport:
         if new & DRIVER_OK and not self.status & DEVICE_NEEDS_RESET:
             self.device.activate(self.mem, self.driver_features)
             self.kick()  # buffers may already be waiting
+            if self.on_driver_ok is not None:
+                self.on_driver_ok()
         self.status = value | (self.status & DEVICE_NEEDS_RESET)
 
     def _needs_reset(self, reason: str) -> None:
