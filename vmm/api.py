@@ -104,7 +104,7 @@ class ApiServer:
 
     def _client(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
-            for line in iter(lambda: reader.readline(MAX_REQUEST + 1), b""):
+            for line in iter(lambda: _read_line(reader), b""):
                 stop, reply = self._handle(line)
                 try:
                     conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -138,6 +138,16 @@ class ApiServer:
         self._sock.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+def _read_line(reader: Any) -> bytes:
+    """The next request line (at most MAX_REQUEST + 1 bytes); b"" at the end,
+    also when the client hung up rudely (a reset): that ends its session only."""
+    try:
+        line: bytes = reader.readline(MAX_REQUEST + 1)
+    except OSError:
+        return b""
+    return line
 
 
 def _bind_private(path: str) -> socket.socket:
