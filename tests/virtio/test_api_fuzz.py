@@ -121,8 +121,9 @@ def requests(draw: st.DrawFn, tmp: Path) -> bytes:
     shape = draw(st.sampled_from(["raw", "json", "request", "request", "request", "long"]))
     if shape == "raw":
         return draw(st.binary(max_size=200)).replace(b"\n", b" ") + b"\n"
-    if shape == "long":
-        return b'{"cmd": "status", "pad": "' + b"x" * (MAX_REQUEST + 10) + b'"}\n'
+    if shape == "long":  # one byte over the limit with its newline: refused whole
+        head = b'{"cmd": "status", "pad": "'
+        return head + b"x" * (MAX_REQUEST + 1 - len(head) - 3) + b'"}\n'
     if shape == "json":
         return json.dumps(draw(json_value)).encode() + b"\n"
     req: dict[str, Any] = {"cmd": draw(st.one_of(st.sampled_from(SAFE_COMMANDS),
@@ -157,6 +158,23 @@ def test_random_requests_get_one_line_each(guest: Guest, data: st.DataObject) ->
     replies = guest.exchange(batch)
     for line, sent in zip(replies, lines, strict=True):
         check_reply(line, sent)
+    settle(guest)
+
+
+@pytest.mark.parametrize(
+    "req",
+    [{"cmd": "attach", "kind": []}, {"cmd": "attach", "kind": {"a": 1}}, {"cmd": "attach", "kind": 7},
+     {"cmd": "detach", "id": []}, {"cmd": "detach", "id": 1.5}, {"cmd": "detach", "id": True},
+     {"cmd": "attach", "kind": "disk", "path": ["x"]}, {"cmd": "attach", "kind": "disk",
+                                                       "path": {"p": 1}}],
+)  # fmt: skip
+def test_arguments_of_the_wrong_type_are_named(guest: Guest, req: dict[str, Any]) -> None:
+    """The explicit cases of the random test's argument types: each names
+    the argument and the type it must have."""
+    sent = json.dumps(req).encode() + b"\n"
+    reply = check_reply(guest.exchange(sent)[0], sent)
+    name = "path" if "path" in req else ("kind" if "kind" in req else "id")
+    assert reply["ok"] is False and f"argument {name!r} must be a str" in reply["error"], reply
     settle(guest)
 
 

@@ -11,6 +11,7 @@ int net_run(void);
 int rng_run(void);
 int blk_run(void);
 int dma_run(void);
+int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) */
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -26,6 +27,7 @@ static const struct {
     { "rng", rng_run },
     { "services", services_run },
     { "bench", bench_run },
+    { "fuzz", fuzz_run },
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)
