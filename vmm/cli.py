@@ -6,6 +6,7 @@
                       [--serial2 FILE|stdio|none]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
+    keel fuzz [--seed N] [--calls M] [--smp K] [--procs P]   (vmm/fuzz.py)
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
     keel detach --api-sock S ID-or-PATH
@@ -40,6 +41,8 @@ from typing import Any, NoReturn
 from vmm.console import fd_sink
 from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
+from vmm.fuzz import add_parser as add_fuzz_parser
+from vmm.fuzz import cmd_fuzz
 from vmm.kvm.system import guest_tsc_khz
 from vmm.machine import ExitResult, Machine
 
@@ -88,6 +91,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="no console output for this long means a hang (default 30)")
     stress.add_argument("--verbose", "-v", action="store_true",
                         help="show the whole console, not only the stress lines")
+
+    add_fuzz_parser(sub)
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -320,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "stress":
             return cmd_stress(args)
+        if args.command == "fuzz":
+            return cmd_fuzz(args, _default_kernel)
         return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")

@@ -163,8 +163,9 @@ def test_random_requests_get_one_line_each(guest: Guest, data: st.DataObject) ->
 
 @pytest.mark.parametrize(
     "req",
-    [{"cmd": "attach", "kind": []}, {"cmd": "attach", "kind": {"a": 1}}, {"cmd": "attach", "kind": 7},
-     {"cmd": "detach", "id": []}, {"cmd": "detach", "id": 1.5}, {"cmd": "detach", "id": True},
+    [{"cmd": "attach", "kind": []}, {"cmd": "attach", "kind": {"a": 1}},
+     {"cmd": "attach", "kind": 7}, {"cmd": "detach", "id": []},
+     {"cmd": "detach", "id": 1.5}, {"cmd": "detach", "id": True},
      {"cmd": "attach", "kind": "disk", "path": ["x"]}, {"cmd": "attach", "kind": "disk",
                                                        "path": {"p": 1}}],
 )  # fmt: skip

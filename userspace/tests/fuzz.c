@@ -14,6 +14,8 @@
  * "fuzz: ok ..." or "fuzz: FAIL ...".
  *
  * keel.fuzz.seed=N keel.fuzz.calls=M (per run, over all processes);
+ * keel.fuzz.procs=P (default: one per CPU); keel.fuzz.failat=N makes a
+ * process that reports N calls a failure (to test the host's shrinking);
  * keel.fuzz.trace=1 has the processes print every call (used to show the
  * shrunk sequence of a failure, with one process: keel.fuzz.procs=1). */
 #include "suite.h"
@@ -38,7 +40,8 @@ struct fuzz_proc {
 static struct fuzz_proc procs[FUZZ_MAX_PROCS];
 static keel_word_t report_ep, report_window;
 static unsigned long total, batches, faults, stalls, waiting, refreshes, spawned;
-static int spawn_failed;
+static int spawn_failed, injected;
+static unsigned long failat; /* keel.fuzz.failat: a failure injected (tests the shrinking) */
 
 static unsigned long word_from(const char *key, unsigned long dflt)
 {
@@ -231,6 +234,10 @@ static void serve_reports(int tracing, unsigned long *remaining, unsigned nprocs
             keel_cnode_delete(CN, report_window + k);
         if (m.label == FUZZ_PROGRESS || m.label == FUZZ_DONE) {
             f->refreshed = 0;
+            if (failat && m.w[0] >= failat && !injected) {
+                printf("\nktest: FAIL fuzz: injected failure: a process made %lu calls\n", m.w[0]);
+                injected = 1;
+            }
             f->done = m.w[0] > f->quota ? f->quota : m.w[0];
             f->batches = m.w[1];
         }
@@ -278,6 +285,8 @@ int fuzz_run(void)
     unsigned long seed = word_from("keel.fuzz.seed", 1), calls = word_from("keel.fuzz.calls", 2000);
     int tracing = word_from("keel.fuzz.trace", 0) != 0;
     unsigned nprocs = (unsigned)word_from("keel.fuzz.procs", suite_boot->ncpus);
+
+    failat = word_from("keel.fuzz.failat", 0);
     struct thread sender, receiver;
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
     unsigned long remaining = calls;
@@ -324,7 +333,7 @@ int fuzz_run(void)
         keel_yield();
     }
     workload_stop = 1;
-    EXPECT(!spawn_failed);
+    EXPECT(!spawn_failed && !injected);
     EXPECT(wait_done(&sender) && wait_done(&receiver));
     /* Everything the processes made is gone: each region is whole again. */
     for (unsigned i = 0; i < nprocs; i++) {
