@@ -108,7 +108,8 @@ static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
     f->refreshed = 0;
     f->live = 1;
     spawned++;
-    keel_word_t arg = f->seed << FUZZ_CALL_BITS | quota | (tracing ? FUZZ_TRACE : 0);
+    keel_word_t arg = (f->seed & FUZZ_SEED_MASK) << FUZZ_CALL_BITS | quota |
+                      (tracing ? FUZZ_TRACE : 0);
     return process_start(&f->p, arg, f->report);
 }
 

@@ -9,6 +9,7 @@
 #define FUZZ_CNODE_SLOTS (1ul << FUZZ_CNODE_BITS)
 #define FUZZ_CALL_BITS 24 /* arg: seed << FUZZ_CALL_BITS | calls */
 #define FUZZ_TRACE (1ul << 63)
+#define FUZZ_SEED_MASK ((1ul << (63 - FUZZ_CALL_BITS)) - 1) /* the seed bits arg carries */
 #define FUZZ_CHUNK 64     /* calls between progress reports */
 #define FUZZ_BATCH_MAX 8
 #define FUZZ_MAX_PRIO 128 /* SCHED_PRIO_DEFAULT */

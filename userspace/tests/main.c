@@ -12,6 +12,7 @@ int rng_run(void);
 int blk_run(void);
 int dma_run(void);
 int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) */
+int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -28,6 +29,7 @@ static const struct {
     { "services", services_run },
     { "bench", bench_run },
     { "fuzz", fuzz_run },
+    { "blkwrites", blkwrites_run },
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)
