@@ -13,6 +13,7 @@ int blk_run(void);
 int dma_run(void);
 int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) */
 int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
+int killcampaign_run(void); /* crashtests.c: the blk driver killed again and again */
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -30,6 +31,7 @@ static const struct {
     { "bench", bench_run },
     { "fuzz", fuzz_run },
     { "blkwrites", blkwrites_run },
+    { "killcampaign", killcampaign_run },
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)
