@@ -324,9 +324,14 @@ int fuzz_run(void)
         if (q && fuzz_spawn(i, q, tracing) == KEEL_E_OK)
             remaining -= q;
     }
+    unsigned long shown = 0;
     for (;;) {
         int live = 0;
         serve_reports(tracing, &remaining, nprocs);
+        if (total / 10000 != shown) { /* progress, and a sign of life for the hang watchdog */
+            shown = total / 10000;
+            printf("\nfuzz: %lu calls so far\n", total);
+        }
         for (unsigned i = 0; i < nprocs; i++)
             live |= procs[i].live;
         if (!live && !remaining)
