@@ -32,6 +32,7 @@ struct fuzz_proc {
     keel_word_t ut, slots, report; /* our copies: its memory, slot range, badged report ep */
     keel_word_t uobj, obj_slots;   /* the region of the objects it is given; their slots */
     int refreshed;                 /* its objects were renewed since its last report */
+    unsigned long gen;             /* incarnation, in its report badge's bits 8 and up */
     struct process p;
     unsigned long seed, quota, done, batches, last_tsc;
     int live;
@@ -89,6 +90,14 @@ static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
     struct fuzz_proc *f = &procs[i];
     long err;
 
+    /* A report capability of this incarnation's own: the badge carries a
+     * generation, so a message the last one left queued is not taken for
+     * this one's. */
+    keel_cnode_delete(CN, f->report);
+    f->gen = (f->gen + 1) & 0xffffff;
+    if ((err = keel_cnode_mint(CN, f->report, CN, report_ep, KEEL_RIGHT_WRITE,
+                               f->gen << 8 | (i + 1))))
+        return err;
     f->a = (struct obj_alloc){ f->ut, f->slots, f->slots + 200 };
     if ((err = process_load(&f->a, "fuzz", FUZZ_CNODE_BITS, SPAWN_STACK_PAGES, &f->p)))
         return err;
@@ -224,15 +233,15 @@ static void serve_reports(int tracing, unsigned long *remaining, unsigned nprocs
     struct keel_msg m;
 
     while (keel_recv(report_ep, KEEL_RECV_NONBLOCK, report_window, &m) == KEEL_E_OK) {
-        unsigned i = (unsigned)m.badge - 1;
-        if (i >= nprocs || !procs[i].live)
-            continue; /* from a process already taken down */
-        struct fuzz_proc *f = &procs[i];
-        f->last_tsc = rdtsc();
+        unsigned i = (unsigned)(m.badge & 0xff) - 1;
         if (m.info & KEEL_INFO_REPLY) /* a call on its report endpoint: answer it */
             keel_reply(report_window, KEEL_E_UNKNOWN_CALL, 0);
         for (unsigned k = 0; k <= KEEL_MSG_CAPS; k++)
             keel_cnode_delete(CN, report_window + k);
+        if (i >= nprocs || !procs[i].live || m.badge >> 8 != procs[i].gen)
+            continue; /* from a process already taken down */
+        struct fuzz_proc *f = &procs[i];
+        f->last_tsc = rdtsc();
         if (m.label == FUZZ_PROGRESS || m.label == FUZZ_DONE) {
             f->refreshed = 0;
             if (failat && m.w[0] >= failat && !injected) {
@@ -307,7 +316,6 @@ int fuzz_run(void)
         procs[i].report = slot_alloc();
         procs[i].obj_slots = slot_alloc_range(FUZZ_GIVEN);
         procs[i].seed = seed + i;
-        OK(keel_cnode_mint(CN, procs[i].report, CN, report_ep, KEEL_RIGHT_WRITE, i + 1));
     }
     share = (calls + nprocs - 1) / nprocs;
     if (share > 20000)
