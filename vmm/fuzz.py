@@ -136,6 +136,10 @@ def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, s
         say(f"  | {line}")
     if args.no_shrink:
         return 1
+    if attempt(args.calls, args.procs).ok:
+        say(f"keel fuzz: the failure did not reproduce on a second run with seed {args.seed} "
+            "(it depends on timing): keep the output above")  # fmt: skip
+        return 1
     calls, procs = shrink(attempt, args.calls, args.procs, say)
     traced = attempt(calls, procs, trace=True)
     lines = [m.group(0).decode(errors="replace") for m in TRACE_LINE.finditer(traced.console)]

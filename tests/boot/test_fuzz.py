@@ -27,7 +27,8 @@ REGRESSIONS: list[tuple[int, int, int, int | None]] = []
 def test_short_fuzz_run(kernel: Path) -> None:
     proc = keel("fuzz", "--seed", "1", "--calls", "1500", "--smp", "2",
                 "--hang-timeout", "90", timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    failed = [ln for ln in proc.stdout.splitlines() if "FAILED" in ln or "FAIL " in ln]
+    assert proc.returncode == 0, "\n".join(failed[:5]) + proc.stdout[-2000:] + proc.stderr[-2000:]
     m = re.search(r"fuzz: ok (\d+) calls .* canary untouched; memory whole", proc.stdout)
     assert m and int(m.group(1)) == 1500, proc.stdout[-3000:]
 
