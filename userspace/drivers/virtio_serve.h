@@ -167,8 +167,9 @@ static inline void vs_setup(const char *name, struct vs_rx *rx, struct vs_tx *tx
         serve_fail(name, "setup failed", err);
     txq->regs = rxq->regs;
     txq->qindex = 1;
-    if ((err = virtio_begin(rxq, device_id, *features, features)) ||
-        (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
+    err = virtio_begin(rxq, device_id, *features, features);
+    txq->version = rxq->version;
+    if (err || (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
         virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
         serve_fail(name, "device refused", err);
     }
