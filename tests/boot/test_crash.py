@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KEEL, ROOT, requires_kvm
+from tests.conftest import KEEL, ROOT, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
 FIRST, BLOCKS, BLOCK = 64, 256, 4096  # crashtests.c: BLKW_FIRST, BLKW_BLOCKS
@@ -161,12 +161,9 @@ def test_blk_driver_killed_under_load(tmp_path: Path) -> None:
         pytest.fail(f"{INITRD} is missing: run 'make'")
     image = tmp_path / "disk.img"
     image.write_bytes(b"".join(old_block(b) for b in range(IMAGE_BLOCKS)))
-    proc = subprocess.run(
-        [*KEEL, "run", "--smp", "2", "--initrd", str(INITRD), "--disk", str(image),
-         "--hang-timeout", "90", "--cmdline", f"keel.test=killcampaign keel.kills={KILLS}"],
-        cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=120 + 30 * KILLS,
-    )  # fmt: skip
+    proc = keel("run", "--smp", "2", "--initrd", str(INITRD), "--disk", str(image),
+                "--hang-timeout", "90", "--cmdline",
+                f"keel.test=killcampaign keel.kills={KILLS}", timeout=120 + 30 * KILLS)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
     m = re.search(r"^kills: (\d+) kills, (\d+) writes acknowledged, (\d+) reads checked, "
