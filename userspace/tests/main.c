@@ -14,6 +14,7 @@ int dma_run(void);
 int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) */
 int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
 int killcampaign_run(void); /* crashtests.c: the blk driver killed again and again */
+int icount_run(void);
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -32,6 +33,7 @@ static const struct {
     { "fuzz", fuzz_run },
     { "blkwrites", blkwrites_run },
     { "killcampaign", killcampaign_run },
+    { "icount", icount_run }, /* scripts/icount counts instructions */
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)
