@@ -20,19 +20,27 @@ import pytest
 from tests.conftest import ROOT, have_kvm, keel, requires_kvm, run_guest
 
 INITRD = ROOT / "build" / "initrd.cpio"
-KERNEL_TEST_FILES = ("captests", "threadtests", "vspacetests", "msgtests", "batchtests",
-                     "iotests")  # suite.c's kernel_tests, in order  # fmt: skip
+TESTS_DIR = ROOT / "userspace" / "tests"
 
 
 def kernel_test_names() -> list[str]:
-    """The kernel tests' names, read from the tables in userspace/tests."""
+    """The kernel tests' names, read from the sources: the tables suite.c's
+    kernel_tests lists, each found in the file of userspace/tests defining it."""
+    suite = (TESTS_DIR / "suite.c").read_text()
+    listed = re.search(r"kernel_tests\[\] = \{(.*?)^\};", suite, re.MULTILINE | re.DOTALL)
+    assert listed, "suite.c: kernel_tests not found"
+    tables = re.findall(r"\{ (\w+_tests), &\1_count \}", listed.group(1))
+    assert tables, "suite.c: kernel_tests lists no table"
+    sources = {p: p.read_text() for p in sorted(TESTS_DIR.glob("*.c"))}
     names = []
-    for stem in KERNEL_TEST_FILES:
-        text = (ROOT / "userspace" / "tests" / f"{stem}.c").read_text()
-        table = re.search(r"^const struct test \w+_tests\[\] = \{(.*?)^\};", text,
-                          re.MULTILINE | re.DOTALL)  # fmt: skip
-        assert table, stem
-        names += [n for n in re.findall(r"\bT\((\w+)\)", table.group(1)) if n != "name"]
+    for table in tables:
+        found = [re.search(rf"^const struct test {table}\[\] = \{{(.*?)^\}};", text,
+                           re.MULTILINE | re.DOTALL) for text in sources.values()]  # fmt: skip
+        bodies = [m.group(1) for m in found if m]
+        assert len(bodies) == 1, f"{table}: defined {len(bodies)} times in userspace/tests"
+        # entries written T(name) or { "name", fn }
+        names += [a or b for a, b in re.findall(r'\bT\((\w+)\)|\{\s*"(\w+)",', bodies[0])
+                  if (a or b) != "name"]  # fmt: skip
     return names
 
 
