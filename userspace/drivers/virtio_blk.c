@@ -45,6 +45,7 @@
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_F_RO (1u << 5)
 #define VIRTIO_BLK_F_FLUSH (1u << 9)
 #define RANDOM_READS 2000
 
@@ -151,6 +152,8 @@ static long blk_read(struct drv_req *r)
 
 static long blk_write(struct drv_req *r)
 {
+    if (features & VIRTIO_BLK_F_RO)
+        return -KEEL_E_NO_RIGHTS; /* a read-only disk: told apart from a failed write */
     if (bad_range(r))
         return -KEEL_E_INVALID_ARG;
     memcpy((void *)DATA_VA, r->buf, r->len);
@@ -190,17 +193,19 @@ long keel_main(keel_word_t arg)
     }
     if (service && (err = keel_irq_handler_set_notification(IRQ_CAP, NTFN_CAP)))
         goto out;
-    if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE, service ? VIRTIO_BLK_F_FLUSH : 0,
-                            &features)))
+    if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE,
+                            service ? VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_RO : 0, &features)))
         goto out;
     unsigned long sectors = virtio_rd(&dev, VIRTIO_CONFIG) |
                             (unsigned long)virtio_rd(&dev, VIRTIO_CONFIG + 4) << 32;
     unsigned long blocks = sectors / 8;
     if (service) {
         ops.capacity = sectors * DRV_BLOCK;
-        ops.features = features & VIRTIO_BLK_F_FLUSH ? DRV_FEATURE_FLUSH : 0;
+        int ro = !!(features & VIRTIO_BLK_F_RO);
+        ops.features = (features & VIRTIO_BLK_F_FLUSH && !ro ? DRV_FEATURE_FLUSH : 0) |
+                       (ro ? DRV_FEATURE_READONLY : 0);
         printf("virtio-blk: serving %lu sectors%s\n", sectors,
-               features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
+               ro ? ", read-only" : features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
         serve_run(&ops);
     }
     printf("virtio-blk: %lu sectors\n", sectors);
