@@ -34,7 +34,9 @@ pytestmark = requires_kvm
 
 EXAMPLES = int(os.environ.get("KEEL_API_FUZZ_EXAMPLES", "150"))
 KINDS = ["disk", "rng", "console", "toaster", ""]  # no net: it would need a TAP
-SAFE_COMMANDS = [c for c in COMMANDS if c != "stop"]
+# not stop (it ends the VMM), nor those that turn the connection into an
+# event stream or the raw console (their own tests are in test_api.py)
+SAFE_COMMANDS = [c for c in COMMANDS if c not in ("stop", "subscribe", "console")]
 
 
 class Guest:
@@ -100,7 +102,7 @@ def settle(g: Guest) -> None:
         request(g.sock, {"cmd": "resume"})
     assert request(g.sock, {"cmd": "status"})["state"] == "running"
     for d in request(g.sock, {"cmd": "devices"}):
-        request(g.sock, {"cmd": "detach", "id": d["id"]})
+        request(g.sock, {"cmd": "detach", "device": d["id"], "force": True})
 
 
 json_scalar = st.one_of(
@@ -119,8 +121,9 @@ json_value = st.recursive(
 def requests(draw: st.DrawFn, tmp: Path) -> bytes:
     """One request line (with its newline)."""
     shape = draw(st.sampled_from(["raw", "json", "request", "request", "request", "long"]))
-    if shape == "raw":
-        return draw(st.binary(max_size=200)).replace(b"\n", b" ") + b"\n"
+    if shape == "raw":  # a blank line is skipped without a reply (vmm/api.py): not one here
+        raw = draw(st.binary(max_size=200)).replace(b"\n", b" ")
+        return (raw if raw.strip() else b"?" + raw) + b"\n"
     if shape == "long":  # one byte over the limit with its newline: refused whole
         head = b'{"cmd": "status", "pad": "'
         return head + b"x" * (MAX_REQUEST + 1 - len(head) - 3) + b'"}\n'
@@ -137,14 +140,18 @@ def requests(draw: st.DrawFn, tmp: Path) -> bytes:
             st.text(max_size=10).map(lambda t: str(tmp / ("f" + t.replace("/", "_")))),
             json_scalar))  # fmt: skip
     if draw(st.booleans()):
-        req["id"] = draw(st.one_of(st.sampled_from(["disk0", "rng0", "console0", "net0"]),
-                                   json_scalar))  # fmt: skip
+        req["device"] = draw(st.one_of(st.sampled_from(["disk0", "rng0", "console0", "net0"]),
+                                       json_scalar))  # fmt: skip
+    if draw(st.booleans()):
+        req["id"] = draw(json_scalar)  # echoed in the reply
     if draw(st.booleans()):
         req["readonly"] = draw(json_scalar)
     if draw(st.booleans()):
         req[draw(st.text(max_size=8))] = draw(json_value)
-    if req["cmd"] == "stop":
+    if req["cmd"] in ("stop", "subscribe", "console"):
         req["cmd"] = "status"
+    if req["cmd"] == "detach":
+        req["force"] = True  # a guest that never releases would make the request wait
     return json.dumps(req).encode() + b"\n"
 
 
@@ -164,8 +171,8 @@ def test_random_requests_get_one_line_each(guest: Guest, data: st.DataObject) ->
 @pytest.mark.parametrize(
     "req",
     [{"cmd": "attach", "kind": []}, {"cmd": "attach", "kind": {"a": 1}},
-     {"cmd": "attach", "kind": 7}, {"cmd": "detach", "id": []},
-     {"cmd": "detach", "id": 1.5}, {"cmd": "detach", "id": True},
+     {"cmd": "attach", "kind": 7}, {"cmd": "detach", "device": []},
+     {"cmd": "detach", "device": 1.5}, {"cmd": "detach", "device": True},
      {"cmd": "attach", "kind": "disk", "path": ["x"]}, {"cmd": "attach", "kind": "disk",
                                                        "path": {"p": 1}}],
 )  # fmt: skip
@@ -174,7 +181,7 @@ def test_arguments_of_the_wrong_type_are_named(guest: Guest, req: dict[str, Any]
     the argument and the type it must have."""
     sent = json.dumps(req).encode() + b"\n"
     reply = check_reply(guest.exchange(sent)[0], sent)
-    name = "path" if "path" in req else ("kind" if "kind" in req else "id")
+    name = "path" if "path" in req else ("kind" if "kind" in req else "device")
     assert reply["ok"] is False and f"argument {name!r} must be a str" in reply["error"], reply
     settle(guest)
 
@@ -210,7 +217,8 @@ def test_many_clients_disconnects_and_attach_detach_races(guest: Guest) -> None:
     errors: list[str] = []
     attach_disk = json.dumps({"cmd": "attach", "kind": "disk", "path": str(guest.image)})
     script = [attach_disk, '{"cmd": "attach", "kind": "rng"}', '{"cmd": "devices"}',
-              '{"cmd": "detach", "id": "disk0"}', '{"cmd": "detach", "id": "rng0"}',
+              '{"cmd": "detach", "device": "disk0", "force": true}',
+              '{"cmd": "detach", "device": "rng0", "force": true}',
               '{"cmd": "status"}']  # fmt: skip
 
     def client(n: int) -> None:
@@ -239,5 +247,5 @@ def test_many_clients_disconnects_and_attach_detach_races(guest: Guest) -> None:
     assert request(guest.sock, {"cmd": "attach", "kind": "disk", "path": str(guest.image)}) == {
         "id": "disk0"}
     assert [d["id"] for d in request(guest.sock, {"cmd": "devices"})] == ["disk0"]
-    assert request(guest.sock, {"cmd": "detach", "id": "disk0"}) is None
+    assert request(guest.sock, {"cmd": "detach", "device": "disk0", "force": True}) is None
     assert request(guest.sock, {"cmd": "status"})["state"] == "running"
