@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SMP ?=
 RUN_ARGS ?=
 
-.PHONY: all kernel initrd host-lib deps venv ffi run test lint pytest bench clean
+.PHONY: all kernel initrd host-lib deps venv ffi run test lint pytest bench mutation clean
 
 all: kernel initrd
 
@@ -52,6 +52,11 @@ test: deps venv ffi kernel initrd lint pytest
 
 bench: deps venv ffi kernel initrd
 	$(PY) scripts/bench
+
+# Hand-chosen mutants, each in a scratch copy, each against the tests that
+# should catch it (scripts/mutation; not part of `make test`).
+mutation: deps venv ffi kernel initrd host-lib
+	$(PY) scripts/mutation
 
 clean:
 	rm -rf $(BUILD) vmm/kvm/_kvm*.so

@@ -6,8 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,16 +101,85 @@ def run_in_new_netns(module: str, *args: str, timeout: float) -> subprocess.Comp
     return proc
 
 
+# A guest silent on its console this long is hung: every guest a test runs
+# stops then, and the test fails at once showing the console's last lines,
+# instead of waiting out its whole timeout.  The in-guest tests print a line
+# per test; the longest silence measured under load is far below this.
+HANG_TIMEOUT = float(os.environ.get("KEEL_TEST_HANG_TIMEOUT", "90"))
+TAIL = 3000
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
 def keel(
     *args: str, timeout: float = 60, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``keel`` CLI as a user would; returns the completed process."""
-    return subprocess.run(
-        [*KEEL, *args],
-        input=stdin.decode() if stdin is not None else None,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    """Run the ``keel`` CLI as a user would; returns the completed process.
+
+    ``keel run`` gets ``--hang-timeout`` (HANG_TIMEOUT) unless the test gave
+    one; a run past ``timeout`` fails the test with the console's tail."""
+    argv = list(args)
+    if argv[:1] == ["run"] and "--hang-timeout" not in argv:
+        argv[1:1] = ["--hang-timeout", str(HANG_TIMEOUT)]
+    try:
+        return subprocess.run(
+            [*KEEL, *argv],
+            input=stdin.decode() if stdin is not None else None,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"keel {' '.join(args)}: still running after {timeout} s; console tail:\n"
+                    f"{_text(e.stdout)[-TAIL:]}\n{_text(e.stderr)[-TAIL:]}")
+
+
+def run_guest(cmd: list[str], timeout: float,
+              hang: float = HANG_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run a guest under another VMM (QEMU) with its console on stdout: killed
+    and the test failed, with the console's tail, after ``hang`` seconds of
+    console silence or ``timeout`` in all."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    chunks: list[bytes] = []
+    errs: list[bytes] = []
+    last = [time.monotonic()]
+
+    def pump(stream: Any, into: list[bytes], mark: bool) -> None:
+        while data := stream.read1(4096):
+            into.append(data)
+            if mark:
+                last[0] = time.monotonic()
+
+    readers = [threading.Thread(target=pump, args=(proc.stdout, chunks, True), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, errs, False), daemon=True)]
+    for r in readers:
+        r.start()
+    start = time.monotonic()
+    why = ""
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now - last[0] > hang:
+            why = f"silent on its console for {hang} s"
+        elif now - start > timeout:
+            why = f"still running after {timeout} s"
+        if why:
+            proc.kill()
+            proc.wait()
+            break
+        time.sleep(0.2)
+    for r in readers:
+        r.join(timeout=5)
+    # as text mode would give them: universal newlines
+    out, err = (b"".join(parts).decode(errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+                for parts in (chunks, errs))  # fmt: skip
+    if why:
+        pytest.fail(f"{cmd[0]}: {why}; console tail:\n{out[-TAIL:]}\n{err[-TAIL:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

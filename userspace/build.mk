@@ -18,6 +18,12 @@ TESTS_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/tests/
 TRACE_OBJS := $(patsubst userspace/%.c,$(UBUILD)/%.o,$(wildcard userspace/trace/*.c))
 NS_OBJS := $(UBUILD)/nameserv/nameserv.o
 SHELL_OBJS := $(UBUILD)/shell/shell.o
+FUZZ_OBJS := $(UBUILD)/fuzz/fuzz.o
+# The fuzzer's table of calls, from the constants generated from calls.tbl.
+FUZZ_GEN := $(BUILD)/gen/include/keel/fuzz_gen.h
+$(FUZZ_GEN): scripts/genfuzz.py $(GEN_STAMP)
+	python3 scripts/genfuzz.py $(BUILD)/gen/keel_abi.py $@
+$(FUZZ_OBJS): $(FUZZ_GEN)
 
 $(UBUILD)/%.o: userspace/%.c $(GEN_STAMP)
 	@mkdir -p $(dir $@)
@@ -58,9 +64,12 @@ $(UBUILD)/nameserv.elf: $(ULIB_OBJS) $(NS_OBJS) userspace/lib/user.ld
 $(UBUILD)/shell.elf: $(ULIB_OBJS) $(SHELL_OBJS) userspace/lib/user.ld
 	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(SHELL_OBJS)
 
+$(UBUILD)/fuzz.elf: $(ULIB_OBJS) $(FUZZ_OBJS) userspace/lib/user.ld
+	$(KLD) $(USER_LDFLAGS) -o $@ $(ULIB_OBJS) $(FUZZ_OBJS)
+
 # cpio "newc", the format Linux uses for its initramfs.
 $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/nameserv.elf \
-		$(UBUILD)/shell.elf $(UBUILD)/devmgr.elf $(UBUILD)/tests.elf
+		$(UBUILD)/shell.elf $(UBUILD)/devmgr.elf $(UBUILD)/tests.elf $(UBUILD)/fuzz.elf
 	@rm -rf $(UBUILD)/initrd && mkdir -p $(UBUILD)/initrd
 	for d in $(SERVED_DRIVERS); do cp $(UBUILD)/$$d.elf $(UBUILD)/initrd/$$d; done
 	cp $(UBUILD)/init.elf $(UBUILD)/initrd/init
@@ -69,9 +78,11 @@ $(BUILD)/initrd.cpio: $(UBUILD)/init.elf $(UBUILD)/trace.elf $(UBUILD)/nameserv.
 	cp $(UBUILD)/shell.elf $(UBUILD)/initrd/shell
 	cp $(UBUILD)/devmgr.elf $(UBUILD)/initrd/devmgr
 	cp $(UBUILD)/tests.elf $(UBUILD)/initrd/tests
+	cp $(UBUILD)/fuzz.elf $(UBUILD)/initrd/fuzz
 	cd $(UBUILD)/initrd && ls | cpio --quiet -o -H newc > ../../initrd.cpio
 
 initrd: $(BUILD)/initrd.cpio
 
 -include $(INIT_OBJS:.o=.d) $(DEVMGR_OBJS:.o=.d) $(TESTS_OBJS:.o=.d) $(UPROC_OBJS:.o=.d) \
-	$(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d)
+	$(ULIB_OBJS:.o=.d) $(TRACE_OBJS:.o=.d) $(NS_OBJS:.o=.d) $(SHELL_OBJS:.o=.d) \
+	$(FUZZ_OBJS:.o=.d)

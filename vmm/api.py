@@ -375,7 +375,7 @@ def _bind_private(path: str) -> socket.socket:
             os.unlink(temp)
         sock.bind(temp)
         os.chmod(temp, 0o600)
-        sock.listen(8)
+        sock.listen(socket.SOMAXCONN)  # many clients at once: a full backlog refuses them
         if temp != path:
             os.rename(temp, path)
     except OSError as exc:

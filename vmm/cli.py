@@ -9,6 +9,7 @@
     keel run --show-cpuid [--smp N] [--cpu-features [+-]NAME,...]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
+    keel fuzz [--seed N] [--calls M] [--smp K] [--procs P]   (vmm/fuzz.py)
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
     keel detach --api-sock S ID-or-PATH [--force] [--no-wait] [--timeout S]
@@ -52,6 +53,8 @@ from vmm.builder import default_smp
 from vmm.console import fd_sink
 from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
+from vmm.fuzz import add_parser as add_fuzz_parser
+from vmm.fuzz import cmd_fuzz
 from vmm.kvm.system import System, guest_tsc_khz
 from vmm.machine import ExitResult, Machine
 from vmm.vcpu_runner import STATUS_GUEST_CRASH, STATUS_HANG, STATUS_INTERRUPTED
@@ -142,6 +145,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="no console output for this long means a hang (default 30)")
     stress.add_argument("--verbose", "-v", action="store_true",
                         help="show the whole console, not only the stress lines")
+
+    add_fuzz_parser(sub)
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
@@ -560,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vmm.metrics_cli import show  # lazy: see cmd_run
 
             return show(args.api_sock, args.json, args.watch)
+        if args.command == "fuzz":
+            return cmd_fuzz(args, _default_kernel)
         if args.command == "list":
             return cmd_list()
         return cmd_client(args)

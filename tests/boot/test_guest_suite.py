@@ -13,15 +13,37 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, have_kvm, keel, requires_kvm
+from tests.conftest import ROOT, have_kvm, keel, requires_kvm, run_guest
 
 INITRD = ROOT / "build" / "initrd.cpio"
-MIN_TESTS = 100
+TESTS_DIR = ROOT / "userspace" / "tests"
+
+
+def kernel_test_names() -> list[str]:
+    """The kernel tests' names, read from the sources: the tables suite.c's
+    kernel_tests lists, each found in the file of userspace/tests defining it."""
+    suite = (TESTS_DIR / "suite.c").read_text()
+    listed = re.search(r"kernel_tests\[\] = \{(.*?)^\};", suite, re.MULTILINE | re.DOTALL)
+    assert listed, "suite.c: kernel_tests not found"
+    tables = re.findall(r"\{ (\w+_tests), &\1_count \}", listed.group(1))
+    assert tables, "suite.c: kernel_tests lists no table"
+    sources = {p: p.read_text() for p in sorted(TESTS_DIR.glob("*.c"))}
+    names = []
+    for table in tables:
+        found = [re.search(rf"^const struct test {table}\[\] = \{{(.*?)^\}};", text,
+                           re.MULTILINE | re.DOTALL) for text in sources.values()]  # fmt: skip
+        bodies = [m.group(1) for m in found if m]
+        assert len(bodies) == 1, f"{table}: defined {len(bodies)} times in userspace/tests"
+        # entries written T(name) or { "name", fn }
+        names += [a or b for a, b in re.findall(r'\bT\((\w+)\)|\{\s*"(\w+)",', bodies[0])
+                  if (a or b) != "name"]  # fmt: skip
+    return names
+
+
 SERVICE_TESTS = 8  # svctests.c, besides the console test
 
 
@@ -43,9 +65,19 @@ def check_suite(console: str) -> int:
     assert m, console[-3000:]
     passed, failed = int(m.group(1)), int(m.group(2))
     assert failed == 0
-    assert passed >= MIN_TESTS
+    # Exactly the tests the guest planned from its own tables (kernel tests
+    # and the device tests this machine has devices for) passed: a test that
+    # silently stops running is noticed.
+    plan = re.search(r"^ktest: (\d+) tests planned$", console, re.MULTILINE)
+    assert plan, console[-3000:]
+    assert passed == int(plan.group(1)), console[-3000:]
+    # The kernel tests are those of the tables in the sources, every one.
+    kernel = re.search(r"^ktest: running (\d+) tests$", console, re.MULTILINE)
+    names = kernel_test_names()
+    assert kernel and int(kernel.group(1)) == len(names), (kernel, len(names))
     oks = re.findall(r"^ktest: ok (\S+)$", console, re.MULTILINE)
     assert len(oks) == passed and len(set(oks)) == passed
+    assert set(names) <= set(oks), sorted(set(names) - set(oks))
     return passed
 
 
@@ -119,12 +151,12 @@ def test_suite_with_more_vcpus_than_cores(kernel: Path, initrd: Path) -> None:
 def test_suite_under_qemu_microvm(kernel: Path, initrd: Path) -> None:
     from tests.boot.test_qemu_crossboot import QEMU_CPU, QEMU_PASS
 
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", QEMU_CPU, "-smp", "2",
          "-m", "256M", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
          "-kernel", str(kernel), "-initrd", str(initrd), "-append", "keel.test=suite",
          "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        timeout=300,
     )  # fmt: skip
     assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
     check_suite(proc.stdout)
@@ -142,7 +174,7 @@ def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Pa
 
     image = _image(tmp_path / "disk.img")
     com2 = tmp_path / "com2.log"
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
          "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
          "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
@@ -153,7 +185,7 @@ def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Pa
          "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device",
          "-chardev", f"file,id=com2,path={com2}",
          "-device", "isa-serial,chardev=com2,iobase=0x2f8,irq=3"],
-        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        timeout=600,
     )  # fmt: skip
     out = proc.stdout.replace("\r\n", "\n")
     assert proc.returncode == QEMU_PASS, out[-3000:] + proc.stderr[-2000:]
@@ -183,7 +215,7 @@ def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path:
 
     image = _image(tmp_path / "disk.img")
     com2 = tmp_path / "com2.log"
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-smp", "2", "-m", "256M",
          "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
          "-kernel", str(kernel), "-initrd", str(initrd), "-append", "keel.test=suite",
@@ -192,7 +224,7 @@ def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path:
          "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device",
          "-chardev", f"file,id=com2,path={com2}",
          "-device", "isa-serial,chardev=com2,iobase=0x2f8,irq=3"],
-        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        timeout=600,
     )  # fmt: skip
     out = proc.stdout.replace("\r\n", "\n")
     assert proc.returncode == QEMU_PASS, out[-3000:] + proc.stderr[-2000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import have_kvm, requires_qemu
+from tests.conftest import have_kvm, requires_qemu, run_guest
 
 pytestmark = [requires_qemu, pytest.mark.skipif(not have_kvm(), reason="needs /dev/kvm")]
 
@@ -28,9 +28,7 @@ def qemu(
         "-kernel", str(kernel), "-append", f"keel.test={test}",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
     ]  # fmt: skip
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
-    )
+    return run_guest(cmd, timeout=120)
 
 
 @pytest.mark.parametrize("machine", ["microvm", "q35"])

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, have_kvm, keel, requires_kvm
+from tests.conftest import ROOT, have_kvm, keel, requires_kvm, run_guest
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -120,7 +119,7 @@ def test_services_under_qemu_microvm(kernel: Path, tmp_path: Path) -> None:
     from tests.boot.test_qemu_crossboot import QEMU_CPU, QEMU_PASS
 
     image = _image(tmp_path / "disk.img")
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
          "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
          "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
@@ -129,7 +128,7 @@ def test_services_under_qemu_microvm(kernel: Path, tmp_path: Path) -> None:
          "-global", "virtio-mmio.force-legacy=false",
          "-drive", f"file={image},if=none,id=d0,format=raw",
          "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        timeout=300,
     )  # fmt: skip
     assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
     _check_suite(proc.stdout, SERVICE_TESTS)

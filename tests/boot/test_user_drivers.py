@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import ROOT, keel, requires_kvm
+from tests.conftest import ROOT, keel, requires_kvm, run_guest
 
 INITRD = ROOT / "build" / "initrd.cpio"
 
@@ -119,7 +119,6 @@ QEMU_ONE_DEVICE = "virtio_mmio.device=512@0xfeb00e00:23"
 def test_virtio_rng_driver_under_qemu(kernel: Path) -> None:
     """The rng driver, interrupts included, against QEMU's own device."""
     import shutil
-    import subprocess
 
     import pytest
 
@@ -127,14 +126,14 @@ def test_virtio_rng_driver_under_qemu(kernel: Path) -> None:
 
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed")
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
          "-smp", "2", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
          "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
          "-append", f"keel.test=rng {QEMU_ONE_DEVICE}",
          "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
          "-global", "virtio-mmio.force-legacy=false", "-device", "virtio-rng-device"],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        timeout=180,
     )  # fmt: skip
     assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert len(set(re.findall(r"^rng: ([0-9a-f]{32})$", proc.stdout, re.MULTILINE))) == 4
@@ -180,7 +179,6 @@ def test_virtio_blk_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
     """The same driver against QEMU's own virtio-blk-device: it follows the
     virtio specification, not Keel's VMM."""
     import shutil
-    import subprocess
 
     from tests.boot.test_qemu_crossboot import QEMU_CPU, QEMU_PASS
 
@@ -189,7 +187,7 @@ def test_virtio_blk_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
 
         pytest.skip("qemu-system-x86_64 is not installed")
     image = _blk_image(tmp_path / "disk.img")
-    proc = subprocess.run(
+    proc = run_guest(
         ["qemu-system-x86_64", "-M", "microvm,ioapic2=off", "-enable-kvm", "-cpu", QEMU_CPU,
          "-smp", "1", "-m", "256M", "-nographic", "-no-reboot", "-nodefaults",
          "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(INITRD),
@@ -198,7 +196,7 @@ def test_virtio_blk_driver_under_qemu(kernel: Path, tmp_path: Path) -> None:
          "-global", "virtio-mmio.force-legacy=false",
          "-drive", f"file={image},if=none,id=d0,format=raw",
          "-device", "virtio-blk-device,drive=d0"],
-        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+        timeout=180,
     )  # fmt: skip
     assert proc.returncode == QEMU_PASS, proc.stdout[-3000:] + proc.stderr[-2000:]
     figures = _blk_figures(proc.stdout)

@@ -223,6 +223,11 @@ buffer_st = st.tuples(
 )  # address, length, device-writable, granted (a window made for it, with the right access)
 request_st = st.lists(buffer_st, min_size=1, max_size=3)
 ring_access_st = st.sampled_from([0, R, W, RW, RW, RW])
+# Each part of the rings in a window of its own, so each ring access is
+# checked apart: the descriptor table, the available ring's flags and index,
+# its entries, the used ring's flags and index, its entries.
+RING_PARTS = ((DESC, 16 * QSIZE), (AVAIL, 4), (AVAIL + 4, 2 * QSIZE), (USED, 4),
+              (USED + 4, 8 * QSIZE))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +243,7 @@ def image() -> object:
 @given(
     kind=st.sampled_from(["rng", "blk"]),
     wins=st.lists(window_st, max_size=4),
-    rings=st.tuples(ring_access_st, ring_access_st, ring_access_st),
+    rings=st.tuples(*[ring_access_st] * len(RING_PARTS)),
     requests=st.lists(request_st, min_size=1, max_size=4),
     header=st.tuples(st.sampled_from([blk.T_IN, blk.T_OUT, blk.T_FLUSH, blk.T_GET_ID, 7]),
                      st.integers(0, 20)),
@@ -248,7 +253,7 @@ def test_nothing_outside_the_windows_is_ever_touched(
     image: Path,
     kind: str,
     wins: list[tuple[int, int, int]],
-    rings: tuple[int, int, int],
+    rings: tuple[int, ...],
     requests: list[list[tuple[int, int, bool, bool]]],
     header: tuple[int, int],
     fill: int,
@@ -256,8 +261,7 @@ def test_nothing_outside_the_windows_is_ever_touched(
     ram = RecordingRam()
     ram.buf[:] = bytes([fill]) * RAM_SIZE
     dma = windows(*wins)
-    ring_areas = ((DESC, 16 * QSIZE), (AVAIL, 0x100), (USED, 0x100))
-    for (base, length), access in zip(ring_areas, rings, strict=True):
+    for (base, length), access in zip(RING_PARTS, rings, strict=True):
         if access:
             dma.map(base, length, access)
     # The driver's side: descriptors, available ring (not recorded: the guest wrote them).
@@ -302,6 +306,64 @@ def test_nothing_outside_the_windows_is_ever_touched(
     for addr in range(RAM_SIZE):
         if ram.buf[addr] != before[addr]:
             assert _covered(dma, addr, 1, True), f"byte {addr:#x} changed outside the windows"
+
+
+def _one_rng_request(parts: tuple[int, ...]) -> tuple[RecordingRam, DmaWindows, bytes, bool]:
+    """One 16-byte entropy request, each ring part (RING_PARTS) granted the
+    access given; returns the memory, the windows, the memory before, and
+    whether the queue was found broken (the device then needs a reset)."""
+    ram = RecordingRam()
+    dma = windows((0x4000, 0x1000, W))  # the request's buffer
+    for (base, length), access in zip(RING_PARTS, parts, strict=True):
+        if access:
+            dma.map(base, length, access)
+    struct.pack_into("<QIHH", ram.buf, DESC, 0x4000, 16, DESC_F_WRITE, 0)
+    struct.pack_into("<HHH", ram.buf, AVAIL, 0, 1, 0)
+    before = bytes(ram.buf)
+    device = RngDevice()
+    broken = False
+    try:
+        device.activate(ram, 0)
+        q = Virtqueue(ram, ram.contains, QSIZE, DESC, AVAIL, USED, dma, device.refuse)
+        try:
+            device.service([q])
+        except QueueError:
+            broken = True
+    finally:
+        device.close()
+    return ram, dma, before, broken
+
+
+@pytest.mark.parametrize(
+    ("parts", "what"),
+    [((R, R, R, RW, R), "used ring entry"),  # the index writable, the entries not
+     ((R, R, R, R, RW), "used index"),  # the entries writable, the index not
+     ((R, R, 0, RW, RW), "available entries"),  # the index readable, the entries not
+     ((R, 0, R, RW, RW), "available index"),
+     ((0, R, R, RW, RW), "descriptor table")],
+)  # fmt: skip
+def test_each_ring_part_is_checked_apart(parts: tuple[int, ...], what: str) -> None:
+    """The examples the random test above must not miss: a ring whose index
+    and entries lie in different windows, one of them without the access
+    needed.  The device stops (needs a reset), or for a descriptor it may not
+    read returns the request unserved, and writes nothing outside its
+    windows; with every part granted the same request is served."""
+    ram, dma, before, broken = _one_rng_request(parts)
+    if what == "descriptor table":  # refused: returned with nothing written
+        assert not broken
+        assert struct.unpack_from("<HHII", ram.buf, USED) == (0, 1, 0, 0)
+        assert ram.buf[0x4000:0x4010] == before[0x4000:0x4010]
+    else:
+        assert broken, what
+    for addr in range(RAM_SIZE):
+        if ram.buf[addr] != before[addr]:
+            assert _covered(dma, addr, 1, True), f"{what}: byte {addr:#x} changed"
+    for addr, length in ram.reads:
+        assert _covered(dma, addr, length, False), f"{what}: read {addr:#x}+{length:#x}"
+    assert dma.faults >= 1
+    ram, dma, before, broken = _one_rng_request((R, R, R, RW, RW))
+    assert not broken and dma.faults == 0
+    assert struct.unpack_from("<HHII", ram.buf, USED) == (0, 1, 0, 16)
 
 
 # -- the transport end to end ---------------------------------------------------------

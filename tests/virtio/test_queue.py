@@ -11,7 +11,7 @@ import itertools
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vmm.devices.virtio.queue import (
@@ -114,25 +114,58 @@ def test_layout_checks(size: int, desc: int, needle: str) -> None:
         check_layout(ram.contains, size, 256, desc, 0x2000, 0x3000)
 
 
-@settings(max_examples=400, deadline=None)
+# Valid-looking descriptors just past the table (indices 8 and 9, at
+# addresses no table entry of the test uses): a chain that reaches one was
+# let past the queue's bounds.
+DECOY = 0xE000
+
+
+def _desc(addr: int, length: int, flags: int = 0, nxt: int = 0) -> bytes:
+    return struct.pack("<QIHH", addr, length, flags, nxt)
+
+
+_QUIET = _desc(0x4000, 16) + bytes(16 * 7)  # descriptor 0 alone, the rest zero
+# The bug classes the random tables must not leave to chance: a next index
+# past the table (8, 9), and heads past it.
+KNOWN_TABLES = [
+    (_desc(0x4000, 16, DESC_F_NEXT, 9) + bytes(16 * 7), 0, False),
+    (_desc(0x4000, 16, DESC_F_NEXT, 8) + bytes(16 * 7), 0, False),
+    (_desc(0x4000, 16, DESC_F_NEXT, 1) + _desc(0x5000, 16, DESC_F_NEXT, 8) + bytes(16 * 6), 0,
+     False),
+    (_QUIET, 8, False),
+    (_QUIET, 9, False),
+]  # fmt: skip
+
+
+def _with_known_tables(f):  # type: ignore[no-untyped-def]
+    for table, head, small in KNOWN_TABLES:
+        f = example(table=table, head=head, small_addrs=small)(f)
+    return f
+
+
+@settings(max_examples=1000, deadline=None)
 @given(
     table=st.binary(min_size=16 * 8, max_size=16 * 8),
     head=st.integers(0, 9),
     small_addrs=st.booleans(),
 )
+@_with_known_tables
 def test_fuzz_descriptor_tables(table: bytes, head: int, small_addrs: bool) -> None:
     ram = Ram()
     if small_addrs:  # make addresses land in RAM often, so deep chains are explored
         table = b"".join(
-            struct.pack("<QIHH", a % RAM_SIZE, ln % 0x800, f & 7, n % 10)
+            struct.pack("<QIHH", a % DECOY, ln % 0x800, f & 7, n % 10)
             for a, ln, f, n in struct.iter_unpack("<QIHH", table)
         )
     ram.buf[DESC : DESC + len(table)] = table
+    ram.desc(8, DECOY, 16)
+    ram.desc(9, DECOY + 0x100, 16)
     try:
         c = chain(ram, head)
     except QueueError:
         return
     assert 1 <= len(c.buffers) <= 8
+    assert all(b.addr < DECOY for b in c.buffers), "a descriptor past the table was used"
     seen_w = False
     for b in c.buffers:
         assert b.length > 0 and ram.contains(b.addr, b.length)
@@ -142,8 +175,9 @@ def test_fuzz_descriptor_tables(table: bytes, head: int, small_addrs: bool) -> N
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(ring=st.binary(min_size=4 + 16, max_size=4 + 16), next_avail=st.integers(0, 0xFFFF))
+@example(ring=struct.pack("<HH", 0, 9) + bytes(16), next_avail=0)  # one past the queue size
 def test_fuzz_available_ring(ring: bytes, next_avail: int) -> None:
     ram = Ram()
     ram.buf[0x2000 : 0x2000 + len(ring)] = ring

@@ -91,9 +91,74 @@ static int t_io_port_capabilities(void)
     return 0;
 }
 
+/* Every range the kernel keeps (kernel/core/ioport.c), written out here on
+ * purpose: a range dropped from the kernel's list makes this test fail.
+ * Each is refused whole, by its first and last port alone and by a range
+ * around it; the ports just outside it can be issued. */
+static const struct {
+    unsigned short first, last;
+} reserved_ports[] = {
+    { 0x20, 0x21 }, { 0x40, 0x43 }, { 0x61, 0x61 }, { 0x70, 0x71 },
+    { 0x80, 0x80 }, { 0xa0, 0xa1 }, { 0xf4, 0xf7 }, { 0x3f8, 0x3ff },
+};
+
+static int t_io_ports_reserved_ranges(void)
+{
+    keel_word_t p = slot_alloc();
+
+    for (unsigned i = 0; i < sizeof(reserved_ports) / sizeof(reserved_ports[0]); i++) {
+        keel_word_t f = reserved_ports[i].first, l = reserved_ports[i].last;
+        keel_word_t refused[][2] = { { f, l }, { f, f }, { l, l }, { f - 1, l + 1 },
+                                     { f - 1, f }, { l, l + 1 } };
+
+        for (unsigned j = 0; j < sizeof(refused) / sizeof(refused[0]); j++) {
+            long err = keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, refused[j][0],
+                                                  refused[j][1], CN, p);
+            if (err != KEEL_E_INVALID_ARG) {
+                printf("ktest: FAIL %s: ports %#lx-%#lx gave %ld\n", suite_current,
+                       refused[j][0], refused[j][1], err);
+                return 1;
+            }
+        }
+        OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, f - 1, f - 1, CN, p));
+        OK(keel_cnode_delete(CN, p));
+        OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, l + 1, l + 1, CN, p));
+        OK(keel_cnode_delete(CN, p));
+    }
+    return 0;
+}
+
+/* The exit device (0xf4-0xf7) ends the run with the value written there, a
+ * forged pass included: no thread may reach it.  A thread given the ports
+ * on both sides of it faults on 0xf4 and the run goes on. */
+static int t_io_ports_exit_device_unreachable(void)
+{
+    keel_word_t below = slot_alloc(), above = slot_alloc(), ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    struct thread t[2];
+    struct keel_msg m;
+
+    EXPECT_ERR(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0xf0, 0xff, CN, below),
+               KEEL_E_INVALID_ARG);
+    OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0xf0, 0xf3, CN, below));
+    OK(keel_io_port_control_issue(KEEL_SLOT_IO_PORT_CONTROL, 0xf8, 0xff, CN, above));
+    for (int i = 0; i < 2; i++) {
+        OK(port_thread(&t[i], 0xf4 + 3 * i, ep)); /* 0xf4, then 0xf7 */
+        OK(keel_tcb_set_io_ports(t[i].tcb, i ? above : below));
+        t[i].b = 1;
+        OK(keel_recv(ep, 0, 0, &m));
+        EXPECT(m.label == KEEL_LABEL_FAULT && m.w[0] == 13 && t[i].value == 0);
+        OK(keel_cnode_delete(CN, t[i].tcb));
+    }
+    OK(keel_cnode_delete(CN, below));
+    OK(keel_cnode_delete(CN, above));
+    OK(keel_cnode_delete(CN, ep));
+    return 0;
+}
+
 const struct test io_tests[] = {
 #define T(name) { #name, t_##name }
-    T(irq_handler_capabilities), T(io_port_capabilities),
+    T(irq_handler_capabilities), T(io_port_capabilities), T(io_ports_reserved_ranges),
+    T(io_ports_exit_device_unreachable),
 #undef T
 };
 const unsigned long io_tests_count = sizeof(io_tests) / sizeof(io_tests[0]);

@@ -11,6 +11,9 @@ int net_run(void);
 int rng_run(void);
 int blk_run(void);
 int dma_run(void);
+int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) */
+int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
+int killcampaign_run(void); /* crashtests.c: the blk driver killed again and again */
 int icount_run(void);
 
 /* keel.test= values and what they run; stress sets itself up. */
@@ -27,6 +30,9 @@ static const struct {
     { "rng", rng_run },
     { "services", services_run },
     { "bench", bench_run },
+    { "fuzz", fuzz_run },
+    { "blkwrites", blkwrites_run },
+    { "killcampaign", killcampaign_run },
     { "icount", icount_run }, /* scripts/icount counts instructions */
 };
 

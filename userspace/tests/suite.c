@@ -30,26 +30,33 @@ int suite_run(void)
 
     for (unsigned i = 0; i < sizeof(kernel_tests) / sizeof(kernel_tests[0]); i++)
         n += *kernel_tests[i].count;
+    /* The plan, counted from the tables before anything runs: the host
+     * compares it with the tests that passed (tests/boot/test_guest_suite.py). */
+    int com2 = com2_present();
+    keel_word_t regs;
+    int net = find_virtio_device(VIRTIO_NET_DEVICE, &regs) != 0;
+    if (net)
+        keel_cnode_delete(CN, regs);
+    const char *missing = svc_tests_missing();
+    unsigned long planned = n + (com2 ? drv_tests_count : 0) + (net ? 1 : 0) +
+                            (missing ? 0 : svc_tests_count + (com2 ? svc_console_tests_count : 0));
     printf("ktest: running %lu tests\n", n);
+    printf("ktest: %lu tests planned\n", planned);
     for (unsigned i = 0; i < sizeof(kernel_tests) / sizeof(kernel_tests[0]); i++)
         run_table(kernel_tests[i].t, *kernel_tests[i].count, &passed, &failed);
     /* Device tests, when the machine has the devices.  The UART tests start
      * and kill drivers of their own on COM2, so they go first; the services
      * tests start the device manager, whose drivers stay until power-off. */
-    int com2 = com2_present();
     if (com2)
         run_table(drv_tests, drv_tests_count, &passed, &failed);
     else
         printf("ktest: no 16550 at COM2: %lu driver tests not run\n", drv_tests_count);
     /* Before the services tests: the device manager takes every device. */
-    keel_word_t regs;
-    if (find_virtio_device(VIRTIO_NET_DEVICE, &regs)) {
-        keel_cnode_delete(CN, regs);
+    if (net) {
         run_table(net_tests, 1, &passed, &failed);
     } else {
         printf("ktest: no virtio-net: 1 net test not run\n");
     }
-    const char *missing = svc_tests_missing();
     if (missing)
         printf("ktest: no %s: %lu services tests not run\n", missing,
                svc_tests_count + svc_console_tests_count);
