@@ -6,6 +6,13 @@ runs in the transport's worker thread, woken by the kick eventfd (which KVM
 signals directly through an ioeventfd on QueueNotify, so a kick does not stop
 the vCPU) and interrupts go out through ``signal_irq`` (an irqfd under KVM).
 
+One wake-up of the worker serves every request available, in rounds: the
+device consumes what the driver published, each queue publishes its used
+index once for the round, and the next round looks again (with
+VIRTIO_F_EVENT_IDX the driver does not kick while rounds go on, since the
+available event already covers what it adds); one interrupt at the end, if
+the driver asked for one (its used event, or the NO_INTERRUPT flag).
+
 A queue the guest corrupted puts the device into DEVICE_NEEDS_RESET: it stops
 serving queues, raises a configuration-change interrupt, and logs one line;
 only a reset (Status = 0) brings it back.  ``_lock`` protects every register
@@ -36,6 +43,7 @@ from vmm.devices.virtio.regs import (
     DRIVER_FEATURES,
     DRIVER_FEATURES_SEL,
     DRIVER_OK,
+    F_EVENT_IDX,
     F_VERSION_1,
     FEATURES_OK,
     INT_CONFIG_CHANGE,
@@ -63,6 +71,21 @@ from vmm.devices.virtio.regs import (
     VERSION,
     VERSION_REG,
 )
+
+# A wake-up serves at most this many rounds, then kicks itself so that other
+# work (a pause, a stop) gets the lock in between.
+MAX_ROUNDS = 64
+
+# A full memory barrier (a locked instruction in pthreads): the available event
+# the device wrote must be visible before it reads the available index again,
+# or a driver reading the old event would skip its kick (store-load order is
+# the one x86 does not keep).
+_FENCE = threading.Lock()
+
+
+def _fence() -> None:
+    with _FENCE:
+        pass
 
 
 class _QueueRegs:
@@ -124,7 +147,7 @@ class MmioTransport:
     # -- registers (vCPU threads) -------------------------------------------------------
     @property
     def features(self) -> int:
-        return self.device.device_features() | F_VERSION_1
+        return self.device.device_features() | F_VERSION_1 | F_EVENT_IDX
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -212,15 +235,19 @@ class MmioTransport:
     def _queue_ready(self, index: int, q: _QueueRegs, value: int) -> None:
         if value != 1:
             return
+        event_idx = bool(self.driver_features & F_EVENT_IDX)
         try:
-            check_layout(self.in_ram, q.num, self.device.queue_max, q.desc, q.driver, q.device)
+            check_layout(
+                self.in_ram, q.num, self.device.queue_max, q.desc, q.driver, q.device, event_idx
+            )
         except QueueError as exc:
             self._needs_reset(f"queue {index}: {exc}")
             return
         q.ready = 1
         self.queues[index] = Virtqueue(
-            self.mem, self.in_ram, q.num, q.desc, q.driver, q.device, self.dma, self.device.refuse
-        )
+            self.mem, self.in_ram, q.num, q.desc, q.driver, q.device, self.dma,
+            self.device.refuse, event_idx,
+        )  # fmt: skip
 
     def _write_status(self, value: int) -> None:
         if value == 0:
@@ -254,19 +281,32 @@ class MmioTransport:
         os.eventfd_write(self.kick_fd, 1)
 
     def service(self) -> None:
-        """Let the device consume whatever is available; interrupt if it returned buffers."""
+        """Let the device consume whatever is available, round after round while it
+        makes progress; one interrupt at the end if the driver wants one."""
         with self._lock:
             if self.paused or self.status & DEVICE_NEEDS_RESET or not self.status & DRIVER_OK:
                 return
+            queues = [q for q in self.queues if q is not None]
             try:
-                used = self.device.service(self.queues)
+                for q in queues:
+                    q.begin()
+                for _ in range(MAX_ROUNDS):
+                    progress = self.device.service(self.queues)
+                    for q in queues:
+                        q.publish()
+                    _fence()
+                    if not progress and not sum(q.take_refused() for q in queues):
+                        break
+                else:
+                    self.kick()  # more may be waiting: come back after the others
+                due = [q.interrupt_due() for q in queues]  # each queue looks once
             except QueueError as exc:
                 self._needs_reset(str(exc))
                 return
-            refused = sum(q.take_refused() for q in self.queues if q is not None)
-            if (used or refused) and any(
-                q is not None and q.wants_interrupt() for q in self.queues
-            ):
+            finally:
+                for q in queues:
+                    q.end()
+            if any(due):
                 self.interrupt_status |= INT_USED_BUFFER
                 self._signal_irq()
 
@@ -327,4 +367,3 @@ class MmioTransport:
             except OSError:
                 pass
         self.kick_fd = self._stop_fd = -1
-
