@@ -219,6 +219,19 @@ void serve_complete(unsigned long tag, long err, keel_word_t bytes)
     }
 }
 
+unsigned char *serve_held_buffer(unsigned long tag)
+{
+    for (unsigned i = 0; i < SERVE_PENDING; i++) {
+        if (held[i].used && held[i].later && held[i].req.tag == tag) {
+            keel_word_t h = held[i].req.handle;
+            if (!clients[h].used || clients[h].badge != held[i].req.badge || !buffer_there(h))
+                return 0;
+            return held[i].req.buf;
+        }
+    }
+    return 0;
+}
+
 /* After an interrupt: what waited for data or room may go on now, oldest
  * first, each tried once. */
 static void retry_held(void)

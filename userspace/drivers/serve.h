@@ -114,5 +114,8 @@ __attribute__((noreturn)) void serve_fail(const char *name, const char *what, lo
 __attribute__((noreturn)) void serve_run(const struct serve_ops *ops);
 /* Answers the request held with tag (SERVE_LATER). */
 void serve_complete(unsigned long tag, long err, keel_word_t bytes);
+/* The client's bytes of the request held with tag, or NULL when its caller
+ * or its buffer has gone meanwhile (a read completing later copies there). */
+unsigned char *serve_held_buffer(unsigned long tag);
 
 #endif

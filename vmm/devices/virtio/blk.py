@@ -90,7 +90,9 @@ class BlockDevice(VirtioDevice):
             return False
         chains = q.pop_all()
         for chain in chains:
-            q.push(chain.head, self._request(chain.readable, chain.writable, chain.head))
+            split = chain.split
+            buffers = chain.buffers
+            q.push(chain.head, self._request(buffers[:split], buffers[split:], chain.head))
         return bool(chains)
 
     def _request(
@@ -102,8 +104,12 @@ class BlockDevice(VirtioDevice):
         if in_len < HEADER.size or out_len < 1:
             raise QueueError(f"blk request {head}: no header or no status byte")
         mem = self.mem
-        header = b"".join(bytes(v) for v in _views(mem, readable, 0, HEADER.size))
-        type_, _, sector = HEADER.unpack(header)
+        first = readable[0]
+        if first.length >= HEADER.size:  # the usual layout: the header alone
+            type_, _, sector = HEADER.unpack(mem.read(first.addr, HEADER.size))
+        else:
+            header = b"".join(bytes(v) for v in _views(mem, readable, 0, HEADER.size))
+            type_, _, sector = HEADER.unpack(header)
         last = writable[-1]
         status_addr = last.addr + last.length - 1
         data_in = in_len - HEADER.size  # bytes from the guest after the header

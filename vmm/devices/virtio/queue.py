@@ -95,12 +95,20 @@ class Chain(NamedTuple):
     cut: bool = False  # refused at a descriptor: ``buffers`` is only the part before it
 
     @property
+    def split(self) -> int:
+        """How many buffers are device-readable (they come first)."""
+        for i, b in enumerate(self.buffers):
+            if b.writable:
+                return i
+        return len(self.buffers)
+
+    @property
     def readable(self) -> tuple[Buffer, ...]:
-        return tuple(b for b in self.buffers if not b.writable)
+        return self.buffers[: self.split]
 
     @property
     def writable(self) -> tuple[Buffer, ...]:
-        return tuple(b for b in self.buffers if b.writable)
+        return self.buffers[self.split :]
 
 
 def _safe_read(read: Reader, addr: int, length: int, what: str) -> bytes:
@@ -187,7 +195,7 @@ def read_chain(
 def _check_no_overlap(buffers: list[Buffer], head: int) -> None:
     if len(buffers) < 2:
         return
-    ordered = sorted(buffers, key=lambda b: b.addr)
+    ordered = sorted(buffers)  # by address first (a Buffer is a tuple)
     for a, b in itertools.pairwise(ordered):
         if a.addr + a.length > b.addr:
             raise QueueError(f"descriptor chain from {head} has overlapping buffers at {b.addr:#x}")
