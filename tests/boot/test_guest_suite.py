@@ -22,7 +22,7 @@ from tests.conftest import ROOT, have_kvm, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
 MIN_TESTS = 100
-SERVICE_TESTS = 8  # svctests.c, besides the console test
+SERVICE_TESTS = 9  # svctests.c, besides the console test
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_suite_under_keel(kernel: Path, initrd: Path, smp: int) -> None:
 
 UART_TESTS = ("uart_driver_interrupts", "uart_driver_stray_port")
 SERVICE_NAMES = ("names", "blk_info", "blk_write_flush_read", "interrupts_delivered", "rng_read",
-                 "kill_restart_during_writes", "driver_fault_restarts", "kill_unknown",
+                 "kill_restart_during_writes", "blk_in_flight", "driver_fault_restarts", "kill_unknown",
                  "console_kill_restart")  # fmt: skip
 
 

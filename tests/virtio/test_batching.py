@@ -14,12 +14,14 @@ request unserved.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.virtio.driver import Driver, Irqs, make_ram
-from vmm.devices.virtio import regs
+from vmm.devices.virtio import blk, regs
+from vmm.devices.virtio.blk import BlockDevice
 from vmm.devices.virtio.mmio import MmioTransport
 from vmm.devices.virtio.queue import AVAIL_F_NO_INTERRUPT, need_event
 from vmm.devices.virtio.rng import RngDevice
@@ -114,5 +116,31 @@ def test_fuzz_batches_and_events(event_idx: bool, ops: list[tuple[str, int]], st
         assert head in in_flight, f"request {head} completed twice"
         in_flight.discard(head)
     assert not in_flight
+    t.close()
+    mem.close()
+
+
+def test_blk_flushes_complete_after_the_batch_with_one_sync(tmp_path: Path) -> None:
+    """A batch of write, flush, write, flush: the writes complete first, in
+    order, then both flushes (one fdatasync); the data is in the image."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(512 * 8))
+    mem = make_ram()
+    t = MmioTransport(BlockDevice(image), mem, mem.contains, Irqs(), lambda _m: None)
+    d = Driver(t, mem)
+    d.init([16])
+    heads = []
+    for n, kind in enumerate([blk.T_OUT, blk.T_FLUSH, blk.T_OUT, blk.T_FLUSH]):
+        hdr, data, status = d.alloc(16), d.alloc(512, 512), d.alloc(1)
+        mem.write(hdr, struct.pack("<IIQ", kind, 0, n))
+        mem.write(data, bytes([0x40 + n]) * 512)
+        bufs = [(hdr, 16, False)] + ([(data, 512, False)] if kind == blk.T_OUT else [])
+        heads.append(d.submit(0, [*bufs, (status, 1, True)], kick=False))
+    t.service()
+    done = d.used(0)
+    assert [h for h, _ in done] == [heads[0], heads[2], heads[1], heads[3]]
+    assert all(written == 1 for _, written in done)
+    assert image.read_bytes()[:512] == b"\x40" * 512
+    assert image.read_bytes()[1024:1536] == b"\x42" * 512
     t.close()
     mem.close()

@@ -20,6 +20,7 @@ static struct client clients[SERVE_CLIENTS];
 static struct held held[SERVE_PENDING];
 static unsigned long next_tag = 1;
 unsigned long serve_interrupts;
+unsigned long serve_in_flight_max, serve_out_of_order;
 
 long serve_bind(keel_cap_t ntfn)
 {
@@ -301,6 +302,8 @@ void serve_run(const struct serve_ops *o)
                 res[1] = ops->capacity;
                 res[2] = ops->features;
                 res[3] = serve_interrupts;
+                res[4] = serve_in_flight_max;
+                res[5] = serve_out_of_order;
                 err = KEEL_E_OK;
                 break;
             case DRV_OPEN & KEEL_LABEL_MASK:

@@ -77,6 +77,7 @@ struct seg {
 /* A request slot: its header and status byte live in the ring frame. */
 struct slot {
     int busy;
+    unsigned long order; /* when it was posted */
     unsigned short ndesc, desc[DATA_PAGES + 2]; /* its chain, head first */
     unsigned int type;
     unsigned long tag; /* service mode: the held answer's */
@@ -91,6 +92,7 @@ static unsigned short free_desc[QSIZE], nfree;
 static unsigned short slot_of_head[QSIZE]; /* DEPTH: no request starts there */
 static unsigned short seen;                /* used entries taken so far */
 static unsigned busy;
+static unsigned long posted_count;
 
 static void blk_queue_init(void)
 {
@@ -141,10 +143,12 @@ static int blk_post(unsigned s, unsigned int type, unsigned long sector, const s
                                    next };
     sl->desc[0] = head;
     sl->busy = 1;
+    sl->order = posted_count++;
     sl->type = type;
     sl->tag = tag;
     slot_of_head[head] = (unsigned short)s;
-    busy++;
+    if (++busy > serve_in_flight_max)
+        serve_in_flight_max = busy;
     virtq_add(&dev, head);
     return 0;
 }
@@ -165,6 +169,12 @@ static unsigned blk_reap(void (*done)(unsigned s, unsigned char status))
         unsigned s = slot_of_head[head];
         struct slot *sl = &slots[s];
         slot_of_head[head] = DEPTH;
+        for (unsigned k = 0; k < DEPTH; k++) {
+            if (slots[k].busy && slots[k].order < sl->order) {
+                serve_out_of_order++; /* an older one is still on the device */
+                break;
+            }
+        }
         for (unsigned k = 0; k < sl->ndesc; k++) /* the chain as we built it */
             free_desc[nfree++] = sl->desc[k];
         sl->busy = 0;
