@@ -65,8 +65,8 @@ def test_suite_under_keel(kernel: Path, initrd: Path, smp: int) -> None:
 
 UART_TESTS = ("uart_driver_interrupts", "uart_driver_stray_port")
 SERVICE_NAMES = ("names", "blk_info", "blk_write_flush_read", "interrupts_delivered", "rng_read",
-                 "kill_restart_during_writes", "blk_in_flight", "driver_fault_restarts", "kill_unknown",
-                 "console_kill_restart")  # fmt: skip
+                 "kill_restart_during_writes", "blk_in_flight", "driver_fault_restarts",
+                 "kill_unknown", "console_kill_restart")  # fmt: skip
 
 
 @requires_kvm
