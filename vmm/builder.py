@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm import platform
+from vmm import platform, timings
 from vmm.boot import acpi, elf, pvh
 from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
@@ -88,6 +88,7 @@ def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) ->
     vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
     vm.create_irqchip()
     vm.create_pit()
+    timings.mark("KVM set-up (system, VM, irqchip, PIT)")
 
     mem = GuestMemory(platform.ram_slots(cfg.memory))
     closers.append(mem.close)
@@ -101,9 +102,11 @@ def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) ->
         addr = platform.place_initrd(cfg.memory, len(cfg.initrd), cfg.kernel.end)
         mem.write(addr, cfg.initrd)
         guest.modules.append((addr, len(cfg.initrd)))
+    timings.mark("memory (slots; kernel and initrd copied in)")
     tables = acpi.build_acpi(cfg.smp, com2=com2)
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
+    timings.mark("ACPI tables")
     return guest
 
 
@@ -128,6 +131,7 @@ def finish_boot(
         vcpu.set_cpuid(vcpu_cpuid(supported, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
     pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
+    timings.mark("start_info, vCPUs and their CPUID")
 
 
 def _read_file(path: str | os.PathLike[str], what: str) -> bytes:

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmm import builder
+from vmm import builder, timings
 from vmm.builder import DEFAULT_MEMORY, MAX_VCPUS, BootConfig, GuestVm
 from vmm.console import Console
 from vmm.devices import debug_exit
@@ -121,6 +121,7 @@ class Machine:
         self._watchdog = HangWatchdog(
             hang_timeout, lambda: self.state is State.RUNNING, self._done, self._hung
         )
+        timings.mark("configuration (kernel ELF, initrd) checked")
 
     @property
     def result(self) -> ExitResult | None:
@@ -197,6 +198,7 @@ class Machine:
             self.state = State.RUNNING
         self._runner.start()
         self._watchdog.start()
+        timings.mark("vCPU threads started")
 
     def wait(self, timeout: float | None = None) -> ExitResult | None:
         """Wait for the guest to end; None if ``timeout`` passed first."""
@@ -308,6 +310,7 @@ class Machine:
         guest = self._guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
         self._closers.append(self._devices.close)  # workers stop before memory goes
         self._devices.wire_all(guest.vm, guest.mem)
+        timings.mark("virtio devices wired")
         builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
         vm = guest.vm
         self._uart = Uart16550(self._console_output, lambda level: vm.irq_line(COM1_IRQ, level))
@@ -322,10 +325,12 @@ class Machine:
             self._runner.add(vcpu, host_cpus[i % len(host_cpus)])
 
     def _console_output(self, data: bytes) -> None:
+        timings.mark("guest: to its first console output")
         self._watchdog.output()
         self.console.write(data)
 
     def _guest_exit(self, value: int) -> None:
+        timings.mark("guest: the rest, to its exit")
         status = debug_exit.exit_status(value)
         verdict = "success" if status == 0 else "failure"
         self._finish(ExitResult(status, f"guest reported {verdict} (code {value:#x})", value))
