@@ -147,30 +147,29 @@ def read_chain(
     seen: set[int] = set()
     index = head
     seen_writable = False
+    unpack = _DESC.unpack_from
     while True:
         if index in seen:
             raise QueueError(f"descriptor chain from {head} loops at {index}")
-        if len(seen) >= queue_size:
-            raise QueueError(f"descriptor chain from {head} is longer than the queue")
         seen.add(index)
         if table is not None:
-            addr, length, flags, nxt = _DESC.unpack_from(table, index * DESC_SIZE)
+            addr, length, flags, nxt = unpack(table, index * DESC_SIZE)
         else:
             desc_addr = desc_table + index * DESC_SIZE
             if dma is not None and not dma.allows(desc_addr, DESC_SIZE, False):
                 dma.fault(desc_addr, DESC_SIZE, False, f"descriptor {index} of request {head}")
                 return Chain(head, tuple(buffers), refused=True, cut=True)
             raw = _safe_read(read, desc_addr, DESC_SIZE, "descriptor")
-            addr, length, flags, nxt = _DESC.unpack(raw)
-        if flags & DESC_F_INDIRECT:
-            raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
+            addr, length, flags, nxt = unpack(raw)
         if flags & ~(DESC_F_NEXT | DESC_F_WRITE):
+            if flags & DESC_F_INDIRECT:
+                raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
             raise QueueError(f"descriptor {index}: unknown flags {flags:#x}")
-        writable = bool(flags & DESC_F_WRITE)
+        writable = flags >= DESC_F_WRITE  # (only NEXT and WRITE are left)
         if seen_writable and not writable:
             raise QueueError(f"descriptor {index}: device-readable buffer after a writable one")
         seen_writable = writable
-        if length == 0:
+        if not length:
             raise QueueError(f"descriptor {index}: zero-length buffer")
         if not in_ram(addr, length):
             raise QueueError(
@@ -182,14 +181,18 @@ def read_chain(
         if nxt >= queue_size:
             raise QueueError(f"descriptor {index}: next index {nxt} is beyond the queue size")
         index = nxt
-    _check_no_overlap(buffers, head)
-    refused = False
+    # (a chain without a loop visits each index once: never longer than the queue)
+    if len(buffers) > 1:
+        _check_no_overlap(buffers, head)
     if dma is not None:
+        refused = False
         for b in buffers:
             if not dma.allows(b.addr, b.length, b.writable):
                 dma.fault(b.addr, b.length, b.writable, f"buffer of request {head}")
                 refused = True
-    return Chain(head, tuple(buffers), refused)
+        if refused:
+            return Chain(head, tuple(buffers), True)
+    return Chain(head, tuple(buffers))
 
 
 def _check_no_overlap(buffers: list[Buffer], head: int) -> None:
