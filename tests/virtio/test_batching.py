@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tests.virtio.driver import Driver, Irqs, make_ram
 from vmm.devices.virtio import blk, regs
 from vmm.devices.virtio.blk import BlockDevice
+from vmm.devices.virtio.console import ConsoleDevice
 from vmm.devices.virtio.mmio import MmioTransport
 from vmm.devices.virtio.queue import AVAIL_F_NO_INTERRUPT, need_event
 from vmm.devices.virtio.rng import RngDevice
@@ -142,5 +143,28 @@ def test_blk_flushes_complete_after_the_batch_with_one_sync(tmp_path: Path) -> N
     assert all(written == 1 for _, written in done)
     assert image.read_bytes()[:512] == b"\x40" * 512
     assert image.read_bytes()[1024:1536] == b"\x42" * 512
+    t.close()
+    mem.close()
+
+
+def test_requests_served_before_a_bad_chain_are_returned() -> None:
+    """A round fills two receive buffers with console input, then meets a
+    device-readable one: the device needs a reset, and the two it filled are
+    in the used ring (each round is published even when it ends in error)."""
+    mem = make_ram()
+    dev = ConsoleDevice()
+    t = MmioTransport(dev, mem, mem.contains, Irqs(), lambda _m: None)
+    d = Driver(t, mem)
+    d.init([8, 8])
+    q = d.queues[0]
+    buf = d.alloc(256, 64)
+    for head, flags in ((0, 2), (1, 2), (2, 0)):  # the third is device-readable
+        mem.write(q.desc + 16 * head, struct.pack("<QIHH", buf + 64 * head, 4, flags, 0))
+        d.publish(0, head, kick=False)
+    dev.feed(b"abcdefghijkl")
+    t.service()
+    assert t.status & regs.DEVICE_NEEDS_RESET
+    assert d.used(0) == [(0, 4), (1, 4)]
+    assert mem.read(buf, 4) == b"abcd" and mem.read(buf + 64, 4) == b"efgh"
     t.close()
     mem.close()

@@ -293,6 +293,11 @@ class MmioTransport:
                     q.begin()
                 self._rounds(queues)
             except QueueError as exc:
+                for q in queues:  # what the round served before the bad chain is returned
+                    try:
+                        q.publish()
+                    except QueueError:
+                        pass  # the used ring itself is refused
                 self._needs_reset(str(exc))
             finally:
                 for q in queues:
