@@ -46,7 +46,8 @@ $(KBUILD)/%.o: %.S $(GEN_STAMP)
 
 # The portable core as a host shared library, for the Python tests.
 HOST_CORE_C := $(addprefix kernel/core/,cap.c cnode.c untyped.c invoke.c objtype.c tcb.c endpoint.c \
-	vspace.c sched.c objlock.c debug_console.c notification.c irq.c ioport.c iospace.c) kernel/arch/host/host.c
+	vspace.c sched.c objlock.c debug_console.c notification.c irq.c ioport.c iospace.c aml.c) \
+	kernel/arch/host/host.c
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -fPIC -shared \
 	-nostdinc -ffreestanding -fno-builtin -Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include \
 	-Ikernel/arch/host/include -fsanitize=undefined -fno-sanitize-recover=all

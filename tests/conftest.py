@@ -38,27 +38,37 @@ def kernel() -> Path:
     return KERNEL
 
 
+def build_guest(
+    source: Path, out: Path, name: str, *defines: str, elf32: bool = False
+) -> Path:
+    """``source`` assembled with -DGUEST_<name> and the ``defines``, linked at 1 MiB as an
+    ELF64 (x86-64) file, or with ``elf32`` as an ELF32 (i386) one, as PVH kernels are."""
+    stem = "-".join([source.stem, name.lower(), *(d.replace("=", "_") for d in defines)])
+    stem += "-elf32" if elf32 else ""
+    obj, elf = out / f"{stem}.o", out / f"{stem}.elf"
+    flags = [f"-DGUEST_{name}", *(f"-D{d}" for d in defines)]
+    subprocess.run(["gcc", "-c", *flags, "-o", str(obj), str(source)], check=True)
+    subprocess.run(
+        ["ld", "-nostdlib", "-static", "-N", "--no-warn-rwx-segments", "-Ttext=0x100000",
+         "-o", str(elf), str(obj)],
+        check=True,
+    )  # fmt: skip
+    if elf32:  # the same image in an ELF32 container, as a 32-bit PVH kernel comes
+        subprocess.run(["objcopy", "-O", "elf32-i386", str(elf), str(elf)], check=True)
+    return elf
+
+
 @pytest.fixture(scope="session")
 def tiny_guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Build a tiny PVH guest from tests/guests/tiny.S with -DGUEST_<name>."""
+    """Build a tiny PVH guest from tests/guests/tiny.S with -DGUEST_<name>
+    (``elf32=True``: as an ELF32 file)."""
     out = tmp_path_factory.mktemp("guests")
-    cache: dict[tuple[str, tuple[str, ...]], Path] = {}
+    cache: dict[tuple[str, tuple[str, ...], bool], Path] = {}
 
-    def build(name: str, *defines: str) -> Path:
-        key = (name, defines)
+    def build(name: str, *defines: str, elf32: bool = False) -> Path:
+        key = (name, defines, elf32)
         if key not in cache:
-            stem = "-".join([name.lower(), *(d.replace("=", "_") for d in defines)])
-            obj, elf = out / f"{stem}.o", out / f"{stem}.elf"
-            flags = [f"-DGUEST_{name}", *(f"-D{d}" for d in defines)]
-            subprocess.run(
-                ["gcc", "-c", *flags, "-o", str(obj), str(GUESTS / "tiny.S")], check=True
-            )
-            subprocess.run(
-                ["ld", "-nostdlib", "-static", "-N", "--no-warn-rwx-segments",
-                 "-Ttext=0x100000", "-o", str(elf), str(obj)],
-                check=True,
-            )  # fmt: skip
-            cache[key] = elf
+            cache[key] = build_guest(GUESTS / "tiny.S", out, name, *defines, elf32=elf32)
         return cache[key]
 
     return build

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from vmm import platform, timings
 from vmm.boot import acpi, elf, pvh
+from vmm.boot.cpu_features import guest_cpuid, host_kind, parse_feature_list
 from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
 from vmm.errors import ConfigError
@@ -41,8 +42,16 @@ class BootConfig:
     """A validated configuration: construct it with ``load``.  (The classes here are
     plain: dataclasses would cost about 1 ms of `keel run` start-up each.)"""
 
-    def __init__(self, kernel: KernelImage, smp: int, memory: int, initrd: bytes | None) -> None:
+    def __init__(
+        self,
+        kernel: KernelImage,
+        smp: int,
+        memory: int,
+        initrd: bytes | None,
+        cpu_features: list[tuple[bool, str]] | None = None,
+    ) -> None:
         self.kernel, self.smp, self.memory, self.initrd = kernel, smp, memory, initrd
+        self.cpu_features = cpu_features or []
 
     @classmethod
     def load(
@@ -51,7 +60,9 @@ class BootConfig:
         smp: int | None,
         memory: int | str,
         initrd: str | os.PathLike[str] | None,
+        cpu_features: str | None = None,
     ) -> BootConfig:
+        features = parse_feature_list(cpu_features or "")
         smp = default_smp() if smp is None else smp
         if not 1 <= smp <= MAX_VCPUS:
             raise ConfigError(f"--smp must be between 1 and {MAX_VCPUS}, not {smp}")
@@ -63,7 +74,7 @@ class BootConfig:
         if initrd is not None:
             data = _read_file(initrd, "initrd")
             platform.place_initrd(size, len(data), image.end)
-        return cls(image, smp, size, data)
+        return cls(image, smp, size, data, features)
 
 
 class GuestVm:
@@ -76,8 +87,14 @@ class GuestVm:
         self.vcpus: list[Vcpu] = []
 
 
-def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) -> GuestVm:
-    """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI."""
+def create_vm(
+    cfg: BootConfig,
+    closers: list[Callable[[], None]],
+    com2: bool,
+    virtio: tuple[tuple[int, int, int], ...] = (),
+) -> GuestVm:
+    """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI
+    (whose DSDT lists the virtio-mmio slots ``(base, size, gsi)`` of ``virtio``)."""
     system = System()
     closers.append(system.close)
     if cfg.smp > system.max_vcpus():
@@ -103,7 +120,7 @@ def create_vm(cfg: BootConfig, closers: list[Callable[[], None]], com2: bool) ->
         mem.write(addr, cfg.initrd)
         guest.modules.append((addr, len(cfg.initrd)))
     timings.mark("memory (slots; kernel and initrd copied in)")
-    tables = acpi.build_acpi(cfg.smp, com2=com2)
+    tables = acpi.build_acpi(cfg.smp, com2=com2, virtio=virtio)
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
     timings.mark("ACPI tables")
@@ -124,11 +141,11 @@ def finish_boot(
     ):
         mem.write(addr, blob)
     mem.write(pvh.BOOT_GDT_ADDR, pvh.BOOT_GDT)
-    supported = guest.system.supported_cpuid()
+    policy = guest_cpuid(guest.system.supported_cpuid(), host_kind(), cfg.cpu_features)
     for i in range(cfg.smp):
         vcpu = guest.vm.create_vcpu(i)
         closers.append(vcpu.close)
-        vcpu.set_cpuid(vcpu_cpuid(supported, i, cfg.smp, vcpu.tsc_khz()))
+        vcpu.set_cpuid(vcpu_cpuid(policy.entries, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
     pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
     timings.mark("start_info, vCPUs and their CPUID")

@@ -3,7 +3,9 @@
     keel run [KERNEL] [--smp N] [--memory SIZE] [--cmdline STR] [--initrd FILE]
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
                       [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
-                      [--serial2 FILE|stdio|none] [--timings]
+                      [--serial2 FILE|stdio|none] [--cpu-features [+-]NAME,...]
+                      [--timings]
+    keel run --show-cpuid [--smp N] [--cpu-features [+-]NAME,...]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
@@ -45,10 +47,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from vmm.boot import cpu_features
+from vmm.boot.cpuid import vcpu_cpuid
+from vmm.builder import default_smp
 from vmm.console import fd_sink
 from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
-from vmm.kvm.system import guest_tsc_khz
+from vmm.kvm.system import System, guest_tsc_khz
 from vmm.machine import ExitResult, Machine
 
 timings.mark("imports (vmm.cli and what it imports)")
@@ -81,6 +86,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="stop a guest silent on the console this long, with a diagnostic")
     run.add_argument("--timings", action="store_true",
                      help="print where the run's time went (start-up, set-up, guest) on stderr")
+    run.add_argument("--cpu-features", default=None, metavar="[+-]NAME,...",
+                     help="add or remove CPU features the guest sees, e.g. -cx16,-avx "
+                          "(after the host's own limits; see --show-cpuid)")
+    run.add_argument("--show-cpuid", action="store_true",
+                     help="print the CPUID the guest would see and exit")
     run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
                      help="a second 16550 (COM2) writing to FILE or to stdout (stdio: "
                           "stdin types on COM2); default none")
@@ -179,7 +189,23 @@ def _report(result: ExitResult) -> None:
         sys.stderr.write(f"keel: {result.reason}\n")
 
 
+def cmd_show_cpuid(args: argparse.Namespace) -> int:
+    """The CPUID table of vCPU 0 and the features removed from KVM's, without booting."""
+    features = cpu_features.parse_feature_list(args.cpu_features or "")
+    smp = default_smp() if args.smp is None else args.smp
+    with System() as system:
+        policy = cpu_features.guest_cpuid(
+            system.supported_cpuid(), cpu_features.host_kind(), features
+        )
+    table = vcpu_cpuid(policy.entries, 0, smp, guest_tsc_khz())
+    print(f"host KVM: {cpu_features.host_kind()}; {smp} vCPUs")
+    print(cpu_features.describe(table, policy.removed))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.show_cpuid:
+        return cmd_show_cpuid(args)
     kernel, initrd = args.kernel, args.initrd
     if kernel is None:
         kernel, default_initrd = _default_kernel()
@@ -200,6 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hang_timeout=args.hang_timeout,
         serial2=serial2,
         serial2_output=serial2_sink,
+        cpu_features=args.cpu_features,
     )
     server = None
     try:
@@ -329,8 +356,23 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_feature_lists(argv: Sequence[str]) -> list[str]:
+    """``--cpu-features -cx16`` as ``--cpu-features=-cx16``: argparse would take a value
+    starting with '-' for an option of its own."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--cpu-features":
+            value = next(it, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _build_parser().parse_args(_join_feature_lists(argv))
     try:
         if args.command == "run":
             return cmd_run(args)

@@ -87,6 +87,7 @@ class Machine:
         hang_timeout: float | None = None,
         serial2: bool = False,
         serial2_output: Callable[[bytes], None] | None = None,
+        cpu_features: str | None = None,
     ) -> None:
         """``hang_timeout`` (seconds, opt-in): stop the guest as hung when it prints
         nothing on the serial console for that long while running, with a
@@ -95,8 +96,11 @@ class Machine:
         ``serial2`` adds a second 16550 (COM2, ports 0x2f8-0x2ff, IRQ 3) for
         user-space drivers (the kernel keeps COM1): what the guest sends goes
         to ``serial2_output`` (if given) and the transcript ``self.serial2``;
-        ``send_serial2`` types on it."""
-        self._config = BootConfig.load(kernel, smp, memory, initrd)
+        ``send_serial2`` types on it.
+
+        ``cpu_features`` (``"-cx16,+rdrand"``) changes the CPUID the guest sees,
+        after the host's own limits (``vmm.boot.cpu_features``)."""
+        self._config = BootConfig.load(kernel, smp, memory, initrd, cpu_features)
         self.smp, self.memory = self._config.smp, self._config.memory
         self.kernel, self.initrd = self._config.kernel, self._config.initrd
         self.cmdline = cmdline
@@ -307,7 +311,9 @@ class Machine:
     def _build(self) -> None:
         install_kick_handler()
         cfg = self._config
-        guest = self._guest = builder.create_vm(cfg, self._closers, com2=self.serial2 is not None)
+        guest = self._guest = builder.create_vm(
+            cfg, self._closers, com2=self.serial2 is not None, virtio=self._devices.slot_resources()
+        )
         self._closers.append(self._devices.close)  # workers stop before memory goes
         self._devices.wire_all(guest.vm, guest.mem)
         timings.mark("virtio devices wired")

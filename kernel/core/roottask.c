@@ -152,9 +152,44 @@ static u64 parse_num(const char **p)
     return v;
 }
 
+/* One device: a device-memory untyped capability for its page (shared with
+ * a device announced before on the same page) and its interrupt line.
+ * Only inside the MMIO hole, never RAM: a bad command line or firmware
+ * table must not hand out kernel memory as a device.  A device already
+ * announced at the same address is not added twice. */
+static void add_device(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot, u64 base,
+                       u64 size, u64 irq)
+{
+    u64 page = base & ~0xffful;
+
+    if (bi->device_count >= KEEL_MAX_DEVICES)
+        return;
+    if (base < 0xc0000000ul || base >= 0xfec00000ul || size > 4096 - (base & 0xfff))
+        return;
+    for (u64 i = 0; i < bi->device_count; i++) {
+        if (bi->devices[i].paddr == base)
+            return;
+    }
+    struct keel_device_desc *d = &bi->devices[bi->device_count++];
+    d->slot = 0;
+    for (u64 i = 0; i + 1 < bi->device_count; i++) {
+        if ((bi->devices[i].paddr & ~0xffful) == page)
+            d->slot = bi->devices[i].slot; /* devices sharing a page share it */
+    }
+    if (!d->slot) {
+        struct cap c = { .type = KEEL_OBJ_UNTYPED, .rights = KEEL_RIGHT_ALL,
+                         .size_bits = 12, .flags = CAP_DEVICE,
+                         .obj = (uptr)arch_phys_to_virt(page) };
+        slot_insert_child(NULL, &slots[*next_slot], &c);
+        d->slot = (*next_slot)++;
+    }
+    d->paddr = base;
+    d->size = size;
+    d->irq = irq;
+}
+
 /* <key><size>@<base>:<irq> entries (virtio_mmio.device=, and the hotplug
- * controller's keel.hotplug=) become device-memory untyped capabilities;
- * their lines are for the IRQ control capability. */
+ * controller's keel.hotplug=). */
 static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot,
                         const char *key)
 {
@@ -170,28 +205,24 @@ static void add_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_
         if (*p++ != ':')
             continue;
         u64 irq = parse_num(&p);
-        /* only inside the MMIO hole, never RAM: a bad command line must
-         * not hand out kernel memory as a device */
-        u64 page = base & ~0xffful;
-        if (base < 0xc0000000ul || base >= 0xfec00000ul || size > 4096 - (base & 0xfff))
-            continue;
-        struct keel_device_desc *d = &bi->devices[bi->device_count++];
-        d->slot = 0;
-        for (u64 i = 0; i + 1 < bi->device_count; i++) {
-            if ((bi->devices[i].paddr & ~0xffful) == page)
-                d->slot = bi->devices[i].slot; /* devices sharing a page share it */
-        }
-        if (!d->slot) {
-            struct cap c = { .type = KEEL_OBJ_UNTYPED, .rights = KEEL_RIGHT_ALL,
-                             .size_bits = 12, .flags = CAP_DEVICE,
-                             .obj = (uptr)arch_phys_to_virt(page) };
-            slot_insert_child(NULL, &slots[*next_slot], &c);
-            d->slot = (*next_slot)++;
-        }
-        d->paddr = base;
-        d->size = size;
-        d->irq = irq;
+        add_device(slots, bi, next_slot, base, size, irq);
     }
+}
+
+/* The virtio-mmio devices the firmware describes (the ACPI DSDT under QEMU
+ * microvm, cloud-hypervisor and Keel's VMM), when the command line announced
+ * none: VMMs that use the command line (Keel's, Firecracker) list every
+ * device there, and reading the firmware's tables costs boot time. */
+static void add_firmware_devices(struct slot *slots, struct keel_bootinfo *bi, u64 *next_slot)
+{
+    struct arch_fw_device fw[KEEL_MAX_DEVICES];
+
+    if (bi->device_count)
+        return;
+    u32 n = arch_firmware_virtio_devices(fw, KEEL_MAX_DEVICES);
+
+    for (u32 i = 0; i < n; i++)
+        add_device(slots, bi, next_slot, fw[i].base, fw[i].size, fw[i].irq);
 }
 
 static struct keel_bootinfo *untyped_bi;
@@ -283,6 +314,7 @@ bool root_task_create(void)
     untyped_next = KEEL_SLOT_FIRST_UNTYPED;
     bootmem_for_each_free(free_range);
     add_devices(slots, bi, &untyped_next, "virtio_mmio.device=");
+    add_firmware_devices(slots, bi, &untyped_next);
     add_devices(slots, bi, &untyped_next, "keel.hotplug=");
     bi->first_free = untyped_next;
     u64 total = 0;

@@ -24,6 +24,14 @@ void arch_early_init(struct hvm_start_info *si, struct boot_info *bi);
  * controllers, timer calibration, console receive interrupt; starts this
  * CPU's periodic timer and enables interrupts. */
 void arch_platform_init(struct arch_platform *out);
+/* The virtio-mmio devices the firmware describes (ACPI: LNRO0005 devices of
+ * the DSDT, read on the first call, after arch_platform_init): up to max of
+ * them in out; returns how many it stored. */
+struct arch_fw_device {
+    u64 base, size;
+    u32 irq;
+};
+u32 arch_firmware_virtio_devices(struct arch_fw_device *out, u32 max);
 /* Boot CPU: sends the startup sequence to every cpus[i] in CPU_STARTING
  * (their stack_top already set).  Does not wait for them. */
 void arch_start_secondaries(void);

@@ -169,6 +169,44 @@ def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Pa
     assert b"svc: console: a line after the kill" in text, text
 
 
+@pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None or not have_kvm(), reason="needs QEMU and KVM"
+)
+def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path: Path) -> None:
+    """QEMU microvm as it comes: its default CPU model, legacy (version 1)
+    virtio-mmio, the transports announced only in its DSDT and wired to its
+    second IOAPIC (GSI 24 and up), and no command line but keel.test=suite.
+    The devices are QEMU's own, added as a user adds them; the kernel finds
+    them in the DSDT and the drivers speak the legacy transport."""
+    from tests.boot.test_qemu_crossboot import QEMU_PASS
+    from tests.boot.test_services import _check_image, _image
+
+    image = _image(tmp_path / "disk.img")
+    com2 = tmp_path / "com2.log"
+    proc = subprocess.run(
+        ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-smp", "2", "-m", "256M",
+         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+         "-kernel", str(kernel), "-initrd", str(initrd), "-append", "keel.test=suite",
+         "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+         "-drive", f"file={image},if=none,id=d0,format=raw",
+         "-device", "virtio-blk-device,drive=d0", "-device", "virtio-rng-device",
+         "-chardev", f"file,id=com2,path={com2}",
+         "-device", "isa-serial,chardev=com2,iobase=0x2f8,irq=3"],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = proc.stdout.replace("\r\n", "\n")
+    assert proc.returncode == QEMU_PASS, out[-3000:] + proc.stderr[-2000:]
+    assert 'keel: booting (cmdline "keel.test=suite", 0 virtio-mmio device slots)' in out
+    check_suite(out)
+    for name in UART_TESTS + SERVICE_NAMES:
+        assert f"ktest: ok {name}" in out, name
+    assert [ln for ln in out.splitlines() if "not run" in ln] == [NET_NOT_RUN]
+    started = re.findall(r"devmgr: (blk0|rng0): virtio_\w+ started \(device at (0x\w+), "
+                         r"irq (\d+)\)", out)  # fmt: skip
+    assert started and all(int(irq) >= 24 for _, _, irq in started), started
+    _check_image(image)
+
+
 @requires_kvm
 def test_root_task_reports_its_resources(kernel: Path, initrd: Path) -> None:
     from vmm.machine import Machine

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import keel, requires_kvm
+from vmm.boot import cpu_features
 from vmm.errors import StateError
 from vmm.machine import STATUS_GUEST_CRASH, Machine, State
 
@@ -29,6 +30,43 @@ def test_hello_guest_reports_success(tiny_guest: Guest) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "tiny: hello" in proc.stdout
     assert proc.stderr == ""
+
+
+def test_elf32_pvh_guest_boots(tiny_guest: Guest) -> None:
+    """QEMU's PVH loader takes ELF32 kernels; so does keel run."""
+    proc = keel("run", str(tiny_guest("HELLO", elf32=True)), "--smp", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny: hello" in proc.stdout
+
+
+def test_show_cpuid_hides_what_the_host_cannot_run() -> None:
+    proc = keel("run", "--show-cpuid", "--smp", "2", "--cpu-features", "-rdrand,-nx")
+    assert proc.returncode == 0, proc.stderr
+    features = next(x for x in proc.stdout.splitlines() if x.startswith("features: ")).split()
+    assert "lm" in features and "nx" not in features and "rdrand" not in features
+    assert "removed: nx: --cpu-features" in proc.stdout
+    if cpu_features.host_kind() == "kvm_pvm":
+        assert "cx16" not in features and "xsave" not in features
+        assert "removed: cx16: host (kvm_pvm)" in proc.stdout
+
+
+def test_guest_sees_the_cpu_features_flag(tiny_guest: Guest) -> None:
+    """CPUID.1 as the guest reads it, with and without -x2apic (a bit every
+    host KVM with an in-kernel LAPIC offers)."""
+    plain = keel("run", str(tiny_guest("CPUID")), "--smp", "1")
+    assert plain.returncode == 0, plain.stderr
+    assert "tiny: cpuid1 ecx x2apic=1" in plain.stdout
+    assert "tiny: cpuid1 ecx cx16=0" in plain.stdout or cpu_features.host_kind() != "kvm_pvm"
+    less = keel("run", str(tiny_guest("CPUID")), "--smp", "1", "--cpu-features", "-x2apic")
+    assert less.returncode == 0, less.stderr
+    assert "tiny: cpuid1 ecx x2apic=0" in less.stdout
+
+
+def test_bad_cpu_features_flag_is_one_line(tiny_guest: Guest) -> None:
+    proc = keel("run", str(tiny_guest("HELLO")), "--cpu-features", "-nosuch")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("keel: error: --cpu-features: unknown CPU feature 'nosuch'")
+    assert proc.stderr.count("\n") == 1
 
 
 def test_machine_api_runs_and_keeps_the_console(tiny_guest: Guest) -> None:

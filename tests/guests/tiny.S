@@ -75,6 +75,22 @@ _start:
     jne fail
     mov $virtio_ok, %esi
     call puts
+#elif defined(GUEST_CPUID)
+    /* What --cpu-features changes: CPUID.1 ECX bit 21 (X2APIC) and bit 13 (CX16). */
+    mov $1, %eax
+    xor %ecx, %ecx
+    cpuid
+    mov %ecx, %edi
+    mov $x2apic0, %esi
+    bt $21, %ecx
+    jnc 1f
+    mov $x2apic1, %esi
+1:  call puts
+    mov $cx160, %esi
+    bt $13, %edi
+    jnc 2f
+    mov $cx161, %esi
+2:  call puts
 #elif defined(GUEST_HANG)
 1:  hlt
     jmp 1b
@@ -179,6 +195,10 @@ puts:
 hello:  .asciz "tiny: hello\n"
 probed: .asciz "tiny: probe ok\n"
 virtio_ok: .asciz "tiny: virtio ok\n"
+x2apic0: .asciz "tiny: cpuid1 ecx x2apic=0\n"
+x2apic1: .asciz "tiny: cpuid1 ecx x2apic=1\n"
+cx160:  .asciz "tiny: cpuid1 ecx cx16=0\n"
+cx161:  .asciz "tiny: cpuid1 ecx cx16=1\n"
     .balign 8
 zero_idt: .word 0
     .long 0

@@ -297,3 +297,34 @@ def test_iasl_builds_the_same_rsdp(tmp_path: Path) -> None:
     output = iasl(tmp_path, "rsdp.asl")
     assert "0 Errors, 0 Warnings" in output, output
     assert (tmp_path / "rsdp.aml").read_bytes() == table_bytes(tables, "RSDP")
+
+
+SLOTS = tuple((0xD0000000 + i * 0x1000, 0x200, 16 + i) for i in range(8))
+
+
+def test_dsdt_describes_virtio_slots() -> None:
+    tables = acpi.build_acpi(2, virtio=SLOTS)
+    body = table_bytes(tables, "DSDT")
+    assert body.count(b"\x08_HID\x0dLNRO0005\x00") == 8
+    assert struct.pack("<BHBII", 0x86, 9, 1, 0xD0003000, 0x200) in body
+    assert struct.pack("<BHBBI", 0x89, 6, 3, 1, 19) in body
+    assert b"VR07" in body and b"VR08" not in body
+    parsed = acpi.parse_acpi(lambda a, n: tables.blob[a - acpi.platform.ACPI_BASE :][:n],
+                             tables.rsdp_addr)  # fmt: skip
+    assert parsed.dsdt_addr == tables.tables["DSDT"]
+
+
+@needs_iasl
+def test_iasl_reads_the_virtio_devices(tmp_path: Path) -> None:
+    """The LNRO0005 devices as ACPICA reads them: what QEMU microvm and
+    cloud-hypervisor describe, and what Linux's virtio_mmio driver matches."""
+    tables = acpi.build_acpi(1, virtio=SLOTS)
+    dsdt = disassemble(tmp_path, "dsdt", table_bytes(tables, "DSDT"))
+    assert dsdt.count('Name (_HID, "LNRO0005")') == 8
+    for i, (base, size, gsi) in enumerate(SLOTS):
+        assert f"Device (VR{i:02X})" in dsdt
+        assert f"Memory32Fixed (ReadWrite,\n 0x{base:08X}, // Address Base\n" \
+               f" 0x{size:08X}, // Address Length" in dsdt  # fmt: skip
+        assert "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )\n" \
+               f" {{\n 0x{gsi:08X},\n }}" in dsdt  # fmt: skip
+    iasl(tmp_path, "-p", "dsdt-again", "dsdt.dsl")

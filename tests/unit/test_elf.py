@@ -30,45 +30,63 @@ def note(name: bytes, ntype: int, desc: bytes) -> bytes:
     return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
 
 
+EHDR32 = struct.Struct("<4sBBBBB7sHHIIIIIHHHHHH")
+PHDR32 = struct.Struct("<8I")
+SHDR32 = struct.Struct("<10I")
+assert EHDR32.size == 52 and PHDR32.size == 32 and SHDR32.size == 40
+
+
 def make_elf(
     *,
     ei_class: int = 2,
-    machine: int = 62,
+    machine: int | None = None,
     loads: tuple[tuple[int, bytes, int], ...] = ((0x100000, b"\xf4" * 256, 0x2000),),
     entry: int = 0x100010,
     notes: bytes | None = None,
     note_in_section: bool = False,
     load_type: int = 1,
 ) -> bytes:
-    """An ELF64 image: PT_LOAD segments ``(paddr, data, memsz)`` and a PT_NOTE.
+    """An ELF64 (or with ``ei_class=1`` ELF32) image: PT_LOAD segments
+    ``(paddr, data, memsz)`` and a PT_NOTE.
 
     ``notes`` defaults to one XEN_ELFNOTE_PHYS32_ENTRY note for ``entry``; with
     ``note_in_section`` the notes are in a SHT_NOTE section instead of a PT_NOTE.
+    ``machine`` defaults to the class's x86 (EM_386 for ELF32, EM_X86_64 for ELF64).
     """
+    is32 = ei_class == 1
+    ehdr, phdr, shdr = (EHDR32, PHDR32, SHDR32) if is32 else (EHDR, PHDR, SHDR)
+    if machine is None:
+        machine = 3 if is32 else 62
+
+    def ph(ptype: int, offset: int, paddr: int, filesz: int, memsz: int, align: int) -> bytes:
+        if is32:
+            return phdr.pack(ptype, offset, paddr, paddr, filesz, memsz, 7, align)
+        return phdr.pack(ptype, 7, offset, paddr, paddr, filesz, memsz, align)
+
     if notes is None:
         notes = note(b"Xen\0", 18, struct.pack("<I" if entry < 1 << 32 else "<Q", entry))
     nph = len(loads) + (0 if note_in_section else 1)
-    off = EHDR.size + nph * PHDR.size
+    off = ehdr.size + nph * phdr.size
     note_off = off
     off += len(notes)
     body = bytearray(notes)
     phdrs = b""
     if not note_in_section:
-        phdrs += PHDR.pack(4, 4, note_off, 0, 0, len(notes), len(notes), 4)
+        phdrs += ph(4, note_off, 0, len(notes), len(notes), 4)
     for paddr, data, memsz in loads:
-        phdrs += PHDR.pack(load_type, 7, off, paddr, paddr, len(data), memsz, 0x1000)
+        phdrs += ph(load_type, off, paddr, len(data), memsz, 0x1000)
         body += data
         off += len(data)
     shoff, shnum = 0, 0
     if note_in_section:
         shoff, shnum = off, 2
-        body += SHDR.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        body += SHDR.pack(0, 7, 2, 0, note_off, len(notes), 0, 0, 4, 0)
-    ehdr = EHDR.pack(
-        b"\x7fELF", ei_class, 1, 1, 0, 0, b"", 2, machine, 1, entry, EHDR.size, shoff, 0,
-        EHDR.size, PHDR.size, nph, SHDR.size, shnum, 0,
+        body += shdr.pack(*[0] * 10)
+        body += shdr.pack(0, 7, 2, 0, note_off, len(notes), 0, 0, 4, 0)
+    header = ehdr.pack(
+        b"\x7fELF", ei_class, 1, 1, 0, 0, b"", 2, machine, 1, entry, ehdr.size, shoff, 0,
+        ehdr.size, phdr.size, nph, shdr.size, shnum, 0,
     )  # fmt: skip
-    return ehdr + phdrs + bytes(body)
+    return header + phdrs + bytes(body)
 
 
 def write(tmp_path: Path, data: bytes, name: str = "kernel.elf") -> Path:
@@ -138,7 +156,7 @@ def test_text_file(tmp_path: Path) -> None:
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_random_bytes(data: bytes) -> None:
     import tempfile
 
@@ -148,13 +166,13 @@ def test_random_bytes(data: bytes) -> None:
         load_error(path)
 
 
-@given(st.binary(min_size=1, max_size=64), st.integers(0, 400))
-@settings(max_examples=300)
-def test_corrupted_valid_image(patch: bytes, where: int) -> None:
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 400), st.sampled_from([1, 2]))
+@settings(max_examples=300, deadline=None)
+def test_corrupted_valid_image(patch: bytes, where: int, ei_class: int) -> None:
     """Overwrite part of a good image: it loads or fails cleanly, never anything else."""
     import tempfile
 
-    data = bytearray(make_elf())
+    data = bytearray(make_elf(ei_class=ei_class))
     data[where : where + len(patch)] = patch
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "patched.elf"
@@ -167,12 +185,60 @@ def test_corrupted_valid_image(patch: bytes, where: int) -> None:
             assert any(s.paddr <= image.entry32 < s.paddr + s.memsz for s in image.segments)
 
 
-def test_32bit_elf(tmp_path: Path) -> None:
-    assert "64-bit" in load_error(write(tmp_path, make_elf(ei_class=1)))
+def test_32bit_elf_is_loaded_as_qemu_does(tmp_path: Path) -> None:
+    image = elf.load_kernel(write(tmp_path, make_elf(ei_class=1)))
+    assert image.entry32 == 0x100010 and image.bits == 32
+    assert image.segments[0].paddr == 0x100000 and image.end == 0x102000
 
 
-def test_wrong_machine(tmp_path: Path) -> None:
-    assert "x86-64" in load_error(write(tmp_path, make_elf(machine=183)))  # aarch64
+def test_32bit_elf_with_two_segments_and_note_in_section(tmp_path: Path) -> None:
+    loads = ((0x100000, b"a" * 16, 0x1000), (0x200000, b"b" * 32, 0x3000))
+    image = elf.load_kernel(
+        write(tmp_path, make_elf(ei_class=1, loads=loads, note_in_section=True))
+    )
+    assert [s.paddr for s in image.segments] == [0x100000, 0x200000]
+    assert image.end == 0x203000
+
+
+def test_32bit_elf_survives_the_parse_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_CACHE_DIR", str(tmp_path / "cache"))
+    path = write(tmp_path, make_elf(ei_class=1))
+    assert elf.load_kernel(path) == elf.load_kernel(path)
+    assert elf.load_kernel(path).bits == 32
+
+
+@pytest.mark.parametrize("ei_class", [1, 2])
+def test_wrong_machine(tmp_path: Path, ei_class: int) -> None:
+    msg = load_error(write(tmp_path, make_elf(ei_class=ei_class, machine=183)))
+    assert "is for AArch64 (ELF machine 183), not x86 (EM_386 or EM_X86_64)" in msg
+
+
+def test_class_and_machine_must_agree(tmp_path: Path) -> None:
+    assert "ELF32 EM_386 or ELF64 EM_X86_64" in load_error(
+        write(tmp_path, make_elf(ei_class=1, machine=62))
+    )
+
+
+def test_unknown_class(tmp_path: Path) -> None:
+    assert "unknown ELF class 3" in load_error(write(tmp_path, make_elf(ei_class=3)))
+
+
+def test_big_endian(tmp_path: Path) -> None:
+    data = bytearray(make_elf())
+    data[5] = 2
+    assert "not a little-endian" in load_error(write(tmp_path, bytes(data)))
+
+
+def test_bzimage_is_named_as_such(tmp_path: Path) -> None:
+    image = bytearray(0x1000)
+    image[0x1FE:0x200] = b"\x55\xaa"
+    image[0x202:0x206] = b"HdrS"
+    image[0x206:0x208] = (0x020F).to_bytes(2, "little")
+    msg = load_error(write(tmp_path, bytes(image), "bzImage"))
+    assert "is a Linux bzImage (boot protocol 2.15)" in msg
+    assert "CONFIG_PVH" in msg
 
 
 def test_no_note(tmp_path: Path) -> None:
@@ -231,8 +297,9 @@ def test_segment_data_past_end_of_file(tmp_path: Path) -> None:
     assert "truncated" in load_error(write(tmp_path, data[:-10]))
 
 
-def test_truncated_at_every_length(tmp_path: Path) -> None:
-    data = make_elf(note_in_section=True)
+@pytest.mark.parametrize("ei_class", [1, 2])
+def test_truncated_at_every_length(tmp_path: Path, ei_class: int) -> None:
+    data = make_elf(ei_class=ei_class, note_in_section=True)
     path = tmp_path / "cut.elf"
     for n in range(len(data)):
         path.write_bytes(data[:n])

@@ -32,7 +32,9 @@
 
 #define VIRTIO_NET_ID 1
 #define VIRTIO_NET_F_MAC (1u << 5)
-#define HDR 12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
+/* struct virtio_net_hdr: with num_buffers (12 bytes) under VERSION_1, without
+ * (10) on a legacy device, which Keel does not offer VIRTIO_NET_F_MRG_RXBUF. */
+#define HDR (rxq.version == 1 ? 10u : 12u)
 #define BUF_SIZE 2048
 #define RX_BUFS 16
 #define TX_BUFS 4

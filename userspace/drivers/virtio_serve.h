@@ -174,12 +174,13 @@ static inline void vs_setup(const char *name, struct vs_rx *rx, struct vs_tx *tx
     txq->regs = rxq->regs;
     txq->qindex = 1;
     *features |= VIRTIO_F_EVENT_IDX;
-    if ((err = virtio_begin(rxq, device_id, *features, features)) ||
-        (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
+    err = virtio_begin(rxq, device_id, *features, features);
+    txq->version = rxq->version;
+    txq->event_idx = rxq->event_idx;
+    if (err || (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
         virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
         serve_fail(name, "device refused", err);
     }
-    txq->event_idx = rxq->event_idx;
 }
 
 /* Lets the device run and gives it every receive buffer. */

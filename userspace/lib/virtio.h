@@ -1,6 +1,7 @@
-/* The virtio-mmio (version 2) transport, for user-space drivers: register
- * offsets, status bits and the device-initialisation sequence of the virtio
- * 1.x specification, section 4.2. */
+/* The virtio-mmio transport, for user-space drivers: register offsets,
+ * status bits and the device-initialisation sequence of the virtio 1.x
+ * specification, section 4.2 (version 2), and of its legacy interface,
+ * section 4.2.4 (version 1: QEMU's default for microvm). */
 #ifndef KEEL_VIRTIO_H
 #define KEEL_VIRTIO_H
 
@@ -13,9 +14,12 @@
 #define VIRTIO_DEVICE_FEATURES_SEL 0x014
 #define VIRTIO_DRIVER_FEATURES 0x020
 #define VIRTIO_DRIVER_FEATURES_SEL 0x024
+#define VIRTIO_LEGACY_GUEST_PAGE_SIZE 0x028 /* version 1 only */
 #define VIRTIO_QUEUE_SEL 0x030
 #define VIRTIO_QUEUE_NUM_MAX 0x034
 #define VIRTIO_QUEUE_NUM 0x038
+#define VIRTIO_LEGACY_QUEUE_ALIGN 0x03c /* version 1 only */
+#define VIRTIO_LEGACY_QUEUE_PFN 0x040   /* version 1 only */
 #define VIRTIO_QUEUE_READY 0x044
 #define VIRTIO_QUEUE_NOTIFY 0x050
 #define VIRTIO_INTERRUPT_STATUS 0x060
@@ -25,6 +29,11 @@
 #define VIRTIO_QUEUE_DRIVER 0x090
 #define VIRTIO_QUEUE_DEVICE 0x0a0
 #define VIRTIO_CONFIG 0x100
+
+/* A legacy queue's used ring starts at this alignment after the driver area
+ * (the driver tells the device through QueueAlign), so the three parts share
+ * one frame as they do in version 2, with room for used_event. */
+#define VIRTIO_LEGACY_ALIGN 64
 
 #define VIRTIO_S_ACK 1
 #define VIRTIO_S_DRIVER 2
@@ -56,6 +65,7 @@ struct virtio_dev {
     unsigned qindex; /* the queue this ring serves (virtio_queue, virtq_kick) */
     unsigned event_idx;    /* VIRTIO_F_EVENT_IDX was negotiated (virtio_begin) */
     unsigned short kicked; /* the available index when virtq_kick last looked */
+    unsigned version; /* of the transport: 1 (legacy) or 2, set by virtio_begin */
 };
 
 static inline unsigned int virtio_rd(struct virtio_dev *d, unsigned off)
@@ -178,9 +188,11 @@ static inline unsigned long virtq_wait_used(struct virtio_dev *d, unsigned short
  * returned in *got (if not null); virtio_queue sets up queue d->qindex with
  * qsize entries (a power of two) laid out in d->ring; virtio_go lets the
  * device run.  virtio_setup does all three for a device with one queue.
- * Negative results name the step that failed: -1 not a version-2 device of
- * that id, -2 no VIRTIO_F_VERSION_1, -3 features refused, -4 queue too
- * small. */
+ * Negative results name the step that failed: -1 not a version 1 or 2
+ * device of that id, -2 a version-2 device without VIRTIO_F_VERSION_1, -3
+ * features refused, -4 queue too small.  On a legacy (version 1) device
+ * there is no VERSION_1 feature and no FEATURES_OK step; queues are given
+ * by page frame number (virtio_queue), and d->version says which it is. */
 
 /* Maps a queue's frame at ring_va, learns its physical address and clears it. */
 static inline long virtio_map_ring(struct virtio_dev *d, keel_cap_t ring_cap, unsigned long ring_va)
@@ -215,12 +227,26 @@ static inline long virtio_map(struct virtio_dev *d, keel_cap_t regs_cap, unsigne
 static inline long virtio_begin(struct virtio_dev *d, unsigned int device_id,
                                 unsigned int features, unsigned int *got)
 {
-    if (virtio_rd(d, VIRTIO_MAGIC) != 0x74726976 || virtio_rd(d, VIRTIO_VERSION) != 2 ||
+    unsigned int version = virtio_rd(d, VIRTIO_VERSION);
+
+    if (virtio_rd(d, VIRTIO_MAGIC) != 0x74726976 || (version != 1 && version != 2) ||
         virtio_rd(d, VIRTIO_DEVICE_ID) != device_id)
         return -1;
+    d->version = version;
     virtio_wr(d, VIRTIO_STATUS, 0);
     virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK);
     virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK | VIRTIO_S_DRIVER);
+    if (version == 1) {
+        virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 0);
+        features &= virtio_rd(d, VIRTIO_DEVICE_FEATURES);
+        virtio_wr(d, VIRTIO_DRIVER_FEATURES_SEL, 0);
+        virtio_wr(d, VIRTIO_DRIVER_FEATURES, features);
+        virtio_wr(d, VIRTIO_LEGACY_GUEST_PAGE_SIZE, 4096);
+        if (got)
+            *got = features;
+        d->event_idx = (features & VIRTIO_F_EVENT_IDX) != 0;
+        return 0;
+    }
     virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 1);
     if (!(virtio_rd(d, VIRTIO_DEVICE_FEATURES) & 1))
         return -2;
@@ -251,6 +277,15 @@ static inline long virtio_queue(struct virtio_dev *d, unsigned qsize)
     if (virtio_rd(d, VIRTIO_QUEUE_NUM_MAX) < qsize)
         return -4;
     virtio_wr(d, VIRTIO_QUEUE_NUM, qsize);
+    if (d->version == 1) {
+        /* The device puts the used ring at the first multiple of QueueAlign
+         * after the avail ring's flags, index and entries. */
+        d->used_off = (d->avail_off + 4 + 2 * qsize + VIRTIO_LEGACY_ALIGN - 1) &
+                      ~(VIRTIO_LEGACY_ALIGN - 1u);
+        virtio_wr(d, VIRTIO_LEGACY_QUEUE_ALIGN, VIRTIO_LEGACY_ALIGN);
+        virtio_wr(d, VIRTIO_LEGACY_QUEUE_PFN, (unsigned int)(d->ring_pa >> 12));
+        return 0;
+    }
     pa = d->ring_pa;
     virtio_wr(d, VIRTIO_QUEUE_DESC, (unsigned int)pa);
     virtio_wr(d, VIRTIO_QUEUE_DESC + 4, (unsigned int)(pa >> 32));
@@ -266,8 +301,9 @@ static inline long virtio_queue(struct virtio_dev *d, unsigned qsize)
 
 static inline void virtio_go(struct virtio_dev *d)
 {
-    virtio_wr(d, VIRTIO_STATUS,
-              VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK | VIRTIO_S_DRIVER_OK);
+    unsigned int negotiated = d->version == 1 ? 0 : VIRTIO_S_FEATURES_OK;
+
+    virtio_wr(d, VIRTIO_STATUS, VIRTIO_S_ACK | VIRTIO_S_DRIVER | negotiated | VIRTIO_S_DRIVER_OK);
 }
 
 /* A device with one queue (d->qindex, normally 0) of qsize entries. */

@@ -3,8 +3,13 @@
 Everything is built as one blob placed at ``platform.ACPI_BASE`` (inside the
 E820 ACPI region below 1 MiB, where the legacy RSDP scan also looks):
 
-    RSDP (ACPI 2.0+) -> XSDT -> FACP (FADT, HW_REDUCED_ACPI) -> DSDT (\\_SB.COM1, COM2)
+    RSDP (ACPI 2.0+) -> XSDT -> FACP (FADT, HW_REDUCED_ACPI) -> DSDT (\\_SB.COM1, COM2,
+                                                                    VR00..VR07)
                              -> APIC (MADT: one LAPIC per vCPU, IOAPIC, ISO, NMI)
+
+The DSDT describes the virtio-mmio slots as QEMU microvm and cloud-hypervisor
+do (``LNRO0005`` devices with a memory and an interrupt resource), beside the
+``virtio_mmio.device=`` command-line entries, so a guest may read either.
 
 ``parse_acpi`` is Keel's own reader of the same tables, used by the tests to
 check what the guest will see.
@@ -102,6 +107,7 @@ AML_ZERO = 0x00
 AML_NAME_OP = 0x08
 AML_DWORD_PREFIX = 0x0C
 AML_BYTE_PREFIX = 0x0A
+AML_STRING_PREFIX = 0x0D
 AML_SCOPE_OP = 0x10
 AML_BUFFER_OP = 0x11
 AML_EXT_PREFIX = 0x5B
@@ -141,6 +147,10 @@ def aml_integer(value: int) -> bytes:
     if value <= 0xFF:
         return bytes([AML_BYTE_PREFIX, value])
     return bytes([AML_DWORD_PREFIX]) + value.to_bytes(4, "little")
+
+
+def aml_string(text: str) -> bytes:
+    return bytes([AML_STRING_PREFIX]) + text.encode("ascii") + b"\0"
 
 
 def aml_name(name: str, value: bytes) -> bytes:
@@ -189,7 +199,23 @@ def resource_irq_noflags(irq: int) -> bytes:
     return struct.pack("<BH", 0x22, 1 << irq)
 
 
+def resource_memory32_fixed(base: int, length: int, writable: bool = True) -> bytes:
+    """Memory32Fixed: large item 0x86, 9 bytes of data."""
+    return struct.pack("<BHBII", 0x86, 9, 1 if writable else 0, base, length)
+
+
+EXT_IRQ_CONSUMER = 1 << 0
+EXT_IRQ_EDGE = 1 << 1
+
+
+def resource_interrupt(gsi: int, edge: bool = True) -> bytes:
+    """Extended Interrupt: large item 0x89, a consumer, active high, exclusive, one GSI."""
+    flags = EXT_IRQ_CONSUMER | (EXT_IRQ_EDGE if edge else 0)
+    return struct.pack("<BHBBI", 0x89, 6, flags, 1, gsi)
+
+
 RESOURCE_END_TAG = bytes([0x79, 0x00])  # checksum 0: "treat as correct"
+VIRTIO_MMIO_HID = "LNRO0005"  # virtio-mmio, as Linux's virtio_mmio driver matches it
 
 
 def _aml_uart(name: str, uid: int, port: int, irq: int) -> bytes:
@@ -202,11 +228,24 @@ def _aml_uart(name: str, uid: int, port: int, irq: int) -> bytes:
     )
 
 
-def build_dsdt(com2: bool = False) -> bytes:
-    """COM1, and COM2 when the machine has one."""
+def _aml_virtio(uid: int, base: int, size: int, gsi: int) -> bytes:
+    crs = resource_memory32_fixed(base, size) + resource_interrupt(gsi)
+    return aml_device(
+        f"VR{uid:02X}",
+        aml_name("_HID", aml_string(VIRTIO_MMIO_HID))
+        + aml_name("_UID", aml_integer(uid))
+        + aml_name("_CRS", aml_buffer(crs + RESOURCE_END_TAG)),
+    )
+
+
+def build_dsdt(com2: bool = False, virtio: tuple[tuple[int, int, int], ...] = ()) -> bytes:
+    """COM1, COM2 when the machine has one, and a ``LNRO0005`` device for each
+    virtio-mmio slot ``(base, size, gsi)`` (Keel's VMM pulses their lines: edge)."""
     body = _aml_uart("COM1", 0, COM1_PORT, COM1_IRQ)
     if com2:
         body += _aml_uart("COM2", 1, COM2_PORT, COM2_IRQ)
+    for uid, (base, size, gsi) in enumerate(virtio):
+        body += _aml_virtio(uid, base, size, gsi)
     return sdt(b"DSDT", 2, aml_scope("\\_SB", body))
 
 
@@ -255,9 +294,11 @@ def _align(value: int) -> int:
     return (value + ALIGN - 1) & ~(ALIGN - 1)
 
 
-def build_acpi(ncpus: int, com2: bool = False) -> AcpiTables:
-    """All tables for ``ncpus`` vCPUs (and COM2 if ``com2``), laid out from
-    ``platform.ACPI_BASE``."""
+def build_acpi(
+    ncpus: int, com2: bool = False, virtio: tuple[tuple[int, int, int], ...] = ()
+) -> AcpiTables:
+    """All tables for ``ncpus`` vCPUs (and COM2 if ``com2``, and the virtio-mmio
+    slots ``(base, size, gsi)`` in ``virtio``), laid out from ``platform.ACPI_BASE``."""
     if not 1 <= ncpus <= MAX_CPUS:
         raise ValueError(f"ACPI tables support 1 to {MAX_CPUS} CPUs, not {ncpus}")
     base = platform.ACPI_BASE
@@ -265,7 +306,7 @@ def build_acpi(ncpus: int, com2: bool = False) -> AcpiTables:
     xsdt_addr = _align(rsdp_addr + RSDP_LENGTH)
     xsdt_len = SDT_HEADER.size + 2 * 8
     fadt_addr = _align(xsdt_addr + xsdt_len)
-    dsdt = build_dsdt(com2)
+    dsdt = build_dsdt(com2, virtio)
     dsdt_addr = _align(fadt_addr + FADT_LENGTH)
     madt = build_madt(ncpus)
     madt_addr = _align(dsdt_addr + len(dsdt))

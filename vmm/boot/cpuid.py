@@ -1,4 +1,5 @@
-"""Per-vCPU CPUID: KVM's supported leaves with Keel's topology written in.
+"""Per-vCPU CPUID: the guest's CPUID policy (``vmm.boot.cpu_features``: KVM's
+supported leaves minus what the host cannot run) with Keel's topology written in.
 
 One package, ``ncpus`` cores, one thread per core, APIC ID = vCPU index (the
 same IDs the MADT lists).  Pure functions over ``CpuidEntry`` lists so they

@@ -1,4 +1,10 @@
-"""Loading a PVH kernel: an x86-64 ELF with a XEN_ELFNOTE_PHYS32_ENTRY note.
+"""Loading a PVH kernel: an x86 ELF (ELF32 or ELF64) with a XEN_ELFNOTE_PHYS32_ENTRY note.
+
+This is what QEMU's ``-kernel`` PVH loader takes: an ELF32 (EM_386) or ELF64
+(EM_X86_64) file whose notes name the 32-bit entry point.  Its PT_LOAD
+segments are placed at their physical addresses.  What it does not take it
+names: a Linux bzImage (it has no PVH note; boot the ``vmlinux`` built with
+CONFIG_PVH instead), an ELF for another machine, a big-endian ELF.
 
 The file is untrusted input: every offset and length in it is checked against
 the file's size, and every failure is a one-line ``KernelImageError`` naming
@@ -8,31 +14,62 @@ the file, never a traceback.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from vmm import platform
 from vmm.errors import ConfigError, KernelImageError
 
 ELF_MAGIC = b"\x7fELF"
+ELFCLASS32 = 1
 ELFCLASS64 = 2
 ELFDATA2LSB = 1
+EM_386 = 3
 EM_X86_64 = 62
 PT_LOAD = 1
 PT_NOTE = 4
 SHT_NOTE = 7
-ELF64_EHDR_SIZE = 64
-ELF64_PHDR_SIZE = 56
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 LOAD_MIN = platform.HIGH_RAM_START
 LOAD_LIMIT = 1 << 32
+BZIMAGE_MAGIC_OFFSET = 0x202  # "HdrS": the Linux x86 boot protocol header
+BZIMAGE_VERSION_OFFSET = 0x206
+
+# Machines a user is likely to hand over by mistake, named in the error.
+_MACHINES = {2: "SPARC", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390", 40: "ARM",
+             183: "AArch64", 243: "RISC-V", 258: "LoongArch"}  # fmt: skip
 
 _NOTE_HEADER = struct.Struct("<III")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the fields an ELF class differs in live (``struct`` formats, little-endian)."""
+
+    ehdr_size: int
+    ehdr_tail: struct.Struct  # e_entry .. e_shstrndx, from offset 24
+    phdr: struct.Struct
+    shdr: struct.Struct
+    machine: int
+
+    def phdr_fields(self, raw: bytes, off: int) -> tuple[int, int, int, int, int, int]:
+        """``(type, offset, paddr, filesz, memsz, align)`` of the program header at ``off``."""
+        if self.phdr.size == 32:  # Elf32_Phdr: type offset vaddr paddr filesz memsz flags align
+            ptype, offset, _, paddr, filesz, memsz, _, align = self.phdr.unpack_from(raw, off)
+        else:  # Elf64_Phdr: type flags offset vaddr paddr filesz memsz align
+            ptype, _, offset, _, paddr, filesz, memsz, align = self.phdr.unpack_from(raw, off)
+        return ptype, offset, paddr, filesz, memsz, align
+
+
+_LAYOUTS = {
+    ELFCLASS32: _Layout(52, struct.Struct("<IIIIHHHHHH"), struct.Struct("<8I"),
+                        struct.Struct("<10I"), EM_386),
+    ELFCLASS64: _Layout(64, struct.Struct("<QQQIHHHHHH"), struct.Struct("<IIQQQQQQ"),
+                        struct.Struct("<IIQQQQIIQQ"), EM_X86_64),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,6 +84,7 @@ class KernelImage:
     entry32: int
     segments: tuple[Segment, ...]
     end: int
+    bits: int = 64  # ELF32 or ELF64, as in the file
 
 
 def iter_notes(blob: bytes, align: int = 4) -> Iterator[tuple[bytes, int, bytes]]:
@@ -105,25 +143,20 @@ def load_kernel(path: str | os.PathLike[str]) -> KernelImage:
         raise KernelImageError(f"kernel {name!r} is a directory, not a kernel image") from None
     except OSError as exc:
         raise KernelImageError(f"kernel {name!r}: cannot read: {exc.strerror}") from None
-    _check_header(raw, fail)
+    layout = _check_header(raw, fail)
     digest = hashlib.blake2b(raw, digest_size=20).hexdigest()
     cached = _cache_get(digest, raw)
     if cached is not None:
         return cached
-    try:
-        image, loads = _load(raw, fail)
-    except KernelImageError:
-        raise
-    except Exception as exc:  # elftools on hostile input: anything at all
-        raise fail(f"is truncated or corrupt ({type(exc).__name__})") from None
-    _cache_put(digest, image.entry32, loads)
+    image, loads = _load(raw, layout, fail)
+    _cache_put(digest, image.entry32, loads, image.bits)
     return image
 
 
 # -- the parse cache ---------------------------------------------------------------------
-# Importing pyelftools costs more wall time than booting the kernel, so the
-# result of a successful parse (entry point and where each segment lies in the
-# file) is kept, addressed by a hash of the whole file: a changed or corrupt
+# Parsing a large kernel in Python costs a few milliseconds of `keel run` start-up,
+# so the result of a successful parse (entry point and where each segment lies in
+# the file) is kept, addressed by a hash of the whole file: a changed or corrupt
 # file simply misses.  Only files that passed every check are recorded, and a
 # cache that cannot be read or written is ignored.
 
@@ -138,54 +171,70 @@ def _cache_get(digest: str, raw: bytes) -> KernelImage | None:
         with open(os.path.join(cache_dir(), digest + ".json"), encoding="ascii") as f:
             record = json.load(f)
         entry = int(record["entry"])
+        bits = int(record["bits"])
         segments = []
         for paddr, offset, filesz, memsz in record["loads"]:
             if not 0 <= offset <= offset + filesz <= len(raw) or filesz > memsz:
                 return None
             segments.append(Segment(int(paddr), raw[offset : offset + filesz], int(memsz)))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if not segments:
         return None
-    return KernelImage(entry, tuple(segments), max(s.paddr + s.memsz for s in segments))
+    end = max(s.paddr + s.memsz for s in segments)
+    return KernelImage(entry, tuple(segments), end, bits)
 
 
-def _cache_put(digest: str, entry: int, loads: list[tuple[int, int, int, int]]) -> None:
+def _cache_put(
+    digest: str, entry: int, loads: list[tuple[int, int, int, int]], bits: int
+) -> None:
     directory = cache_dir()
     path = os.path.join(directory, digest + ".json")
     try:
         os.makedirs(directory, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="ascii") as f:
-            json.dump({"entry": entry, "loads": loads}, f)
+            json.dump({"entry": entry, "bits": bits, "loads": loads}, f)
         os.replace(tmp, path)
     except OSError:
         pass
 
 
-def _check_header(raw: bytes, fail: _Fail) -> None:
+def _check_header(raw: bytes, fail: _Fail) -> _Layout:
     if raw[:4] != ELF_MAGIC:
+        if raw[BZIMAGE_MAGIC_OFFSET : BZIMAGE_MAGIC_OFFSET + 4] == b"HdrS":
+            major, minor = raw[BZIMAGE_VERSION_OFFSET + 1], raw[BZIMAGE_VERSION_OFFSET]
+            raise fail(
+                f"is a Linux bzImage (boot protocol {major}.{minor:02d}), which keel run does "
+                "not boot: give it the ELF vmlinux of a kernel built with CONFIG_PVH"
+            )
         raise fail("is not an ELF file")
-    if len(raw) < ELF64_EHDR_SIZE:
+    if len(raw) < 6:
         raise fail(f"is truncated: {len(raw)} bytes is shorter than an ELF header")
-    if raw[4] != ELFCLASS64:
-        raise fail("is not a 64-bit ELF file (ELFCLASS64); Keel needs an x86-64 kernel")
+    layout = _LAYOUTS.get(raw[4])
+    if layout is None:
+        raise fail(f"has an unknown ELF class {raw[4]} (neither ELFCLASS32 nor ELFCLASS64)")
+    if len(raw) < layout.ehdr_size:
+        raise fail(f"is truncated: {len(raw)} bytes is shorter than an ELF header")
     if raw[5] != ELFDATA2LSB:
-        raise fail("is not a little-endian ELF file")
+        raise fail("is not a little-endian ELF file; keel run boots x86 kernels")
     machine = struct.unpack_from("<H", raw, 18)[0]
-    if machine != EM_X86_64:
-        raise fail(f"is for ELF machine {machine}, not x86-64 (EM_X86_64)")
-    phoff, phentsize, phnum = (
-        struct.unpack_from("<Q", raw, 32)[0],
-        struct.unpack_from("<H", raw, 54)[0],
-        struct.unpack_from("<H", raw, 56)[0],
-    )
+    bits = 32 if layout.machine == EM_386 else 64
+    if machine in (EM_386, EM_X86_64) and machine != layout.machine:
+        raise fail(f"is an ELF{bits} file for machine {machine}: x86 kernels are ELF32 "
+                   "EM_386 or ELF64 EM_X86_64")  # fmt: skip
+    if machine != layout.machine:
+        known = _MACHINES.get(machine)
+        what = f"{known} (ELF machine {machine})" if known else f"ELF machine {machine}"
+        raise fail(f"is for {what}, not x86 (EM_386 or EM_X86_64)")
+    _, phoff, _, _, _, phentsize, phnum, _, _, _ = layout.ehdr_tail.unpack_from(raw, 24)
     if phnum == 0:
         raise fail("has no program headers")
-    if phentsize != ELF64_PHDR_SIZE:
-        raise fail(f"has program headers of {phentsize} bytes, not {ELF64_PHDR_SIZE}")
+    if phentsize != layout.phdr.size:
+        raise fail(f"has program headers of {phentsize} bytes, not {layout.phdr.size}")
     if phoff + phnum * phentsize > len(raw):
         raise fail("is truncated: its program headers lie past the end of the file")
+    return layout
 
 
 def _file_range(raw: bytes, offset: int, size: int, what: str, fail: _Fail) -> bytes:
@@ -194,29 +243,28 @@ def _file_range(raw: bytes, offset: int, size: int, what: str, fail: _Fail) -> b
     return raw[offset : offset + size]
 
 
-def _load(raw: bytes, fail: _Fail) -> tuple[KernelImage, list[tuple[int, int, int, int]]]:
-    # Lazy: pyelftools takes about 29 ms to import (python -X importtime) and a boot
-    # whose kernel is in the parse cache never needs it.
-    from elftools.elf.elffile import ELFFile
-
-    elf = ELFFile(io.BytesIO(raw))
+def _load(
+    raw: bytes, layout: _Layout, fail: _Fail
+) -> tuple[KernelImage, list[tuple[int, int, int, int]]]:
+    _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = layout.ehdr_tail.unpack_from(
+        raw, 24
+    )
     loads: list[tuple[int, int, int, int]] = []  # paddr, offset, filesz, memsz
     entry: int | None = None
-    for i in range(elf.num_segments()):
-        ph = elf.get_segment(i).header
-        ptype = _ptype(ph["p_type"])
-        if ptype == PT_LOAD and ph["p_memsz"] > 0:
-            if ph["p_filesz"] > ph["p_memsz"]:
-                raise fail(f"has a segment at {ph['p_paddr']:#x} with filesz > memsz")
-            _file_range(raw, ph["p_offset"], ph["p_filesz"], "a loadable segment", fail)
-            loads.append((ph["p_paddr"], ph["p_offset"], ph["p_filesz"], ph["p_memsz"]))
+    for i in range(phnum):
+        ptype, offset, paddr, filesz, memsz, align = layout.phdr_fields(raw, phoff + i * phentsize)
+        if ptype == PT_LOAD and memsz > 0:
+            if filesz > memsz:
+                raise fail(f"has a segment at {paddr:#x} with filesz > memsz")
+            _file_range(raw, offset, filesz, "a loadable segment", fail)
+            loads.append((paddr, offset, filesz, memsz))
         elif ptype == PT_NOTE and entry is None:
-            blob = _file_range(raw, ph["p_offset"], ph["p_filesz"], "a note segment", fail)
-            entry = _pvh_entry(blob, 8 if ph["p_align"] == 8 else 4, fail)
+            blob = _file_range(raw, offset, filesz, "a note segment", fail)
+            entry = _pvh_entry(blob, 8 if align == 8 else 4, fail)
     if not loads:
         raise fail("has no loadable (PT_LOAD) segments")
     if entry is None:
-        entry = _entry_from_sections(raw, fail)
+        entry = _entry_from_sections(raw, layout, shoff, shentsize, shnum, fail)
     if entry is None:
         raise fail("has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); is it a PVH kernel?")
 
@@ -234,28 +282,20 @@ def _load(raw: bytes, fail: _Fail) -> tuple[KernelImage, list[tuple[int, int, in
     if not any(s.paddr <= entry < s.paddr + s.memsz for s in segments):
         raise fail(f"has its PVH entry point {entry:#x} outside every loaded segment")
     end = max(s.paddr + s.memsz for s in segments)
-    return KernelImage(entry, tuple(segments), end), loads
+    bits = 32 if layout.machine == EM_386 else 64
+    return KernelImage(entry, tuple(segments), end, bits), loads
 
 
-def _ptype(value: Any) -> int:
-    """elftools names known segment types; turn the name back into the number."""
-    if isinstance(value, int):
-        return value
-    return {"PT_LOAD": PT_LOAD, "PT_NOTE": PT_NOTE}.get(str(value), -1)
-
-
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-
-
-def _entry_from_sections(raw: bytes, fail: _Fail) -> int | None:
+def _entry_from_sections(
+    raw: bytes, layout: _Layout, shoff: int, shentsize: int, shnum: int, fail: _Fail
+) -> int | None:
     """Fallback for images whose note is in a SHT_NOTE section but no PT_NOTE segment."""
-    shoff = struct.unpack_from("<Q", raw, 40)[0]
-    shentsize, shnum = struct.unpack_from("<HH", raw, 58)
-    if shoff == 0 or shnum == 0 or shentsize != _SHDR.size:
+    if shoff == 0 or shnum == 0 or shentsize != layout.shdr.size:
         return None
     table = _file_range(raw, shoff, shnum * shentsize, "the section header table", fail)
     for i in range(shnum):
-        _, stype, _, _, offset, size, _, _, align, _ = _SHDR.unpack_from(table, i * shentsize)
+        fields = layout.shdr.unpack_from(table, i * shentsize)
+        stype, offset, size, align = fields[1], fields[4], fields[5], fields[8]
         if stype != SHT_NOTE or size == 0:
             continue
         blob = _file_range(raw, offset, size, "a note section", fail)

@@ -26,6 +26,7 @@ from vmm.devices.hotplug import (
     HOTPLUG_GSI,
     HOTPLUG_SIZE,
     SLOT_COUNT,
+    SLOT_SIZE,
     SLOT_STRIDE,
     HotplugController,
     VirtioSlot,
@@ -138,6 +139,10 @@ class DeviceManager:
                 ):
                     return entry
         raise ConfigError(f"no attached device {ident!r}")
+
+    def slot_resources(self) -> tuple[tuple[int, int, int], ...]:
+        """``(base, size, gsi)`` of every slot, as the DSDT describes them."""
+        return tuple((s.base, SLOT_SIZE, s.gsi) for s in self.slots)
 
     def cmdline(self) -> list[str]:
         """The announcements on the guest's command line: every slot, filled or not

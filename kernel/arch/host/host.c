@@ -360,6 +360,13 @@ void host_give_io_space_control(u64 index)
     slot_insert_child(NULL, (struct slot *)root + index, &c);
 }
 
+u32 arch_firmware_virtio_devices(struct arch_fw_device *out, u32 max)
+{
+    (void)out;
+    (void)max;
+    return 0;
+}
+
 bool arch_irq_available(u32 gsi)
 {
     return gsi > 4 && gsi < IRQ_LINES;

@@ -1,7 +1,9 @@
-/* ACPI: just enough to find the CPUs and interrupt controllers (the MADT).
+/* ACPI: just enough to find the CPUs and interrupt controllers (the MADT)
+ * and the virtio-mmio devices of the DSDT (the AML reader, keel/aml.h).
  * Tables are firmware input: every length and checksum is checked before a
  * field is used. */
 #include <arch.h>
+#include <keel/aml.h>
 #include <keel/cpu.h>
 #include <keel/printk.h>
 #include <keel/string.h>
@@ -128,6 +130,66 @@ static void add_cpu(u32 apic_id, u32 bsp_id)
     cpu_count++;
 }
 
+#define FADT_DSDT 40
+#define FADT_X_DSDT 140
+#define MAX_FW_DEVICES 16
+#define MAX_AML_DEVICES 64
+
+static struct arch_fw_device fw_devices[MAX_FW_DEVICES];
+static u32 fw_device_count;
+static struct aml_device aml_devices[MAX_AML_DEVICES];
+static const struct rsdp *acpi_rsdp; /* found by acpi_init */
+
+/* The LNRO0005 (virtio-mmio) devices of the DSDT, with a memory range and
+ * an interrupt each.  A DSDT whose AML is malformed gives none. */
+static void read_dsdt(const struct rsdp *r)
+{
+    const struct sdt_header *fadt = find_table(r, "FACP");
+    u64 phys = 0;
+    u32 dsdt32 = 0;
+
+    if (!fadt || fadt->length < FADT_DSDT + 4)
+        return;
+    memcpy(&dsdt32, (const u8 *)fadt + FADT_DSDT, 4);
+    phys = dsdt32;
+    if (fadt->length >= FADT_X_DSDT + 8)
+        memcpy(&phys, (const u8 *)fadt + FADT_X_DSDT, 8);
+    if (!phys)
+        phys = dsdt32;
+    const struct sdt_header *dsdt = sdt_at(phys);
+    if (!dsdt || memcmp(dsdt->signature, "DSDT", 4))
+        return;
+    long n = aml_find_devices((const u8 *)(dsdt + 1), dsdt->length - sizeof(*dsdt), aml_devices,
+                              MAX_AML_DEVICES);
+    if (n < 0) {
+        printk("keel: acpi: the DSDT is malformed: its devices are not used\n");
+        return;
+    }
+    for (long i = 0; i < n && i < MAX_AML_DEVICES && fw_device_count < MAX_FW_DEVICES; i++) {
+        const struct aml_device *d = &aml_devices[i];
+        if (memcmp(d->hid, "LNRO0005", 9) || !d->has_mem || !d->has_irq)
+            continue;
+        fw_devices[fw_device_count++] = (struct arch_fw_device){ d->mem_base, d->mem_len, d->irq };
+    }
+}
+
+/* Reads the DSDT on the first call only: walking AML is tens of
+ * milliseconds of emulated instructions on a kvm_pvm host, so the core asks
+ * only when the command line announced no device. */
+u32 arch_firmware_virtio_devices(struct arch_fw_device *out, u32 max)
+{
+    static bool read;
+
+    if (!read && acpi_rsdp)
+        read_dsdt(acpi_rsdp);
+    read = true;
+    u32 n = MIN(max, fw_device_count);
+
+    for (u32 i = 0; i < n; i++)
+        out[i] = fw_devices[i];
+    return n;
+}
+
 bool acpi_init(u64 rsdp_hint, struct madt_info *out)
 {
     const struct rsdp *r = rsdp_hint ? rsdp_at(rsdp_hint) : NULL;
@@ -153,7 +215,7 @@ bool acpi_init(u64 rsdp_hint, struct madt_info *out)
         out->isa_flags[i] = 0;
     }
     out->lapic_phys = m->lapic_addr;
-    out->ioapic_phys = 0;
+    out->ioapic_count = 0;
     out->cpus_listed = 0;
 
     /* The LAPIC address may be overridden; needed before reading our ID. */
@@ -194,12 +256,12 @@ bool acpi_init(u64 rsdp_hint, struct madt_info *out)
             break;
         }
         case MADT_IOAPIC:
-            if (e[1] >= 12 && !out->ioapic_phys) {
+            if (e[1] >= 12 && out->ioapic_count < MAX_IOAPICS) {
                 u32 addr, gsi;
                 memcpy(&addr, e + 4, 4);
                 memcpy(&gsi, e + 8, 4);
-                out->ioapic_phys = addr;
-                out->ioapic_gsi_base = gsi;
+                out->ioapic_phys[out->ioapic_count] = addr;
+                out->ioapic_gsi_base[out->ioapic_count++] = gsi;
             }
             break;
         case MADT_ISO:
@@ -210,5 +272,6 @@ bool acpi_init(u64 rsdp_hint, struct madt_info *out)
             break;
         }
     }
+    acpi_rsdp = r;
     return true;
 }

@@ -175,69 +175,88 @@ void tsc_delay_us(u64 us)
         arch_cpu_relax();
 }
 
-/* IOAPIC */
-static volatile u32 *ioapic;
-static u32 ioapic_gsi_base, ioapic_pins;
+/* IOAPICs: every one the MADT lists, each serving the GSIs from its base
+ * (QEMU microvm has a second one for GSI 24 and up).  Set up on the boot
+ * CPU before the others start; read-only afterwards. */
+static struct ioapic {
+    volatile u32 *regs;
+    u32 gsi_base, pins;
+} ioapics[MAX_IOAPICS];
+static u32 ioapic_count;
 
-static void ioapic_write(u32 reg, u32 v)
+static void ioapic_write(struct ioapic *io, u32 reg, u32 v)
 {
-    ioapic[0] = reg;
-    ioapic[4] = v;
+    io->regs[0] = reg;
+    io->regs[4] = v;
 }
 
-static u32 ioapic_read(u32 reg)
+static u32 ioapic_read(struct ioapic *io, u32 reg)
 {
-    ioapic[0] = reg;
-    return ioapic[4];
+    io->regs[0] = reg;
+    return io->regs[4];
+}
+
+static struct ioapic *ioapic_for(u32 gsi)
+{
+    for (u32 i = 0; i < ioapic_count; i++) {
+        struct ioapic *io = &ioapics[i];
+        if (gsi >= io->gsi_base && gsi - io->gsi_base < io->pins)
+            return io;
+    }
+    return NULL;
 }
 
 void ioapic_init(u64 phys, u32 gsi_base)
 {
-    ioapic = arch_phys_to_virt(phys);
-    ioapic_gsi_base = gsi_base;
-    ioapic_pins = ((ioapic_read(1) >> 16) & 0xff) + 1;
-    for (u32 i = 0; i < ioapic_pins; i++) {
-        ioapic_write(0x10 + 2 * i, LVT_MASKED);
-        ioapic_write(0x11 + 2 * i, 0);
+    if (ioapic_count == MAX_IOAPICS) {
+        printk("keel: IOAPIC at 0x%lx ignored: at most %u\n", phys, MAX_IOAPICS);
+        return;
     }
+    struct ioapic *io = &ioapics[ioapic_count];
+    io->regs = arch_phys_to_virt(phys);
+    io->gsi_base = gsi_base;
+    io->pins = ((ioapic_read(io, 1) >> 16) & 0xff) + 1;
+    for (u32 i = 0; i < io->pins; i++) {
+        ioapic_write(io, 0x10 + 2 * i, LVT_MASKED);
+        ioapic_write(io, 0x11 + 2 * i, 0);
+    }
+    ioapic_count++;
 }
 
 void ioapic_route_isa(const struct madt_info *m, u32 irq, u32 vector, u32 dest_apic)
 {
     u32 gsi = m->isa_gsi[irq], flags = m->isa_flags[irq];
-    u32 low = vector;
 
-    if (!ioapic || gsi < ioapic_gsi_base || gsi - ioapic_gsi_base >= ioapic_pins) {
-        printk("keel: irq %u (gsi %u) is not on the IOAPIC\n", irq, gsi);
+    if (!ioapic_for(gsi)) {
+        printk("keel: irq %u (gsi %u) is not on an IOAPIC\n", irq, gsi);
         return;
     }
-    if ((flags & 3) == 3)
-        low |= 1u << 13; /* active low */
-    if (((flags >> 2) & 3) == 3)
-        low |= 1u << 15; /* level triggered */
-    u32 pin = gsi - ioapic_gsi_base;
-    ioapic_write(0x11 + 2 * pin, dest_apic << 24);
-    ioapic_write(0x10 + 2 * pin, low);
+    ioapic_set(gsi, vector, dest_apic, ((flags >> 2) & 3) == 3, (flags & 3) == 3, false);
 }
 
 bool ioapic_has_pin(u32 gsi)
 {
-    return ioapic && gsi >= ioapic_gsi_base && gsi - ioapic_gsi_base < ioapic_pins;
+    return ioapic_for(gsi) != NULL;
 }
 
-/* Routes a GSI to vector on dest_apic, masked or not. */
+/* Routes a GSI to vector on dest_apic, masked or not (a GSI no IOAPIC
+ * serves is ignored: callers check ioapic_has_pin). */
 void ioapic_set(u32 gsi, u32 vector, u32 dest_apic, bool level, bool active_low, bool masked)
 {
-    u32 pin = gsi - ioapic_gsi_base, low = vector;
+    struct ioapic *io = ioapic_for(gsi);
+    u32 low = vector;
 
+    if (!io)
+        return;
     if (level)
         low |= 1u << 15;
     if (active_low)
         low |= 1u << 13;
     if (masked)
         low |= LVT_MASKED;
-    ioapic_write(0x11 + 2 * pin, dest_apic << 24);
-    ioapic_write(0x10 + 2 * pin, low);
+    u32 pin = gsi - io->gsi_base;
+    ioapic_write(io, 0x11 + 2 * pin, dest_apic << 24);
+    ioapic_write(io, 0x10 + 2 * pin, low);
 }
 
 void pic_disable(void)

@@ -109,8 +109,9 @@ void arch_platform_init(struct arch_platform *out)
         panic("cannot find the CPUs without ACPI");
     pic_disable();
     lapic_cpu_init();
-    if (m.ioapic_phys) {
-        ioapic_init(m.ioapic_phys, m.ioapic_gsi_base);
+    for (u32 i = 0; i < m.ioapic_count; i++)
+        ioapic_init(m.ioapic_phys[i], m.ioapic_gsi_base[i]);
+    if (m.ioapic_count) {
         ioapic_route_isa(&m, 4, VEC_IRQ_BASE + 4, cpus[0].hw_id);
     } else {
         printk("keel: no IOAPIC in the MADT: no console input\n");

@@ -141,11 +141,14 @@ void serial_enable_rx(void);
 /* The bytes received so far, at most size of them. */
 size_t serial_read(char *buf, size_t size);
 
-/* acpi.c: finds the MADT; fills cpus[] (BSP first) and the controllers. */
+/* acpi.c: finds the MADT; fills cpus[] (BSP first) and the controllers;
+ * reads the devices of the DSDT (arch_firmware_devices). */
+#define MAX_IOAPICS 8
 struct madt_info {
     u64 lapic_phys;
-    u64 ioapic_phys;
-    u32 ioapic_gsi_base;
+    u64 ioapic_phys[MAX_IOAPICS];
+    u32 ioapic_gsi_base[MAX_IOAPICS];
+    u32 ioapic_count;
     u32 cpus_listed;
     /* ISA IRQ -> GSI and MPS INTI flags, from interrupt source overrides */
     u32 isa_gsi[16];

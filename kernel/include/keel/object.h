@@ -208,7 +208,9 @@ void caller_revoke_wait(struct tcb *caller);
 void ep_admit_faults(struct endpoint *ep);
 /* irq.c: interrupts delivered to user drivers. */
 void irq_deliver(u32 gsi);
-#define IRQ_LINES 24
+/* GSIs a driver may take: two IOAPICs of 24 pins (QEMU microvm puts its
+ * virtio-mmio transports on the second, GSI 24-47) and room to spare. */
+#define IRQ_LINES 64
 
 /* notification.c */
 void notification_raise(struct notification *n, u64 bits);

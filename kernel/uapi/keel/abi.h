@@ -118,7 +118,8 @@ struct keel_bootinfo {
     char cmdline[1024];        /* all of it: the VMM announces every virtio slot */
     struct keel_untyped_desc untyped[KEEL_MAX_UNTYPED];
     /* Devices announced on the command line, the virtio_mmio.device=
-     * entries in order, then the keel.hotplug= controller (docs/hotplug.md):
+     * entries in order (or, when there are none, the LNRO0005 devices of
+     * the firmware's DSDT), then the keel.hotplug= controller (docs/hotplug.md):
      * a device-memory untyped capability (4 KiB) for each, and its
      * interrupt line. */
     unsigned long device_count;

@@ -295,9 +295,10 @@ class MmioTransport:
             except QueueError as exc:
                 for q in queues:  # what the round served before the bad chain is returned
                     try:
-                        q.publish()
+                        if q.published != q.used_idx:
+                            q.publish()
                     except QueueError:
-                        pass  # the used ring itself is refused
+                        pass  # the used ring itself is refused (already reported)
                 self._needs_reset(str(exc))
             finally:
                 for q in queues:
