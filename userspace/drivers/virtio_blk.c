@@ -48,11 +48,13 @@
 #define RING_VA (SERVE_DEVICE_VA + 0x1000)
 #define DATA_VA SERVE_DRIVER_VA /* DATA_PAGES: all of the driver's own frames */
 /* The ring frame: 128 descriptors (2048 bytes), the driver area (262), the
- * device area from 2312 (1030), then a header and a status byte per slot. */
+ * device area (1030: from 2312 under version 2, to 3398 from 2368 under the
+ * legacy layout, which aligns it to 64), then a header and a status byte
+ * per slot (virtio_queue's layout is checked against HDR_OFF at set-up). */
 #define QSIZE 128
 #define DEPTH 32
 #define DEPTH_BENCH 16
-#define HDR_OFF 3344
+#define HDR_OFF 3408
 #define STATUS_OFF (HDR_OFF + 16 * DEPTH)
 #define VIRTIO_BLK_ID 2
 #define VIRTIO_BLK_T_IN 0
@@ -476,6 +478,10 @@ long keel_main(keel_word_t arg)
                             VIRTIO_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH,
                             &features)))
         goto out;
+    if (dev.used_off + 6 + 8 * QSIZE > HDR_OFF) { /* the slots would overlap the used ring */
+        err = -6;
+        goto out;
+    }
     unsigned long sectors = virtio_rd(&dev, VIRTIO_CONFIG) |
                             (unsigned long)virtio_rd(&dev, VIRTIO_CONFIG + 4) << 32;
     blocks = sectors / 8;
