@@ -30,6 +30,15 @@ syscall_entry:
     /* The floor: what a system call costs with no work at all. */
     cmpq $KEEL_SYS_FLOOR, %rax
     je syscall_floor
+    /* The null call's fast path: nothing to do but return its results
+     * (error and six words 0), unless this CPU must reschedule.  Nothing
+     * else can be pending: requests from other CPUs come by interrupt,
+     * taken as soon as sysret turns interrupts back on. */
+    cmpq $KEEL_SYS_NULL, %rax
+    jne 1f
+    cmpl $0, %gs:CPU_OFFSET_NEED_RESCHED
+    je syscall_null
+1:
     movq %rsp, %gs:CPU_OFFSET_SCRATCH
     movq %gs:CPU_OFFSET_FRAME_TOP, %rsp
     pushq $USER_DS                  /* ss */
@@ -46,6 +55,13 @@ syscall_entry:
     call syscall_from_user
     ud2
 
+syscall_null:
+    xorl %edx, %edx
+    xorl %r10d, %r10d
+    xorl %r8d, %r8d
+    xorl %r9d, %r9d
+    xorl %r12d, %r12d
+    xorl %r13d, %r13d
 syscall_floor:
     xorl %eax, %eax
     swapgs

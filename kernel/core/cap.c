@@ -36,13 +36,6 @@ void caps_unlock(void)
     obj_unlock(&caps_spinlock, LOCK_CAPS);
 }
 
-struct slot *cnode_slot(const struct cap *cnode, u64 index)
-{
-    if (cnode->type != KEEL_OBJ_CNODE || index == 0 || index >= (1ul << cnode->size_bits))
-        return NULL;
-    return (struct slot *)cnode->obj + index;
-}
-
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
 {
     struct slot *s = cnode_slot(&t->cspace.cap, cptr);

@@ -105,7 +105,7 @@ static void transfer_copy(struct slot *dst, struct slot *src)
     slot_insert_child(src, dst, &c);
 }
 
-static void make_reply_cap(struct slot *dst, struct tcb *caller)
+void make_reply_cap(struct slot *dst, struct tcb *caller)
 {
     struct cap c = { .type = KEEL_OBJ_REPLY, .rights = KEEL_RIGHT_WRITE, .obj = (uptr)caller };
 
@@ -114,7 +114,7 @@ static void make_reply_cap(struct slot *dst, struct tcb *caller)
 }
 
 /* Under the capability lock when shared. */
-static struct slot *window_slot(struct tcb *r, u64 window, u32 i)
+struct slot *window_slot(struct tcb *r, u64 window, u32 i)
 {
     struct slot *s = window ? cnode_slot(&r->cspace.cap, window + i) : NULL;
 

@@ -37,7 +37,13 @@ void *memset(void *dst, int c, size_t n)
 {
     void *d = dst;
 
-    __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+    if (!(((uptr)dst | n) & 7)) { /* whole words, as memcpy */
+        u64 w = (u8)c * 0x0101010101010101ul;
+        n /= 8;
+        __asm__ volatile("rep stosq" : "+D"(d), "+c"(n) : "a"(w) : "memory");
+    } else {
+        __asm__ volatile("rep stosb" : "+D"(d), "+c"(n) : "a"(c) : "memory");
+    }
     return dst;
 }
 

@@ -65,11 +65,19 @@ void arch_tcb_set_entry(struct tcb *t, u64 pc, u64 sp, u64 arg);
 /* Makes a thread whose system call was not served make it again when it
  * next runs (its registers still hold the call). */
 void arch_tcb_restart_syscall(struct tcb *t);
+/* Rewrites a reply_recv whose reply is done into the recv that is left, so
+ * a restart (above) receives without replying twice. */
+void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window);
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret);
 /* The result of a system call, seen by the thread when it next runs. */
 void arch_tcb_set_results(struct tcb *t, long err, const u64 *res);
 /* A received message: error, badge, label, six words and the info word. */
 void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 *w, u64 info);
+/* The IPC fast path (fastpath.c): from's six message words, as a received
+ * message (KEEL_E_OK, badge, label, info) or as results (err), straight
+ * from register file to register file. */
+void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info);
+void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err);
 void arch_fpu_save(struct tcb *t);
 /* Whether t has what it needs to run (an address space). */
 bool arch_thread_can_run(struct tcb *t);

@@ -43,14 +43,18 @@ static unsigned long measure(int what, keel_word_t ep, keel_word_t spare)
     return median(samples, ROUNDS);
 }
 
+/* A server's loop: answer and wait for the next call in one trap. */
 static void body_echo_server(struct thread *t)
 {
     struct keel_msg m;
     keel_word_t res[KEEL_MSG_WORDS] = { 0 };
+    long err = keel_recv(t->a, 0, t->b, &m);
 
     for (;;) {
-        if (keel_recv(t->a, 0, t->b, &m) == KEEL_E_OK && (m.info & KEEL_INFO_REPLY))
-            keel_reply(t->b, 0, res);
+        if (err == KEEL_E_OK && (m.info & KEEL_INFO_REPLY))
+            err = keel_reply_recv(t->b, 0, res, t->a, t->b, &m);
+        else
+            err = keel_recv(t->a, 0, t->b, &m);
     }
 }
 

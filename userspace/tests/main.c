@@ -11,6 +11,7 @@ int net_run(void);
 int rng_run(void);
 int blk_run(void);
 int dma_run(void);
+int icount_run(void);
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -26,6 +27,7 @@ static const struct {
     { "rng", rng_run },
     { "services", services_run },
     { "bench", bench_run },
+    { "icount", icount_run }, /* scripts/icount counts instructions */
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)

@@ -52,6 +52,13 @@ void arch_tcb_restart_syscall(struct tcb *t)
     (void)t;
 }
 
+void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window)
+{
+    (void)t;
+    (void)ep;
+    (void)window;
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.pc;

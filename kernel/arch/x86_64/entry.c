@@ -46,15 +46,26 @@ void entry_cpu_init(void)
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
-    u64 args[KEEL_MSG_WORDS] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13 };
+    u64 nr = f->rax;
 
     c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
-    if (syscall_needs_exclusive(f->rax, f->rsi))
+    if (syscall_needs_exclusive(nr, f->rsi))
         kernel_enter_exclusive();
     else
         kernel_enter();
-    if (c->current)
-        syscall_handle(c->current, f->rax, f->rdi, f->rsi, args);
+    struct tcb *t = c->current;
+    if (!t)
+        sched_exit_kernel();
+    c->call_pending = 0; /* the fast paths run it now, or the general one */
+    /* The fast paths take the message from the registers saved in t and
+     * either switch threads (never returning) or change nothing. */
+    if (nr == KEEL_SYS_INVOKE)
+        fastpath_call(t, f->rdi, f->rsi);
+    else if (nr == KEEL_SYS_REPLY_RECV)
+        fastpath_reply_recv(t, f->rdi, f->rsi, f->r14, f->r15);
+    /* the six words, then reply_recv's endpoint and window */
+    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
+    syscall_handle(t, nr, f->rdi, f->rsi, args);
     sched_exit_kernel();
 }
 
@@ -82,6 +93,11 @@ void trap_from_user(struct trap_frame *f)
         f->rflags = f->r11;
         if (f->rax == KEEL_SYS_FLOOR) {
             f->rax = 0;
+            arch_return_to_user(f);
+        }
+        if (f->rax == KEEL_SYS_NULL && !c->need_resched) {
+            /* the null call's fast path, as in syscall_entry */
+            f->rax = f->rdx = f->r10 = f->r8 = f->r9 = f->r12 = f->r13 = 0;
             arch_return_to_user(f);
         }
         syscall_from_user(f);

@@ -43,6 +43,16 @@ void arch_tcb_restart_syscall(struct tcb *t)
     t->arch.frame.rip -= 2; /* the syscall instruction, 0f 05 */
 }
 
+void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window)
+{
+    struct trap_frame *f = &t->arch.frame;
+
+    f->rax = KEEL_SYS_RECV;
+    f->rdi = ep;
+    f->rsi = 0;
+    f->rdx = window;
+}
+
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
 {
     *pc = t->arch.frame.rip;
@@ -73,6 +83,37 @@ void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 
     f->rbx = info;
 }
 
+void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
+{
+    struct trap_frame *f = &to->arch.frame;
+    const struct trap_frame *g = &from->arch.frame;
+
+    f->rax = KEEL_E_OK;
+    f->rdx = g->rdx;
+    f->r10 = g->r10;
+    f->r8 = g->r8;
+    f->r9 = g->r9;
+    f->r12 = g->r12;
+    f->r13 = g->r13;
+    f->rdi = badge;
+    f->rsi = label;
+    f->rbx = info;
+}
+
+void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err)
+{
+    struct trap_frame *f = &to->arch.frame;
+    const struct trap_frame *g = &from->arch.frame;
+
+    f->rax = (u64)err;
+    f->rdx = g->rdx;
+    f->r10 = g->r10;
+    f->r8 = g->r8;
+    f->r9 = g->r9;
+    f->r12 = g->r12;
+    f->r13 = g->r13;
+}
+
 bool arch_thread_can_run(struct tcb *t)
 {
     return t->vspace.cap.type == KEEL_OBJ_VSPACE;
@@ -97,7 +138,8 @@ void arch_enter_user(struct tcb *t)
      * claimed before flushing, so one made from now on is served by its IPI
      * after the return rather than cleared unserved. */
     kernel_leave();
-    bool flush = __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
+    bool flush = READ_ONCE(c->tlb_request) &&
+                 __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
     /* CR3 is remembered rather than read: where kernel code is emulated
      * every privileged instruction is an expensive trip to the host. */
     if (c->arch.cr3 != cr3) {

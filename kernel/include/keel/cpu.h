@@ -10,6 +10,7 @@
 #define CPU_OFFSET_STACK_TOP 8
 #define CPU_OFFSET_FRAME_TOP 16
 #define CPU_OFFSET_SCRATCH 24
+#define CPU_OFFSET_NEED_RESCHED 80
 #define MAX_CPUS 64
 
 #ifndef __ASSEMBLY__
@@ -61,6 +62,7 @@ _Static_assert(offsetof(struct cpu, self) == CPU_OFFSET_SELF, "cpu.self");
 _Static_assert(offsetof(struct cpu, stack_top) == CPU_OFFSET_STACK_TOP, "cpu.stack_top");
 _Static_assert(offsetof(struct cpu, frame_top) == CPU_OFFSET_FRAME_TOP, "cpu.frame_top");
 _Static_assert(offsetof(struct cpu, scratch) == CPU_OFFSET_SCRATCH, "cpu.scratch");
+_Static_assert(offsetof(struct cpu, need_resched) == CPU_OFFSET_NEED_RESCHED, "cpu.need_resched");
 
 /* Slots 0..cpu_count-1 are filled by the architecture from firmware tables
  * before the secondary CPUs are started and never change afterwards. */

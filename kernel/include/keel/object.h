@@ -179,7 +179,14 @@ static inline bool slot_is_free(const struct slot *s)
 {
     return !s->cap.type && !(s->cap.flags & CAP_RESERVED);
 }
-struct slot *cnode_slot(const struct cap *cnode, u64 index);
+/* The slot at index of a capability table, or NULL (inline: every call
+ * looks up its capability). */
+static inline struct slot *cnode_slot(const struct cap *cnode, u64 index)
+{
+    if (cnode->type != KEEL_OBJ_CNODE || index == 0 || index >= (1ul << cnode->size_bits))
+        return NULL;
+    return (struct slot *)cnode->obj + index;
+}
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
 bool cap_is_derivable(const struct cap *c);
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
@@ -195,6 +202,11 @@ struct kobj *cap_kobj(const struct cap *c);
 /* Takes a thread off what it waits on: an endpoint (recv, fault, reply)
  * or a notification. */
 void endpoint_cancel_wait(struct tcb *t);
+/* endpoint.c, for the IPC fast path (fastpath.c) too: a reply capability
+ * for caller in dst, and a receiver's free window slot (NULL if none);
+ * both under the capability lock when shared. */
+void make_reply_cap(struct slot *dst, struct tcb *caller);
+struct slot *window_slot(struct tcb *r, u64 window, u32 i);
 void notification_cancel_wait(struct tcb *t);
 /* Sends t's pending fault to its fault endpoint; false if it has none. */
 bool endpoint_send_fault(struct tcb *t);

@@ -156,7 +156,7 @@ void obj_lock_spin(spinlock_t *l);
 void kernel_spin_turn(u32 *spins);
 
 /* One CPU: nothing to exclude (kernel code runs with interrupts off). */
-static inline void obj_lock(spinlock_t *l, u32 cls)
+static inline __attribute__((always_inline)) void obj_lock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
         return;
@@ -165,7 +165,7 @@ static inline void obj_lock(spinlock_t *l, u32 cls)
         obj_lock_spin(l);
 }
 
-static inline void obj_unlock(spinlock_t *l, u32 cls)
+static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
         return;
@@ -179,6 +179,10 @@ __noreturn void sched_exit_kernel(void);
 __noreturn void sched_idle(void);
 
 void sched_make_runnable(struct tcb *t);
+/* The IPC fast path's switch (sched.c): may `to` run here at once, and the
+ * switch itself from the blocked current thread to `to` (never returns). */
+bool sched_direct_ok(struct tcb *to);
+__noreturn void sched_switch_direct(struct tcb *from, struct tcb *to);
 /* Ensures t is neither queued nor running on any CPU (its registers and
  * FPU state are saved in the TCB when this returns). */
 void thread_stop(struct tcb *t);

@@ -19,6 +19,11 @@
 #define KEEL_SYS_RECV 5   /* RDI = endpoint, RSI = flags, RDX = window slot */
 #define KEEL_SYS_REPLY 6  /* RDI = reply capability, RSI = error, 6 results */
 #define KEEL_SYS_BATCH 7  /* RDI = records, RSI = count, RDX = flags */
+#define KEEL_SYS_REPLY_RECV 8 /* a reply (RDI = reply capability, RSI = error,
+                               * 6 results) then a blocking recv on R14 =
+                               * endpoint, R15 = window: a server's loop in
+                               * one trap.  A failed reply returns its error
+                               * and receives nothing. */
 
 /* A label's upper bits (user labels, which are >= KEEL_LABEL_USER):
  * bits 48-53 mark the words that are capability slots to transfer with the

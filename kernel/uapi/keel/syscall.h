@@ -94,6 +94,41 @@ static inline long keel_reply(keel_cap_t reply, long err, const keel_word_t res[
     return keel_syscall(KEEL_SYS_REPLY, reply, (keel_word_t)err, res, 0);
 }
 
+/* Answers a call, then receives the next message as keel_recv does
+ * (blocking); a failed reply returns its error without receiving. */
+static inline long keel_reply_recv(keel_cap_t reply, long err,
+                                   const keel_word_t res[KEEL_MSG_WORDS], keel_cap_t ep,
+                                   keel_word_t window, struct keel_msg *m)
+{
+    register keel_word_t a0 __asm__("rdx") = res[0];
+    register keel_word_t a1 __asm__("r10") = res[1];
+    register keel_word_t a2 __asm__("r8") = res[2];
+    register keel_word_t a3 __asm__("r9") = res[3];
+    register keel_word_t a4 __asm__("r12") = res[4];
+    register keel_word_t a5 __asm__("r13") = res[5];
+    register keel_word_t e __asm__("r14") = ep;
+    register keel_word_t w __asm__("r15") = window;
+    register keel_word_t info __asm__("rbx") = 0;
+    keel_word_t badge = reply, label = (keel_word_t)err;
+    long ret = KEEL_SYS_REPLY_RECV;
+
+    __asm__ volatile("syscall"
+                     : "+a"(ret), "+D"(badge), "+S"(label), "+r"(a0), "+r"(a1), "+r"(a2),
+                       "+r"(a3), "+r"(a4), "+r"(a5), "+r"(info)
+                     : "r"(e), "r"(w)
+                     : "rcx", "r11", "memory");
+    m->badge = badge;
+    m->label = label;
+    m->w[0] = a0;
+    m->w[1] = a1;
+    m->w[2] = a2;
+    m->w[3] = a3;
+    m->w[4] = a4;
+    m->w[5] = a5;
+    m->info = info;
+    return ret;
+}
+
 /* Calls any capability with a raw label: a kernel object or a server. */
 static inline long keel_call(keel_cap_t cap, keel_word_t label, const keel_word_t in[KEEL_MSG_WORDS],
                              keel_word_t out[KEEL_MSG_WORDS])

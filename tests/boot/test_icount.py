@@ -1,0 +1,58 @@
+"""Instruction budgets of the kernel's hot paths (scripts/icount).
+
+The guest program keel.test=icount runs each path under QEMU's TCG with
+`-icount shift=0`, where the time stamp counter counts instructions: the
+figures are exact and the same on every run, so a change that lengthens a
+fast path fails here whatever the host's load.  A budget is a count, not a
+time; lower it when a path gets shorter (docs/benchmarks.md keeps the
+record).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import requires_qemu
+
+ROOT = Path(__file__).resolve().parents[2]
+INITRD = ROOT / "build" / "initrd.cpio"
+
+# Instructions per path, user stub and kernel together (the floor row is
+# the stub alone: syscall, the entry's test, sysret), as measured when the
+# fast paths went in (docs/benchmarks.md), and the headroom allowed: a few
+# instructions for unrelated changes (another compiler, a field moved), not
+# enough for a fast path to lose its shortcut unnoticed.
+MEASURED = {
+    "floor": 18,
+    "null": 28,
+    "ipc_roundtrip": 903,
+    "batch1": 988,
+    "batch16": 5175,
+    "copy_delete": 1386,
+}
+HEADROOM = 0.03
+BUDGET = {path: int(n * (1 + HEADROOM)) + 2 for path, n in MEASURED.items()}
+
+
+def _icount() -> Any:
+    path = ROOT / "scripts" / "icount"
+    loader = importlib.machinery.SourceFileLoader("keel_icount", str(path))
+    spec = importlib.util.spec_from_loader("keel_icount", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@requires_qemu
+def test_paths_stay_within_their_instruction_budgets(kernel: Path) -> None:
+    if not INITRD.exists():
+        pytest.fail(f"{INITRD} is missing: run 'make'")
+    counts = _icount().measure(kernel, INITRD)
+    over = {p: (counts[p], b) for p, b in BUDGET.items() if counts[p] > b}
+    assert not over, f"instructions over budget (count, budget): {over}; all: {counts}"
