@@ -40,7 +40,8 @@ ffi: $(FFI_STAMP)
 	@$(PY) -m compileall -q vmm
 
 run: deps venv ffi kernel initrd
-	$(VENV)/bin/keel run $(BUILD)/kernel.elf --initrd $(BUILD)/initrd.cpio $(if $(SMP),--smp $(SMP)) $(RUN_ARGS)
+	$(VENV)/bin/keel run $(BUILD)/kernel.elf --initrd $(BUILD)/initrd.cpio $(if $(SMP),--smp $(SMP)) $(RUN_ARGS) \
+		|| [ $$? -eq 130 ]  # Ctrl-C is how a person ends the session, not a make error
 
 lint: venv ffi
 	$(VENV)/bin/ruff check vmm tests scripts

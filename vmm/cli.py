@@ -4,14 +4,17 @@
                       [--console FILE] [--api-sock PATH] [--disk IMAGE[,readonly]]...
                       [--net [TAP]] [--rng] [--virtio-console] [--hang-timeout SECONDS]
                       [--serial2 FILE|stdio|none] [--cpu-features [+-]NAME,...]
-                      [--timings]
+                      [--daemon [--log FILE]] [--timings]
     keel run --show-cpuid [--smp N] [--cpu-features [+-]NAME,...]
     keel stress [--smp N] [--duration SECONDS] [--seed S] [--workloads LIST]
                 [--kernel K] [--initrd I] [--hang-timeout SECONDS] [--verbose]
     keel attach --api-sock S disk IMAGE [--readonly] | net [TAP] [--mac M] | rng
                                         | console [--output FILE]
-    keel detach --api-sock S ID-or-PATH
-    keel devices|status|pause|resume|stop --api-sock S
+    keel detach --api-sock S ID-or-PATH [--force] [--no-wait] [--timeout S]
+    keel devices|status|pause|resume|stop|version|events|console --api-sock S
+    keel list
+    keel --version
+(``--api-sock`` may come anywhere after the verb.)
 
 ``--serial2`` adds a second 16550 (COM2, 0x2f8, IRQ 3) for a user-space
 driver: its output goes to FILE, or with ``stdio`` to standard output while
@@ -43,10 +46,10 @@ from vmm import timings  # first: its import time is where keel's own start-up b
 import argparse
 import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from vmm import __version__, session
 from vmm.boot import cpu_features
 from vmm.boot.cpuid import vcpu_cpuid
 from vmm.builder import default_smp
@@ -55,10 +58,21 @@ from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
 from vmm.kvm.system import System, guest_tsc_khz
 from vmm.machine import ExitResult, Machine
+from vmm.vcpu_runner import STATUS_GUEST_CRASH, STATUS_HANG, STATUS_INTERRUPTED
 
 timings.mark("imports (vmm.cli and what it imports)")
-STATUS_USAGE = 2
-STATUS_ERROR = 1
+
+STATUS_ERROR = 1  # bad input or usage: one `keel: error:` line
+STATUS_USAGE = STATUS_ERROR
+STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc")
+
+EXIT_STATUSES = f"""exit status:
+  0    success (the guest reported success, or a request was done)
+  {STATUS_ERROR}    bad input or usage (one 'keel: error:' line)
+  {STATUS_GUEST_CRASH}    the guest crashed (triple fault, KVM error): a diagnostic on stderr
+  3    the guest reported failure (the exit device, value other than 0x10)
+  {STATUS_HANG}    the guest hung (--hang-timeout): a diagnostic on stderr
+  {STATUS_INTERRUPTED}  interrupted (Ctrl-C, SIGINT, SIGTERM, SIGHUP)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,28 +81,49 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(STATUS_USAGE)
 
 
+def _api_sock_option(p: argparse.ArgumentParser) -> None:
+    """--api-sock on a client verb and on its sub-verbs: accepted anywhere."""
+    p.add_argument("--api-sock", default=argparse.SUPPRESS, metavar="PATH",
+                   help="the VMM's API socket (required)")  # fmt: skip
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="keel", description="Keel virtual machine monitor (KVM)")
+    parser = _Parser(prog="keel", description="Keel virtual machine monitor (KVM)",
+                     epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"keel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = sub.add_parser("run", help="boot a kernel")
+    run = sub.add_parser("run", help="boot a kernel", epilog=EXIT_STATUSES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     run.add_argument("kernel", nargs="?", default=None,
                      help="kernel ELF with a Xen PVH entry note (default: build/kernel.elf)")
     run.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
-    run.add_argument("--memory", "-m", default="256M", help="guest RAM, e.g. 256M, 2G")
-    run.add_argument("--cmdline", default="", help="kernel command line")
-    run.add_argument("--initrd", default=None, help="initrd passed as a PVH module")
-    run.add_argument("--console", default=None, help="write the serial console to FILE")
+    run.add_argument("--memory", "-m", default="256M",
+                     help="guest RAM: MiB, or with a K, M, G or T suffix, e.g. 512, 1.5G "
+                          "(default: 256M)")  # fmt: skip
+    run.add_argument("--cmdline", default="", help="kernel command line (default: empty)")
+    run.add_argument("--initrd", default=None,
+                     help="initrd passed as a PVH module (default: build/initrd.cpio when "
+                          "KERNEL is not given, else none)")  # fmt: skip
+    run.add_argument("--console", default=None,
+                     help="write the serial console to FILE (default: standard output)")
     run.add_argument("--api-sock", default=None, metavar="PATH",
-                     help="serve the JSON control API on this Unix socket (mode 0600)")
+                     help="serve the JSON control API on this Unix socket (mode 0600; "
+                          "default: none)")  # fmt: skip
+    run.add_argument("--daemon", action="store_true",
+                     help="detach from the terminal once the API socket is up (needs "
+                          "--api-sock; 'keel console' attaches to the serial console)")
+    run.add_argument("--log", default=None, metavar="FILE",
+                     help="with --daemon: where the VMM's messages go (default: discarded)")
     for kind in KINDS.values():
         run.add_argument(kind.run_flag.flag, dest=kind.run_flag.dest, **kind.run_flag.argparse)
     run.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
-                     help="stop a guest silent on the console this long, with a diagnostic")
+                     help="stop a guest silent on the console this long, with a diagnostic "
+                          "(default: never)")
     run.add_argument("--timings", action="store_true",
                      help="print where the run's time went (start-up, set-up, guest) on stderr")
     run.add_argument("--cpu-features", default=None, metavar="[+-]NAME,...",
                      help="add or remove CPU features the guest sees, e.g. -cx16,-avx "
-                          "(after the host's own limits; see --show-cpuid)")
+                          "(after the host's own limits; see --show-cpuid; default: none)")
     run.add_argument("--show-cpuid", action="store_true",
                      help="print the CPUID the guest would see and exit")
     run.add_argument("--serial2", default="none", metavar="FILE|stdio|none",
@@ -99,12 +134,14 @@ def _build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
     stress.add_argument("--duration", type=int, default=10, metavar="SECONDS",
                         help="how long the workloads run (default 10)")
-    stress.add_argument("--seed", type=int, default=1, help="seed of the guest's PRNG")
+    stress.add_argument("--seed", type=int, default=1, help="seed of the guest's PRNG (default 1)")
     stress.add_argument("--workloads", default=None, metavar="LIST",
-                        help="comma-separated subset of ipc,storm,caps,map,churn,rpc")
-    stress.add_argument("--memory", "-m", default="256M", help="guest RAM")
+                        help=f"comma-separated subset of {','.join(STRESS_WORKLOADS)} "
+                             "(default: all)")  # fmt: skip
+    stress.add_argument("--memory", "-m", default="256M", help="guest RAM (default: 256M)")
     stress.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
-    stress.add_argument("--initrd", default=None, help="initrd (default: build/initrd.cpio)")
+    stress.add_argument("--initrd", default=None,
+                        help="initrd (default: initrd.cpio beside the kernel)")
     stress.add_argument("--hang-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="no console output for this long means a hang (default 30)")
     stress.add_argument("--verbose", "-v", action="store_true",
@@ -112,13 +149,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--api-sock", required=True, metavar="PATH", help="the VMM's API socket")
+        _api_sock_option(p)
         return p
 
     attach = client("attach", "attach a device to a running VMM")
     kinds = attach.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     for kind in KINDS.values():
         p = kinds.add_parser(kind.name, help=kind.help)
+        _api_sock_option(p)
+        p.add_argument("--wait", action="store_true",
+                       help="return once the guest bound a driver (default: at once)")
         for opt in kind.options:
             extra: dict[str, Any] = {"help": opt.help}
             if opt.metavar is not None:
@@ -131,11 +171,21 @@ def _build_parser() -> argparse.ArgumentParser:
                 p.add_argument(f"--{opt.name}", default=None, **extra)
     detach = client("detach", "detach a device (by id or backing path)")
     detach.add_argument("device", metavar="ID-or-PATH")
+    detach.add_argument("--force", action="store_true",
+                        help="remove it at once, whatever the guest is doing with it")
+    detach.add_argument("--no-wait", action="store_true",
+                        help="do not wait for the guest to release it (default: wait)")
+    detach.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for the guest (default 30)")
     client("devices", "list the attached devices")
     client("status", "show the machine's state")
     client("pause", "pause every vCPU")
     client("resume", "resume a paused machine")
     client("stop", "stop the machine")
+    client("version", "the VMM's version and protocol")
+    client("events", "print the VMM's events, one JSON line each, until it stops")
+    client("console", "attach the terminal to the serial console (Ctrl-] detaches)")
+    sub.add_parser("list", help="the running VMMs with a control socket")
     return parser
 
 
@@ -148,26 +198,6 @@ def _console_sink(path: str | None, what: str = "console file") -> Callable[[byt
         except OSError as exc:
             raise ConfigError(f"cannot open {what} {path!r}: {exc.strerror}") from None
     return fd_sink(fd)
-
-
-def _forward_stdin(send: Callable[[bytes], int]) -> None:
-    """Feed the terminal (or a pipe) to the guest's serial console."""
-
-    def pump() -> None:
-        try:
-            fd = sys.stdin.fileno()
-        except (AttributeError, ValueError, OSError):
-            return
-        while True:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            send(data.replace(b"\n", b"\r") if os.isatty(fd) else data)
-
-    threading.Thread(target=pump, name="stdin", daemon=True).start()
 
 
 def _default_kernel() -> tuple[str, str | None]:
@@ -206,6 +236,12 @@ def cmd_show_cpuid(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.show_cpuid:
         return cmd_show_cpuid(args)
+    if args.daemon and not args.api_sock:
+        raise ConfigError("--daemon needs --api-sock (the only way to reach a daemon)")
+    if args.log and not args.daemon:
+        raise ConfigError("--log is for --daemon (without it, messages go to stderr)")
+    if args.daemon and (args.serial2 == "stdio" or args.console == "-"):
+        raise ConfigError("--daemon has no terminal: give --console/--serial2 a FILE")
     kernel, initrd = args.kernel, args.initrd
     if kernel is None:
         kernel, default_initrd = _default_kernel()
@@ -215,6 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if serial2:
         serial2_sink = _console_sink(None if args.serial2 == "stdio" else args.serial2,
                                      "--serial2 file")
+    console = _console_sink(args.console) if args.console or not args.daemon else None
     timings.mark("arguments parsed")
     machine = Machine(
         kernel,
@@ -222,28 +259,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory=args.memory,
         cmdline=args.cmdline,
         initrd=initrd,
-        console=_console_sink(args.console),
+        console=console,
         hang_timeout=args.hang_timeout,
         serial2=serial2,
         serial2_output=serial2_sink,
         cpu_features=args.cpu_features,
     )
-    server = None
-    try:
-        for kind in KINDS.values():
-            for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
-                machine.attach(kind.name, **options)
-        if args.api_sock:
-            # Lazy, as in cmd_client: vmm.api (socket, json) costs about 4 ms of start-up
-            # (python -X importtime) that a `keel run` without --api-sock need not pay.
-            from vmm.api import ApiServer
+    if args.api_sock:
+        # Lazy, as in cmd_client: vmm.api (socket, json) costs about 4 ms of start-up
+        # (python -X importtime) that a `keel run` without --api-sock need not pay.
+        from vmm.api import check_path
 
-            server = ApiServer(machine, args.api_sock)
-        timings.mark("devices attached")
-        machine.start()
-        _forward_stdin(machine.send_serial2 if args.serial2 == "stdio" else machine.send_console)
-        result = machine.wait_interruptible()
+        check_path(args.api_sock)
+    ready = session.daemonize(args.log) if args.daemon else None
+    session.install_signals()
+    server = None
+    unregister: Callable[[], None] = lambda: None  # noqa: E731
+    result = None
+    try:
+        # Until every part exists and is recorded for the clean-up below, a stop
+        # signal waits (one taken half-way would leave, say, the socket behind).
+        with session.signals_deferred():
+            for kind in KINDS.values():
+                for options in kind.run_flag.requests(getattr(args, kind.run_flag.dest)):
+                    machine.attach(kind.name, **options)
+            if args.api_sock:
+                from vmm.api import ApiServer  # lazy: see above
+
+                server = ApiServer(machine, args.api_sock)
+                unregister = session.register(args.api_sock, os.fspath(kernel))
+            timings.mark("devices attached")
+            machine.start()
+        if ready is not None:
+            ready()
+        stdin_fd = -1 if args.daemon else _stdin_fd()
+        with session.guest_terminal(stdin_fd) if stdin_fd >= 0 else _nothing():
+            if stdin_fd >= 0:
+                session.forward_stdin(
+                    machine.send_serial2 if args.serial2 == "stdio" else machine.send_console
+                )
+            result = machine.wait_interruptible()
+    except KeyboardInterrupt:
+        if machine.state.value == "created":
+            sys.stderr.write("keel: interrupted\n")
+            return STATUS_INTERRUPTED
+        machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
+        result = machine.wait()
     finally:
+        unregister()
         if server is not None:
             server.close()
         machine.close()
@@ -253,6 +316,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.timings:
         sys.stderr.write(timings.report() + "\n")
     return result.status
+
+
+def _stdin_fd() -> int:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return -1
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 _STRESS_MARKERS = (b"stress:", b"watchdog", b"panic", b"exception", b"FAIL", b"unknown test")
@@ -286,12 +364,23 @@ def cmd_stress(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration must be at least 1 second, not {args.duration}")
     if args.seed < 0:
         raise ConfigError(f"--seed must not be negative, not {args.seed}")
+    if args.workloads is not None:
+        chosen = args.workloads.split(",")
+        bad = [w for w in chosen if w not in STRESS_WORKLOADS]
+        if bad or not args.workloads:
+            raise ConfigError(f"unknown stress workload {(bad or [''])[0]!r}: "
+                              f"--workloads takes a comma-separated subset of "
+                              f"{','.join(STRESS_WORKLOADS)}")  # fmt: skip
     kernel, initrd = args.kernel, args.initrd
     if kernel is None:
         kernel, default_initrd = _default_kernel()
         initrd = initrd or default_initrd
     if initrd is None:
-        raise ConfigError("keel stress needs an initrd: build/initrd.cpio is missing (run 'make')")
+        beside = os.path.join(os.path.dirname(os.path.abspath(kernel)), "initrd.cpio")
+        if not os.path.exists(beside):
+            raise ConfigError(f"keel stress needs an initrd: give --initrd, or build "
+                              f"{beside} (run 'make')")  # fmt: skip
+        initrd = beside
     parts = ["keel.test=stress", f"keel.duration={args.duration}", f"keel.seed={args.seed}"]
     if args.workloads:
         parts.append(f"keel.stress={args.workloads}")
@@ -305,9 +394,15 @@ def cmd_stress(args: argparse.Namespace) -> int:
         console=_stress_sink(args.verbose), hang_timeout=args.hang_timeout,
     )  # fmt: skip
     _say(f"keel stress: {machine.smp} vCPUs, {args.duration} s, seed {args.seed}\n".encode())
+    session.install_signals()
+    result: ExitResult | None = None
     try:
-        machine.start()
+        with session.signals_deferred():
+            machine.start()
         result = machine.wait_interruptible()
+    except KeyboardInterrupt:
+        machine.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
+        result = machine.wait()
     finally:
         machine.close()
     assert result is not None
@@ -322,13 +417,17 @@ def _client_request(args: argparse.Namespace) -> dict[str, object]:
         req: dict[str, object] = {"cmd": "attach", "kind": args.kind}
         for opt in KINDS[args.kind].options:
             value = getattr(args, opt.name)
-            req[opt.name] = os.path.abspath(value) if opt.path and value else value
+            if value is not None:
+                req[opt.name] = os.path.abspath(value) if opt.path and value else value
+        if args.wait:
+            req["wait"] = True
         return req
     if args.command == "detach":
         ident = args.device
         if os.sep in ident or os.path.exists(ident):
             ident = os.path.abspath(ident)
-        return {"cmd": "detach", "id": ident}
+        return {"cmd": "detach", "device": ident, "force": args.force,
+                "wait": not args.no_wait and not args.force, "timeout": args.timeout}  # fmt: skip
     return {"cmd": args.command}
 
 
@@ -341,9 +440,14 @@ def _dma_column(device: dict[str, object]) -> str:
 
 def cmd_client(args: argparse.Namespace) -> int:
     """One request to a running VMM's control socket; prints the answer."""
-    from vmm.api import request  # lazy: see cmd_run
+    from vmm import api  # lazy: see cmd_run
 
-    result = request(args.api_sock, _client_request(args))
+    if not hasattr(args, "api_sock"):
+        raise ConfigError(f"keel {args.command} needs --api-sock PATH (the VMM's socket)")
+    if args.command in ("events", "console"):
+        return _stream(api, args)
+    timeout = 30.0 + (args.timeout if args.command == "detach" else 0.0)
+    result = api.request(args.api_sock, _client_request(args), timeout=timeout)
     if args.command == "attach":
         print(result["id"])
     elif args.command == "devices":
@@ -351,8 +455,41 @@ def cmd_client(args: argparse.Namespace) -> int:
         for d in result:
             print(f"{d['id']:<10} {d['kind']:<8} {d['slot']:<4} {d['state']:<11} "
                   f"{_dma_column(d):<16} {d['backing']}")  # fmt: skip
-    elif args.command == "status":
+    elif args.command in ("status", "version"):
         print(" ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
+
+
+def _stream(api: Any, args: argparse.Namespace) -> int:
+    """``events``: one JSON line per event; ``console``: the terminal on the console."""
+    sock = api.connect(args.api_sock, timeout=30)
+    with sock:
+        cmd = "subscribe" if args.command == "events" else "console"
+        sock.sendall(f'{{"cmd": "{cmd}"}}\n'.encode())
+        reader = sock.makefile("rb")
+        reply = reader.readline()
+        if not reply.startswith(b'{"ok": true'):
+            raise ConfigError(f"the VMM refused {cmd}: {reply.decode(errors='replace').strip()}")
+        sock.settimeout(None)
+        if args.command == "console":
+            return session.console_client(sock)
+        for line in reader:
+            _say(line)
+    return 0
+
+
+def cmd_list() -> int:
+    from vmm import api  # lazy: see cmd_run
+
+    print(f"{'PID':<8} {'STATE':<9} {'VCPUS':<5} {'MEMORY':<8} API-SOCK")
+    for info in session.running():
+        try:
+            status = api.request(info["api_sock"], {"cmd": "status"}, timeout=5)
+        except KeelError:
+            continue
+        memory = f"{status['memory'] >> 20}MiB"
+        print(f"{info['pid']:<8} {status['state']:<9} {status['vcpus']:<5} {memory:<8} "
+              f"{info['api_sock']}")  # fmt: skip
     return 0
 
 
@@ -378,13 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "stress":
             return cmd_stress(args)
+        if args.command == "list":
+            return cmd_list()
         return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")
         return STATUS_ERROR
     except KeyboardInterrupt:
-        return 130
-    return STATUS_USAGE
+        return STATUS_INTERRUPTED
 
 
 def entry() -> NoReturn:

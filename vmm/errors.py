@@ -32,3 +32,7 @@ class GuestError(KeelError):
 
 class ApiError(KeelError):
     """A request the control socket refuses (bad JSON, unknown command, bad argument)."""
+
+
+class DeviceTimeout(KeelError, TimeoutError):
+    """The guest did not bind (attach) or release (detach) a device in time."""

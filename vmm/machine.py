@@ -16,7 +16,14 @@ serial ports, the exit device and the console transcripts are its own.
 ``attach`` (and ``attach_disk``, ``attach_net``, ``attach_rng``,
 ``attach_console``), ``detach`` and ``devices`` are legal while the machine
 is created, running or paused; slots filled at boot are announced on the
-command line, later changes through the hotplug controller.
+command line, later changes through the hotplug controller.  ``attach_*(...,
+wait=True)`` returns once the guest bound a driver (DRIVER_OK); ``detach``
+asks a guest that serves the controller to release the device and, with
+``wait=True``, returns once it did (``force=True``: removed at once).
+
+``subscribe(callback)`` delivers events: ``DEVICE_ATTACHED``,
+``DEVICE_BOUND``, ``DEVICE_DELETED``, ``DMA_REFUSED`` and ``STOP`` (with the
+exit status and reason), each as ``callback(name, data)``.
 
 Lifecycle is an explicit state machine (created -> running <-> paused ->
 stopped); an operation that is not legal in the current state raises
@@ -29,6 +36,7 @@ import enum
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,9 +49,10 @@ from vmm.devices.iommu import Iommu
 from vmm.devices.manager import AttachedDevice, DeviceManager
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.devices.virtio.device import VirtioDevice
-from vmm.errors import ConfigError, KeelError, StateError
+from vmm.errors import ConfigError, DeviceTimeout, KeelError, StateError
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
+    STATUS_GUEST_FAILURE,
     STATUS_HANG,
     STATUS_INTERRUPTED,
     ExitResult,
@@ -56,6 +65,7 @@ __all__ = [
     "DEFAULT_MEMORY",
     "MAX_VCPUS",
     "STATUS_GUEST_CRASH",
+    "STATUS_GUEST_FAILURE",
     "STATUS_HANG",
     "STATUS_INTERRUPTED",
     "ExitResult",
@@ -121,6 +131,14 @@ class Machine:
         self.pio = Bus("port", log=self._log)
         self.mmio = Bus("mmio", log=self._log)
         self._devices = DeviceManager(self.mmio, self._log)
+        self._subscribers: list[Callable[[str, dict[str, Any]], None]] = []
+        # Its own lock: events come from vCPU and device threads, some while the
+        # machine's lock is held by a thread waiting for those vCPUs (pause).
+        self._subscribers_lock = threading.Lock()
+        self._devices.on_event = self._emit
+        self._devices.iommu.on_refused = lambda dev, addr, length, write: self._emit(
+            "DMA_REFUSED", {"id": dev, "address": addr, "length": length, "write": write}
+        )
         self._runner = VcpuRunner(self._lock, self.pio, self.mmio, self._ended)
         self._watchdog = HangWatchdog(
             hang_timeout, lambda: self.state is State.RUNNING, self._done, self._hung
@@ -136,36 +154,82 @@ class Machine:
     def iommu(self) -> Iommu:
         return self._devices.iommu
 
+    # -- events -----------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``callback(name, data)`` for every event; returns the unsubscribe."""
+        with self._subscribers_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, name: str, data: dict[str, Any]) -> None:
+        with self._subscribers_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback(name, data)
+
     # -- devices ----------------------------------------------------------------------
-    def attach(self, kind: str, **options: Any) -> str:
+    def attach(self, kind: str, *, wait: bool = False, timeout: float = 30.0,
+               **options: Any) -> str:  # fmt: skip
         """A device of ``kind`` (``vmm.devices.registry.KINDS``: disk, net, rng,
-        console) with that kind's options; returns the device id."""
+        console) with that kind's options; returns the device id.  ``wait``: return
+        once the guest bound a driver to it (``TimeoutError`` after ``timeout`` s)."""
         with self._devices.lock:
             self._require_devices(f"attach {kind}")
-            return self._devices.attach(kind, options)
+            ident = self._devices.attach(kind, options)
+            entry = self._devices.find(ident)
+        if wait:
+            self._wait_event(entry.bound, timeout, f"attach {ident}: no guest driver bound it",
+                             "the device stays attached")  # fmt: skip
+        return ident
 
-    def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False) -> str:
+    def attach_disk(self, path: str | os.PathLike[str], readonly: bool = False,
+                    **wait: Any) -> str:  # fmt: skip
         """A virtio-blk device backed by the file ``path``; returns the device id."""
-        return self.attach("disk", path=os.fspath(path), readonly=readonly)
+        return self.attach("disk", path=os.fspath(path), readonly=readonly, **wait)
 
-    def attach_net(self, tap: str | None = None, mac: str | None = None) -> str:
+    def attach_net(self, tap: str | None = None, mac: str | None = None, **wait: Any) -> str:
         """A virtio-net device on TAP interface ``tap`` (created when it does not exist)."""
-        return self.attach("net", tap=tap, mac=mac)
+        return self.attach("net", tap=tap, mac=mac, **wait)
 
-    def attach_rng(self) -> str:
+    def attach_rng(self, **wait: Any) -> str:
         """A virtio-rng device fed by the host's getrandom(2)."""
-        return self.attach("rng")
+        return self.attach("rng", **wait)
 
-    def attach_console(self, output: str | os.PathLike[str] | None = None) -> str:
+    def attach_console(self, output: str | os.PathLike[str] | None = None, **wait: Any) -> str:
         """A virtio-console; its output goes to the file ``output`` (if given) and to
         the transcript ``device(id).console``; ``device(id).feed`` types input."""
-        return self.attach("console", output=None if output is None else os.fspath(output))
+        return self.attach("console", output=None if output is None else os.fspath(output),
+                           **wait)  # fmt: skip
 
-    def detach(self, ident: str) -> None:
-        """Remove a device, named by its id or its backing (image path, TAP name)."""
+    def detach(self, ident: str, *, force: bool = False, wait: bool = False,
+               timeout: float = 30.0) -> None:  # fmt: skip
+        """Remove a device, named by its id or its backing (image path, TAP name).
+
+        A guest serving the hotplug controller is asked to release it (the device
+        shows ``removing`` until it did); ``wait``: return once it did
+        (``TimeoutError`` after ``timeout`` s, the device stays); ``force``: remove
+        it at once, whatever the guest is doing with it."""
         with self._devices.lock:
             self._require_devices("detach")
-            self._devices.detach(ident)
+            entry = self._devices.detach(ident, force=force)
+        if wait:
+            self._wait_event(entry.released, timeout,
+                             f"detach {entry.id}: the guest did not release it",
+                             "it stays 'removing'; detach with force to remove it anyway")
+
+    def _wait_event(self, event: threading.Event, timeout: float, what: str, hint: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not event.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if self._done.is_set():
+                raise StateError(f"{what}: the machine stopped")
+            if time.monotonic() >= deadline:
+                raise DeviceTimeout(f"{what} within {timeout:g} s ({hint})")
 
     def devices(self) -> list[dict[str, Any]]:
         """Every attached device: id, kind, backing, slot, base, irq, state."""
@@ -290,12 +354,14 @@ class Machine:
         """The runner's last call, once every vCPU thread has ended."""
         self.state = State.STOPPED
         result = self.result
-        if result is not None and result.status not in (0, STATUS_INTERRUPTED):
+        if result is not None and result.status in (STATUS_GUEST_CRASH, STATUS_HANG):
             result.diagnostic = self._runner.diagnostic(self.console.last_lines(20))
         self.console.close()
         if self.serial2 is not None:
             self.serial2.close()
         self._done.set()
+        if result is not None:
+            self._emit("STOP", {"status": result.status, "reason": result.reason})
 
     def _release(self) -> None:
         while self._closers:
@@ -337,9 +403,12 @@ class Machine:
 
     def _guest_exit(self, value: int) -> None:
         timings.mark("guest: the rest, to its exit")
-        status = debug_exit.exit_status(value)
-        verdict = "success" if status == 0 else "failure"
-        self._finish(ExitResult(status, f"guest reported {verdict} (code {value:#x})", value))
+        if value == debug_exit.PASS:
+            self._finish(ExitResult(0, f"guest reported success (code {value:#x})", value))
+            return
+        self._finish(ExitResult(STATUS_GUEST_FAILURE, f"guest reported failure (code {value:#x}; "
+                                f"QEMU's isa-debug-exit status {debug_exit.exit_status(value)})",
+                                value))  # fmt: skip
 
     def _hung(self, silent: float) -> None:
         self._finish(ExitResult(STATUS_HANG, f"guest hung: no console output for {silent:.1f} s"))

@@ -64,21 +64,27 @@ class MemoryRegion:
         return self.start + self.size
 
 
-_SIZE_RE = re.compile(r"\s*(\d{1,24})\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(\d{1,24}(?:\.\d{1,9})?)\s*(?:([kmgt])(?:i?b)?|(b))?\s*",
+                      re.IGNORECASE)  # fmt: skip
 _SHIFTS = {"k": 10, "m": 20, "g": 30, "t": 40}
 
 
 def parse_size(text: str) -> int:
-    """``"256M"``, ``"1G"``, ``"512MiB"``, ``"1024k"`` or plain bytes -> bytes."""
+    """``"256"`` (MiB, as QEMU and Firecracker read it), ``"256M"``, ``"1.5G"``,
+    ``"512MiB"``, ``"1024k"``, ``"4096B"`` (bytes) -> bytes (0 is returned, and
+    refused by ``check_memory_size`` with the minimum)."""
     m = _SIZE_RE.fullmatch(text)
-    value = 0
     if m is not None:
-        value = int(m.group(1)) << _SHIFTS.get((m.group(2) or "").lower(), 0)
-    if value <= 0:
-        raise ConfigError(
-            f"bad memory size '{text}': expected a number with an optional K, M, G or T suffix"
-        )
-    return value
+        number, unit, in_bytes = m.groups()
+        whole, _, frac = number.partition(".")
+        shift = 0 if in_bytes else _SHIFTS[(unit or "m").lower()]
+        scaled = (int(whole + frac) << shift) // 10 ** len(frac)
+        if (int(whole + frac) << shift) % 10 ** len(frac) == 0:
+            return int(scaled)
+    raise ConfigError(
+        f"bad memory size '{text}': expected MiB or a number with a K, M, G or T suffix "
+        "(e.g. 256, 512M, 1.5G; a B suffix: bytes)"
+    )
 
 
 def _mib(size: int) -> str:

@@ -33,6 +33,7 @@ KICK_SIGNAL = signal.SIGRTMIN + 2  # interrupts KVM_RUN in a vCPU thread
 
 # Exit statuses of the host process besides the guest's own (debug_exit.exit_status).
 STATUS_GUEST_CRASH = 2  # even, so it never collides with a guest-reported failure
+STATUS_GUEST_FAILURE = 3  # the guest reported failure through the exit device
 STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
 STATUS_INTERRUPTED = 130
 

@@ -224,6 +224,7 @@ __noreturn void kmain(struct hvm_start_info *si)
         test_fault();
     if (!strcmp(test, "triple"))
         arch_triple_fault();
-    printk("keel: unknown test %s\n", test);
+    printk("keel: unknown test %s; keel.test= takes boot timer serial fault triple "
+           "(with an initrd: suite stress and its other tests)\n", test);
     arch_exit(KEEL_EXIT_FAIL);
 }

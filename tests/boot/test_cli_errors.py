@@ -63,7 +63,7 @@ def test_bad_options(tiny_guest: Callable[..., Path], args: list[str], needle: s
 
 def test_unknown_command() -> None:
     proc = keel("fly")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("keel: error:")
 
 

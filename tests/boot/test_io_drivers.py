@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, requires_kvm, run_in_new_netns
+from vmm.console import ConsoleTimeout
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -23,8 +24,10 @@ pytestmark = requires_kvm
 
 
 def _expect(m: Machine, needle: str) -> None:
-    if not m.console.wait_for(needle, timeout=WAIT):
-        pytest.fail(f"{needle!r} never came; console:\n" + "\n".join(m.console.last_lines(30)))
+    try:
+        m.console.wait_for(needle, timeout=WAIT)
+    except ConsoleTimeout as exc:
+        pytest.fail(f"{exc}; console:\n" + "\n".join(m.console.last_lines(30)))
 
 
 def _finish(m: Machine) -> str:

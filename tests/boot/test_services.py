@@ -151,6 +151,9 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
                 serial2=True, serial2_output=lambda _d: None)  # fmt: skip
     m.attach_disk(image)
     m.attach_rng()
+    readonly = _image(tmp_path / "ro.img")
+    m.attach_disk(readonly, readonly=True)
+    m.attach_console()
     m.start()
     prompts = 0
 
@@ -171,17 +174,21 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         assert re.search(r"^0\s+blk0\s+virtio_blk\s+running\s+1$", ps, re.MULTILINE), ps
         devices = type_line("devices")
         assert re.search(r"^1\s+rng0\s+entropy\s+17\s+0$", devices, re.MULTILINE), devices
-        assert re.search(r"^2\s+console\s+stream\s+3\s+0$", devices, re.MULTILINE), devices
+        assert re.search(r"^4\s+console\s+stream\s+3\s+0$", devices, re.MULTILINE), devices
         assert re.search(r"^[0-9a-f]{32}$", type_line("rng"), re.MULTILINE)
         assert re.search(r"^[0-9a-f]{64}$", type_line("cat rng0"), re.MULTILINE)
         assert "wrote sector 3 of blk0" in type_line("write blk0 3 hello from the shell")
-        assert "hello from the s" in type_line("read blk0 3")
+        sector = type_line("read blk0 3")
+        assert "hello from the s" in sector and "01f0 " in sector  # all 512 bytes
+        assert "write: blk1 is read-only" in type_line("write blk1 0 no")
+        assert "hvc0: nothing to read" in type_line("cat hvc0")
+        assert "kill: no driver named nosuch (see ps)" in type_line("kill nosuch")
         killed = type_line("kill blk0")
         assert "killed blk0; its driver has started 2 times" in killed
         assert "hello from the s" in type_line("read blk0 3")  # through the new driver
         assert "killed console; its driver has started 2 times" in type_line("kill console")
-        assert re.search(r"^2\s+console\s+uart\s+running\s+2$", type_line("ps"), re.MULTILINE)
-        assert "kill: invalid argument" in type_line("kill 9")
+        assert re.search(r"^\d\s+console\s+uart\s+running\s+2$", type_line("ps"), re.MULTILINE)
+        assert "kill: no driver with id 9 (see ps)" in type_line("kill 9")
         assert "unknown command" in type_line("frobnicate")
         type_line("poweroff")
         result = m.wait(timeout=120)
@@ -190,3 +197,5 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
         m.close()
     data = image.read_bytes()
     assert data[3 * SECTOR : 3 * SECTOR + 20] == b"hello from the shell"
+    out = _console_text(m)
+    assert "virtio-blk: serving 8192 sectors, read-only\n" in out, out[-3000:]

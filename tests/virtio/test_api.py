@@ -76,9 +76,15 @@ def test_socket_is_private(vmm: Vmm) -> None:
         (b'{"cmd": "attach", "kind": "disk"}\n', "missing argument 'path'"),
         (b'{"cmd": "attach", "kind": "disk", "path": 7}\n', "must be a str"),
         (b'{"cmd": "attach", "kind": "disk", "path": "/nonexistent.img"}\n', "nonexistent"),
-        (b'{"cmd": "detach", "id": "disk9"}\n', "no attached device"),
+        (b'{"cmd": "detach", "device": "disk9"}\n', "no attached device"),
         (b'{"cmd": "resume"}\n', "illegal while the machine is running"),
-        (b"\xff\xfe\n", "malformed JSON"),
+        (b"\xff\xfe\n", "malformed JSON: the request is not UTF-8 text"),
+        (b'{"cmd": 5}\n', "argument 'cmd' must be a string"),
+        (b'{"cmd": "status", "verbose": true}\n', "status: unknown argument 'verbose'"),
+        (b'{"cmd": "attach", "kind": "rng", "path": "x"}\n', "unknown argument 'path'"),
+        (b'{"cmd": "detach", "id": "disk0"}\n', "missing argument 'device'"),
+        (b'{"cmd": "detach", "device": "x", "force": 1}\n', "'force' must be a bool"),
+        (b'{"cmd": "detach", "device": "x", "timeout": "9"}\n', "'timeout' must be a number"),
     ],
 )
 def test_bad_requests_get_errors_and_the_vmm_keeps_running(
@@ -104,7 +110,7 @@ def test_every_verb_through_the_cli(vmm: Vmm, tmp_path: Path) -> None:
     assert out[2].split() == ["disk0", "disk", "0", "ok", "open", str(image)]
     assert out[3].split() == ["rng0", "rng", "1", "ok", "open", "getrandom"]
     assert vmm.cli("detach", str(image)).returncode == 0
-    assert vmm.cli("detach", "rng0").returncode == 0
+    assert vmm.cli("detach", "rng0", "--api-sock", str(vmm.sock)).returncode == 0
     assert [d["id"] for d in request(vmm.sock, {"cmd": "devices"})] == ["console0"]
     assert vmm.cli("pause").returncode == 0
     assert "state=paused" in vmm.cli("status").stdout
@@ -134,3 +140,46 @@ def test_socket_path_that_is_a_file_is_refused(
     proc = keel("run", str(tiny_guest("HELLO")), "--api-sock", str(path))
     assert proc.returncode == 1 and "not a socket" in proc.stderr
     assert path.read_text() == "x"
+
+
+def _conversation(vmm: Vmm, lines: list[bytes], replies: int) -> list[dict[str, object]]:
+    """Sends every line on one connection; returns the first ``replies`` lines back."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(vmm.sock))
+        s.sendall(b"".join(lines))
+        reader = s.makefile("rb")
+        return [json.loads(reader.readline()) for _ in range(replies)]
+
+
+def test_one_reply_per_request_even_over_64k(vmm: Vmm) -> None:
+    big = b'{"cmd": "status", "pad": "' + b"x" * (100 << 10) + b'"}\n'
+    replies = _conversation(vmm, [big, b'{"cmd": "version", "id": 1}\n',
+                                  b'{"cmd": "status", "id": "two"}\n'], 3)  # fmt: skip
+    assert replies[0] == {"ok": False, "error": "request longer than 65536 bytes"}
+    assert replies[1]["id"] == 1 and replies[1]["result"]["protocol"] == 2  # type: ignore[index]
+    assert replies[2]["id"] == "two" and replies[2]["result"]["state"] == "running"  # type: ignore[index]
+
+
+def test_version_and_the_command_list(vmm: Vmm) -> None:
+    assert vmm.cli("version").stdout.startswith("keel=0.")
+    commands = {c["name"]: c for c in request(vmm.sock, {"cmd": "commands"})}
+    assert {"attach", "detach", "subscribe", "console", "version"} <= set(commands)
+    assert commands["detach"]["args"]["device"]["required"] is True
+    assert commands["attach"]["args"]["readonly"]["type"] == "bool"
+
+
+def test_events_on_a_subscribed_connection(vmm: Vmm, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(vmm.sock))
+        reader = s.makefile("rb")
+        s.sendall(b'{"cmd": "subscribe", "id": 1}\n')
+        assert json.loads(reader.readline()) == {"ok": True, "result": None, "id": 1}
+        rng = request(vmm.sock, {"cmd": "attach", "kind": "rng"})["id"]
+        request(vmm.sock, {"cmd": "detach", "device": rng, "wait": True})
+        request(vmm.sock, {"cmd": "stop"})
+        events = [json.loads(line) for line in reader]
+    names = [(e["event"], e["data"].get("id")) for e in events]
+    assert names == [("DEVICE_ATTACHED", "rng0"), ("DEVICE_DELETED", "rng0"), ("STOP", None)]
+    assert events[-1]["data"] == {"status": 0, "reason": "stopped by request"}

@@ -61,3 +61,27 @@ def test_slot_announcement() -> None:
 def test_bad_tap_names_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="bad TAP interface name"):
         NetDevice(name)
+
+
+def test_changes_coalesce_and_a_removal_waits_for_ejected() -> None:
+    slots = [VirtioSlot(i) for i in range(hotplug.SLOT_COUNT)]
+    irqs: list[int] = []
+    ejected: list[int] = []
+    c = HotplugController(slots, lambda: irqs.append(1))
+    c.on_ejected = ejected.append
+    slots[1].fill(EmptySlot(), 4)
+    c.slot_changed(1)
+    c.slot_changed(1)  # two changes before the guest reads: one bit
+    assert r32(c, hotplug.REG_CHANGED) == 0b10 and len(irqs) == 2
+    assert not c.listening
+    w32(c, hotplug.REG_ACK, 0b10)
+    assert c.listening and r32(c, hotplug.REG_CHANGED) == 0
+    c.request_eject(1)  # the device stays, no longer PRESENT
+    assert r32(c, hotplug.REG_PRESENT) == 0 and r32(c, hotplug.REG_CHANGED) == 0b10
+    assert not slots[1].empty
+    w32(c, hotplug.REG_EJECTED, 0b110)  # only slots being removed count
+    assert ejected == [0b10]
+    c.ejected(1)
+    slots[1].clear()
+    w32(c, hotplug.REG_EJECTED, 0b10)  # again: nothing is being removed
+    assert ejected == [0b10]

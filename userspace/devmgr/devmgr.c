@@ -48,6 +48,7 @@
 #define HP_PRESENT 0x20
 #define HP_CHANGED 0x24
 #define HP_ACK 0x28
+#define HP_EJECTED 0x2c
 #define HP_SLOT_SEL 0x30
 #define HP_MAGIC_VALUE 0x4350484b
 
@@ -339,7 +340,7 @@ static void add_uart(void)
 static void remove_device(struct device *d)
 {
     if (d->state == DM_RUNNING)
-        stop_driver(d, 0);
+        stop_driver(d, 1); /* reset: the device, still there, lets go of our memory */
     ns_withdraw(d);
     keel_cnode_delete(CN, d->irq);
     keel_cnode_delete(CN, d->io); /* the last one: the device's table is cleared */
@@ -359,12 +360,17 @@ static long slot_desc(unsigned slot)
     return -1;
 }
 
-static void hotplug_event(void)
+/* Serves one reading of CHANGED; 0 once the controller is quiet.  A slot
+ * no longer PRESENT has its driver stopped and its device reset, then is
+ * reported EJECTED: the VMM waits for that before it frees the slot. */
+static int hotplug_event(void)
 {
     unsigned int changed = rd(hp, HP_CHANGED);
 
-    hp[HP_ACK / 4] = changed; /* before acting: a later change raises it again */
-    unsigned int present = rd(hp, HP_PRESENT);
+    if (!changed)
+        return 0;
+    hp[HP_ACK / 4] = changed; /* before acting: a later change sets it again */
+    unsigned int present = rd(hp, HP_PRESENT), ejected = 0;
     for (unsigned s = 0; s < slot_count; s++) {
         if (!(changed & (1u << s)))
             continue;
@@ -373,10 +379,15 @@ static void hotplug_event(void)
                 remove_device(&devs[k]);
         }
         long i = slot_desc(s);
-        if ((present & (1u << s)) && i >= 0 && !add_device((unsigned)i, (int)s))
+        if (!(present & (1u << s)))
+            ejected |= 1u << s;
+        else if (i >= 0 && !add_device((unsigned)i, (int)s))
             printf("devmgr: slot %u: no driver for its device\n", s);
     }
+    if (ejected)
+        hp[HP_EJECTED / 4] = ejected;
     events++;
+    return 1;
 }
 
 static void answer_waiter(void)
@@ -443,9 +454,11 @@ static void dm_serve(void)
         if (keel_recv(dm_ep, 0, window, &m))
             continue;
         if (m.label == KEEL_LABEL_NOTIFY) {
-            if (hp)
-                hotplug_event();
+            /* Unmasked first, then CHANGED re-read until it is quiet: a
+             * change after the last read raises a new interrupt. */
             keel_irq_handler_ack(hp_irq);
+            while (hp && hotplug_event())
+                ;
             answer_waiter();
             continue;
         }

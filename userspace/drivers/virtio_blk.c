@@ -60,6 +60,7 @@
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_F_RO (1u << 5)
 #define VIRTIO_BLK_F_FLUSH (1u << 9)
 #define RANDOM_READS 2000
 #define SINGLE_READS 500
@@ -279,6 +280,8 @@ static long blk_read(struct drv_req *r)
 
 static long blk_write(struct drv_req *r)
 {
+    if (features & VIRTIO_BLK_F_RO)
+        return -KEEL_E_NO_RIGHTS; /* a read-only disk: told apart from a failed write */
     return start(r, VIRTIO_BLK_T_OUT);
 }
 
@@ -475,7 +478,8 @@ long keel_main(keel_word_t arg)
                     (err = serve_bind(NTFN_CAP))))
         goto out;
     if ((err = virtio_setup(&dev, VIRTIO_BLK_ID, QSIZE,
-                            VIRTIO_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH,
+                            VIRTIO_F_EVENT_IDX | VIRTIO_BLK_F_FLUSH |
+                                (service ? VIRTIO_BLK_F_RO : 0),
                             &features)))
         goto out;
     if (dev.used_off + 6 + 8 * QSIZE > HDR_OFF) { /* the slots would overlap the used ring */
@@ -487,9 +491,11 @@ long keel_main(keel_word_t arg)
     blocks = sectors / 8;
     if (service) {
         ops.capacity = sectors * DRV_BLOCK;
-        ops.features = features & VIRTIO_BLK_F_FLUSH ? DRV_FEATURE_FLUSH : 0;
+        int ro = !!(features & VIRTIO_BLK_F_RO);
+        ops.features = (features & VIRTIO_BLK_F_FLUSH && !ro ? DRV_FEATURE_FLUSH : 0) |
+                       (ro ? DRV_FEATURE_READONLY : 0);
         printf("virtio-blk: serving %lu sectors%s\n", sectors,
-               features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
+               ro ? ", read-only" : features & VIRTIO_BLK_F_FLUSH ? ", write cache" : "");
         serve_run(&ops);
     }
     printf("virtio-blk: %lu sectors, %d requests in flight%s\n", sectors, DEPTH_BENCH,

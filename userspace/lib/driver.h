@@ -58,6 +58,7 @@ enum drv_kind {
 #define DRV_SYNC 2ul /* flags: a write also flushes the device's cache before the answer */
 
 #define DRV_FEATURE_FLUSH 1ul /* DRV_INFO features: the device has a volatile cache */
+#define DRV_FEATURE_READONLY 2ul /* DRV_INFO features: writes fail with KEEL_E_NO_RIGHTS */
 
 #define DRV_MODE_SERVICE 1ul
 #define DRV_ARG(mode, offset) ((unsigned long)(mode) << 12 | ((offset) & 0xfff))

@@ -142,27 +142,32 @@ static void cmd_kill(const char *arg)
         return;
     }
     long err = keel_call(DEVMGR, DM_KILL, in, out);
-    if (err)
+    if (err == KEEL_E_INVALID_ARG)
+        printf("kill: no driver %s %s (see ps)\n", isnum ? "with id" : "named", arg);
+    else if (err)
         error("kill", err);
     else
         printf("killed %s; its driver has started %lu times\n", arg, out[0]);
 }
 
-/* count bytes from the named device at byte offset pos, into the buffer. */
+/* count bytes from the named device at byte offset pos, into the buffer;
+ * *done is how many came (a stream may have fewer, or none, waiting). */
 static long read_from(struct service *s, const char *name, unsigned long pos, unsigned long count,
-                      keel_word_t *kind)
+                      keel_word_t *kind, unsigned long *done)
 {
     keel_word_t in[KEEL_MSG_WORDS] = { 0 }, info[KEEL_MSG_WORDS];
-    unsigned long done;
     long err = open_service(s, name);
 
+    *done = 0;
     if (!err)
         err = service_call(s, DRV_INFO, in, info);
     if (!err) {
         *kind = info[0];
-        err = service_io(s, DRV_READ, count, info[0] == DRV_KIND_BLOCK ? pos : 0, 0, &done);
+        err = service_io(s, DRV_READ, count, info[0] == DRV_KIND_BLOCK ? pos : 0, 0, done);
     }
-    if (err)
+    if (err == KEEL_E_NOT_MAPPED)
+        printf("%s: no such device (see devices)\n", name);
+    else if (err)
         error(name, err);
     return err;
 }
@@ -171,12 +176,15 @@ static void cmd_cat(const char *name)
 {
     struct service s;
     keel_word_t kind = 0;
+    unsigned long done;
 
-    if (!read_from(&s, name, 0, DRV_BLOCK, &kind)) {
-        if (kind == DRV_KIND_ENTROPY)
-            hex(s.buf, 32);
+    if (!read_from(&s, name, 0, DRV_BLOCK, &kind, &done)) {
+        if (!done)
+            printf("%s: nothing to read\n", name);
+        else if (kind == DRV_KIND_ENTROPY)
+            hex(s.buf, done < 32 ? done : 32);
         else
-            dump(s.buf, 64);
+            dump(s.buf, done < 64 ? done : 64);
     }
     close_service(&s);
 }
@@ -192,8 +200,9 @@ static void cmd_read(const char *name, const char *sector)
         printf("read: the sector is a number\n");
         return;
     }
-    if (!read_from(&s, name, n * DRV_BLOCK, DRV_BLOCK, &kind))
-        dump(s.buf, 128);
+    unsigned long done;
+    if (!read_from(&s, name, n * DRV_BLOCK, DRV_BLOCK, &kind, &done))
+        dump(s.buf, done);
     close_service(&s);
 }
 
@@ -213,7 +222,11 @@ static void cmd_write(const char *name, const char *sector, const char *text)
         memcpy(s.buf, text, strlen(text) < DRV_BLOCK ? strlen(text) : DRV_BLOCK);
         err = service_io(&s, DRV_WRITE, DRV_BLOCK, n * DRV_BLOCK, DRV_SYNC, &done);
     }
-    if (err)
+    if (err == KEEL_E_NO_RIGHTS)
+        printf("write: %s is read-only\n", name);
+    else if (err == KEEL_E_NOT_MAPPED)
+        printf("write: %s: no such device (see devices)\n", name);
+    else if (err)
         error("write", err);
     else
         printf("wrote sector %lu of %s\n", n, name);
@@ -278,8 +291,9 @@ static void run(char *line)
     else if (!strcmp(argv[0], "rng") && argc == 1) {
         struct service s;
         keel_word_t kind;
-        if (!read_from(&s, "rng0", 0, 16, &kind))
-            hex(s.buf, 16);
+        unsigned long done;
+        if (!read_from(&s, "rng0", 0, 16, &kind, &done))
+            hex(s.buf, done);
         close_service(&s);
     } else if (!strcmp(argv[0], "read") && argc == 3)
         cmd_read(argv[1], argv[2]);

@@ -40,7 +40,10 @@ static int run(const char *test, struct keel_bootinfo *bi)
             return runs[i].fn();
         }
     }
-    printf("keel: unknown test %s\n", test);
+    printf("keel: unknown test %s; keel.test= takes stress", test);
+    for (unsigned i = 0; i < sizeof(runs) / sizeof(runs[0]); i++)
+        printf(" %s", runs[i].name);
+    printf(" (the kernel's own: boot timer serial fault triple)\n");
     return 1;
 }
 

@@ -39,10 +39,10 @@ REG_SLOT_SIZE = 0x18
 REG_PRESENT = 0x20
 REG_CHANGED = 0x24
 REG_ACK = 0x28
+REG_EJECTED = 0x2C
 REG_SLOT_SEL = 0x30
 REG_SLOT_GSI = 0x34
 REG_SLOT_DEVICE_ID = 0x38
-
 
 
 class EmptySlot:
@@ -99,15 +99,26 @@ class VirtioSlot:
 
 
 class HotplugController:
+    """CHANGED coalesces: any number of changes to a slot before the guest reads
+    CHANGED is one set bit, and the guest re-reads CHANGED until it is 0.
+
+    A removal the guest takes part in (``request_eject``) leaves the device in
+    its slot, no longer PRESENT, until the guest writes the slot's bit to
+    EJECTED: then ``on_ejected`` is called (from the vCPU thread) with the mask."""
+
     def __init__(self, slots: list[VirtioSlot], signal_irq: Callable[[], None] | None) -> None:
         self.slots = slots
         self.signal_irq = signal_irq
+        self.on_ejected: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self.changed = 0
+        self.ejecting = 0
         self.slot_sel = 0
+        # The guest has served the controller (written ACK): it takes part in removals.
+        self.listening = False
 
     def present(self) -> int:
-        return sum(1 << s.index for s in self.slots if not s.empty)
+        return sum(1 << s.index for s in self.slots if not s.empty) & ~self.ejecting
 
     def slot_changed(self, index: int) -> None:
         """A slot was filled or emptied while the guest runs."""
@@ -115,6 +126,17 @@ class HotplugController:
             self.changed |= 1 << index
         if self.signal_irq is not None:
             self.signal_irq()
+
+    def request_eject(self, index: int) -> None:
+        """Ask the guest to release slot ``index``: it reads as not PRESENT."""
+        with self._lock:
+            self.ejecting |= 1 << index
+        self.slot_changed(index)
+
+    def ejected(self, index: int) -> None:
+        """The slot's removal is complete (released by the guest, or forced)."""
+        with self._lock:
+            self.ejecting &= ~(1 << index)
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -146,8 +168,15 @@ class HotplugController:
         with self._lock:
             if offset == REG_ACK:
                 self.changed &= ~value
+                self.listening = True
             elif offset == REG_SLOT_SEL:
                 self.slot_sel = value
+            elif offset == REG_EJECTED:
+                value &= self.ejecting
+            if offset != REG_EJECTED:
+                return
+        if value and self.on_ejected is not None:
+            self.on_ejected(value)
 
     def cmdline(self) -> str:
         return f"keel.hotplug={HOTPLUG_SIZE:#x}@{platform.HOTPLUG_MMIO_BASE:#x}:{HOTPLUG_GSI}"

@@ -210,6 +210,9 @@ class Iommu:
         self.enabled = False
         self._domains: dict[int, DmaWindows] = {}
         self.total_faults = 0
+        # Called (outside the lock) for every refused access: device id, address,
+        # length, whether it was a write.
+        self.on_refused: Callable[[str, int, int, bool], None] | None = None
         self.device = 0
         self.addr = 0
         self.length = 0
@@ -223,7 +226,7 @@ class Iommu:
         """A fresh (empty) table for the device now at ``base``."""
         with self._lock:
             domain = DmaWindows(name, self.enabled, self._log, barrier)
-            domain.on_fault = self._count_fault
+            domain.on_fault = lambda: self._count_fault(domain)
             self._domains[base] = domain
         return domain
 
@@ -231,9 +234,12 @@ class Iommu:
         with self._lock:
             self._domains.pop(base, None)
 
-    def _count_fault(self) -> None:
+    def _count_fault(self, domain: DmaWindows) -> None:
         with self._lock:
             self.total_faults += 1
+        if self.on_refused is not None:
+            addr, length, write = domain.last_fault
+            self.on_refused(domain.name, addr, length, write)
 
     def cmdline(self) -> str:
         return f"keel.iommu={IOMMU_SIZE:#x}@{platform.IOMMU_MMIO_BASE:#x}"

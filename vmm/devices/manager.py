@@ -10,6 +10,14 @@ announced to the guest through the hotplug controller.
 
 ``lock`` (re-entrant) serialises attach, detach and wiring; the caller
 checks the machine's state under it.
+
+Removal while the guest runs is guest-acknowledged once the guest serves the
+hotplug controller (its device manager wrote ACK): ``detach`` marks the
+device *removing* and asks the guest to release it; the device keeps working
+until the guest writes its slot to EJECTED, then it is closed and its slot
+freed (``AttachedDevice.released``).  ``detach(force=True)`` removes at once
+(a surprise removal).  Events (``on_event``): ``DEVICE_ATTACHED``,
+``DEVICE_BOUND`` (its driver set DRIVER_OK), ``DEVICE_DELETED``.
 """
 
 from __future__ import annotations
@@ -48,11 +56,17 @@ class AttachedDevice:
         self.device = device
         self.slot = slot
         self.transport: MmioTransport | None = None
+        self.bound = threading.Event()  # a guest driver set DRIVER_OK
+        self.released = threading.Event()  # gone from its slot
+        self.removing = False
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"id": self.id, "slot": self.slot.index}
         info.update(self.device.describe())
-        info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok")
+        info.update(base=f"{self.slot.base:#x}", irq=self.slot.gsi, state="ok",
+                    bound=self.bound.is_set())  # fmt: skip
+        if self.removing:
+            info["state"] = "removing"
         if self.transport is not None and isinstance(self.transport.dma, DmaWindows):
             info.update(self.transport.dma.describe())
         if self.transport is not None and self.transport.needs_reset_reason:
@@ -78,6 +92,8 @@ class DeviceManager:
         self.iommu = Iommu(log)
         self.slots = [VirtioSlot(i) for i in range(SLOT_COUNT)]
         self.hotplug = HotplugController(self.slots, None)
+        self.hotplug.on_ejected = self._ejected
+        self.on_event: Callable[[str, dict[str, Any]], None] = lambda _n, _d: None
         for slot in self.slots:
             mmio.register(slot.base, SLOT_STRIDE, slot)
         mmio.register(platform.HOTPLUG_MMIO_BASE, HOTPLUG_SIZE, self.hotplug)
@@ -112,17 +128,39 @@ class DeviceManager:
             slot.fill(entry.transport or _Unwired(), device.device_id)
             if self._vm is not None:
                 self.hotplug.slot_changed(slot.index)
+            self.on_event("DEVICE_ATTACHED", {"id": entry.id, "kind": spec.name})
             return entry.id
 
-    def detach(self, ident: str) -> None:
-        """Remove a device, named by its id or its backing (image path, TAP name)."""
+    def detach(self, ident: str, force: bool = False) -> AttachedDevice:
+        """Remove a device, named by its id or its backing (image path, TAP name).
+
+        Without ``force``, a guest that serves the hotplug controller is asked
+        to release it first: the returned entry's ``released`` is set once it did."""
         with self.lock:
             entry = self.find(ident)
-            entry.slot.clear()
-            del self._attached[entry.id]
-            self._close_entry(entry)
-            if self._vm is not None:
-                self.hotplug.slot_changed(entry.slot.index)
+            if force or self._vm is None or not self.hotplug.listening:
+                self._remove(entry, notify=not entry.removing)
+            elif not entry.removing:
+                entry.removing = True
+                self.hotplug.request_eject(entry.slot.index)
+            return entry
+
+    def _remove(self, entry: AttachedDevice, notify: bool) -> None:
+        entry.slot.clear()
+        del self._attached[entry.id]
+        self._close_entry(entry)
+        self.hotplug.ejected(entry.slot.index)
+        if self._vm is not None and notify:
+            self.hotplug.slot_changed(entry.slot.index)
+        entry.released.set()
+        self.on_event("DEVICE_DELETED", {"id": entry.id})
+
+    def _ejected(self, mask: int) -> None:
+        """The guest released the devices of the slots in ``mask`` (a vCPU thread)."""
+        with self.lock:
+            for entry in list(self._attached.values()):
+                if entry.removing and mask & (1 << entry.slot.index):
+                    self._remove(entry, notify=False)
 
     def describe(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -184,6 +222,8 @@ class DeviceManager:
                     self._close_entry(entry)
                 except (OSError, KeelError):
                     pass
+            for entry in self._attached.values():
+                entry.released.set()
             self._attached.clear()
             for fd in self._irq_fds:
                 try:
@@ -211,6 +251,13 @@ class DeviceManager:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
         transport.dma = self.iommu.attach(entry.slot.base, entry.id, transport.lock)
         transport.paused = self._paused
+
+        def bound(entry: AttachedDevice = entry) -> None:
+            if not entry.bound.is_set():
+                entry.bound.set()
+                self.on_event("DEVICE_BOUND", {"id": entry.id})
+
+        transport.on_driver_ok = bound
         transport.start_worker()
         entry.transport = transport
 

@@ -92,12 +92,30 @@ class DeviceKind:
         return options
 
 
+def split_disk_spec(spec: str) -> tuple[str, str]:
+    """``IMAGE[,readonly]``: a comma in IMAGE is written twice (as QEMU does)."""
+    path, i = [], 0
+    while i < len(spec):
+        if spec.startswith(",,", i):
+            path.append(",")
+            i += 2
+        elif spec[i] == ",":
+            return "".join(path), spec[i + 1 :]
+        else:
+            path.append(spec[i])
+            i += 1
+    return "".join(path), ""
+
+
 def _disk_requests(specs: list[str]) -> list[dict[str, Any]]:
     requests = []
     for spec in specs:
-        path, _, opt = spec.partition(",")
+        path, opt = split_disk_spec(spec)
         if opt not in ("", "readonly", "ro"):
-            raise ConfigError(f"bad --disk option {opt!r}: expected IMAGE[,readonly]")
+            raise ConfigError(
+                f"bad --disk option {opt!r}: expected IMAGE[,readonly] "
+                "(a comma in IMAGE is written ',,')"
+            )
         requests.append({"path": path, "readonly": bool(opt)})
     return requests
 
@@ -107,29 +125,37 @@ KINDS: dict[str, DeviceKind] = {
     for kind in (
         DeviceKind(
             "disk", "a virtio-blk disk", blk.BlockDevice,
-            (Option("path", str, required=True, positional=True, metavar="image", path=True),
-             Option("readonly", bool)),
+            (Option("path", str, "the disk image file", required=True, positional=True,
+                    metavar="image", path=True),
+             Option("readonly", bool, "attach it read-only (default: writable)")),
             RunFlag("--disk", _disk_requests,
                     dict(action="append", default=[], metavar="IMAGE[,readonly]",
-                         help="a virtio-blk disk backed by IMAGE (repeatable)")),
+                         help="a virtio-blk disk backed by IMAGE (repeatable; a comma "
+                              "in IMAGE is written ',,'; default: none)")),
         ),
         DeviceKind(
             "net", "a virtio-net device on a TAP interface", net.create,
-            (Option("tap", str, positional=True), Option("mac", str)),
+            (Option("tap", str, "the TAP interface (default: a new keeltapN, removed at exit)",
+                    positional=True),
+             Option("mac", str, "the device's MAC address (default: derived from the TAP "
+                                "name)")),
             RunFlag("--net", lambda tap: [] if tap is None else [{"tap": tap or None}],
                     dict(nargs="?", const="", default=None, metavar="TAP",
-                         help="a virtio-net device on TAP (created when missing)")),
+                         help="a virtio-net device on TAP (created when missing; "
+                              "default: none)")),
         ),
         DeviceKind(
             "rng", "a virtio-rng device", rng.RngDevice, (),
             RunFlag("--rng", lambda on: [{}] if on else [],
-                    dict(action="store_true", help="a virtio-rng device")),
+                    dict(action="store_true", help="a virtio-rng device (default: none)")),
         ),
         DeviceKind(
             "console", "a virtio-console device", console.create,
-            (Option("output", str, help="append the console's output to FILE", path=True),),
+            (Option("output", str, help="append the console's output to FILE (default: "
+                                        "kept in the transcript only)", path=True),),
             RunFlag("--virtio-console", lambda on: [{"output": "/dev/stdout"}] if on else [],
-                    dict(action="store_true", help="a virtio-console device on the terminal")),
+                    dict(action="store_true",
+                         help="a virtio-console device on the terminal (default: none)")),
         ),
     )
 }  # fmt: skip

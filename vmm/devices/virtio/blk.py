@@ -7,10 +7,17 @@ the VMM read or write outside the image.  FLUSH is ``fdatasync``, once for all
 the flushes of a batch, which complete after its other requests (virtio allows
 any completion order; a flush covers at least what completed before it); a read-only
 image offers VIRTIO_BLK_F_RO and fails writes with VIRTIO_BLK_S_IOERR.
+
+The image is locked while attached, as QEMU does, with an open-file-description
+lock on the whole file (``F_OFD_SETLK``): shared for a read-only disk,
+exclusive for a writable one, so no two writers (this VM, another Keel, a
+QEMU) and no reader beside a writer can use it at once.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat
 import struct
@@ -54,6 +61,25 @@ def _views(mem: GuestRam, buffers: tuple[Buffer, ...], skip: int, length: int) -
     return out
 
 
+# struct flock on x86-64: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks).
+_FLOCK = "hhqqixxxx"
+
+
+def lock_image(fd: int, path: str, readonly: bool) -> None:
+    """Shared (read-only) or exclusive lock on the whole image, or a ConfigError."""
+    kind = fcntl.F_RDLCK if readonly else fcntl.F_WRLCK
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0))
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"cannot lock disk image {path!r}: {exc.strerror}") from None
+        mode = "read-only" if readonly else "writable"
+        raise ConfigError(
+            f"disk image {path!r} is in use: cannot get a {mode} lock (another device, VM "
+            "or QEMU has it open for writing, or a writable disk needs it alone)"
+        ) from None
+
+
 class BlockDevice(VirtioDevice):
     device_id = ID_BLOCK
     kind = "disk"
@@ -76,6 +102,11 @@ class BlockDevice(VirtioDevice):
         else:
             os.close(self.fd)
             raise ConfigError(f"disk image {self.backing!r} is not a file or block device")
+        try:
+            lock_image(self.fd, self.backing, readonly)
+        except ConfigError:
+            os.close(self.fd)
+            raise
         self.capacity = size // SECTOR  # a partial last sector is not addressable
         self.serial = os.path.basename(self.backing).encode()[:ID_BYTES]
 

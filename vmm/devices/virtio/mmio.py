@@ -127,6 +127,7 @@ class MmioTransport:
         self.needs_reset_reason = ""
         self.paused = False
         self.dma: DmaGuard | None = None
+        self.on_driver_ok: Callable[[], None] | None = None  # the guest bound a driver
         self._reset_registers()
 
     @property
@@ -264,6 +265,8 @@ class MmioTransport:
         if new & DRIVER_OK and not self.status & DEVICE_NEEDS_RESET:
             self.device.activate(self.mem, self.driver_features)
             self.kick()  # buffers may already be waiting
+            if self.on_driver_ok is not None:
+                self.on_driver_ok()
         self.status = value | (self.status & DEVICE_NEEDS_RESET)
 
     def _needs_reset(self, reason: str) -> None:

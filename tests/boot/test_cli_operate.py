@@ -1,0 +1,314 @@
+"""``keel`` as people script and operate it: exit statuses, --version, where
+options may go, sizes, paths, the terminal, signals and daemon mode."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KEEL, ROOT, keel, requires_kvm, run_in_new_netns
+from vmm.api import ApiError, request
+
+Guest = Callable[..., Path]
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keel: error:"), proc.stderr
+    assert needle in lines[0], proc.stderr
+
+
+def test_version_and_the_exit_status_table() -> None:
+    proc = keel("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("keel 0."), proc
+    help = keel("--help").stdout
+    for line in ("0    success", "1    bad input or usage", "2    the guest crashed",
+                 "3    the guest reported failure", "4    the guest hung", "130  interrupted"):
+        assert line in help, help
+    run_help = keel("run", "--help").stdout
+    assert "(default: 256M)" in run_help and "(default: host cores)" in run_help
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--smp", "abc"], "--smp: invalid int value: 'abc'"),
+        (["run", "--memory", "-5M"], "--memory"),
+        (["fly"], "invalid choice: 'fly'"),
+        (["attach"], "required: kind"),
+        (["stress", "--workloads", "foo"], "unknown stress workload 'foo'"),
+        (["stress", "--workloads", "ipc,,map"], "unknown stress workload ''"),
+        (["devices"], "needs --api-sock"),
+        (["run", "--daemon"], "--daemon needs --api-sock"),
+        (["run", "--api-sock", "/tmp/" + "s" * 120], "at most 107 bytes"),
+    ],
+)
+def test_usage_errors_are_status_1(args: list[str], needle: str) -> None:
+    _one_error_line(keel(*args), needle)
+
+
+def test_api_sock_may_follow_the_device(tmp_path: Path) -> None:
+    """`keel attach disk IMG --api-sock S` parses: the error is that S has no VMM."""
+    proc = keel("attach", "disk", "x.img", "--api-sock", str(tmp_path / "s"))
+    _one_error_line(proc, "cannot reach the VMM")
+    proc = keel("attach", "--api-sock", str(tmp_path / "s"), "rng")
+    _one_error_line(proc, "cannot reach the VMM")
+
+
+def test_a_silent_vmm_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        with pytest.raises(ApiError, match=r"did not answer within 0\.5 s"):
+            request(path, {"cmd": "status"}, timeout=0.5)
+
+
+def test_stress_finds_the_initrd_beside_the_kernel(tmp_path: Path) -> None:
+    """--kernel alone: initrd.cpio beside it (here missing, so named in the error)."""
+    kernel = tmp_path / "kernel.elf"
+    kernel.write_bytes(b"")
+    _one_error_line(keel("stress", "--kernel", str(kernel)), str(tmp_path / "initrd.cpio"))
+
+
+@requires_kvm
+def test_memory_is_mib_by_default_and_takes_fractions(tiny_guest: Guest) -> None:
+    for size in ("64", "0.0625G", "65536K"):
+        proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1", "--memory", size)
+        assert proc.returncode == 0 and "tiny: hello" in proc.stdout, (size, proc.stderr)
+    _one_error_line(keel("run", str(tiny_guest("HELLO")), "--memory", "0"), "too small")
+
+
+@requires_kvm
+def test_disk_paths_may_contain_commas(tiny_guest: Guest, tmp_path: Path) -> None:
+    image = tmp_path / "a,b.img"
+    image.write_bytes(bytes(4096))
+    escaped = str(image).replace(",", ",,")
+    proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1", "--disk", escaped)
+    assert proc.returncode == 0, proc.stderr
+    proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1",
+                "--disk", escaped + ",readonly")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _one_error_line(keel("run", str(tiny_guest("HELLO")), "--disk", str(image)), "',,'")
+
+
+@requires_kvm
+def test_the_same_image_cannot_be_attached_writable_twice(
+    tiny_guest: Guest, tmp_path: Path
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(4096))
+    os.symlink(image, tmp_path / "other.img")
+    proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1", "--disk", str(image),
+                "--disk", str(tmp_path / "other.img"))  # fmt: skip
+    _one_error_line(proc, "is in use: cannot get a writable lock")
+    proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1", "--disk", f"{image},readonly",
+                "--disk", f"{image},readonly")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # readers share
+    proc = keel("run", str(tiny_guest("HELLO")), "--smp", "1", "--disk", str(image),
+                "--disk", f"{image},readonly")  # fmt: skip
+    _one_error_line(proc, "cannot get a read-only lock")
+
+
+def read_some(fd: int, deadline: float, so_far: bytes = b"") -> bytes:
+    """What ``fd`` (a pty master) has next; b"" at its end; fails at ``deadline``."""
+    remaining = deadline - time.monotonic()
+    assert remaining > 0, so_far.decode(errors="replace")[-3000:]
+    ready, _, _ = select.select([fd], [], [], remaining)
+    assert ready, so_far.decode(errors="replace")[-3000:]
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other side is closed
+        return b""
+
+
+def wait_child(pid: int, deadline: float) -> int:
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.05)
+
+
+def _in_pty(args: list[str], background: bool) -> tuple[int, bytes, list[int]]:
+    """Runs keel on a new terminal (in the foreground or in a background process
+    group, as `keel run &` from a shell); returns its status (or -1 if the
+    terminal stopped it), its output and the terminal's lflag seen while it ran."""
+    pid, master = pty.fork()
+    if pid == 0:  # the session leader, as an interactive shell
+        child = os.fork()
+        if child == 0:
+            if background:
+                os.setpgid(0, 0)
+            os.chdir(ROOT)
+            os.execv(sys.executable, [*KEEL, *args])
+        if not background:
+            os.setpgid(child, child)
+            os.tcsetpgrp(0, child)
+        _, status = os.waitpid(child, os.WUNTRACED)
+        if os.WIFSTOPPED(status):
+            os.kill(child, signal.SIGKILL)
+            os._exit(200)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    out = bytearray()
+    modes: list[int] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    status = None
+    while status is None and time.monotonic() < deadline:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(raw)
+            break
+        if b"tiny: hello" in out or b"keel$" in out:
+            modes.append(termios.tcgetattr(master)[3])
+        time.sleep(0.05)
+    if status is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        status = -1
+    reader.join(2)
+    os.close(master)
+    return status, bytes(out), modes
+
+
+@requires_kvm
+def test_run_in_the_background_of_a_shell_is_not_stopped(tiny_guest: Guest) -> None:
+    status, out, _ = _in_pty(["run", str(tiny_guest("HELLO")), "--smp", "1"], background=True)
+    assert status == 0, (status, out)  # 200: stopped by SIGTTIN ("Stopped (tty input)")
+    assert b"tiny: hello" in out
+
+
+@requires_kvm
+def test_the_host_terminal_does_not_echo_while_the_guest_runs(kernel: Path) -> None:
+    """The guest echoes what is typed; the host tty must not as well."""
+    initrd = ROOT / "build" / "initrd.cpio"
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [*KEEL, "run", str(kernel), "--smp", "1", "--initrd",
+                                  str(initrd)])  # fmt: skip
+    out = bytearray()
+    try:
+        deadline = time.monotonic() + 120
+        while b"keel$ " not in out:
+            out += read_some(master, deadline, out)
+        assert not termios.tcgetattr(master)[3] & termios.ECHO
+        os.write(master, b"frobnicate\r")
+        while out.count(b"keel$ ") < 2:
+            out += read_some(master, deadline, out)
+        # the guest's echo and its answer; a host echo would be a third
+        assert out.count(b"frobnicate") == 2, out.decode(errors="replace")
+        os.write(master, b"poweroff\r")
+        assert wait_child(pid, deadline) == 0
+    finally:
+        os.close(master)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+@requires_kvm
+@pytest.mark.parametrize("early", [False, True])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_cleanly(tiny_guest: Guest, tmp_path: Path, sig: int, early: bool) -> None:
+    sock = tmp_path / "api.sock"
+    proc = subprocess.Popen(
+        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
+         "--api-sock", str(sock)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    if early:  # as soon as the socket is there: the machine may be starting
+        proc.send_signal(sig)
+    else:
+        while request(sock, {"cmd": "status"})["state"] != "running":
+            time.sleep(0.01)
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not sock.exists()
+
+
+@requires_kvm
+def test_ctrl_c_under_make_run_is_not_a_make_error() -> None:
+    """Ctrl-C (SIGINT to the terminal's foreground group) ends `make run`
+    without `make: *** ... Error 130`."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execvp("make", ["make", "run", "SMP=1"])
+    out = bytearray()
+    try:
+        deadline = time.monotonic() + 120
+        while b"keel$ " not in out:
+            out += read_some(master, deadline, out)
+        os.killpg(os.getpgid(pid), signal.SIGINT)
+        while data := read_some(master, deadline, out):
+            out += data
+        wait_child(pid, deadline)
+    finally:
+        os.close(master)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    assert b"keel: interrupted" in out
+    assert b"Error 130" not in out, out.decode(errors="replace")
+
+
+@requires_kvm
+def test_unknown_test_with_the_initrd_lists_the_tests(kernel: Path) -> None:
+    """A guest that fails without crashing: status 3, its reason, no register dump."""
+    proc = keel("run", str(kernel), "--smp", "1", "--initrd", str(ROOT / "build" / "initrd.cpio"),
+                "--cmdline", "keel.test=nosuch", timeout=120)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr
+    assert "keel: unknown test nosuch; keel.test= takes stress suite uart" in proc.stdout
+    assert "services" in proc.stdout and "(the kernel's own: boot timer" in proc.stdout
+    assert "vCPU 0 (" not in proc.stderr and "rip=" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("keel: guest reported failure")
+
+
+@requires_kvm
+def test_sigterm_removes_the_tap_keel_created(tmp_path: Path) -> None:
+    proc = run_in_new_netns("tests.boot.netns_sigterm_tap", str(tmp_path), timeout=180)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "netns: tap while running: True" in out, out + proc.stderr
+    assert "netns: status 130" in out
+    assert "netns: tap after SIGTERM: False" in out
+    assert "netns: socket after SIGTERM: False" in out

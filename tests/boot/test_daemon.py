@@ -1,0 +1,140 @@
+"""``keel run --daemon``: no terminal, the console through ``keel console``,
+``keel list``, and nothing left behind once it stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.boot.test_cli_operate import read_some, wait_child
+from tests.conftest import KEEL, ROOT, keel, requires_kvm
+
+pytestmark = requires_kvm
+INITRD = ROOT / "build" / "initrd.cpio"
+
+
+def _gone(pid: int, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_daemon_list_and_stop(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    sock, log = tmp_path / "vm.sock", tmp_path / "vm.log"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
+         "--daemon", "--api-sock", str(sock), "--log", str(log)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        assert sock.exists()  # up before the command returned
+        listed = subprocess.run([*KEEL, "list"], cwd=ROOT, capture_output=True, text=True,
+                                env=env, timeout=30).stdout.splitlines()  # fmt: skip
+        assert listed[0].split() == ["PID", "STATE", "VCPUS", "MEMORY", "API-SOCK"]
+        assert listed[1].split() == [str(pid), "running", "1", "64MiB", str(sock)], listed
+        assert keel("stop", "--api-sock", str(sock)).returncode == 0
+        assert _gone(pid)
+    finally:
+        if not _gone(pid, 0):
+            os.kill(pid, 9)
+    assert not sock.exists()
+    listed = subprocess.run([*KEEL, "list"], cwd=ROOT, capture_output=True, text=True,
+                            env=env, timeout=30).stdout.splitlines()  # fmt: skip
+    assert len(listed) == 1
+
+
+def test_daemon_errors_reach_the_terminal(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    proc = keel("run", str(tmp_path / "none.elf"), "--daemon", "--api-sock", str(tmp_path / "s"))
+    assert proc.returncode == 1 and proc.stderr.startswith("keel: error:"), proc.stderr
+
+
+def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
+    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(kernel), "--smp", "1", "--initrd", str(INITRD), "--daemon",
+         "--api-sock", str(sock), "--console", str(transcript)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        deadline = time.monotonic() + 120
+        while b"keel$ " not in transcript.read_bytes():
+            assert time.monotonic() < deadline, transcript.read_text()
+            time.sleep(0.1)
+        events = subprocess.Popen([*KEEL, "events", "--api-sock", str(sock)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        console = subprocess.Popen(
+            [*KEEL, "console", "--api-sock", str(sock)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        assert console.stdin is not None
+        console.stdin.write(b"help\r")
+        console.stdin.flush()
+        while b"stop the machine" not in transcript.read_bytes():  # one line at a time
+            assert time.monotonic() < deadline, transcript.read_text()
+            time.sleep(0.1)
+        stdout, stderr = console.communicate(b"poweroff\r", timeout=120)
+        assert console.returncode == 0, stderr
+        out = stdout.decode(errors="replace")
+        assert "kill <name|id>" in out and "poweroff" in out, out
+        assert _gone(pid)
+        stop = events.communicate(timeout=30)[0]
+        assert '"event": "STOP"' in stop and '"status": 0' in stop, stop
+    finally:
+        if not _gone(pid, 0):
+            os.kill(pid, 9)
+    assert not sock.exists()
+
+
+def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
+    """On a terminal, Ctrl-] ends `keel console`; the VM keeps running."""
+    import pty
+
+    sock = tmp_path / "vm.sock"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
+         "--daemon", "--api-sock", str(sock)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        child, master = pty.fork()
+        if child == 0:
+            os.chdir(ROOT)
+            os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
+        out = b""
+        deadline = time.monotonic() + 60
+        try:
+            while b"Ctrl-] detaches" not in out:
+                out += read_some(master, deadline, out)
+            os.write(master, b"\x1d")
+            assert wait_child(child, deadline) == 0
+        finally:
+            os.close(master)
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        assert keel("status", "--api-sock", str(sock)).stdout.startswith("state=running")
+        assert keel("stop", "--api-sock", str(sock)).returncode == 0
+        assert _gone(pid)
+    finally:
+        if not _gone(pid, 0):
+            os.kill(pid, 9)
