@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from vmm.cli import _build_parser, _client_request
+from vmm.cli import _build_parser
+from vmm.client import _client_request
 from vmm.devices import registry
 from vmm.errors import ConfigError
 

@@ -422,7 +422,7 @@ def test_rings_outside_the_windows_need_a_reset(tmp_path: Path) -> None:
 
 
 def test_keel_devices_dma_column() -> None:
-    from vmm.cli import _dma_column
+    from vmm.client import _dma_column
 
     assert _dma_column({"dma_enforcing": False, "dma_windows": 3}) == "open"
     assert _dma_column({"dma_enforcing": True, "dma_windows": 2, "dma_faults": 5}) == "2win/5fault"
