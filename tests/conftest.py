@@ -183,3 +183,24 @@ def run_guest(cmd: list[str], timeout: float,
     if why:
         pytest.fail(f"{cmd[0]}: {why}; console tail:\n{out[-TAIL:]}\n{err[-TAIL:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def start_hanging_vmm(guest: Path, sock: Path, timeout: float) -> subprocess.Popen[str]:
+    """``keel run`` of ``guest`` (a tiny guest that hangs) with its control socket at
+    ``sock``; returns once the machine reports itself running through that socket."""
+    from vmm.api import request  # vmm.api needs the built KVM bindings; conftest must not
+
+    proc = subprocess.Popen(
+        [*KEEL, "run", str(guest), "--smp", "1", "--memory", "64M", "--api-sock", str(sock)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    while request(sock, {"cmd": "status"})["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc

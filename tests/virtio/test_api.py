@@ -7,13 +7,12 @@ import os
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import KEEL, ROOT, keel, requires_kvm
+from tests.conftest import keel, requires_kvm, start_hanging_vmm
 from vmm.api import ApiError, request
 
 pytestmark = requires_kvm
@@ -39,20 +38,7 @@ class Vmm:
 @pytest.fixture
 def vmm(tiny_guest: Callable[..., Path], tmp_path: Path) -> Iterator[Vmm]:
     sock = tmp_path / "api.sock"
-    proc = subprocess.Popen(
-        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64M",
-         "--api-sock", str(sock)],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    while request(sock, {"cmd": "status"})["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = start_hanging_vmm(tiny_guest("HANG"), sock, 20)
     yield Vmm(proc, sock)
     if proc.poll() is None:
         proc.kill()

@@ -18,7 +18,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import KEEL, ROOT, requires_kvm
+from tests.conftest import requires_kvm, start_hanging_vmm
 from vmm.api import COMMANDS, MAX_REQUEST, request
 
 pytestmark = requires_kvm
@@ -61,20 +60,7 @@ def guest(tiny_guest: Callable[..., Path], tmp_path_factory: pytest.TempPathFact
           ) -> Iterator[Guest]:  # fmt: skip
     tmp = tmp_path_factory.mktemp("apifuzz")
     sock = tmp / "api.sock"
-    proc = subprocess.Popen(
-        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64M",
-         "--api-sock", str(sock)],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    while request(sock, {"cmd": "status"})["state"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = start_hanging_vmm(tiny_guest("HANG"), sock, 30)
     yield Guest(proc, sock, tmp)
     if proc.poll() is None:
         proc.kill()
