@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm import platform
+from vmm import platform, timings
 from vmm.boot import acpi, elf, pvh
 from vmm.boot.cpu_features import guest_cpuid, host_kind, parse_feature_list
 from vmm.boot.cpuid import vcpu_cpuid
@@ -104,9 +104,11 @@ def create_vm(
         addr = platform.place_initrd(cfg.memory, len(cfg.initrd), cfg.kernel.end)
         mem.write(addr, cfg.initrd)
         guest.modules.append((addr, len(cfg.initrd)))
+    timings.mark("memory (slots; kernel and initrd copied in)")
     tables = acpi.build_acpi(cfg.smp, com2=com2, virtio=virtio)
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
+    timings.mark("ACPI tables")
     return guest
 
 
@@ -122,6 +124,7 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
     vm.create_irqchip()
     vm.create_pit()
+    timings.mark("KVM set-up (system, VM, irqchip, PIT)")
     for i, (gpa, size, *_rest) in enumerate(mem.slots):
         vm.set_memory_region(i, gpa, size, mem.host_address(i))
     return GuestVm(system, vm, mem)
@@ -143,6 +146,7 @@ def finish_boot(
     mem.write(pvh.BOOT_GDT_ADDR, pvh.BOOT_GDT)
     create_vcpus(cfg, guest, closers)
     pvh.set_entry_state(guest.vcpus[0], cfg.kernel.entry32)
+    timings.mark("start_info, vCPUs and their CPUID")
 
 
 def create_vcpus(cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], None]]) -> None:

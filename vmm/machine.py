@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from vmm import builder, metrics
+from vmm import builder, metrics, timings
 from vmm.builder import DEFAULT_MEMORY, MAX_VCPUS, BootConfig, GuestVm
 from vmm.console import Console
 from vmm.devices import debug_exit
@@ -164,6 +164,7 @@ class Machine:
         self._watchdog = HangWatchdog(
             hang_timeout, lambda: self.state is State.RUNNING, self._done, self._hung
         )
+        timings.mark("configuration (kernel ELF, initrd) checked")
 
     @property
     def result(self) -> ExitResult | None:
@@ -362,6 +363,7 @@ class Machine:
                 self._devices.pause()
         self._runner.start()
         self._watchdog.start()
+        timings.mark("vCPU threads started")
 
     def wait(self, timeout: float | None = None) -> ExitResult | None:
         """Wait for the guest to end; None if ``timeout`` passed first."""
@@ -483,6 +485,7 @@ class Machine:
         self._guest = guest
         self._closers.append(self._devices.close)  # workers stop before memory goes
         self._devices.wire_all(guest.vm, guest.mem)
+        timings.mark("virtio devices wired")
         if plan is None:
             builder.finish_boot(cfg, guest, self.boot_cmdline(), self._closers)
         else:
@@ -514,10 +517,12 @@ class Machine:
         return line
 
     def _console_output(self, data: bytes) -> None:
+        timings.mark("guest: to its first console output")
         self._watchdog.output()
         self.console.write(data)
 
     def _guest_exit(self, value: int) -> None:
+        timings.mark("guest: the rest, to its exit")
         if value == debug_exit.PASS:
             self._finish(ExitResult(0, f"guest reported success (code {value:#x})", value))
             return

@@ -34,6 +34,8 @@ class GuestMemory:
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
             self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
+        # (first, end) of each slot: ``contains`` is on every virtio buffer's path
+        self._ranges = [(gpa, gpa + size) for gpa, size in slots]
 
     @classmethod
     def from_file(cls, slots: list[tuple[int, int, int]], fd: int) -> GuestMemory:
@@ -68,7 +70,11 @@ class GuestMemory:
         """True when ``[gpa, gpa + length)`` lies inside one RAM slot."""
         if gpa < 0 or length < 0:
             return False
-        return any(base <= gpa and gpa + length <= base + size for base, size, *_ in self.slots)
+        end = gpa + length
+        for first, last in self._ranges:  # noqa: SIM110 (a loop: any() and a generator cost 2x)
+            if first <= gpa and end <= last:
+                return True
+        return False
 
     def read(self, gpa: int, length: int) -> bytes:
         return bytes(self.view(gpa, length))
@@ -82,3 +88,4 @@ class GuestMemory:
             self._ffi.release(buf)
             mm.close()
         self.slots.clear()
+        self._ranges.clear()

@@ -44,7 +44,7 @@ def kernel_test_names() -> list[str]:
     return names
 
 
-SERVICE_TESTS = 8  # svctests.c, besides the console test
+SERVICE_TESTS = 9  # svctests.c, besides the console test
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_suite_under_keel(kernel: Path, initrd: Path, smp: int) -> None:
 
 UART_TESTS = ("uart_driver_interrupts", "uart_driver_stray_port")
 SERVICE_NAMES = ("names", "blk_info", "blk_write_flush_read", "interrupts_delivered", "rng_read",
-                 "kill_restart_during_writes", "driver_fault_restarts", "kill_unknown",
-                 "console_kill_restart")  # fmt: skip
+                 "kill_restart_during_writes", "blk_in_flight", "driver_fault_restarts",
+                 "kill_unknown", "console_kill_restart")  # fmt: skip
 
 
 @requires_kvm

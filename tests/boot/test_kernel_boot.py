@@ -36,6 +36,23 @@ def test_default_smp_is_host_cores(kernel: Path) -> None:
     assert_all_cpus_online(proc.stdout, n)
 
 
+def test_timings_break_the_run_down(kernel: Path) -> None:
+    """``--timings``: every phase of the run once, in order, on stderr; the
+    guest's own output is untouched."""
+    proc = keel("run", str(kernel), "--smp", "1", "--cmdline", "keel.test=boot", "--timings")
+    assert proc.returncode == 0, proc.stderr
+    assert_all_cpus_online(proc.stdout, 1)
+    phases = re.findall(r"^keel:   (.+?) +(\d+\.\d)$", proc.stderr, re.MULTILINE)
+    names = [name for name, _ in phases]
+    assert names[0].startswith("python start-up") and names[-1] == "total", proc.stderr
+    for want in ("imports", "KVM set-up", "memory", "ACPI tables", "start_info",
+                 "guest: to its first console output", "guest: the rest", "tear-down"):  # fmt: skip
+        assert sum(name.startswith(want) for name in names) == 1, (want, proc.stderr)
+    total = float(phases[-1][1])
+    assert abs(sum(float(ms) for _, ms in phases[:-1]) - total) < 1, proc.stderr
+    assert "keel: timings" not in proc.stdout
+
+
 def test_large_memory_is_reported(kernel: Path) -> None:
     proc = keel("run", str(kernel), "--smp", "1", "--memory", "1G", "--cmdline", "keel.test=boot")
     assert proc.returncode == 0, proc.stderr

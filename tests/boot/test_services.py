@@ -20,8 +20,10 @@ from tests.conftest import ROOT, have_kvm, keel, requires_kvm, run_guest
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
-SERVICE_TESTS = 8
-STREAM_SECTORS = 240  # svctests.c
+SERVICE_TESTS = 9
+STREAM_SECTORS = 240  # svctests.c: each of WRITERS clients
+WRITERS = 3
+IN_FLIGHT_CLIENTS, IN_FLIGHT_WRITES, IN_FLIGHT_FIRST = 4, 48, 4096
 STREAM_MAGIC = 0x6B65656C73766321
 SECTOR = 512
 
@@ -42,10 +44,14 @@ def _check_suite(console: str, count: int) -> None:
 
 
 def _check_image(path: Path) -> None:
-    """Every sector the stream wrote holds what was written; so does the
-    block the write/flush/read test wrote."""
+    """Every sector the streams (and the clients with requests in flight)
+    wrote holds what was written; so does the block the write/flush/read
+    test wrote."""
     data = path.read_bytes()
-    for s in range(STREAM_SECTORS):
+    sectors = [w * 1024 + i for w in range(WRITERS) for i in range(STREAM_SECTORS)]
+    sectors += [IN_FLIGHT_FIRST + 256 * c + i
+                for c in range(IN_FLIGHT_CLIENTS) for i in range(IN_FLIGHT_WRITES)]  # fmt: skip
+    for s in sectors:
         words = struct.unpack_from("<64Q", data, s * SECTOR)
         want = tuple(STREAM_MAGIC ^ (s << 16) ^ i for i in range(64))
         assert words == want, f"sector {s} lost its acknowledged write"

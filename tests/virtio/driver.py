@@ -49,6 +49,7 @@ class Driver:
     mem: GuestMemory
     heap: int = 0x100000
     queues: dict[int, DriverQueue] = field(default_factory=dict)
+    features: int = 0
 
     # -- registers ---------------------------------------------------------------------
     def r32(self, off: int) -> int:
@@ -83,6 +84,7 @@ class Driver:
         self.w32(regs.STATUS, status)
         if not self.r32(regs.STATUS) & regs.FEATURES_OK:
             return -1
+        self.features = features
         for i, size in enumerate(queue_sizes):
             self.setup_queue(i, size)
         self.w32(regs.STATUS, status | regs.DRIVER_OK)
@@ -133,6 +135,8 @@ class Driver:
             slot = q.last_used % q.size
             out.append(struct.unpack("<II", self.mem.read(q.used + 4 + 8 * slot, 8)))
             q.last_used = (q.last_used + 1) & 0xFFFF
+        if self.features & regs.F_EVENT_IDX:  # interrupt me for the next one, as Linux does
+            self.mem.write(q.avail + 4 + 2 * q.size, struct.pack("<H", q.last_used))
         return out
 
     def wait_used(self, qi: int, count: int = 1, timeout: float = 5) -> list[tuple[int, int]]:

@@ -20,6 +20,7 @@ static struct client clients[SERVE_CLIENTS];
 static struct held held[SERVE_PENDING];
 static unsigned long next_tag = 1;
 unsigned long serve_interrupts;
+unsigned long serve_in_flight_max, serve_out_of_order;
 
 long serve_bind(keel_cap_t ntfn)
 {
@@ -219,6 +220,19 @@ void serve_complete(unsigned long tag, long err, keel_word_t bytes)
     }
 }
 
+unsigned char *serve_held_buffer(unsigned long tag)
+{
+    for (unsigned i = 0; i < SERVE_PENDING; i++) {
+        if (held[i].used && held[i].later && held[i].req.tag == tag) {
+            keel_word_t h = held[i].req.handle;
+            if (!clients[h].used || clients[h].badge != held[i].req.badge || !buffer_there(h))
+                return 0;
+            return held[i].req.buf;
+        }
+    }
+    return 0;
+}
+
 /* After an interrupt: what waited for data or room may go on now, oldest
  * first, each tried once. */
 static void retry_held(void)
@@ -288,6 +302,8 @@ void serve_run(const struct serve_ops *o)
                 res[1] = ops->capacity;
                 res[2] = ops->features;
                 res[3] = serve_interrupts;
+                res[4] = serve_in_flight_max;
+                res[5] = serve_out_of_order;
                 err = KEEL_E_OK;
                 break;
             case DRV_OPEN & KEEL_LABEL_MASK:

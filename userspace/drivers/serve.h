@@ -105,6 +105,10 @@ static inline unsigned long bytering_get(struct bytering *q, unsigned char *p, u
 /* Interrupts taken (the fourth word of DRV_INFO's answer): the loop counts
  * those that end its receive, ops add those they wait for themselves. */
 extern unsigned long serve_interrupts;
+/* A driver with a queue of requests says here the most it had in flight at
+ * once and how many completed before one posted earlier (DRV_INFO's fifth
+ * and sixth words). */
+extern unsigned long serve_in_flight_max, serve_out_of_order;
 
 /* Binds the notification the interrupt signals to this thread. */
 long serve_bind(keel_cap_t ntfn);
@@ -114,5 +118,8 @@ __attribute__((noreturn)) void serve_fail(const char *name, const char *what, lo
 __attribute__((noreturn)) void serve_run(const struct serve_ops *ops);
 /* Answers the request held with tag (SERVE_LATER). */
 void serve_complete(unsigned long tag, long err, keel_word_t bytes);
+/* The client's bytes of the request held with tag, or NULL when its caller
+ * or its buffer has gone meanwhile (a read completing later copies there). */
+unsigned char *serve_held_buffer(unsigned long tag);
 
 #endif

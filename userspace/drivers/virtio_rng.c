@@ -134,7 +134,7 @@ long keel_main(keel_word_t arg)
     if (!keel_frame_info(SPARE_CAP, &spare_pa, 0) &&
         keel_io_space_map(IO_CAP, SPARE_CAP, KEEL_RIGHT_WRITE))
         spare_pa = 0;
-    if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE, 0, 0))) {
+    if ((err = virtio_setup(&dev, VIRTIO_RNG_ID, QSIZE, VIRTIO_F_EVENT_IDX, 0))) {
         virtio_wr(&dev, VIRTIO_STATUS, VIRTIO_S_FAILED);
         serve_fail(ops.name, "device refused", err);
     }

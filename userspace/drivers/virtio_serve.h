@@ -72,17 +72,20 @@ static inline long vs_tx_send(struct vs_tx *t, struct drv_req *r, unsigned hdr)
     return SERVE_LATER;
 }
 
-/* Answers the writes whose buffers the device has used. */
+/* Answers the writes whose buffers the device has used; asks for an
+ * interrupt for the next one. */
 static inline void vs_tx_reap(struct vs_tx *t)
 {
-    for (; t->seen != *virtq_used_idx(t->q); t->seen++) {
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        unsigned int id = virtq_used_id(t->q, t->seen);
-        if (id < t->n && t->tag[id]) {
-            serve_complete(t->tag[id], KEEL_E_OK, t->len[id]);
-            t->tag[id] = 0;
+    do {
+        for (; t->seen != *virtq_used_idx(t->q); t->seen++) {
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            unsigned int id = virtq_used_id(t->q, t->seen);
+            if (id < t->n && t->tag[id]) {
+                serve_complete(t->tag[id], KEEL_E_OK, t->len[id]);
+                t->tag[id] = 0;
+            }
         }
-    }
+    } while (virtq_arm(t->q, t->seen));
 }
 
 /* Filled receive buffers (descriptor i is buffer i) not yet given back,
@@ -110,18 +113,21 @@ static inline void vs_rx_post_all(struct vs_rx *x)
     virtq_kick(x->q);
 }
 
-/* Takes what the device filled into the waiting list. */
+/* Takes what the device filled into the waiting list; asks for an
+ * interrupt for the next one. */
 static inline void vs_rx_collect(struct vs_rx *x)
 {
-    for (; x->seen != *virtq_used_idx(x->q); x->seen++) {
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        unsigned int id = virtq_used_id(x->q, x->seen), len = *virtq_used_len(x->q, x->seen);
-        if (id >= x->n || x->count == x->n)
-            continue; /* a device that does not follow the rules: ignore it */
-        unsigned last = (x->first + x->count++) % x->n;
-        x->id[last] = (unsigned short)id;
-        x->len[last] = (unsigned short)(len > x->size ? x->size : len);
-    }
+    do {
+        for (; x->seen != *virtq_used_idx(x->q); x->seen++) {
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            unsigned int id = virtq_used_id(x->q, x->seen), len = *virtq_used_len(x->q, x->seen);
+            if (id >= x->n || x->count == x->n)
+                continue; /* a device that does not follow the rules: ignore it */
+            unsigned last = (x->first + x->count++) % x->n;
+            x->id[last] = (unsigned short)id;
+            x->len[last] = (unsigned short)(len > x->size ? x->size : len);
+        }
+    } while (virtq_arm(x->q, x->seen));
 }
 
 /* The oldest filled buffer's bytes (and *len), or NULL. */
@@ -167,8 +173,10 @@ static inline void vs_setup(const char *name, struct vs_rx *rx, struct vs_tx *tx
         serve_fail(name, "setup failed", err);
     txq->regs = rxq->regs;
     txq->qindex = 1;
+    *features |= VIRTIO_F_EVENT_IDX;
     err = virtio_begin(rxq, device_id, *features, features);
     txq->version = rxq->version;
+    txq->event_idx = rxq->event_idx;
     if (err || (err = virtio_queue(rxq, rxsize)) || (err = virtio_queue(txq, txsize))) {
         virtio_wr(rxq, VIRTIO_STATUS, VIRTIO_S_FAILED);
         serve_fail(name, "device refused", err);

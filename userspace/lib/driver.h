@@ -80,7 +80,8 @@ enum drv_kind {
 
 /* Labels; words in order.  Results follow "->". */
 #define DRV_INFO (KEEL_LABEL_USER + 0x100)  /* -> kind, capacity bytes (0: none), features,
-                                            * interrupts taken */
+                                            * interrupts taken, most requests in flight
+                                            * at once, completions out of order */
 #define DRV_OPEN ((KEEL_LABEL_USER + 0x101) | KEEL_LABEL_CAPS(1)) /* cap frame -> handle */
 #define DRV_CLOSE (KEEL_LABEL_USER + 0x102) /* handle */
 #define DRV_READ (KEEL_LABEL_USER + 0x103)  /* handle, buf off, len, dev offset, flags -> bytes */

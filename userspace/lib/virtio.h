@@ -43,6 +43,12 @@
 
 #define VIRTQ_DESC_NEXT 1
 #define VIRTQ_DESC_WRITE 2
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
+
+/* Feature bit 29: the used event (after the available ring) and the
+ * available event (after the used ring) say when the other side wants to
+ * hear: kicks and interrupts are suppressed while it is busy anyway. */
+#define VIRTIO_F_EVENT_IDX (1u << 29)
 
 struct virtq_desc {
     unsigned long addr;
@@ -57,6 +63,8 @@ struct virtio_dev {
     unsigned qsize;
     unsigned avail_off, used_off;
     unsigned qindex; /* the queue this ring serves (virtio_queue, virtq_kick) */
+    unsigned event_idx;    /* VIRTIO_F_EVENT_IDX was negotiated (virtio_begin) */
+    unsigned short kicked; /* the available index when virtq_kick last looked */
     unsigned version; /* of the transport: 1 (legacy) or 2, set by virtio_begin */
 };
 
@@ -95,6 +103,45 @@ static inline volatile unsigned int *virtq_used_len(struct virtio_dev *d, unsign
     return (volatile unsigned int *)(d->ring + d->used_off + 4 + 8 * (slot % d->qsize) + 4);
 }
 
+/* Where the driver says which used index it wants an interrupt for, and
+ * the device which available index it wants a kick for (EVENT_IDX). */
+static inline volatile unsigned short *virtq_used_event(struct virtio_dev *d)
+{
+    return (volatile unsigned short *)(d->ring + d->avail_off + 4 + 2 * d->qsize);
+}
+
+static inline volatile unsigned short *virtq_avail_event(struct virtio_dev *d)
+{
+    return (volatile unsigned short *)(d->ring + d->used_off + 4 + 8 * d->qsize);
+}
+
+/* Whether moving an index from old to new_idx passes event (virtio 1.2, 2.7.10). */
+static inline int virtq_need_event(unsigned short event, unsigned short new_idx, unsigned short old)
+{
+    return (unsigned short)(new_idx - event - 1) < (unsigned short)(new_idx - old);
+}
+
+/* Asks for an interrupt once the used index moves past seen, then looks
+ * again: nonzero when it already has (no interrupt may come for it: the
+ * caller takes what is there first). */
+static inline int virtq_arm(struct virtio_dev *d, unsigned short seen)
+{
+    if (d->event_idx)
+        *virtq_used_event(d) = seen;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return *virtq_used_idx(d) != seen;
+}
+
+/* A driver that polls: no interrupts (the flag, or with EVENT_IDX a used
+ * event half the index space ahead of seen; call again as seen moves). */
+static inline void virtq_quiet(struct virtio_dev *d, unsigned short seen)
+{
+    if (d->event_idx)
+        *virtq_used_event(d) = (unsigned short)(seen + 0x8000);
+    else
+        *(volatile unsigned short *)(d->ring + d->avail_off) = VIRTQ_AVAIL_F_NO_INTERRUPT;
+}
+
 /* Acknowledges what the device raised and unmasks its line (handler irq):
  * done before the rings are looked at, so what the device finishes later
  * raises a new edge. */
@@ -116,7 +163,7 @@ static inline unsigned long virtq_wait_used(struct virtio_dev *d, unsigned short
 {
     unsigned long taken = 0;
 
-    while (*virtq_used_idx(d) == seen) {
+    while (!virtq_arm(d, seen)) {
         keel_notification_wait(ntfn, 0);
         virtio_interrupt_ack(d, irq);
         taken++;
@@ -197,6 +244,7 @@ static inline long virtio_begin(struct virtio_dev *d, unsigned int device_id,
         virtio_wr(d, VIRTIO_LEGACY_GUEST_PAGE_SIZE, 4096);
         if (got)
             *got = features;
+        d->event_idx = (features & VIRTIO_F_EVENT_IDX) != 0;
         return 0;
     }
     virtio_wr(d, VIRTIO_DEVICE_FEATURES_SEL, 1);
@@ -213,6 +261,7 @@ static inline long virtio_begin(struct virtio_dev *d, unsigned int device_id,
         return -3;
     if (got)
         *got = features;
+    d->event_idx = (features & VIRTIO_F_EVENT_IDX) != 0;
     return 0;
 }
 
@@ -221,6 +270,7 @@ static inline long virtio_queue(struct virtio_dev *d, unsigned qsize)
     unsigned long pa;
 
     d->qsize = qsize;
+    d->kicked = 0;
     d->avail_off = qsize * 16;
     d->used_off = (d->avail_off + 6 + 2 * qsize + 3) & ~3u;
     virtio_wr(d, VIRTIO_QUEUE_SEL, d->qindex);
@@ -284,9 +334,19 @@ static inline void virtq_add(struct virtio_dev *d, unsigned short head)
     *idx = (unsigned short)(*idx + 1);
 }
 
+/* Tells the device about what virtq_add made available since the last
+ * kick; with EVENT_IDX only if the device asked (it is not busy with the
+ * queue already). */
 static inline void virtq_kick(struct virtio_dev *d)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (d->event_idx) {
+        unsigned short now = *virtq_avail_idx(d), old = d->kicked;
+
+        d->kicked = now;
+        if (!virtq_need_event(*virtq_avail_event(d), now, old))
+            return;
+    }
     virtio_wr(d, VIRTIO_QUEUE_NOTIFY, d->qindex);
 }
 

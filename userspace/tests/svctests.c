@@ -14,6 +14,10 @@
 #define STREAM_SECTORS 240
 #define STREAM_MAGIC 0x6b65656c73766321ul /* "!cvsleek" */
 #define KILLS 3
+#define WRITERS 3             /* clients streaming at once: requests in flight */
+#define IN_FLIGHT_CLIENTS 4
+#define IN_FLIGHT_WRITES 48
+#define IN_FLIGHT_FIRST 4096 /* their sectors: 256 each from here */
 
 
 static unsigned long next_buf;
@@ -171,9 +175,16 @@ static int t_rng_read(void)
     return 0;
 }
 
-static struct service writer_svc;
-static volatile unsigned long acked;
+static struct service writer_svc[WRITERS];
+static volatile unsigned long acked[WRITERS];
 static volatile long writer_err;
+
+/* The sector writer w streams its i-th block to (tests/boot/test_services.py
+ * checks them in the image). */
+static unsigned long stream_sector(keel_word_t w, unsigned long i)
+{
+    return w ? 1024 * w + i : i;
+}
 
 static void fill_sector(unsigned char *buf, unsigned long sector)
 {
@@ -183,62 +194,135 @@ static void fill_sector(unsigned char *buf, unsigned long sector)
         w[i] = STREAM_MAGIC ^ (sector << 16) ^ (unsigned long)i;
 }
 
-/* Writes sectors 0.. in order, each acknowledged before the next. */
+/* Writer t->a writes its sectors in order, each acknowledged before the next. */
 static void writer(struct thread *t)
 {
+    struct service *s = &writer_svc[t->a];
     unsigned long done;
 
     for (unsigned long i = 0; i < STREAM_SECTORS; i++) {
-        fill_sector(writer_svc.buf, i);
-        long err = service_io(&writer_svc, DRV_WRITE, DRV_BLOCK, i * DRV_BLOCK, 0, &done);
+        fill_sector(s->buf, stream_sector(t->a, i));
+        long err = service_io(s, DRV_WRITE, DRV_BLOCK, stream_sector(t->a, i) * DRV_BLOCK, 0,
+                              &done);
         if (err) {
             writer_err = err;
             return;
         }
-        acked = i + 1;
+        acked[t->a] = i + 1;
     }
 }
 
-/* The driver is killed three times while a client streams writes: the
- * client goes on through new drivers, and every write acknowledged is on
- * the disk (read back here; the host checks the image file too).  Each
- * restart reuses the killed driver's untyped, so the kernel must have
- * returned all of its memory. */
+/* The driver is killed three times while three clients stream writes (the
+ * driver has a request of each in flight when it dies): the clients go on
+ * through new drivers, and every write acknowledged is on the disk (read
+ * back here; the host checks the image file too).  Each restart reuses the
+ * killed driver's untyped, so the kernel must have returned all of its
+ * memory. */
 static int t_kill_restart_during_writes(void)
 {
-    struct thread t;
+    struct thread t[WRITERS];
     struct service check;
     keel_word_t starts0, starts = 0, list[KEEL_MSG_WORDS];
     unsigned long done;
 
-    OK(client(&writer_svc, "blk0"));
+    for (int w = 0; w < WRITERS; w++) {
+        OK(client(&writer_svc[w], "blk0"));
+        acked[w] = 0;
+    }
     OK(client(&check, "blk0"));
     OK(dm_call(DM_LIST, dm_id("blk0"), 0, list));
     starts0 = list[3];
-    acked = 0;
     writer_err = 0;
-    OK(spawn(&t, writer, 0));
+    for (int w = 0; w < WRITERS; w++) {
+        t[w].a = (keel_word_t)w;
+        OK(spawn(&t[w], writer, 0));
+    }
     for (int k = 1; k <= KILLS; k++) {
         unsigned long target = (unsigned long)k * STREAM_SECTORS / (KILLS + 2);
-        while (acked < target && !writer_err && !t.done)
+        while (acked[0] < target && !writer_err && !t[0].done)
             keel_yield();
         OK(dm_kill("blk0", &starts));
     }
-    EXPECT(wait_done(&t));
+    for (int w = 0; w < WRITERS; w++)
+        EXPECT(wait_done(&t[w]));
     EXPECT_ERR(writer_err, KEEL_E_OK);
-    EXPECT(acked == STREAM_SECTORS);
+    unsigned long retries = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        EXPECT(acked[w] == STREAM_SECTORS);
+        retries += writer_svc[w].retries;
+    }
     EXPECT(starts == starts0 + KILLS);
-    EXPECT(writer_svc.retries >= KILLS); /* each kill took its endpoint away */
+    EXPECT(writer_svc[0].retries >= KILLS); /* each kill took its endpoint away */
     unsigned char expect[DRV_BLOCK];
-    for (unsigned long i = 0; i < STREAM_SECTORS; i++) {
-        OK(service_io(&check, DRV_READ, DRV_BLOCK, i * DRV_BLOCK, 0, &done));
-        fill_sector(expect, i);
-        EXPECT(!memcmp(check.buf, expect, DRV_BLOCK));
+    for (int w = 0; w < WRITERS; w++) {
+        for (unsigned long i = 0; i < STREAM_SECTORS; i++) {
+            unsigned long sector = stream_sector((keel_word_t)w, i);
+            OK(service_io(&check, DRV_READ, DRV_BLOCK, sector * DRV_BLOCK, 0, &done));
+            fill_sector(expect, sector);
+            EXPECT(!memcmp(check.buf, expect, DRV_BLOCK));
+        }
     }
     keel_word_t in[KEEL_MSG_WORDS] = { 0 }, out[KEEL_MSG_WORDS];
     OK(service_call(&check, DRV_FLUSH, in, out));
-    printf("svc: streamed %lu sectors through %d kills, %lu retries\n", acked, KILLS,
-           writer_svc.retries);
+    printf("svc: %d clients streamed %d sectors each through %d kills, %lu retries\n", WRITERS,
+           STREAM_SECTORS, KILLS, retries);
+    return 0;
+}
+
+static struct service in_flight_svc[IN_FLIGHT_CLIENTS];
+
+/* Client t->a: writes of its own sectors, every other one synchronous (the
+ * driver follows it with a flush, which the device completes after the
+ * other requests of its batch: completions come out of order), then reads
+ * them all back; t->value: what went wrong (0: nothing). */
+static void in_flight_client(struct thread *t)
+{
+    struct service *s = &in_flight_svc[t->a];
+    unsigned long done, first = IN_FLIGHT_FIRST + 256 * t->a;
+
+    for (unsigned long i = 0; i < IN_FLIGHT_WRITES; i++) {
+        fill_sector(s->buf, first + i);
+        long err = service_io(s, DRV_WRITE, DRV_BLOCK, (first + i) * DRV_BLOCK,
+                              i % 2 ? DRV_SYNC : 0, &done);
+        if (err || done != DRV_BLOCK) {
+            t->value = err ? err : -1;
+            return;
+        }
+    }
+    unsigned char expect[DRV_BLOCK];
+    for (unsigned long i = 0; i < IN_FLIGHT_WRITES; i++) {
+        long err = service_io(s, DRV_READ, DRV_BLOCK, (first + i) * DRV_BLOCK, 0, &done);
+        fill_sector(expect, first + i);
+        if (err || done != DRV_BLOCK || memcmp(s->buf, expect, DRV_BLOCK)) {
+            t->value = err ? err : -2;
+            return;
+        }
+    }
+}
+
+/* Several clients at once keep several requests in flight in one driver,
+ * plain and synchronous writes and reads mixed: each gets exactly its own
+ * answers and data. */
+static int t_blk_in_flight(void)
+{
+    struct thread t[IN_FLIGHT_CLIENTS];
+    keel_word_t in[KEEL_MSG_WORDS] = { 0 }, info[KEEL_MSG_WORDS];
+
+    for (int c = 0; c < IN_FLIGHT_CLIENTS; c++) {
+        OK(client(&in_flight_svc[c], "blk0"));
+        t[c].a = (keel_word_t)c;
+        t[c].value = 0;
+    }
+    for (int c = 0; c < IN_FLIGHT_CLIENTS; c++)
+        OK(spawn(&t[c], in_flight_client, 0));
+    for (int c = 0; c < IN_FLIGHT_CLIENTS; c++) {
+        EXPECT(wait_done(&t[c]));
+        EXPECT_ERR(t[c].value, 0);
+    }
+    OK(service_call(&in_flight_svc[0], DRV_INFO, in, info));
+    printf("svc: %d clients, %d writes and reads each, all their own; "
+           "at most %lu in flight, %lu completed out of order\n",
+           IN_FLIGHT_CLIENTS, IN_FLIGHT_WRITES, info[4], info[5]);
     return 0;
 }
 
@@ -348,7 +432,7 @@ static int t_console_kill_restart(void)
 static const struct test svc_tests[] = {
 #define T(name) { #name, t_##name }
     T(names), T(blk_info), T(blk_write_flush_read), T(interrupts_delivered), T(rng_read),
-    T(kill_restart_during_writes), T(driver_fault_restarts), T(kill_unknown),
+    T(kill_restart_during_writes), T(blk_in_flight), T(driver_fault_restarts), T(kill_unknown),
 };
 static const struct test svc_console_tests[] = { T(console_kill_restart) };
 static const struct test svc_hotplug_tests[] = { T(hotplug) };

@@ -3,7 +3,9 @@
 Data moves between the image and guest memory with ``preadv``/``pwritev``
 straight into views of guest RAM (no copies).  Every request's sector range is
 checked against the image's size before any I/O, so the guest can never make
-the VMM read or write outside the image.  FLUSH is ``fdatasync``; a read-only
+the VMM read or write outside the image.  FLUSH is ``fdatasync``, once for all
+the flushes of a batch, which complete after its other requests (virtio allows
+any completion order; a flush covers at least what completed before it); a read-only
 image offers VIRTIO_BLK_F_RO and fails writes with VIRTIO_BLK_S_IOERR.
 
 The image is locked while attached, as QEMU does, with an open-file-description
@@ -120,21 +122,46 @@ class BlockDevice(VirtioDevice):
         if q is None:
             return False
         chains = q.pop_all()
+        flushes: list[tuple[int, int]] = []
         for chain in chains:
-            q.push(chain.head, self._request(chain.readable, chain.writable, chain.head))
+            split = chain.split
+            buffers = chain.buffers
+            written = self._request(buffers[:split], buffers[split:], chain.head, flushes)
+            if written:
+                q.push(chain.head, written)
+        if flushes:  # one fdatasync for every flush of the batch, which then completes
+            try:
+                os.fdatasync(self.fd)
+                status = S_OK
+            except OSError:
+                status = S_IOERR
+            for head, status_addr in flushes:
+                self.mem.write(status_addr, bytes([status]))
+                q.push(head, 1)
         return bool(chains)
 
     def _request(
-        self, readable: tuple[Buffer, ...], writable: tuple[Buffer, ...], head: int
+        self,
+        readable: tuple[Buffer, ...],
+        writable: tuple[Buffer, ...],
+        head: int,
+        flushes: list[tuple[int, int]],
     ) -> int:
-        """Serve one request; returns the bytes written into the guest's buffers."""
+        """Serve one request; returns the bytes written into the guest's buffers,
+        0 for a flush, which goes into ``flushes`` (head, status byte) instead:
+        it completes after the batch's other requests, with one ``fdatasync`` for
+        all (it covers at least every write completed before it was made)."""
         in_len = sum(b.length for b in readable)
         out_len = sum(b.length for b in writable)
         if in_len < HEADER.size or out_len < 1:
             raise QueueError(f"blk request {head}: no header or no status byte")
         mem = self.mem
-        header = b"".join(bytes(v) for v in _views(mem, readable, 0, HEADER.size))
-        type_, _, sector = HEADER.unpack(header)
+        first = readable[0]
+        if first.length >= HEADER.size:  # the usual layout: the header alone
+            type_, _, sector = HEADER.unpack(mem.read(first.addr, HEADER.size))
+        else:
+            header = b"".join(bytes(v) for v in _views(mem, readable, 0, HEADER.size))
+            type_, _, sector = HEADER.unpack(header)
         last = writable[-1]
         status_addr = last.addr + last.length - 1
         data_in = in_len - HEADER.size  # bytes from the guest after the header
@@ -166,10 +193,8 @@ class BlockDevice(VirtioDevice):
                 if put != data_in:
                     status = S_IOERR
         elif type_ == T_FLUSH:
-            try:
-                os.fdatasync(self.fd)
-            except OSError:
-                status = S_IOERR
+            flushes.append((head, status_addr))
+            return 0
         elif type_ == T_GET_ID:
             ident = self.serial.ljust(ID_BYTES, b"\x00")[: min(ID_BYTES, data_out)]
             views = _views(mem, writable, 0, len(ident))

@@ -11,7 +11,6 @@ the worker polls the TAP only while receive buffers are available.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from typing import Any
@@ -48,6 +47,10 @@ def _free_tap_name() -> str:
 
 def _default_mac(name: str) -> bytes:
     """A stable locally administered unicast address derived from the TAP name."""
+    # Lazy: hashlib (OpenSSL) costs about 2.7 ms of every `keel run` start-up
+    # (python -X importtime), and only a net device without a MAC needs it.
+    import hashlib
+
     digest = hashlib.sha256(name.encode()).digest()
     return bytes([0x52, 0x54, 0x00, *digest[:3]])
 

@@ -12,9 +12,19 @@ raises ``QueueError``; the transport then marks the device "needs reset".
 callable, so they are fuzzed without a VM.  ``Virtqueue`` adds the device's
 own state (next available slot, used index), which never comes from the guest.
 
+Batches: ``push`` fills a used-ring element; ``publish`` then writes the used
+index once for everything pushed since (and, with VIRTIO_F_EVENT_IDX, the
+available event: "kick me once you publish past here"); ``interrupt_due``
+says whether the driver asked to hear about what was published since it was
+last asked (its used event, or the NO_INTERRUPT flag without the feature).
+
 DMA windows (``vmm.devices.iommu``): a queue given a ``DmaGuard`` checks every
 access first -- ring reads and writes, each descriptor, each buffer -- and
-touches no byte the guard refuses.  A refused ring access raises ``DmaFault``
+touches no byte the guard refuses.  ``begin`` (once per batch) checks each
+ring area as a whole, which covers every ring and descriptor access of the
+batch (windows cannot shrink during one: the IOMMU takes the transport's lock
+to remove one); an area not wholly allowed is accessed piece by piece, each
+piece checked.  Buffers are checked one by one, always.  A refused ring access raises ``DmaFault``
 (the device then needs a reset: it cannot even return the request); a request
 whose descriptor or buffer is refused is returned to the driver by the queue
 itself, with what the device's ``refuse`` hook wrote (0 bytes by default, a
@@ -26,8 +36,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from vmm.errors import KeelError
 
@@ -71,15 +80,13 @@ class GuestRam(Protocol):
     def view(self, gpa: int, length: int) -> memoryview: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Buffer:
+class Buffer(NamedTuple):
     addr: int
     length: int
     writable: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(NamedTuple):
     """One request: a descriptor chain starting at ``head``."""
 
     head: int
@@ -88,12 +95,20 @@ class Chain:
     cut: bool = False  # refused at a descriptor: ``buffers`` is only the part before it
 
     @property
+    def split(self) -> int:
+        """How many buffers are device-readable (they come first)."""
+        for i, b in enumerate(self.buffers):
+            if b.writable:
+                return i
+        return len(self.buffers)
+
+    @property
     def readable(self) -> tuple[Buffer, ...]:
-        return tuple(b for b in self.buffers if not b.writable)
+        return self.buffers[: self.split]
 
     @property
     def writable(self) -> tuple[Buffer, ...]:
-        return tuple(b for b in self.buffers if b.writable)
+        return self.buffers[self.split :]
 
 
 def _safe_read(read: Reader, addr: int, length: int, what: str) -> bytes:
@@ -115,6 +130,7 @@ def read_chain(
     queue_size: int,
     head: int,
     dma: DmaGuard | None = None,
+    table: memoryview | None = None,
 ) -> Chain:
     """Walk and validate the descriptor chain starting at ``head``.
 
@@ -122,6 +138,8 @@ def read_chain(
     buffer it may not access (read for device-readable, write for writable)
     is reported; either way the chain comes back ``refused``, with the buffers
     that were read (none of them is to be touched but through the guard).
+    ``table``: the whole descriptor table, already checked against ``dma``
+    and guest RAM (``Virtqueue.begin``); descriptors are then read from it.
     """
     if not 0 <= head < queue_size:
         raise QueueError(f"head index {head} is beyond the queue size {queue_size}")
@@ -129,27 +147,29 @@ def read_chain(
     seen: set[int] = set()
     index = head
     seen_writable = False
+    unpack = _DESC.unpack_from
     while True:
         if index in seen:
             raise QueueError(f"descriptor chain from {head} loops at {index}")
-        if len(seen) >= queue_size:
-            raise QueueError(f"descriptor chain from {head} is longer than the queue")
         seen.add(index)
-        desc_addr = desc_table + index * DESC_SIZE
-        if dma is not None and not dma.allows(desc_addr, DESC_SIZE, False):
-            dma.fault(desc_addr, DESC_SIZE, False, f"descriptor {index} of request {head}")
-            return Chain(head, tuple(buffers), refused=True, cut=True)
-        raw = _safe_read(read, desc_addr, DESC_SIZE, "descriptor")
-        addr, length, flags, nxt = _DESC.unpack(raw)
-        if flags & DESC_F_INDIRECT:
-            raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
+        if table is not None:
+            addr, length, flags, nxt = unpack(table, index * DESC_SIZE)
+        else:
+            desc_addr = desc_table + index * DESC_SIZE
+            if dma is not None and not dma.allows(desc_addr, DESC_SIZE, False):
+                dma.fault(desc_addr, DESC_SIZE, False, f"descriptor {index} of request {head}")
+                return Chain(head, tuple(buffers), refused=True, cut=True)
+            raw = _safe_read(read, desc_addr, DESC_SIZE, "descriptor")
+            addr, length, flags, nxt = unpack(raw)
         if flags & ~(DESC_F_NEXT | DESC_F_WRITE):
+            if flags & DESC_F_INDIRECT:
+                raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
             raise QueueError(f"descriptor {index}: unknown flags {flags:#x}")
-        writable = bool(flags & DESC_F_WRITE)
+        writable = flags >= DESC_F_WRITE  # (only NEXT and WRITE are left)
         if seen_writable and not writable:
             raise QueueError(f"descriptor {index}: device-readable buffer after a writable one")
         seen_writable = writable
-        if length == 0:
+        if not length:
             raise QueueError(f"descriptor {index}: zero-length buffer")
         if not in_ram(addr, length):
             raise QueueError(
@@ -161,20 +181,24 @@ def read_chain(
         if nxt >= queue_size:
             raise QueueError(f"descriptor {index}: next index {nxt} is beyond the queue size")
         index = nxt
-    _check_no_overlap(buffers, head)
-    refused = False
+    # (a chain without a loop visits each index once: never longer than the queue)
+    if len(buffers) > 1:
+        _check_no_overlap(buffers, head)
     if dma is not None:
+        refused = False
         for b in buffers:
             if not dma.allows(b.addr, b.length, b.writable):
                 dma.fault(b.addr, b.length, b.writable, f"buffer of request {head}")
                 refused = True
-    return Chain(head, tuple(buffers), refused)
+        if refused:
+            return Chain(head, tuple(buffers), True)
+    return Chain(head, tuple(buffers))
 
 
 def _check_no_overlap(buffers: list[Buffer], head: int) -> None:
     if len(buffers) < 2:
         return
-    ordered = sorted(buffers, key=lambda b: b.addr)
+    ordered = sorted(buffers)  # by address first (a Buffer is a tuple)
     for a, b in itertools.pairwise(ordered):
         if a.addr + a.length > b.addr:
             raise QueueError(f"descriptor chain from {head} has overlapping buffers at {b.addr:#x}")
@@ -205,9 +229,17 @@ def available_heads(
     return avail_idx, heads
 
 
-def ring_sizes(queue_size: int) -> tuple[int, int, int]:
-    """Bytes of the descriptor table, driver area and device area (no event index)."""
-    return DESC_SIZE * queue_size, 4 + 2 * queue_size, 4 + 8 * queue_size
+def ring_sizes(queue_size: int, event_idx: bool = False) -> tuple[int, int, int]:
+    """Bytes of the descriptor table, driver area and device area (the event
+    index adds the used event after the available ring and the available event
+    after the used ring)."""
+    extra = 2 if event_idx else 0
+    return DESC_SIZE * queue_size, 4 + 2 * queue_size + extra, 4 + 8 * queue_size + extra
+
+
+def need_event(event: int, new: int, old: int) -> bool:
+    """Whether moving an index from ``old`` to ``new`` passes ``event`` (virtio 1.2, 2.7.10)."""
+    return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
 
 
 def check_layout(
@@ -217,11 +249,12 @@ def check_layout(
     desc: int,
     driver: int,
     device: int,
+    event_idx: bool = False,
 ) -> None:
     """Validate a queue's size and ring addresses as the driver set them up."""
     if not 0 < size <= max_size or size & (size - 1):
         raise QueueError(f"queue size {size} is not a power of two up to {max_size}")
-    d_len, a_len, u_len = ring_sizes(size)
+    d_len, a_len, u_len = ring_sizes(size, event_idx)
     for name, addr, length, align in (
         ("descriptor table", desc, d_len, 16),
         ("driver area", driver, a_len, 2),
@@ -253,6 +286,7 @@ class Virtqueue:
         device: int,
         dma: DmaGuard | None = None,
         refuse: Refuse = _refuse_nothing,
+        event_idx: bool = False,
     ) -> None:
         self.mem = mem
         self.in_ram = in_ram
@@ -262,11 +296,39 @@ class Virtqueue:
         self.device = device
         self.dma = dma
         self.refuse = refuse
+        self.event_idx = event_idx
         self.next_avail = 0
         self.used_idx = 0  # ours: never read back from the guest
+        self.published = 0  # the used index the guest can see
+        self.signalled = 0  # the used index when interrupt_due last looked
         self.refused = 0  # requests returned refused since the transport last looked
         self.requests = 0  # chains returned to the driver (vmm.metrics)
         self.bytes = 0  # bytes the device reported written into them
+        d_len, a_len, u_len = ring_sizes(size, event_idx)
+        self._areas = ((desc, d_len, False), (driver, a_len, False), (device, u_len, True))
+        # This batch's views of the three areas (None: access piece by piece, checked).
+        self._table: memoryview | None = None
+        self._avail: memoryview | None = None
+        self._used: memoryview | None = None
+
+    def begin(self) -> None:
+        """Start a batch: check each ring area as a whole against the DMA windows
+        and take a view of each area allowed (guest RAM: checked at set-up)."""
+        views: list[memoryview | None] = []
+        for addr, length, write in self._areas:
+            if self.dma is not None and not self.dma.allows(addr, length, write):
+                views.append(None)
+            else:
+                views.append(self.mem.view(addr, length))
+        self._table, self._avail, self._used = views
+
+    def end(self) -> None:
+        """End a batch: release the views (guest memory may go once nothing uses it);
+        accesses are checked piece by piece until the next ``begin``."""
+        for view in (self._table, self._avail, self._used):
+            if view is not None:
+                view.release()
+        self._table = self._avail = self._used = None
 
     def _ring(self, addr: int, length: int, write: bool, what: str) -> None:
         """Raise DmaFault unless the device may access this part of a ring."""
@@ -278,9 +340,19 @@ class Virtqueue:
         self._ring(addr, length, False, what)
         return _safe_read(self.mem.read, addr, length, what)
 
+    def _avail_u16(self, offset: int, what: str) -> int:
+        if self._avail is not None:
+            value: int = _U16.unpack_from(self._avail, offset)[0]
+            return value
+        raw = self._read_ring(self.driver + offset, 2, what)
+        value = _U16.unpack(raw)[0]
+        return value
+
     def _chain(self, head: int) -> Chain | None:
         """The validated chain at ``head``, or None when it was refused (and returned)."""
-        chain = read_chain(self.mem.read, self.in_ram, self.desc, self.size, head, self.dma)
+        chain = read_chain(
+            self.mem.read, self.in_ram, self.desc, self.size, head, self.dma, self._table
+        )
         if not chain.refused or self.dma is None:
             return chain
         self.push(head, self.refuse(chain, self.dma))
@@ -289,13 +361,12 @@ class Virtqueue:
 
     def pop_all(self) -> list[Chain]:
         """Every chain published since the last call, validated."""
-        def read(addr: int, length: int) -> bytes:
-            return self._read_ring(addr, length, "available ring")
-
-        _, heads = available_heads(read, self.driver, self.size, self.next_avail)
+        avail_idx = self._avail_u16(2, "available index")
+        pending = _check_ahead(avail_idx, self.next_avail, self.size)
         chains = []
-        for h in heads:
-            chain = self._chain(h)
+        for _ in range(pending):
+            slot = self.next_avail % self.size
+            chain = self._chain(self._avail_u16(4 + 2 * slot, "ring"))
             self.next_avail = (self.next_avail + 1) & 0xFFFF
             if chain is not None:
                 chains.append(chain)
@@ -305,40 +376,72 @@ class Virtqueue:
         """The next published chain, validated, or None when the driver has none."""
         while self.has_available():
             slot = self.next_avail % self.size
-            raw = self._read_ring(self.driver + 4 + 2 * slot, 2, "ring")
-            chain = self._chain(_U16.unpack(raw)[0])
+            chain = self._chain(self._avail_u16(4 + 2 * slot, "ring"))
             self.next_avail = (self.next_avail + 1) & 0xFFFF
             if chain is not None:
                 return chain
         return None
 
     def has_available(self) -> bool:
-        raw = self._read_ring(self.driver + 2, 2, "available index")
-        avail_idx: int = _U16.unpack(raw)[0]
+        avail_idx = self._avail_u16(2, "available index")
         _check_ahead(avail_idx, self.next_avail, self.size)
         return avail_idx != self.next_avail
 
     def push(self, head: int, written: int) -> None:
-        """Return a chain to the driver: element first, then the index (x86 is TSO)."""
+        """Fill the next used-ring element; the guest sees it at ``publish``."""
         slot = self.used_idx % self.size
-        elem = self.device + 4 + 8 * slot
-        self._ring(elem, 8, True, "used ring")
-        self._ring(self.device + 2, 2, True, "used index")
-        self.mem.write(elem, _USED_ELEM.pack(head, written))
+        if self._used is not None:
+            _USED_ELEM.pack_into(self._used, 4 + 8 * slot, head, written)
+        else:
+            elem = self.device + 4 + 8 * slot
+            self._ring(elem, 8, True, "used ring")
+            self.mem.write(elem, _USED_ELEM.pack(head, written))
         self.used_idx = (self.used_idx + 1) & 0xFFFF
-        self.mem.write(self.device + 2, _U16.pack(self.used_idx))
         self.requests += 1
         self.bytes += written
+
+    def publish(self) -> None:
+        """Make every pushed element visible with one used-index write (after the
+        elements: x86 is TSO), then, with the event index, ask for a kick as soon
+        as the driver publishes past what was consumed."""
+        if self.published != self.used_idx:
+            if self._used is not None:
+                _U16.pack_into(self._used, 2, self.used_idx)
+            else:
+                self._ring(self.device + 2, 2, True, "used index")
+                self.mem.write(self.device + 2, _U16.pack(self.used_idx))
+            self.published = self.used_idx
+        if self.event_idx:
+            offset = 4 + 8 * self.size
+            if self._used is not None:
+                _U16.pack_into(self._used, offset, self.next_avail)
+            else:
+                self._ring(self.device + offset, 2, True, "available event")
+                self.mem.write(self.device + offset, _U16.pack(self.next_avail))
 
     def take_refused(self) -> int:
         n, self.refused = self.refused, 0
         return n
 
-    def wants_interrupt(self) -> bool:
-        if self.dma is not None and not self.dma.allows(self.driver, 2, False):
-            return True  # cannot read the flags: interrupt, which is always allowed
-        flags: int = _U16.unpack(self.mem.read(self.driver, 2))[0]
-        return not flags & AVAIL_F_NO_INTERRUPT
+    def interrupt_due(self) -> bool:
+        """Whether the driver wants an interrupt for what was published since the
+        last call (call after ``publish``).  A field the device may not read means
+        an interrupt, which is always allowed."""
+        old, new = self.signalled, self.published
+        if old == new:
+            return False
+        self.signalled = new
+        offset = 4 + 2 * self.size if self.event_idx else 0
+        dma = self.dma
+        if (
+            self._avail is None
+            and dma is not None
+            and not dma.allows(self.driver + offset, 2, False)
+        ):
+            return True
+        if self.event_idx:
+            return need_event(self._avail_u16(offset, "used event"), new, old)
+        return not self._avail_u16(0, "available flags") & AVAIL_F_NO_INTERRUPT
 
 
 def gather(mem: GuestRam, buffers: tuple[Buffer, ...] | list[Buffer]) -> bytes:
