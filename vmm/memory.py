@@ -26,6 +26,10 @@ class GuestMemory:
     def __init__(self, slots: list[tuple[int, int]]) -> None:
         self._ffi = ffi
         self.slots: list[tuple[int, int, mmap.mmap, memoryview, Any]] = []
+        # (first, end) of each slot: ``contains`` is on every virtio buffer's path.
+        # Kept by ``_add`` alone, beside ``slots``: a slot added any other way
+        # would be RAM that ``contains`` denies (a restored snapshot's rings).
+        self._ranges: list[tuple[int, int]] = []
         for gpa, size in slots:
             mm = mmap.mmap(
                 -1,
@@ -33,9 +37,11 @@ class GuestMemory:
                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
-            self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
-        # (first, end) of each slot: ``contains`` is on every virtio buffer's path
-        self._ranges = [(gpa, gpa + size) for gpa, size in slots]
+            self._add(gpa, size, mm)
+
+    def _add(self, gpa: int, size: int, mm: mmap.mmap) -> None:
+        self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
+        self._ranges.append((gpa, gpa + size))
 
     @classmethod
     def from_file(cls, slots: list[tuple[int, int, int]], fd: int) -> GuestMemory:
@@ -46,7 +52,7 @@ class GuestMemory:
         for gpa, size, offset in slots:
             mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE,
                            prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)  # fmt: skip
-            mem.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
+            mem._add(gpa, size, mm)
         return mem
 
     @property

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -36,12 +38,15 @@ class Guest:
                                      text=True)  # fmt: skip
         self.lines: list[str] = []
 
-    def wait_for(self, pattern: str, count: int = 1) -> None:
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 300) -> None:
         """Read the console until ``pattern`` (a multi-line regex) matched ``count``
-        times (in chunks: a prompt has no newline)."""
+        times (in chunks: a prompt has no newline); a guest silent for ``timeout``
+        seconds fails the test (a hung guest must not hang the test run)."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while len(re.findall(pattern, self.text(), re.MULTILINE)) < count:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            assert ready, f"no {pattern!r} for {timeout} s: " + self.text()[-3000:]
             chunk = os.read(fd, 4096).decode(errors="replace")
             assert chunk, self.text()[-3000:] + self.proc.communicate()[1]
             self.lines.append(chunk)
@@ -135,6 +140,53 @@ def test_snapshot_while_a_disk_is_written(tmp_path: Path) -> None:
     status, out, err = Guest("restore", str(snap)).finish()
     assert status == 0, out[-3000:] + err[-2000:]
     _check_suite(before + out, SERVICE_TESTS)
+    _check_image(image)
+
+
+# Where the chain's snapshots fall: once the console line was printed, so many
+# snapshots, each a random 0..s seconds after the line or the previous restore.
+# The kills during writes take ~40 s here, the clients with requests in flight ~13 s.
+CHAIN = ((r"^ktest: ok rng_read$", 2, 8.0), (r"^ktest: ok kill_restart_during_writes$", 2, 3.0))
+
+
+def test_snapshots_at_random_moments_of_disk_io_restore_in_a_chain(tmp_path: Path) -> None:
+    """keel.test=services through its disk phases (streams of writes while the
+    driver is killed, clients with requests in flight, the event index on) is
+    snapshotted at a random moment, the snapshot restored, the restored guest
+    snapshotted at a random moment again, and so on: the last guest passes
+    every check and the image holds every acknowledged write.  (A restore that
+    lost a queue, a kick or an interrupt hangs here.)"""
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    image = _image(tmp_path / "disk.img")
+    sock = tmp_path / "api0.sock"
+    guest = Guest("run", "--smp", "2", "--initrd", str(INITRD), "--disk", str(image), "--rng",
+                  "--cmdline", "keel.test=services", "--api-sock", str(sock))  # fmt: skip
+    console, taken = "", 0
+    try:
+        _wait_socket(sock, guest)
+        moments = [(pattern, rng.uniform(0.0, most)) for pattern, count, most in CHAIN
+                   for _ in range(count)]  # fmt: skip
+        for pattern, delay in moments:
+            if not re.search(pattern, console, re.MULTILINE):
+                guest.wait_for(pattern)
+            time.sleep(delay)
+            snap = tmp_path / f"snap{taken}"
+            proc = keel("snapshot", "--api-sock", str(sock), str(snap), "--stop", timeout=120)
+            if proc.returncode != 0:  # (a faster host:) the guest finished first
+                assert guest.proc.wait(timeout=60) == 0, f"seed {seed}: {proc.stderr}"
+                break
+            taken += 1
+            console += guest.kill()
+            sock = tmp_path / f"api{taken}.sock"
+            guest = Guest("restore", str(snap), "--api-sock", str(sock))
+            _wait_socket(sock, guest)
+        status, out, err = guest.finish()
+    finally:
+        guest.kill()
+    assert status == 0, f"seed {seed}, {taken} snapshots: " + out[-3000:] + err[-2000:]
+    assert taken >= 1, f"seed {seed}: the guest finished before the first snapshot"
+    _check_suite(console + out, SERVICE_TESTS)
     _check_image(image)
 
 

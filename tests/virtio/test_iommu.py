@@ -292,6 +292,7 @@ def test_nothing_outside_the_windows_is_ever_touched(
         q = Virtqueue(ram, ram.contains, QSIZE, DESC, AVAIL, USED, dma, device.refuse)
         try:
             device.service([q])
+            q.publish()  # the transport's round publishes what the device pushed
         except QueueError:
             pass  # a malformed queue or a refused ring access: the device needs a reset
     finally:
@@ -327,6 +328,7 @@ def _one_rng_request(parts: tuple[int, ...]) -> tuple[RecordingRam, DmaWindows, 
         q = Virtqueue(ram, ram.contains, QSIZE, DESC, AVAIL, USED, dma, device.refuse)
         try:
             device.service([q])
+            q.publish()  # the transport's round publishes what the device pushed
         except QueueError:
             broken = True
     finally:

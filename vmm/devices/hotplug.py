@@ -132,6 +132,9 @@ class HotplugController:
             self.changed, self.slot_sel = int(state["changed"]), int(state["slot_sel"])
             self.events = int(state["events"])
             self.listening = bool(state.get("listening", 0))
+            pending = bool(self.changed) and self.listening
+        if pending and self.signal_irq is not None:
+            self.signal_irq()  # its interrupt may have been lost in flight (virtio's load_state)
 
     def present(self) -> int:
         return sum(1 << s.index for s in self.slots if not s.empty) & ~self.ejecting

@@ -392,7 +392,15 @@ class MmioTransport:
                         queue.signalled = queue.published
             if self.status & DRIVER_OK and not self.status & DEVICE_NEEDS_RESET:
                 self.device.activate(self.mem, self.driver_features)
-        self.kick()  # requests the guest queued before the snapshot
+                if any(q is not None for q in self.queues):
+                    # An interrupt signalled just before the pause may still have been
+                    # on its way into the interrupt controller (KVM injects an irqfd's
+                    # IOAPIC pin from a work queue) when the snapshot saved it: one
+                    # more, spurious at worst, so no driver waits for a lost one.
+                    self.interrupt_status |= INT_USED_BUFFER
+                    self._signal_irq()
+        self.kick()  # requests the guest queued before the snapshot (kicks went to the
+        # old process's eventfd): the worker looks at every available ring again
 
     def pause(self) -> None:
         """Stop touching guest memory; returns once a request in progress is done."""
