@@ -264,7 +264,12 @@ m = Machine(sys.argv[1], smp=1, memory="64M", console=lambda _d: None)
 m.start()
 threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the OS picks another thread
-print("waiting", flush=True)
+wait, said = m.wait, []
+def announced(timeout=None):  # "waiting" from inside wait_interruptible: not before it
+    if not said:
+        said.append(print("waiting", flush=True))
+    return wait(timeout)
+m.wait = announced
 print("status", m.wait_interruptible().status, flush=True)
 m.close()
 """
