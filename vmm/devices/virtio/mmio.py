@@ -316,6 +316,7 @@ class MmioTransport:
                  "used_idx": live.used_idx if live else 0}
                 for q, live in zip(self.queue_regs, self.queues, strict=True)
             ]  # fmt: skip
+            state["model"] = self.device.save_state()
             return state
 
     def load_state(self, state: dict[str, object]) -> None:
@@ -325,6 +326,9 @@ class MmioTransport:
         with self._lock:
             for name in self._STATE:
                 setattr(self, name, type(getattr(self, name))(state[name]))
+            model = state.get("model") or {}
+            assert isinstance(model, dict)
+            self.device.load_state(model)
             for index, (regs, saved) in enumerate(zip(self.queue_regs, queues, strict=True)):
                 regs.num, regs.desc = int(saved["num"]), int(saved["desc"])
                 regs.driver, regs.device = int(saved["driver"]), int(saved["device"])
