@@ -8,7 +8,9 @@ a KVM on VMX or SVM)
     the debug registers DR0-DR3 and DR7 (``KVM_GUESTDBG_USE_HW_BP``).  The
     vCPUs run at full speed, in guest user mode as in the kernel.  x86 has no
     read-only data breakpoint, so ``rwatch`` is refused (use ``awatch``); a
-    watched range is 1, 2, 4 or 8 bytes, aligned to its length.
+    watched range is 1, 2, 4 or 8 bytes, aligned to its length.  With an int3
+    armed every #BP comes to the VMM: one that is not ours (the guest's own
+    int3) stops the guest as a plain SIGTRAP and is not handed back to it.
 ``single-step`` (no hardware breakpoints: this host's kvm_pvm, where an
 ``int3`` in guest supervisor code also ends in a KVM internal error)
     ``vmm.gdb.target`` single-steps every vCPU through kernel code and compares.
