@@ -97,6 +97,50 @@ def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path:
     assert "exited normally" in out
 
 
+TICKS_SCRIPT = """
+set pagination off
+set confirm off
+target remote {target}
+break cpu_secondary_main
+continue
+delete
+watch cpus[1].ticks
+continue
+continue
+continue
+delete
+watch cpus[0].ticks
+continue
+continue
+continue
+delete
+continue
+"""
+
+
+def test_a_watchpoint_names_the_vcpu_that_wrote(kernel: Path, tmp_path: Path) -> None:
+    """Each CPU's tick counter is written only by that CPU's timer interrupt,
+    while the other vCPU steps beside it: every hit names the writer."""
+    port = _free_port()
+    proc = _keel_gdb(kernel, f"tcp:127.0.0.1:{port}")
+    try:
+        _wait_listening(proc)
+        script = tmp_path / "ticks.gdb"
+        script.write_text(TICKS_SCRIPT.format(target=f"127.0.0.1:{port}"))
+        gdb = subprocess.run(["gdb", "-nx", "-batch", "-x", str(script), str(kernel)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        out = gdb.stdout + gdb.stderr
+        assert proc.wait(60) == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    hits = [line for line in out.splitlines() if "hit Hardware watchpoint" in line]
+    assert hits == ["Thread 2 hit Hardware watchpoint 2: cpus[1].ticks"] * 3 + [
+        "Thread 1 hit Hardware watchpoint 3: cpus[0].ticks"
+    ] * 3, out
+
+
 def _symbol(kernel: Path, name: str) -> int:
     nm = subprocess.run(["nm", str(kernel)], capture_output=True, text=True, check=True)
     for line in nm.stdout.splitlines():
