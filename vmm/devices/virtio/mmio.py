@@ -365,7 +365,9 @@ class MmioTransport:
         for fd in (self.kick_fd, self._stop_fd):
             poller.register(fd, select.POLLIN)
         while True:
-            wanted = set(self.device.wake_fds())
+            # Paused (a snapshot, `keel pause`): host input waits for the resume's kick
+            # instead of waking this loop again and again.
+            wanted = set(self.device.wake_fds()) if not self.paused else set()
             for fd in wanted - registered:
                 poller.register(fd, select.POLLIN)
             for fd in registered - wanted:
