@@ -41,6 +41,29 @@ def test_snapshot_of_a_guest_with_a_virtio_net_device(tmp_path: Path) -> None:
     assert "net: echo reply after a restart" in restored and "net: ok" in restored
 
 
+def test_keel_snapshot_of_a_net_guest_killed_and_restored(tmp_path: Path) -> None:
+    """The same through the command line: ``keel run --net TAP``, the control
+    socket's pause, ``keel snapshot``, SIGKILL, ``keel restore``: the MAC
+    derived from the TAP's name stays, the frame sent during the pause arrives;
+    a restore while the first process still has the TAP is refused."""
+    proc = run_in_new_netns("tests.boot.netns_net_snapshot", str(WAIT), str(tmp_path / "snap"),
+                            "cli", timeout=4 * WAIT)  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    first, _, restored = out.partition("netns: restored console\n")
+    assert "netns: keel snapshot: 0 " in first and "state=paused" in first, first[-2000:]
+    assert "net: waiting for the host's frame" in first and "netns: first process killed" in first
+    # a TAP has one user: a restore beside the first process is refused with one line
+    assert ("netns: restore beside the first process: 1, 1 line: keel: error: cannot attach "
+            "to TAP 'keeltap8': Device or resource busy\n") in first, first[-2000:]  # fmt: skip
+    macs = re.findall(r"^virtio-net: mac (\S+)", out, re.MULTILINE)
+    assert len(macs) == 2 and macs[0] == macs[1], macs  # the restart after the restore
+    assert "net: the host's frame came" in restored
+    replies = [int(n) for n in re.findall(r"^net: echo reply (\d),", restored, re.MULTILINE)]
+    assert replies == [5, 6, 7, 8], restored
+    assert "net: ok" in restored and "drv: FAIL" not in out
+
+
 def _expect(m: Machine, needle: str) -> None:
     try:
         m.console.wait_for(needle, timeout=WAIT)
