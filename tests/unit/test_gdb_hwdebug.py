@@ -6,11 +6,18 @@ here: these tests are what checks it."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from vmm.gdb import hwdebug
 from vmm.gdb.hwdebug import DebugRefused, HwPoint, KvmDebug, dr7, hw_point
+from vmm.gdb.target import DebugTarget, Refused
+from vmm.kvm.exits import DebugExit
 from vmm.kvm.ffi import lib
+from vmm.machine import State
+from vmm.memory import GuestMemoryError
 
 
 def test_dr7_per_slot_enable_type_and_length() -> None:
@@ -119,3 +126,83 @@ def test_strategy_follows_the_probed_breakpoint_count(monkeypatch: pytest.Monkey
     assert hwdebug.probe(4) == "kvm"
     monkeypatch.setenv("KEEL_GDB_BREAKPOINTS", "single-step")
     assert hwdebug.probe(4) == "single-step"
+
+
+# -- DebugTarget wired to the KVM strategy, with a fake machine -----------------------------
+class _Vcpu:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.debug: tuple[int, tuple[int, ...]] | None = None
+
+    def set_guest_debug(self, control: int, debugreg: tuple[int, ...] = ()) -> None:
+        self.debug = (control, debugreg)
+
+    def mp_state(self) -> int:
+        return int(lib.KVM_MP_STATE_RUNNABLE)
+
+
+class _Ram:
+    def __init__(self) -> None:
+        self.data = bytearray(b"\x90" * 0x2000)
+
+    def read(self, gpa: int, length: int) -> bytes:
+        if gpa + length > len(self.data):
+            raise GuestMemoryError(f"{gpa:#x}")
+        return bytes(self.data[gpa : gpa + length])
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.data[gpa : gpa + len(data)] = data
+
+
+def _target(hw_bps: int) -> tuple[object, list[_Vcpu], _Ram, list[str]]:
+    vcpus = [_Vcpu(0), _Vcpu(1)]
+    events: list[str] = []
+    runner = SimpleNamespace(slots=[SimpleNamespace(vcpu=v) for v in vcpus], debug_hook=None,
+                             debug_exclusive=None,
+                             request_pause=lambda: events.append("pause"))  # fmt: skip
+    ram = _Ram()
+    system = SimpleNamespace(check_extension=lambda cap: hw_bps)
+    machine = SimpleNamespace(runner=runner, kernel=SimpleNamespace(segments=(), end=0),
+                              guest=SimpleNamespace(system=system), guest_memory=ram,
+                              state=State.RUNNING, result=None)  # fmt: skip
+    target = DebugTarget(machine)  # type: ignore[arg-type]
+    target.physical = True  # the fake has no page tables
+    return target, vcpus, ram, events
+
+
+def test_debug_target_arms_kvm_and_reports_its_traps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KEEL_GDB_BREAKPOINTS", raising=False)
+    target, vcpus, ram, events = _target(4)
+    t: Any = target
+    assert t.strategy().startswith("kvm (int3 breakpoints, 4 hardware debug registers")
+    t.insert(0, 0x1000, 1, 1)  # break: an int3 in memory
+    t.insert(2, 0x1808, 8, 1)  # watch: DR0
+    assert ram.data[0x1000] == 0xCC and not t.breakpoints and not t.watchpoints
+    t.resume()
+    want = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_USE_SW_BP | lib.KVM_GUESTDBG_USE_HW_BP
+    for v in vcpus:
+        assert v.debug == (want, hwdebug.debugregs([HwPoint(hwdebug.RW_WRITE, 0x1808, 8)]))
+    assert t.runner.debug_hook == t._on_kvm_debug and t.runner.debug_exclusive is None
+    t.runner.debug_hook(t.runner.slots[1], DebugExit(hwdebug.DB_VECTOR, 0x1234, 0b0001))
+    assert events == ["pause"] and t._stop.thread == 2 and t._stop.extra == "watch:1808;"
+    with pytest.raises(Refused, match="cannot watch reads alone"):
+        t.insert(3, 0x1808, 8, 1)  # rwatch: Refused, with the reason
+    t.remove(0, 0x1000, 1, 1)
+    assert ram.data[0x1000] == 0x90
+    t.insert(0, 0x1004, 1, 1)
+    t.detach()  # every int3 out, no guest debugging left on
+    assert ram.data[0x1004] == 0x90 and all(v.debug == (0, ()) for v in vcpus)
+    assert t.runner.debug_hook is None
+
+
+def test_debug_target_keeps_single_step_without_hardware_breakpoints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KEEL_GDB_BREAKPOINTS", raising=False)
+    target, vcpus, _, _ = _target(0)
+    t: Any = target
+    assert t.kvm is None and t.strategy().startswith("single-step")
+    t.insert(0, 0xFFFF_FFFF_8010_0000, 1, 1)
+    t.resume()
+    want = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP
+    assert all(v.debug == (want, ()) for v in vcpus) and t.runner.debug_hook == t._on_debug
