@@ -14,6 +14,7 @@ import pytest
 from vmm.gdb import hwdebug
 from vmm.gdb.hwdebug import DebugRefused, HwPoint, KvmDebug, dr7, hw_point
 from vmm.gdb.target import DebugTarget, Refused
+from vmm.errors import ConfigError
 from vmm.kvm.exits import DebugExit
 from vmm.kvm.ffi import lib
 from vmm.machine import State
@@ -126,6 +127,9 @@ def test_strategy_follows_the_probed_breakpoint_count(monkeypatch: pytest.Monkey
     assert hwdebug.probe(4) == "kvm"
     monkeypatch.setenv("KEEL_GDB_BREAKPOINTS", "single-step")
     assert hwdebug.probe(4) == "single-step"
+    monkeypatch.setenv("KEEL_GDB_BREAKPOINTS", "int3")
+    with pytest.raises(ConfigError, match="the only choice is single-step"):
+        hwdebug.probe(4)
 
 
 # -- DebugTarget wired to the KVM strategy, with a fake machine -----------------------------

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmm.errors import ConfigError
 from vmm.kvm.ffi import lib
 from vmm.kvm.system import System
 
@@ -172,6 +173,8 @@ class KvmDebug:
 def probe(hw_bps: int) -> str:
     """The strategy for a host offering ``hw_bps`` hardware breakpoints."""
     forced = os.environ.get("KEEL_GDB_BREAKPOINTS", "")
+    if forced not in ("", "single-step"):
+        raise ConfigError(f"KEEL_GDB_BREAKPOINTS={forced!r}: the only choice is single-step")
     if forced == "single-step" or hw_bps <= 0:
         return "single-step"
     return "kvm"
