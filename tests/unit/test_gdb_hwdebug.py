@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from vmm.errors import ConfigError
 from vmm.gdb import hwdebug
 from vmm.gdb.hwdebug import DebugRefused, HwPoint, KvmDebug, dr7, hw_point
 from vmm.gdb.target import DebugTarget, Refused
-from vmm.errors import ConfigError
 from vmm.kvm.exits import DebugExit
 from vmm.kvm.ffi import lib
 from vmm.machine import State
