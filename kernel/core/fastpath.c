@@ -97,7 +97,7 @@ bool fastpath_reply_recv(struct tcb *r, u64 reply, u64 err, u64 epcap, u64 windo
     if (!s || !es)
         return false;
     if (window && (!cnode_slot(&r->cspace.cap, window) ||
-                   !cnode_slot(&r->cspace.cap, window + MSG_CAPS)))
+                   !cnode_slot(&r->cspace.cap, window + MSG_CAPS) || window_reclaim(r, window)))
         return false;
     struct tcb *t = (struct tcb *)s->cap.obj;
     if (!sched_direct_ok(t))

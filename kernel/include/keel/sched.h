@@ -110,6 +110,10 @@ void kernel_upgrade(void);
 void kernel_leave(void);
 /* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
 u32 objects_lock_writer(void);
+/* Grace periods (grace.c): the epoch a slot emptied shared is stamped
+ * with, and the exclusive holder's note that every earlier one is past. */
+extern u64 grace_epoch;
+void grace_exclusive(void);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
 
