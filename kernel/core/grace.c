@@ -198,9 +198,11 @@ long slot_revoke_shared(struct slot *s)
     caps_lock();
     if (!s->cap.type) {
         err = KEEL_E_INVALID_CAP;
+    } else if (!s->child) {
+        ; /* nothing derived: nothing to do, whatever the type */
     } else if (!revoke_quiet(s)) {
         err = KEEL_E_RETRY;
-    } else if (s->child) {
+    } else {
         u64 stamp = grace_epoch;
         while (s->child) { /* leaves first, as slot_revoke */
             struct slot *leaf = s->child;
