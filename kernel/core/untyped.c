@@ -103,7 +103,9 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     u32 made = 0;
     for (; made < count; made++) {
         uptr p = base + start + ((u64)made << bits);
-        if (!device)
+        /* An untyped region is not zeroed: nothing reads it as such, and
+         * every object made from it is zeroed when it is made. */
+        if (!device && type != KEEL_OBJ_UNTYPED)
             arch_zero_object((void *)p, 1ul << bits);
         if (!init_object(type, user_bits, p, &c))
             break; /* only the vspace registry can refuse */
