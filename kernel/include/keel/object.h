@@ -214,6 +214,14 @@ long slot_revoke_shared(struct slot *s);
 /* A receive window's slots are made free before a wait (endpoint.c,
  * fastpath.c): KEEL_E_RETRY when one is still in its grace period. */
 long window_reclaim(struct tcb *t, u64 window);
+/* The fast path's look: a window out of range, or a slot of it retired. */
+static inline bool window_unready(struct tcb *t, u64 window)
+{
+    struct slot *w = cnode_slot(&t->cspace.cap, window);
+
+    return !w || !cnode_slot(&t->cspace.cap, window + MSG_CAPS) ||
+           (w[0].retired | w[1].retired | w[2].retired | w[3].retired);
+}
 void obj_ref(const struct cap *c);
 void zombies_reap(void);
 struct kobj *cap_kobj(const struct cap *c);
