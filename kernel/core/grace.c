@@ -25,8 +25,9 @@
  *
  * Objects are never destroyed here: an operation that would drop a
  * reference count to zero, or needs a type's hook (a mapping, a DMA
- * window, a reply, a thread's binding, an untyped region's watermark),
- * returns KEEL_E_RETRY before changing anything and runs exclusive, where
+ * window, a reply, a thread's binding, an untyped region's watermark while
+ * a retype from it is under way), returns KEEL_E_RETRY before changing
+ * anything and runs exclusive, where
  * the object's destruction waits for no reader by construction.  Nor does
  * a fill wait for a grace period: one that finds its slot still retired
  * returns KEEL_E_RETRY too, so no CPU ever waits for another while holding
@@ -88,6 +89,16 @@ static bool empties_hooked_parent(const struct slot *s)
            object_type_of(s->parent->cap.type)->children_deleted;
 }
 
+/* An untyped capability with nothing made from it and no retype from it
+ * under way: its memory holds no object, so deleting it destroys nothing.
+ * Its parent region's watermark goes back (children_deleted) only if no
+ * retype from the parent is under way either (untyped.c: reserve). */
+static bool idle_untyped(const struct slot *s)
+{
+    return s->cap.type == KEEL_OBJ_UNTYPED && !s->child && !s->cap.b && !s->owner &&
+           (!s->parent || !s->parent->cap.b);
+}
+
 static void retire(struct slot *s, u64 stamp)
 {
     struct kobj *o = cap_kobj(&s->cap);
@@ -112,7 +123,8 @@ long slot_delete_shared(struct slot *s)
     caps_lock();
     if (s->cap.type) { /* deleting an empty (or retired) slot does nothing */
         struct kobj *o = cap_kobj(&s->cap);
-        if (!quiet_type(s) || (o && o->refs < 2) || empties_hooked_parent(s)) {
+        if ((!quiet_type(s) || (o && o->refs < 2) || empties_hooked_parent(s)) &&
+            !idle_untyped(s)) {
             err = KEEL_E_RETRY;
         } else {
             u64 stamp = grace_epoch;

@@ -178,6 +178,10 @@ KNOWN = [
      ("on", 0, ("revoke", A)), ("on", 0, ("retype", "cnode", B, 2))],
     [("on", 0, ("retype", "cnode", A, 1)), ("hold", 1, A), ("on", 0, ("delete", A)),
      ("on", 2, ("retype", "endpoint", A, 1))],
+    # an untyped region with nothing made from it: deleted shared, memory back
+    [("on", 0, ("retype", "untyped", A, 2)), ("hold", 1, A), ("on", 0, ("delete", A)),
+     ("on", 2, ("retype", "frame", C, 1)), ("on", 0, ("delete", B)),
+     ("on", 2, ("revoke", C)), ("on", 0, ("delete", C))],
 ]  # fmt: skip
 
 
@@ -189,6 +193,7 @@ KNOWN = [
 @example(KNOWN[1])
 @example(KNOWN[2])
 @example(KNOWN[3])
+@example(KNOWN[4])
 def test_interleaved_calls_never_reuse_what_a_cpu_reads(
     shared: SharedWorld, steps: list[tuple[Any, ...]]
 ) -> None:
@@ -223,4 +228,13 @@ def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> Non
         assert w.call(CNODE_SLOT, "cnode_delete", s)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     assert w.retries == 2
+    # An untyped region with nothing in it is deleted shared, and its memory
+    # is free again; with an object in it, the delete runs exclusive.
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 12, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    assert w.retries == 2 and w.slots()[UT_SLOT].used == 0
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 12, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(A, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, B, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    assert w.retries == 3
     check_invariants(w)
