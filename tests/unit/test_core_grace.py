@@ -238,3 +238,44 @@ def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> Non
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     assert w.retries == 3
     check_invariants(w)
+
+
+def test_a_storm_round_goes_exclusive_only_to_destroy(shared: SharedWorld) -> None:
+    """One round of `keel stress`'s capability storm (userspace/tests/stress_mem.c
+    caps_storm), call for call: of its 16 calls, the kernel before the grace
+    periods ran 7 exclusive (every delete and revoke); now only the revoke of
+    a frame with copies (a mapping hook) and the revoke of the thread's region
+    (it destroys the objects) do - in every round, the refilled slots included."""
+    w = shared
+    w.reset()
+    w.cpu = 0
+    region, base, shared_ep = FIRST_FREE, FIRST_FREE + 20, FIRST_FREE + 60
+    kinds = ["endpoint", "notification", "frame", "untyped"]
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 15, CNODE_SLOT, region, 1)[0] == 0
+    assert w.call(UT_SLOT, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, shared_ep, 1)[0] == 0
+    for round_ in range(3):
+        w.retries, calls = 0, 0
+        for j, kind in enumerate(kinds):
+            bits = 12 if kind == "untyped" else 0
+            assert w.call(region, "untyped_retype", w.T[kind], bits, CNODE_SLOT, base + j, 1)[0] == 0
+            calls += 1
+        for j, kind in enumerate(kinds[:3]):
+            if kind == "frame":
+                err, _ = w.call(CNODE_SLOT, "cnode_copy", base + 8 + j, CNODE_SLOT, base + j, 3)
+            else:
+                err, _ = w.call(CNODE_SLOT, "cnode_mint", base + 8 + j, CNODE_SLOT, base + j, 3,
+                                round_ + 1)  # fmt: skip
+            assert err == 0
+            calls += 1
+        assert w.call(CNODE_SLOT, "cnode_copy", base + 24, CNODE_SLOT, shared_ep, 1)[0] == 0
+        for j in range(len(kinds)):
+            assert w.call(CNODE_SLOT, "cnode_revoke", base + j)[0] == 0
+            assert base + 8 + j not in w.slots()
+        assert w.call(CNODE_SLOT, "cnode_revoke", region)[0] == 0
+        # all of the region again: every object's memory came back
+        assert w.call(region, "untyped_retype", w.T["untyped"], 15, CNODE_SLOT, base, 1)[0] == 0
+        assert w.call(CNODE_SLOT, "cnode_delete", base)[0] == 0
+        assert w.call(CNODE_SLOT, "cnode_delete", base + 24)[0] == 0
+        calls += 1 + len(kinds) + 1 + 1 + 2
+        assert (calls, w.retries) == (16, 2), f"round {round_}: {w.retries} exclusive of {calls}"
+        check_invariants(w)
