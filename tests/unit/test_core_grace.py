@@ -257,7 +257,8 @@ def test_a_storm_round_goes_exclusive_only_to_destroy(shared: SharedWorld) -> No
         w.retries, calls = 0, 0
         for j, kind in enumerate(kinds):
             bits = 12 if kind == "untyped" else 0
-            assert w.call(region, "untyped_retype", w.T[kind], bits, CNODE_SLOT, base + j, 1)[0] == 0
+            err, _ = w.call(region, "untyped_retype", w.T[kind], bits, CNODE_SLOT, base + j, 1)
+            assert err == 0
             calls += 1
         for j, kind in enumerate(kinds[:3]):
             if kind == "frame":
