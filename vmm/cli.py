@@ -73,7 +73,7 @@ timings.mark("imports (vmm.cli and what it imports)")
 
 STATUS_ERROR = 1  # bad input or usage: one `keel: error:` line
 STATUS_USAGE = STATUS_ERROR
-STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc")
+STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke")
 
 EXIT_STATUSES = f"""exit status:
   0    success (the guest reported success, or a request was done)
