@@ -238,16 +238,17 @@ class VcpuRunner:
                     name = exits.KIND_NAMES.get(kind, kind.__name__)
                     other[name] = other.get(name, 0) + 1
                 ex = handle_exit(raw, pio, mmio)
+                if type(ex) is exits.DebugExit and self.debug_hook is not None:
+                    if not held and self.debug_exclusive is not None:
+                        # a step that ran beside the others (a hlt): its check
+                        # still must not interleave with another vCPU's step
+                        held = self.debug_lock.acquire(timeout=DEBUG_LOCK_WAIT)
+                    self.debug_hook(slot, ex)  # the gdb stub (vmm.gdb)
+                    ex = None
                 if held:
-                    if type(ex) is exits.DebugExit and self.debug_hook is not None:
-                        self.debug_hook(slot, ex)
-                        ex = None
                     held = False
                     self.debug_lock.release()
                 if ex is None or type(ex) is exits.InterruptedExit:
-                    continue
-                if type(ex) is exits.DebugExit and self.debug_hook is not None:
-                    self.debug_hook(slot, ex)  # the gdb stub (vmm.gdb)
                     continue
                 reason = f"{describe_exit(ex)} on vCPU {vcpu.index}"
                 self.finish(ExitResult(STATUS_GUEST_CRASH, reason))

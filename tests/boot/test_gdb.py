@@ -78,11 +78,12 @@ def _gdb_session(kernel: Path, tmp_path: Path, script: str) -> str:
         gdb = subprocess.run(["gdb", "-nx", "-batch", "-x", str(path), str(kernel)],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         out = gdb.stdout + gdb.stderr
-        assert proc.wait(60) == 0, out
+        status = proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        guest = proc.communicate()
+    assert status == 0, out + "\n--- the guest:\n" + guest[0][-3000:] + guest[1][-3000:]
     return out
 
 

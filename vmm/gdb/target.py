@@ -14,8 +14,8 @@ and stops all of them when one is about to execute a breakpoint's address,
 or when a watched range changed value.  While a watchpoint is armed, each
 vCPU's step and the check after it run alone (the runner's ``debug_lock``),
 so the vCPU reported is the one whose instruction changed the value (a vCPU
-about to ``hlt`` or not yet started steps beside the others: its step lasts
-until an interrupt).  That covers kernel code only: in
+about to ``hlt`` or not yet started steps beside the others, as its step
+lasts until an interrupt, but checks alone).  That covers kernel code only: in
 guest user mode a single-step trap goes to the guest, not to the VMM, so
 breakpoints in user space are refused with a message, as are read and
 access watchpoints (they need debug registers).  Where the host offers

@@ -17,6 +17,7 @@
 #include "x86.h"
 
 #define FMASK_BITS 0x47700ul /* TF DF IF IOPL NT AC cleared on entry */
+#define RFLAGS_TF 0x100ul
 
 extern char syscall_entry[];
 __noreturn void syscall_from_user(struct trap_frame *f);
@@ -183,7 +184,13 @@ void trap_dispatch(struct trap_frame *f)
 {
     u64 v = f->vector;
 
-    if (v < 32) {
+    if (v == 1 && (f->rflags & RFLAGS_TF)) {
+        /* A single-step trap the kernel never asks for: a debugger (the
+         * VMM's gdb stub) stepped this CPU when an interrupt came, and the
+         * interrupt's frame kept the trap flag the debugger had set.  The
+         * instruction completed: clear the flag and go on. */
+        f->rflags &= ~RFLAGS_TF;
+    } else if (v < 32) {
         exception(f);
     } else if (v == VEC_LAPIC_TIMER) {
         cpu_timer_tick();
