@@ -52,7 +52,8 @@ struct service {
 };
 
 /* Looks the name up and opens it.  KEEL_E_NOT_MAPPED: no such name;
- * KEEL_E_WOULD_BLOCK: its driver is being replaced. */
+ * KEEL_E_WOULD_BLOCK: its driver is being replaced; KEEL_E_REVOKED or
+ * KEEL_E_INVALID_CAP: its driver died during the lookup (try again). */
 long service_connect(struct service *s);
 /* The service's capability while connected. */
 static inline keel_cap_t service_cap(const struct service *s)

@@ -39,8 +39,12 @@ static long lookup(struct service *s)
     err = keel_recv(s->inbox, KEEL_RECV_NONBLOCK, s->window, &m);
     if (err)
         return err;
-    if ((m.label & KEEL_LABEL_MASK) != (NS_GRANT & KEEL_LABEL_MASK) || KEEL_INFO_CAPS(m.info) != 1)
+    if ((m.label & KEEL_LABEL_MASK) != (NS_GRANT & KEEL_LABEL_MASK))
         return KEEL_E_BAD_STATE;
+    /* The driver died between the grant and our receive: the kernel took its
+     * capability out of the queued message.  The name will come back. */
+    if (KEEL_INFO_CAPS(m.info) != 1)
+        return KEEL_E_REVOKED;
     return KEEL_E_OK;
 }
 

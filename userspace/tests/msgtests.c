@@ -1,5 +1,6 @@
 /* The in-guest suite: messaging - call and reply, capabilities passed in
  * messages, notifications bound to threads. */
+#include "../lib/names.h"
 #include "suite.h"
 
 /* -- call and reply ----------------------------------------------------------- */
@@ -198,6 +199,51 @@ static int t_transfer_revoked_in_flight(void)
     return 0;
 }
 
+/* A name service that grants a driver's capability and sees the driver die
+ * (its endpoint revoked) before the client receives the grant. */
+static void body_ns_grant_revoked(struct thread *t)
+{
+    struct keel_msg m;
+    keel_word_t win = t->b, tmp = win + 2, res[KEEL_MSG_WORDS] = { 0 };
+
+    if (keel_recv(t->a, 0, win, &m) || !(m.info & KEEL_INFO_REPLY) ||
+        KEEL_INFO_CAPS(m.info) != 1) {
+        t->value = -1;
+        return;
+    }
+    if (keel_cnode_mint(CN, tmp, CN, t->c, KEEL_RIGHT_WRITE | KEEL_RIGHT_GRANT, 7) ||
+        keel_send(win + 1, NS_GRANT, tmp, 0, 0, 0, 0, 0) || keel_cnode_revoke(CN, t->c)) {
+        t->value = -2;
+        return;
+    }
+    keel_cnode_delete(CN, tmp);
+    keel_cnode_delete(CN, win + 1);
+    t->value = keel_reply(win, 0, res);
+}
+
+/* The client is told the driver went away (and so retries), not that the
+ * name service is broken. */
+static int t_lookup_grant_revoked_in_flight(void)
+{
+    struct thread t;
+    struct service s;
+
+    memset(&s, 0, sizeof(s));
+    s.ns = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    s.inbox = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    s.window = slot_alloc_range(4);
+    ns_pack("gone0", s.name);
+    t.a = s.ns;
+    t.b = window_alloc();
+    t.c = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    t.value = 99;
+    OK(spawn(&t, body_ns_grant_revoked, 0));
+    EXPECT_ERR(service_connect(&s), KEEL_E_REVOKED);
+    EXPECT(wait_done(&t) && t.value == 0);
+    EXPECT(!s.open);
+    return 0;
+}
+
 static int t_badges_name_clients(void)
 {
     keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), a = slot_alloc(), b = slot_alloc(), badge;
@@ -360,7 +406,8 @@ const struct test msg_tests[] = {
 #define T(name) { #name, t_##name }
     T(call_reply), T(reply_carries_error), T(reply_cap_rules), T(dropped_reply_revokes_call),
     T(call_full_queue), T(call_needs_write), T(transfer_capability), T(transfer_errors),
-    T(transfer_window_full), T(transfer_revoked_in_flight), T(badges_name_clients), T(six_words),
+    T(transfer_window_full), T(transfer_revoked_in_flight), T(lookup_grant_revoked_in_flight),
+    T(badges_name_clients), T(six_words),
     T(bound_notification_ends_recv), T(bound_notification_pending), T(told_when_room),
     T(revoked_endpoint_with_waiters), T(deleted_endpoint_wakes_receivers),
     T(suspended_caller_loses_reply),
