@@ -4,6 +4,9 @@
 #include <keel/sched.h>
 #include <keel/string.h>
 
+_Static_assert(SCHED_PRIO_LEVELS == KEEL_PRIO_TOP + 1 && SCHED_PRIO_DEFAULT == KEEL_PRIO_DEFAULT,
+               "the priorities of kernel/uapi/keel/abi.h");
+
 void tcb_setup(struct tcb *t)
 {
     t->hdr.type = KEEL_OBJ_TCB;
