@@ -304,6 +304,12 @@ const unsigned long drv_tests_count = sizeof(drv_tests) / sizeof(drv_tests[0]);
 
 static int virtio_start(const char *prog, unsigned int id, keel_word_t ep, struct process *p)
 {
+    return virtio_start_mode(prog, id, 0, ep, p);
+}
+
+int virtio_start_mode(const char *prog, unsigned int id, unsigned long mode, keel_word_t ep,
+                      struct process *p)
+{
     keel_word_t regs, irq = slot_alloc(), io, caps[5 + VIRTIO_DRV_FRAMES];
     struct keel_device_desc *d = find_virtio_device(id, &regs);
 
@@ -319,7 +325,7 @@ static int virtio_start(const char *prog, unsigned int id, keel_word_t ep, struc
     for (unsigned i = 0; i < VIRTIO_DRV_FRAMES; i++)
         caps[4 + i] = make_obj(KEEL_OBJ_FRAME, 0);
     CHECK((io = caps[4 + VIRTIO_DRV_FRAMES] = make_io_space(d)) != 0);
-    CHECK_ERR(spawn_process(prog, d->paddr & 0xfff, caps, 5 + VIRTIO_DRV_FRAMES, 0, p),
+    CHECK_ERR(spawn_process(prog, DRV_ARG(mode, d->paddr), caps, 5 + VIRTIO_DRV_FRAMES, 0, p),
               KEEL_E_OK);
     /* The driver's copy is the only one left: killing it takes the io_space
      * (and so every window) away, and a new driver gets a new one. */
