@@ -107,7 +107,8 @@ def one_kill(image: Path, rng: random.Random) -> int:
         t.join()
         proc.kill()
         proc.wait()
-    tail = b"".join(lines[-20:]).decode(errors="replace")
+    assert proc.stderr is not None
+    tail = (b"".join(lines[-20:]) + proc.stderr.read()[-2000:]).decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, tail
     assert flushed >= target, f"the guest flushed only {flushed} rounds:\n{tail}"
     # Rounds after the last one seen may have been written (not flushed) when
