@@ -176,7 +176,12 @@ class Machine:
 
     # -- events -----------------------------------------------------------------------
     def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``callback(name, data)`` for every event; returns the unsubscribe."""
+        """Call ``callback(name, data)`` for every event; returns the unsubscribe.
+
+        The callback runs on the VMM thread that saw the event (a vCPU's, a
+        device worker's, the control socket's), so it must return quickly and
+        not call back into the machine; hand work to a queue.  A callback that
+        raises is unsubscribed, with a line on the log, and the guest runs on."""
         with self._subscribers_lock:
             self._subscribers.append(callback)
 
@@ -191,7 +196,13 @@ class Machine:
         with self._subscribers_lock:
             subscribers = list(self._subscribers)
         for callback in subscribers:
-            callback(name, data)
+            try:
+                callback(name, data)
+            except Exception as exc:  # a subscriber's bug must not stop a vCPU
+                with self._subscribers_lock:
+                    if callback in self._subscribers:
+                        self._subscribers.remove(callback)
+                self._log(f"keel: event subscriber {callback!r} raised {exc!r}; unsubscribed")
 
     # -- devices ----------------------------------------------------------------------
     def attach(self, kind: str, *, wait: bool = False, timeout: float = 30.0,

@@ -37,6 +37,7 @@ STATUS_GUEST_CRASH = 2  # even, so it never collides with a guest-reported failu
 STATUS_GUEST_FAILURE = 3  # the guest reported failure through the exit device
 STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
 STATUS_INTERRUPTED = 130
+DEBUG_LOCK_WAIT = 0.05  # seconds a stepping vCPU waits for another's exclusive step
 
 MP_STATES = {0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
 
@@ -136,6 +137,11 @@ class VcpuRunner:
         self.result: ExitResult | None = None
         # Serves KVM_EXIT_DEBUG in the vCPU's thread while a debugger is attached.
         self.debug_hook: Callable[[VcpuSlot, exits.DebugExit], None] | None = None
+        # While set (a watchpoint armed), a vCPU for which it answers True takes
+        # debug_lock around its step and the hook, so the vCPU whose step is
+        # followed by a change of a watched value is the one that made it.
+        self.debug_exclusive: Callable[[VcpuSlot], bool] | None = None
+        self.debug_lock = threading.Lock()
         # Set once start() has created every vCPU thread: a guest that dies
         # while later threads are still being created is reaped only then.
         self._threads_created = threading.Event()
@@ -207,6 +213,7 @@ class VcpuRunner:
         stats = slot.stats
         ports, mmio_addrs, other = stats.ports, stats.mmio, stats.exits
         clock = time.perf_counter_ns
+        held = False  # debug_lock, while a watchpoint is armed
         try:
             now = clock()
             while not self.stop_requested:
@@ -216,6 +223,8 @@ class VcpuRunner:
                     continue
                 start = clock()
                 stats.vmm_ns += start - now
+                if self.debug_exclusive is not None:
+                    held = self._debug_acquire(slot)
                 raw = run()
                 now = clock()
                 stats.guest_ns += now - start
@@ -229,6 +238,12 @@ class VcpuRunner:
                     name = exits.KIND_NAMES.get(kind, kind.__name__)
                     other[name] = other.get(name, 0) + 1
                 ex = handle_exit(raw, pio, mmio)
+                if held:
+                    if type(ex) is exits.DebugExit and self.debug_hook is not None:
+                        self.debug_hook(slot, ex)
+                        ex = None
+                    held = False
+                    self.debug_lock.release()
                 if ex is None or type(ex) is exits.InterruptedExit:
                     continue
                 if type(ex) is exits.DebugExit and self.debug_hook is not None:
@@ -242,9 +257,20 @@ class VcpuRunner:
         except Exception as exc:  # a VMM bug: report it, never hang the other vCPUs
             self.finish(ExitResult(STATUS_GUEST_CRASH, f"VMM error on vCPU {vcpu.index}: {exc!r}"))
         finally:
+            if held:
+                self.debug_lock.release()
             slot.final_state = snapshot(vcpu)
             with self.lock:
                 slot.alive = False
+
+    def _debug_acquire(self, slot: VcpuSlot) -> bool:
+        """Take debug_lock for this vCPU's next step if the debugger asks for it;
+        bounded, so a step that blocks (a vCPU halted until an interrupt the
+        debugger did not foresee) delays the others but never stops them."""
+        exclusive = self.debug_exclusive
+        if exclusive is None or not exclusive(slot):
+            return False
+        return self.debug_lock.acquire(timeout=DEBUG_LOCK_WAIT)
 
     def _park(self, slot: VcpuSlot) -> None:
         with self.lock:

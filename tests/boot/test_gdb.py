@@ -66,14 +66,16 @@ def _wait_listening(proc: subprocess.Popen[str]) -> None:
     assert "waiting for gdb" in line, line + proc.communicate()[1]
 
 
-def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path: Path) -> None:
+def _gdb_session(kernel: Path, tmp_path: Path, script: str) -> str:
+    """Real gdb in batch mode running script against a guest started under
+    ``keel run --gdb``; what gdb printed.  The guest must end passing."""
     port = _free_port()
     proc = _keel_gdb(kernel, f"tcp:127.0.0.1:{port}")
     try:
         _wait_listening(proc)
-        script = tmp_path / "session.gdb"
-        script.write_text(GDB_SCRIPT.format(target=f"127.0.0.1:{port}"))
-        gdb = subprocess.run(["gdb", "-nx", "-batch", "-x", str(script), str(kernel)],
+        path = tmp_path / "session.gdb"
+        path.write_text(script.format(target=f"127.0.0.1:{port}"))
+        gdb = subprocess.run(["gdb", "-nx", "-batch", "-x", str(path), str(kernel)],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         out = gdb.stdout + gdb.stderr
         assert proc.wait(60) == 0, out
@@ -81,6 +83,11 @@ def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+    return out
+
+
+def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path: Path) -> None:
+    out = _gdb_session(kernel, tmp_path, GDB_SCRIPT)
     # stopped before the first instruction: vCPU 1 waits for its startup IPI
     assert "in pvh_start32 ()" in out
     assert "Thread 2 (vCPU 1 (not started))" in out
@@ -95,6 +102,37 @@ def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path:
     assert "Thread 2 hit Hardware watchpoint 3: cpus[1].state" in out
     assert "Old value = 2\nNew value = 3" in out  # CPU_BOOTING -> CPU_ONLINE
     assert "exited normally" in out
+
+
+TICKS_SCRIPT = """
+set pagination off
+set confirm off
+target remote {target}
+break cpu_secondary_main
+continue
+delete
+watch cpus[1].ticks
+continue
+continue
+continue
+delete
+watch cpus[0].ticks
+continue
+continue
+continue
+delete
+continue
+"""
+
+
+def test_a_watchpoint_names_the_vcpu_that_wrote(kernel: Path, tmp_path: Path) -> None:
+    """Each CPU's tick counter is written only by that CPU's timer interrupt,
+    while the other vCPU steps beside it: every hit names the writer."""
+    out = _gdb_session(kernel, tmp_path, TICKS_SCRIPT)
+    hits = [line for line in out.splitlines() if "hit Hardware watchpoint" in line]
+    assert hits == ["Thread 2 hit Hardware watchpoint 2: cpus[1].ticks"] * 3 + [
+        "Thread 1 hit Hardware watchpoint 3: cpus[0].ticks"
+    ] * 3, out
 
 
 def _symbol(kernel: Path, name: str) -> int:

@@ -124,6 +124,29 @@ def test_detach_waits_for_the_guest_and_force_does_not(machine: Machine, tmp_pat
     assert names == ["DEVICE_ATTACHED", "DEVICE_BOUND", "DEVICE_DELETED"]
 
 
+def test_a_subscriber_that_raises_is_dropped_and_the_guest_runs_on(kernel: Path) -> None:
+    events: list[str] = []
+    log: list[str] = []
+
+    def broken(name: str, data: dict[str, object]) -> None:
+        raise RuntimeError("subscriber bug")
+
+    m = Machine(kernel, smp=2, memory="256M", initrd=INITRD, console=lambda _d: None,
+                log=log.append)  # fmt: skip
+    try:
+        m.subscribe(broken)
+        m.subscribe(lambda name, data: events.append(name))
+        m.start()
+        Shell(m)
+        rng = m.attach_rng(wait=True)
+        m.detach(rng, wait=True)
+        assert "rng0: no such device" in Shell(m).run("rng")  # the guest served it all
+    finally:
+        m.close()
+    assert events == ["DEVICE_ATTACHED", "DEVICE_BOUND", "DEVICE_DELETED", "STOP"]
+    assert sum("raised RuntimeError('subscriber bug'); unsubscribed" in line for line in log) == 1
+
+
 KIND_CYCLE = ("disk", "rng", "console", "disk")
 
 

@@ -150,19 +150,23 @@ def test_shell_on_the_console(kernel: Path, tmp_path: Path) -> None:
     m.start()
     prompts = 0
 
-    def type_line(line: str) -> str:
-        """Types line at the next prompt; returns what it printed."""
+    def type_line(*lines: str) -> str:
+        """Types the lines at once at the next prompt; returns what they printed."""
         nonlocal prompts
         prompts += 1
         _wait_for(m, "keel$ ", prompts)
         start = len(_console_text(m))
-        m.send_console(line.encode() + b"\r")
-        if line != "poweroff":
+        m.send_console(b"".join(line.encode() + b"\r" for line in lines))
+        prompts += len(lines) - 1
+        if lines[-1] != "poweroff":
             _wait_for(m, "keel$ ", prompts + 1)
         return _console_text(m)[start:]
 
     try:
         assert "kill <name|id>" in type_line("help")
+        # typed faster than the shell reads: every line is kept, in order
+        both = type_line("devices", "ps", "help")
+        assert both.index("entropy") < both.index("virtio_blk") < both.index("kill <name|id>")
         ps = type_line("ps")
         assert re.search(r"^0\s+blk0\s+virtio_blk\s+running\s+1$", ps, re.MULTILINE), ps
         devices = type_line("devices")

@@ -11,7 +11,11 @@ Breakpoints and watchpoints: where KVM offers no hardware breakpoints
 supervisor code ends in a KVM internal error (kvm_pvm), a continue with
 breakpoints or watchpoints armed single-steps every vCPU in its own thread
 and stops all of them when one is about to execute a breakpoint's address,
-or when a watched range changed value.  That covers kernel code only: in
+or when a watched range changed value.  While a watchpoint is armed, each
+vCPU's step and the check after it run alone (the runner's ``debug_lock``),
+so the vCPU reported is the one whose instruction changed the value (a vCPU
+about to ``hlt`` or not yet started steps beside the others: its step lasts
+until an interrupt).  That covers kernel code only: in
 guest user mode a single-step trap goes to the guest, not to the VMM, so
 breakpoints in user space are refused with a message, as are read and
 access watchpoints (they need debug registers).
@@ -40,6 +44,7 @@ from vmm.vcpu_runner import (
 
 SIGINT, SIGTRAP = 2, 5
 KERNEL_HALF = 0xFFFF_8000_0000_0000
+HLT = b"\xf4"
 STEP_TIMEOUT = 2.0  # a step that does not finish (a vCPU never started) is given up
 NOT_STARTED = (lib.KVM_MP_STATE_UNINITIALIZED, lib.KVM_MP_STATE_INIT_RECEIVED)
 
@@ -76,6 +81,9 @@ class DebugTarget:
         self.last = Stop(1)
         self._stop: Stop | None = None
         self._stopped = threading.Event()
+        # While watching: each started vCPU's next pc, and kernel pages translated
+        self._next_pc: dict[int, int] = {}
+        self._code_pages: dict[int, int | None] = {}
         image = machine.kernel
         low = min((s.paddr for s in image.segments), default=0)
         self._kernel_low = (low, image.end)
@@ -116,9 +124,14 @@ class DebugTarget:
         for (_, length), watch in self.watchpoints.items():
             watch.value = self._read_phys(watch.gpa, length)
         control = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP if stepping else 0
+        self._next_pc.clear()
+        self._code_pages.clear()
         for slot in self.runner.slots:
             slot.vcpu.set_guest_debug(control)
+            if self.watchpoints and slot.vcpu.mp_state() not in NOT_STARTED:
+                self._next_pc[slot.vcpu.index] = slot.vcpu.get_regs()["rip"]
         self.runner.debug_hook = self._on_debug if stepping else None
+        self.runner.debug_exclusive = self._exclusive if self.watchpoints else None
         if self.machine.state is State.PAUSED:
             self.machine.resume()
 
@@ -184,9 +197,26 @@ class DebugTarget:
             self.halt()
             self.detach()
 
+    def _exclusive(self, slot: VcpuSlot) -> bool:
+        """Whether this vCPU's next step runs alone (the runner's debug_lock): yes,
+        unless it has not started (its first step waits for a startup IPI) or is
+        about to halt (its step lasts until an interrupt).  So the vCPU after
+        whose step a watched value changed is the vCPU that changed it."""
+        pc = self._next_pc.get(slot.vcpu.index)
+        if pc is None:
+            return False
+        page = pc & ~0xFFF
+        base = self._code_pages.get(page, -1)
+        if base == -1:
+            base = self._translate(slot.vcpu.index + 1, page)
+            if page >= KERNEL_HALF:  # the same in every address space: kept till resume
+                self._code_pages[page] = base
+        return base is None or self._read_phys(base | (pc & 0xFFF), 1) != HLT
+
     def _on_debug(self, slot: VcpuSlot, ex: exits.DebugExit) -> None:
         """A step of a continuing vCPU (its own thread): stop at a breakpoint or
         when a watched range changed."""
+        self._next_pc[slot.vcpu.index] = ex.pc
         if ex.pc in self.breakpoints:
             self._report(Stop(slot.vcpu.index + 1, SIGTRAP, "swbreak:;"))
             return

@@ -13,8 +13,9 @@ void console_write(const char *s, size_t len);
  * number, 0 included), without the objects lock (debug_console.c): they
  * are buffered (console_rx) and a listener is told of a complete line. */
 void console_input(const char *buf, size_t len);
-/* Buffers received bytes (echoing them in echo mode); true while a
- * complete line waits to be taken (console.c). */
+/* Buffers received bytes (echoing them in echo mode) in a 1 KiB ring, so
+ * lines typed (or pasted) faster than they are read are kept in order;
+ * true while a complete line waits to be taken (console.c). */
 bool console_rx(const char *buf, size_t len);
 /* In echo mode received bytes are written back (the interactive idle). */
 void console_set_echo(bool on);

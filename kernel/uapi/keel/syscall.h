@@ -55,6 +55,22 @@ static inline long keel_send(keel_cap_t ep, keel_word_t label, keel_word_t w0, k
     return keel_syscall(KEEL_SYS_SEND, ep, label, in, 0);
 }
 
+/* A received message, from the registers the kernel returned it in. */
+static inline void keel_msg_set(struct keel_msg *m, keel_word_t badge, keel_word_t label,
+                                keel_word_t a0, keel_word_t a1, keel_word_t a2, keel_word_t a3,
+                                keel_word_t a4, keel_word_t a5, keel_word_t info)
+{
+    m->badge = badge;
+    m->label = label;
+    m->w[0] = a0;
+    m->w[1] = a1;
+    m->w[2] = a2;
+    m->w[3] = a3;
+    m->w[4] = a4;
+    m->w[5] = a5;
+    m->info = info;
+}
+
 /* Receives into *m; capabilities land from slot window on (0: none). */
 static inline long keel_recv(keel_cap_t ep, keel_word_t flags, keel_word_t window,
                              struct keel_msg *m)
@@ -74,17 +90,8 @@ static inline long keel_recv(keel_cap_t ep, keel_word_t flags, keel_word_t windo
                        "+r"(a3), "+r"(a4), "+r"(a5), "+r"(info)
                      :
                      : "rcx", "r11", "memory");
-    if (m) {
-        m->badge = badge;
-        m->label = label;
-        m->w[0] = a0;
-        m->w[1] = a1;
-        m->w[2] = a2;
-        m->w[3] = a3;
-        m->w[4] = a4;
-        m->w[5] = a5;
-        m->info = info;
-    }
+    if (m)
+        keel_msg_set(m, badge, label, a0, a1, a2, a3, a4, a5, info);
     return ret;
 }
 
@@ -117,15 +124,7 @@ static inline long keel_reply_recv(keel_cap_t reply, long err,
                        "+r"(a3), "+r"(a4), "+r"(a5), "+r"(info)
                      : "r"(e), "r"(w)
                      : "rcx", "r11", "memory");
-    m->badge = badge;
-    m->label = label;
-    m->w[0] = a0;
-    m->w[1] = a1;
-    m->w[2] = a2;
-    m->w[3] = a3;
-    m->w[4] = a4;
-    m->w[5] = a5;
-    m->info = info;
+    keel_msg_set(m, badge, label, a0, a1, a2, a3, a4, a5, info);
     return ret;
 }
 
