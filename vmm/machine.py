@@ -63,6 +63,8 @@ from vmm.vcpu_runner import (
     install_kick_handler,
 )
 
+SIGNAL_CHECK_INTERVAL = 0.2  # seconds: how late Ctrl-C or SIGTERM may be noticed at worst
+
 __all__ = [
     "DEFAULT_MEMORY",
     "MAX_VCPUS",
@@ -390,9 +392,15 @@ class Machine:
         return self.wait_interruptible()
 
     def wait_interruptible(self) -> ExitResult:
-        """``wait()`` for the end; Ctrl-C stops the guest cleanly (status 130)."""
+        """``wait()`` for the end; Ctrl-C stops the guest cleanly (status 130).
+
+        Waits in short slices: CPython runs a signal's handler only when the
+        main thread executes bytecode, and a signal taken by another thread
+        (or just before the main thread blocked) does not wake a blocked wait."""
         try:
-            result = self.wait()
+            result = None
+            while result is None:
+                result = self.wait(SIGNAL_CHECK_INTERVAL)
         except KeyboardInterrupt:
             self.stop(ExitResult(STATUS_INTERRUPTED, "interrupted"))
             result = self.wait()
