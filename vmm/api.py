@@ -136,7 +136,8 @@ def dispatch(machine: Machine, req: object) -> Any:
         return {"state": machine.state.value, "vcpus": machine.smp, "memory": machine.memory,
                 "devices": len(machine.devices()),
                 "iommu": "on" if machine.iommu.enabled else "off",
-                "dma_faults": machine.iommu.total_faults, "pid": os.getpid()}  # fmt: skip
+                "dma_faults": machine.iommu.total_faults, "pid": os.getpid(),
+                "subscribers": machine.subscriber_count}  # fmt: skip
     if cmd == "metrics":
         return machine.metrics()
     if cmd == "snapshot":

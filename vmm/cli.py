@@ -63,7 +63,7 @@ from vmm.vcpu_runner import STATUS_GUEST_CRASH, STATUS_HANG, STATUS_INTERRUPTED
 
 STATUS_ERROR = 1  # bad input or usage: one `keel: error:` line
 STATUS_USAGE = STATUS_ERROR
-STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc")
+STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke")
 
 EXIT_STATUSES = f"""exit status:
   0    success (the guest reported success, or a request was done)

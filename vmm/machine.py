@@ -194,6 +194,13 @@ class Machine:
 
         return unsubscribe
 
+    @property
+    def subscriber_count(self) -> int:
+        """How many event subscribers there are (the control socket's ``keel events``
+        clients among them)."""
+        with self._subscribers_lock:
+            return len(self._subscribers)
+
     def _emit(self, name: str, data: dict[str, Any]) -> None:
         with self._subscribers_lock:
             subscribers = list(self._subscribers)

@@ -6,12 +6,13 @@
  *    object (or, for the children of an untyped slot, an object inside the
  *    untyped region);
  *  - an object with a header has refs == the number of slots naming it.
- * Locking (sched.h): deleting, moving and revoking run with the objects
- * lock exclusive.  Filling an empty slot (slot_insert_child) may also run
- * shared, under the capability lock: the type is written last, and a
- * lookup reads it first (tcb_lookup_slot), so it sees an empty slot or a
- * whole capability; reference counts go up under the same lock and down
- * only exclusive.
+ * Locking (sched.h): filling an empty slot (slot_insert_child) may run
+ * with the objects lock shared, under the capability lock: the type is
+ * written last, and a lookup reads it first (tcb_lookup_slot), so it sees
+ * an empty slot or a whole capability.  Deleting, moving and revoking run
+ * here exclusive; grace.c runs the common cases of the three shared,
+ * under the capability lock, where no object is destroyed: reference
+ * counts go up and down under that lock and reach zero only exclusive.
  *
  * This file knows no object type: what differs between types (which have a
  * header, which may be derived, what deleting or moving a capability or
@@ -96,6 +97,7 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
     child->parent = parent;
     child->child = NULL;
     child->prev = NULL;
+    child->retired = 0; /* a retired slot is filled only past its grace period */
     child->next = parent ? parent->child : NULL;
     if (child->next)
         child->next->prev = child;
@@ -103,6 +105,18 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
         parent->child = child;
     obj_ref(cap);
     __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
+}
+
+/* dst took a capability's place in the tree: its siblings and children
+ * are pointed at it (the caller fixes the parent's first-child link). */
+void slot_relink(struct slot *dst)
+{
+    if (dst->prev)
+        dst->prev->next = dst;
+    if (dst->next)
+        dst->next->prev = dst;
+    for (struct slot *c = dst->child; c; c = c->next)
+        c->parent = dst;
 }
 
 /* Exclusive, or shared for a reply capability leaving a queued message
@@ -117,12 +131,7 @@ void slot_move(struct slot *dst, struct slot *src)
     __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
     if (dst->parent && dst->parent->child == src)
         dst->parent->child = dst;
-    if (dst->prev)
-        dst->prev->next = dst;
-    if (dst->next)
-        dst->next->prev = dst;
-    for (struct slot *c = dst->child; c; c = c->next)
-        c->parent = dst;
+    slot_relink(dst);
     memset(src, 0, sizeof(*src));
     void (*cap_moved)(struct slot *) = object_type_of(type)->cap_moved;
     if (cap_moved)
@@ -131,7 +140,7 @@ void slot_move(struct slot *dst, struct slot *src)
 
 /* Unlinks s from the tree; its children move up to its parent (or become
  * roots), keeping every other derivation relation. */
-static void slot_unlink(struct slot *s)
+void slot_unlink(struct slot *s)
 {
     struct slot *c = s->child;
 

@@ -1,4 +1,5 @@
-/* Capability tables: copy, mint, move, delete, revoke, identify. */
+/* Capability tables: copy, mint, move, delete, revoke, identify (grace.c:
+ * move, delete and revoke with the objects lock shared). */
 #include <keel/invoke.h>
 #include <keel/sched.h>
 
@@ -39,8 +40,8 @@ static long derive_locked(struct invocation *inv, bool mint)
         return KEEL_E_INVALID_ARG;
     if (!src || !src->cap.type)
         return KEEL_E_INVALID_CAP;
-    if (!slot_is_free(dst))
-        return KEEL_E_EXISTS;
+    if (!slot_is_free(dst)) /* retired: exclusive, it is free (grace.c) */
+        return dst->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
     if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
         return KEEL_E_INVALID_ARG;
     if (mint && src->cap.badge)
@@ -77,6 +78,8 @@ static long move(struct invocation *inv)
         return KEEL_E_INVALID_ARG;
     if (!src || !src->cap.type)
         return KEEL_E_INVALID_CAP;
+    if (kernel_shared())
+        return slot_move_shared(dst, src); /* grace.c; it checks the rest */
     if (dst == src)
         return KEEL_E_OK;
     if (dst->cap.type)
@@ -102,9 +105,14 @@ long cnode_decode(struct invocation *inv)
         s = cnode_slot(&inv->slot->cap, inv->arg[0]);
         if (!s)
             return KEEL_E_INVALID_ARG;
+        /* Shared, grace.c runs the common cases (KEEL_E_RETRY: the rest). */
         if (inv->label == KEEL_CALL_CNODE_DELETE) {
+            if (kernel_shared())
+                return slot_delete_shared(s);
             slot_delete(s);
         } else if (inv->label == KEEL_CALL_CNODE_REVOKE) {
+            if (kernel_shared())
+                return slot_revoke_shared(s);
             if (!s->cap.type)
                 return KEEL_E_INVALID_CAP;
             slot_revoke(s);

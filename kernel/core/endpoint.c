@@ -309,6 +309,9 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
     if (window && (!cnode_slot(&t->cspace.cap, window) ||
                    !cnode_slot(&t->cspace.cap, window + MSG_CAPS)))
         return KEEL_E_INVALID_ARG;
+    long err = window ? window_reclaim(t, window) : KEEL_E_OK; /* grace.c */
+    if (err)
+        return err;
     if (kernel_shared() && t->bound)
         return KEEL_E_RETRY; /* a signal may end the wait: notification.c */
     if (t->bound && t->bound->word) {

@@ -96,9 +96,8 @@ bool fastpath_reply_recv(struct tcb *r, u64 reply, u64 err, u64 epcap, u64 windo
     struct slot *es = fast_lookup(r, epcap, KEEL_OBJ_ENDPOINT, KEEL_RIGHT_READ);
     if (!s || !es)
         return false;
-    if (window && (!cnode_slot(&r->cspace.cap, window) ||
-                   !cnode_slot(&r->cspace.cap, window + MSG_CAPS)))
-        return false;
+    if (window && window_unready(r, window))
+        return false; /* the general recv reports or reclaims (grace.c) */
     struct tcb *t = (struct tcb *)s->cap.obj;
     if (!sched_direct_ok(t))
         return false;

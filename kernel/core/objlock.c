@@ -72,6 +72,9 @@ void kernel_enter(void)
         while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
             kernel_spin_turn(&spins);
     }
+    /* After the announcement: slots retired before this epoch are not
+     * reachable from here (grace.c). */
+    c->epoch = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
     c->kmode = KMODE_SHARED;
 }
 
@@ -95,6 +98,7 @@ static void objects_lock_exclusive(void)
             kernel_spin_turn(&spins);
     }
     me->kmode = KMODE_EXCLUSIVE;
+    grace_exclusive(); /* no reader is left: every retired slot is past its grace */
 }
 
 void kernel_enter_exclusive(void)

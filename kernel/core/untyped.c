@@ -67,9 +67,11 @@ static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64
 {
     u64 size = 1ul << ut->cap.size_bits;
 
+    if (!ut->cap.type)
+        return KEEL_E_INVALID_CAP; /* deleted since the lookup (grace.c) */
     for (u32 i = 0; i < count; i++) {
-        if (!slot_is_free(dst[i]))
-            return KEEL_E_EXISTS;
+        if (!slot_is_free(dst[i])) /* retired: exclusive, it is free (grace.c) */
+            return dst[i]->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
     }
     if (!ut->child && !ut->cap.b)
         ut->cap.a = 0;
@@ -103,7 +105,9 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     u32 made = 0;
     for (; made < count; made++) {
         uptr p = base + start + ((u64)made << bits);
-        if (!device)
+        /* An untyped region is not zeroed: nothing reads it as such, and
+         * every object made from it is zeroed when it is made. */
+        if (!device && type != KEEL_OBJ_UNTYPED)
             arch_zero_object((void *)p, 1ul << bits);
         if (!init_object(type, user_bits, p, &c))
             break; /* only the vspace registry can refuse */

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.boot.test_cli_operate import read_some, wait_child
 from tests.conftest import KEEL, ROOT, keel, requires_kvm
+from vmm.api import request
 
 pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -77,6 +78,10 @@ def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
             time.sleep(0.1)
         events = subprocess.Popen([*KEEL, "events", "--api-sock", str(sock)], cwd=ROOT,
                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+        # subscribed before the machine can stop (its start-up is slow under load)
+        while request(sock, {"cmd": "status"})["subscribers"] < 1:
+            assert events.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         console = subprocess.Popen(
             [*KEEL, "console", "--api-sock", str(sock)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,

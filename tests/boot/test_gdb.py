@@ -162,6 +162,9 @@ class Remote:
         return self.reply()
 
     def reply(self) -> str:
+        return self.reply_raw(skip_output=True)
+
+    def reply_raw(self, skip_output: bool = False) -> str:
         while True:
             start = self.buf.find(b"$")
             end = self.buf.find(b"#", start)
@@ -170,7 +173,7 @@ class Remote:
                 self.buf = self.buf[end + 3 :]
                 with contextlib.suppress(OSError):  # the stub may be gone after D or W
                     self.sock.sendall(b"+")
-                if reply.startswith("O") and reply != "OK":
+                if skip_output and reply.startswith("O") and reply != "OK":
                     continue  # console output of a monitor command
                 return reply
             chunk = self.sock.recv(65536)

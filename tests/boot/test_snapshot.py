@@ -113,7 +113,7 @@ def test_snapshot_mid_stress_restores_with_every_invariant(tmp_path: Path) -> No
     assert "stress: summary" not in before
     status, out, err = Guest("restore", str(snap)).finish()
     assert status == 0, out[-3000:] + err[-2000:]
-    assert re.search(r"^stress: summary 7 workloads, 0 failed$", out, re.MULTILINE), out
+    assert re.search(r"^stress: summary 8 workloads, 0 failed$", out, re.MULTILINE), out
     assert "FAILED" not in before + out
 
 

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT, keel, requires_kvm
 
 INITRD = ROOT / "build" / "initrd.cpio"
-WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "memory")
+WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_stress_passes(kernel: Path, initrd: Path, smp: int) -> None:
     for name in WORKLOADS:
         assert re.search(rf"^stress: {name} ok ", out, re.MULTILINE), out
     assert "FAILED" not in out and "watchdog" not in out
-    assert re.search(r"^stress: summary 7 workloads, 0 failed$", out, re.MULTILINE), out
+    assert re.search(r"^stress: summary 8 workloads, 0 failed$", out, re.MULTILINE), out
     assert out.rstrip().endswith("keel stress: passed")
     # Every message got through, in order: the counts balance.
     storm = re.search(r"stress: storm ok \d+ senders, (\d+) sent = (\d+) received", out)

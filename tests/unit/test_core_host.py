@@ -30,6 +30,7 @@ struct host_slot {
     uint64_t children;
     uint64_t flags;
     uint64_t io, io_live;
+    uint64_t retired;
 };
 int host_world_create(uint32_t ut_bits);
 void host_world_destroy(void);

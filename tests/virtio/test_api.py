@@ -160,8 +160,10 @@ def test_events_on_a_subscribed_connection(vmm: Vmm, tmp_path: Path) -> None:
         s.settimeout(10)
         s.connect(str(vmm.sock))
         reader = s.makefile("rb")
+        assert request(vmm.sock, {"cmd": "status"})["subscribers"] == 0
         s.sendall(b'{"cmd": "subscribe", "id": 1}\n')
         assert json.loads(reader.readline()) == {"ok": True, "result": None, "id": 1}
+        assert request(vmm.sock, {"cmd": "status"})["subscribers"] == 1
         rng = request(vmm.sock, {"cmd": "attach", "kind": "rng"})["id"]
         request(vmm.sock, {"cmd": "detach", "device": rng, "wait": True})
         request(vmm.sock, {"cmd": "stop"})

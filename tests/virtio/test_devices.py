@@ -225,3 +225,32 @@ def test_paused_transport_leaves_guest_memory_alone() -> None:
     d.dev.resume()
     assert d.wait_used(0) == [(0, 16)]
     d.dev.close()
+
+
+def test_paused_transport_does_not_spin_on_waiting_host_input() -> None:
+    """Host input that arrives while the transport is paused (a snapshot pauses it)
+    waits for the resume with the worker asleep: its loop turns once per wake-up,
+    not over and over on an input descriptor that stays readable."""
+    dev = ConsoleDevice()
+    d, _, _ = attach(dev)
+    d.init([8, 8])
+    turns = 0
+    service = d.dev.service
+
+    def counted() -> None:
+        nonlocal turns
+        turns += 1
+        service()
+
+    d.dev.service = counted  # type: ignore[method-assign]
+    d.dev.pause()
+    assert dev.feed(b"typed while paused") == 18
+    d.dev.kick()
+    time.sleep(0.2)  # a spinning worker turns thousands of times meanwhile
+    assert turns <= 3
+    rx = d.alloc(32)
+    d.submit(0, [(rx, 32, True)])
+    d.dev.resume()
+    assert d.wait_used(0) == [(0, 18)]
+    assert d.mem.read(rx, 18) == b"typed while paused"
+    d.dev.close()

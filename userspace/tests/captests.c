@@ -365,6 +365,36 @@ static int t_delete_parent_keeps_children(void)
     return 0;
 }
 
+/* Delete, move and revoke may run with the objects lock shared and leave a
+ * slot in its grace period (kernel/core/grace.c): to users it is empty at
+ * once, and free at once - a fill goes exclusive if it must. */
+static int t_emptied_slot_refills_at_once(void)
+{
+    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), a = slot_alloc(), b = slot_alloc();
+    keel_word_t type, rights, badge;
+
+    for (keel_word_t i = 1; i <= 20; i++) {
+        OK(keel_cnode_copy(CN, a, CN, ep, KEEL_RIGHT_ALL));
+        OK(keel_cnode_delete(CN, a));
+        OK(keel_cnode_identify(CN, a, &type, 0, 0));
+        EXPECT(type == 0);
+        OK(keel_cnode_copy(CN, a, CN, ep, KEEL_RIGHT_READ));
+        OK(keel_cnode_move(CN, b, CN, a));
+        OK(keel_cnode_copy(CN, a, CN, ep, KEEL_RIGHT_ALL));
+        OK(keel_cnode_revoke(CN, ep));
+        OK(keel_cnode_identify(CN, a, &type, 0, 0));
+        EXPECT(type == 0);
+        OK(keel_cnode_identify(CN, b, &type, 0, 0));
+        EXPECT(type == 0);
+        OK(keel_cnode_mint(CN, b, CN, ep, KEEL_RIGHT_WRITE, i));
+        OK(keel_cnode_identify(CN, b, &type, &rights, &badge));
+        EXPECT(type == KEEL_OBJ_ENDPOINT && rights == KEEL_RIGHT_WRITE && badge == i);
+        OK(keel_cnode_delete(CN, b));
+    }
+    OK(ep_send(ep, 1, 0, 0, 0, 0)); /* the object lived through it all */
+    return 0;
+}
+
 static int t_identify_errors(void)
 {
     EXPECT_ERR(keel_cnode_identify(CN, 0, 0, 0, 0), KEEL_E_INVALID_ARG);
@@ -483,7 +513,8 @@ const struct test cap_tests[] = {
     T(copy_fewer_rights), T(rights_never_grow), T(copy_empty_source), T(copy_dest_occupied),
     T(copy_to_null_or_far_slot), T(mint_badge), T(mint_twice_refused), T(mint_frame_refused),
     T(move), T(move_keeps_derivation), T(move_errors), T(delete), T(revoke_children),
-    T(revoked_cap_unusable), T(delete_parent_keeps_children), T(identify_errors),
+    T(revoked_cap_unusable), T(delete_parent_keeps_children), T(emptied_slot_refills_at_once),
+    T(identify_errors),
     T(invalid_slots), T(unknown_label), T(wrong_object_type), T(missing_rights),
     T(console_read_errors), T(bad_syscall_number), T(registers_preserved),
 #undef T

@@ -8,6 +8,7 @@ long keel_main(struct keel_bootinfo *bi);
 int uart_run(void);
 int vcon_run(void);
 int net_run(void);
+int netsnap_run(void); /* drvtests.c: net, waiting halfway for a frame sent during a snapshot */
 int rng_run(void);
 int blk_run(void);
 int dma_run(void);
@@ -25,6 +26,7 @@ static const struct {
     { "uart", uart_run }, /* drvtests.c: a driver started and used as a client */
     { "vconsole", vcon_run },
     { "net", net_run },
+    { "netsnap", netsnap_run },
     { "blkbench", blk_run },
     { "dma", dma_run },
     { "rng", rng_run },

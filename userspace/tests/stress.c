@@ -1,7 +1,7 @@
 /* keel.test=stress: SMP stress workloads with invariant checks.
  *
  * Command line: keel.duration=SECONDS (default 5), keel.seed=N (default 1),
- * keel.stress=ipc,storm,caps,map,churn,rpc (default: all), keel.pairs=N
+ * keel.stress=ipc,storm,caps,map,churn,rpc,revoke (default: all), keel.pairs=N
  * (IPC pairs and RPC servers, default one per two CPUs),
  * keel.pin=spread|local (spread: each IPC pair across two CPUs, each RPC
  * server and its two clients on three, and the capability storms on the
@@ -55,7 +55,7 @@ static int selected(const char *list, const char *name)
 
 int stress_run(struct keel_bootinfo *bi)
 {
-    char list[64] = "ipc,storm,caps,map,churn,rpc", pin[16] = "spread";
+    char list[64] = "ipc,storm,caps,map,churn,rpc,revoke", pin[16] = "spread";
     unsigned a, b;
     int failed = 0, total = 0;
 
@@ -90,6 +90,7 @@ int stress_run(struct keel_bootinfo *bi)
     int do_ipc = selected(list, "ipc"), do_storm = selected(list, "storm");
     int do_caps = selected(list, "caps"), do_map = selected(list, "map");
     int do_churn = selected(list, "churn"), do_rpc = selected(list, "rpc");
+    int do_revoke = selected(list, "revoke");
     if (do_ipc)
         ipc_setup(pairs);
     if (do_rpc)
@@ -102,6 +103,8 @@ int stress_run(struct keel_bootinfo *bi)
         map_setup();
     if (do_churn)
         churn_setup();
+    if (do_revoke)
+        revoke_setup();
     printf("stress: seed %lu, %lu s on %lu cpus, workloads %s, %d threads\n", seed, duration,
            ncpus, list, nworkers);
 
@@ -132,6 +135,9 @@ int stress_run(struct keel_bootinfo *bi)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " churn %lu", churn_progress());
             if (do_rpc)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " rpc %lu", rpc_progress());
+            if (do_revoke)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " revoke %lu",
+                              revoke_progress());
             printf("%s\n", line);
             if (do_caps) /* every copy of the shared capability vanishes at once */
                 keel_cnode_revoke(CN, caps_shared);
@@ -189,6 +195,10 @@ int stress_run(struct keel_bootinfo *bi)
     if (do_rpc) {
         total++;
         failed += rpc_check(ran_ms);
+    }
+    if (do_revoke) {
+        total++;
+        failed += revoke_check();
     }
     if (hung) {
         total++;

@@ -314,11 +314,9 @@ class DeviceManager:
         with self.lock:
             devices = []
             for entry in sorted(self._attached.values(), key=lambda e: e.slot.index):
-                if entry.device.kind == "net":
-                    raise ConfigError(f"{entry.id}: a snapshot cannot take a TAP device along "
-                                      "(detach it first)")  # fmt: skip
+                options = {**entry.options, **entry.device.restore_options()}
                 devices.append({"id": entry.id, "kind": registry.lookup(entry.device.kind).name,
-                                "options": entry.options, "slot": entry.slot.index,
+                                "options": options, "slot": entry.slot.index,
                                 "transport": entry.transport.save_state()
                                 if entry.transport is not None else None})  # fmt: skip
             return {"devices": devices, "hotplug": self.hotplug.save_state(),

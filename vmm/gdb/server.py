@@ -10,8 +10,9 @@ thread), ``Z``/``z`` 0-2, ``H``, ``T``, ``D`` (detach: the guest runs on),
 ``k``, Ctrl-C, ``qSupported``, ``qXfer:features:read`` (the register
 description), thread queries, ``QStartNoAckMode``, ``Qqemu.PhyMemMode`` and
 ``monitor phys on|off`` (memory packets then address guest-physical memory
-instead of virtual).  Anything else gets the empty reply, which tells gdb it
-is not supported.  Execution control is ``vmm.gdb.target``.
+instead of virtual), ``monitor breakpoints`` (the strategy ``vmm.gdb.hwdebug``
+chose for this host, also named in the start-up line).  Anything else gets
+the empty reply, which tells gdb it is not supported.  Execution control is ``vmm.gdb.target``.
 ``KEEL_GDB_TRACE=1`` in the environment logs every packet both ways.
 """
 
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable
 
 from vmm.errors import ConfigError, KeelError
-from vmm.gdb import regs
+from vmm.gdb import hwdebug, regs
 from vmm.gdb.target import DebugTarget, Refused, Stop
 from vmm.machine import Machine
 
@@ -33,7 +34,8 @@ INTERRUPT = b"\x03"
 CLOSE_WAIT = 2.0  # seconds a session gets to send gdb the guest's exit status
 FEATURES = ("PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+;QStartNoAckMode+;"
             "vContSupported+")  # fmt: skip
-MONITOR_HELP = "monitor commands: phys on|off (memory by guest-physical address), help\n"
+MONITOR_HELP = ("monitor commands: phys on|off (memory by guest-physical address), "
+                "breakpoints (how this host serves them), help\n")  # fmt: skip
 
 
 def parse_address(spec: str) -> tuple[int, str | tuple[str, int]]:
@@ -91,7 +93,9 @@ class GdbServer:
         self._conn: socket.socket | None = None
 
     def start(self) -> None:
-        self._log(f"keel: gdb: the guest is stopped; waiting for gdb on {self.spec}")
+        strategy = hwdebug.probe(hwdebug.host_hw_bps(self.machine.guest.system))
+        self._log(f"keel: gdb: the guest is stopped; waiting for gdb on {self.spec} "
+                  f"(breakpoints: {strategy})")  # fmt: skip
         self._thread = threading.Thread(target=self._serve, name="gdb", daemon=True)
         self._thread.start()
 
@@ -274,7 +278,7 @@ class _Session:
             if head == b"Z":
                 t.insert(kind, addr, length, self.g_thread)
             else:
-                t.remove(kind, addr, length)
+                t.remove(kind, addr, length, self.g_thread)
             return "OK"
         if p == b"vCont?":
             return "vCont;c;C;s;S"
@@ -339,6 +343,8 @@ class _Session:
         if words[:1] == ["phys"] and words[1:] in (["on"], ["off"]):
             self.target.physical = words[1] == "on"
             text = f"memory is addressed {'physically' if self.target.physical else 'virtually'}\n"
+        elif words == ["breakpoints"]:
+            text = f"breakpoints: {self.target.strategy()}\n"
         else:
             text = MONITOR_HELP
         self._send(b"O" + text.encode().hex().encode())

@@ -18,7 +18,9 @@ about to ``hlt`` or not yet started steps beside the others: its step lasts
 until an interrupt).  That covers kernel code only: in
 guest user mode a single-step trap goes to the guest, not to the VMM, so
 breakpoints in user space are refused with a message, as are read and
-access watchpoints (they need debug registers).
+access watchpoints (they need debug registers).  Where the host offers
+hardware breakpoints, ``vmm.gdb.hwdebug`` serves them through KVM instead
+(``strategy``: "kvm" or "single-step", probed when gdb connects).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import signal
 import threading
 from dataclasses import dataclass
 
-from vmm.gdb import regs
+from vmm.gdb import hwdebug, regs
 from vmm.gdb.paging import translate
 from vmm.kvm import exits
 from vmm.kvm.ffi import lib
@@ -87,6 +89,14 @@ class DebugTarget:
         image = machine.kernel
         low = min((s.paddr for s in image.segments), default=0)
         self._kernel_low = (low, image.end)
+        hw_bps = hwdebug.host_hw_bps(machine.guest.system)
+        self.kvm: hwdebug.KvmDebug | None = None
+        if hwdebug.probe(hw_bps) == "kvm":
+            self.kvm = hwdebug.KvmDebug(hw_bps, self.read_memory, self.write_memory)
+
+    def strategy(self) -> str:
+        """How breakpoints are served here (gdb's ``monitor breakpoints``)."""
+        return self.kvm.describe() if self.kvm is not None else hwdebug.SINGLE_STEP_DESCRIPTION
 
     # -- threads ----------------------------------------------------------------------
     def threads(self) -> list[int]:
@@ -124,13 +134,17 @@ class DebugTarget:
         for (_, length), watch in self.watchpoints.items():
             watch.value = self._read_phys(watch.gpa, length)
         control = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP if stepping else 0
+        debugreg: tuple[int, ...] = ()
+        if self.kvm is not None:
+            control, debugreg = self.kvm.arm()
         self._next_pc.clear()
         self._code_pages.clear()
         for slot in self.runner.slots:
-            slot.vcpu.set_guest_debug(control)
+            slot.vcpu.set_guest_debug(control, debugreg)
             if self.watchpoints and slot.vcpu.mp_state() not in NOT_STARTED:
                 self._next_pc[slot.vcpu.index] = slot.vcpu.get_regs()["rip"]
-        self.runner.debug_hook = self._on_debug if stepping else None
+        hook = self._on_kvm_debug if self.kvm is not None else self._on_debug
+        self.runner.debug_hook = hook if control else None
         self.runner.debug_exclusive = self._exclusive if self.watchpoints else None
         if self.machine.state is State.PAUSED:
             self.machine.resume()
@@ -187,6 +201,8 @@ class DebugTarget:
         """Forget every breakpoint and let the guest run on."""
         self.breakpoints.clear()
         self.watchpoints.clear()
+        if self.kvm is not None:
+            self.kvm.clear(self.last.thread)
         self.resume()
 
     def release(self) -> None:
@@ -226,6 +242,13 @@ class DebugTarget:
                 watch.value = now
                 self._report(Stop(slot.vcpu.index + 1, SIGTRAP, f"watch:{addr:x};"))
                 return
+
+    def _on_kvm_debug(self, slot: VcpuSlot, ex: exits.DebugExit) -> None:
+        """A KVM breakpoint or watchpoint trap (a vCPU's own thread); a trap that is
+        none of ours (the guest's own int3) stops the guest too, as a plain SIGTRAP."""
+        assert self.kvm is not None
+        reason = self.kvm.stop_reason(ex.exception, ex.pc, ex.dr6)
+        self._report(Stop(slot.vcpu.index + 1, SIGTRAP, reason))
 
     def _report(self, stop: Stop) -> None:
         if self._stop is None:
@@ -300,6 +323,11 @@ class DebugTarget:
         return addr >= KERNEL_HALF or low <= addr < end
 
     def insert(self, kind: int, addr: int, length: int, thread: int) -> None:
+        if self.kvm is not None:
+            try:
+                return self.kvm.insert(kind, addr, length, thread)
+            except hwdebug.DebugRefused as exc:
+                raise Refused(str(exc)) from None
         if kind in (0, 1):
             if not self._kernel_code(addr):
                 raise Refused(
@@ -323,7 +351,9 @@ class DebugTarget:
             "KVM does not offer (KVM_CAP_GUEST_DEBUG_HW_BPS is 0); use a write watchpoint"
         )
 
-    def remove(self, kind: int, addr: int, length: int) -> None:
+    def remove(self, kind: int, addr: int, length: int, thread: int = 0) -> None:
+        if self.kvm is not None:
+            return self.kvm.remove(kind, addr, length, thread)
         if kind in (0, 1):
             self.breakpoints.discard(addr)
         elif kind == 2:

@@ -12,8 +12,11 @@ A snapshot directory holds three files:
 - ``state.json``: every vCPU's KVM state (registers, special registers,
   XSAVE, XCRs, MSRs, LAPIC, debug registers, events, MP state), the
   in-kernel PIC/IOAPIC/PIT and clock, and the VMM's devices (serial ports,
-  virtio transports with queue addresses and ring indexes, hotplug
-  controller, IOMMU windows) with how each was attached.
+  virtio transports with queue addresses and ring indexes, each device
+  model's own state (``VirtioDevice.save_state``: a console's unread input,
+  the frames waiting on a TAP), hotplug controller, IOMMU windows) with how
+  each was attached (``VirtioDevice.restore_options``: a TAP's actual name
+  and MAC).
 - ``manifest.json``: format and version, the machine's shape (vCPUs,
   memory, slots), the memory file's size and SHA-256, the state file's
   SHA-256, and each disk's path and size.

@@ -14,10 +14,11 @@ __noreturn void abort(void);
 
 struct cpu cpus[MAX_CPUS];
 u32 cpu_count = 1;
+static u32 host_cpu; /* the CPU the harness runs a call as (host_invoke_on) */
 
 void *host_cpu_self(void)
 {
-    return &cpus[0];
+    return &cpus[host_cpu];
 }
 
 void arch_zero_object(void *p, u64 len)
@@ -288,10 +289,66 @@ long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
     inv.slot = tcb_lookup_slot(caller, cap, &err);
     if (inv.slot)
         err = invoke(&inv);
-    zombies_reap();
+    if (!kernel_shared()) {
+        zombies_reap();
+        grace_exclusive(); /* the harness runs it with no CPU reading */
+    }
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
         res[i] = inv.res[i];
     return err;
+}
+
+/* CPUs for the grace-period tests: a call runs as one of n CPUs holding
+ * the objects lock shared (host_enter, as objlock.c's kernel_enter: the
+ * announcement, then the epoch) or exclusive (host_invoke with none in). */
+void host_cpus(u32 n)
+{
+    cpu_count = n;
+    host_cpu = 0;
+    for (u32 i = 0; i < MAX_CPUS; i++) {
+        cpus[i].index = i;
+        cpus[i].reading = 0;
+        cpus[i].kmode = KMODE_NONE;
+    }
+}
+
+void host_enter(u32 cpu)
+{
+    cpus[cpu].reading = 1;
+    cpus[cpu].epoch = grace_epoch;
+    cpus[cpu].kmode = KMODE_SHARED;
+}
+
+void host_leave(u32 cpu)
+{
+    cpus[cpu].reading = 0;
+    cpus[cpu].kmode = KMODE_NONE;
+}
+
+long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
+{
+    host_cpu = cpu;
+    long err = host_invoke(cap, label, args, res);
+    host_cpu = 0;
+    return err;
+}
+
+/* The capability in a slot as a CPU that looked it up still reads it,
+ * whatever its type now, and the reference count of the object it names
+ * (-1: no header). */
+void host_slot_body(u64 index, u64 type, u64 *out)
+{
+    struct slot *s = (struct slot *)root + index;
+    struct cap c = s->cap;
+
+    out[0] = s->cap.type;
+    out[1] = s->cap.rights;
+    out[2] = s->cap.badge;
+    out[3] = s->cap.obj;
+    out[4] = s->retired;
+    c.type = (u8)type;
+    struct kobj *o = type ? cap_kobj(&c) : NULL;
+    out[5] = o ? o->refs : (u64)-1;
 }
 
 struct host_slot {
@@ -300,6 +357,7 @@ struct host_slot {
     u64 children;
     u64 flags;
     u64 io, io_live; /* frames: the io_space mapped into, and whether it still exists */
+    u64 retired;     /* emptied shared, in its grace period (grace.c) */
 };
 
 static s64 index_of(const struct slot *s)
@@ -357,6 +415,7 @@ void host_slot_info(u64 index, struct host_slot *out)
     out->flags = s->cap.flags;
     out->io = s->cap.io;
     out->io_live = s->cap.io && iospace_id_live(s->cap.io);
+    out->retired = s->retired;
 }
 
 /* Puts the io_space control capability (the root task's slot 7) in a slot. */

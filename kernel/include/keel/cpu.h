@@ -51,6 +51,7 @@ struct cpu {
     volatile u32 in_kernel; /* not running user code (read without the lock) */
     u32 call_pending;       /* current's system call waits for the objects lock */
     volatile u32 reading;   /* holds the objects lock shared (objlock.c) */
+    volatile u64 epoch;     /* grace_epoch when it last took it shared (grace.c) */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;
     volatile u32 stop_request;

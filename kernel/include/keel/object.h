@@ -7,11 +7,13 @@
  * derivation tree: a copy, a mint or an object made by retype is a child of
  * the slot it came from, and revoke deletes every descendant.
  *
- * Locking (sched.h has the order): slots, the derivation tree and object
- * lifetimes change only under the objects lock held exclusive; holding it
- * shared, a CPU may use any object it reaches through a capability and
- * takes that object's own lock (kobj.lock) for what the object's comment
- * says it protects.
+ * Locking (sched.h has the order): object lifetimes end only under the
+ * objects lock held exclusive; holding it shared, a CPU may use any object
+ * it reaches through a capability and takes that object's own lock
+ * (kobj.lock) for what the object's comment says it protects.  Slots and
+ * the derivation tree change exclusive, or shared under the capability
+ * lock; a slot emptied shared keeps its contents until a grace period has
+ * passed (grace.c), so a CPU that looked it up before sees it whole.
  */
 #ifndef KEEL_OBJECT_H
 #define KEEL_OBJECT_H
@@ -51,7 +53,10 @@ struct slot {
     struct slot *next;  /* siblings */
     struct slot *prev;
     struct tcb *owner; /* for the slots embedded in a thread: that thread */
-    u64 pad[6];
+    /* Emptied with the objects lock shared (grace.c): the grace epoch it
+     * was emptied in, until it may be filled again; else 0. */
+    u64 retired;
+    u64 pad[5];
 };
 
 _Static_assert(sizeof(struct slot) == 128, "slot size");
@@ -175,10 +180,13 @@ extern u64 kernel_ids;
 /* The capability lock (sched.h): taken only by shared holders. */
 void caps_lock(void);
 void caps_unlock(void);
-/* Empty and not reserved (under the capability lock, or exclusive). */
-static inline bool slot_is_free(const struct slot *s)
+/* Empty, not reserved, and past its grace period if it was emptied with
+ * the objects lock shared: then reclaimed here (grace.c).  Under the
+ * capability lock, or exclusive. */
+bool slot_reclaim(struct slot *s);
+static inline bool slot_is_free(struct slot *s)
 {
-    return !s->cap.type && !(s->cap.flags & CAP_RESERVED);
+    return !s->cap.type && !(s->cap.flags & CAP_RESERVED) && (!s->retired || slot_reclaim(s));
 }
 /* The slot at index of a capability table, or NULL (inline: every call
  * looks up its capability). */
@@ -194,6 +202,27 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
 void slot_move(struct slot *dst, struct slot *src);
 void slot_delete(struct slot *s);
 void slot_revoke(struct slot *s);
+/* cap.c's tree surgery, shared with grace.c: s leaves the tree (its
+ * children move up); dst takes src's place in it. */
+void slot_unlink(struct slot *s);
+void slot_relink(struct slot *dst);
+/* grace.c: delete, move and revoke with the objects lock shared, under the
+ * capability lock; KEEL_E_RETRY (nothing changed) when the operation may
+ * destroy an object or needs a type's hook: then it runs exclusive. */
+long slot_delete_shared(struct slot *s);
+long slot_move_shared(struct slot *dst, struct slot *src);
+long slot_revoke_shared(struct slot *s);
+/* A receive window's slots are made free before a wait (endpoint.c,
+ * fastpath.c): KEEL_E_RETRY when one is still in its grace period. */
+long window_reclaim(struct tcb *t, u64 window);
+/* The fast path's look: a window out of range, or a slot of it retired. */
+static inline bool window_unready(struct tcb *t, u64 window)
+{
+    struct slot *w = cnode_slot(&t->cspace.cap, window);
+
+    return !w || !cnode_slot(&t->cspace.cap, window + MSG_CAPS) ||
+           (w[0].retired | w[1].retired | w[2].retired | w[3].retired);
+}
 void obj_ref(const struct cap *c);
 void zombies_reap(void);
 struct kobj *cap_kobj(const struct cap *c);

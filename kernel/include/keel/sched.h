@@ -23,16 +23,22 @@
  *                        entry from user mode (kernel_enter) and by an idle
  *                        CPU looking for work; shared by default.  Held
  *                        shared, every object's existence, the derivation
- *                        tree, the thread bindings (cspace, vspace, fault
- *                        endpoint, bound notification), the IRQ table and
- *                        every non-empty slot stay as they are: only an
- *                        exclusive holder deletes, moves or overwrites a
- *                        capability or destroys an object.  Two exceptions,
- *                        both under the capability lock (4): shared holders
- *                        fill empty slots (copy, mint, retype, a reply
- *                        capability given to a receiver), and a reply
- *                        empties its reply capability's slot.  So these run
- *                        exclusive: delete, revoke, move, retype of a
+ *                        tree's shape as an exclusive holder sees it, the
+ *                        thread bindings (cspace, vspace, fault endpoint,
+ *                        bound notification) and the IRQ table stay as
+ *                        they are, and every object it reaches lives on:
+ *                        only an exclusive holder destroys an object.
+ *                        Under the capability lock (4) shared holders fill
+ *                        empty slots (copy, mint, retype, a reply
+ *                        capability given to a receiver), a reply empties
+ *                        its reply capability's slot, and delete, move and
+ *                        revoke run when they destroy nothing and need no
+ *                        type's hook (grace.c): a slot they empty is
+ *                        retired - its capability stays readable by CPUs
+ *                        that looked it up - and is filled again only after
+ *                        a grace period (every CPU left the kernel or
+ *                        entered after it).  So these run exclusive:
+ *                        delete, revoke and move otherwise, retype of a
  *                        vspace, messages carrying capabilities or ending a
  *                        wait on a bound notification, thread operations,
  *                        faults, interrupts, batches.  A system call
@@ -57,9 +63,11 @@
  *   4. capability lock   one global spinlock (cap.c), short: filling an
  *                        empty slot (checked empty under it, published with
  *                        its type written last, so a lock-free lookup sees
- *                        an empty slot or a whole capability), the
+ *                        an empty slot or a whole capability), emptying one
+ *                        shared (its type written 0 first; grace.c), the
  *                        derivation links and reference counts that go with
- *                        it, an untyped capability's watermark.  Retype
+ *                        them, an untyped capability's watermark, the grace
+ *                        epoch.  Retype
  *                        zeroes and initialises objects outside it: the
  *                        memory and the target slots are reserved first.
  *   5. vspace lock       kobj.lock of a vspace: its page tables.  Readers
@@ -110,6 +118,10 @@ void kernel_upgrade(void);
 void kernel_leave(void);
 /* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
 u32 objects_lock_writer(void);
+/* Grace periods (grace.c): the epoch a slot emptied shared is stamped
+ * with, and the exclusive holder's note that every earlier one is past. */
+extern u64 grace_epoch;
+void grace_exclusive(void);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
 

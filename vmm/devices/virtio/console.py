@@ -3,11 +3,12 @@ input to the guest, queue 1 the guest's output.
 
 Output goes to a sink (a file, the terminal) and into a transcript that
 scripts read; input is queued by ``feed`` from any host thread and handed to
-the guest as receive buffers become available.
+the guest as receive buffers become available (a snapshot keeps what is queued).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from collections.abc import Callable
@@ -86,6 +87,17 @@ class ConsoleDevice(VirtioDevice):
     def reset(self) -> None:
         with self._input_lock:
             self._input.clear()
+
+    def save_state(self) -> dict[str, object]:
+        """Host input the guest has not read yet goes along."""
+        with self._input_lock:
+            return {"input": base64.b64encode(self._input).decode()}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        with self._input_lock:
+            self._input[:] = base64.b64decode(str(state.get("input", "")), validate=True)
+        if self._input:
+            os.eventfd_write(self._wake, 1)
 
     def close(self) -> None:
         self.console.close()

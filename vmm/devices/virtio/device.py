@@ -62,5 +62,19 @@ class VirtioDevice:
     def close(self) -> None:
         """Release host resources (files, TAP interfaces)."""
 
+    # -- snapshots (vmm.snapshot) ---------------------------------------------------------
+    def save_state(self) -> dict[str, object]:
+        """What the model holds beyond its queues and registers (host input not yet
+        given to the guest), as JSON values; called with the transport paused."""
+        return {}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        """The state ``save_state`` gave, on a fresh device made from the same options."""
+
+    def restore_options(self) -> dict[str, object]:
+        """Attach options that make a restored snapshot's device this very device
+        (net: the TAP's actual name and MAC); they override the options as attached."""
+        return {}
+
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "backing": self.backing}

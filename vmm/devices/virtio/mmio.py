@@ -316,6 +316,7 @@ class MmioTransport:
                  "used_idx": live.used_idx if live else 0}
                 for q, live in zip(self.queue_regs, self.queues, strict=True)
             ]  # fmt: skip
+            state["model"] = self.device.save_state()
             return state
 
     def load_state(self, state: dict[str, object]) -> None:
@@ -325,6 +326,9 @@ class MmioTransport:
         with self._lock:
             for name in self._STATE:
                 setattr(self, name, type(getattr(self, name))(state[name]))
+            model = state.get("model") or {}
+            assert isinstance(model, dict)
+            self.device.load_state(model)
             for index, (regs, saved) in enumerate(zip(self.queue_regs, queues, strict=True)):
                 regs.num, regs.desc = int(saved["num"]), int(saved["desc"])
                 regs.driver, regs.device = int(saved["driver"]), int(saved["device"])
@@ -361,7 +365,9 @@ class MmioTransport:
         for fd in (self.kick_fd, self._stop_fd):
             poller.register(fd, select.POLLIN)
         while True:
-            wanted = set(self.device.wake_fds())
+            # Paused (a snapshot, `keel pause`): host input waits for the resume's kick
+            # instead of waking this loop again and again.
+            wanted = set(self.device.wake_fds()) if not self.paused else set()
             for fd in wanted - registered:
                 poller.register(fd, select.POLLIN)
             for fd in registered - wanted:

@@ -7,13 +7,20 @@ with num_buffers) is all zeros: it is stripped on transmit and prepended on
 receive, and the TAP carries plain Ethernet frames (IFF_NO_PI, no vnet header).
 Receive runs when the TAP is readable *and* the driver has posted buffers;
 the worker polls the TAP only while receive buffers are available.
+
+A snapshot saves the TAP's name and the MAC (the restored device is the same
+one) and the frames the host sent that the guest has not received: they are
+read off the TAP into ``pending`` (served before the TAP), since the TAP's
+queue is gone once the process that had it open ends.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import struct
+from collections import deque
 from typing import Any
 
 from vmm.devices.virtio.device import ID_NET, VirtioDevice
@@ -27,6 +34,7 @@ RECEIVEQ = 0
 TRANSMITQ = 1
 MAX_FRAME = 65536 + HDR_SIZE
 TAP_PREFIX = "keeltap"
+PENDING_LIMIT = 1024  # host frames a snapshot keeps (more are dropped, as a full queue would)
 
 
 def _iproute() -> Any:
@@ -84,6 +92,7 @@ class NetDevice(VirtioDevice):
         self.mac = mac or _default_mac(name)
         self._rx_ready = False
         self.dropped = 0
+        self.pending: deque[bytes] = deque()  # host frames read off the TAP, not yet received
 
     def _remove_tap(self, name: str) -> None:
         if getattr(self, "fd", -1) >= 0:
@@ -125,11 +134,14 @@ class NetDevice(VirtioDevice):
         rx = queues[RECEIVEQ]
         self._rx_ready = False
         while rx is not None and rx.has_available():
-            try:
-                frame = os.read(self.fd, MAX_FRAME)
-            except (BlockingIOError, OSError):
-                self._rx_ready = True  # buffers wait for a frame: poll the TAP
-                break
+            if self.pending:
+                frame = self.pending.popleft()
+            else:
+                try:
+                    frame = os.read(self.fd, MAX_FRAME)
+                except (BlockingIOError, OSError):
+                    self._rx_ready = True  # buffers wait for a frame: poll the TAP
+                    break
             rx_chain = rx.pop()
             assert rx_chain is not None
             chain = rx_chain
@@ -146,6 +158,30 @@ class NetDevice(VirtioDevice):
 
     def close(self) -> None:
         self._remove_tap(self.tap)
+
+    def save_state(self) -> dict[str, object]:
+        """The frames waiting on the TAP are read into ``pending`` (this process
+        serves them first if it resumes) and saved with it."""
+        while self.fd >= 0:
+            try:
+                frame = os.read(self.fd, MAX_FRAME)
+            except OSError:  # BlockingIOError: none left
+                break
+            if len(self.pending) < PENDING_LIMIT:
+                self.pending.append(frame)
+            else:
+                self.dropped += 1
+        return {"pending": [base64.b64encode(f).decode() for f in self.pending],
+                "dropped": self.dropped}  # fmt: skip
+
+    def load_state(self, state: dict[str, object]) -> None:
+        frames = state.get("pending", [])
+        assert isinstance(frames, list)
+        self.pending = deque(base64.b64decode(str(f), validate=True) for f in frames)
+        self.dropped = int(state.get("dropped", 0))  # type: ignore[call-overload]
+
+    def restore_options(self) -> dict[str, object]:
+        return {"tap": self.tap, "mac": ":".join(f"{b:02x}" for b in self.mac)}
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "mac": ":".join(f"{b:02x}" for b in self.mac)}

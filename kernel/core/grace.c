@@ -1,0 +1,247 @@
+/* Delete, move and revoke with the objects lock shared, and the grace
+ * periods that keep them safe.
+ *
+ * A CPU holding the objects lock shared looks a slot up without any lock
+ * (tcb_lookup_slot reads its type first) and goes on reading the
+ * capability in it - its object, rights, badge - until it leaves the
+ * kernel.  So a slot emptied while others hold the lock shared is
+ * retired, not cleared: under the capability lock its type becomes 0 (new
+ * lookups fail), it leaves the derivation tree, its object's reference
+ * count goes down, and the rest of the capability stays as it was.  The
+ * slot is stamped with the current grace epoch, and the epoch advances.
+ * A retired slot is not free: it may be filled again (slot_reclaim, when a
+ * fill finds it) only once every CPU that could have looked it up has
+ * left the kernel - its grace period.
+ *
+ * Quiescent states per CPU: a CPU taking the objects lock shared records
+ * the grace epoch after announcing itself (objlock.c: kernel_enter, after
+ * the exchange on cpu.reading).  A retired slot's stamp s is past its grace
+ * period when every CPU either holds the lock no longer (reading == 0) or
+ * took it at an epoch after s: such a CPU read the advanced epoch, which
+ * was published (release) after the slot's type became 0, so its lookups
+ * see the slot empty.  Taking the objects lock exclusive waits for every
+ * reader to leave: it ends every grace period begun so far (grace_done).
+ * An exclusive holder reclaims retired slots at once.
+ *
+ * Objects are never destroyed here: an operation that would drop a
+ * reference count to zero, or needs a type's hook (a mapping, a DMA
+ * window, a reply, a thread's binding, an untyped region's watermark while
+ * a retype from it is under way), returns KEEL_E_RETRY before changing
+ * anything and runs exclusive, where
+ * the object's destruction waits for no reader by construction.  Nor does
+ * a fill wait for a grace period: one that finds its slot still retired
+ * returns KEEL_E_RETRY too, so no CPU ever waits for another while holding
+ * the objects lock shared.
+ *
+ * Lock order (sched.h): objects lock shared, then the capability lock;
+ * nothing else is taken here.
+ */
+#include <keel/objtype.h>
+#include <keel/sched.h>
+#include <keel/string.h>
+
+/* The epoch retired slots are stamped with (under the capability lock;
+ * read by kernel_enter), and the last stamp known past its grace period
+ * (written exclusive). */
+u64 grace_epoch = 1;
+static u64 grace_done;
+
+void grace_exclusive(void)
+{
+    __atomic_store_n(&grace_done, grace_epoch - 1, __ATOMIC_RELAXED);
+}
+
+static bool grace_elapsed(u64 stamp)
+{
+    if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+        return true;
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp)
+            return false;
+    }
+    return true;
+}
+
+bool slot_reclaim(struct slot *s)
+{
+    if (kernel_shared() && !grace_elapsed(s->retired))
+        return false;
+    memset(&s->cap, 0, sizeof(s->cap));
+    s->retired = 0;
+    return true;
+}
+
+/* Which capabilities may leave a slot shared: a derivable one with no
+ * hook for its deletion or move, not embedded in an object. */
+static bool quiet_type(const struct slot *s)
+{
+    const struct object_type *ot = object_type_of(s->cap.type);
+
+    return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+}
+
+/* Would emptying s run its parent's children_deleted hook? */
+static bool empties_hooked_parent(const struct slot *s)
+{
+    return s->parent && s->parent->child == s && !s->next && !s->child &&
+           object_type_of(s->parent->cap.type)->children_deleted;
+}
+
+/* An untyped capability with nothing made from it and no retype from it
+ * under way: its memory holds no object, so deleting it destroys nothing.
+ * Its parent region's watermark goes back (children_deleted) only if no
+ * retype from the parent is under way either (untyped.c: reserve). */
+static bool idle_untyped(const struct slot *s)
+{
+    return s->cap.type == KEEL_OBJ_UNTYPED && !s->child && !s->cap.b && !s->owner &&
+           (!s->parent || !s->parent->cap.b);
+}
+
+static void retire(struct slot *s, u64 stamp)
+{
+    struct kobj *o = cap_kobj(&s->cap);
+
+    __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
+    slot_unlink(s);
+    if (o)
+        o->refs--;
+    s->retired = stamp;
+}
+
+/* Published after the slots' types became 0 (the stamp's readers). */
+static void grace_advance(u64 stamp)
+{
+    __atomic_store_n(&grace_epoch, stamp + 1, __ATOMIC_RELEASE);
+}
+
+long slot_delete_shared(struct slot *s)
+{
+    long err = KEEL_E_OK;
+
+    caps_lock();
+    if (s->cap.type) { /* deleting an empty (or retired) slot does nothing */
+        struct kobj *o = cap_kobj(&s->cap);
+        if ((!quiet_type(s) || (o && o->refs < 2) || empties_hooked_parent(s)) &&
+            !idle_untyped(s)) {
+            err = KEEL_E_RETRY;
+        } else {
+            u64 stamp = grace_epoch;
+            retire(s, stamp);
+            grace_advance(stamp);
+        }
+    }
+    caps_unlock();
+    return err;
+}
+
+/* The same checks and order of errors as cnode.c's exclusive move. */
+static long move_locked(struct slot *dst, struct slot *src)
+{
+    if (!src->cap.type)
+        return KEEL_E_INVALID_CAP;
+    if (dst == src)
+        return KEEL_E_OK;
+    if (dst->cap.type)
+        return KEEL_E_EXISTS;
+    if (!quiet_type(src) || dst->owner || !slot_is_free(dst))
+        return KEEL_E_RETRY;
+    /* dst gets a copy; src keeps its capability for those who looked it up
+     * until its grace period ends, and the object its one reference. */
+    struct slot moved = *src;
+    u8 type = moved.cap.type;
+    u64 stamp = grace_epoch;
+    moved.cap.type = 0;
+    moved.retired = 0;
+    *dst = moved;
+    if (dst->parent && dst->parent->child == src)
+        dst->parent->child = dst;
+    slot_relink(dst);
+    __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
+    __atomic_store_n(&src->cap.type, 0, __ATOMIC_RELEASE);
+    src->parent = src->child = src->next = src->prev = NULL;
+    src->retired = stamp;
+    grace_advance(stamp);
+    return KEEL_E_OK;
+}
+
+long slot_move_shared(struct slot *dst, struct slot *src)
+{
+    caps_lock();
+    long err = move_locked(dst, src);
+    caps_unlock();
+    return err;
+}
+
+/* The next slot of root's subtree after d, depth first. */
+static struct slot *subtree_next(struct slot *d, const struct slot *root)
+{
+    if (d->child)
+        return d->child;
+    while (d != root) {
+        if (d->next)
+            return d->next;
+        d = d->parent;
+    }
+    return NULL;
+}
+
+/* Every descendant names root's object (or no object with a header, so
+ * no count reaches zero while root holds its reference) and is quiet. */
+static bool revoke_quiet(struct slot *root)
+{
+    struct kobj *keep = cap_kobj(&root->cap);
+
+    if (object_type_of(root->cap.type)->children_deleted)
+        return false;
+    for (struct slot *d = root->child; d; d = subtree_next(d, root)) {
+        struct kobj *o = cap_kobj(&d->cap);
+        if (!quiet_type(d) || (o && o != keep))
+            return false;
+    }
+    return true;
+}
+
+long slot_revoke_shared(struct slot *s)
+{
+    long err = KEEL_E_OK;
+
+    caps_lock();
+    if (!s->cap.type) {
+        err = KEEL_E_INVALID_CAP;
+    } else if (!s->child) {
+        ; /* nothing derived: nothing to do, whatever the type */
+    } else if (!revoke_quiet(s)) {
+        err = KEEL_E_RETRY;
+    } else {
+        u64 stamp = grace_epoch;
+        while (s->child) { /* leaves first, as slot_revoke */
+            struct slot *leaf = s->child;
+            while (leaf->child)
+                leaf = leaf->child;
+            retire(leaf, stamp);
+        }
+        grace_advance(stamp);
+    }
+    caps_unlock();
+    return err;
+}
+
+long window_reclaim(struct tcb *t, u64 window)
+{
+    long err = KEEL_E_OK;
+    struct slot *w = cnode_slot(&t->cspace.cap, window);
+    u32 i;
+
+    if (!w || !(w[0].retired | w[1].retired | w[2].retired | w[3].retired))
+        return KEEL_E_OK; /* a look without the lock first: the common case */
+    caps_lock();
+    for (i = 0; i <= MSG_CAPS && !err; i++) {
+        struct slot *s = cnode_slot(&t->cspace.cap, window + i);
+        if (s->retired && !s->cap.type && !slot_reclaim(s))
+            err = KEEL_E_RETRY;
+    }
+    caps_unlock();
+    return err;
+}
