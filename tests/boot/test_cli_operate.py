@@ -264,7 +264,9 @@ m = Machine(sys.argv[1], smp=1, memory="64M", console=lambda _d: None)
 m.start()
 threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the OS picks another thread
-print("waiting", flush=True)
+# "waiting" comes from another thread once the main one is in its wait: printed
+# before it, the signal could be handled between the print and the wait.
+threading.Timer(0.5, lambda: print("waiting", flush=True)).start()
 print("status", m.wait_interruptible().status, flush=True)
 m.close()
 """
