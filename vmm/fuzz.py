@@ -29,6 +29,8 @@ from .machine import Machine
 
 OK_LINE = re.compile(rb"^fuzz: ok .*$", re.MULTILINE)
 TRACE_LINE = re.compile(rb"^fuzz: #\d+ .*$", re.MULTILINE)
+# Every 10000 calls, with the invariants checked so far: shown as they come.
+PROGRESS_LINE = re.compile(rb"fuzz: \d+ calls so far.*")
 MAX_CALLS = (1 << 24) - 1  # userspace/tests/fuzz.h: FUZZ_CALL_BITS, per process
 
 
@@ -56,7 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run_once(kernel: str, initrd: str, *, seed: int, calls: int, smp: int, procs: int | None,
              memory: str = "256M", hang_timeout: float = 120.0, trace: bool = False,
-             fail_at: int = 0) -> Outcome:  # fmt: skip
+             fail_at: int = 0, progress: Callable[[str], None] | None = None,
+             ) -> Outcome:  # fmt: skip
+    """One run; ``progress`` is given each progress line as the guest prints it."""
     parts = ["keel.test=fuzz", f"keel.fuzz.seed={seed}", f"keel.fuzz.calls={calls}"]
     if procs is not None:
         parts.append(f"keel.fuzz.procs={procs}")
@@ -65,8 +69,21 @@ def run_once(kernel: str, initrd: str, *, seed: int, calls: int, smp: int, procs
     if fail_at:
         parts.append(f"keel.fuzz.failat={fail_at}")
     out = bytearray()
+    seen = [0]  # where the first line not yet looked at for progress starts
+
+    def console(data: bytes) -> None:
+        out.extend(data)
+        end = out.rfind(b"\n")
+        if progress is None or end < seen[0]:
+            return
+        for line in bytes(out[seen[0] : end]).splitlines():
+            m = PROGRESS_LINE.search(line)
+            if m:
+                progress(m.group(0).decode(errors="replace").strip())
+        seen[0] = end + 1
+
     machine = Machine(kernel, smp=smp, memory=memory, cmdline=" ".join(parts), initrd=initrd,
-                      console=out.extend, hang_timeout=hang_timeout)  # fmt: skip
+                      console=console, hang_timeout=hang_timeout)  # fmt: skip
     try:
         machine.start()
         result = machine.wait_interruptible()
@@ -120,13 +137,14 @@ def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, s
     if initrd is None:
         raise ConfigError("keel fuzz needs an initrd: build/initrd.cpio is missing (run 'make')")
 
-    def attempt(calls: int, procs: int | None, trace: bool = False) -> Outcome:
+    def attempt(calls: int, procs: int | None, trace: bool = False,
+                progress: Callable[[str], None] | None = None) -> Outcome:  # fmt: skip
         return run_once(kernel, initrd, seed=args.seed, calls=calls, smp=args.smp, procs=procs,
                         memory=args.memory, hang_timeout=args.hang_timeout, trace=trace,
-                        fail_at=args.fail_at)  # fmt: skip
+                        fail_at=args.fail_at, progress=progress)  # fmt: skip
 
     say(f"keel fuzz: seed {args.seed}, {args.calls} calls, {args.smp} vCPUs")
-    first = attempt(args.calls, args.procs)
+    first = attempt(args.calls, args.procs, progress=lambda line: say(f"keel fuzz: {line}"))
     if first.ok:
         say(f"keel fuzz: {first.summary}")
         return 0

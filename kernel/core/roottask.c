@@ -268,6 +268,7 @@ bool root_task_create(void)
     cn->hdr.type = KEEL_OBJ_CNODE;
     cn->size_bits = ROOT_CNODE_BITS;
     tcb_setup(t);
+    t->mcp = SCHED_PRIO_LEVELS - 1; /* the root thread may hand out any priority */
     struct cap c = { .type = KEEL_OBJ_VSPACE, .rights = KEEL_RIGHT_ALL, .obj = (uptr)vs };
     if (!vspace_init(&c, 0))
         panic("cannot register the root address space");

@@ -4,6 +4,9 @@
 #include <keel/sched.h>
 #include <keel/string.h>
 
+_Static_assert(SCHED_PRIO_LEVELS == KEEL_PRIO_TOP + 1 && SCHED_PRIO_DEFAULT == KEEL_PRIO_DEFAULT,
+               "the priorities of kernel/uapi/keel/abi.h");
+
 void tcb_setup(struct tcb *t)
 {
     t->hdr.type = KEEL_OBJ_TCB;
@@ -181,10 +184,21 @@ long tcb_decode(struct invocation *inv)
         return KEEL_E_OK;
     }
     case KEEL_CALL_TCB_SET_PRIORITY:
+    case KEEL_CALL_TCB_SET_MCP: {
+        /* A priority or MCP no higher than the authority thread's MCP: a
+         * thread holding only its own capability cannot raise itself above
+         * what it was allowed. */
+        const struct tcb *authority = (const struct tcb *)inv->cap_arg[1]->cap.obj;
         if (inv->arg[0] >= SCHED_PRIO_LEVELS)
             return KEEL_E_INVALID_ARG;
-        sched_set_priority(t, (u32)inv->arg[0]);
+        if (inv->arg[0] > READ_ONCE(authority->mcp))
+            return KEEL_E_NO_RIGHTS;
+        if (inv->label == KEEL_CALL_TCB_SET_MCP)
+            WRITE_ONCE(t->mcp, (u8)inv->arg[0]);
+        else
+            sched_set_priority(t, (u32)inv->arg[0]);
         return KEEL_E_OK;
+    }
     case KEEL_CALL_TCB_SET_IO_PORTS: {
         struct slot *ps = NULL;
         if (inv->arg[0]) {

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GUESTS, build_guest, have_kvm, keel, requires_qemu
+from tests.conftest import GUESTS, build_guest, have_kvm, keel, requires_qemu, run_guest
 from vmm.boot import cpu_features
 
 pytestmark = [requires_qemu, pytest.mark.skipif(not have_kvm(), reason="needs /dev/kvm")]
@@ -79,14 +79,16 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_qemu(guest: Path, smp: int) -> subprocess.CompletedProcess[str]:
+    """QEMU under the hang watchdog every test guest gets (conftest.run_guest):
+    a guest silent on its console for HANG_TIMEOUT seconds, or running past
+    60 s, is killed and the test fails showing the console's tail."""
     cmd = [
         shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
         "-M", "microvm", "-enable-kvm", "-smp", str(smp), "-m", "256M",
         "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio",
         "-kernel", str(guest), "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return run_guest(cmd, timeout=60)
 
 
 def mask(name: str, text: str, side: int) -> str:

@@ -158,7 +158,8 @@ class _Qemu:
         )  # fmt: skip
         self._out = bytearray()
         self._cond = threading.Condition()
-        threading.Thread(target=self._gather, daemon=True).start()
+        self._reader = threading.Thread(target=self._gather, daemon=True)
+        self._reader.start()
 
     def _gather(self) -> None:
         assert self.proc.stdout is not None
@@ -207,6 +208,9 @@ class _Qemu:
             status = self.proc.wait(timeout=WAIT)
         finally:
             self.proc.kill()
+        # QEMU's last lines may still be in the pipe when it has exited: the
+        # console is whole once the reader has seen the end of it.
+        self._reader.join(timeout=WAIT)
         out = self.text()
         assert status == QEMU_PASS, out[-3000:]
         assert "drv: FAIL" not in out

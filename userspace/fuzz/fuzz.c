@@ -98,11 +98,8 @@ static void draw(struct keel_call_rec *r, const struct fuzz_call **out)
     r->refs = 0;
     for (unsigned i = 0; i < 6; i++)
         r->arg[i] = i < c->nargs && c->arg_type[i] ? cap_arg(c->arg_type[i]) : word_arg();
-    /* No priority above the default: the kernel has no ceiling, and a
-     * spinning thread above everyone would starve the machine (by design,
-     * not a kernel fault). */
-    if (c->label == KEEL_CALL_TCB_SET_PRIORITY && r->arg[0] > FUZZ_MAX_PRIO)
-        r->arg[0] = FUZZ_MAX_PRIO;
+    /* No clamp on priorities: the threads it is given have a ceiling
+     * (MCP) of 0, which the kernel enforces (tcb_set_priority, set_mcp). */
     if (c->label == KEEL_CALL_CONSOLE_WRITE)
         r->arg[1] &= 63; /* short lines: the console is slow */
     *out = c;

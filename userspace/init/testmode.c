@@ -29,6 +29,9 @@ long tests_start(void)
         if (!type && (err = process_give(&p, s, s, KEEL_RIGHT_ALL)))
             return err;
     }
+    /* Our priority ceiling: it may set any priority, as the root task may. */
+    if ((err = keel_tcb_set_mcp(p.tcb, KEEL_PRIO_TOP, KEEL_SLOT_TCB)))
+        return err;
     /* Last: our memory, the untyped our objects for it came from among it. */
     for (unsigned long i = 0; i < bi->untyped_count; i++) {
         keel_word_t s = KEEL_SLOT_FIRST_UNTYPED + i;

@@ -24,7 +24,7 @@
 #define FUZZ_UT_BITS 20    /* a process and everything it makes: 1 MiB */
 #define FUZZ_GIVE_BITS 16  /* the untyped memory it is given to retype */
 #define FUZZ_MAX_PROCS 8
-#define FUZZ_WAITING 400000000ul  /* TSC ticks without a report, not running: waiting */
+#define FUZZ_WAITING 40000000ul   /* TSC ticks without a report, not running: waiting */
 #define FUZZ_STALL 40000000000ul  /* TSC ticks without a report, running: stalled */
 
 struct fuzz_proc {
@@ -106,7 +106,9 @@ static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
         return KEEL_E_NO_MEMORY;
     if ((err = fuzz_give_objects(f)))
         return err;
-    /* Its own thread capability goes: no priority above the others. */
+    /* Its own thread capability goes: with a ceiling (MCP) of 0 it could
+     * still lower itself to priority 0, below the busy workload, and
+     * starve until counted as stalled. */
     if ((err = keel_cnode_delete(f->p.cnode, KEEL_SLOT_TCB)))
         return err;
     if ((err = keel_tcb_set_affinity(f->p.tcb, i % suite_boot->ncpus)))
@@ -192,12 +194,9 @@ static int canary_check(void)
     return 0;
 }
 
-/* The sender stops first; once it is done, workload_sent is final and the
- * receiver, stopped second, takes every message still queued.  (With one
- * flag for both, a message the sender queued after the receiver's last look
- * but counted only after it left was never taken: workload_got one short.) */
-static volatile int workload_stop, workload_drain;
+static volatile int workload_stop, workload_sender_done;
 static volatile unsigned long workload_sent, workload_got, workload_bad;
+static keel_word_t workload_ep;
 
 static void body_sender(struct thread *t)
 {
@@ -209,6 +208,9 @@ static void body_sender(struct thread *t)
         else
             keel_yield();
     }
+    /* After its last count: the receiver takes everything up to it (it
+     * once stopped between a send and its count, one message short). */
+    workload_sender_done = 1;
 }
 
 static void body_receiver(struct thread *t)
@@ -216,7 +218,7 @@ static void body_receiver(struct thread *t)
     unsigned long want = 0;
     struct keel_msg m;
 
-    while (!workload_drain || want < workload_sent) {
+    while (!workload_sender_done || want < workload_sent) {
         if (keel_recv(t->a, KEEL_RECV_NONBLOCK, 0, &m) != KEEL_E_OK) {
             keel_yield();
             continue;
@@ -302,7 +304,7 @@ int fuzz_run(void)
 
     failat = word_from("keel.fuzz.failat", 0);
     struct thread sender, receiver;
-    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    keel_word_t ep = workload_ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
     unsigned long remaining = calls;
 
     if (nprocs < 1 || nprocs > FUZZ_MAX_PROCS)
@@ -342,7 +344,14 @@ int fuzz_run(void)
         serve_reports(tracing, &remaining, nprocs);
         if (total / 10000 != shown) { /* progress, and a sign of life for the hang watchdog */
             shown = total / 10000;
-            printf("\nfuzz: %lu calls so far\n", total);
+            /* The invariants that hold during the run, checked as it goes:
+             * a long run stopped early still says how far they held. */
+            if (canary_check())
+                return 1;
+            OK(keel_send(canary_ep, USER(7), 1, 2, 3, 4, 5, 6)); /* the check took it */
+            EXPECT(workload_bad == 0);
+            printf("\nfuzz: %lu calls so far; canary untouched, workload %lu messages in order\n",
+                   total, workload_got);
         }
         for (unsigned i = 0; i < nprocs; i++)
             live |= procs[i].live;
@@ -352,9 +361,7 @@ int fuzz_run(void)
     }
     workload_stop = 1;
     EXPECT(!spawn_failed && !injected);
-    EXPECT(wait_done(&sender));
-    workload_drain = 1;
-    EXPECT(wait_done(&receiver));
+    EXPECT(wait_done(&sender) && wait_done(&receiver));
     /* Everything the processes made is gone: each region is whole again. */
     for (unsigned i = 0; i < nprocs; i++) {
         keel_word_t whole = slot_alloc();
@@ -373,7 +380,13 @@ int fuzz_run(void)
     }
     if (canary_check())
         return 1;
-    EXPECT(workload_bad == 0 && workload_got == workload_sent && workload_got > 0);
+    if (workload_bad || workload_got != workload_sent || !workload_got)
+        printf("\nfuzz: workload %lu sent, %lu received, %lu out of order\n", workload_sent,
+               workload_got, workload_bad);
+    EXPECT(workload_bad == 0);
+    EXPECT(workload_got == workload_sent && workload_got > 0);
+    struct keel_msg left;
+    EXPECT_ERR(keel_recv(workload_ep, KEEL_RECV_NONBLOCK, 0, &left), KEEL_E_WOULD_BLOCK);
     printf("\nfuzz: ok %lu calls (%lu batches) in %lu processes (%lu faulted, %lu waiting, "
            "%lu stalled; %lu renewals); workload %lu messages in order; canary untouched; "
            "memory whole\n", total, batches, spawned, faults, waiting, stalls, refreshes,

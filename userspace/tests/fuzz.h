@@ -12,7 +12,6 @@
 #define FUZZ_SEED_MASK ((1ul << (63 - FUZZ_CALL_BITS)) - 1) /* the seed bits arg carries */
 #define FUZZ_CHUNK 64     /* calls between progress reports */
 #define FUZZ_BATCH_MAX 8
-#define FUZZ_MAX_PRIO 128 /* SCHED_PRIO_DEFAULT */
 #define FUZZ_SPARE_VA 0x40000000ul
 #define FUZZ_PROGRESS 0x4601
 #define FUZZ_DONE 0x4602

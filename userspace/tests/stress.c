@@ -110,7 +110,7 @@ int stress_run(struct keel_bootinfo *bi)
 
     tick_ntfn = new_obj(KEEL_OBJ_NOTIFICATION, 0);
     /* Above every worker: woken, it preempts whoever runs on its CPU. */
-    setup_check(keel_tcb_set_priority(KEEL_SLOT_TCB, 200), "set_priority");
+    setup_check(keel_tcb_set_priority(KEEL_SLOT_TCB, 200, KEEL_SLOT_TCB), "set_priority");
     unsigned long t0 = now_ms(), shown = 0;
     next_tick_ms = t0 + 1000;
     end_ms = t0 + duration * 1000;
@@ -144,7 +144,7 @@ int stress_run(struct keel_bootinfo *bi)
         }
     }
     /* From here on it polls: back among the workers. */
-    keel_tcb_set_priority(KEEL_SLOT_TCB, 128);
+    keel_tcb_set_priority(KEEL_SLOT_TCB, 128, KEEL_SLOT_TCB);
     unsigned long ran_ms = now_ms() - t0;
 
     /* Wait for every worker; the map fault handler last. */

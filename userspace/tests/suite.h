@@ -102,6 +102,11 @@ int services_run(void);            /* svctests.c: keel.test=services */
 extern const unsigned long svc_tests_count, svc_console_tests_count;
 const char *svc_tests_missing(void); /* the devices they need and we lack, or null */
 void svc_run(int console, unsigned *passed, unsigned *failed); /* starts the device manager */
+/* drvtests.c: starts prog on the first virtio device of that id with only
+ * its capabilities, serving ep; mode as DRV_ARG's (DRV_MODE_SERVICE: the
+ * client protocol of driver.h, as under the device manager). */
+int virtio_start_mode(const char *prog, unsigned int id, unsigned long mode, keel_word_t ep,
+                      struct process *p);
 /* harness.c: runs n tests, reporting each ("ktest: ok <name>"). */
 void run_table(const struct test *t, unsigned long n, unsigned *passed, unsigned *failed);
 

@@ -370,6 +370,49 @@ static int t_delete_running_thread(void)
     return 0;
 }
 
+/* -- the priority ceiling (maximum controlled priority) ----------------------------- */
+
+static void body_raise_self(struct thread *t)
+{
+    /* Holding only its own thread capability, it tries for the top. */
+    t->value = keel_tcb_set_priority(t->tcb, KEEL_PRIO_TOP, t->tcb);
+    t->a = (keel_word_t)keel_tcb_set_mcp(t->tcb, KEEL_PRIO_TOP, t->tcb);
+}
+
+static int t_priority_ceiling(void)
+{
+    struct thread t;
+    keel_word_t idle = make_obj(KEEL_OBJ_TCB, 0), ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+
+    /* A new thread's ceiling is 0: with its own capability as the
+     * authority it may only go down to 0. */
+    EXPECT_ERR(keel_tcb_set_priority(idle, 1, idle), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_tcb_set_mcp(idle, 1, idle), KEEL_E_NO_RIGHTS);
+    OK(keel_tcb_set_priority(idle, 0, idle));
+    OK(keel_tcb_set_mcp(idle, 0, idle));
+    /* The root thread's ceiling is the top: it may give any. */
+    OK(keel_tcb_set_mcp(idle, 100, KEEL_SLOT_TCB));
+    OK(keel_tcb_set_priority(idle, 100, idle));
+    EXPECT_ERR(keel_tcb_set_priority(idle, 101, idle), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_tcb_set_mcp(idle, 101, idle), KEEL_E_NO_RIGHTS); /* nor raise its own */
+    OK(keel_tcb_set_mcp(idle, 50, idle));                           /* lower it, yes */
+    EXPECT_ERR(keel_tcb_set_priority(idle, 100, idle), KEEL_E_NO_RIGHTS);
+    OK(keel_tcb_set_priority(idle, KEEL_PRIO_TOP, KEEL_SLOT_TCB));
+    OK(keel_tcb_set_mcp(idle, KEEL_PRIO_TOP, KEEL_SLOT_TCB));
+    /* bad arguments */
+    EXPECT_ERR(keel_tcb_set_priority(idle, KEEL_PRIO_TOP + 1, KEEL_SLOT_TCB), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_tcb_set_mcp(idle, KEEL_PRIO_TOP + 1, KEEL_SLOT_TCB), KEEL_E_INVALID_ARG);
+    EXPECT_ERR(keel_tcb_set_priority(idle, 0, ep), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_tcb_set_mcp(idle, 0, slot_alloc()), KEEL_E_INVALID_CAP);
+    /* A running thread with its own capability cannot raise itself. */
+    t.a = 0;
+    OK(spawn(&t, body_raise_self, 0));
+    EXPECT(wait_done(&t));
+    EXPECT_ERR(t.value, KEEL_E_NO_RIGHTS);
+    EXPECT_ERR((long)t.a, KEEL_E_NO_RIGHTS);
+    return 0;
+}
+
 const struct test thread_tests[] = {
 #define T(name) { #name, t_##name }
     T(send_recv), T(recv_nonblock_empty), T(queue_full), T(notification), T(thread_runs),
@@ -377,7 +420,7 @@ const struct test thread_tests[] = {
     T(thread_bad_registers), T(thread_unconfigured), T(fpu_state_per_thread), T(read_regs),
     T(fault_delivered_and_resumed), T(fault_kill), T(fault_on_kernel_memory),
     T(fault_privileged_instruction), T(fault_without_handler), T(delete_endpoint_wakes_receiver),
-    T(delete_running_thread),
+    T(delete_running_thread), T(priority_ceiling),
 #undef T
 };
 const unsigned long thread_tests_count = sizeof(thread_tests) / sizeof(thread_tests[0]);

@@ -105,7 +105,8 @@ struct tcb {
     u8 slice;            /* timer ticks left of its time slice */
     s16 affinity;        /* the one CPU it may run on, or -1 for any */
     s16 last_cpu;        /* where it ran last, or -1 */
-    u16 sched_pad;
+    u8 mcp;              /* maximum controlled priority: the most it lets set (tcb.c) */
+    u8 sched_pad;
     u64 fault[4];        /* pending fault message (vector, address, error, rip) */
     u64 id;              /* for messages and the console */
     struct slot cspace;  /* its capability table (a cnode capability) */

@@ -84,6 +84,11 @@
 #define KEEL_THREAD_BLOCKED 2
 #define KEEL_THREAD_FAULTED 3
 
+/* tcb_set_priority, tcb_set_mcp: 0..KEEL_PRIO_TOP, higher runs first; a
+ * new thread runs at KEEL_PRIO_DEFAULT with a ceiling (MCP) of 0. */
+#define KEEL_PRIO_TOP 255
+#define KEEL_PRIO_DEFAULT 128
+
 /* vspace_lookup flags */
 #define KEEL_MAP_PRESENT 1
 #define KEEL_MAP_WRITE 2
