@@ -247,9 +247,10 @@ long endpoint_send(struct tcb *t, struct slot *s, u64 label, const u64 *w)
     u8 cap_word[MSG_CAPS];
     u32 n;
 
-    if (s->cap.type != KEEL_OBJ_ENDPOINT)
-        return KEEL_E_WRONG_TYPE;
-    long err = collect_caps(t, s, label, w, caps, cap_word, &n);
+    long err = slot_type_check(s, KEEL_OBJ_ENDPOINT);
+    if (err)
+        return err;
+    err = collect_caps(t, s, label, w, caps, cap_word, &n);
     if (err)
         return err;
     ep_lock(ep);
@@ -299,9 +300,10 @@ long endpoint_recv(struct tcb *t, struct slot *s, u64 flags, u64 window, bool *b
 {
     struct endpoint *ep = (struct endpoint *)s->cap.obj;
     u64 zero[KEEL_MSG_WORDS] = { 0 };
+    long type_err = slot_type_check(s, KEEL_OBJ_ENDPOINT);
 
-    if (s->cap.type != KEEL_OBJ_ENDPOINT)
-        return KEEL_E_WRONG_TYPE;
+    if (type_err)
+        return type_err;
     if (!(s->cap.rights & KEEL_RIGHT_READ))
         return KEEL_E_NO_RIGHTS;
     if (flags & ~(u64)KEEL_RECV_NONBLOCK)
@@ -390,8 +392,9 @@ void reply_cap_moved(struct slot *s)
 long reply_invoke(struct tcb *t, struct slot *s, u64 err, const u64 *res)
 {
     (void)t;
-    if (s->cap.type != KEEL_OBJ_REPLY)
-        return KEEL_E_WRONG_TYPE;
+    long type_err = slot_type_check(s, KEEL_OBJ_REPLY);
+    if (type_err)
+        return type_err;
     if (err >= KEEL_NERRORS)
         return KEEL_E_INVALID_ARG;
     caps_lock();

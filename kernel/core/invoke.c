@@ -22,8 +22,9 @@ long invoke(struct invocation *inv)
 
     if (!d)
         return KEEL_E_UNKNOWN_CALL;
-    if (c->type != d->type)
-        return KEEL_E_WRONG_TYPE;
+    long type_err = slot_type_check(inv->slot, (u8)d->type);
+    if (type_err)
+        return type_err;
     if ((c->rights & d->rights) != d->rights)
         return KEEL_E_NO_RIGHTS;
     for (u32 i = 0; i < d->nargs; i++) {
@@ -34,8 +35,8 @@ long invoke(struct invocation *inv)
         struct slot *s = tcb_lookup_slot(inv->caller, inv->arg[i], &err);
         if (!s)
             return err;
-        if (s->cap.type != d->args[i].type)
-            return KEEL_E_WRONG_TYPE;
+        if ((err = slot_type_check(s, (u8)d->args[i].type)))
+            return err;
         if ((s->cap.rights & d->args[i].rights) != d->args[i].rights)
             return KEEL_E_NO_RIGHTS;
         inv->cap_arg[i] = s;

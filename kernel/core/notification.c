@@ -20,10 +20,8 @@ struct notification *notification_lookup(struct tcb *caller, u64 slot, u8 rights
 
     if (!s)
         return NULL;
-    if (s->cap.type != KEEL_OBJ_NOTIFICATION) {
-        *err = KEEL_E_WRONG_TYPE;
+    if ((*err = slot_type_check(s, KEEL_OBJ_NOTIFICATION)))
         return NULL;
-    }
     if ((s->cap.rights & rights) != rights) {
         *err = KEEL_E_NO_RIGHTS;
         return NULL;

@@ -93,8 +93,8 @@ static long configure(struct invocation *inv, struct tcb *t)
         fault = tcb_lookup_slot(inv->caller, inv->arg[2], &err);
         if (!fault)
             return err;
-        if (fault->cap.type != KEEL_OBJ_ENDPOINT)
-            return KEEL_E_WRONG_TYPE;
+        if ((err = slot_type_check(fault, KEEL_OBJ_ENDPOINT)))
+            return err;
         if (!(fault->cap.rights & KEEL_RIGHT_WRITE))
             return KEEL_E_NO_RIGHTS;
     }
@@ -206,8 +206,8 @@ long tcb_decode(struct invocation *inv)
             ps = tcb_lookup_slot(inv->caller, inv->arg[0], &err);
             if (!ps)
                 return err;
-            if (ps->cap.type != KEEL_OBJ_IO_PORT)
-                return KEEL_E_WRONG_TYPE;
+            if ((err = slot_type_check(ps, KEEL_OBJ_IO_PORT)))
+                return err;
         }
         /* A thread that runs now picks its new ports up when it next
          * enters user mode: stop it so that is before its next instruction. */

@@ -197,6 +197,17 @@ static inline struct slot *cnode_slot(const struct cap *cnode, u64 index)
     return (struct slot *)cnode->obj + index;
 }
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
+/* Whether a looked-up slot holds a capability of type want: KEEL_E_OK, or
+ * the error.  The type is read once.  With the objects lock shared a delete
+ * or revoke on another CPU may empty the slot after its lookup (grace.c):
+ * that reads as the capability gone, KEEL_E_INVALID_CAP, as if the lookup
+ * had come just after it - never as a capability of another type. */
+static inline long slot_type_check(const struct slot *s, u8 want)
+{
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+
+    return type == want ? KEEL_E_OK : type ? KEEL_E_WRONG_TYPE : KEEL_E_INVALID_CAP;
+}
 bool cap_is_derivable(const struct cap *c);
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
 void slot_move(struct slot *dst, struct slot *src);
