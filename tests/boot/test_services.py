@@ -40,7 +40,7 @@ def _check_suite(console: str, count: int) -> None:
     assert not failures, "\n".join(failures) + console[-3000:]
     assert f"ktest: {count} passed, 0 failed" in console, console[-3000:]
     oks = re.findall(r"^ktest: ok (\S+)$", console, re.MULTILINE)
-    assert len(set(oks)) == count
+    assert len(set(oks)) == count, f"{sorted(set(oks))}\n{console[-3000:]}"
 
 
 def _check_image(path: Path) -> None:
