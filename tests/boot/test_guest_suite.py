@@ -59,6 +59,8 @@ NET_NOT_RUN = "ktest: no virtio-net: 1 net test not run"
 
 def check_suite(console: str) -> int:
     """Asserts the suite ran completely and cleanly; returns the test count."""
+    # Consoles joined across a snapshot may hold a "\r\n" split between them.
+    console = console.replace("\r\n", "\n")
     failures = [line for line in console.splitlines() if line.startswith("ktest: FAIL")]
     assert not failures, "\n".join(failures)
     m = re.search(r"^ktest: (\d+) passed, (\d+) failed$", console, re.MULTILINE)

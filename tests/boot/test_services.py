@@ -36,6 +36,8 @@ def _image(path: Path, blocks: int = 1024, first: bytes = b"") -> Path:
 
 
 def _check_suite(console: str, count: int) -> None:
+    # Consoles joined across a snapshot may hold a "\r\n" split between them.
+    console = console.replace("\r\n", "\n")
     failures = [line for line in console.splitlines() if line.startswith("ktest: FAIL")]
     assert not failures, "\n".join(failures) + console[-3000:]
     assert f"ktest: {count} passed, 0 failed" in console, console[-3000:]
