@@ -83,23 +83,6 @@ void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 
     f->rbx = info;
 }
 
-void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
-{
-    struct trap_frame *f = &to->arch.frame;
-    const struct trap_frame *g = &from->arch.frame;
-
-    f->rax = KEEL_E_OK;
-    f->rdx = g->rdx;
-    f->r10 = g->r10;
-    f->r8 = g->r8;
-    f->r9 = g->r9;
-    f->r12 = g->r12;
-    f->r13 = g->r13;
-    f->rdi = badge;
-    f->rsi = label;
-    f->rbx = info;
-}
-
 void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err)
 {
     struct trap_frame *f = &to->arch.frame;
@@ -112,6 +95,16 @@ void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err)
     f->r9 = g->r9;
     f->r12 = g->r12;
     f->r13 = g->r13;
+}
+
+void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
+{
+    struct trap_frame *f = &to->arch.frame;
+
+    arch_tcb_pass_results(to, from, KEEL_E_OK);
+    f->rdi = badge;
+    f->rsi = label;
+    f->rbx = info;
 }
 
 bool arch_thread_can_run(struct tcb *t)
