@@ -109,8 +109,9 @@ def test_virtio_net_driver_in_a_private_namespace() -> None:
     assert "drv: FAIL" not in out
     assert "virtio-net: mac 52:54:00:12:34:56" in out
     assert "net: mac 52:54:00:12:34:56" in out  # DRV_ADDRESS: the MAC from the device's config
-    # the device reached only the driver's twelve frames (two rings, buffers)
-    assert "netns: dma enforcing, 12 windows, 0 faults" in out
+    # the device reached only the driver's seventeen frames (two rings, 8 of receive
+    # buffers, 7 of transmit buffers)
+    assert "netns: dma enforcing, 17 windows, 0 faults" in out
     assert len([line for line in out.splitlines() if re.match(r"net: echo reply \d", line)]) == 8
     assert "net: echo reply after a restart" in out  # a killed driver replaced
     assert "net: ok" in out

@@ -161,6 +161,9 @@ static unsigned held_count(keel_word_t badge, unsigned *free)
 static long run_op(struct drv_req *r)
 {
     long (*op)(struct drv_req *) = r->label == DRV_READ ? ops->read : ops->write;
+
+    if ((r->flags & DRV_MANY) && ops->kind != DRV_KIND_PACKET)
+        return -KEEL_E_INVALID_ARG; /* records mean nothing to other devices */
     long n = op ? op(r) : -KEEL_E_INVALID_ARG;
 
     if (n == 0 && r->label == DRV_READ && (r->flags & DRV_WAIT) && r->len)
@@ -177,7 +180,7 @@ static void do_transfer(const struct keel_msg *m)
     unsigned slot;
 
     if (!handle_ok(r.handle, r.badge) || off > KEEL_PAGE_SIZE || r.len > KEEL_PAGE_SIZE - off ||
-        (r.flags & ~(DRV_WAIT | DRV_SYNC))) {
+        (r.flags & ~(DRV_WAIT | DRV_SYNC | DRV_MANY))) {
         answer_now(KEEL_E_INVALID_ARG, 0);
         return;
     }

@@ -10,10 +10,10 @@
  *   slot 9   a frame for the receive queue (queue 0)
  *   slot 10  a frame for the transmit queue (queue 1)
  *   slot 11..18  eight frames: sixteen 2 KiB receive buffers
- *   slot 19, 20  two frames: four 2 KiB transmit buffers
+ *   slot 19..25  seven frames: fourteen 2 KiB transmit buffers
  *   slot 26  its device's io_space: the frames above are all the device may
  *            read or write (DMA windows).  Slot 26 as for virtio_blk: the
- *            frames are the first of 17 from slot 9, the rest unused.
+ *            17 frames from slot 9.
  *
  * Its argument is DRV_ARG(mode, offset of the device's registers in that
  * frame); the mode does not matter.
@@ -22,10 +22,13 @@
  * and is posted again as soon as it is read.  When more than half are
  * waiting, the oldest frame is dropped so the device never runs dry.  A
  * write is copied behind a zero virtio-net header into a transmit buffer
- * and answered when the device has used it.  Only VIRTIO_F_VERSION_1 and
- * VIRTIO_NET_F_MAC are negotiated (no offloads, no mergeable buffers), as
- * the virtio 1.x specification describes, not anything particular to
- * Keel's VMM. */
+ * and answered when the device has used it.  With DRV_MANY (driver.h) a
+ * client moves several frames per call: a write puts every record it has
+ * a free buffer for in flight with one kick, a read takes every waiting
+ * frame that fits and gives their buffers back with one kick.  Only
+ * VIRTIO_F_VERSION_1 and VIRTIO_NET_F_MAC are negotiated (no offloads, no
+ * mergeable buffers), as the virtio 1.x specification describes, not
+ * anything particular to Keel's VMM. */
 #include "virtio_serve.h"
 
 #define TXBUF_CAP 19 /* the other slots: virtio_serve.h */
@@ -37,7 +40,8 @@
 #define HDR (rxq.version == 1 ? 10u : 12u)
 #define BUF_SIZE 2048
 #define RX_BUFS 16
-#define TX_BUFS 4
+#define TX_BUFS 14
+#define TX_QSIZE 16 /* a power of two: the ring's indexes wrap at 65536 */
 #define RX_HOLD_MAX (RX_BUFS / 2)
 #define ETH_MIN 14
 #define ETH_MAX 1514
@@ -87,7 +91,15 @@ static long net_read(struct drv_req *r)
     unsigned char *p = rx_oldest(&len, &kick);
     long n = 0;
 
-    if (p && r->len < len - HDR) {
+    if (r->flags & DRV_MANY) { /* every waiting frame that fits, as records */
+        unsigned long at = 0;
+        for (; p && DRV_FRAME_LEN + len - HDR <= r->len - at; p = rx_oldest(&len, &kick)) {
+            at += drv_frame_put(r->buf + at, p + HDR, len - HDR);
+            vs_rx_release(&rx);
+            kick = 1;
+        }
+        n = !at && p ? -KEEL_E_INVALID_ARG : (long)at; /* no room even for the oldest */
+    } else if (p && r->len < len - HDR) {
         n = -KEEL_E_INVALID_ARG; /* the frame stays for a read with room */
     } else if (p) {
         memcpy(r->buf, p + HDR, len - HDR);
@@ -102,6 +114,8 @@ static long net_read(struct drv_req *r)
 
 static long net_write(struct drv_req *r)
 {
+    if (r->flags & DRV_MANY)
+        return vs_tx_send_many(&tx, r, HDR, ETH_MIN, ETH_MAX);
     if (r->len < ETH_MIN || r->len > ETH_MAX)
         return -KEEL_E_INVALID_ARG;
     return vs_tx_send(&tx, r, HDR);
@@ -132,7 +146,7 @@ long keel_main(keel_word_t arg)
 {
     unsigned int features = VIRTIO_NET_F_MAC;
 
-    vs_setup(ops.name, &rx, &tx, TXBUF_CAP, VIRTIO_NET_ID, &features, arg, RX_BUFS, TX_BUFS);
+    vs_setup(ops.name, &rx, &tx, TXBUF_CAP, VIRTIO_NET_ID, &features, arg, RX_BUFS, TX_QSIZE);
     if (features & VIRTIO_NET_F_MAC) {
         for (int i = 0; i < 6; i++)
             mac[i] = ((volatile unsigned char *)rxq.regs)[VIRTIO_CONFIG + i];

@@ -52,28 +52,74 @@ struct vs_tx {
     unsigned long pa[VS_MAX_BUFS], tag[VS_MAX_BUFS] /* 0: free */, len[VS_MAX_BUFS];
 };
 
-/* Sends r's bytes behind hdr zero bytes; answered by vs_tx_reap. */
-static inline long vs_tx_send(struct vs_tx *t, struct drv_req *r, unsigned hdr)
+/* A free transmit buffer (t->n: none). */
+static inline unsigned short vs_tx_free(const struct vs_tx *t)
 {
     unsigned short id;
 
     for (id = 0; id < t->n && t->tag[id]; id++)
         ;
+    return id;
+}
+
+/* Puts n bytes behind hdr zero bytes into free buffer id and makes it
+ * available (no kick); tag is the request it answers. */
+static inline void vs_tx_post(struct vs_tx *t, unsigned short id, const unsigned char *p,
+                              unsigned long n, unsigned hdr, unsigned long tag)
+{
+    unsigned char *b = t->va + id * t->size;
+
+    memset(b, 0, hdr);
+    memcpy(b + hdr, p, n);
+    virtq_desc(t->q)[id] = (struct virtq_desc){ t->pa[id], (unsigned int)(hdr + n), 0, 0 };
+    t->tag[id] = tag;
+    virtq_add(t->q, id);
+}
+
+/* Sends r's bytes behind hdr zero bytes; answered by vs_tx_reap. */
+static inline long vs_tx_send(struct vs_tx *t, struct drv_req *r, unsigned hdr)
+{
+    unsigned short id = vs_tx_free(t);
+
     if (id == t->n)
         return SERVE_RETRY; /* every buffer with the device: after its interrupt */
-    unsigned char *b = t->va + id * t->size;
-    memset(b, 0, hdr);
-    memcpy(b + hdr, r->buf, r->len);
-    virtq_desc(t->q)[id] = (struct virtq_desc){ t->pa[id], (unsigned int)(hdr + r->len), 0, 0 };
-    t->tag[id] = r->tag;
+    vs_tx_post(t, id, r->buf, r->len, hdr, r->tag);
     t->len[id] = r->len;
-    virtq_add(t->q, id);
     virtq_kick(t->q);
     return SERVE_LATER;
 }
 
-/* Answers the writes whose buffers the device has used; asks for an
- * interrupt for the next one. */
+/* DRV_MANY: sends r's records (frames of min..max bytes), as many as there
+ * are free buffers for, with one kick; answered by vs_tx_reap once the
+ * device has used them all, with the bytes of the records sent. */
+static inline long vs_tx_send_many(struct vs_tx *t, struct drv_req *r, unsigned hdr,
+                                   unsigned long min, unsigned long max)
+{
+    unsigned long at = 0, n;
+    unsigned short id, ids[VS_MAX_BUFS], k = 0;
+
+    for (at = 0; at < r->len; at += DRV_FRAME_LEN + n) { /* every record well formed */
+        if (r->len - at < DRV_FRAME_LEN || (n = drv_frame_len(r->buf + at)) < min || n > max ||
+            n > r->len - at - DRV_FRAME_LEN)
+            return -KEEL_E_INVALID_ARG;
+    }
+    if (!r->len)
+        return 0;
+    for (at = 0; at < r->len && (id = vs_tx_free(t)) < t->n; at += DRV_FRAME_LEN + n) {
+        n = drv_frame_len(r->buf + at);
+        vs_tx_post(t, id, r->buf + at + DRV_FRAME_LEN, n, hdr, r->tag);
+        ids[k++] = id;
+    }
+    if (!k)
+        return SERVE_RETRY;
+    while (k--)
+        t->len[ids[k]] = at;
+    virtq_kick(t->q);
+    return SERVE_LATER;
+}
+
+/* Answers the writes whose buffers the device has used (a DRV_MANY write
+ * when its last buffer comes back); asks for an interrupt for the next one. */
 static inline void vs_tx_reap(struct vs_tx *t)
 {
     do {
@@ -81,8 +127,13 @@ static inline void vs_tx_reap(struct vs_tx *t)
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             unsigned int id = virtq_used_id(t->q, t->seen);
             if (id < t->n && t->tag[id]) {
-                serve_complete(t->tag[id], KEEL_E_OK, t->len[id]);
+                unsigned long tag = t->tag[id];
+                unsigned short other;
                 t->tag[id] = 0;
+                for (other = 0; other < t->n && t->tag[other] != tag; other++)
+                    ;
+                if (other == t->n)
+                    serve_complete(tag, KEEL_E_OK, t->len[id]);
             }
         }
     } while (virtq_arm(t->q, t->seen));

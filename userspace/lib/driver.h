@@ -56,6 +56,31 @@ enum drv_kind {
 
 #define DRV_WAIT 1ul /* flags: block until data is there */
 #define DRV_SYNC 2ul /* flags: a write also flushes the device's cache before the answer */
+/* flags, packet devices: several frames in one request, so a client pays one
+ * call for many.  The range holds records, each a frame behind its length
+ * (DRV_FRAME_LEN bytes, little-endian).  A write sends the records from the
+ * first on, as many as the driver has room for at once (all of them when it
+ * can), and is answered once the device has them, with the bytes of the
+ * records sent (the client sends the rest again); a read fills the range
+ * with as many waiting frames as fit, oldest first, and answers the bytes
+ * of the records filled. */
+#define DRV_MANY 4ul
+#define DRV_FRAME_LEN 2
+
+/* Writes a record of n frame bytes at p (drv_frame_put) and returns what it
+ * takes; reads the length of the record at p (drv_frame_len). */
+static inline unsigned long drv_frame_put(unsigned char *p, const void *frame, unsigned long n)
+{
+    p[0] = (unsigned char)n;
+    p[1] = (unsigned char)(n >> 8);
+    memcpy(p + DRV_FRAME_LEN, frame, n);
+    return DRV_FRAME_LEN + n;
+}
+
+static inline unsigned long drv_frame_len(const unsigned char *p)
+{
+    return (unsigned long)p[0] | (unsigned long)p[1] << 8;
+}
 
 #define DRV_FEATURE_FLUSH 1ul /* DRV_INFO features: the device has a volatile cache */
 #define DRV_FEATURE_READONLY 2ul /* DRV_INFO features: writes fail with KEEL_E_NO_RIGHTS */

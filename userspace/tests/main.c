@@ -16,6 +16,7 @@ int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) *
 int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
 int killcampaign_run(void); /* crashtests.c: the blk driver killed again and again */
 int icount_run(void);
+int netbench_run(void); /* netbench.c: virtio-net throughput (scripts/bench --net) */
 
 /* keel.test= values and what they run; stress sets itself up. */
 static const struct {
@@ -28,6 +29,7 @@ static const struct {
     { "net", net_run },
     { "netsnap", netsnap_run },
     { "blkbench", blk_run },
+    { "netbench", netbench_run },
     { "dma", dma_run },
     { "rng", rng_run },
     { "services", services_run },

@@ -23,7 +23,8 @@ import stat
 import struct
 
 from vmm.devices.virtio.device import ID_BLOCK, VirtioDevice
-from vmm.devices.virtio.queue import Buffer, Chain, DmaGuard, GuestRam, QueueError, Virtqueue
+from vmm.devices.virtio.queue import Buffer, Chain, DmaGuard, QueueError, Virtqueue
+from vmm.devices.virtio.queue import views as guest_views
 from vmm.errors import ConfigError
 
 SECTOR = 512
@@ -43,22 +44,6 @@ S_UNSUPP = 2
 
 ID_BYTES = 20
 HEADER = struct.Struct("<IIQ")
-
-
-def _views(mem: GuestRam, buffers: tuple[Buffer, ...], skip: int, length: int) -> list[memoryview]:
-    """Guest-memory views covering ``length`` bytes of ``buffers`` after the first ``skip``."""
-    out = []
-    for b in buffers:
-        if length <= 0:
-            break
-        if skip >= b.length:
-            skip -= b.length
-            continue
-        n = min(b.length - skip, length)
-        out.append(mem.view(b.addr + skip, n))
-        length -= n
-        skip = 0
-    return out
 
 
 # struct flock on x86-64: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks).
@@ -160,7 +145,7 @@ class BlockDevice(VirtioDevice):
         if first.length >= HEADER.size:  # the usual layout: the header alone
             type_, _, sector = HEADER.unpack(mem.read(first.addr, HEADER.size))
         else:
-            header = b"".join(bytes(v) for v in _views(mem, readable, 0, HEADER.size))
+            header = b"".join(bytes(v) for v in guest_views(mem, readable, 0, HEADER.size))
             type_, _, sector = HEADER.unpack(header)
         last = writable[-1]
         status_addr = last.addr + last.length - 1
@@ -172,7 +157,7 @@ class BlockDevice(VirtioDevice):
             if data_in or not self._in_range(sector, data_out):
                 status = S_IOERR
             elif data_out:
-                views = _views(mem, writable, 0, data_out)
+                views = guest_views(mem, writable, 0, data_out)
                 try:
                     got = os.preadv(self.fd, views, sector * SECTOR)
                 except OSError:
@@ -185,7 +170,7 @@ class BlockDevice(VirtioDevice):
             if self.readonly or data_out or not self._in_range(sector, data_in):
                 status = S_IOERR
             elif data_in:
-                views = _views(mem, readable, HEADER.size, data_in)
+                views = guest_views(mem, readable, HEADER.size, data_in)
                 try:
                     put = os.pwritev(self.fd, views, sector * SECTOR)
                 except OSError:
@@ -197,7 +182,7 @@ class BlockDevice(VirtioDevice):
             return 0
         elif type_ == T_GET_ID:
             ident = self.serial.ljust(ID_BYTES, b"\x00")[: min(ID_BYTES, data_out)]
-            views = _views(mem, writable, 0, len(ident))
+            views = guest_views(mem, writable, 0, len(ident))
             pos = 0
             for v in views:
                 v[:] = ident[pos : pos + len(v)]

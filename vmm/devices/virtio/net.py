@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any
 
 from vmm.devices.virtio.device import ID_NET, VirtioDevice
-from vmm.devices.virtio.queue import QueueError, Virtqueue, gather, scatter
+from vmm.devices.virtio.queue import QueueError, Virtqueue, scatter, views
 from vmm.errors import ConfigError
 from vmm.kvm.ffi import ffi, lib
 
@@ -33,6 +33,7 @@ RECEIVEQ = 0
 TRANSMITQ = 1
 MAX_FRAME = 65536 + HDR_SIZE
 TAP_PREFIX = "keeltap"
+_RX_HEADER = struct.pack("<10xH", 1)  # no offloads; num_buffers = 1
 PENDING_LIMIT = 1024  # host frames a snapshot keeps (more are dropped, as a full queue would)
 
 
@@ -96,6 +97,7 @@ class NetDevice(VirtioDevice):
         self._rx_ready = False
         self.dropped = 0
         self.pending: deque[bytes] = deque()  # host frames read off the TAP, not yet received
+        self._spill = memoryview(bytearray(MAX_FRAME))  # where a frame too long for its buffer ends
 
     def _remove_tap(self, name: str) -> None:
         if getattr(self, "fd", -1) >= 0:
@@ -120,42 +122,57 @@ class NetDevice(VirtioDevice):
         return [self.fd] if self._rx_ready and self.fd >= 0 else []
 
     def service(self, queues: list[Virtqueue | None]) -> bool:
+        """Every frame the driver queued goes to the TAP, and every frame waiting
+        on the TAP into a receive buffer while there are both (the transport
+        publishes the used rings once and interrupts once for the round).  Frames
+        move between the TAP and views of guest memory: nothing is copied on the
+        way but by the kernel."""
         used = False
         tx = queues[TRANSMITQ]
         if tx is not None:
             for out in tx.pop_all():
                 if out.writable:
                     raise QueueError(f"net transmit {out.head}: device-writable buffer")
-                frame = gather(self.mem, out.buffers)[HDR_SIZE:]
-                if frame:
+                length = sum(b.length for b in out.buffers) - HDR_SIZE
+                if length > 0:
                     try:
-                        os.write(self.fd, frame)
+                        os.writev(self.fd, views(self.mem, out.buffers, HDR_SIZE, length))
                     except OSError:
                         self.dropped += 1
                 tx.push(out.head, 0)
                 used = True
         rx = queues[RECEIVEQ]
         self._rx_ready = False
-        while rx is not None and rx.has_available():
-            if self.pending:
-                frame = self.pending.popleft()
-            else:
-                try:
-                    frame = os.read(self.fd, MAX_FRAME)
-                except (BlockingIOError, OSError):
-                    self._rx_ready = True  # buffers wait for a frame: poll the TAP
-                    break
-            rx_chain = rx.pop()
-            assert rx_chain is not None
-            chain = rx_chain
+        while rx is not None and (chain := rx.pop()) is not None:
             if chain.readable:
                 raise QueueError(f"net receive {chain.head}: device-readable buffer")
-            packet = struct.pack("<10xH", 1) + frame  # num_buffers = 1
-            if sum(b.length for b in chain.buffers) < len(packet):
+            room = sum(b.length for b in chain.buffers) - HDR_SIZE
+            if self.pending:
+                packet = _RX_HEADER + self.pending.popleft()
+                if room < len(packet) - HDR_SIZE:
+                    self.dropped += 1
+                    rx.push(chain.head, 0)
+                else:
+                    rx.push(chain.head, scatter(self.mem, chain.buffers, packet))
+                used = True
+                continue
+            # Past the chain's room, a frame runs into the spill buffer: too long.
+            into = views(self.mem, chain.buffers, HDR_SIZE, room) if room > 0 else []
+            try:
+                got = os.readv(self.fd, [*into, self._spill])
+            except OSError:  # BlockingIOError: no frame now
+                rx.put_back()
+                self._rx_ready = True  # buffers wait for a frame: poll the TAP
+                break
+            if got > max(room, 0):
                 self.dropped += 1
                 rx.push(chain.head, 0)
             else:
-                rx.push(chain.head, scatter(self.mem, chain.buffers, packet))
+                at = 0
+                for v in views(self.mem, chain.buffers, 0, HDR_SIZE):
+                    v[:] = _RX_HEADER[at : at + len(v)]
+                    at += len(v)
+                rx.push(chain.head, HDR_SIZE + got)
             used = True
         return used
 

@@ -382,6 +382,11 @@ class Virtqueue:
                 return chain
         return None
 
+    def put_back(self) -> None:
+        """The chain ``pop`` returned last goes back, unused: the next ``pop``
+        returns it again (a device with nothing for a buffer yet)."""
+        self.next_avail = (self.next_avail - 1) & 0xFFFF
+
     def has_available(self) -> bool:
         avail_idx = self._avail_u16(2, "available index")
         _check_ahead(avail_idx, self.next_avail, self.size)
@@ -442,6 +447,23 @@ class Virtqueue:
         if self.event_idx:
             return need_event(self._avail_u16(offset, "used event"), new, old)
         return not self._avail_u16(0, "available flags") & AVAIL_F_NO_INTERRUPT
+
+
+def views(mem: GuestRam, buffers: tuple[Buffer, ...], skip: int, length: int) -> list[memoryview]:
+    """Guest-memory views covering ``length`` bytes of ``buffers`` after the first
+    ``skip`` (buffers of a validated chain: their DMA windows were checked)."""
+    out = []
+    for b in buffers:
+        if length <= 0:
+            break
+        if skip >= b.length:
+            skip -= b.length
+            continue
+        n = min(b.length - skip, length)
+        out.append(mem.view(b.addr + skip, n))
+        length -= n
+        skip = 0
+    return out
 
 
 def gather(mem: GuestRam, buffers: tuple[Buffer, ...] | list[Buffer]) -> bytes:
