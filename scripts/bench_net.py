@@ -102,12 +102,12 @@ def _sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def _one(vmm: str, frames: int) -> dict[str, int]:
+def _one(vmm: str, frames: int, one: bool) -> dict[str, int]:
     """One guest run under ``vmm`` on a fresh TAP: its kbench figures."""
     _sh("ip", "tuntap", "add", "dev", TAP, "mode", "tap")
     _sh("ip", "link", "set", TAP, "up")
     host = HostEnd()
-    line = f"keel.test=netbench keel.frames={frames}"
+    line = f"keel.test=netbench keel.frames={frames}" + (" keel.many=0" if one else "")
     if vmm == "keel":
         cmd = [sys.executable, "-m", "vmm.cli", "run", str(KERNEL), "--smp", "1",
                "--initrd", str(INITRD), "--net", TAP, "--cmdline", line]
@@ -139,7 +139,7 @@ def _one(vmm: str, frames: int) -> dict[str, int]:
     return figs
 
 
-def inside(runs: int, frames: int, qemu: bool) -> None:
+def inside(runs: int, frames: int, qemu: bool, one: bool) -> None:
     """In the benchmark's namespace: every run, Keel then QEMU; JSON on stdout."""
     try:  # keep IPv6 router solicitations off the TAP
         Path("/proc/sys/net/ipv6/conf/default/disable_ipv6").write_text("1")
@@ -148,11 +148,11 @@ def inside(runs: int, frames: int, qemu: bool) -> None:
     results: dict[str, list[dict[str, int]]] = {"keel": [], "qemu": []}
     for _ in range(runs):
         for vmm in ("keel", "qemu") if qemu else ("keel",):
-            results[vmm].append(_one(vmm, frames))
+            results[vmm].append(_one(vmm, frames, one))
     print(json.dumps(results))
 
 
-def net_figures(runs: int, frames: int) -> dict[str, Any]:
+def net_figures(runs: int, frames: int, one: bool = False) -> dict[str, Any]:
     """The runs' figures ({"keel": [...], "qemu": [...]}), measured in a network
     namespace made for them and removed after."""
     ns = f"keelbench-{uuid.uuid4().hex[:8]}"
@@ -162,6 +162,8 @@ def net_figures(runs: int, frames: int) -> dict[str, Any]:
                 str(runs), "--frames", str(frames)]  # fmt: skip
         if shutil.which("qemu-system-x86_64") is None:
             args.append("--no-qemu")
+        if one:
+            args.append("--one-frame-per-call")
         proc = subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True,
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     finally:
@@ -173,11 +175,11 @@ def net_figures(runs: int, frames: int) -> dict[str, Any]:
 
 
 def net_rows(
-    runs: int, frames: int, hz: float
+    runs: int, frames: int, hz: float, one: bool = False
 ) -> tuple[list[tuple[str, str, str, str]], list[PlotBar]]:
     """Rows (frames/s and MB/s for each case, Keel against QEMU, medians of the
-    runs) and the plot's bars."""
-    res = net_figures(runs, frames)
+    runs) and the plot's bars; ``one``: one frame per call (no DRV_MANY)."""
+    res = net_figures(runs, frames, one)
     rows, bars = [], []
     for key, label, size in CASES:
 

@@ -13,6 +13,9 @@
  *       the guest acknowledges ("kbak", count received) every NB_ACK, so
  *       nothing is dropped for want of buffers (the driver keeps 8 waiting).
  *
+ * keel.many=0 moves one frame per call instead (plain DRV_WRITE and
+ * DRV_READ), to compare.
+ *
  * Reports `kbench: net_<dir>_<size>_{frames,bytes,time}` (rdtsc cycles from
  * the first frame sent or received to the last) and net_errors. */
 #include "../lib/driver.h"
@@ -29,6 +32,7 @@
 int netbench_run(void);
 
 static keel_word_t ep, handle;
+static int one; /* keel.many=0: one frame per call (no DRV_MANY), for comparison */
 static unsigned char *page = (unsigned char *)NB_VA;
 static unsigned char mac[6];
 static unsigned long errors;
@@ -94,6 +98,14 @@ static int tx(const char *what, unsigned long frames, unsigned long size)
     static unsigned char f[NB_LARGE];
     unsigned long seq = 0, t0 = rdtsc();
 
+    while (one && seq < frames) {
+        keel_word_t done;
+        nb_frame(page, size, "kbtx", seq++);
+        if (call(DRV_WRITE, 0, size, 0, &done) || done != size) {
+            errors++;
+            return 1;
+        }
+    }
     while (seq < frames) {
         unsigned long len = 0;
         for (; seq < frames && len + DRV_FRAME_LEN + size <= KEEL_PAGE_SIZE; seq++) {
@@ -122,12 +134,18 @@ static int rx(const char *what, unsigned long frames, unsigned long size)
     if (control("kbrq", frames, size))
         return 1;
     while (got < frames) {
-        keel_word_t done;
-        long err = call(DRV_READ, 0, KEEL_PAGE_SIZE, DRV_MANY | DRV_WAIT, &done);
-        if (err || done > KEEL_PAGE_SIZE) {
+        keel_word_t done, room = KEEL_PAGE_SIZE - DRV_FRAME_LEN;
+        long err = one ? call(DRV_READ, DRV_FRAME_LEN, room, DRV_WAIT, &done)
+                       : call(DRV_READ, 0, KEEL_PAGE_SIZE, DRV_MANY | DRV_WAIT, &done);
+        if (err || done > room) {
             printf("netbench: read gave %ld, %lu\n", err, done);
             errors++;
             return 1;
+        }
+        if (one) { /* the frame as the only record */
+            page[0] = (unsigned char)done;
+            page[1] = (unsigned char)(done >> 8);
+            done += DRV_FRAME_LEN;
         }
         for (unsigned long at = 0, n; at + DRV_FRAME_LEN <= done; at += DRV_FRAME_LEN + n) {
             unsigned char *f = page + at + DRV_FRAME_LEN;
@@ -163,6 +181,7 @@ int netbench_run(void)
     }
     if (frames < 2)
         frames = 2;
+    one = cmdline_get(boot_info()->cmdline, "keel.many", v, sizeof(v)) && v[0] == '0';
     ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
     if (virtio_start_mode("virtio_net", 1, 0, ep, &p))
         return 1;
