@@ -162,7 +162,7 @@ static long run_op(struct drv_req *r)
 {
     long (*op)(struct drv_req *) = r->label == DRV_READ ? ops->read : ops->write;
 
-    if ((r->flags & DRV_MANY) && ops->kind != DRV_KIND_PACKET)
+    if ((r->flags & DRV_MANY) && ops->kind != DRV_KIND_PACKET && ops->kind != DRV_KIND_BLOCK)
         return -KEEL_E_INVALID_ARG; /* records mean nothing to other devices */
     long n = op ? op(r) : -KEEL_E_INVALID_ARG;
 

@@ -86,6 +86,8 @@ struct slot {
     unsigned long tag; /* service mode: the held answer's */
     unsigned char *buf; /* service mode: the client's bytes */
     unsigned long len, flags;
+    int many, failed; /* one of a DRV_MANY request's (same tag); one of them failed */
+    unsigned int buf_off, rlen; /* DRV_MANY: its record's place in the page, length */
 };
 
 static struct virtio_dev dev;
@@ -220,8 +222,24 @@ static void service_done(unsigned s, unsigned char status)
     }
     if (!err && sl->type == VIRTIO_BLK_T_IN) {
         unsigned char *buf = serve_held_buffer(sl->tag);
-        if (buf) /* (the client's page may have gone meanwhile) */
+        if (buf && sl->many) /* the record's range of the page (page-aligned) */
+            memcpy((unsigned char *)((unsigned long)buf & ~(KEEL_PAGE_SIZE - 1)) + sl->buf_off,
+                   (void *)(DATA_VA + s * 4096ul), sl->rlen);
+        else if (buf) /* (the client's page may have gone meanwhile) */
             memcpy(buf, (void *)(DATA_VA + s * 4096ul), sl->len);
+    }
+    if (sl->many) { /* the request is answered with its last record */
+        int others = 0;
+        for (unsigned k = 0; k < DATA_PAGES; k++) {
+            if (slots[k].busy && slots[k].many && slots[k].tag == sl->tag) {
+                slots[k].failed |= err != KEEL_E_OK || sl->failed;
+                others = 1;
+            }
+        }
+        if (others)
+            return;
+        if (sl->failed)
+            err = KEEL_E_BAD_STATE;
     }
     serve_complete(sl->tag, err, err ? 0 : sl->len);
 }
@@ -269,12 +287,62 @@ static long start(struct drv_req *r, unsigned int type)
         return SERVE_RETRY;
     slots[s].len = r->len;
     slots[s].flags = r->flags;
+    slots[s].many = 0;
+    virtq_kick(&dev);
+    return SERVE_LATER;
+}
+
+/* DRV_MANY: every record on a data slot of its own, one kick; answered by
+ * service_done when the last is done, or SERVE_RETRY until there are slots
+ * for all. */
+static long start_many(struct drv_req *r, unsigned int type)
+{
+    const struct drv_blk_rec *rec = (const struct drv_blk_rec *)r->buf;
+    unsigned long n = r->len / sizeof(*rec), total = 0;
+    unsigned s, free = 0;
+
+    if (r->len % sizeof(*rec) || !n || n > DRV_MANY_BLOCK || (r->flags & DRV_SYNC) ||
+        (unsigned long)r->buf % sizeof(keel_word_t))
+        return -KEEL_E_INVALID_ARG;
+    for (unsigned long i = 0; i < n; i++) {
+        struct drv_req one = { .dev_off = rec[i].dev_off, .len = rec[i].len };
+        if (!rec[i].len || rec[i].len > KEEL_PAGE_SIZE || bad_range(&one) ||
+            rec[i].buf_off > KEEL_PAGE_SIZE - rec[i].len)
+            return -KEEL_E_INVALID_ARG;
+        total += rec[i].len;
+    }
+    for (s = 0; s < DATA_PAGES; s++)
+        free += !slots[s].busy;
+    if (free < n || nfree < 3 * n)
+        return SERVE_RETRY; /* all at once, or none */
+    const unsigned char *page =
+        (const unsigned char *)((unsigned long)r->buf & ~(KEEL_PAGE_SIZE - 1));
+    struct drv_blk_rec copy[DRV_MANY_BLOCK]; /* a read may land on the table itself */
+    memcpy(copy, rec, n * sizeof(*rec));
+    s = 0;
+    for (unsigned long i = 0; i < n; i++, s++) {
+        struct seg seg;
+        while (slots[s].busy)
+            s++;
+        if (type == VIRTIO_BLK_T_OUT)
+            memcpy((void *)(DATA_VA + s * 4096ul), page + copy[i].buf_off, copy[i].len);
+        data_segs(&seg, s, 1, copy[i].len);
+        blk_post(s, type, copy[i].dev_off / DRV_BLOCK, &seg, 1, r->tag); /* room: checked */
+        slots[s].len = total;
+        slots[s].flags = 0;
+        slots[s].many = 1;
+        slots[s].failed = 0;
+        slots[s].buf_off = copy[i].buf_off;
+        slots[s].rlen = copy[i].len;
+    }
     virtq_kick(&dev);
     return SERVE_LATER;
 }
 
 static long blk_read(struct drv_req *r)
 {
+    if (r->flags & DRV_MANY)
+        return start_many(r, VIRTIO_BLK_T_IN);
     return start(r, VIRTIO_BLK_T_IN);
 }
 
@@ -282,6 +350,8 @@ static long blk_write(struct drv_req *r)
 {
     if (features & VIRTIO_BLK_F_RO)
         return -KEEL_E_NO_RIGHTS; /* a read-only disk: told apart from a failed write */
+    if (r->flags & DRV_MANY)
+        return start_many(r, VIRTIO_BLK_T_OUT);
     return start(r, VIRTIO_BLK_T_OUT);
 }
 

@@ -67,6 +67,18 @@ enum drv_kind {
 #define DRV_MANY 4ul
 #define DRV_FRAME_LEN 2
 
+/* DRV_MANY on a block device: the range holds up to DRV_MANY_BLOCK records,
+ * each naming len bytes (whole sectors, at most a page) at buf_off of the
+ * shared page and the device offset dev_off; the driver puts them on the
+ * device together (all or, until it has room for all, none) and answers once
+ * every one is done: the bytes of all of them, or KEEL_E_BAD_STATE when any
+ * failed.  Not with DRV_SYNC (flush after, with DRV_FLUSH). */
+#define DRV_MANY_BLOCK 16
+struct drv_blk_rec {
+    keel_word_t dev_off;
+    unsigned int len, buf_off;
+};
+
 /* Writes a record of n frame bytes at p (drv_frame_put) and returns what it
  * takes; reads the length of the record at p (drv_frame_len). */
 static inline unsigned long drv_frame_put(unsigned char *p, const void *frame, unsigned long n)

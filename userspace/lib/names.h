@@ -70,5 +70,13 @@ long service_call(struct service *s, keel_word_t label, const keel_word_t in[KEE
  * the device offset; the bytes moved in *done. */
 long service_io(struct service *s, keel_word_t label, unsigned long len, unsigned long dev_off,
                 keel_word_t flags, unsigned long *done);
+/* Several block requests submitted at once (DRV_MANY, driver.h): n records
+ * (at most DRV_MANY_BLOCK), each between its range of the shared buffer and
+ * its device offset, all reads (DRV_READ) or all writes (DRV_WRITE), on the
+ * device together; one answer when all are done, their bytes in *done.  The
+ * records go at the end of the buffer: the data ranges lie below
+ * KEEL_PAGE_SIZE - n * sizeof(struct drv_blk_rec). */
+long service_io_many(struct service *s, keel_word_t label, const struct drv_blk_rec *recs,
+                     unsigned long n, unsigned long *done);
 
 #endif

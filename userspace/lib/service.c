@@ -105,3 +105,24 @@ long service_io(struct service *s, keel_word_t label, unsigned long len, unsigne
         *done = err ? 0 : out[0];
     return err;
 }
+
+long service_io_many(struct service *s, keel_word_t label, const struct drv_blk_rec *recs,
+                     unsigned long n, unsigned long *done)
+{
+    unsigned long table = KEEL_PAGE_SIZE - n * sizeof(*recs);
+
+    if (!n || n > DRV_MANY_BLOCK)
+        return KEEL_E_INVALID_ARG;
+    for (unsigned long i = 0; i < n; i++) {
+        if (recs[i].buf_off > table || recs[i].len > table - recs[i].buf_off)
+            return KEEL_E_INVALID_ARG; /* its data would be the table's bytes */
+    }
+    memcpy(s->buf + table, recs, n * sizeof(*recs));
+    keel_word_t in[KEEL_MSG_WORDS] = { s->handle, table, n * sizeof(*recs), 0, DRV_MANY },
+                out[KEEL_MSG_WORDS];
+    long err = service_call(s, label, in, out);
+
+    if (done)
+        *done = err ? 0 : out[0];
+    return err;
+}

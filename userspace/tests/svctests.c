@@ -125,6 +125,30 @@ static int t_blk_write_flush_read(void)
     EXPECT(done == 4096);
     for (int i = 0; i < 4096; i++)
         EXPECT(s.buf[i] == (unsigned char)(i * 7 + 3));
+    /* several requests submitted at once (DRV_MANY): three writes to scattered
+     * sectors in one call, read back in one call into other places */
+    struct drv_blk_rec w[3] = { { 700 * DRV_BLOCK, 1024, 0 }, { 650 * DRV_BLOCK, 512, 1024 },
+                                { 720 * DRV_BLOCK, 1024, 1536 } };
+    struct drv_blk_rec r[3] = { { 720 * DRV_BLOCK, 1024, 2048 }, { 700 * DRV_BLOCK, 1024, 0 },
+                                { 650 * DRV_BLOCK, 512, 1024 } };
+    for (int i = 0; i < 2560; i++)
+        s.buf[i] = (unsigned char)(i * 13 + 5);
+    OK(service_io_many(&s, DRV_WRITE, w, 3, &done));
+    EXPECT(done == 2560);
+    memset(s.buf, 0, 3072);
+    OK(service_io_many(&s, DRV_READ, r, 3, &done));
+    EXPECT(done == 2560);
+    for (int i = 0; i < 1536; i++)
+        EXPECT(s.buf[i] == (unsigned char)(i * 13 + 5));
+    for (int i = 0; i < 1024; i++)
+        EXPECT(s.buf[2048 + i] == (unsigned char)((1536 + i) * 13 + 5));
+    /* a bad record refuses the whole request; so does DRV_SYNC with it */
+    r[1].dev_off = 1ul << 40;
+    EXPECT_ERR(service_io_many(&s, DRV_READ, r, 3, &done), KEEL_E_INVALID_ARG);
+    r[1] = (struct drv_blk_rec){ 700 * DRV_BLOCK, 100, 0 };
+    EXPECT_ERR(service_io_many(&s, DRV_READ, r, 3, &done), KEEL_E_INVALID_ARG);
+    keel_word_t sync[KEEL_MSG_WORDS] = { s.handle, 4096 - 16, 16, 0, DRV_MANY | DRV_SYNC };
+    EXPECT_ERR(keel_call(service_cap(&s), DRV_WRITE, sync, out), KEEL_E_INVALID_ARG);
     /* bad requests: answered with an error, nothing done */
     EXPECT_ERR(service_io(&s, DRV_READ, 100, 0, 0, &done), KEEL_E_INVALID_ARG);
     EXPECT_ERR(service_io(&s, DRV_READ, 512, 3, 0, &done), KEEL_E_INVALID_ARG);
