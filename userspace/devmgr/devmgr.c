@@ -65,7 +65,7 @@ static const struct driver_kind {
 } kinds[] = {
     { 2, "blk", DRV_DMA_FRAMES, 1 },
     { 4, "rng", 1, 1 },
-    { 1, "net", 12, 1 },    /* queue frames, 8 receive, 2 transmit */
+    { 1, "net", DRV_DMA_FRAMES, 1 }, /* queue frames, 8 receive, 7 transmit */
     { 3, "hvc", 5, 1 },     /* queue frames and buffers */
     { DM_TYPE_UART, "console", 0, 0 },
 };
