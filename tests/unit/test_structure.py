@@ -63,7 +63,17 @@ def tracked_sources() -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         names = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
                  if not {".git", ".venv", "build"} & set(p.relative_to(ROOT).parts)]  # fmt: skip
-    return [ROOT / n for n in names if n.endswith(SOURCE_SUFFIXES) and (ROOT / n).is_file()]
+    return [ROOT / n for n in names if (ROOT / n).is_file() and
+            (n.endswith(SOURCE_SUFFIXES) or _python_script(ROOT / n))]  # fmt: skip
+
+
+def _python_script(path: Path) -> bool:
+    """A script without a suffix (scripts/bench) is Python by its first line."""
+    if path.suffix:
+        return False
+    with open(path, "rb") as f:
+        first = f.readline()
+    return first.startswith(b"#!") and b"python" in first
 
 
 def over_long(paths: Iterable[Path], limit: int = MAX_LINES) -> list[str]:
