@@ -1,6 +1,5 @@
-/* kmain: the portable boot sequence, the other CPUs' way into their idle
- * loops, and the boot-time self tests selected with keel.test= on the
- * command line. */
+/* kmain: the portable boot sequence, every CPU's way into its idle loop,
+ * and the boot-time self tests selected with keel.test= on the command line. */
 #include <arch.h>
 #include <keel/boot.h>
 #include <keel/bootmem.h>
