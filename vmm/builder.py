@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 from vmm import platform, timings
 from vmm.boot import acpi, elf, pvh
-from vmm.boot.cpu_features import guest_cpuid, host_kind, parse_feature_list
+from vmm.boot.cpu_features import describe, guest_cpuid, host_kind, parse_feature_list
 from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
-from vmm.errors import ConfigError
+from vmm.errors import ConfigError, KeelError
 from vmm.kvm.system import System
 from vmm.kvm.vcpu import Vcpu
 from vmm.kvm.vm import Vm
@@ -157,6 +157,35 @@ def create_vcpus(cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], Non
         closers.append(vcpu.close)
         vcpu.set_cpuid(vcpu_cpuid(policy.entries, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
+
+
+def guest_tsc_khz() -> int:
+    """The TSC rate KVM gives a guest's vCPU on this host, in kHz (0 when unknown):
+    asks a throw-away VM with one vCPU (`keel stress` tells its guest this rate)."""
+    try:
+        with System() as system:
+            vm = system.create_vm()
+            try:
+                vcpu = vm.create_vcpu(0)
+                try:
+                    return vcpu.tsc_khz()
+                finally:
+                    vcpu.close()
+            finally:
+                vm.close()
+    except (KeelError, OSError):
+        return 0
+
+
+def cpuid_report(smp: int, features: str | None) -> str:
+    """What ``keel run --show-cpuid`` prints of vCPU 0 of a guest of ``smp`` vCPUs with
+    ``features`` (``--cpu-features``): its CPUID leaves and what was removed, from KVM's
+    supported table as ``create_vcpus`` would set it.  Boots nothing."""
+    wanted = parse_feature_list(features or "")
+    with System() as system:
+        policy = guest_cpuid(system.supported_cpuid(), host_kind(), wanted)
+    table = vcpu_cpuid(policy.entries, 0, smp, guest_tsc_khz())
+    return describe(table, policy.removed)
 
 
 def _read_file(path: str | os.PathLike[str], what: str) -> bytes:

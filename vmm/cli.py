@@ -56,8 +56,7 @@ from typing import Any, NoReturn
 
 from vmm import __version__, session
 from vmm.boot import cpu_features
-from vmm.boot.cpuid import vcpu_cpuid
-from vmm.builder import default_smp
+from vmm.builder import cpuid_report, default_smp, guest_tsc_khz
 from vmm.client import cmd_client, cmd_list
 from vmm.client import say as _say
 from vmm.console import fd_sink
@@ -65,7 +64,6 @@ from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
 from vmm.fuzz import add_parser as add_fuzz_parser
 from vmm.fuzz import cmd_fuzz
-from vmm.kvm.system import System, guest_tsc_khz
 from vmm.machine import ExitResult, Machine
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
@@ -285,15 +283,10 @@ def _report(result: ExitResult) -> None:
 
 def cmd_show_cpuid(args: argparse.Namespace) -> int:
     """The CPUID table of vCPU 0 and the features removed from KVM's, without booting."""
-    features = cpu_features.parse_feature_list(args.cpu_features or "")
     smp = default_smp() if args.smp is None else args.smp
-    with System() as system:
-        policy = cpu_features.guest_cpuid(
-            system.supported_cpuid(), cpu_features.host_kind(), features
-        )
-    table = vcpu_cpuid(policy.entries, 0, smp, guest_tsc_khz())
+    report = cpuid_report(smp, args.cpu_features)
     print(f"host KVM: {cpu_features.host_kind()}; {smp} vCPUs")
-    print(cpu_features.describe(table, policy.removed))
+    print(report)
     return 0
 
 

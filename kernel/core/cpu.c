@@ -1,10 +1,9 @@
-/* Per-CPU bookkeeping that does not depend on the architecture. */
+/* Per-CPU bookkeeping that does not depend on the architecture: the CPU
+ * table and the timer's heartbeat.  Starting the scheduler on every CPU is
+ * main.c's (cpu_secondary_main, sched_start_all). */
 #include <arch.h>
 #include <keel/cpu.h>
-#include <keel/printk.h>
 #include <keel/sched.h>
-
-volatile u32 sched_started;
 
 struct cpu cpus[MAX_CPUS];
 u32 cpu_count;
@@ -26,29 +25,4 @@ u32 cpus_timer_ok(void)
             n++;
     }
     return n;
-}
-
-__noreturn void cpu_secondary_main(void)
-{
-    struct cpu *c = this_cpu();
-
-    printk("keel: cpu %u online (apic %u)\n", c->index, c->hw_id);
-    __atomic_store_n(&c->state, CPU_ONLINE, __ATOMIC_RELEASE);
-    for (;;) {
-        arch_irq_disable();
-        if (READ_ONCE(sched_started))
-            sched_idle();
-        arch_idle();
-    }
-}
-
-void sched_start_all(void)
-{
-    __atomic_store_n(&sched_started, 1, __ATOMIC_RELEASE);
-    for (u32 i = 1; i < cpu_count; i++) {
-        if (READ_ONCE(cpus[i].state) == CPU_ONLINE)
-            arch_wake_cpu(&cpus[i]);
-    }
-    arch_irq_disable();
-    sched_idle();
 }

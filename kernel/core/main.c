@@ -1,5 +1,5 @@
-/* kmain: the portable boot sequence, and the boot-time self tests selected
- * with keel.test= on the command line. */
+/* kmain: the portable boot sequence, every CPU's way into its idle loop,
+ * and the boot-time self tests selected with keel.test= on the command line. */
 #include <arch.h>
 #include <keel/boot.h>
 #include <keel/bootmem.h>
@@ -10,6 +10,7 @@
 #include <keel/object.h>
 #include <keel/panic.h>
 #include <keel/printk.h>
+#include <keel/sched.h>
 #include <keel/string.h>
 #include <keel/syscall.h>
 
@@ -227,4 +228,33 @@ __noreturn void kmain(struct hvm_start_info *si)
     printk("keel: unknown test %s; keel.test= takes boot timer serial fault triple "
            "(with an initrd: suite stress and its other tests)\n", test);
     arch_exit(KEEL_EXIT_FAIL);
+}
+
+/* -- starting: every CPU enters its idle loop ------------------------------ */
+
+static volatile u32 sched_started;
+
+__noreturn void cpu_secondary_main(void)
+{
+    struct cpu *c = this_cpu();
+
+    printk("keel: cpu %u online (apic %u)\n", c->index, c->hw_id);
+    __atomic_store_n(&c->state, CPU_ONLINE, __ATOMIC_RELEASE);
+    for (;;) {
+        arch_irq_disable();
+        if (READ_ONCE(sched_started))
+            sched_idle();
+        arch_idle();
+    }
+}
+
+void sched_start_all(void)
+{
+    __atomic_store_n(&sched_started, 1, __ATOMIC_RELEASE);
+    for (u32 i = 1; i < cpu_count; i++) {
+        if (READ_ONCE(cpus[i].state) == CPU_ONLINE)
+            arch_wake_cpu(&cpus[i]);
+    }
+    arch_irq_disable();
+    sched_idle();
 }

@@ -1,6 +1,6 @@
 /* Per-CPU run queues with priorities and the exit path to user mode.  The
- * policy and the lock order are described in sched.h; the objects lock and
- * the cross-CPU requests are in objlock.c. */
+ * policy and the lock order are described in sched.h; the objects lock is
+ * in objlock.c, the kernel's waits and the cross-CPU requests in wait.c. */
 #include <keel/cpu.h>
 #include <keel/panic.h>
 #include <keel/printk.h>

@@ -87,16 +87,23 @@ def _gdb_session(kernel: Path, tmp_path: Path, script: str) -> str:
     return out
 
 
+def _main_c_line(text: str) -> int:
+    """The line of kernel/core/main.c that is ``text`` (gdb names lines by number)."""
+    return (ROOT / "kernel/core/main.c").read_text().splitlines().index(text) + 1
+
+
 def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path: Path) -> None:
     out = _gdb_session(kernel, tmp_path, GDB_SCRIPT)
     # stopped before the first instruction: vCPU 1 waits for its startup IPI
     assert "in pvh_start32 ()" in out
     assert "Thread 2 (vCPU 1 (not started))" in out
-    assert "Thread 1 hit Breakpoint 1, kmain (" in out and "kernel/core/main.c:195" in out
+    first = _main_c_line("    arch_early_init(si, &boot_info);")  # kmain's first statement
+    assert "Thread 1 hit Breakpoint 1, kmain (" in out and f"kernel/core/main.c:{first}" in out
     kmain = _symbol(kernel, "kmain")
     assert f"$1 = {kmain:#x}" in out
     assert "$2 = " in out and f"$2 = {kmain:#x}" not in out  # stepi moved on
-    assert "196\t    boot_banner(boot_info.cmdline);" in out  # next: over a call
+    banner = "    boot_banner(boot_info.cmdline);"
+    assert f"{_main_c_line(banner)}\t{banner}" in out  # next: over a call
     assert "cr3            0x" in out
     assert "Thread 2 hit Breakpoint 2, cpu_secondary_main ()" in out
     assert "$3 = 1" in out and "$4 = 0" in out  # this_cpu()->index on vCPU 1, then vCPU 0

@@ -23,7 +23,7 @@ from tests.boot.test_services import SERVICE_TESTS, _check_image, _check_suite, 
 from tests.conftest import KEEL, ROOT, keel, requires_kvm
 from vmm import snapshot
 from vmm.api import request
-from vmm.kvm.system import guest_tsc_khz
+from vmm.builder import guest_tsc_khz
 
 pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"

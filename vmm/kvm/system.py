@@ -6,7 +6,7 @@ import errno
 import os
 from dataclasses import dataclass
 
-from vmm.errors import KeelError, KvmError
+from vmm.errors import KvmError
 from vmm.kvm.ffi import ffi, ioctl, lib
 from vmm.kvm.vm import Vm
 
@@ -104,21 +104,3 @@ class System:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def guest_tsc_khz() -> int:
-    """The TSC rate KVM gives a guest's vCPU on this host, in kHz (0 when unknown):
-    asks a throw-away VM with one vCPU."""
-    try:
-        with System() as system:
-            vm = system.create_vm()
-            try:
-                vcpu = vm.create_vcpu(0)
-                try:
-                    return vcpu.tsc_khz()
-                finally:
-                    vcpu.close()
-            finally:
-                vm.close()
-    except (KeelError, OSError):
-        return 0

@@ -6,6 +6,8 @@
 
 #include "x86.h"
 
+bool x86_hypervisor; /* set by boot.c (x86.h) */
+
 #define LAPIC_ID 0x20
 #define LAPIC_TPR 0x80
 #define LAPIC_EOI 0xb0

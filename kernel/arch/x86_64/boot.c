@@ -14,7 +14,6 @@
 #define TIMER_HZ 100
 #define KERNEL_VMA_U ((u64)KERNEL_VMA)
 
-bool x86_hypervisor;
 u64 pvh_rsdp_paddr;
 
 static u8 bsp_ist[IST_COUNT][IST_STACK_SIZE] __aligned(16);

@@ -2,7 +2,9 @@
  * instruction, and interrupts and exceptions from user mode
  * (trap_from_user) and from kernel mode (trap_dispatch).  From user mode
  * each takes the objects lock (sched.h) and hands over to the portable
- * kernel; every way out is sched_exit_kernel() or arch_return_to_user().
+ * kernel; every way out is sched_exit_kernel() or arch_return_to_user(),
+ * and a thread's way into user mode is arch_enter_user (address space, I/O
+ * bitmap, FPU state, then arch_return_to_user).
  * An exception in the kernel is a bug: everything known is dumped and the
  * failure reported through the exit device. */
 #include <arch.h>
@@ -13,11 +15,15 @@
 #include <keel/sched.h>
 #include <keel/syscall.h>
 
+#include "fpu.h"
+#include "ioport.h"
 #include "tlb.h"
 #include "x86.h"
 
 #define FMASK_BITS 0x47700ul /* TF DF IF IOPL NT AC cleared on entry */
 #define RFLAGS_TF 0x100ul
+#define RFLAGS_IF (1ul << 9)
+#define RFLAGS_USER 0xcd5ul /* CF PF AF ZF SF DF OF: what user code may set */
 
 extern char syscall_entry[];
 __noreturn void syscall_from_user(struct trap_frame *f);
@@ -49,7 +55,7 @@ void syscall_from_user(struct trap_frame *f)
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
-    c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
+    c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
     if (syscall_needs_exclusive(nr, f->rsi))
         kernel_enter_exclusive();
     else
@@ -214,4 +220,52 @@ void trap_dispatch(struct trap_frame *f)
     } else {
         lapic_eoi();
     }
+}
+
+/* -- the way back: into user mode, or idle ----------------------------------- */
+
+void arch_enter_user(struct tcb *t)
+{
+    struct cpu *c = this_cpu();
+    u64 cr3 = x86_virt_to_phys((void *)t->vspace.cap.obj);
+
+    c->frame_top = (uptr)(&t->arch.frame + 1);
+    c->arch.tss.rsp[0] = c->frame_top;
+    ioport_switch(c, t);
+    /* Only user-changeable flags survive; interrupts stay on. */
+    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
+    /* The objects lock goes before the expensive privileged work (CR3, FPU
+     * state, the return): t stays ours, because another CPU that wants it
+     * stopped (thread_stop, which also precedes destroying its TCB or its
+     * address space) waits for this CPU's acknowledgement, given only once
+     * we are back in the kernel with t's registers saved (the IPI is taken
+     * as soon as user mode enables interrupts).  A TLB flush request is
+     * claimed before flushing, so one made from now on is served by its IPI
+     * after the return rather than cleared unserved. */
+    kernel_leave();
+    bool flush = READ_ONCE(c->tlb_request) &&
+                 __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
+    /* CR3 is remembered rather than read: where kernel code is emulated
+     * every privileged instruction is an expensive trip to the host. */
+    if (c->arch.cr3 != cr3) {
+        write_cr3(cr3);
+        c->arch.cr3 = cr3;
+    } else if (flush) {
+        tlb_flush_local();
+    }
+    if (c->fpu_owner != t) {
+        fpu_restore(t);
+        c->fpu_owner = t;
+    }
+    arch_return_to_user(&t->arch.frame);
+}
+
+void arch_idle_wait(void)
+{
+    struct cpu *c = this_cpu();
+
+    arch_leave_user_space();
+    c->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
+    arch_idle();
+    arch_irq_disable();
 }

@@ -1,6 +1,6 @@
 /* FPU and SSE state: one fxsave image per thread (struct arch_tcb.fpu),
  * loaded lazily when a thread enters user mode on a CPU whose registers
- * hold another thread's state (thread.c). */
+ * hold another thread's state (entry.c: arch_enter_user). */
 #ifndef X86_FPU_H
 #define X86_FPU_H
 

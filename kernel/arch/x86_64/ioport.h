@@ -1,6 +1,6 @@
 /* The TSS I/O permission bitmap: each CPU's bitmap denies every port but
  * the one range of the thread it runs (the thread's io_port capability,
- * tcb.io_ports), opened when the thread enters user mode (thread.c). */
+ * tcb.io_ports), opened when the thread enters user mode (entry.c). */
 #ifndef X86_IOPORT_H
 #define X86_IOPORT_H
 

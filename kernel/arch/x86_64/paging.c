@@ -3,6 +3,7 @@
  * kernel's, shared with the boot tables. */
 #include <arch.h>
 #include <keel/abi.h>
+#include <keel/cpu.h>
 #include <keel/string.h>
 
 #include "x86.h"
@@ -27,6 +28,19 @@ void *arch_phys_to_virt(u64 phys)
 u64 arch_virt_to_phys(const void *p)
 {
     return x86_virt_to_phys(p);
+}
+
+/* The kernel's own tables (the boot PML4), loaded when no user address space
+ * may stay: idle, or a thread stopped for another CPU (wait.c). */
+void arch_leave_user_space(void)
+{
+    u64 kernel_cr3 = x86_virt_to_phys(boot_pml4);
+    struct cpu *c = this_cpu();
+
+    if (c->arch.cr3 != kernel_cr3) {
+        write_cr3(kernel_cr3);
+        c->arch.cr3 = kernel_cr3;
+    }
 }
 
 void arch_zero_object(void *p, u64 len)

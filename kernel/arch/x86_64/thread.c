@@ -1,21 +1,15 @@
 /* A user thread's context on x86-64: its registers (the trap frame in its
- * TCB), how kernel calls return their results in them, and the switch into
- * user mode (address space, I/O bitmap, FPU state, then entry.S's
- * arch_return_to_user). */
+ * TCB) and how kernel calls return their results in them.  The switch into
+ * user mode is entry.c's (arch_enter_user). */
 #include <arch.h>
 #include <keel/cpu.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 
 #include "fpu.h"
-#include "ioport.h"
-#include "tlb.h"
 #include "x86.h"
 
 #define RFLAGS_IF (1ul << 9)
-#define RFLAGS_USER 0xcd5ul /* CF PF AF ZF SF DF OF: what user code may set */
-
-extern char boot_pml4[];
 
 void arch_tcb_init(struct tcb *t)
 {
@@ -110,61 +104,4 @@ void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 la
 bool arch_thread_can_run(struct tcb *t)
 {
     return t->vspace.cap.type == KEEL_OBJ_VSPACE;
-}
-
-void arch_enter_user(struct tcb *t)
-{
-    struct cpu *c = this_cpu();
-    u64 cr3 = x86_virt_to_phys((void *)t->vspace.cap.obj);
-
-    c->frame_top = (uptr)(&t->arch.frame + 1);
-    c->arch.tss.rsp[0] = c->frame_top;
-    ioport_switch(c, t);
-    /* Only user-changeable flags survive; interrupts stay on. */
-    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
-    /* The objects lock goes before the expensive privileged work (CR3, FPU
-     * state, the return): t stays ours, because another CPU that wants it
-     * stopped (thread_stop, which also precedes destroying its TCB or its
-     * address space) waits for this CPU's acknowledgement, given only once
-     * we are back in the kernel with t's registers saved (the IPI is taken
-     * as soon as user mode enables interrupts).  A TLB flush request is
-     * claimed before flushing, so one made from now on is served by its IPI
-     * after the return rather than cleared unserved. */
-    kernel_leave();
-    bool flush = READ_ONCE(c->tlb_request) &&
-                 __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
-    /* CR3 is remembered rather than read: where kernel code is emulated
-     * every privileged instruction is an expensive trip to the host. */
-    if (c->arch.cr3 != cr3) {
-        write_cr3(cr3);
-        c->arch.cr3 = cr3;
-    } else if (flush) {
-        tlb_flush_local();
-    }
-    if (c->fpu_owner != t) {
-        fpu_restore(t);
-        c->fpu_owner = t;
-    }
-    arch_return_to_user(&t->arch.frame);
-}
-
-void arch_leave_user_space(void)
-{
-    u64 kernel_cr3 = x86_virt_to_phys(boot_pml4);
-    struct cpu *c = this_cpu();
-
-    if (c->arch.cr3 != kernel_cr3) {
-        write_cr3(kernel_cr3);
-        c->arch.cr3 = kernel_cr3;
-    }
-}
-
-void arch_idle_wait(void)
-{
-    struct cpu *c = this_cpu();
-
-    arch_leave_user_space();
-    c->fpu_owner = NULL; /* nothing of a thread may linger for reuse */
-    arch_idle();
-    arch_irq_disable();
 }

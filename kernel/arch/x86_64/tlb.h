@@ -1,6 +1,6 @@
 /* Flushing user TLB entries on this CPU.  Every user mapping is
  * non-global, so reloading CR3 drops them all.  Inline: also on the path
- * into user mode (thread.c) and of the flush IPI (entry.c). */
+ * into user mode and of the flush IPI (entry.c). */
 #ifndef X86_TLB_H
 #define X86_TLB_H
 

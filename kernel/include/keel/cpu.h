@@ -39,7 +39,7 @@ struct cpu {
     /* Shared: written with atomics by this CPU and by the BSP during boot
      * (STARTING -> BOOTING by the CPU, STARTING -> FAILED by the BSP). */
     u32 state;
-    u32 locks_held; /* debug builds: lock classes this CPU holds (objlock.c) */
+    u32 locks_held; /* debug builds: lock classes this CPU holds (wait.c) */
     u32 kmode;      /* enum kernel_mode: how this CPU holds the objects lock */
     volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
     /* Scheduling: written by this CPU (and current/fpu_owner by an

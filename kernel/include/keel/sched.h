@@ -162,7 +162,7 @@ static inline bool kernel_shared(void)
 }
 
 void obj_lock_spin(spinlock_t *l);
-/* One turn of any wait in the kernel (objlock.c): serves requests from
+/* One turn of any wait in the kernel (wait.c): serves requests from
  * other CPUs (the CPU waited for may be waiting for this one) and lets the
  * watchdog look. */
 void kernel_spin_turn(u32 *spins);
