@@ -61,9 +61,9 @@ void syscall_from_user(struct trap_frame *f)
     /* The fast paths take the message from the registers saved in t and
      * either switch threads (never returning) or change nothing. */
     if (nr == KEEL_SYS_INVOKE)
-        fastpath_call(t, f->rdi, f->rsi);
+        fastpath_call(c, t, f->rdi, f->rsi);
     else if (nr == KEEL_SYS_REPLY_RECV)
-        fastpath_reply_recv(t, f->rdi, f->rsi, f->r14, f->r15);
+        fastpath_reply_recv(c, t, f->rdi, f->rsi, f->r14, f->r15);
     /* the six words, then reply_recv's endpoint and window */
     u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
     syscall_handle(t, nr, f->rdi, f->rsi, args);
