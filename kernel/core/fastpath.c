@@ -28,6 +28,10 @@
 
 #define FAST static inline __attribute__((always_inline))
 
+_Static_assert(offsetof(struct cap, type) == 0 && offsetof(struct cap, rights) == 1 &&
+                   offsetof(struct cap, obj) == 8,
+               "fast_reply_cap_make writes the capability's first word whole");
+
 /* obj_lock and obj_unlock (sched.h) for a CPU known to hold the objects
  * lock shared: with one CPU there is nothing to exclude. */
 FAST void fast_lock(bool smp, spinlock_t *l, u32 cls)
@@ -79,7 +83,10 @@ FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
  * take the general way).  Under the capability lock. */
 FAST void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
 {
-    dst->cap = (struct cap){ .rights = KEEL_RIGHT_WRITE, .obj = (uptr)caller };
+    /* type (still 0), rights, size_bits, flags and io are one word */
+    *(u64 *)&dst->cap = (u64)KEEL_RIGHT_WRITE << 8;
+    dst->cap.obj = (uptr)caller;
+    dst->cap.badge = dst->cap.a = dst->cap.b = 0;
     dst->parent = dst->child = dst->next = dst->prev = NULL;
     caller->reply_slot = dst;
     __atomic_store_n(&dst->cap.type, KEEL_OBJ_REPLY, __ATOMIC_RELEASE);
@@ -108,7 +115,7 @@ FAST void fast_reply_cap_delete(struct slot *s)
 FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, struct tcb *to)
 {
     fast_lock(smp, &from->hdr.lock, LOCK_THREAD);
-    if (from->state == THREAD_RUNNABLE) {
+    if (smp && from->state == THREAD_RUNNABLE) { /* woken by another CPU */
         fast_unlock(smp, &from->hdr.lock, LOCK_THREAD);
         sched_make_runnable(to);
         sched_exit_kernel();
@@ -211,7 +218,9 @@ FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, u64 
     if (ep->count) /* a message waits: the general recv takes it */
         goto unlock_ep;
     fast_lock(smp, &caps_spinlock, LOCK_CAPS);
-    if (s->cap.type != KEEL_OBJ_REPLY || (struct tcb *)s->cap.obj != t) { /* another reply won */
+    if (smp && (s->cap.type != KEEL_OBJ_REPLY || (struct tcb *)s->cap.obj != t)) {
+        /* another CPU's reply won (with one CPU nothing changed since the
+         * lookup: kernel code is not preempted) */
         fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
         goto unlock_ep;
     }

@@ -55,16 +55,18 @@ void obj_lock_spin(spinlock_t *l)
  * CPU's flag to clear; readers arriving meanwhile see the claim and step
  * back.  One atomic operation per shared entry and none per exit: on this
  * host every locked instruction is expensive. */
-void kernel_enter_wait(struct cpu *c)
+void kernel_enter_wait(struct cpu *c, bool call)
 {
     u32 spins = 0;
 
+    c->call_pending = call;
     do {
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
         while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
             kernel_spin_turn(&spins);
         __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
     } while (__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE));
+    c->call_pending = 0;
 }
 
 static void objects_lock_exclusive(void)

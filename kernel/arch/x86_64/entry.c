@@ -49,15 +49,18 @@ void syscall_from_user(struct trap_frame *f)
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
-    c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
-    if (syscall_needs_exclusive(nr, f->rsi))
+    if (syscall_needs_exclusive(nr, f->rsi)) {
+        c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
         kernel_enter_exclusive();
-    else
-        kernel_enter();
+        c->call_pending = 0;
+    } else {
+        kernel_enter_syscall(); /* the same, inside its wait for a writer */
+    }
+    /* A stop served while waiting took the thread away (its call is made
+     * again when it next runs). */
     struct tcb *t = c->current;
     if (!t)
         sched_exit_kernel();
-    c->call_pending = 0; /* the fast paths run it now, or the general one */
     /* The fast paths take the message from the registers saved in t and
      * either switch threads (never returning) or change nothing. */
     if (nr == KEEL_SYS_INVOKE)

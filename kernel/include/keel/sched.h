@@ -145,15 +145,16 @@ enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 /* The objects lock's writer word (objlock.c): 0, or the index + 1 of the
  * CPU that holds or claims it; readers are per CPU (cpu.reading). */
 extern volatile u32 objects_writer;
-/* kernel_enter's wait while a writer holds or claims the lock (objlock.c). */
-void kernel_enter_wait(struct cpu *c);
+/* kernel_enter's wait while a writer holds or claims the lock (objlock.c);
+ * call: for the current thread's system call, which a stop request served
+ * meanwhile makes again (cpu.call_pending). */
+void kernel_enter_wait(struct cpu *c, bool call);
 
-/* Entry from user mode (interrupts disabled): the objects lock, shared.
- * A reader announces itself in its own cpu.reading with an exchange (a
+/* A reader announces itself in its own cpu.reading with an exchange (a
  * full barrier), then looks for a writer: none, it holds the lock; one, it
  * steps back and waits (kernel_enter_wait).  Inline: on the path of every
  * system call, where one atomic operation is all it should cost. */
-static inline __attribute__((always_inline)) void kernel_enter(void)
+static inline __attribute__((always_inline)) void kernel_enter_shared(bool call)
 {
     struct cpu *c = this_cpu();
 
@@ -161,11 +162,25 @@ static inline __attribute__((always_inline)) void kernel_enter(void)
     lock_check(LOCK_OBJECTS);
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
     if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
-        kernel_enter_wait(c);
+        kernel_enter_wait(c, call);
     /* After the announcement: slots retired before this epoch are not
      * reachable from here (grace.c). */
     c->epoch = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
     c->kmode = KMODE_SHARED;
+}
+
+/* Entry from user mode (interrupts disabled): the objects lock, shared. */
+static inline __attribute__((always_inline)) void kernel_enter(void)
+{
+    kernel_enter_shared(false);
+}
+
+/* The same for a system call of the current thread: only a wait for the
+ * lock can see a stop request (an exclusive holder's), and then the call
+ * is made again when the thread next runs (cpu_serve_requests). */
+static inline __attribute__((always_inline)) void kernel_enter_syscall(void)
+{
+    kernel_enter_shared(true);
 }
 
 /* The same, exclusive (faults, interrupts for user drivers). */
