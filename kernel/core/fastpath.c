@@ -244,18 +244,37 @@ unlock_ep:
     fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
 }
 
-void fastpath_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label)
+/* The entry's part: the objects lock, shared, for the current thread's
+ * call (a stop served while waiting for it takes the thread away: its
+ * call is made again when it next runs). */
+FAST struct tcb *fast_enter(struct cpu *c)
 {
+    kernel_enter_syscall();
+    struct tcb *t = c->current;
+    if (!t)
+        sched_exit_kernel();
+    return t;
+}
+
+void fastpath_call(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label)
+{
+    struct tcb *t = fast_enter(c);
+
     if (cpu_count > 1)
         fast_call(c, t, cptr, label, true);
     else
         fast_call(c, t, cptr, label, false);
+    syscall_general(f, t);
 }
 
-void fastpath_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, u64 epcap, u64 window)
+void fastpath_reply_recv(struct cpu *c, struct trap_frame *f, u64 reply, u64 err, u64 epcap,
+                         u64 window)
 {
+    struct tcb *r = fast_enter(c);
+
     if (cpu_count > 1)
         fast_reply_recv(c, r, reply, err, epcap, window, true);
     else
         fast_reply_recv(c, r, reply, err, epcap, window, false);
+    syscall_general(f, r);
 }

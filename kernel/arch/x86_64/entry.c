@@ -16,6 +16,9 @@
 #include "tlb.h"
 #include "x86.h"
 
+_Static_assert(KEEL_LABEL_USER == 0x10000, "entry.S's ENTRY_LABEL_USER");
+_Static_assert(KEEL_SYS_INVOKE == 0, "entry.S tests KEEL_SYS_INVOKE as zero");
+
 #define FMASK_BITS 0x47700ul /* TF DF IF IOPL NT AC cleared on entry */
 #define RFLAGS_TF 0x100ul
 
@@ -44,11 +47,28 @@ void entry_cpu_init(void)
 
 /* -- from user mode ---------------------------------------------------------- */
 
+/* A system call the fast paths did not take, with the objects lock held
+ * (t is c's current thread). */
+void syscall_general(struct trap_frame *f, struct tcb *t)
+{
+    /* the six words, then reply_recv's endpoint and window */
+    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
+
+    syscall_handle(t, f->rax, f->rdi, f->rsi, args);
+    sched_exit_kernel();
+}
+
+/* The IPC fast paths (fastpath.c) enter the kernel themselves and go on
+ * to syscall_general when they decline: no work here before them. */
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
+    if (nr == KEEL_SYS_INVOKE && f->rsi >= KEEL_LABEL_USER)
+        fastpath_call(c, f, f->rdi, f->rsi);
+    if (nr == KEEL_SYS_REPLY_RECV)
+        fastpath_reply_recv(c, f, f->rdi, f->rsi, f->r14, f->r15);
     if (syscall_needs_exclusive(nr, f->rsi)) {
         c->call_pending = 1; /* until served (objlock.c: cpu_serve_requests) */
         kernel_enter_exclusive();
@@ -61,16 +81,7 @@ void syscall_from_user(struct trap_frame *f)
     struct tcb *t = c->current;
     if (!t)
         sched_exit_kernel();
-    /* The fast paths take the message from the registers saved in t and
-     * either switch threads (never returning) or change nothing. */
-    if (nr == KEEL_SYS_INVOKE)
-        fastpath_call(c, t, f->rdi, f->rsi);
-    else if (nr == KEEL_SYS_REPLY_RECV)
-        fastpath_reply_recv(c, t, f->rdi, f->rsi, f->r14, f->r15);
-    /* the six words, then reply_recv's endpoint and window */
-    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
-    syscall_handle(t, nr, f->rdi, f->rsi, args);
-    sched_exit_kernel();
+    syscall_general(f, t);
 }
 
 void trap_from_user(struct trap_frame *f)
