@@ -169,7 +169,8 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
         goto fall_back;
     struct slot *dst = rcs.slots + window;
     fast_lock(smp, &caps_spinlock, LOCK_CAPS);
-    if (!slot_is_free(dst)) {
+    if (dst->cap.type || (dst->cap.flags & CAP_RESERVED) || (dst->retired && !slot_reclaim(dst))) {
+        /* slot_is_free, inline */
         fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
         goto fall_back;
     }
