@@ -174,8 +174,14 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
         fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
         goto fall_back;
     }
-    /* Blocked before the reply capability exists: it may be used at once
-     * by another thread sharing r's table (fast_switch looks). */
+    /* Committed: r is ours (we pop it under its endpoint's lock), and its
+     * message is read from t's registers before the reply capability
+     * exists - once it does, another thread sharing r's table may reply
+     * at once and write t's results over them. */
+    arch_fast_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY);
+    r->recv_window = 0;
+    /* Blocked before the reply capability exists, for the same reason
+     * (fast_switch looks). */
     t->state = THREAD_BLOCKED;
     t->wait_kind = WAIT_REPLY;
     t->blocked_on = NULL;
@@ -184,8 +190,6 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
     ep->receivers = r->rq_next; /* list_pop */
     r->rq_next = NULL;
     fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
-    arch_fast_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY);
-    r->recv_window = 0;
     fast_switch(c, smp, t, r);
 
 fall_back:
@@ -250,7 +254,7 @@ unlock_ep:
  * call is made again when it next runs). */
 FAST struct tcb *fast_enter(struct cpu *c)
 {
-    kernel_enter_syscall();
+    kernel_enter_shared(c, true); /* kernel_enter_syscall */
     struct tcb *t = c->current;
     if (!t)
         sched_exit_kernel();

@@ -154,10 +154,8 @@ void kernel_enter_wait(struct cpu *c, bool call);
  * full barrier), then looks for a writer: none, it holds the lock; one, it
  * steps back and waits (kernel_enter_wait).  Inline: on the path of every
  * system call, where one atomic operation is all it should cost. */
-static inline __attribute__((always_inline)) void kernel_enter_shared(bool call)
+static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu *c, bool call)
 {
-    struct cpu *c = this_cpu();
-
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
@@ -172,7 +170,7 @@ static inline __attribute__((always_inline)) void kernel_enter_shared(bool call)
 /* Entry from user mode (interrupts disabled): the objects lock, shared. */
 static inline __attribute__((always_inline)) void kernel_enter(void)
 {
-    kernel_enter_shared(false);
+    kernel_enter_shared(this_cpu(), false);
 }
 
 /* The same for a system call of the current thread: only a wait for the
@@ -180,7 +178,7 @@ static inline __attribute__((always_inline)) void kernel_enter(void)
  * is made again when the thread next runs (cpu_serve_requests). */
 static inline __attribute__((always_inline)) void kernel_enter_syscall(void)
 {
-    kernel_enter_shared(true);
+    kernel_enter_shared(this_cpu(), true);
 }
 
 /* The same, exclusive (faults, interrupts for user drivers). */
