@@ -9,7 +9,7 @@ ARCH := x86_64
 KERNEL_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter \
 	-ffreestanding -fno-builtin -nostdinc -fno-pic -fno-pie -fno-stack-protector \
-	-fno-omit-frame-pointer -fno-asynchronous-unwind-tables -fno-strict-aliasing \
+	-fomit-frame-pointer -fno-asynchronous-unwind-tables -fno-strict-aliasing \
 	-mcmodel=kernel -mno-red-zone -mgeneral-regs-only -mno-mmx -mno-sse -mno-sse2 \
 	-Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include -Ikernel/arch/$(ARCH)/include \
 	-Ikernel/arch/$(ARCH) -MMD -MP

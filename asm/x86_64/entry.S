@@ -22,6 +22,8 @@
  * trap_frame, with vector VEC_SYSCALL; then C runs on this CPU's kernel
  * stack and never returns here: every exit goes through arch_return_to_user.
  */
+/* KEEL_LABEL_USER without its C suffix (entry.c checks the two agree). */
+#define ENTRY_LABEL_USER 0x10000
     .text
     .balign 16
     .globl syscall_entry
@@ -49,9 +51,37 @@ syscall_entry:
     pushq $0                        /* error */
     pushq $VEC_SYSCALL              /* vector */
     PUSH_GPRS
-    movq %rsp, %rdi
+    /* The IPC fast paths are called straight from here, their arguments
+     * still in the caller's registers: a call with a user label
+     * (fastpath_call: this CPU, the frame, capability, label) and
+     * reply_recv (fastpath_reply_recv: this CPU, the frame, reply
+     * capability, error, endpoint, window).  Everything else, and kernel
+     * labels (which may need the objects lock exclusive), goes to
+     * syscall_from_user. */
+    movq %rsp, %r12
     movq %gs:CPU_OFFSET_STACK_TOP, %rsp
     xorl %ebp, %ebp
+    cmpq $KEEL_SYS_REPLY_RECV, %rax
+    je 2f
+    testq %rax, %rax                /* KEEL_SYS_INVOKE */
+    jnz 1f
+    cmpq $ENTRY_LABEL_USER, %rsi
+    jb 1f
+    movq %rsi, %rcx
+    movq %rdi, %rdx
+    movq %r12, %rsi
+    movq %gs:CPU_OFFSET_SELF, %rdi
+    call fastpath_call
+    ud2
+2:  movq %r15, %r9
+    movq %r14, %r8
+    movq %rsi, %rcx
+    movq %rdi, %rdx
+    movq %r12, %rsi
+    movq %gs:CPU_OFFSET_SELF, %rdi
+    call fastpath_reply_recv
+    ud2
+1:  movq %r12, %rdi
     call syscall_from_user
     ud2
 

@@ -25,7 +25,7 @@
 
 u64 kernel_ids = 1;
 static struct kobj *zombies;
-static spinlock_t caps_spinlock = SPINLOCK_INIT;
+spinlock_t caps_spinlock = SPINLOCK_INIT;
 
 void caps_lock(void)
 {

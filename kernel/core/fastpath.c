@@ -7,125 +7,279 @@
  * may run on this CPU at once (sched_direct_ok); for reply_recv, the reply
  * capability is valid, the endpoint's queue is empty (the server will
  * wait) and the server has no bound notification.  Anything else returns
- * false before changing anything, and the general path (syscall.c,
- * endpoint.c) serves the call; the results are the same either way.
+ * before changing anything, and the general path (syscall.c, endpoint.c)
+ * serves the call; the results are the same either way.
  *
  * It runs with the objects lock shared, takes the locks the general path
  * would (endpoint, then capability, then each thread's: sched.h's order)
- * and switches straight to the other thread (sched_switch_direct) instead
- * of queueing it and choosing again. */
+ * and switches straight to the other thread (fast_switch) instead of
+ * queueing it and choosing again.  Everything on the way is inline - the
+ * lookups, the locks, the register moves, the switch and the return to
+ * user mode (arch/fastpath.h) - so a round trip is two entries, these two
+ * functions and two exits (docs/benchmarks.md has its profile). */
+#include <arch/fastpath.h>
 #include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
 #include <keel/syscall.h>
 #include <keel/waitlist.h>
 
-static inline struct slot *fast_lookup(struct tcb *t, u64 cptr, u8 type, u8 right)
-{
-    struct slot *s = cnode_slot(&t->cspace.cap, cptr);
+#include "runqueue.h"
 
-    if (!s || __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE) != type ||
-        !(s->cap.rights & right))
-        return NULL;
-    return s;
+#define FAST static inline __attribute__((always_inline))
+
+_Static_assert(offsetof(struct cap, type) == 0 && offsetof(struct cap, rights) == 1 &&
+                   offsetof(struct cap, obj) == 8,
+               "fast_reply_cap_make writes the capability's first word whole");
+
+/* obj_lock and obj_unlock (sched.h) for a CPU known to hold the objects
+ * lock shared: with one CPU there is nothing to exclude. */
+FAST void fast_lock(bool smp, spinlock_t *l, u32 cls)
+{
+    if (!smp)
+        return;
+    lock_check(cls);
+    if (!spin_trylock(l))
+        obj_lock_spin(l);
+}
+
+FAST void fast_unlock(bool smp, spinlock_t *l, u32 cls)
+{
+    if (!smp)
+        return;
+    spin_unlock(l);
+    lock_release(cls);
+}
+
+/* A thread's capability table, looked at once for all the lookups of a
+ * call: its slots and their number (0 when it is no table). */
+struct fast_cspace {
+    struct slot *slots;
+    u64 n;
+};
+
+FAST struct fast_cspace fast_cspace(const struct tcb *t)
+{
+    const struct cap *cn = &t->cspace.cap;
+
+    return (struct fast_cspace){ (struct slot *)cn->obj,
+                                 cn->type == KEEL_OBJ_CNODE ? 1ul << cn->size_bits : 0 };
+}
+
+/* cnode_slot's test: slot 0 is the table's header, never a capability. */
+FAST bool fast_index_ok(struct fast_cspace cs, u64 i)
+{
+    return i - 1 < cs.n - 1;
+}
+
+FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
+{
+    return __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE) == type && (s->cap.rights & right);
 }
 
 /* A reply capability is made and deleted often and simply: it has no
  * parent, children, siblings or reference count, and lives in a capability
  * table's slot (endpoint.c: make_reply_cap, and cap.c's slot_delete, which
  * take the general way).  Under the capability lock. */
-static inline void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
+FAST void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
 {
-    dst->cap = (struct cap){ .rights = KEEL_RIGHT_WRITE, .obj = (uptr)caller };
+    /* type (still 0), rights, size_bits, flags and io are one word */
+    *(u64 *)&dst->cap = (u64)KEEL_RIGHT_WRITE << 8;
+    dst->cap.obj = (uptr)caller;
+    dst->cap.badge = dst->cap.a = dst->cap.b = 0;
     dst->parent = dst->child = dst->next = dst->prev = NULL;
     caller->reply_slot = dst;
     __atomic_store_n(&dst->cap.type, KEEL_OBJ_REPLY, __ATOMIC_RELEASE);
 }
 
-static inline void fast_reply_cap_delete(struct slot *s)
+FAST void fast_reply_cap_delete(struct slot *s)
 {
     if (s->parent || s->child || s->next || s->owner) {
         slot_delete(s);
         return;
     }
     __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
-    s->cap = (struct cap){ 0 };
+    /* field by field: a structure assignment is a rep stos here */
+    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
 }
 
-bool fastpath_call(struct tcb *t, u64 cptr, u64 label)
+/* from (the current thread, just blocked) gives this CPU to `to` (just
+ * woken, not yet runnable): what sched_make_runnable(to) and the exit path
+ * (sched.c) would do, without the run queue.  Under each thread's lock in
+ * turn, as there: if from was woken meanwhile by another CPU, or `to` is
+ * still on its old CPU's exit path, the general way is taken.  (c->idle is
+ * 0: this CPU runs a system call.) */
+FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, struct tcb *to)
+{
+    fast_lock(smp, &from->hdr.lock, LOCK_THREAD);
+    if (smp && from->state == THREAD_RUNNABLE) { /* woken by another CPU */
+        fast_unlock(smp, &from->hdr.lock, LOCK_THREAD);
+        sched_make_runnable(to);
+        sched_exit_kernel();
+    }
+    if (c->fpu_owner == from) { /* saved now: it may next run elsewhere */
+        arch_fast_fpu_save(from);
+        c->fpu_owner = NULL;
+    }
+    c->current = NULL;
+    from->cpu = -1;
+    fast_unlock(smp, &from->hdr.lock, LOCK_THREAD);
+    fast_lock(smp, &to->hdr.lock, LOCK_THREAD);
+    if (to->cpu >= 0 || to->queued || !arch_fast_can_run(to)) {
+        fast_unlock(smp, &to->hdr.lock, LOCK_THREAD);
+        sched_make_runnable(to);
+        sched_exit_kernel();
+    }
+    to->state = THREAD_RUNNABLE;
+    to->blocked_on = NULL;
+    to->wait_kind = WAIT_NONE;
+    to->cpu = (s32)c->index;
+    to->last_cpu = (s16)c->index;
+    if (!to->slice)
+        to->slice = SCHED_SLICE_TICKS;
+    c->current = to;
+    fast_unlock(smp, &to->hdr.lock, LOCK_THREAD);
+    WRITE_ONCE(c->in_kernel, 0);
+    arch_fast_enter_user(c, to, true); /* releases the objects lock */
+}
+
+/* smp: more than one CPU (else no lock is taken); a constant in each of
+ * the two copies the entry points below make of these bodies. */
+FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
 {
     if (label < KEEL_LABEL_USER || (label & ~(u64)KEEL_LABEL_MASK))
-        return false; /* a kernel label, capabilities to transfer, a room request */
-    struct slot *s = fast_lookup(t, cptr, KEEL_OBJ_ENDPOINT, KEEL_RIGHT_WRITE);
-    if (!s)
-        return false;
+        return; /* a kernel label, capabilities to transfer, a room request */
+    struct fast_cspace cs = fast_cspace(t);
+    if (!fast_index_ok(cs, cptr))
+        return;
+    struct slot *s = cs.slots + cptr;
+    if (!fast_cap_ok(s, KEEL_OBJ_ENDPOINT, KEEL_RIGHT_WRITE))
+        return;
     struct endpoint *ep = (struct endpoint *)s->cap.obj;
-    obj_lock(&ep->hdr.lock, LOCK_WAITQ);
+    fast_lock(smp, &ep->hdr.lock, LOCK_WAITQ);
     struct tcb *r = ep->receivers;
-    if (!r || !r->recv_window || !sched_direct_ok(r))
+    if (!r || !sched_direct_ok(c, r))
         goto fall_back;
-    caps_lock();
-    struct slot *dst = window_slot(r, r->recv_window, 0);
-    if (!dst) {
-        caps_unlock();
+    struct fast_cspace rcs = fast_cspace(r);
+    u64 window = r->recv_window;
+    if (!window || !fast_index_ok(rcs, window))
+        goto fall_back;
+    struct slot *dst = rcs.slots + window;
+    fast_lock(smp, &caps_spinlock, LOCK_CAPS);
+    if (dst->cap.type || (dst->cap.flags & CAP_RESERVED) || (dst->retired && !slot_reclaim(dst))) {
+        /* slot_is_free, inline */
+        fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
         goto fall_back;
     }
-    /* Blocked before the reply capability exists: it may be used at once
-     * by another thread sharing r's table (sched_switch_direct looks). */
+    /* Committed: r is ours (we pop it under its endpoint's lock), and its
+     * message is read from t's registers before the reply capability
+     * exists - once it does, another thread sharing r's table may reply
+     * at once and write t's results over them. */
+    arch_fast_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY);
+    r->recv_window = 0;
+    /* Blocked before the reply capability exists, for the same reason
+     * (fast_switch looks). */
     t->state = THREAD_BLOCKED;
     t->wait_kind = WAIT_REPLY;
     t->blocked_on = NULL;
     fast_reply_cap_make(dst, t);
-    caps_unlock();
-    list_pop(&ep->receivers);
-    obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
-    arch_tcb_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY);
-    r->recv_window = 0;
-    sched_switch_direct(t, r);
+    fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+    ep->receivers = r->rq_next; /* list_pop */
+    r->rq_next = NULL;
+    fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
+    fast_switch(c, smp, t, r);
 
 fall_back:
-    obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
-    return false;
+    fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
 }
 
-bool fastpath_reply_recv(struct tcb *r, u64 reply, u64 err, u64 epcap, u64 window)
+FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, u64 epcap,
+                          u64 window, bool smp)
 {
     if (err >= KEEL_NERRORS || r->bound)
-        return false;
-    struct slot *s = fast_lookup(r, reply, KEEL_OBJ_REPLY, KEEL_RIGHT_WRITE);
-    struct slot *es = fast_lookup(r, epcap, KEEL_OBJ_ENDPOINT, KEEL_RIGHT_READ);
-    if (!s || !es)
-        return false;
-    if (window && window_unready(r, window))
-        return false; /* the general recv reports or reclaims (grace.c) */
-    struct tcb *t = (struct tcb *)s->cap.obj;
-    if (!sched_direct_ok(t))
-        return false;
-    struct endpoint *ep = (struct endpoint *)es->cap.obj;
-    obj_lock(&ep->hdr.lock, LOCK_WAITQ);
-    if (ep->count) { /* a message waits: the general recv takes it */
-        obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
-        return false;
+        return;
+    struct fast_cspace cs = fast_cspace(r);
+    if (!fast_index_ok(cs, reply) || !fast_index_ok(cs, epcap))
+        return;
+    struct slot *s = cs.slots + reply, *es = cs.slots + epcap;
+    if (!fast_cap_ok(s, KEEL_OBJ_REPLY, KEEL_RIGHT_WRITE) ||
+        !fast_cap_ok(es, KEEL_OBJ_ENDPOINT, KEEL_RIGHT_READ))
+        return;
+    if (window) { /* window_unready: the general recv reports or reclaims (grace.c) */
+        if (!fast_index_ok(cs, window) || !fast_index_ok(cs, window + MSG_CAPS))
+            return;
+        struct slot *w = cs.slots + window;
+        if (w[0].retired | w[1].retired | w[2].retired | w[3].retired)
+            return;
     }
-    caps_lock();
-    if (s->cap.type != KEEL_OBJ_REPLY || (struct tcb *)s->cap.obj != t) { /* another reply won */
-        caps_unlock();
-        obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
-        return false;
+    struct tcb *t = (struct tcb *)s->cap.obj;
+    if (!sched_direct_ok(c, t))
+        return;
+    struct endpoint *ep = (struct endpoint *)es->cap.obj;
+    fast_lock(smp, &ep->hdr.lock, LOCK_WAITQ);
+    if (ep->count) /* a message waits: the general recv takes it */
+        goto unlock_ep;
+    fast_lock(smp, &caps_spinlock, LOCK_CAPS);
+    if (smp && (s->cap.type != KEEL_OBJ_REPLY || (struct tcb *)s->cap.obj != t)) {
+        /* another CPU's reply won (with one CPU nothing changed since the
+         * lookup: kernel code is not preempted) */
+        fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+        goto unlock_ep;
     }
     t->reply_slot = NULL; /* consumed: deleting the slot must not revoke */
     fast_reply_cap_delete(s);
-    caps_unlock();
+    fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
     /* Whoever empties the reply slot owns the caller's wake-up.  r's
      * registers are read and rewritten (as the general path leaves them)
      * before r is on the receivers list, where a sender may fill them. */
-    arch_tcb_pass_results(t, r, (long)err);
-    arch_tcb_syscall_to_recv(r, epcap, window);
+    arch_fast_pass_results(t, r, (long)err);
+    arch_fast_syscall_to_recv(r, epcap, window);
     r->state = THREAD_BLOCKED;
     r->blocked_on = ep;
     r->wait_kind = WAIT_RECV;
     r->recv_window = window;
     list_push(&ep->receivers, r);
-    obj_unlock(&ep->hdr.lock, LOCK_WAITQ);
-    sched_switch_direct(r, t);
+    fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
+    fast_switch(c, smp, r, t);
+
+unlock_ep:
+    fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
+}
+
+/* The entry's part: the objects lock, shared, for the current thread's
+ * call (a stop served while waiting for it takes the thread away: its
+ * call is made again when it next runs). */
+FAST struct tcb *fast_enter(struct cpu *c)
+{
+    kernel_enter_shared(c, true); /* kernel_enter_syscall */
+    struct tcb *t = c->current;
+    if (!t)
+        sched_exit_kernel();
+    return t;
+}
+
+void fastpath_call(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label)
+{
+    struct tcb *t = fast_enter(c);
+
+    if (cpu_count > 1)
+        fast_call(c, t, cptr, label, true);
+    else
+        fast_call(c, t, cptr, label, false);
+    syscall_general(f, t);
+}
+
+void fastpath_reply_recv(struct cpu *c, struct trap_frame *f, u64 reply, u64 err, u64 epcap,
+                         u64 window)
+{
+    struct tcb *r = fast_enter(c);
+
+    if (cpu_count > 1)
+        fast_reply_recv(c, r, reply, err, epcap, window, true);
+    else
+        fast_reply_recv(c, r, reply, err, epcap, window, false);
+    syscall_general(f, r);
 }

@@ -5,38 +5,29 @@
 #include <keel/panic.h>
 #include <keel/sched.h>
 
-/* The objects lock's writer: 0, or the index + 1 of the CPU that holds or
- * claims it (readers are per CPU: cpu.reading). */
-static volatile u32 objects_writer;
+/* The objects lock's writer (sched.h). */
+volatile u32 objects_writer;
 
 /* -- the objects lock ------------------------------------------------------- */
 
-/* A reader announces itself in its own cpu.reading with an exchange (a
- * full barrier), then looks for a writer: none, it holds the lock; one, it
- * steps back and waits.  It leaves with a plain store.  A writer claims
- * objects_writer (its CPU index + 1), then waits for every other CPU's
- * flag to clear; readers arriving meanwhile see the claim and step back,
- * so writers are not starved.  One atomic operation per shared entry and
- * none per exit: on this host every locked instruction is expensive. */
-void kernel_enter(void)
+/* kernel_enter (sched.h) found a writer: the reader steps back and waits,
+ * so writers are not starved, then announces itself again.  A writer
+ * claims objects_writer (its CPU index + 1), then waits for every other
+ * CPU's flag to clear; readers arriving meanwhile see the claim and step
+ * back.  One atomic operation per shared entry and none per exit: on this
+ * host every locked instruction is expensive. */
+void kernel_enter_wait(struct cpu *c, bool call)
 {
-    struct cpu *c = this_cpu();
     u32 spins = 0;
 
-    WRITE_ONCE(c->in_kernel, 1);
-    lock_check(LOCK_OBJECTS);
-    for (;;) {
-        __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
-        if (!__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE))
-            break;
+    c->call_pending = call;
+    do {
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
         while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
             kernel_spin_turn(&spins);
-    }
-    /* After the announcement: slots retired before this epoch are not
-     * reachable from here (grace.c). */
-    c->epoch = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
-    c->kmode = KMODE_SHARED;
+        __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
+    } while (__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE));
+    c->call_pending = 0;
 }
 
 static void objects_lock_exclusive(void)
@@ -67,18 +58,6 @@ void kernel_enter_exclusive(void)
     WRITE_ONCE(this_cpu()->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
     objects_lock_exclusive();
-}
-
-void kernel_leave(void)
-{
-    struct cpu *c = this_cpu();
-
-    if (c->kmode == KMODE_EXCLUSIVE)
-        __atomic_store_n(&objects_writer, 0, __ATOMIC_RELEASE);
-    else if (c->kmode == KMODE_SHARED)
-        __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
-    c->kmode = KMODE_NONE;
-    lock_release(LOCK_OBJECTS);
 }
 
 void kernel_upgrade(void)

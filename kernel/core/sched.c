@@ -6,16 +6,9 @@
 #include <keel/printk.h>
 #include <keel/sched.h>
 
-#define PRIO_WORDS (SCHED_PRIO_LEVELS / 64)
+#include "runqueue.h"
 
-struct runqueue {
-    spinlock_t lock;
-    volatile u32 nr;           /* threads queued (not the running one) */
-    u64 bitmap[PRIO_WORDS];    /* bit p: level p is not empty */
-    struct tcb *head[SCHED_PRIO_LEVELS]; /* circular lists: tail = head->rq_prev */
-};
-
-static struct runqueue runqueues[MAX_CPUS];
+struct runqueue runqueues[MAX_CPUS];
 
 static inline void rq_lock(struct runqueue *rq)
 {
@@ -30,11 +23,6 @@ static inline void rq_unlock(struct runqueue *rq)
 }
 
 /* -- queues (caller holds the queue's lock) ---------------------------------- */
-
-static inline struct runqueue *rq_of(u32 cpu)
-{
-    return &runqueues[cpu];
-}
 
 static void rq_insert(struct runqueue *rq, u32 cpu, struct tcb *t, bool front)
 {
@@ -73,16 +61,6 @@ static void rq_delete(struct runqueue *rq, struct tcb *t)
     t->rq_next = t->rq_prev = NULL;
     t->queued = 0;
     rq->nr--;
-}
-
-/* Highest non-empty level, or -1. */
-static int rq_best(const struct runqueue *rq)
-{
-    for (int w = PRIO_WORDS - 1; w >= 0; w--) {
-        if (rq->bitmap[w])
-            return w * 64 + 63 - __builtin_clzl(rq->bitmap[w]);
-    }
-    return -1;
 }
 
 static void rq_remove(struct tcb *t)
@@ -453,65 +431,6 @@ __noreturn void sched_exit_kernel(void)
         } while (!idle_has_work(c));
         kernel_enter();
     }
-}
-
-/* -- direct switch (the IPC fast path) ------------------------------------------ */
-
-/* May `to`, woken by the current thread, run here at once instead of being
- * queued?  When it may run on this CPU, nothing urgent waits (no pending
- * reschedule), and no queued thread of its level or above would have gone
- * first.  A lock-free look: a hint, as the exit path's own. */
-bool sched_direct_ok(struct tcb *to)
-{
-    struct cpu *c = this_cpu();
-
-    if (c->need_resched || (to->affinity >= 0 && (u32)to->affinity != c->index))
-        return false;
-    const struct runqueue *rq = rq_of(c->index);
-    return !READ_ONCE(rq->nr) || rq_best(rq) < (int)to->prio;
-}
-
-/* from (the current thread, just blocked) gives this CPU to `to` (just
- * woken, not yet runnable): what sched_make_runnable(to) and the exit path
- * would do, without the run queue.  Under each thread's lock in turn, as
- * there: if from was woken meanwhile by another CPU, or `to` is still on
- * its old CPU's exit path, the general way is taken. */
-__noreturn void sched_switch_direct(struct tcb *from, struct tcb *to)
-{
-    struct cpu *c = this_cpu();
-
-    obj_lock(&from->hdr.lock, LOCK_THREAD);
-    if (from->state == THREAD_RUNNABLE) {
-        obj_unlock(&from->hdr.lock, LOCK_THREAD);
-        sched_make_runnable(to);
-        sched_exit_kernel();
-    }
-    if (c->fpu_owner == from) { /* saved now: it may next run elsewhere */
-        arch_fpu_save(from);
-        c->fpu_owner = NULL;
-    }
-    c->current = NULL;
-    from->cpu = -1;
-    obj_unlock(&from->hdr.lock, LOCK_THREAD);
-    obj_lock(&to->hdr.lock, LOCK_THREAD);
-    if (to->cpu >= 0 || to->queued || !arch_thread_can_run(to)) {
-        obj_unlock(&to->hdr.lock, LOCK_THREAD);
-        sched_make_runnable(to);
-        sched_exit_kernel();
-    }
-    to->state = THREAD_RUNNABLE;
-    to->blocked_on = NULL;
-    to->wait_kind = WAIT_NONE;
-    to->cpu = (s32)c->index;
-    to->last_cpu = (s16)c->index;
-    if (!to->slice)
-        to->slice = SCHED_SLICE_TICKS;
-    c->current = to;
-    obj_unlock(&to->hdr.lock, LOCK_THREAD);
-    WRITE_ONCE(c->idle, 0);
-    WRITE_ONCE(c->in_kernel, 0);
-    arch_enter_user(to); /* releases the objects lock */
-    __builtin_unreachable();
 }
 
 __noreturn void sched_idle(void)

@@ -8,6 +8,7 @@
  * An exception in the kernel is a bug: everything known is dumped and the
  * failure reported through the exit device. */
 #include <arch.h>
+#include <arch/fastpath.h>
 #include <keel/console.h>
 #include <keel/cpu.h>
 #include <keel/exit.h>
@@ -20,10 +21,11 @@
 #include "tlb.h"
 #include "x86.h"
 
+_Static_assert(KEEL_LABEL_USER == 0x10000, "entry.S's ENTRY_LABEL_USER");
+_Static_assert(KEEL_SYS_INVOKE == 0, "entry.S tests KEEL_SYS_INVOKE as zero");
+
 #define FMASK_BITS 0x47700ul /* TF DF IF IOPL NT AC cleared on entry */
 #define RFLAGS_TF 0x100ul
-#define RFLAGS_IF (1ul << 9)
-#define RFLAGS_USER 0xcd5ul /* CF PF AF ZF SF DF OF: what user code may set */
 
 extern char syscall_entry[];
 __noreturn void syscall_from_user(struct trap_frame *f);
@@ -50,30 +52,41 @@ void entry_cpu_init(void)
 
 /* -- from user mode ---------------------------------------------------------- */
 
+/* A system call the fast paths did not take, with the objects lock held
+ * (t is c's current thread). */
+void syscall_general(struct trap_frame *f, struct tcb *t)
+{
+    /* the six words, then reply_recv's endpoint and window */
+    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
+
+    syscall_handle(t, f->rax, f->rdi, f->rsi, args);
+    sched_exit_kernel();
+}
+
+/* The IPC fast paths (fastpath.c) enter the kernel themselves and go on
+ * to syscall_general when they decline: no work here before them. */
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
-    c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
-    if (syscall_needs_exclusive(nr, f->rsi))
+    if (nr == KEEL_SYS_INVOKE && f->rsi >= KEEL_LABEL_USER)
+        fastpath_call(c, f, f->rdi, f->rsi);
+    if (nr == KEEL_SYS_REPLY_RECV)
+        fastpath_reply_recv(c, f, f->rdi, f->rsi, f->r14, f->r15);
+    if (syscall_needs_exclusive(nr, f->rsi)) {
+        c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();
-    else
-        kernel_enter();
+        c->call_pending = 0;
+    } else {
+        kernel_enter_syscall(); /* the same, inside its wait for a writer */
+    }
+    /* A stop served while waiting took the thread away (its call is made
+     * again when it next runs). */
     struct tcb *t = c->current;
     if (!t)
         sched_exit_kernel();
-    c->call_pending = 0; /* the fast paths run it now, or the general one */
-    /* The fast paths take the message from the registers saved in t and
-     * either switch threads (never returning) or change nothing. */
-    if (nr == KEEL_SYS_INVOKE)
-        fastpath_call(t, f->rdi, f->rsi);
-    else if (nr == KEEL_SYS_REPLY_RECV)
-        fastpath_reply_recv(t, f->rdi, f->rsi, f->r14, f->r15);
-    /* the six words, then reply_recv's endpoint and window */
-    u64 args[KEEL_MSG_WORDS + 2] = { f->rdx, f->r10, f->r8, f->r9, f->r12, f->r13, f->r14, f->r15 };
-    syscall_handle(t, nr, f->rdi, f->rsi, args);
-    sched_exit_kernel();
+    syscall_general(f, t);
 }
 
 void trap_from_user(struct trap_frame *f)
@@ -226,38 +239,7 @@ void trap_dispatch(struct trap_frame *f)
 
 void arch_enter_user(struct tcb *t)
 {
-    struct cpu *c = this_cpu();
-    u64 cr3 = x86_virt_to_phys((void *)t->vspace.cap.obj);
-
-    c->frame_top = (uptr)(&t->arch.frame + 1);
-    c->arch.tss.rsp[0] = c->frame_top;
-    ioport_switch(c, t);
-    /* Only user-changeable flags survive; interrupts stay on. */
-    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
-    /* The objects lock goes before the expensive privileged work (CR3, FPU
-     * state, the return): t stays ours, because another CPU that wants it
-     * stopped (thread_stop, which also precedes destroying its TCB or its
-     * address space) waits for this CPU's acknowledgement, given only once
-     * we are back in the kernel with t's registers saved (the IPI is taken
-     * as soon as user mode enables interrupts).  A TLB flush request is
-     * claimed before flushing, so one made from now on is served by its IPI
-     * after the return rather than cleared unserved. */
-    kernel_leave();
-    bool flush = READ_ONCE(c->tlb_request) &&
-                 __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
-    /* CR3 is remembered rather than read: where kernel code is emulated
-     * every privileged instruction is an expensive trip to the host. */
-    if (c->arch.cr3 != cr3) {
-        write_cr3(cr3);
-        c->arch.cr3 = cr3;
-    } else if (flush) {
-        tlb_flush_local();
-    }
-    if (c->fpu_owner != t) {
-        fpu_restore(t);
-        c->fpu_owner = t;
-    }
-    arch_return_to_user(&t->arch.frame);
+    arch_fast_enter_user(this_cpu(), t, false); /* arch/fastpath.h */
 }
 
 void arch_idle_wait(void)

@@ -1,5 +1,6 @@
 /* FPU and SSE state of user threads (fpu.h). */
 #include <arch.h>
+#include <arch/fastpath.h>
 #include <keel/string.h>
 
 #include "fpu.h"
@@ -37,5 +38,5 @@ void fpu_thread_init(struct tcb *t)
 
 void arch_fpu_save(struct tcb *t)
 {
-    __asm__ volatile("fxsave64 %0" : "=m"(t->arch.fpu));
+    arch_fast_fpu_save(t);
 }

@@ -25,3 +25,13 @@ void io_range_set(u8 *map, u32 first, u32 last, bool open)
         }
     }
 }
+
+void ioport_switch_range(struct arch_cpu *a, u32 first, u32 last)
+{
+    if (a->io_first <= a->io_last)
+        io_range_set(a->iomap, a->io_first, a->io_last, false);
+    if (first <= last)
+        io_range_set(a->iomap, first, last, true);
+    a->io_first = first;
+    a->io_last = last;
+}

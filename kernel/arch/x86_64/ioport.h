@@ -12,10 +12,13 @@ void ioport_cpu_init(struct arch_cpu *a);
 /* Opens (or closes) ports first..last in a bitmap. */
 void io_range_set(u8 *map, u32 first, u32 last, bool open);
 
+/* Changes this CPU's open range to first..last (ioport.c). */
+void ioport_switch_range(struct arch_cpu *a, u32 first, u32 last);
+
 /* Opens t's ports in this CPU's bitmap (closing the previous thread's).
  * Inline: on the path of every switch into user mode, where it usually
  * finds nothing to change. */
-static inline void ioport_switch(struct cpu *c, struct tcb *t)
+static inline __attribute__((always_inline)) void ioport_switch(struct cpu *c, struct tcb *t)
 {
     struct arch_cpu *a = &c->arch;
     u32 first = 1, last = 0;
@@ -24,14 +27,8 @@ static inline void ioport_switch(struct cpu *c, struct tcb *t)
         first = (u32)t->io_ports.cap.a;
         last = (u32)t->io_ports.cap.b;
     }
-    if (first == a->io_first && last == a->io_last)
-        return;
-    if (a->io_first <= a->io_last)
-        io_range_set(a->iomap, a->io_first, a->io_last, false);
-    if (first <= last)
-        io_range_set(a->iomap, first, last, true);
-    a->io_first = first;
-    a->io_last = last;
+    if (__builtin_expect(first != a->io_first || last != a->io_last, 0))
+        ioport_switch_range(a, first, last);
 }
 
 #endif

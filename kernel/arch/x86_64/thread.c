@@ -2,14 +2,13 @@
  * TCB) and how kernel calls return their results in them.  The switch into
  * user mode is entry.c's (arch_enter_user). */
 #include <arch.h>
+#include <arch/fastpath.h>
 #include <keel/cpu.h>
 #include <keel/sched.h>
 #include <keel/string.h>
 
 #include "fpu.h"
 #include "x86.h"
-
-#define RFLAGS_IF (1ul << 9)
 
 void arch_tcb_init(struct tcb *t)
 {
@@ -39,12 +38,7 @@ void arch_tcb_restart_syscall(struct tcb *t)
 
 void arch_tcb_syscall_to_recv(struct tcb *t, u64 ep, u64 window)
 {
-    struct trap_frame *f = &t->arch.frame;
-
-    f->rax = KEEL_SYS_RECV;
-    f->rdi = ep;
-    f->rsi = 0;
-    f->rdx = window;
+    arch_fast_syscall_to_recv(t, ep, window);
 }
 
 void arch_tcb_get_regs(const struct tcb *t, u64 *pc, u64 *sp, u64 *ret)
@@ -79,29 +73,15 @@ void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 
 
 void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err)
 {
-    struct trap_frame *f = &to->arch.frame;
-    const struct trap_frame *g = &from->arch.frame;
-
-    f->rax = (u64)err;
-    f->rdx = g->rdx;
-    f->r10 = g->r10;
-    f->r8 = g->r8;
-    f->r9 = g->r9;
-    f->r12 = g->r12;
-    f->r13 = g->r13;
+    arch_fast_pass_results(to, from, err);
 }
 
 void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
 {
-    struct trap_frame *f = &to->arch.frame;
-
-    arch_tcb_pass_results(to, from, KEEL_E_OK);
-    f->rdi = badge;
-    f->rsi = label;
-    f->rbx = info;
+    arch_fast_pass_msg(to, from, badge, label, info);
 }
 
 bool arch_thread_can_run(struct tcb *t)
 {
-    return t->vspace.cap.type == KEEL_OBJ_VSPACE;
+    return arch_fast_can_run(t);
 }

@@ -177,7 +177,9 @@ struct vspace {
 
 /* cap.c */
 extern u64 kernel_ids;
-/* The capability lock (sched.h): taken only by shared holders. */
+/* The capability lock (sched.h): taken only by shared holders.  The lock
+ * word itself is for the IPC fast path, which takes it inline. */
+extern spinlock_t caps_spinlock;
 void caps_lock(void);
 void caps_unlock(void);
 /* Empty, not reserved, and past its grace period if it was emptied with

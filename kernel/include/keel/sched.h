@@ -106,26 +106,6 @@
 #define SCHED_SLICE_TICKS 2    /* 20 ms at 100 Hz */
 #define SCHED_BALANCE_TICKS 5  /* 50 ms at 100 Hz */
 
-/* Entry from user mode (interrupts disabled): the objects lock, shared. */
-void kernel_enter(void);
-/* The same, exclusive (faults, interrupts for user drivers). */
-void kernel_enter_exclusive(void);
-/* From shared to exclusive; nothing but the objects lock may be held.  In
- * between other CPUs may run exclusive operations: whatever was looked up
- * must be looked up again. */
-void kernel_upgrade(void);
-/* Drops the objects lock, whichever way this CPU holds it. */
-void kernel_leave(void);
-/* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
-u32 objects_lock_writer(void);
-/* Grace periods (grace.c): the epoch a slot emptied shared is stamped
- * with, and the exclusive holder's note that every earlier one is past. */
-extern u64 grace_epoch;
-void grace_exclusive(void);
-/* Returned by an operation that must run exclusive; never seen by users. */
-#define KEEL_E_RETRY (-1l)
-
-enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 
 /* Lock classes, in the order above (debug builds check it). */
 enum lock_class {
@@ -152,6 +132,86 @@ static inline void lock_release(u32 cls)
     (void)cls;
 }
 #endif
+
+/* Grace periods (grace.c): the epoch a slot emptied shared is stamped
+ * with, and the exclusive holder's note that every earlier one is past. */
+extern u64 grace_epoch;
+void grace_exclusive(void);
+/* Returned by an operation that must run exclusive; never seen by users. */
+#define KEEL_E_RETRY (-1l)
+
+enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
+
+/* The objects lock's writer word (objlock.c): 0, or the index + 1 of the
+ * CPU that holds or claims it; readers are per CPU (cpu.reading). */
+extern volatile u32 objects_writer;
+/* kernel_enter's wait while a writer holds or claims the lock (objlock.c);
+ * call: for the current thread's system call, which a stop request served
+ * meanwhile makes again (cpu.call_pending). */
+void kernel_enter_wait(struct cpu *c, bool call);
+
+/* A reader announces itself in its own cpu.reading with an exchange (a
+ * full barrier), then looks for a writer: none, it holds the lock; one, it
+ * steps back and waits (kernel_enter_wait).  Inline: on the path of every
+ * system call, where one atomic operation is all it should cost. */
+static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu *c, bool call)
+{
+    WRITE_ONCE(c->in_kernel, 1);
+    lock_check(LOCK_OBJECTS);
+    __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
+    if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
+        kernel_enter_wait(c, call);
+    /* After the announcement: slots retired before this epoch are not
+     * reachable from here (grace.c). */
+    c->epoch = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
+    c->kmode = KMODE_SHARED;
+}
+
+/* Entry from user mode (interrupts disabled): the objects lock, shared. */
+static inline __attribute__((always_inline)) void kernel_enter(void)
+{
+    kernel_enter_shared(this_cpu(), false);
+}
+
+/* The same for a system call of the current thread: only a wait for the
+ * lock can see a stop request (an exclusive holder's), and then the call
+ * is made again when the thread next runs (cpu_serve_requests). */
+static inline __attribute__((always_inline)) void kernel_enter_syscall(void)
+{
+    kernel_enter_shared(this_cpu(), true);
+}
+
+/* The same, exclusive (faults, interrupts for user drivers). */
+void kernel_enter_exclusive(void);
+/* From shared to exclusive; nothing but the objects lock may be held.  In
+ * between other CPUs may run exclusive operations: whatever was looked up
+ * must be looked up again. */
+void kernel_upgrade(void);
+
+/* Drops the objects lock, whichever way this CPU holds it: a plain store
+ * (no atomic operation on the way out). */
+static inline __attribute__((always_inline)) void kernel_leave(void)
+{
+    struct cpu *c = this_cpu();
+
+    if (c->kmode == KMODE_EXCLUSIVE)
+        __atomic_store_n(&objects_writer, 0, __ATOMIC_RELEASE);
+    else if (c->kmode == KMODE_SHARED)
+        __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
+    c->kmode = KMODE_NONE;
+    lock_release(LOCK_OBJECTS);
+}
+
+/* kernel_leave for a CPU known to hold the objects lock shared. */
+static inline __attribute__((always_inline)) void kernel_leave_shared(struct cpu *c)
+{
+    __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
+    c->kmode = KMODE_NONE;
+    lock_release(LOCK_OBJECTS);
+}
+
+/* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
+u32 objects_lock_writer(void);
 
 /* Is this CPU in the kernel holding the objects lock shared?  Only then
  * are per-object locks taken: an exclusive holder is alone among objects,
@@ -191,10 +251,6 @@ __noreturn void sched_exit_kernel(void);
 __noreturn void sched_idle(void);
 
 void sched_make_runnable(struct tcb *t);
-/* The IPC fast path's switch (sched.c): may `to` run here at once, and the
- * switch itself from the blocked current thread to `to` (never returns). */
-bool sched_direct_ok(struct tcb *to);
-__noreturn void sched_switch_direct(struct tcb *from, struct tcb *to);
 /* Ensures t is neither queued nor running on any CPU (its registers and
  * FPU state are saved in the TCB when this returns). */
 void thread_stop(struct tcb *t);

@@ -37,10 +37,14 @@ struct arch_cpu {
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
 
+/* Not volatile: the per-CPU base never changes under running kernel code
+ * (set once per CPU at boot, cpu.c, before any C code asks for it; kernel
+ * code is never preempted or moved), so the compiler may load it once per
+ * function instead of at every this_cpu(). */
 static inline void *arch_cpu_self(void)
 {
     void *p;
-    __asm__ volatile("movq %%gs:0, %0" : "=r"(p));
+    __asm__("movq %%gs:0, %0" : "=r"(p));
     return p;
 }
 
