@@ -67,7 +67,12 @@ from vmm.fuzz import add_parser as add_fuzz_parser
 from vmm.fuzz import cmd_fuzz
 from vmm.kvm.system import System, guest_tsc_khz
 from vmm.machine import ExitResult, Machine
-from vmm.vcpu_runner import STATUS_GUEST_CRASH, STATUS_HANG, STATUS_INTERRUPTED
+from vmm.vcpu_runner import (
+    STATUS_GUEST_CRASH,
+    STATUS_GUEST_FAILURE,
+    STATUS_HANG,
+    STATUS_INTERRUPTED,
+)
 
 timings.mark("imports (vmm.cli and what it imports)")
 
@@ -79,7 +84,7 @@ EXIT_STATUSES = f"""exit status:
   0    success (the guest reported success, or a request was done)
   {STATUS_ERROR}    bad input or usage (one 'keel: error:' line)
   {STATUS_GUEST_CRASH}    the guest crashed (triple fault, KVM error): a diagnostic on stderr
-  3    the guest reported failure (the exit device, value other than 0x10)
+  {STATUS_GUEST_FAILURE}    the guest reported failure (the exit device, value other than 0x10)
   {STATUS_HANG}    the guest hung (--hang-timeout): a diagnostic on stderr
   {STATUS_INTERRUPTED}  interrupted (Ctrl-C, SIGINT, SIGTERM, SIGHUP)"""
 
@@ -113,7 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--initrd", default=None,
                      help="initrd passed as a PVH module (default: build/initrd.cpio when "
                           "KERNEL is not given, else none)")  # fmt: skip
-    run.add_argument("--console", default=None,
+    run.add_argument("--console", default=None, metavar="FILE",
                      help="write the serial console to FILE (default: standard output)")
     run.add_argument("--api-sock", default=None, metavar="PATH",
                      help="serve the JSON control API on this Unix socket (mode 0600; "
@@ -139,9 +144,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="a second 16550 (COM2) writing to FILE or to stdout (stdio: "
                           "stdin types on COM2); default none")
     run.add_argument("--gdb", default=None, metavar="tcp:HOST:PORT|unix:PATH",
-                     help="start the guest stopped and serve gdb's remote protocol there")
+                     help="start the guest stopped and serve gdb's remote protocol there "
+                          "(default: no gdb stub)")
     run.add_argument("--metrics-file", default=None, metavar="PATH",
-                     help="write the metrics as JSON to PATH every second (and at the end)")
+                     help="write the metrics as JSON to PATH every second (and at the end; "
+                          "default: none)")
 
     stress = sub.add_parser("stress", help="run the in-guest SMP stress workload")
     stress.add_argument("--smp", type=int, default=None, help="vCPUs (default: host cores)")
@@ -207,16 +214,18 @@ def _build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="continue a guest from a snapshot")
     restore.add_argument("dir", metavar="DIR", help="a directory made by keel snapshot")
     restore.add_argument("--api-sock", default=None, metavar="PATH",
-                         help="serve the JSON control API on this Unix socket")
-    restore.add_argument("--console", default=None, help="write the serial console to FILE")
-    restore.add_argument("--smp", type=int, default=None,
-                         help="refuse the snapshot unless it has this many vCPUs")
+                         help="serve the JSON control API on this Unix socket (default: none)")
+    restore.add_argument("--console", default=None, metavar="FILE",
+                         help="write the serial console to FILE (default: standard output)")
+    restore.add_argument("--smp", type=int, default=None, metavar="N",
+                         help="refuse the snapshot unless it has this many vCPUs "
+                              "(default: any)")
     restore.add_argument("--verify", action="store_true",
                          help="check the memory file's checksum too (reads all of it)")
     restore.add_argument("--metrics-file", default=None, metavar="PATH",
-                         help="write the metrics as JSON to PATH every second")
+                         help="write the metrics as JSON to PATH every second (default: none)")
     restore.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
-                         help="stop a guest silent on the console this long")
+                         help="stop a guest silent on the console this long (default: never)")
     metrics = client("metrics", "show the VMM's counters (exits, devices, interrupts)")
     metrics.add_argument("--json", action="store_true", help="print the JSON answer")
     metrics.add_argument("--watch", type=float, nargs="?", const=1.0, default=None,
@@ -244,6 +253,22 @@ def _default_kernel() -> tuple[str, str | None]:
             initrd = os.path.join(build, "initrd.cpio")
             return kernel, initrd if os.path.exists(initrd) else None
     raise ConfigError("no kernel given and build/kernel.elf does not exist: run 'make'")
+
+
+def _guest_files(kernel: str | None, initrd: str | None, verb: str) -> tuple[str, str]:
+    """The kernel and initrd of ``keel stress`` and ``keel fuzz`` (their test programs
+    are in the initrd): as given; the kernel by default build/kernel.elf, the initrd
+    by default initrd.cpio beside the kernel."""
+    if kernel is None:
+        kernel, default_initrd = _default_kernel()
+        initrd = initrd or default_initrd
+    if initrd is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(kernel)), "initrd.cpio")
+        if not os.path.exists(beside):
+            raise ConfigError(f"keel {verb} needs an initrd: give --initrd, or build "
+                              f"{beside} (run 'make')")  # fmt: skip
+        initrd = beside
+    return kernel, initrd
 
 
 def _stderr(message: str) -> None:
@@ -422,16 +447,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown stress workload {(bad or [''])[0]!r}: "
                               f"--workloads takes a comma-separated subset of "
                               f"{','.join(STRESS_WORKLOADS)}")  # fmt: skip
-    kernel, initrd = args.kernel, args.initrd
-    if kernel is None:
-        kernel, default_initrd = _default_kernel()
-        initrd = initrd or default_initrd
-    if initrd is None:
-        beside = os.path.join(os.path.dirname(os.path.abspath(kernel)), "initrd.cpio")
-        if not os.path.exists(beside):
-            raise ConfigError(f"keel stress needs an initrd: give --initrd, or build "
-                              f"{beside} (run 'make')")  # fmt: skip
-        initrd = beside
+    kernel, initrd = _guest_files(args.kernel, args.initrd, "stress")
     parts = ["keel.test=stress", f"keel.duration={args.duration}", f"keel.seed={args.seed}"]
     if args.workloads:
         parts.append(f"keel.stress={args.workloads}")
@@ -463,15 +479,22 @@ def cmd_stress(args: argparse.Namespace) -> int:
     return result.status
 
 
-def _join_feature_lists(argv: Sequence[str]) -> list[str]:
-    """``--cpu-features -cx16`` as ``--cpu-features=-cx16``: argparse would take a value
-    starting with '-' for an option of its own."""
+_SIZE_OPTIONS = ("--memory", "-m")
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--cpu-features -cx16`` as ``--cpu-features=-cx16``, and ``--memory -5M`` as
+    ``--memory=-5M``: argparse would take a value starting with '-' for an option of
+    its own (and say the option has no value instead of what is wrong with it)."""
     out: list[str] = []
     it = iter(argv)
     for arg in it:
         if arg == "--cpu-features":
             value = next(it, None)
             out.append(arg if value is None else f"{arg}={value}")
+        elif arg in _SIZE_OPTIONS and (value := next(it, None)) is not None:
+            dash_number = value[:1] == "-" and value[1:2] in tuple("0123456789.")
+            out.extend([f"{arg}={value}"] if dash_number else [arg, value])
         else:
             out.append(arg)
     return out
@@ -479,7 +502,7 @@ def _join_feature_lists(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _build_parser().parse_args(_join_feature_lists(argv))
+    args = _build_parser().parse_args(_join_dash_values(argv))
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -494,14 +517,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return show(args.api_sock, args.json, args.watch)
         if args.command == "fuzz":
-            return cmd_fuzz(args, _default_kernel)
+            return cmd_fuzz(args, _guest_files)
         if args.command == "list":
             return cmd_list()
         return cmd_client(args)
     except KeelError as exc:
         sys.stderr.write(f"keel: error: {exc.args[0] if exc.args else exc}\n")
         return STATUS_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP outside a guest's run
+        sys.stderr.write("keel: interrupted\n")
         return STATUS_INTERRUPTED
 
 

@@ -14,6 +14,10 @@ command that reproduces it and the line to add to ``REGRESSIONS`` in
 tests/boot/test_fuzz.py to keep it as a test.  With several processes
 the interleaving is not reproducible, so the shrunk failure may need more
 than one try.
+
+Its exit status follows ``keel --help``: 0 when the run passed; a failure ends
+with the first run's status (2 the guest crashed, 3 it reported failure, 4 it
+hung); Ctrl-C, SIGTERM or SIGHUP stop the guest and end it with 130.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import session
 from .errors import ConfigError
 from .machine import Machine
+from .vcpu_runner import STATUS_GUEST_FAILURE, STATUS_INTERRUPTED
 
 OK_LINE = re.compile(rb"^fuzz: ok .*$", re.MULTILINE)
 TRACE_LINE = re.compile(rb"^fuzz: #\d+ .*$", re.MULTILINE)
@@ -39,6 +45,7 @@ class Outcome:
     ok: bool
     summary: str  # the guest's verdict line, or how the run ended
     console: bytes
+    status: int = 0  # how the run ended (vmm.vcpu_runner's STATUS_*)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,9 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--calls", type=int, default=2000, help="kernel calls in all (default 2000)")
     p.add_argument("--smp", type=int, default=2, help="vCPUs (default 2)")
     p.add_argument("--procs", type=int, default=None, help="fuzz processes (default: one per CPU)")
-    p.add_argument("--memory", "-m", default="256M", help="guest RAM")
+    p.add_argument("--memory", "-m", default="256M", help="guest RAM (default: 256M)")
     p.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
-    p.add_argument("--initrd", default=None, help="initrd (default: build/initrd.cpio)")
+    p.add_argument("--initrd", default=None,
+                   help="initrd (default: initrd.cpio beside the kernel)")
     p.add_argument("--hang-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="no console output for this long means a hang (default 120)")
     p.add_argument("--no-shrink", action="store_true", help="report a failure without shrinking")
@@ -89,13 +97,17 @@ def run_once(kernel: str, initrd: str, *, seed: int, calls: int, smp: int, procs
         result = machine.wait_interruptible()
     finally:
         machine.close()
+    if result.status == STATUS_INTERRUPTED:
+        raise KeyboardInterrupt  # stopped by the person, not a failure found: no shrinking
     text = bytes(out)
     verdict = OK_LINE.search(text)
     if result.status == 0 and verdict:
         return Outcome(True, verdict.group(0).decode(errors="replace"), text)
     fails = [ln for ln in text.splitlines() if b"FAIL" in ln or b"panic" in ln]
     why = fails[0].decode(errors="replace").strip() if fails else result.reason
-    return Outcome(False, f"{why} (status {result.status})", text)
+    # A guest that ended with 0 but printed no verdict did not do what it was asked.
+    status = result.status or STATUS_GUEST_FAILURE
+    return Outcome(False, f"{why} (status {result.status})", text, status)
 
 
 def shrink(attempt: Callable[[int, int | None], Outcome], calls: int, procs: int | None,
@@ -117,8 +129,10 @@ def shrink(attempt: Callable[[int, int | None], Outcome], calls: int, procs: int
     return hi, procs
 
 
-def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, str | None]],
+def cmd_fuzz(args: argparse.Namespace,
+             guest_files: Callable[[str | None, str | None, str], tuple[str, str]],
              say: Callable[[str], None] | None = None) -> int:  # fmt: skip
+    """``guest_files(kernel, initrd, verb)``: the kernel and initrd to boot (vmm.cli)."""
     def _say(line: str) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -130,12 +144,8 @@ def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, s
         raise ConfigError(f"--calls must be between 1 and {MAX_CALLS * 8}, not {args.calls}")
     if args.procs is not None and not 1 <= args.procs <= 8:
         raise ConfigError(f"--procs must be between 1 and 8, not {args.procs}")
-    kernel, initrd = args.kernel, args.initrd
-    if kernel is None:
-        kernel, default_initrd = default_kernel()
-        initrd = initrd or default_initrd
-    if initrd is None:
-        raise ConfigError("keel fuzz needs an initrd: build/initrd.cpio is missing (run 'make')")
+    kernel, initrd = guest_files(args.kernel, args.initrd, "fuzz")
+    session.install_signals()  # SIGTERM and SIGHUP end it as Ctrl-C does
 
     def attempt(calls: int, procs: int | None, trace: bool = False,
                 progress: Callable[[str], None] | None = None) -> Outcome:  # fmt: skip
@@ -153,11 +163,11 @@ def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, s
     for line in tail:
         say(f"  | {line}")
     if args.no_shrink:
-        return 1
+        return first.status
     if attempt(args.calls, args.procs).ok:
         say(f"keel fuzz: the failure did not reproduce on a second run with seed {args.seed} "
             "(it depends on timing): keep the output above")  # fmt: skip
-        return 1
+        return first.status
     calls, procs = shrink(attempt, args.calls, args.procs, say)
     traced = attempt(calls, procs, trace=True)
     lines = [m.group(0).decode(errors="replace") for m in TRACE_LINE.finditer(traced.console)]
@@ -170,4 +180,4 @@ def cmd_fuzz(args: argparse.Namespace, default_kernel: Callable[[], tuple[str, s
         f"{flags}")  # fmt: skip
     say(f"keel fuzz: regression test: add ({args.seed}, {calls}, {args.smp}, {procs}) to "
         "REGRESSIONS in tests/boot/test_fuzz.py")  # fmt: skip
-    return 1
+    return first.status

@@ -3,9 +3,12 @@ options may go, sizes, paths, the terminal, signals and daemon mode."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +23,7 @@ import pytest
 
 from tests.conftest import KEEL, ROOT, keel, requires_kvm, run_in_new_netns, start_hanging_vmm
 from vmm.api import ApiError, request
+from vmm.cli import _build_parser
 
 Guest = Callable[..., Path]
 
@@ -42,11 +46,55 @@ def test_version_and_the_exit_status_table() -> None:
     assert "(default: 256M)" in run_help and "(default: host cores)" in run_help
 
 
+def _status_meanings(text: str, pattern: str) -> dict[int, str]:
+    return {int(m.group(1)): m.group(2) for m in re.finditer(pattern, text, re.MULTILINE)}
+
+
+def test_the_readme_has_the_exit_status_table_of_keel_help() -> None:
+    """One table, two places: the README's rows are the statuses `keel --help` gives,
+    each with the same meaning (the README may say more after it)."""
+    help = _status_meanings(keel("--help").stdout, r"^  (\d+) +(.+)$")
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("Exit statuses of every `keel` command"):]
+    rows = _status_meanings(table[: table.index("\n\n", table.index("| status |"))],
+                            r"^\| (\d+) \| (.+) \|$")  # fmt: skip
+    assert sorted(help) == sorted(rows) == [0, 1, 2, 3, 4, 130], (help, rows)
+    for status, meaning in help.items():
+        assert rows[status].startswith(meaning.split(" (")[0]), (status, meaning, rows[status])
+
+
+def _options(parser: argparse.ArgumentParser, verb: str) -> list[tuple[str, argparse.Action]]:
+    """Every (verb, argument) of keel and its sub-commands."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, f"{verb} {name}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            found.append((verb, action))
+    return found
+
+
+def test_every_option_gives_its_default_in_its_help() -> None:
+    """An option taking a value says what it is when not given (or that it is
+    required); a flag (store_true) is off unless given."""
+    missing = []
+    for verb, action in _options(_build_parser(), "keel"):
+        help = action.help or ""
+        optional = action.option_strings or action.nargs == "?"
+        if action.nargs == 0 or help == argparse.SUPPRESS or not optional:
+            continue  # a flag, a hidden option or a required positional
+        if "default" not in help and "(required)" not in help:
+            missing.append(f"{verb} {(action.option_strings or [action.dest])[0]}")
+    assert not missing, missing
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["run", "--smp", "abc"], "--smp: invalid int value: 'abc'"),
-        (["run", "--memory", "-5M"], "--memory"),
+        (["run", "--memory", "-5M"], "bad memory size '-5M'"),
+        (["run", "-m", "-1G"], "bad memory size '-1G'"),
         (["fly"], "invalid choice: 'fly'"),
         (["attach"], "required: kind"),
         (["stress", "--workloads", "foo"], "unknown stress workload 'foo'"),
@@ -77,11 +125,29 @@ def test_a_silent_vmm_is_a_clean_error(tmp_path: Path) -> None:
             request(path, {"cmd": "status"}, timeout=0.5)
 
 
-def test_stress_finds_the_initrd_beside_the_kernel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verb", ["stress", "fuzz"])
+def test_without_an_initrd_the_one_beside_the_kernel_is_named(verb: str, tmp_path: Path) -> None:
     """--kernel alone: initrd.cpio beside it (here missing, so named in the error)."""
     kernel = tmp_path / "kernel.elf"
     kernel.write_bytes(b"")
-    _one_error_line(keel("stress", "--kernel", str(kernel)), str(tmp_path / "initrd.cpio"))
+    _one_error_line(keel(verb, "--kernel", str(kernel)), str(tmp_path / "initrd.cpio"))
+
+
+@requires_kvm
+def test_stress_and_fuzz_find_the_initrd_beside_the_kernel(kernel: Path, tmp_path: Path) -> None:
+    """`keel stress --kernel K` (and `keel fuzz --kernel K`) boot K with the
+    initrd.cpio beside it, as the help says: once they said build/initrd.cpio
+    was missing while it was there."""
+    for name in ("kernel.elf", "initrd.cpio"):
+        shutil.copy(ROOT / "build" / name, tmp_path / name)
+    proc = keel("stress", "--kernel", str(tmp_path / "kernel.elf"), "--smp", "2",
+                "--duration", "1", "--workloads", "ipc", timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert proc.stdout.rstrip().endswith("keel stress: passed")
+    proc = keel("fuzz", "--kernel", str(tmp_path / "kernel.elf"), "--smp", "1", "--calls", "50",
+                timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "keel fuzz: fuzz: ok 50 calls" in proc.stdout, proc.stdout[-3000:]
 
 
 @requires_kvm

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import time
 from collections.abc import Callable
@@ -107,8 +108,6 @@ def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
 
 def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
     """On a terminal, Ctrl-] ends `keel console`; the VM keeps running."""
-    import pty
-
     sock = tmp_path / "vm.sock"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.run(
@@ -138,6 +137,50 @@ def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: 
             except (ProcessLookupError, ChildProcessError):
                 pass
         assert keel("status", "--api-sock", str(sock)).stdout.startswith("state=running")
+        assert keel("stop", "--api-sock", str(sock)).returncode == 0
+        assert _gone(pid)
+    finally:
+        if not _gone(pid, 0):
+            os.kill(pid, 9)
+
+
+def test_ctrl_c_in_keel_console_reaches_the_guest(kernel: Path, tmp_path: Path) -> None:
+    """The terminal is raw under `keel console`: Ctrl-C is a byte for the guest
+    (the kernel's console answers 'you typed: ^C'), not a signal that ends it."""
+    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(kernel), "--smp", "1", "--daemon", "--api-sock", str(sock),
+         "--console", str(transcript)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.strip())
+    try:
+        deadline = time.monotonic() + 120
+        while b"keel> " not in transcript.read_bytes():  # the kernel's own console
+            assert time.monotonic() < deadline, transcript.read_text()
+            time.sleep(0.1)
+        child, master = pty.fork()
+        if child == 0:
+            os.chdir(ROOT)
+            os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
+        out = b""
+        try:
+            while b"Ctrl-] detaches" not in out:
+                out += read_some(master, deadline, out)
+            os.write(master, b"\x03\r")
+            while b"you typed: \x03" not in out:
+                out += read_some(master, deadline, out)
+            os.write(master, b"\x1d")
+            assert wait_child(child, deadline) == 0  # not 130: no SIGINT
+        finally:
+            os.close(master)
+            try:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         assert keel("stop", "--api-sock", str(sock)).returncode == 0
         assert _gone(pid)
     finally:

@@ -12,11 +12,13 @@ REGRESSIONS.  The long runs are in docs/reliability.md.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import keel, requires_kvm
+from tests.conftest import KEEL, ROOT, keel, requires_kvm
 from vmm.fuzz import Outcome, shrink
 
 # (seed, calls, smp, procs) of every failure keel fuzz found: each must pass now.
@@ -46,9 +48,34 @@ def test_fuzz_regressions(kernel: Path, seed: int, calls: int, smp: int, procs: 
 def test_a_failure_names_its_seed(kernel: Path) -> None:
     proc = keel("fuzz", "--seed", "5", "--calls", "300", "--smp", "1", "--procs", "1",
                 "--fail-at", "100", "--no-shrink", timeout=600)  # fmt: skip
-    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert proc.returncode == 3, proc.stdout[-3000:]  # the guest reported failure
     assert "keel fuzz: FAILED with seed 5: ktest: FAIL fuzz: injected failure" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@requires_kvm
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_ends_the_run_without_a_failure(kernel: Path, sig: int) -> None:
+    """Ctrl-C (or SIGTERM) while the guest fuzzes: status 130, no failure reported and
+    nothing shrunk (Ctrl-C was 'FAILED ... (status 130)' and more runs; SIGTERM killed it)."""
+    proc = subprocess.Popen([*KEEL, "fuzz", "--calls", "1000000", "--smp", "1"], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        # The guest's test program is running once it turned the IOMMU on.
+        for line in proc.stderr:
+            if "iommu: enabled by the guest" in line:
+                break
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, out[-3000:] + err
+    assert "FAILED" not in out and "Traceback" not in err, out[-3000:] + err
+    assert err.strip().splitlines()[-1] == "keel: interrupted", err
 
 
 def test_shrinking_finds_the_shortest_failing_run() -> None:

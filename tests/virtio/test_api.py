@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import keel, requires_kvm, start_hanging_vmm
+from tests.conftest import ROOT, keel, requires_kvm, start_hanging_vmm
 from vmm.api import ApiError, request
 
 pytestmark = requires_kvm
@@ -109,6 +109,24 @@ def test_every_verb_through_the_cli(vmm: Vmm, tmp_path: Path) -> None:
     assert vmm.cli("stop").returncode == 0
     assert vmm.proc.wait(20) == 0
     assert not vmm.sock.exists()
+
+
+def test_an_image_in_use_is_refused_while_running(vmm: Vmm, tmp_path: Path) -> None:
+    """`keel attach disk` of an image already attached writable, under its own
+    path, a relative one or a symlink: refused (QEMU's write lock); readers share."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(8 * 512))
+    os.symlink(image, tmp_path / "link.img")
+    assert vmm.cli("attach", "disk", str(image)).stdout.strip() == "disk0"
+    relative = os.path.relpath(image, ROOT)  # keel runs in ROOT
+    for path in (str(image), relative, str(tmp_path / "link.img")):
+        for extra in ([], ["--readonly"]):
+            proc = vmm.cli("attach", "disk", path, *extra)
+            assert proc.returncode == 1 and "is in use: cannot get a" in proc.stderr, proc.stderr
+    assert vmm.cli("detach", "disk0").returncode == 0
+    assert vmm.cli("attach", "disk", str(image), "--readonly").stdout.strip() == "disk0"
+    assert vmm.cli("attach", "disk", relative, "--readonly").stdout.strip() == "disk1"
+    assert [d["id"] for d in request(vmm.sock, {"cmd": "devices"})] == ["disk0", "disk1"]
 
 
 def test_cli_without_a_vmm_is_a_clean_error(tmp_path: Path) -> None:
