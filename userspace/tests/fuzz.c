@@ -43,15 +43,15 @@ struct fuzz_proc {
 };
 
 static struct fuzz_proc procs[FUZZ_MAX_PROCS];
+static keel_word_t report_ep, report_window;
+static unsigned long total, batches, faults, stalls, waiting, refreshes, spawned;
+static int spawn_failed, injected;
+static unsigned long failat; /* keel.fuzz.failat: a failure injected (tests the shrinking) */
 
 static keel_word_t fuzz_mirror_va(unsigned i)
 {
     return FUZZ_MIRROR_VA + i * KEEL_PAGE_SIZE;
 }
-static keel_word_t report_ep, report_window;
-static unsigned long total, batches, faults, stalls, waiting, refreshes, spawned;
-static int spawn_failed, injected;
-static unsigned long failat; /* keel.fuzz.failat: a failure injected (tests the shrinking) */
 
 static unsigned long word_from(const char *key, unsigned long dflt)
 {
@@ -245,8 +245,8 @@ static int canary_check(void)
  * messages and waits until the receiver, which waits in recv, has taken
  * them; the receiver then also signals workload_tick, the controller's
  * heartbeat (its bound notification).  Threads that polled and yielded
- * instead took a turn of every time slice whatever the load: more than
- * half of both CPUs, and the fuzz processes ran 3-5 times slower. */
+ * instead took a turn of every time slice whatever the load: sampled,
+ * more of both vCPUs than the fuzz processes (docs/reliability.md). */
 static volatile int workload_stop;
 static volatile unsigned long workload_sent, workload_got, workload_bad;
 static keel_word_t workload_ep, workload_ack, workload_tick;
