@@ -44,6 +44,32 @@ def test_elf_without_pvh_note() -> None:
     assert_clean_error(keel("run", "/bin/true"), "PVH")
 
 
+def test_bzimage(tmp_path: Path) -> None:
+    """A Linux bzImage (boot protocol header, no PVH ELF around it) is named as such."""
+    image = bytearray(0x4000)
+    image[0x1FE:0x200] = b"\x55\xaa"
+    image[0x202:0x206] = b"HdrS"
+    image[0x206:0x208] = (0x020F).to_bytes(2, "little")
+    bz = tmp_path / "bzImage"
+    bz.write_bytes(bytes(image))
+    assert_clean_error(keel("run", str(bz)), "is a Linux bzImage (boot protocol 2.15), which "
+                       "keel run does not boot: give it the ELF vmlinux of a kernel built with "
+                       "CONFIG_PVH")  # fmt: skip
+
+
+@pytest.mark.parametrize(("machine", "elf32", "name"),
+                         [(183, False, "AArch64"), (243, False, "RISC-V"), (40, True, "ARM")])
+def test_elf_for_another_machine(tmp_path: Path, tiny_guest: Callable[..., Path],
+                                 machine: int, elf32: bool, name: str) -> None:  # fmt: skip
+    """A PVH guest's ELF file with another machine's e_machine: refused by name."""
+    data = bytearray(tiny_guest("HELLO", elf32=elf32).read_bytes())
+    data[18:20] = machine.to_bytes(2, "little")
+    other = tmp_path / f"{name}.elf"
+    other.write_bytes(bytes(data))
+    assert_clean_error(keel("run", str(other)),
+                       f"is for {name} (ELF machine {machine}), not x86 (EM_386 or EM_X86_64)")
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

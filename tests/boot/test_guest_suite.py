@@ -176,8 +176,9 @@ def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Pa
 
     _qemu_device_suite(
         kernel, initrd, tmp_path,
-        ["-M", "microvm,ioapic2=off", "-cpu", QEMU_CPU,
-         "-global", "virtio-mmio.force-legacy=false"],
+        ["-M", "microvm,ioapic2=off", "-cpu", QEMU_CPU, "-enable-kvm", "-smp", "2", "-m", "256M",
+         "-global", "virtio-mmio.force-legacy=false", "-nographic", "-nodefaults",
+         "-serial", "stdio"],
         f"keel.test=suite {QEMU_TRANSPORTS}",
     )  # fmt: skip
 
@@ -185,13 +186,23 @@ def test_suite_runs_the_device_tests_under_qemu_microvm(kernel: Path, initrd: Pa
 @pytest.mark.skipif(
     shutil.which("qemu-system-x86_64") is None or not have_kvm(), reason="needs QEMU and KVM"
 )
-def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path: Path) -> None:
-    """QEMU microvm as it comes: its default CPU model, legacy (version 1)
-    virtio-mmio, the transports announced only in its DSDT and wired to its
-    second IOAPIC (GSI 24 and up), and no command line but keel.test=suite.
-    The devices are QEMU's own, added as a user adds them; the kernel finds
-    them in the DSDT and the drivers speak the legacy transport."""
-    out = _qemu_device_suite(kernel, initrd, tmp_path, ["-M", "microvm"], "keel.test=suite")
+@pytest.mark.parametrize("accel", [[], ["-smp", "2"], ["-enable-kvm", "-smp", "2"]],
+                         ids=["tcg", "tcg-smp2", "kvm-smp2"])  # fmt: skip
+def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path: Path,
+                                           accel: list[str]) -> None:  # fmt: skip
+    """QEMU microvm as it comes: QEMU's default devices (no -nodefaults; the
+    first serial port is named as -nographic names it, since a 16550 added
+    with -device takes the default one's place), its default CPU model, legacy
+    (version 1) virtio-mmio, the transports announced only in its DSDT and
+    wired to its second IOAPIC (GSI 24 and up), and no command line but
+    keel.test=suite.  The devices are QEMU's own, added as a user adds them;
+    the kernel finds them in the DSDT and the drivers speak the legacy
+    transport.  Under QEMU's default accelerator (TCG: nothing but the
+    machine, -kernel, -initrd and -append, 1 vCPU, 128 MiB; then 2 vCPUs) and
+    under KVM with 2 vCPUs."""
+    out = _qemu_device_suite(kernel, initrd, tmp_path,
+                             ["-M", "microvm", *accel, "-nographic", "-serial", "mon:stdio"],
+                             "keel.test=suite")  # fmt: skip
     assert 'keel: booting (cmdline "keel.test=suite", 0 virtio-mmio device slots)' in out
     started = re.findall(r"devmgr: (blk0|rng0): virtio_\w+ started \(device at (0x\w+), "
                          r"irq (\d+)\)", out)  # fmt: skip
@@ -200,17 +211,17 @@ def test_suite_under_qemu_microvm_defaults(kernel: Path, initrd: Path, tmp_path:
 
 def _qemu_device_suite(kernel: Path, initrd: Path, tmp_path: Path, machine: list[str],
                        cmdline: str) -> str:  # fmt: skip
-    """The suite under QEMU (machine: its -M, -cpu and -global options) with
-    QEMU's own virtio-blk, virtio-rng and a 16550 at COM2; every device test
-    but the net one must run and pass.  What the guest printed."""
+    """The suite under QEMU (machine: its options but the kernel's and the
+    devices', with the first serial port on stdout) with QEMU's own
+    virtio-blk, virtio-rng and a 16550 at COM2; every device test but the
+    net one must run and pass.  What the guest printed."""
     from tests.boot.test_qemu_crossboot import QEMU_PASS
     from tests.boot.test_services import _check_image, _image
 
     image = _image(tmp_path / "disk.img")
     com2 = tmp_path / "com2.log"
     proc = run_guest(
-        ["qemu-system-x86_64", *machine, "-enable-kvm", "-smp", "2", "-m", "256M",
-         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        ["qemu-system-x86_64", *machine, "-no-reboot",
          "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
          "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
          "-drive", f"file={image},if=none,id=d0,format=raw",

@@ -23,6 +23,9 @@
  *       device reported
  *   +3  the same into the spare frame, by the address learned at start
  *       (still used after the frame was taken away: the window must be gone)
+ *   +4  result word 0: whether a completion that came after the interrupt
+ *       status was cleared, while the line was still masked, is delivered
+ *       once the line is unmasked (late_interrupt)
  *
  * It follows the virtio 1.x specification for the virtio-mmio transport
  * (version 2) and the entropy device, not anything particular to Keel's VMM. */
@@ -38,6 +41,8 @@
 #define LABEL_INLINE (KEEL_LABEL_USER + 1)
 #define LABEL_AT (KEEL_LABEL_USER + 2)
 #define LABEL_SPARE (KEEL_LABEL_USER + 3)
+#define LABEL_LATE (KEEL_LABEL_USER + 4)
+#define LATE_WAIT (1ul << 32) /* TSC cycles, 1-2 s: a delivery is at once */
 
 #define REGS_VA SERVE_DEVICE_VA
 #define RING_VA (SERVE_DEVICE_VA + 0x1000)
@@ -79,6 +84,44 @@ static long fetch(unsigned char *out, unsigned long n)
     return got;
 }
 
+/* Plays the window every wake-up has: the device's interrupt status is
+ * cleared (its line goes down), then the device completes another request
+ * while the kernel still keeps the line masked, then the line is unmasked.
+ * 1 if an interrupt is delivered then (a level-triggered line, up again,
+ * is: QEMU's), 0 if not (an edge that came while masked is lost), -1 if
+ * the device did not complete.  The device and line are left clean. */
+static long late_interrupt(void)
+{
+    struct virtq_desc *d = virtq_desc(&dev);
+    unsigned short seen = *virtq_used_idx(&dev);
+    keel_word_t got = 0;
+
+    d[0].addr = dev.ring_pa + BUF_OFF;
+    d[0].len = CHUNK;
+    d[0].flags = VIRTQ_DESC_WRITE;
+    d[0].next = 0;
+    virtq_arm(&dev, seen);
+    virtq_submit(&dev, 0);
+    keel_notification_wait(NTFN_CAP, 0); /* the kernel masked the line */
+    seen = *virtq_used_idx(&dev);
+    unsigned int status = virtio_rd(&dev, VIRTIO_INTERRUPT_STATUS);
+    if (status)
+        virtio_wr(&dev, VIRTIO_INTERRUPT_ACK, status);
+    virtq_arm(&dev, seen);
+    virtq_submit(&dev, 0);
+    for (unsigned long t0 = rdtsc(); *virtq_used_idx(&dev) == seen && rdtsc() - t0 < LATE_WAIT;)
+        keel_yield();
+    long done = *virtq_used_idx(&dev) != seen;
+    keel_irq_handler_ack(IRQ_CAP);
+    for (unsigned long t0 = rdtsc(); done && !got && rdtsc() - t0 < LATE_WAIT;) {
+        keel_notification_poll(NTFN_CAP, &got);
+        if (!got)
+            keel_yield();
+    }
+    virtio_interrupt_ack(&dev, IRQ_CAP);
+    return done ? got != 0 : -1;
+}
+
 static long rng_read(struct drv_req *r)
 {
     for (unsigned long done = 0; done < r->len;) {
@@ -108,6 +151,9 @@ static long rng_other(struct keel_msg *m, keel_word_t res[KEEL_MSG_WORDS])
             return KEEL_E_BAD_STATE;
         res[0] = (keel_word_t)fetch_at(label == LABEL_AT ? m->w[0] : spare_pa, CHUNK);
         return res[0] == CHUNK ? KEEL_E_OK : KEEL_E_BAD_STATE;
+    case LABEL_LATE:
+        res[0] = (keel_word_t)late_interrupt();
+        return KEEL_E_OK;
     }
     return KEEL_E_UNKNOWN_CALL;
 }

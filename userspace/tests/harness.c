@@ -86,12 +86,19 @@ long spawn(struct thread *t, void (*fn)(struct thread *), keel_word_t fault_ep)
     return keel_tcb_resume(t->tcb);
 }
 
+/* Whether a wait that began at TSC t0 and has yielded i times goes on. */
+static int waiting(long i, unsigned long t0)
+{
+    return i < WAIT_LIMIT || rdtsc() - t0 < WAIT_MIN_TSC;
+}
+
 /* Waits until t is blocked in the kernel (in recv, a call, a wait). */
 int wait_blocked(struct thread *t)
 {
     keel_word_t state = 0;
+    unsigned long t0 = rdtsc();
 
-    for (long i = 0; i < WAIT_LIMIT; i++) {
+    for (long i = 0; waiting(i, t0); i++) {
         if (keel_tcb_state(t->tcb, &state) == KEEL_E_OK && state == KEEL_THREAD_BLOCKED)
             return 1;
         keel_yield();
@@ -101,7 +108,9 @@ int wait_blocked(struct thread *t)
 
 int wait_done(struct thread *t)
 {
-    for (long i = 0; i < WAIT_LIMIT && !t->done; i++)
+    unsigned long t0 = rdtsc();
+
+    for (long i = 0; waiting(i, t0) && !t->done; i++)
         keel_yield();
     return t->done != 0;
 }

@@ -48,6 +48,11 @@ struct thread {
 #define TEST_VA 0x20000000ul     /* frame tests, one page table */
 #define NO_TABLE_VA 0x30000000ul /* no page table here */
 #define WAIT_LIMIT 200000
+/* wait_blocked and wait_done give up only after WAIT_LIMIT yields and at
+ * least WAIT_MIN_TSC cycles of the time-stamp counter (about 11 s at 3 GHz):
+ * where a yield is cheap (QEMU's TCG) the yields alone pass in a fraction
+ * of a second, less than a client's disk flushes may take on a loaded host. */
+#define WAIT_MIN_TSC (1ul << 35)
 
 extern struct keel_bootinfo *suite_boot;
 extern keel_word_t suite_untyped; /* the largest untyped: the factory's */

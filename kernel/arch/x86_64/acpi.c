@@ -137,6 +137,10 @@ static void add_cpu(u32 apic_id, u32 bsp_id)
 
 static struct arch_fw_device fw_devices[MAX_FW_DEVICES];
 static u32 fw_device_count;
+/* The GSIs (below 64) of those devices, and which of them the DSDT says
+ * are level-triggered and active low (QEMU's virtio-mmio lines are level:
+ * the line stays up while the device's interrupt status is set). */
+static u64 fw_gsis, fw_level, fw_low;
 static struct aml_device aml_devices[MAX_AML_DEVICES];
 static const struct rsdp *acpi_rsdp; /* found by acpi_init */
 
@@ -170,7 +174,23 @@ static void read_dsdt(const struct rsdp *r)
         if (memcmp(d->hid, "LNRO0005", 9) || !d->has_mem || !d->has_irq)
             continue;
         fw_devices[fw_device_count++] = (struct arch_fw_device){ d->mem_base, d->mem_len, d->irq };
+        if (d->irq < 64) {
+            fw_gsis |= 1ul << d->irq;
+            fw_level |= (u64)d->irq_level << d->irq;
+            fw_low |= (u64)d->irq_low << d->irq;
+        }
+        printk("keel: acpi: virtio-mmio at 0x%lx, gsi %u %s-triggered, active %s\n", d->mem_base,
+               d->irq, d->irq_level ? "level" : "edge", d->irq_low ? "low" : "high");
     }
+}
+
+bool acpi_gsi_trigger(u32 gsi, bool *level, bool *low)
+{
+    if (gsi >= 64 || !(fw_gsis >> gsi & 1))
+        return false;
+    *level = fw_level >> gsi & 1;
+    *low = fw_low >> gsi & 1;
+    return true;
 }
 
 /* Reads the DSDT on the first call only: walking AML is tens of

@@ -86,7 +86,11 @@ bool arch_irq_available(u32 gsi)
 
 /* Device lines are programmed edge-triggered, active high (the virtio-mmio
  * convention; Keel's VMM pulses them), except where the MADT overrides an
- * ISA line.  A driver must read its device's status after every wake-up:
+ * ISA line or the DSDT describes the device's interrupt otherwise (QEMU's
+ * virtio-mmio lines are level-triggered: programmed as edges, a completion
+ * that raised the line while it was masked, after the driver cleared the
+ * device's status, left it up with no edge to come, and the driver waited
+ * for ever).  A driver must read its device's status after every wake-up:
  * an edge that came while the line was masked is not delivered again. */
 void arch_irq_enable_line(u32 gsi, bool on)
 {
@@ -98,6 +102,7 @@ void arch_irq_enable_line(u32 gsi, bool on)
             low = (platform.isa_flags[irq] & 3) == 3;
         }
     }
+    acpi_gsi_trigger(gsi, &level, &low);
     ioapic_set(gsi, VEC_IRQ_BASE + gsi, cpus[0].hw_id, level, low, !on);
 }
 

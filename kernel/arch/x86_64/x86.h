@@ -155,6 +155,9 @@ struct madt_info {
     u16 isa_flags[16];
 };
 bool acpi_init(u64 rsdp_hint, struct madt_info *out);
+/* The trigger mode and polarity the DSDT gives a device's GSI (false: it
+ * names none; known once arch_firmware_virtio_devices has read it). */
+bool acpi_gsi_trigger(u32 gsi, bool *level, bool *low);
 
 /* apic.c: local APIC, IOAPIC, legacy PIC and the timer. */
 void lapic_init_mmio(u64 phys);
