@@ -1,13 +1,13 @@
 /* The kernel-call fuzzer's process (keel fuzz; the controller is
  * userspace/tests/fuzz.c).  An ordinary process: its own table, address
- * space and console write right (its own thread capability is taken away,
- * so it cannot raise its priority over everyone: the kernel has no
- * priority ceiling), untyped memory and a few objects.  It issues calls
+ * space and console write right (its own thread capability is taken away:
+ * userspace/tests/fuzz.c says why), untyped memory and a few objects.  It issues calls
  * drawn from the table generated from kernel/calls.tbl (fuzz_gen.h): every
  * call, on slots that are valid, empty, of another type, or revoked
  * meanwhile; arguments biased towards edges; batches with references to
- * earlier results.  The sequence is a function of the seed alone.  Every
- * FUZZ_CHUNK calls it reports its progress on the endpoint in slot
+ * earlier results.  The sequence is a function of the seed alone.  After
+ * every call it stores its counts in its progress page (fuzz.h), which the
+ * controller reads; at the end it reports on the endpoint in slot
  * FUZZ_SLOT_REPORT, which no generated call names.
  *
  * arg: seed << FUZZ_CALL_BITS | calls; bit 63 (FUZZ_TRACE) prints every
@@ -18,6 +18,7 @@
 #include "../tests/fuzz.h"
 
 static unsigned long rng_state;
+static struct fuzz_progress *const progress = (struct fuzz_progress *)FUZZ_PROGRESS_VA;
 
 static unsigned long rnd(void)
 {
@@ -179,10 +180,9 @@ long keel_main(unsigned long arg)
             if (tracing)
                 printf("fuzz: #%lu batch of %lu -> %ld (%lu ran)\n", done, n, err, ran);
         }
-        unsigned long before = done;
         done += n;
-        if (done / FUZZ_CHUNK != before / FUZZ_CHUNK && done < calls)
-            keel_send(FUZZ_SLOT_REPORT, FUZZ_PROGRESS, done, batches, 0, 0, 0, 0);
+        progress->batches = batches;
+        progress->calls = done; /* last: the controller reads it first */
     }
     while (keel_send(FUZZ_SLOT_REPORT, FUZZ_DONE, done, batches, 0, 0, 0, 0) == KEEL_E_FULL)
         keel_yield();

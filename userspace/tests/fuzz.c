@@ -24,17 +24,21 @@
 #define FUZZ_UT_BITS 20    /* a process and everything it makes: 1 MiB */
 #define FUZZ_GIVE_BITS 16  /* the untyped memory it is given to retype */
 #define FUZZ_MAX_PROCS 8
-#define FUZZ_WAITING 40000000ul   /* TSC ticks without a report, not running: waiting */
-#define FUZZ_STALL 40000000000ul  /* TSC ticks without a report, running: stalled */
+#define FUZZ_WAITING 40000000ul   /* TSC ticks without a call done, not running: waiting */
+#define FUZZ_STALL 40000000000ul  /* TSC ticks without a call done, running: stalled */
+#define FUZZ_MIRROR_VA 0x51000000ul /* our view of process i's progress page: + i pages */
+#define WORKLOAD_BURST 4 /* messages the sender sends before it waits for their receipt */
 
 struct fuzz_proc {
     struct obj_alloc a;
     keel_word_t ut, slots, report; /* our copies: its memory, slot range, badged report ep */
     keel_word_t uobj, obj_slots;   /* the region of the objects it is given; their slots */
-    int refreshed;                 /* its objects were renewed since its last report */
+    int refreshed;                 /* its objects were renewed since its last call done */
     unsigned long gen;             /* incarnation, in its report badge's bits 8 and up */
     struct process p;
-    unsigned long seed, quota, done, batches, last_tsc;
+    unsigned long seed, quota, done, batches;
+    unsigned long last_tsc;        /* when a call of its was last seen done */
+    unsigned long checked_tsc;     /* when its state was last asked for */
     int live;
 };
 
@@ -43,6 +47,11 @@ static keel_word_t report_ep, report_window;
 static unsigned long total, batches, faults, stalls, waiting, refreshes, spawned;
 static int spawn_failed, injected;
 static unsigned long failat; /* keel.fuzz.failat: a failure injected (tests the shrinking) */
+
+static keel_word_t fuzz_mirror_va(unsigned i)
+{
+    return FUZZ_MIRROR_VA + i * KEEL_PAGE_SIZE;
+}
 
 static unsigned long word_from(const char *key, unsigned long dflt)
 {
@@ -84,6 +93,11 @@ static long fuzz_give_objects(struct fuzz_proc *f)
     return 0;
 }
 
+static struct fuzz_progress *fuzz_mirror(unsigned i)
+{
+    return (struct fuzz_progress *)fuzz_mirror_va(i);
+}
+
 /* Starts process i on its next seed with up to quota calls. */
 static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
 {
@@ -101,6 +115,16 @@ static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
     f->a = (struct obj_alloc){ f->ut, f->slots, f->slots + 200 };
     if ((err = process_load(&f->a, "fuzz", FUZZ_CNODE_BITS, SPAWN_STACK_PAGES, &f->p)))
         return err;
+    /* Its progress page, mapped in both address spaces (a copy of the
+     * frame capability for ours): both go when f->ut is revoked. */
+    keel_word_t page = obj_make(&f->a, KEEL_OBJ_FRAME, 0), mirror = f->a.next++;
+    if (!page || f->a.next > f->a.end)
+        return KEEL_E_NO_MEMORY;
+    if ((err = map_frame(&f->a, f->p.vspace, page, FUZZ_PROGRESS_VA,
+                         KEEL_RIGHT_READ | KEEL_RIGHT_WRITE)) ||
+        (err = keel_cnode_copy(CN, mirror, CN, page, KEEL_RIGHT_ALL)) ||
+        (err = map_frame(0, VS, mirror, fuzz_mirror_va(i), KEEL_RIGHT_READ)))
+        return err;
     f->uobj = obj_make(&f->a, KEEL_OBJ_UNTYPED, FUZZ_GIVE_BITS + 1);
     if (!f->uobj)
         return KEEL_E_NO_MEMORY;
@@ -115,7 +139,7 @@ static long fuzz_spawn(unsigned i, unsigned long quota, int tracing)
         return err;
     f->quota = quota;
     f->done = f->batches = 0;
-    f->last_tsc = rdtsc();
+    f->last_tsc = f->checked_tsc = rdtsc();
     f->refreshed = 0;
     f->live = 1;
     spawned++;
@@ -140,12 +164,35 @@ static long fuzz_refresh(unsigned i)
     return err;
 }
 
+/* What process i's progress page says: a call done since we last looked
+ * is a sign of life. */
+static void fuzz_seen(unsigned i)
+{
+    struct fuzz_proc *f = &procs[i];
+    if (!f->live) /* then the page is gone */
+        return;
+    struct fuzz_progress *pg = fuzz_mirror(i);
+    unsigned long calls = pg->calls, b = pg->batches;
+
+    if (calls <= f->done || calls > f->quota)
+        return;
+    f->done = calls;
+    f->batches = b;
+    f->last_tsc = rdtsc();
+    f->refreshed = 0;
+    if (failat && calls >= failat && !injected) {
+        printf("\nktest: FAIL fuzz: injected failure: a process made %lu calls\n", calls);
+        injected = 1;
+    }
+}
+
 /* Takes process i down: everything it was made of, and made, goes.  The
  * calls of its quota it did not make go back to *remaining. */
 static long fuzz_kill(unsigned i, unsigned long *remaining)
 {
     struct fuzz_proc *f = &procs[i];
 
+    fuzz_seen(i); /* its last counts, before the page goes */
     f->live = 0;
     total += f->done;
     batches += f->batches;
@@ -194,23 +241,34 @@ static int canary_check(void)
     return 0;
 }
 
-static volatile int workload_stop, workload_sender_done;
+/* The workload blocks between bursts: the sender sends WORKLOAD_BURST
+ * messages and waits until the receiver, which waits in recv, has taken
+ * them; the receiver then also signals workload_tick, the controller's
+ * heartbeat (its bound notification).  Threads that polled and yielded
+ * instead took a turn of every time slice whatever the load: sampled,
+ * more of both vCPUs than the fuzz processes (docs/reliability.md). */
+static volatile int workload_stop;
 static volatile unsigned long workload_sent, workload_got, workload_bad;
-static keel_word_t workload_ep;
+static keel_word_t workload_ep, workload_ack, workload_tick;
 
 static void body_sender(struct thread *t)
 {
     unsigned long seq = 0;
+    keel_word_t bits;
 
     while (!workload_stop) {
-        if (keel_send(t->a, USER(1), seq, ~seq, 0, 0, 0, 0) == KEEL_E_OK)
-            workload_sent = ++seq;
-        else
+        if (keel_send(t->a, USER(1), seq, ~seq, 0, 0, 0, 0) != KEEL_E_OK) {
             keel_yield();
+            continue;
+        }
+        workload_sent = ++seq;
+        if (!(seq % WORKLOAD_BURST))
+            keel_notification_wait(workload_ack, &bits);
     }
-    /* After its last count: the receiver takes everything up to it (it
-     * once stopped between a send and its count, one message short). */
-    workload_sender_done = 1;
+    /* After its last count, the end: the receiver takes everything up to
+     * it (it once stopped between a send and its count, one short). */
+    while (keel_send(t->a, USER(2), seq, 0, 0, 0, 0, 0) != KEEL_E_OK)
+        keel_yield();
 }
 
 static void body_receiver(struct thread *t)
@@ -218,15 +276,22 @@ static void body_receiver(struct thread *t)
     unsigned long want = 0;
     struct keel_msg m;
 
-    while (!workload_sender_done || want < workload_sent) {
-        if (keel_recv(t->a, KEEL_RECV_NONBLOCK, 0, &m) != KEEL_E_OK) {
+    for (;;) {
+        if (keel_recv(t->a, 0, 0, &m) != KEEL_E_OK) {
+            workload_bad++;
             keel_yield();
             continue;
         }
+        if (m.label == USER(2))
+            break;
         if (m.label != USER(1) || m.w[0] != want || m.w[1] != ~want)
             workload_bad++;
         want = m.w[0] + 1;
         workload_got = want;
+        if (!(want % WORKLOAD_BURST)) {
+            keel_notification_signal(workload_ack);
+            keel_notification_signal(workload_tick);
+        }
     }
 }
 
@@ -234,43 +299,51 @@ static void body_receiver(struct thread *t)
 
 static unsigned long share; /* calls per process: the total over the processes, at most 20000 */
 
-static void serve_reports(int tracing, unsigned long *remaining, unsigned nprocs)
+static void serve_report(struct keel_msg *m, unsigned long *remaining, unsigned nprocs)
+{
+    unsigned i = (unsigned)(m->badge & 0xff) - 1;
+
+    if (m->label == KEEL_LABEL_NOTIFY)
+        return; /* the workload's heartbeat */
+    if (m->info & KEEL_INFO_REPLY) /* a call on its report endpoint: answer it */
+        keel_reply(report_window, KEEL_E_UNKNOWN_CALL, 0);
+    for (unsigned k = 0; k <= KEEL_MSG_CAPS; k++)
+        keel_cnode_delete(CN, report_window + k);
+    if (i >= nprocs || !procs[i].live || m->badge >> 8 != procs[i].gen)
+        return; /* from a process already taken down */
+    struct fuzz_proc *f = &procs[i];
+    if (m->label == FUZZ_DONE) {
+        fuzz_seen(i);
+        f->done = m->w[0] > f->quota ? f->quota : m->w[0];
+        f->batches = m->w[1];
+        fuzz_kill(i, remaining);
+    } else if (m->label == KEEL_LABEL_FAULT) {
+        faults++;
+        fuzz_kill(i, remaining);
+    }
+}
+
+/* With wait set, first waits for a report or the workload's heartbeat. */
+static void serve_reports(int wait, int tracing, unsigned long *remaining, unsigned nprocs)
 {
     struct keel_msg m;
 
-    while (keel_recv(report_ep, KEEL_RECV_NONBLOCK, report_window, &m) == KEEL_E_OK) {
-        unsigned i = (unsigned)(m.badge & 0xff) - 1;
-        if (m.info & KEEL_INFO_REPLY) /* a call on its report endpoint: answer it */
-            keel_reply(report_window, KEEL_E_UNKNOWN_CALL, 0);
-        for (unsigned k = 0; k <= KEEL_MSG_CAPS; k++)
-            keel_cnode_delete(CN, report_window + k);
-        if (i >= nprocs || !procs[i].live || m.badge >> 8 != procs[i].gen)
-            continue; /* from a process already taken down */
-        struct fuzz_proc *f = &procs[i];
-        f->last_tsc = rdtsc();
-        if (m.label == FUZZ_PROGRESS || m.label == FUZZ_DONE) {
-            f->refreshed = 0;
-            if (failat && m.w[0] >= failat && !injected) {
-                printf("\nktest: FAIL fuzz: injected failure: a process made %lu calls\n", m.w[0]);
-                injected = 1;
-            }
-            f->done = m.w[0] > f->quota ? f->quota : m.w[0];
-            f->batches = m.w[1];
-        }
-        if (m.label == FUZZ_DONE) {
-            fuzz_kill(i, remaining);
-        } else if (m.label == KEEL_LABEL_FAULT) {
-            faults++;
-            fuzz_kill(i, remaining);
-        }
-    }
-    unsigned long now = rdtsc();
+    if (wait && keel_recv(report_ep, 0, report_window, &m) == KEEL_E_OK)
+        serve_report(&m, remaining, nprocs);
+    while (keel_recv(report_ep, KEEL_RECV_NONBLOCK, report_window, &m) == KEEL_E_OK)
+        serve_report(&m, remaining, nprocs);
     for (unsigned i = 0; i < nprocs; i++) {
         /* A process waiting for something nobody will send (a wait on a
-         * notification of its own, say) is replaced; one that runs and
-         * does not report for much longer is counted as stalled. */
+         * notification of its own, say) is given new objects, then
+         * replaced; one that runs and finishes no call for much longer is
+         * counted as stalled.  Its state is asked for (a call that takes
+         * the objects lock whole) at most once per FUZZ_WAITING. */
         keel_word_t state = KEEL_THREAD_RUNNABLE;
+        fuzz_seen(i);
+        unsigned long now = rdtsc();
         if (procs[i].live && now - procs[i].last_tsc > FUZZ_WAITING &&
+            now - procs[i].checked_tsc > FUZZ_WAITING &&
+            ((procs[i].checked_tsc = now), 1) &&
             (keel_tcb_state(procs[i].p.tcb, &state) || state != KEEL_THREAD_RUNNABLE)) {
             if (!procs[i].refreshed && fuzz_refresh(i) == KEEL_E_OK)
                 continue;
@@ -305,6 +378,8 @@ int fuzz_run(void)
     failat = word_from("keel.fuzz.failat", 0);
     struct thread sender, receiver;
     keel_word_t ep = workload_ep = make_obj(KEEL_OBJ_ENDPOINT, 0);
+    workload_ack = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    workload_tick = make_obj(KEEL_OBJ_NOTIFICATION, 0);
     unsigned long remaining = calls;
 
     if (nprocs < 1 || nprocs > FUZZ_MAX_PROCS)
@@ -339,26 +414,43 @@ int fuzz_run(void)
             remaining -= q;
     }
     unsigned long shown = 0;
-    for (;;) {
+    OK(keel_tcb_bind_notification(KEEL_SLOT_TCB, workload_tick));
+    /* Above everyone else, and waiting most of the time: a renewal or a
+     * replacement is made at once instead of a few calls per time slice
+     * (a process waited 0.7 s for its renewal under load). */
+    OK(keel_tcb_set_priority(KEEL_SLOT_TCB, KEEL_PRIO_DEFAULT + 1, KEEL_SLOT_TCB));
+    for (int first = 1;; first = 0) {
         int live = 0;
-        serve_reports(tracing, &remaining, nprocs);
-        if (total / 10000 != shown) { /* progress, and a sign of life for the hang watchdog */
-            shown = total / 10000;
+        /* Between heartbeats and reports it waits rather than polls. */
+        serve_reports(!first, tracing, &remaining, nprocs);
+        /* Counted with the calls of the processes still running (their
+         * progress pages): a process runs up to 20000 calls, longer than
+         * the hang watchdog waits for a line on a loaded host. */
+        unsigned long sofar = total;
+        for (unsigned i = 0; i < nprocs; i++)
+            sofar += procs[i].live ? procs[i].done : 0;
+        if (sofar / 10000 != shown) { /* progress, and a sign of life for the hang watchdog */
+            shown = sofar / 10000;
             /* The invariants that hold during the run, checked as it goes:
              * a long run stopped early still says how far they held. */
+            /* Unbound meanwhile: a pending heartbeat would be what its
+             * receives from the canary's endpoint get (it was, once). */
+            OK(keel_tcb_bind_notification(KEEL_SLOT_TCB, 0));
             if (canary_check())
                 return 1;
+            OK(keel_tcb_bind_notification(KEEL_SLOT_TCB, workload_tick));
             OK(keel_send(canary_ep, USER(7), 1, 2, 3, 4, 5, 6)); /* the check took it */
             EXPECT(workload_bad == 0);
             printf("\nfuzz: %lu calls so far; canary untouched, workload %lu messages in order\n",
-                   total, workload_got);
+                   sofar, workload_got);
         }
         for (unsigned i = 0; i < nprocs; i++)
             live |= procs[i].live;
         if (!live && !remaining)
             break;
-        keel_yield();
     }
+    OK(keel_tcb_set_priority(KEEL_SLOT_TCB, KEEL_PRIO_DEFAULT, KEEL_SLOT_TCB));
+    OK(keel_tcb_bind_notification(KEEL_SLOT_TCB, 0));
     workload_stop = 1;
     EXPECT(!spawn_failed && !injected);
     EXPECT(wait_done(&sender) && wait_done(&receiver));

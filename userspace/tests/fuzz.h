@@ -10,11 +10,19 @@
 #define FUZZ_CALL_BITS 24 /* arg: seed << FUZZ_CALL_BITS | calls */
 #define FUZZ_TRACE (1ul << 63)
 #define FUZZ_SEED_MASK ((1ul << (63 - FUZZ_CALL_BITS)) - 1) /* the seed bits arg carries */
-#define FUZZ_CHUNK 64     /* calls between progress reports */
 #define FUZZ_BATCH_MAX 8
 #define FUZZ_SPARE_VA 0x40000000ul
-#define FUZZ_PROGRESS 0x4601
 #define FUZZ_DONE 0x4602
+
+/* Its progress page, shared with the controller: after every call (or
+ * batch) the process stores its call and batch counts there, so the
+ * controller sees it is alive without a kernel call on either side.  No
+ * capability in the process's table names the page (it cannot unmap it),
+ * and no generated pointer falls on it. */
+#define FUZZ_PROGRESS_VA 0x3f000000ul
+struct fuzz_progress {
+    volatile unsigned long calls, batches;
+};
 
 /* The capabilities a fuzz process is given, from slot 5 on: its report
  * endpoint first (never named by a generated call), then objects of each
