@@ -7,7 +7,8 @@ import os
 import pty
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.boot.test_cli_operate import read_some, wait_child
@@ -16,6 +17,25 @@ from vmm.api import request
 
 pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"
+
+
+@contextmanager
+def _console_on_pty(sock: Path) -> Iterator[tuple[int, int]]:
+    """`keel console --api-sock SOCK` on a new terminal: (its pid, the terminal's
+    master side), both gone afterwards."""
+    child, master = pty.fork()
+    if child == 0:
+        os.chdir(ROOT)
+        os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
+    try:
+        yield child, master
+    finally:
+        os.close(master)
+        try:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _gone(pid: int, timeout: float = 60) -> bool:
@@ -118,24 +138,13 @@ def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: 
     assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout.strip())
     try:
-        child, master = pty.fork()
-        if child == 0:
-            os.chdir(ROOT)
-            os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
-        out = b""
-        deadline = time.monotonic() + 60
-        try:
+        with _console_on_pty(sock) as (child, master):
+            out = b""
+            deadline = time.monotonic() + 60
             while b"Ctrl-] detaches" not in out:
                 out += read_some(master, deadline, out)
             os.write(master, b"\x1d")
             assert wait_child(child, deadline) == 0
-        finally:
-            os.close(master)
-            try:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
         assert keel("status", "--api-sock", str(sock)).stdout.startswith("state=running")
         assert keel("stop", "--api-sock", str(sock)).returncode == 0
         assert _gone(pid)
@@ -161,12 +170,8 @@ def test_ctrl_c_in_keel_console_reaches_the_guest(kernel: Path, tmp_path: Path) 
         while b"keel> " not in transcript.read_bytes():  # the kernel's own console
             assert time.monotonic() < deadline, transcript.read_text()
             time.sleep(0.1)
-        child, master = pty.fork()
-        if child == 0:
-            os.chdir(ROOT)
-            os.execv(KEEL[0], [*KEEL, "console", "--api-sock", str(sock)])
-        out = b""
-        try:
+        with _console_on_pty(sock) as (child, master):
+            out = b""
             while b"Ctrl-] detaches" not in out:
                 out += read_some(master, deadline, out)
             os.write(master, b"\x03\r")
@@ -174,13 +179,6 @@ def test_ctrl_c_in_keel_console_reaches_the_guest(kernel: Path, tmp_path: Path) 
                 out += read_some(master, deadline, out)
             os.write(master, b"\x1d")
             assert wait_child(child, deadline) == 0  # not 130: no SIGINT
-        finally:
-            os.close(master)
-            try:
-                os.kill(child, 9)
-                os.waitpid(child, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
         assert keel("stop", "--api-sock", str(sock)).returncode == 0
         assert _gone(pid)
     finally:
