@@ -19,6 +19,29 @@ pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"
 
 
+def _daemon_with_console(tmp_path: Path, kernel: Path, *args: str) -> tuple[Path, int]:
+    """`keel run KERNEL --daemon` with its console in tmp_path/console.log: the
+    control socket and the daemon's pid."""
+    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [*KEEL, "run", str(kernel), "--smp", "1", *args, "--daemon", "--api-sock", str(sock),
+         "--console", str(transcript)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return sock, int(proc.stdout.strip())
+
+
+def _wait_for_prompt(transcript: Path, prompt: bytes) -> float:
+    """Waits (up to 120 s) for prompt in the console transcript; the deadline."""
+    deadline = time.monotonic() + 120
+    while prompt not in transcript.read_bytes():
+        assert time.monotonic() < deadline, transcript.read_text()
+        time.sleep(0.1)
+    return deadline
+
+
 @contextmanager
 def _console_on_pty(sock: Path) -> Iterator[tuple[int, int]]:
     """`keel console --api-sock SOCK` on a new terminal: (its pid, the terminal's
@@ -83,20 +106,10 @@ def test_daemon_errors_reach_the_terminal(tiny_guest: Callable[..., Path], tmp_p
 
 
 def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
-    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [*KEEL, "run", str(kernel), "--smp", "1", "--initrd", str(INITRD), "--daemon",
-         "--api-sock", str(sock), "--console", str(transcript)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    pid = int(proc.stdout.strip())
+    sock, pid = _daemon_with_console(tmp_path, kernel, "--initrd", str(INITRD))
+    transcript = tmp_path / "console.log"
     try:
-        deadline = time.monotonic() + 120
-        while b"keel$ " not in transcript.read_bytes():
-            assert time.monotonic() < deadline, transcript.read_text()
-            time.sleep(0.1)
+        deadline = _wait_for_prompt(transcript, b"keel$ ")
         events = subprocess.Popen([*KEEL, "events", "--api-sock", str(sock)], cwd=ROOT,
                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
         # subscribed before the machine can stop (its start-up is slow under load)
@@ -156,20 +169,9 @@ def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: 
 def test_ctrl_c_in_keel_console_reaches_the_guest(kernel: Path, tmp_path: Path) -> None:
     """The terminal is raw under `keel console`: Ctrl-C is a byte for the guest
     (the kernel's console answers 'you typed: ^C'), not a signal that ends it."""
-    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [*KEEL, "run", str(kernel), "--smp", "1", "--daemon", "--api-sock", str(sock),
-         "--console", str(transcript)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    pid = int(proc.stdout.strip())
+    sock, pid = _daemon_with_console(tmp_path, kernel)
     try:
-        deadline = time.monotonic() + 120
-        while b"keel> " not in transcript.read_bytes():  # the kernel's own console
-            assert time.monotonic() < deadline, transcript.read_text()
-            time.sleep(0.1)
+        deadline = _wait_for_prompt(tmp_path / "console.log", b"keel> ")  # the kernel's own
         with _console_on_pty(sock) as (child, master):
             out = b""
             while b"Ctrl-] detaches" not in out:
