@@ -19,14 +19,13 @@ pytestmark = requires_kvm
 INITRD = ROOT / "build" / "initrd.cpio"
 
 
-def _daemon_with_console(tmp_path: Path, kernel: Path, *args: str) -> tuple[Path, int]:
-    """`keel run KERNEL --daemon` with its console in tmp_path/console.log: the
-    control socket and the daemon's pid."""
-    sock, transcript = tmp_path / "vm.sock", tmp_path / "console.log"
+def _daemon(tmp_path: Path, kernel: Path, *args: str) -> tuple[Path, int]:
+    """`keel run KERNEL --smp 1 ARGS --daemon` with its control socket in
+    tmp_path: the socket and the daemon's pid."""
+    sock = tmp_path / "vm.sock"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.run(
-        [*KEEL, "run", str(kernel), "--smp", "1", *args, "--daemon", "--api-sock", str(sock),
-         "--console", str(transcript)],
+        [*KEEL, "run", str(kernel), "--smp", "1", *args, "--daemon", "--api-sock", str(sock)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -106,8 +105,8 @@ def test_daemon_errors_reach_the_terminal(tiny_guest: Callable[..., Path], tmp_p
 
 
 def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
-    sock, pid = _daemon_with_console(tmp_path, kernel, "--initrd", str(INITRD))
     transcript = tmp_path / "console.log"
+    sock, pid = _daemon(tmp_path, kernel, "--initrd", str(INITRD), "--console", str(transcript))
     try:
         deadline = _wait_for_prompt(transcript, b"keel$ ")
         events = subprocess.Popen([*KEEL, "events", "--api-sock", str(sock)], cwd=ROOT,
@@ -141,15 +140,7 @@ def test_console_of_a_daemon(kernel: Path, tmp_path: Path) -> None:
 
 def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
     """On a terminal, Ctrl-] ends `keel console`; the VM keeps running."""
-    sock = tmp_path / "vm.sock"
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.run(
-        [*KEEL, "run", str(tiny_guest("HANG")), "--smp", "1", "--memory", "64",
-         "--daemon", "--api-sock", str(sock)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    pid = int(proc.stdout.strip())
+    sock, pid = _daemon(tmp_path, tiny_guest("HANG"), "--memory", "64")
     try:
         with _console_on_pty(sock) as (child, master):
             out = b""
@@ -169,9 +160,10 @@ def test_console_escape_key_detaches(tiny_guest: Callable[..., Path], tmp_path: 
 def test_ctrl_c_in_keel_console_reaches_the_guest(kernel: Path, tmp_path: Path) -> None:
     """The terminal is raw under `keel console`: Ctrl-C is a byte for the guest
     (the kernel's console answers 'you typed: ^C'), not a signal that ends it."""
-    sock, pid = _daemon_with_console(tmp_path, kernel)
+    transcript = tmp_path / "console.log"
+    sock, pid = _daemon(tmp_path, kernel, "--console", str(transcript))
     try:
-        deadline = _wait_for_prompt(tmp_path / "console.log", b"keel> ")  # the kernel's own
+        deadline = _wait_for_prompt(transcript, b"keel> ")  # the kernel's own console
         with _console_on_pty(sock) as (child, master):
             out = b""
             while b"Ctrl-] detaches" not in out:
