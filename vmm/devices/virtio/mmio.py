@@ -50,6 +50,7 @@ from vmm.devices.virtio.regs import (
     DRIVER_FEATURES_SEL,
     DRIVER_OK,
     F_EVENT_IDX,
+    F_INDIRECT_DESC,
     F_VERSION_1,
     FEATURES_OK,
     INT_CONFIG_CHANGE,
@@ -179,7 +180,7 @@ class MmioTransport:
     # -- registers (vCPU threads) -------------------------------------------------------
     @property
     def features(self) -> int:
-        return self.device.device_features() | F_VERSION_1 | F_EVENT_IDX
+        return self.device.device_features() | F_VERSION_1 | F_EVENT_IDX | F_INDIRECT_DESC
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -272,6 +273,7 @@ class MmioTransport:
         if value != 1:
             return
         event_idx = bool(self.driver_features & F_EVENT_IDX)
+        indirect = bool(self.driver_features & F_INDIRECT_DESC)
         try:
             check_layout(
                 self.in_ram, q.num, self.device.queue_max, q.desc, q.driver, q.device, event_idx
@@ -282,7 +284,7 @@ class MmioTransport:
         q.ready = 1
         self.queues[index] = Virtqueue(
             self.mem, self.in_ram, q.num, q.desc, q.driver, q.device, self.dma,
-            self.device.refuse, event_idx,
+            self.device.refuse, event_idx, indirect,
         )  # fmt: skip
 
     def _write_status(self, value: int) -> None:
