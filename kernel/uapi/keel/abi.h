@@ -107,10 +107,13 @@
 #define KEEL_MAX_DEVICES 16
 
 #ifndef __ASSEMBLY__
+/* 128 bytes, aligned to 128 so that no record of an array straddles a
+ * page (the kernel reads and writes records in place; one that straddles
+ * costs it a copy each way). */
 struct keel_call_rec {
     unsigned long cap, label, refs, arg[6];
     unsigned long err, res[6];
-};
+} __attribute__((aligned(128)));
 
 struct keel_untyped_desc {
     unsigned long paddr;
