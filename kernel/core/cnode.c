@@ -88,24 +88,12 @@ static long move(struct invocation *inv)
     return KEEL_E_OK;
 }
 
-long cnode_decode(struct invocation *inv)
+/* The calls that change slots; apart from identify so that it stays a
+ * leaf (no frame, a tail call here for the rest). */
+static __attribute__((noinline)) long cnode_change(struct invocation *inv)
 {
     struct slot *s;
 
-    if (inv->label == KEEL_CALL_CNODE_IDENTIFY) {
-        /* First: batches of it are the common case.  Shared, the slot may
-         * be being filled; the type comes first. */
-        u64 *res = inv->res;
-        if (!(s = cnode_slot(&inv->slot->cap, inv->arg[0])))
-            return KEEL_E_INVALID_ARG;
-        u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
-        res[0] = type;
-        if (type) {
-            res[1] = s->cap.rights;
-            res[2] = s->cap.badge;
-        }
-        return KEEL_E_OK;
-    }
     switch (inv->label) {
     case KEEL_CALL_CNODE_COPY:
         return derive(inv, false);
@@ -133,4 +121,22 @@ long cnode_decode(struct invocation *inv)
         return KEEL_E_OK;
     }
     return KEEL_E_UNKNOWN_CALL;
+}
+
+long cnode_decode(struct invocation *inv)
+{
+    if (inv->label != KEEL_CALL_CNODE_IDENTIFY)
+        return cnode_change(inv);
+    /* Shared, the slot may be being filled: the type comes first. */
+    struct slot *s = cnode_slot(&inv->slot->cap, inv->arg[0]);
+    u64 *res = inv->res;
+    if (!s)
+        return KEEL_E_INVALID_ARG;
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+    res[0] = type;
+    if (type) {
+        res[1] = s->cap.rights;
+        res[2] = s->cap.badge;
+    }
+    return KEEL_E_OK;
 }
