@@ -82,17 +82,6 @@ static bool batch_view_map(struct tcb *t, struct batch_view *v, u64 uaddr, u64 l
     return true;
 }
 
-/* The records from i on that lie whole in the page holding record i's
- * first byte are those before *lim, record j at *base + j * REC_SIZE;
- * *lim == i when record i straddles that page's end. */
-static void batch_window(const struct batch_view *v, u64 uaddr, u64 i, uptr *base, u64 *lim)
-{
-    u64 off0 = uaddr - v->first, page = (off0 + i * REC_SIZE) / KEEL_PAGE_SIZE;
-
-    *lim = ((page + 1) * KEEL_PAGE_SIZE - off0) / REC_SIZE;
-    *base = (uptr)v->page[page] - page * KEEL_PAGE_SIZE + off0;
-}
-
 /* Copies len bytes between buf and user address at, inside the records,
  * through the view: a record that straddles two pages (the uapi type is
  * aligned so that none does, but a pointer may be anything), a reference
@@ -111,6 +100,26 @@ static void batch_copy(const struct batch_view *v, u64 at, u8 *buf, u64 len, boo
         at += n;
         len -= n;
     }
+}
+
+/* Record i (at uaddr + i * REC_SIZE): in place, with *stop just past the
+ * last record from it on that lies whole in the same page; or, when it
+ * straddles two pages, copied into bounce, *stop 0 (the next record looks
+ * again). */
+static struct keel_call_rec *batch_window(const struct batch_view *v, u64 uaddr, u64 i,
+                                          uptr *stop, struct keel_call_rec *bounce)
+{
+    u64 off0 = uaddr - v->first, page = (off0 + i * REC_SIZE) / KEEL_PAGE_SIZE;
+    u64 lim = ((page + 1) * KEEL_PAGE_SIZE - off0) / REC_SIZE; /* first record past the page */
+    uptr base = (uptr)v->page[page] - page * KEEL_PAGE_SIZE + off0;
+
+    if (i < lim) {
+        *stop = base + lim * REC_SIZE;
+        return (struct keel_call_rec *)(base + i * REC_SIZE);
+    }
+    batch_copy(v, uaddr + i * REC_SIZE, (u8 *)bounce, REC_SIZE, false);
+    *stop = 0;
+    return bounce;
 }
 
 /* Arguments (bit a < KEEL_REF_CAP of refs) and the capability (bit
@@ -136,9 +145,13 @@ static long batch_refs(const struct batch_view *v, u64 uaddr, u64 i, u64 refs, u
 static inline __attribute__((always_inline)) long batch_call(struct tcb *t, u64 cap,
                                                              struct invocation *inv)
 {
-    struct slot *s = cnode_slot(&t->cspace.cap, cap);
-    u8 type = s ? __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE) : 0;
+    const struct cap *cs = &t->cspace.cap;
 
+    /* cnode_slot's test: slot 0 and slots past the end are refused */
+    if (cs->type != KEEL_OBJ_CNODE || cap - 1 >= (1ul << cs->size_bits) - 1)
+        return KEEL_E_INVALID_CAP;
+    struct slot *s = (struct slot *)cs->obj + cap;
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
     if (!type)
         return KEEL_E_INVALID_CAP;
     if (type == KEEL_OBJ_ENDPOINT)
@@ -154,23 +167,19 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
     struct batch_view view;
     struct invocation inv = { .caller = t, .arg = args, .no_block = true };
     long first_err = KEEL_E_OK;
-    uptr base = 0;
-    u64 i, lim;
+    uptr next = 0, stop = 0; /* the records before stop are in place from next on */
+    u64 i;
 
     *done = 0;
     if (count > KEEL_BATCH_MAX || (flags & ~(u64)KEEL_BATCH_STOP))
         return KEEL_E_INVALID_ARG;
     if (count && !batch_view_map(t, &view, uaddr, count * REC_SIZE))
         return KEEL_E_BAD_ADDRESS;
-    for (i = 0, lim = 0; i < count; i++) {
-        u64 at = uaddr + i * REC_SIZE;
-        struct keel_call_rec *rec = (struct keel_call_rec *)(base + i * REC_SIZE);
-        if (__builtin_expect(i >= lim, 0)) {
-            batch_window(&view, uaddr, i, &base, &lim);
-            rec = (struct keel_call_rec *)(base + i * REC_SIZE);
-            if (i >= lim) /* it straddles two pages */
-                batch_copy(&view, at, (u8 *)(rec = &bounce), REC_SIZE, false);
-        }
+    for (i = 0; i < count; i++) {
+        struct keel_call_rec *rec = (struct keel_call_rec *)next;
+        if (__builtin_expect(next >= stop, 0))
+            rec = batch_window(&view, uaddr, i, &stop, &bounce);
+        next = (uptr)(rec + 1);
         u64 cap = READ_ONCE(rec->cap), refs = READ_ONCE(rec->refs);
         _Pragma("GCC unroll 6") for (u32 w = 0; w < KEEL_MSG_WORDS; w++) {
             args[w] = READ_ONCE(rec->arg[w]);
@@ -191,13 +200,14 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
                 *done = i + 1;
                 return KEEL_E_BAD_ADDRESS;
             }
-            batch_window(&view, uaddr, i, &base, &lim);
             if (rec != &bounce)
-                rec = (struct keel_call_rec *)(base + i * REC_SIZE);
+                next = (uptr)(batch_window(&view, uaddr, i, &stop, &bounce) + 1);
+            rec = (struct keel_call_rec *)next - 1;
         }
         WRITE_ONCE(rec->err, (u64)err);
         if (__builtin_expect(rec == &bounce, 0))
-            batch_copy(&view, at + RESULTS_AT, (u8 *)&bounce.err, REC_SIZE - RESULTS_AT, true);
+            batch_copy(&view, uaddr + i * REC_SIZE + RESULTS_AT, (u8 *)&bounce.err,
+                       REC_SIZE - RESULTS_AT, true);
         if (__builtin_expect(err != KEEL_E_OK, 0)) {
             if (!first_err)
                 first_err = err;
