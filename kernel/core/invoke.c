@@ -13,5 +13,5 @@ long invoke(struct invocation *inv)
 
     if (!type)
         return KEEL_E_INVALID_CAP; /* emptied since its lookup (slot_type_check) */
-    return invoke_described(inv, call_describe(inv->label), type);
+    return invoke_described(inv, call_describe(inv->label), type, false);
 }

@@ -37,7 +37,7 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
         return endpoint_call(t, inv.slot, label, args, blocked);
     if (!type)
         return KEEL_E_INVALID_CAP; /* emptied since its lookup (slot_type_check) */
-    err = invoke_described(&inv, call_describe(label), type);
+    err = invoke_described(&inv, call_describe(label), type, false);
     *blocked = inv.blocked;
     return err;
 }
@@ -157,7 +157,7 @@ static inline __attribute__((always_inline)) long batch_call(struct tcb *t, u64 
     if (type == KEEL_OBJ_ENDPOINT)
         return endpoint_send(t, s, inv->label, inv->arg);
     inv->slot = s;
-    return invoke_described(inv, call_describe(inv->label), type);
+    return invoke_described(inv, call_describe(inv->label), type, true);
 }
 
 static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)

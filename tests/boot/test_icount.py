@@ -33,8 +33,8 @@ MEASURED = {
     "floor": 18,
     "null": 28,
     "ipc_roundtrip": 564,
-    "batch1": 712,
-    "batch16": 2602,
+    "batch1": 709,
+    "batch16": 2554,
     "copy_delete": 1124,
 }
 HEADROOM = 0.03

@@ -53,10 +53,11 @@ static inline const struct call_desc *call_describe(u64 label)
 
 /* The generic checks of a call described by d (NULL: no such call) on
  * inv->slot, whose type the caller read once (non-zero), then its type's
- * decode hook. */
+ * decode hook.  exclusive: the caller holds the objects lock exclusive (a
+ * batch), so no call needs to ask for it. */
 static inline __attribute__((always_inline)) long invoke_described(struct invocation *inv,
                                                                    const struct call_desc *d,
-                                                                   u8 type)
+                                                                   u8 type, bool exclusive)
 {
     const struct cap *c = &inv->slot->cap;
 
@@ -80,7 +81,7 @@ static inline __attribute__((always_inline)) long invoke_described(struct invoca
         inv->cap_arg[i] = s;
     }
     /* Which calls may run shared: the "shared" marks of calls.tbl. */
-    if (!d->shared && kernel_shared())
+    if (!exclusive && !d->shared && kernel_shared())
         return KEEL_E_RETRY;
     return object_types[d->type].decode(inv);
 }
