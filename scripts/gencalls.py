@@ -227,7 +227,8 @@ def gen_calls_h(t: Table) -> str:
         out.append(
             f"    [KEEL_CALL_{call.name.upper()}] = {{ \"{call.name}\", "
             f"KEEL_OBJ_{call.obj.upper()}, {rights_expr(call.rights)}, "
-            f"{len(call.args)}, {len(call.results)}, {int(call.shared)}, {cap_end}, {{ {caps} }} }},"
+            f"{len(call.args)}, {len(call.results)}, {int(call.shared)}, {cap_end}, "
+            f"{{ {caps} }} }},"
         )
     out += ["};", ""]
     return "\n".join(out)
