@@ -11,11 +11,14 @@ model and a ``create`` factory) plus one entry here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from vmm.devices.virtio import blk, console, net, rng
 from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Plain classes, not dataclasses: every `keel run` imports this module, and the
 # three dataclasses cost about 3 ms of start-up (python -X importtime).
