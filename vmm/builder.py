@@ -12,6 +12,7 @@ PVH entry state.  Nothing here runs the guest.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from vmm import platform, timings
@@ -124,10 +125,27 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
     vm.create_irqchip()
     vm.create_pit()
+    # Destroying a VM whose PIT reinjects missed ticks waits for two SRCU grace
+    # periods (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end
+    # of every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
+    # without a PIT, scripts in docs/benchmarks.md).  Turned off now, in a thread,
+    # that wait overlaps the boot instead.  Keel's guests keep time with the LAPIC
+    # timer and the TSC, never by counting PIT interrupts; a tick missed while the
+    # host is busy is dropped, as with QEMU's lost_tick_policy=discard.
+    reinject = threading.Thread(target=_pit_reinject_off, args=(vm,), name="pit-reinject")
+    reinject.start()
+    closers.append(reinject.join)  # before vm.close (closers run last first)
     timings.mark("KVM set-up (system, VM, irqchip, PIT)")
     for i, (gpa, size, *_rest) in enumerate(mem.slots):
         vm.set_memory_region(i, gpa, size, mem.host_address(i))
     return GuestVm(system, vm, mem)
+
+
+def _pit_reinject_off(vm: Vm) -> None:
+    try:
+        vm.set_pit_reinject(False)
+    except KeelError:
+        pass  # a KVM without it: the wait stays at the end
 
 
 def finish_boot(
