@@ -453,7 +453,8 @@ def late_module_imports(path: Path) -> list[str]:
             isinstance(node, (ast.If, ast.Try))
             and any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
         ) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) or (
-            isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
+            isinstance(node, ast.Assign)
+            and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
         )  # fmt: skip
         if not is_import and code_at is None:
             code_at = node.lineno
