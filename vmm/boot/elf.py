@@ -161,7 +161,7 @@ def load_kernel(path: str | os.PathLike[str]) -> KernelImage:
 # text ("keel-kernel 1", entry, bits, then paddr offset filesz memsz per
 # segment), not JSON: json (with re and enum) costs about 3 ms of start-up.
 
-_CACHE_MAGIC = "keel-kernel 1"
+_CACHE_MAGIC = b"keel-kernel 1"
 
 
 def cache_dir() -> str:
@@ -171,8 +171,8 @@ def cache_dir() -> str:
 
 def _cache_get(digest: str, raw: bytes) -> KernelImage | None:
     try:
-        with open(os.path.join(cache_dir(), digest + ".txt"), encoding="ascii") as f:
-            magic, _, numbers = f.read().partition(":")
+        with open(os.path.join(cache_dir(), digest + ".txt"), "rb") as f:
+            magic, _, numbers = f.read().partition(b":")
         fields = [int(n) for n in numbers.split()]
         if magic != _CACHE_MAGIC or len(fields) < 2 or (len(fields) - 2) % 4:
             return None
@@ -183,7 +183,7 @@ def _cache_get(digest: str, raw: bytes) -> KernelImage | None:
             if not 0 <= offset <= offset + filesz <= len(raw) or filesz > memsz:
                 return None
             segments.append(Segment(paddr, raw[offset : offset + filesz], memsz))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError):
         return None
     if not segments:
         return None
@@ -201,7 +201,7 @@ def _cache_put(
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="ascii") as f:
             numbers = [entry, bits, *(n for load in loads for n in load)]
-            f.write(f"{_CACHE_MAGIC}: {' '.join(map(str, numbers))}\n")
+            f.write(f"{_CACHE_MAGIC.decode()}: {' '.join(map(str, numbers))}\n")
         os.replace(tmp, path)
     except OSError:
         pass
