@@ -6,9 +6,10 @@ Each run is the wall-clock time of the whole host process, from exec to exit
 status, of `keel run build/kernel.elf --smp N --cmdline keel.test=boot` and of
 `qemu-system-x86_64 -M microvm` booting the same kernel with the same command
 line, on 1 and 2 vCPUs, alternating run by run so both see the same host load.
-With `--boot-against DIR`, a third column runs the same `keel` with the VMM
-sources of DIR (another checkout's tree: `vmm/` with its compiled bindings)
-first on the Python path: before and after a change, in the same run.  The
+With `--boot-against DIR`, a third column runs `keel` with the VMM sources of
+DIR (another checkout's tree: `vmm/` with its compiled bindings) first on the
+Python path, started as pip's console script starts it (with `site`, as
+before scripts/write_launcher.py): before and after a change, in the same run.  The
 load average is printed with the table; the plot (docs/boot.png) shows every
 run, not only the medians.
 """
@@ -42,6 +43,16 @@ def qemu_cmd(smp: int) -> list[str] | None:
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4"]  # fmt: skip
 
 
+def pip_launcher() -> Path:
+    """A `keel` as pip writes it (the interpreter with site), in build/bench."""
+    path = ROOT / "build" / "bench" / "keel-with-site"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    python = ROOT / ".venv" / "bin" / "python"
+    path.write_text(f"#!{python}\nimport sys\nfrom vmm.cli import entry\nsys.exit(entry())\n")
+    path.chmod(0o755)
+    return path
+
+
 def wall(cmd: list[str], expect: int, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, cwd=ROOT, env=env)
@@ -55,13 +66,14 @@ def samples(smp: int, runs: int, against: Path | None = None) -> dict[str, list[
     """Seconds of each run: "keel", "qemu" (when installed), "before" (with ``against``)."""
     out: dict[str, list[float]] = {"keel": [], "qemu": [], "before": []}
     qcmd = qemu_cmd(smp)
-    env = None
+    env, before = None, keel_cmd(smp)
     if against is not None:
         env = dict(os.environ, PYTHONPATH=str(against.resolve()))
+        before[0] = str(pip_launcher())
     for _ in range(runs):
         out["keel"].append(wall(keel_cmd(smp), 0))
         if env is not None:
-            out["before"].append(wall(keel_cmd(smp), 0, env))
+            out["before"].append(wall(before, 0, env))
         if qcmd:
             out["qemu"].append(wall(qcmd, 33))
     return out
