@@ -33,6 +33,7 @@ class GuestMemory:
         # Kept by ``_add`` alone, beside ``slots``: a slot added any other way
         # would be RAM that ``contains`` denies (a restored snapshot's rings).
         self._ranges: list[tuple[int, int]] = []
+        self._views: list[tuple[int, int, memoryview]] = []  # (first, end, view), for ``view``
         for gpa, size in slots:
             mm = mmap.mmap(
                 -1,
@@ -45,6 +46,7 @@ class GuestMemory:
     def _add(self, gpa: int, size: int, mm: mmap.mmap) -> None:
         self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
         self._ranges.append((gpa, gpa + size))
+        self._views.append((gpa, gpa + size, self.slots[-1][3]))
 
     @classmethod
     def from_file(cls, slots: list[tuple[int, int, int]], fd: int) -> GuestMemory:
@@ -70,9 +72,10 @@ class GuestMemory:
         """A writable view of ``[gpa, gpa + length)``; it must lie in one slot."""
         if gpa < 0 or length < 0:
             raise GuestMemoryError(f"bad guest range {gpa:#x}+{length:#x}")
-        for base, size, _, view, _ in self.slots:
-            if base <= gpa and gpa + length <= base + size:
-                return view[gpa - base : gpa - base + length]
+        end = gpa + length
+        for base, last, view in self._views:  # (every virtio buffer's path: kept short)
+            if base <= gpa and end <= last:
+                return view[gpa - base : end - base]
         raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is outside guest RAM")
 
     def contains(self, gpa: int, length: int) -> bool:
@@ -98,3 +101,4 @@ class GuestMemory:
             mm.close()
         self.slots.clear()
         self._ranges.clear()
+        self._views.clear()

@@ -119,6 +119,23 @@ class Driver:
         self.publish(qi, head, kick)
         return head
 
+    def submit_indirect(
+        self, qi: int, buffers: list[tuple[int, int, bool]], kick: bool = True, table: int = 0
+    ) -> int:
+        """The same request as ``submit``, as one ring descriptor naming a table of
+        them (VIRTIO_F_INDIRECT_DESC), written at ``table`` (or allocated)."""
+        table = table or self.alloc(16 * len(buffers))
+        for n, (addr, length, writable) in enumerate(buffers):
+            last = n == len(buffers) - 1
+            flags = (0 if last else 1) | (2 if writable else 0)
+            self.mem.write(table + 16 * n, struct.pack("<QIHH", addr, length, flags, n + 1))
+        q = self.queues[qi]
+        head = q.next_free
+        self.mem.write(q.desc + 16 * head, struct.pack("<QIHH", table, 16 * len(buffers), 4, 0))
+        q.next_free = (head + 1) % q.size
+        self.publish(qi, head, kick)
+        return head
+
     def publish(self, qi: int, head: int, kick: bool = True) -> None:
         q = self.queues[qi]
         self.mem.write(q.avail + 4 + 2 * (q.avail_idx % q.size), struct.pack("<H", head))

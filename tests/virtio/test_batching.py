@@ -1,14 +1,14 @@
 """Batched completion and VIRTIO_F_EVENT_IDX through the transport (no KVM).
 
 Hypothesis plays a driver against the transport with no worker thread: it
-publishes requests in bursts, sometimes kicks, sometimes reaps, moves its
-used event around, is snapshotted and restored into a new transport (an
-interrupt in flight lost), and calls the worker's ``service`` itself.  After every
-wake-up: every request published so far is returned exactly once,  at most one
-interrupt; the interrupt comes exactly
-when the driver's used event lies in what was just published (or, without
-the feature, when it did not set NO_INTERRUPT); the available event says
-"kick me for the next one", so a driver that follows it never leaves a
+publishes requests in bursts (direct or through indirect tables), sometimes
+kicks, sometimes reaps, moves its used event around, is snapshotted and
+restored into a new transport (an interrupt in flight lost), and calls the
+worker's ``service`` itself.  After every wake-up: every request published
+so far is returned exactly once, at most one interrupt; the interrupt comes
+exactly when the driver's used event lies in what was just published (or,
+without the feature, when it did not set NO_INTERRUPT); the available event
+says "kick me for the next one", so a driver that follows it never leaves a
 request unserved; a restored transport raises one interrupt and looks at
 its rings again, so no driver waits for an interrupt lost in the snapshot.
 """
@@ -51,6 +51,7 @@ def _u16(mem: GuestMemory, addr: int) -> int:
 
 op_st = st.one_of(
     st.tuples(st.just("publish"), st.integers(1, 8)),
+    st.tuples(st.just("publish_indirect"), st.integers(1, 8)),
     st.tuples(st.just("service"), st.just(0)),
     st.tuples(st.just("reap"), st.just(0)),
     st.tuples(st.just("event"), st.integers(0, 0xFFFF)),
@@ -72,15 +73,19 @@ def test_fuzz_batches_and_events(event_idx: bool, ops: list[tuple[str, int]], st
     returned: list[int] = []
     next_head = 0
     kicks_owed = False  # the driver published past the available event: it must kick
+    tables = d.alloc(QSIZE * 16, 16)  # one indirect table (of one descriptor) per head
     for op, arg in ops:
-        if op == "publish":
+        if op in ("publish", "publish_indirect"):
             n = min(arg, QSIZE - len(in_flight))
             old = q.avail_idx
             for _ in range(n):
                 while next_head in in_flight:
                     next_head = (next_head + 1) % QSIZE
-                mem.write(q.desc + 16 * next_head,
-                          struct.pack("<QIHH", buf + 64 * next_head, 64, 2, 0))  # fmt: skip
+                desc = struct.pack("<QIHH", buf + 64 * next_head, 64, 2, 0)
+                if op == "publish_indirect":  # the same buffer, named by a table
+                    mem.write(tables + 16 * next_head, desc)
+                    desc = struct.pack("<QIHH", tables + 16 * next_head, 16, 4, 0)
+                mem.write(q.desc + 16 * next_head, desc)
                 in_flight.add(next_head)
                 d.publish(0, next_head, kick=False)
             if n and (not event_idx or need_event(_u16(mem, avail_event_addr), q.avail_idx, old)):

@@ -259,7 +259,8 @@ class DeviceManager:
             self._irq_signals[entry.slot.index], self._log, entry.id,
         )  # fmt: skip
         try:
-            self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
+            if not entry.device.serve_on_notify:  # (else the kick's MMIO exit serves it)
+                self._vm.ioeventfd(transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4)
         except KeelError:
             pass  # without ioeventfd a kick is an MMIO exit the transport also handles
         transport.dma = self.iommu.attach(entry.slot.base, entry.id, transport.lock)
@@ -282,9 +283,10 @@ class DeviceManager:
             return
         if self._vm is not None and self._vm.fd >= 0:
             try:
-                self._vm.ioeventfd(
-                    transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4, deassign=True
-                )
+                if not entry.device.serve_on_notify:
+                    self._vm.ioeventfd(
+                        transport.kick_fd, entry.slot.base + QUEUE_NOTIFY, 4, deassign=True
+                    )
             except KeelError:
                 pass
         transport.close()

@@ -2,8 +2,9 @@
 
 A device model knows its queues and its configuration space, never the
 transport's registers: ``vmm.devices.virtio.mmio`` drives it.  ``service`` is called
-from the device's worker thread (under the transport's lock) whenever the
-guest kicked a queue or one of ``wake_fds`` became readable; it consumes what
+under the transport's lock whenever the guest kicked a queue (from the
+device's worker thread, woken by an ioeventfd, or with ``serve_on_notify``
+from the vCPU thread that kicked) or one of ``wake_fds`` became readable; it consumes what
 it can and returns True when it returned buffers to the driver.
 """
 
@@ -24,6 +25,9 @@ class VirtioDevice:
     num_queues = 1
     queue_max = 256
     errors = 0  # requests that failed (a device counts them in its own instance)
+    # A kick is served by the vCPU thread that made it (an MMIO exit; no ioeventfd),
+    # not handed to the worker: no thread wake-up between the guest and the device.
+    serve_on_notify = False
 
     def __init__(self, backing: str = "") -> None:
         self.backing = backing

@@ -5,6 +5,11 @@ register accesses arrive from vCPU threads through the MMIO bus; queue work
 runs in the transport's worker thread, woken by the kick eventfd (which KVM
 signals directly through an ioeventfd on QueueNotify, so a kick does not stop
 the vCPU) and interrupts go out through ``signal_irq`` (an irqfd under KVM).
+A device with ``serve_on_notify`` (virtio-blk) has no ioeventfd: the kick is
+an MMIO exit and the vCPU thread serves the queues itself before it returns
+to the guest, one exit instead of a thread hand-off (on a loaded host the
+worker's wake-up waited for a CPU, up to milliseconds); the worker still
+serves what a resume, a snapshot restore or a round limit hands it.
 
 One wake-up of the worker serves every request available, in rounds: the
 device consumes what the driver published, each queue publishes its used
@@ -45,6 +50,7 @@ from vmm.devices.virtio.regs import (
     DRIVER_FEATURES_SEL,
     DRIVER_OK,
     F_EVENT_IDX,
+    F_INDIRECT_DESC,
     F_VERSION_1,
     FEATURES_OK,
     INT_CONFIG_CHANGE,
@@ -174,7 +180,7 @@ class MmioTransport:
     # -- registers (vCPU threads) -------------------------------------------------------
     @property
     def features(self) -> int:
-        return self.device.device_features() | F_VERSION_1 | F_EVENT_IDX
+        return self.device.device_features() | F_VERSION_1 | F_EVENT_IDX | F_INDIRECT_DESC
 
     def read(self, offset: int, size: int) -> bytes:
         with self._lock:
@@ -220,7 +226,10 @@ class MmioTransport:
             return  # the spec requires 32-bit accesses to the registers
         value = int.from_bytes(data, "little")
         if offset == QUEUE_NOTIFY:
-            self.kick()  # no lock: the worker does the work
+            if self.device.serve_on_notify:
+                self.serve()  # this thread (a vCPU's exit) does the work
+            else:
+                self.kick()  # no lock: the worker does the work
             return
         with self._lock:
             self._write_reg(offset, value)
@@ -264,6 +273,7 @@ class MmioTransport:
         if value != 1:
             return
         event_idx = bool(self.driver_features & F_EVENT_IDX)
+        indirect = bool(self.driver_features & F_INDIRECT_DESC)
         try:
             check_layout(
                 self.in_ram, q.num, self.device.queue_max, q.desc, q.driver, q.device, event_idx
@@ -274,7 +284,7 @@ class MmioTransport:
         q.ready = 1
         self.queues[index] = Virtqueue(
             self.mem, self.in_ram, q.num, q.desc, q.driver, q.device, self.dma,
-            self.device.refuse, event_idx,
+            self.device.refuse, event_idx, indirect,
         )  # fmt: skip
 
     def _write_status(self, value: int) -> None:
@@ -445,11 +455,16 @@ class MmioTransport:
                     os.eventfd_read(self.kick_fd)
                 except BlockingIOError:
                     pass
-            try:
-                self.service()
-            except Exception as exc:  # a device-model bug must not kill the VMM
-                with self._lock:
-                    self._needs_reset(f"internal error: {exc!r}")
+            self.serve()
+
+    def serve(self) -> None:
+        """``service``, with a device-model bug turned into "needs reset" (it must
+        kill neither the VMM nor the thread: the worker, or the vCPU that kicked)."""
+        try:
+            self.service()
+        except Exception as exc:
+            with self._lock:
+                self._needs_reset(f"internal error: {exc!r}")
 
     def close(self) -> None:
         """Stop the worker and release the device's host resources."""

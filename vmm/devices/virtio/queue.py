@@ -5,7 +5,8 @@ addresses and alignment, the available index (never more than a queue's worth
 ahead of what the device consumed), every descriptor index, address and
 length, chain length (at most the queue size), loops, buffers overlapping each
 other, and direction (device-readable buffers come before device-writable
-ones).  Indirect descriptors are not offered and are rejected.  Any violation
+ones).  Indirect descriptors (VIRTIO_RING_F_INDIRECT_DESC) are accepted once
+negotiated, their tables checked as strictly as the ring's.  Any violation
 raises ``QueueError``; the transport then marks the device "needs reset".
 
 ``read_chain`` and ``available_heads`` are pure functions of a memory-read
@@ -136,6 +137,7 @@ def read_chain(
     head: int,
     dma: DmaGuard | None = None,
     table: memoryview | None = None,
+    indirect: bool = False,
 ) -> Chain:
     """Walk and validate the descriptor chain starting at ``head``.
 
@@ -145,20 +147,32 @@ def read_chain(
     that were read (none of them is to be touched but through the guard).
     ``table``: the whole descriptor table, already checked against ``dma``
     and guest RAM (``Virtqueue.begin``); descriptors are then read from it.
+    ``indirect`` (VIRTIO_RING_F_INDIRECT_DESC negotiated): the chain may end
+    in a descriptor naming a table of descriptors in guest memory, which
+    then continues the chain (virtio 1.2, 2.7.5.3): the table is checked
+    (whole entries, at most ``queue_size`` of them, in guest RAM and, with
+    ``dma``, readable as a whole) and copied once, so the guest cannot
+    change it under the walk; no descriptor in it may be indirect again.
     """
     if not 0 <= head < queue_size:
         raise QueueError(f"head index {head} is beyond the queue size {queue_size}")
     buffers: list[Buffer] = []
-    seen: set[int] = set()
+    append = buffers.append
     index = head
     seen_writable = False
     unpack = _DESC.unpack_from
+    # Every descriptor of a table is visited at most once in a chain without a
+    # loop, so more visits than entries is a loop (cheaper than a set of indexes).
+    bound = queue_size
+    visits = 0
+    in_table = False  # walking an indirect table (a copy: ``table`` is bytes then)
+    source: memoryview | bytes | None = table
     while True:
-        if index in seen:
+        visits += 1
+        if visits > bound:
             raise QueueError(f"descriptor chain from {head} loops at {index}")
-        seen.add(index)
-        if table is not None:
-            addr, length, flags, nxt = unpack(table, index * DESC_SIZE)
+        if source is not None:
+            addr, length, flags, nxt = unpack(source, index * DESC_SIZE)
         else:
             desc_addr = desc_table + index * DESC_SIZE
             if dma is not None and not dma.allows(desc_addr, DESC_SIZE, False):
@@ -167,9 +181,31 @@ def read_chain(
             raw = _safe_read(read, desc_addr, DESC_SIZE, "descriptor")
             addr, length, flags, nxt = unpack(raw)
         if flags & ~(DESC_F_NEXT | DESC_F_WRITE):
-            if flags & DESC_F_INDIRECT:
+            if flags & ~(DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT):
+                raise QueueError(f"descriptor {index}: unknown flags {flags:#x}")
+            if not indirect:
                 raise QueueError(f"descriptor {index}: indirect descriptors were not negotiated")
-            raise QueueError(f"descriptor {index}: unknown flags {flags:#x}")
+            if in_table:
+                raise QueueError(f"descriptor {index} of an indirect table is indirect again")
+            if flags & DESC_F_NEXT:
+                raise QueueError(f"descriptor {index}: indirect and NEXT together")
+            entries = length // DESC_SIZE
+            if length % DESC_SIZE or not 0 < entries <= queue_size:
+                raise QueueError(
+                    f"descriptor {index}: indirect table of {length} bytes (whole "
+                    f"descriptors, at most the queue size {queue_size})"
+                )
+            if not in_ram(addr, length):
+                raise QueueError(
+                    f"descriptor {index}: indirect table {addr:#x}+{length:#x} is outside guest RAM"
+                )
+            if dma is not None and not dma.allows(addr, length, False):
+                dma.fault(addr, length, False, f"indirect table of request {head}")
+                return Chain(head, tuple(buffers), refused=True, cut=True)
+            source = _safe_read(read, addr, length, "indirect table")
+            in_table = True
+            index, bound, visits = 0, entries, 0
+            continue
         writable = flags >= DESC_F_WRITE  # (only NEXT and WRITE are left)
         if seen_writable and not writable:
             raise QueueError(f"descriptor {index}: device-readable buffer after a writable one")
@@ -180,13 +216,15 @@ def read_chain(
             raise QueueError(
                 f"descriptor {index}: buffer {addr:#x}+{length:#x} is outside guest RAM"
             )
-        buffers.append(Buffer(addr, length, writable))
+        append(Buffer(addr, length, writable))
         if not flags & DESC_F_NEXT:
             break
-        if nxt >= queue_size:
-            raise QueueError(f"descriptor {index}: next index {nxt} is beyond the queue size")
+        if nxt >= bound:
+            what = "the indirect table's size" if in_table else "the queue size"
+            raise QueueError(f"descriptor {index}: next index {nxt} is beyond {what}")
         index = nxt
-    # (a chain without a loop visits each index once: never longer than the queue)
+    if len(buffers) > queue_size:  # (direct descriptors, then an indirect table's)
+        raise QueueError(f"descriptor chain from {head} is longer than the queue size")
     if len(buffers) > 1:
         _check_no_overlap(buffers, head)
     if dma is not None:
@@ -201,7 +239,17 @@ def read_chain(
 
 
 def _check_no_overlap(buffers: list[Buffer], head: int) -> None:
-    if len(buffers) < 2:
+    n = len(buffers)
+    if n <= 4:  # the usual requests: every pair, without sorting
+        for i in range(n - 1):
+            a_addr, a_len, _ = buffers[i]
+            for j in range(i + 1, n):
+                b_addr, b_len, _ = buffers[j]
+                if a_addr < b_addr + b_len and b_addr < a_addr + a_len:
+                    at = max(a_addr, b_addr)
+                    raise QueueError(
+                        f"descriptor chain from {head} has overlapping buffers at {at:#x}"
+                    )
         return
     ordered = sorted(buffers)  # by address first (a Buffer is a tuple)
     for a, b in itertools.pairwise(ordered):
@@ -292,6 +340,7 @@ class Virtqueue:
         dma: DmaGuard | None = None,
         refuse: Refuse = _refuse_nothing,
         event_idx: bool = False,
+        indirect: bool = False,
     ) -> None:
         self.mem = mem
         self.in_ram = in_ram
@@ -302,6 +351,7 @@ class Virtqueue:
         self.dma = dma
         self.refuse = refuse
         self.event_idx = event_idx
+        self.indirect = indirect
         self.next_avail = 0
         self.used_idx = 0  # ours: never read back from the guest
         self.published = 0  # the used index the guest can see
@@ -356,8 +406,9 @@ class Virtqueue:
     def _chain(self, head: int) -> Chain | None:
         """The validated chain at ``head``, or None when it was refused (and returned)."""
         chain = read_chain(
-            self.mem.read, self.in_ram, self.desc, self.size, head, self.dma, self._table
-        )
+            self.mem.read, self.in_ram, self.desc, self.size, head, self.dma, self._table,
+            self.indirect,
+        )  # fmt: skip
         if not chain.refused or self.dma is None:
             return chain
         self.push(head, self.refuse(chain, self.dma))

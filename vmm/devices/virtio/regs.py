@@ -51,4 +51,5 @@ INT_USED_BUFFER = 1
 INT_CONFIG_CHANGE = 2
 
 F_VERSION_1 = 1 << 32
+F_INDIRECT_DESC = 1 << 28  # VIRTIO_F_INDIRECT_DESC: a descriptor may name a table
 F_EVENT_IDX = 1 << 29  # VIRTIO_F_EVENT_IDX: used and available events in the rings
