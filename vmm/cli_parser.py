@@ -16,6 +16,7 @@ from vmm import __version__
 from vmm.cli import STATUS_ERROR, STATUS_USAGE, STRESS_WORKLOADS
 from vmm.devices.registry import KINDS
 from vmm.fuzz import add_parser as add_fuzz_parser
+from vmm.runargs import seconds
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
     STATUS_GUEST_FAILURE,
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --daemon: where the VMM's messages go (default: discarded)")
     for kind in KINDS.values():
         run.add_argument(kind.run_flag.flag, dest=kind.run_flag.dest, **kind.run_flag.argparse)
-    run.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--hang-timeout", type=seconds, default=None, metavar="SECONDS",
                      help="stop a guest silent on the console this long, with a diagnostic "
                           "(default: never)")
     run.add_argument("--timings", action="store_true",
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
     stress.add_argument("--initrd", default=None,
                         help="initrd (default: initrd.cpio beside the kernel)")
-    stress.add_argument("--hang-timeout", type=float, default=30.0, metavar="SECONDS",
+    stress.add_argument("--hang-timeout", type=seconds, default=30.0, metavar="SECONDS",
                         help="no console output for this long means a hang (default 30)")
     stress.add_argument("--verbose", "-v", action="store_true",
                         help="show the whole console, not only the stress lines")
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="check the memory file's checksum too (reads all of it)")
     restore.add_argument("--metrics-file", default=None, metavar="PATH",
                          help="write the metrics as JSON to PATH every second (default: none)")
-    restore.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+    restore.add_argument("--hang-timeout", type=seconds, default=None, metavar="SECONDS",
                          help="stop a guest silent on the console this long (default: never)")
     metrics = client("metrics", "show the VMM's counters (exits, devices, interrupts)")
     metrics.add_argument("--json", action="store_true", help="print the JSON answer")

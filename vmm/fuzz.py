@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from . import session
 from .errors import ConfigError
 from .machine import Machine
+from .runargs import seconds
 from .vcpu_runner import STATUS_GUEST_FAILURE, STATUS_INTERRUPTED
 
 OK_LINE = re.compile(rb"^fuzz: ok .*$", re.MULTILINE)
@@ -58,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
     p.add_argument("--initrd", default=None,
                    help="initrd (default: initrd.cpio beside the kernel)")
-    p.add_argument("--hang-timeout", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--hang-timeout", type=seconds, default=120.0, metavar="SECONDS",
                    help="no console output for this long means a hang (default 120)")
     p.add_argument("--no-shrink", action="store_true", help="report a failure without shrinking")
     p.add_argument("--fail-at", type=int, default=0, help=argparse.SUPPRESS)  # tests the shrinking

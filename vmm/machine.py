@@ -160,8 +160,8 @@ class Machine:
         self.serial2: Console | None = Console(serial2_output) if serial2 else None
         self._uart: Uart16550 | None = None
         self._uart2: Uart16550 | None = None
-        if hang_timeout is not None and hang_timeout <= 0:
-            raise ConfigError(f"hang timeout must be positive, not {hang_timeout}")
+        if hang_timeout is not None and not 0 < hang_timeout < float("inf"):  # nan too
+            raise ConfigError(f"hang timeout must be a positive, finite number, not {hang_timeout}")
         self.hang_timeout = hang_timeout
         self._log = log or _stderr_log
         self.state = State.CREATED

@@ -23,6 +23,14 @@ TYPE_CHECKING = False  # typing costs about 3 ms of start-up (python -X importti
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+def seconds(text: str) -> float:
+    """A time limit in seconds: a positive, finite number (argparse's type too)."""
+    value = float(text)
+    if not 0 < value < float("inf"):  # also false for nan
+        raise ValueError(f"not a positive, finite number of seconds: {text!r}")
+    return value
+
+
 # option -> (dest, type or None for a string); the defaults are argparse's (vmm.cli_parser)
 VALUES: dict[str, tuple[str, Callable[[str], object] | None]] = {
     "--smp": ("smp", int),
@@ -33,7 +41,7 @@ VALUES: dict[str, tuple[str, Callable[[str], object] | None]] = {
     "--console": ("console", None),
     "--api-sock": ("api_sock", None),
     "--log": ("log", None),
-    "--hang-timeout": ("hang_timeout", float),
+    "--hang-timeout": ("hang_timeout", seconds),
     "--cpu-features": ("cpu_features", None),
     "--serial2": ("serial2", None),
     "--gdb": ("gdb", None),

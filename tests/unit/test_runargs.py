@@ -61,3 +61,27 @@ def test_same_namespace_as_argparse(words: list[str]) -> None:
     fast = runargs.parse(argv)
     if fast is not None:
         assert vars(fast) == argparse_reads(argv), argv
+
+
+def test_a_hang_timeout_that_is_not_a_positive_finite_number_is_refused() -> None:
+    """Hypothesis found `--hang-timeout nan` read by both parsers as nan, which no
+    wait is ever longer than: a watchdog that never fires.  Both refuse it now,
+    and so do inf, 0 and negative numbers; so does the Machine itself."""
+    for value in ("nan", "inf", "-inf", "0", "-1", "NaN"):
+        for verb in ("run", "stress", "fuzz"):
+            argv = [verb, f"--hang-timeout={value}"]
+            assert runargs.parse(argv) is None, argv
+            assert argparse_reads(argv) is None, argv
+    fast = runargs.parse(["run", "--hang-timeout", "2.5"])
+    assert fast is not None and fast.hang_timeout == 2.5
+
+
+def test_the_machine_refuses_a_nan_hang_timeout() -> None:
+    import pytest
+
+    from vmm.errors import ConfigError
+    from vmm.machine import Machine
+
+    for value in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ConfigError, match="positive, finite"):
+            Machine(kernel="build/kernel.elf", hang_timeout=value)
