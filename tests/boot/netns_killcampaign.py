@@ -5,12 +5,18 @@ virtio-blk disk, a virtio-net device on a TAP whose host side is 10.0.2.2/24
 
 Arguments: the disk image, the file the virtio-console's output goes to, the
 number of kills, the hang timeout in seconds.  Prints the guest's console as
-it comes and exits with the machine's status (3: it did not finish).
+it comes and exits with the machine's status (3: it did not finish).  With
+``KEEL_CAMPAIGN_LOG=FILE`` the console also goes to FILE as it comes, so a
+long campaign can be watched (the test itself sees the output only at the end).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import BinaryIO
 
 from pyroute2 import IPRoute
 
@@ -21,9 +27,12 @@ TAP = "keeltap7"
 HOST_IP = "10.0.2.2"
 
 
-def echo(data: bytes) -> None:
+def echo(data: bytes, log: BinaryIO | None = None) -> None:
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+    if log is not None:
+        log.write(data)
+        log.flush()
 
 
 def main() -> int:
@@ -33,7 +42,15 @@ def main() -> int:
             f.write("1")
     except OSError:
         pass
-    with Machine(KERNEL, smp=2, initrd=ROOT / "build" / "initrd.cpio", console=echo,
+    with ExitStack() as stack:
+        path = os.environ.get("KEEL_CAMPAIGN_LOG")
+        log = stack.enter_context(open(path, "ab")) if path else None
+        return campaign(image, hvc_out, kills, hang, lambda data: echo(data, log))
+
+
+def campaign(image: str, hvc_out: str, kills: int, hang: float,
+             console: Callable[[bytes], None]) -> int:  # fmt: skip
+    with Machine(KERNEL, smp=2, initrd=ROOT / "build" / "initrd.cpio", console=console,
                  hang_timeout=hang,
                  cmdline=f"keel.test=killcampaign keel.kills={kills}") as m:  # fmt: skip
         m.attach_disk(image)
