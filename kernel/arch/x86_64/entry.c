@@ -71,9 +71,9 @@ void syscall_from_user(struct trap_frame *f)
     u64 nr = f->rax;
 
     if (nr == KEEL_SYS_INVOKE && f->rsi >= KEEL_LABEL_USER)
-        fastpath_call(c, f, f->rdi, f->rsi);
+        fastpath_call(f->rdi, f->rsi);
     if (nr == KEEL_SYS_REPLY_RECV)
-        fastpath_reply_recv(c, f, f->rdi, f->rsi, f->r14, f->r15);
+        fastpath_reply_recv(f->rdi, f->rsi);
     if (syscall_needs_exclusive(nr, f->rsi)) {
         c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();
@@ -239,7 +239,7 @@ void trap_dispatch(struct trap_frame *f)
 
 void arch_enter_user(struct tcb *t)
 {
-    arch_fast_enter_user(this_cpu(), t, false); /* arch/fastpath.h */
+    arch_fast_enter_user(this_cpu(), t, false, t); /* arch/fastpath.h */
 }
 
 void arch_idle_wait(void)

@@ -32,7 +32,8 @@ struct arch_cpu {
     u64 gdt[GDT_ENTRIES];
     struct tss tss;
     u8 iomap[8192 + 1]; /* follows the TSS: one bit per port, 1 = denied */
-    u64 cr3;               /* what this CPU last loaded into CR3 (0: not known) */
+    uptr pml4; /* kernel address of the top-level table this CPU last loaded into
+                * CR3 (0: not known): compared without converting to physical */
     u32 io_first, io_last; /* the range open in iomap (first > last: none) */
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
