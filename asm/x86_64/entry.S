@@ -54,8 +54,9 @@ syscall_entry:
     /* The IPC fast paths are called straight from here, their arguments
      * still in the caller's registers (C's first two: capability and
      * label; reply capability and error) and the rest read from the frame
-     * just saved: a call with a user label (fastpath_call) and reply_recv
-     * (fastpath_reply_recv).  Everything else, and kernel labels (which
+     * just saved: a call with a user label (fastpath_call_fn) and
+     * reply_recv (fastpath_reply_recv_fn), each the body for this
+     * machine's number of CPUs.  Everything else, and kernel labels (which
      * may need the objects lock exclusive), goes to syscall_from_user.
      * Nothing here preserves registers for C: every way out restores the
      * user's from a frame (arch_return_to_user). */
@@ -66,8 +67,8 @@ syscall_entry:
     jnz 1f
     cmpq $ENTRY_LABEL_USER, %rsi
     jb 1f
-    call fastpath_call
-2:  call fastpath_reply_recv
+    call *fastpath_call_fn(%rip)
+2:  call *fastpath_reply_recv_fn(%rip)
 1:  movq %gs:CPU_OFFSET_FRAME_TOP, %rdi
     subq $FRAME_SIZE, %rdi
     call syscall_from_user

@@ -52,24 +52,26 @@ FAST void fast_unlock(bool smp, spinlock_t *l, u32 cls)
 }
 
 /* A thread's capability table, looked at once for all the lookups of a
- * call: its slots and their number (0 when it is no table). */
+ * call: its slots and its last index (0 when it is no table). */
 struct fast_cspace {
     struct slot *slots;
-    u64 n;
+    u64 last;
 };
 
 FAST struct fast_cspace fast_cspace(const struct tcb *t)
 {
     const struct cap *cn = &t->cspace.cap;
+    u64 last = (1ul << cn->size_bits) - 1;
 
-    return (struct fast_cspace){ (struct slot *)cn->obj,
-                                 cn->type == KEEL_OBJ_CNODE ? 1ul << cn->size_bits : 0 };
+    if (__builtin_expect(cn->type != KEEL_OBJ_CNODE, 0))
+        last = 0;
+    return (struct fast_cspace){ (struct slot *)cn->obj, last };
 }
 
 /* cnode_slot's test: slot 0 is the table's header, never a capability. */
 FAST bool fast_index_ok(struct fast_cspace cs, u64 i)
 {
-    return i - 1 < cs.n - 1;
+    return i - 1 < cs.last;
 }
 
 FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
@@ -121,7 +123,8 @@ FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, stru
     }
     if (c->fpu_owner == from) { /* saved now: it may next run elsewhere */
         arch_fast_fpu_save(from);
-        c->fpu_owner = NULL;
+        if (smp) /* with one CPU its state may stay: nobody else restores it */
+            c->fpu_owner = NULL;
     }
     if (smp) /* with one CPU nobody looks in between */
         c->current = NULL;
@@ -130,9 +133,11 @@ FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, stru
     fast_lock(smp, &to->hdr.lock, LOCK_THREAD);
     if (to->cpu >= 0 || to->queued || !arch_fast_can_run(to)) {
         fast_unlock(smp, &to->hdr.lock, LOCK_THREAD);
-        if (!smp) {
+        if (!smp) { /* what the general path expects, as with smp */
             arch_fast_pass_words(to, from);
             c->current = NULL;
+            if (c->fpu_owner == from)
+                c->fpu_owner = NULL;
         }
         sched_make_runnable(to);
         sched_exit_kernel();
@@ -140,8 +145,9 @@ FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, stru
     to->state = THREAD_RUNNABLE;
     to->blocked_on = NULL;
     to->wait_kind = WAIT_NONE;
-    to->cpu = (s32)c->index;
-    to->last_cpu = (s16)c->index;
+    u32 cpu = c->index;
+    to->cpu = (s32)cpu;
+    to->last_cpu = (s16)cpu;
     if (!to->slice)
         to->slice = SCHED_SLICE_TICKS;
     c->current = to;
@@ -170,7 +176,7 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
         goto fall_back;
     struct fast_cspace rcs = fast_cspace(r);
     u64 window = r->recv_window;
-    if (!window || !fast_index_ok(rcs, window))
+    if (!fast_index_ok(rcs, window)) /* 0 (no window) too */
         goto fall_back;
     struct slot *dst = rcs.slots + window;
     fast_lock(smp, &caps_spinlock, LOCK_CAPS);
@@ -268,26 +274,51 @@ FAST struct tcb *fast_enter(struct cpu *c)
     return t;
 }
 
-void fastpath_call(u64 cptr, u64 label)
+/* The entry points: one copy of each body per case, the one for this
+ * machine chosen once at boot (fastpath_init) rather than on every call. */
+static __noreturn void call_one_cpu(u64 cptr, u64 label)
 {
     struct cpu *c = this_cpu();
     struct tcb *t = fast_enter(c);
 
-    if (cpu_count > 1)
-        fast_call(c, t, cptr, label, true);
-    else
-        fast_call(c, t, cptr, label, false);
+    fast_call(c, t, cptr, label, false);
     syscall_general(arch_fast_frame(t), t);
 }
 
-void fastpath_reply_recv(u64 reply, u64 err)
+static __noreturn void call_smp(u64 cptr, u64 label)
+{
+    struct cpu *c = this_cpu();
+    struct tcb *t = fast_enter(c);
+
+    fast_call(c, t, cptr, label, true);
+    syscall_general(arch_fast_frame(t), t);
+}
+
+static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
 {
     struct cpu *c = this_cpu();
     struct tcb *r = fast_enter(c);
 
-    if (cpu_count > 1)
-        fast_reply_recv(c, r, reply, err, true);
-    else
-        fast_reply_recv(c, r, reply, err, false);
+    fast_reply_recv(c, r, reply, err, false);
     syscall_general(arch_fast_frame(r), r);
+}
+
+static __noreturn void reply_recv_smp(u64 reply, u64 err)
+{
+    struct cpu *c = this_cpu();
+    struct tcb *r = fast_enter(c);
+
+    fast_reply_recv(c, r, reply, err, true);
+    syscall_general(arch_fast_frame(r), r);
+}
+
+void (*fastpath_call_fn)(u64 cptr, u64 label) = call_smp;
+void (*fastpath_reply_recv_fn)(u64 reply, u64 err) = reply_recv_smp;
+
+void fastpath_init(void)
+{
+    if (cpu_count == 1) {
+        fastpath_call_fn = call_one_cpu;
+        fastpath_reply_recv_fn = reply_recv_one_cpu;
+    }
 }

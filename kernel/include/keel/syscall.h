@@ -29,8 +29,23 @@ static inline bool syscall_needs_exclusive(u64 nr, u64 label)
  * the general way (syscall_general, the architecture's).  Never returns.
  * fastpath.c preserves no register for its caller (kernel/build.mk). */
 struct trap_frame;
-__noreturn void fastpath_call(u64 cptr, u64 label);
-__noreturn void fastpath_reply_recv(u64 reply, u64 err);
+extern void (*fastpath_call_fn)(u64 cptr, u64 label);
+extern void (*fastpath_reply_recv_fn)(u64 reply, u64 err);
+/* Picks the entry points' bodies for the number of CPUs (one CPU takes no
+ * locks): once, before the first thread runs. */
+void fastpath_init(void);
+
+static inline __noreturn void fastpath_call(u64 cptr, u64 label)
+{
+    fastpath_call_fn(cptr, label);
+    __builtin_unreachable();
+}
+
+static inline __noreturn void fastpath_reply_recv(u64 reply, u64 err)
+{
+    fastpath_reply_recv_fn(reply, err);
+    __builtin_unreachable();
+}
 __noreturn void syscall_general(struct trap_frame *f, struct tcb *t);
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 
