@@ -281,11 +281,11 @@ void host_world_destroy(void)
 
 long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
 {
-    struct invocation inv = { .caller = caller, .label = label };
+    struct invocation inv = { .caller = caller, .label = label, .arg = args, .res = res };
     long err = 0;
 
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        inv.arg[i] = args[i];
+        res[i] = 0;
     inv.slot = tcb_lookup_slot(caller, cap, &err);
     if (inv.slot)
         err = invoke(&inv);
@@ -293,8 +293,6 @@ long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
         zombies_reap();
         grace_exclusive(); /* the harness runs it with no CPU reading */
     }
-    for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        res[i] = inv.res[i];
     return err;
 }
 
