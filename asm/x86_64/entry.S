@@ -52,36 +52,25 @@ syscall_entry:
     pushq $VEC_SYSCALL              /* vector */
     PUSH_GPRS
     /* The IPC fast paths are called straight from here, their arguments
-     * still in the caller's registers: a call with a user label
-     * (fastpath_call: this CPU, the frame, capability, label) and
-     * reply_recv (fastpath_reply_recv: this CPU, the frame, reply
-     * capability, error, endpoint, window).  Everything else, and kernel
-     * labels (which may need the objects lock exclusive), goes to
-     * syscall_from_user. */
-    movq %rsp, %r12
+     * still in the caller's registers (C's first two: capability and
+     * label; reply capability and error) and the rest read from the frame
+     * just saved: a call with a user label (fastpath_call_fn) and
+     * reply_recv (fastpath_reply_recv_fn), each the body for this
+     * machine's number of CPUs.  Everything else, and kernel labels (which
+     * may need the objects lock exclusive), goes to syscall_from_user.
+     * Nothing here preserves registers for C: every way out restores the
+     * user's from a frame (arch_return_to_user). */
     movq %gs:CPU_OFFSET_STACK_TOP, %rsp
-    xorl %ebp, %ebp
     cmpq $KEEL_SYS_REPLY_RECV, %rax
     je 2f
     testq %rax, %rax                /* KEEL_SYS_INVOKE */
     jnz 1f
     cmpq $ENTRY_LABEL_USER, %rsi
     jb 1f
-    movq %rsi, %rcx
-    movq %rdi, %rdx
-    movq %r12, %rsi
-    movq %gs:CPU_OFFSET_SELF, %rdi
-    call fastpath_call
-    ud2
-2:  movq %r15, %r9
-    movq %r14, %r8
-    movq %rsi, %rcx
-    movq %rdi, %rdx
-    movq %r12, %rsi
-    movq %gs:CPU_OFFSET_SELF, %rdi
-    call fastpath_reply_recv
-    ud2
-1:  movq %r12, %rdi
+    call *fastpath_call_fn(%rip)
+2:  call *fastpath_reply_recv_fn(%rip)
+1:  movq %gs:CPU_OFFSET_FRAME_TOP, %rdi
+    subq $FRAME_SIZE, %rdi
     call syscall_from_user
     ud2
 
@@ -114,6 +103,46 @@ arch_return_to_user:
     swapgs
     sysretq
 1:  addq $AT(RIP), %rsp
+    swapgs
+    iretq
+
+/* void arch_return_to_user_msg(struct trap_frame *f, const struct trap_frame *m):
+ * arch_return_to_user(f) for a thread switched to by arch_enter_user, with
+ * message words 1-5 (R10 R8 R9 R12 R13) taken from m: on one CPU the IPC
+ * fast path leaves a message's words in its sender's frame instead of
+ * copying them twice (fastpath.c).  m is f when there is no message.  The
+ * RFLAGS that leaves is made safe here: only the flags user code may set,
+ * interrupts on (RFLAGS_SAFE of <arch/frame.h>). */
+    .globl arch_return_to_user_msg
+arch_return_to_user_msg:
+    movq FRAME_R10(%rsi), %r10
+    movq FRAME_R8(%rsi), %r8
+    movq FRAME_R9(%rsi), %r9
+    movq FRAME_R12(%rsi), %r12
+    movq FRAME_R13(%rsi), %r13
+    movq %rdi, %rsp
+    movq FRAME_R15(%rsp), %r15
+    movq FRAME_R14(%rsp), %r14
+    movq FRAME_RBP(%rsp), %rbp
+    movq FRAME_RDI(%rsp), %rdi
+    movq FRAME_RSI(%rsp), %rsi
+    movq FRAME_RDX(%rsp), %rdx
+    movq FRAME_RBX(%rsp), %rbx
+    movq FRAME_RAX(%rsp), %rax
+    cmpq $VEC_SYSCALL, FRAME_VECTOR(%rsp)
+    jne 1f
+    movq FRAME_RIP(%rsp), %rcx
+    movq FRAME_RFLAGS(%rsp), %r11
+    andl $RFLAGS_USER, %r11d
+    orl $(RFLAGS_IF | 2), %r11d
+    movq FRAME_RSP(%rsp), %rsp
+    swapgs
+    sysretq
+1:  movq FRAME_RCX(%rsp), %rcx
+    movq FRAME_R11(%rsp), %r11
+    andq $RFLAGS_USER, FRAME_RFLAGS(%rsp)
+    orq $(RFLAGS_IF | 2), FRAME_RFLAGS(%rsp)
+    addq $FRAME_RIP, %rsp
     swapgs
     iretq
 

@@ -52,24 +52,26 @@ FAST void fast_unlock(bool smp, spinlock_t *l, u32 cls)
 }
 
 /* A thread's capability table, looked at once for all the lookups of a
- * call: its slots and their number (0 when it is no table). */
+ * call: its slots and its last index (0 when it is no table). */
 struct fast_cspace {
     struct slot *slots;
-    u64 n;
+    u64 last;
 };
 
 FAST struct fast_cspace fast_cspace(const struct tcb *t)
 {
     const struct cap *cn = &t->cspace.cap;
+    u64 last = (1ul << cn->size_bits) - 1;
 
-    return (struct fast_cspace){ (struct slot *)cn->obj,
-                                 cn->type == KEEL_OBJ_CNODE ? 1ul << cn->size_bits : 0 };
+    if (__builtin_expect(cn->type != KEEL_OBJ_CNODE, 0))
+        last = 0;
+    return (struct fast_cspace){ (struct slot *)cn->obj, last };
 }
 
 /* cnode_slot's test: slot 0 is the table's header, never a capability. */
 FAST bool fast_index_ok(struct fast_cspace cs, u64 i)
 {
-    return i - 1 < cs.n - 1;
+    return i - 1 < cs.last;
 }
 
 FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
@@ -78,32 +80,29 @@ FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
 }
 
 /* A reply capability is made and deleted often and simply: it has no
- * parent, children, siblings or reference count, and lives in a capability
- * table's slot (endpoint.c: make_reply_cap, and cap.c's slot_delete, which
- * take the general way).  Under the capability lock. */
+ * parent, children, siblings or reference count (its type is not
+ * derivable, and it is always made as a root: endpoint.c's make_reply_cap),
+ * and lives in a capability table's slot, which no thread owns (cap.c's
+ * slot_delete takes the general way).  Only what a reply capability holds
+ * is written: an empty, unreserved slot past its grace period holds an
+ * all-zero capability and no links (every way of emptying a slot -
+ * slot_delete, slot_move, slot_reclaim, and fast_reply_cap_delete for the
+ * words a reply capability uses - leaves it so).  Under the capability
+ * lock. */
 FAST void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
 {
     /* type (still 0), rights, size_bits, flags and io are one word */
     *(u64 *)&dst->cap = (u64)KEEL_RIGHT_WRITE << 8;
     dst->cap.obj = (uptr)caller;
-    dst->cap.badge = dst->cap.a = dst->cap.b = 0;
-    dst->parent = dst->child = dst->next = dst->prev = NULL;
     caller->reply_slot = dst;
     __atomic_store_n(&dst->cap.type, KEEL_OBJ_REPLY, __ATOMIC_RELEASE);
 }
 
 FAST void fast_reply_cap_delete(struct slot *s)
 {
-    if (s->parent || s->child || s->next || s->owner) {
-        slot_delete(s);
-        return;
-    }
     __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
-    /* field by field: a structure assignment is a rep stos here */
-    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
-    s->cap.io = 0;
+    *(u64 *)&s->cap = 0; /* rights with the rest of the first word */
     s->cap.obj = 0;
-    s->cap.badge = s->cap.a = s->cap.b = 0;
 }
 
 /* from (the current thread, just blocked) gives this CPU to `to` (just
@@ -111,7 +110,9 @@ FAST void fast_reply_cap_delete(struct slot *s)
  * (sched.c) would do, without the run queue.  Under each thread's lock in
  * turn, as there: if from was woken meanwhile by another CPU, or `to` is
  * still on its old CPU's exit path, the general way is taken.  (c->idle is
- * 0: this CPU runs a system call.) */
+ * 0: this CPU runs a system call.)  Without smp the message words 1-5 are
+ * still in from's frame (arch_fast_pass_words): `to` leaves with them, or
+ * gets them copied before it takes the general way. */
 FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, struct tcb *to)
 {
     fast_lock(smp, &from->hdr.lock, LOCK_THREAD);
@@ -122,28 +123,38 @@ FAST __noreturn void fast_switch(struct cpu *c, bool smp, struct tcb *from, stru
     }
     if (c->fpu_owner == from) { /* saved now: it may next run elsewhere */
         arch_fast_fpu_save(from);
-        c->fpu_owner = NULL;
+        if (smp) /* with one CPU its state may stay: nobody else restores it */
+            c->fpu_owner = NULL;
     }
-    c->current = NULL;
+    if (smp) /* with one CPU nobody looks in between */
+        c->current = NULL;
     from->cpu = -1;
     fast_unlock(smp, &from->hdr.lock, LOCK_THREAD);
     fast_lock(smp, &to->hdr.lock, LOCK_THREAD);
     if (to->cpu >= 0 || to->queued || !arch_fast_can_run(to)) {
         fast_unlock(smp, &to->hdr.lock, LOCK_THREAD);
+        if (!smp) { /* what the general path expects, as with smp */
+            arch_fast_pass_words(to, from);
+            c->current = NULL;
+            if (c->fpu_owner == from)
+                c->fpu_owner = NULL;
+        }
         sched_make_runnable(to);
         sched_exit_kernel();
     }
     to->state = THREAD_RUNNABLE;
     to->blocked_on = NULL;
     to->wait_kind = WAIT_NONE;
-    to->cpu = (s32)c->index;
-    to->last_cpu = (s16)c->index;
+    u32 cpu = c->index;
+    to->cpu = (s32)cpu;
+    to->last_cpu = (s16)cpu;
     if (!to->slice)
         to->slice = SCHED_SLICE_TICKS;
     c->current = to;
     fast_unlock(smp, &to->hdr.lock, LOCK_THREAD);
     WRITE_ONCE(c->in_kernel, 0);
-    arch_fast_enter_user(c, to, true); /* releases the objects lock */
+    /* releases the objects lock */
+    arch_fast_enter_user(c, to, true, smp ? to : from);
 }
 
 /* smp: more than one CPU (else no lock is taken); a constant in each of
@@ -165,7 +176,7 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
         goto fall_back;
     struct fast_cspace rcs = fast_cspace(r);
     u64 window = r->recv_window;
-    if (!window || !fast_index_ok(rcs, window))
+    if (!fast_index_ok(rcs, window)) /* 0 (no window) too */
         goto fall_back;
     struct slot *dst = rcs.slots + window;
     fast_lock(smp, &caps_spinlock, LOCK_CAPS);
@@ -178,7 +189,7 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
      * message is read from t's registers before the reply capability
      * exists - once it does, another thread sharing r's table may reply
      * at once and write t's results over them. */
-    arch_fast_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY);
+    arch_fast_pass_msg(r, t, s->cap.badge, label, KEEL_INFO_REPLY, smp);
     r->recv_window = 0;
     /* Blocked before the reply capability exists, for the same reason
      * (fast_switch looks). */
@@ -196,9 +207,10 @@ fall_back:
     fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
 }
 
-FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, u64 epcap,
-                          u64 window, bool smp)
+FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, bool smp)
 {
+    u64 epcap = arch_fast_recv_ep(r), window = arch_fast_recv_window(r);
+
     if (err >= KEEL_NERRORS || r->bound)
         return;
     struct fast_cspace cs = fast_cspace(r);
@@ -234,8 +246,9 @@ FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, u64 
     fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
     /* Whoever empties the reply slot owns the caller's wake-up.  r's
      * registers are read and rewritten (as the general path leaves them)
-     * before r is on the receivers list, where a sender may fill them. */
-    arch_fast_pass_results(t, r, (long)err);
+     * before r is on the receivers list, where a sender may fill them
+     * (with smp: with one CPU none runs before r's words have left). */
+    arch_fast_pass_results(t, r, (long)err, smp);
     arch_fast_syscall_to_recv(r, epcap, window);
     r->state = THREAD_BLOCKED;
     r->blocked_on = ep;
@@ -261,25 +274,51 @@ FAST struct tcb *fast_enter(struct cpu *c)
     return t;
 }
 
-void fastpath_call(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label)
+/* The entry points: one copy of each body per case, the one for this
+ * machine chosen once at boot (fastpath_init) rather than on every call. */
+static __noreturn void call_one_cpu(u64 cptr, u64 label)
 {
+    struct cpu *c = this_cpu();
     struct tcb *t = fast_enter(c);
 
-    if (cpu_count > 1)
-        fast_call(c, t, cptr, label, true);
-    else
-        fast_call(c, t, cptr, label, false);
-    syscall_general(f, t);
+    fast_call(c, t, cptr, label, false);
+    syscall_general(arch_fast_frame(t), t);
 }
 
-void fastpath_reply_recv(struct cpu *c, struct trap_frame *f, u64 reply, u64 err, u64 epcap,
-                         u64 window)
+static __noreturn void call_smp(u64 cptr, u64 label)
 {
+    struct cpu *c = this_cpu();
+    struct tcb *t = fast_enter(c);
+
+    fast_call(c, t, cptr, label, true);
+    syscall_general(arch_fast_frame(t), t);
+}
+
+static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
+{
+    struct cpu *c = this_cpu();
     struct tcb *r = fast_enter(c);
 
-    if (cpu_count > 1)
-        fast_reply_recv(c, r, reply, err, epcap, window, true);
-    else
-        fast_reply_recv(c, r, reply, err, epcap, window, false);
-    syscall_general(f, r);
+    fast_reply_recv(c, r, reply, err, false);
+    syscall_general(arch_fast_frame(r), r);
+}
+
+static __noreturn void reply_recv_smp(u64 reply, u64 err)
+{
+    struct cpu *c = this_cpu();
+    struct tcb *r = fast_enter(c);
+
+    fast_reply_recv(c, r, reply, err, true);
+    syscall_general(arch_fast_frame(r), r);
+}
+
+void (*fastpath_call_fn)(u64 cptr, u64 label) = call_smp;
+void (*fastpath_reply_recv_fn)(u64 reply, u64 err) = reply_recv_smp;
+
+void fastpath_init(void)
+{
+    if (cpu_count == 1) {
+        fastpath_call_fn = call_one_cpu;
+        fastpath_reply_recv_fn = reply_recv_one_cpu;
+    }
 }

@@ -250,6 +250,7 @@ __noreturn void cpu_secondary_main(void)
 
 void sched_start_all(void)
 {
+    fastpath_init(); /* the number of CPUs is known */
     __atomic_store_n(&sched_started, 1, __ATOMIC_RELEASE);
     for (u32 i = 1; i < cpu_count; i++) {
         if (READ_ONCE(cpus[i].state) == CPU_ONLINE)

@@ -142,7 +142,13 @@ static long map(struct invocation *inv, struct cap *c, u32 rights)
     spinlock_t *ml = mapping_lock(c);
     long err;
 
-    if (vaddr & (arch_level_size(level) - 1) || vaddr >= KEEL_USER_TOP)
+    /* No frame reaches the last page of user space: a syscall instruction
+     * in its last two bytes would return to KEEL_USER_TOP, which is not
+     * canonical, and sysret to it faults in the kernel on Intel CPUs
+     * (with the user's stack already loaded). */
+    if (vaddr & (arch_level_size(level) - 1) || vaddr >= KEEL_USER_TOP ||
+        (c->type == KEEL_OBJ_FRAME &&
+         vaddr + arch_level_size(level) > KEEL_USER_TOP - KEEL_PAGE_SIZE))
         return c->flags & CAP_MAPPED ? KEEL_E_EXISTS : KEEL_E_INVALID_ARG;
     obj_lock(ml, LOCK_MAPPING);
     if (c->flags & CAP_MAPPED) {

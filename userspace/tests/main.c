@@ -16,6 +16,7 @@ int fuzz_run(void); /* fuzz.c: the kernel-call fuzzer's controller (keel fuzz) *
 int blkwrites_run(void); /* crashtests.c: writes and flushes until the host kills the VMM */
 int killcampaign_run(void); /* crashtests.c: the blk driver killed again and again */
 int icount_run(void);
+int entry_run(void); /* entrytests.c: jumps to the syscall entry point */
 int netbench_run(void); /* netbench.c: virtio-net throughput (scripts/bench --net) */
 
 /* keel.test= values and what they run; stress sets itself up. */
@@ -38,6 +39,7 @@ static const struct {
     { "blkwrites", blkwrites_run },
     { "killcampaign", killcampaign_run },
     { "icount", icount_run }, /* scripts/icount counts instructions */
+    { "entry", entry_run },
 };
 
 static int run(const char *test, struct keel_bootinfo *bi)

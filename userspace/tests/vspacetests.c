@@ -28,6 +28,9 @@ static int t_map_errors(void)
     EXPECT_ERR(keel_frame_map(g, VS, NO_TABLE_VA, rw), KEEL_E_NO_TABLE);
     EXPECT_ERR(keel_frame_map(g, VS, TEST_VA + 0x3001, rw), KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_frame_map(g, VS, 0xffff800000000000ul, rw), KEEL_E_INVALID_ARG);
+    /* the last user page: a syscall at its end would return to a
+     * non-canonical address (vspace.c) */
+    EXPECT_ERR(keel_frame_map(g, VS, KEEL_USER_TOP - KEEL_PAGE_SIZE, rw), KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_frame_map(g, VS, TEST_VA + 0x3000, KEEL_RIGHT_WRITE), KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_frame_map(g, VS, TEST_VA + 0x3000, 0x100), KEEL_E_INVALID_ARG);
     EXPECT_ERR(keel_frame_map(g, KEEL_SLOT_CNODE, TEST_VA + 0x3000, rw), KEEL_E_WRONG_TYPE);

@@ -63,17 +63,15 @@ void syscall_general(struct trap_frame *f, struct tcb *t)
     sched_exit_kernel();
 }
 
-/* The IPC fast paths (fastpath.c) enter the kernel themselves and go on
- * to syscall_general when they decline: no work here before them. */
+/* A system call the IPC fast paths (fastpath.c) do not take: each entry
+ * (entry.S's syscall_entry, trap_from_user) sends those there first; they
+ * enter the kernel themselves and go on to syscall_general when they
+ * decline. */
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
-    if (nr == KEEL_SYS_INVOKE && f->rsi >= KEEL_LABEL_USER)
-        fastpath_call(c, f, f->rdi, f->rsi);
-    if (nr == KEEL_SYS_REPLY_RECV)
-        fastpath_reply_recv(c, f, f->rdi, f->rsi, f->r14, f->r15);
     if (syscall_needs_exclusive(nr, f->rsi)) {
         c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();
@@ -102,24 +100,32 @@ void trap_from_user(struct trap_frame *f)
         lapic_eoi();
         arch_return_to_user(f);
     }
-    if (v == 14 && f->rip == (u64)syscall_entry) {
+    if (v == 14 && f->rip == (u64)syscall_entry && f->rcx < KEEL_USER_TOP) {
         /* A syscall instruction that reached its entry point still in user
          * mode: some hypervisors (kvm_pvm, for guests that are not
          * PVM-aware) switch RIP to LSTAR but not the privilege level, and
          * the fetch faults on the kernel page.  RCX and R11 hold what
          * syscall saved, so the call is served all the same and returns
-         * by iret. */
+         * by iret.  User code may also jump here with RCX and R11 of its
+         * choosing: the return address must be a user one (else this is
+         * the page fault it looks like), and RFLAGS is made safe before
+         * any return (no IOPL, interrupts on). */
+        u64 nr = f->rax;
         f->rip = f->rcx;
-        f->rflags = f->r11;
-        if (f->rax == KEEL_SYS_FLOOR) {
+        f->rflags = RFLAGS_SAFE(f->r11);
+        if (nr == KEEL_SYS_FLOOR) {
             f->rax = 0;
             arch_return_to_user(f);
         }
-        if (f->rax == KEEL_SYS_NULL && !c->need_resched) {
+        if (nr == KEEL_SYS_NULL && !c->need_resched) {
             /* the null call's fast path, as in syscall_entry */
             f->rax = f->rdx = f->r10 = f->r8 = f->r9 = f->r12 = f->r13 = 0;
             arch_return_to_user(f);
         }
+        if (nr == KEEL_SYS_INVOKE && f->rsi >= KEEL_LABEL_USER)
+            fastpath_call(f->rdi, f->rsi);
+        if (nr == KEEL_SYS_REPLY_RECV)
+            fastpath_reply_recv(f->rdi, f->rsi);
         syscall_from_user(f);
     }
     if (v == VEC_LAPIC_TIMER) {
@@ -239,7 +245,7 @@ void trap_dispatch(struct trap_frame *f)
 
 void arch_enter_user(struct tcb *t)
 {
-    arch_fast_enter_user(this_cpu(), t, false); /* arch/fastpath.h */
+    arch_fast_enter_user(this_cpu(), t, false, t); /* arch/fastpath.h */
 }
 
 void arch_idle_wait(void)

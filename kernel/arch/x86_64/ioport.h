@@ -21,14 +21,12 @@ void ioport_switch_range(struct arch_cpu *a, u32 first, u32 last);
 static inline __attribute__((always_inline)) void ioport_switch(struct cpu *c, struct tcb *t)
 {
     struct arch_cpu *a = &c->arch;
-    u32 first = 1, last = 0;
+    u64 range = 1; /* first 1, last 0: none */
 
-    if (t->io_ports.cap.type == KEEL_OBJ_IO_PORT) {
-        first = (u32)t->io_ports.cap.a;
-        last = (u32)t->io_ports.cap.b;
-    }
-    if (__builtin_expect(first != a->io_first || last != a->io_last, 0))
-        ioport_switch_range(a, first, last);
+    if (__builtin_expect(t->io_ports.cap.type == KEEL_OBJ_IO_PORT, 0))
+        range = (u32)t->io_ports.cap.a | (u64)t->io_ports.cap.b << 32;
+    if (__builtin_expect(range != a->io_range, 0))
+        ioport_switch_range(a, (u32)range, (u32)(range >> 32));
 }
 
 #endif

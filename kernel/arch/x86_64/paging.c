@@ -34,12 +34,11 @@ u64 arch_virt_to_phys(const void *p)
  * may stay: idle, or a thread stopped for another CPU (wait.c). */
 void arch_leave_user_space(void)
 {
-    u64 kernel_cr3 = x86_virt_to_phys(boot_pml4);
     struct cpu *c = this_cpu();
 
-    if (c->arch.cr3 != kernel_cr3) {
-        write_cr3(kernel_cr3);
-        c->arch.cr3 = kernel_cr3;
+    if (c->arch.pml4 != (uptr)boot_pml4) {
+        write_cr3(x86_virt_to_phys(boot_pml4));
+        c->arch.pml4 = (uptr)boot_pml4;
     }
 }
 

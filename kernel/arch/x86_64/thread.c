@@ -73,12 +73,12 @@ void arch_tcb_set_recv(struct tcb *t, long err, u64 badge, u64 label, const u64 
 
 void arch_tcb_pass_results(struct tcb *to, const struct tcb *from, long err)
 {
-    arch_fast_pass_results(to, from, err);
+    arch_fast_pass_results(to, from, err, true);
 }
 
 void arch_tcb_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
 {
-    arch_fast_pass_msg(to, from, badge, label, info);
+    arch_fast_pass_msg(to, from, badge, label, info, true);
 }
 
 bool arch_thread_can_run(struct tcb *t)

@@ -20,15 +20,32 @@ static inline bool syscall_needs_exclusive(u64 nr, u64 label)
         return true;
     return nr == KEEL_SYS_INVOKE && label < KEEL_LABEL_USER && syscall_label_exclusive(label);
 }
-/* The IPC fast path (fastpath.c) for a system call of c's current thread,
- * whose saved registers are f: enters the kernel (objects lock shared) and
- * either switches to the other thread or, when its preconditions do not
- * hold (nothing was changed), serves the call the general way
- * (syscall_general, the architecture's).  Never returns. */
+/* The IPC fast path (fastpath.c) for a system call of this CPU's current
+ * thread, whose registers are saved in its frame (the call's first two
+ * arguments come as C's, straight from the registers; reply_recv's
+ * endpoint and window are read from the frame): enters the kernel
+ * (objects lock shared) and either switches to the other thread or, when
+ * its preconditions do not hold (nothing was changed), serves the call
+ * the general way (syscall_general, the architecture's).  Never returns.
+ * fastpath.c preserves no register for its caller (kernel/build.mk). */
 struct trap_frame;
-__noreturn void fastpath_call(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label);
-__noreturn void fastpath_reply_recv(struct cpu *c, struct trap_frame *f, u64 reply, u64 err,
-                                    u64 epcap, u64 window);
+extern void (*fastpath_call_fn)(u64 cptr, u64 label);
+extern void (*fastpath_reply_recv_fn)(u64 reply, u64 err);
+/* Picks the entry points' bodies for the number of CPUs (one CPU takes no
+ * locks): once, before the first thread runs. */
+void fastpath_init(void);
+
+static inline __noreturn void fastpath_call(u64 cptr, u64 label)
+{
+    fastpath_call_fn(cptr, label);
+    __builtin_unreachable();
+}
+
+static inline __noreturn void fastpath_reply_recv(u64 reply, u64 err)
+{
+    fastpath_reply_recv_fn(reply, err);
+    __builtin_unreachable();
+}
 __noreturn void syscall_general(struct trap_frame *f, struct tcb *t);
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 

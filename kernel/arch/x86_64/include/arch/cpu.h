@@ -32,8 +32,15 @@ struct arch_cpu {
     u64 gdt[GDT_ENTRIES];
     struct tss tss;
     u8 iomap[8192 + 1]; /* follows the TSS: one bit per port, 1 = denied */
-    u64 cr3;               /* what this CPU last loaded into CR3 (0: not known) */
-    u32 io_first, io_last; /* the range open in iomap (first > last: none) */
+    uptr pml4; /* kernel address of the top-level table this CPU last loaded into
+                * CR3 (0: not known): compared without converting to physical */
+    union { /* the range open in iomap (first > last: none); io_range for
+             * ioport_switch's one compare (x86 is little-endian) */
+        struct {
+            u32 io_first, io_last;
+        };
+        u64 io_range;
+    };
     u64 ist_top[IST_COUNT]; /* tops of the IST stacks (kernel virtual) */
 };
 

@@ -15,19 +15,18 @@
 #include "tlb.h"
 #include "x86.h"
 
-#define RFLAGS_IF (1ul << 9)
-#define RFLAGS_USER 0xcd5ul /* CF PF AF ZF SF DF OF: what user code may set */
+#define ARCH_FAST static inline __attribute__((always_inline))
 
-/* The six message words of a system call: RDX R10 R8 R9 R12 R13. */
-static inline __attribute__((always_inline)) void arch_fast_pass_results(struct tcb *to,
-                                                                           const struct tcb *from,
-                                                                           long err)
+/* The six message words of a system call are RDX R10 R8 R9 R12 R13.  With
+ * copy false, words 1-5 stay in from's frame: the way into user mode as to
+ * takes them from there (arch_fast_enter_user's msg), or, if `to` takes
+ * another way, arch_fast_pass_words copies them first.  Only where nothing
+ * else runs (one CPU): from's frame must not change until then. */
+ARCH_FAST void arch_fast_pass_words(struct tcb *to, const struct tcb *from)
 {
     struct trap_frame *f = &to->arch.frame;
     const struct trap_frame *g = &from->arch.frame;
 
-    f->rax = (u64)err;
-    f->rdx = g->rdx;
     f->r10 = g->r10;
     f->r8 = g->r8;
     f->r9 = g->r9;
@@ -35,19 +34,44 @@ static inline __attribute__((always_inline)) void arch_fast_pass_results(struct 
     f->r13 = g->r13;
 }
 
-static inline __attribute__((always_inline)) void
-arch_fast_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
+ARCH_FAST void arch_fast_pass_results(struct tcb *to, const struct tcb *from, long err, bool copy)
+{
+    to->arch.frame.rax = (u64)err;
+    to->arch.frame.rdx = from->arch.frame.rdx;
+    if (copy)
+        arch_fast_pass_words(to, from);
+}
+
+ARCH_FAST void arch_fast_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label,
+                                  u64 info, bool copy)
 {
     struct trap_frame *f = &to->arch.frame;
 
-    arch_fast_pass_results(to, from, KEEL_E_OK);
+    arch_fast_pass_results(to, from, KEEL_E_OK, copy);
     f->rdi = badge;
     f->rsi = label;
     f->rbx = info;
 }
 
-static inline __attribute__((always_inline)) void arch_fast_syscall_to_recv(struct tcb *t, u64 ep,
-                                                                              u64 window)
+/* A system call's saved registers. */
+ARCH_FAST struct trap_frame *arch_fast_frame(struct tcb *t)
+{
+    return &t->arch.frame;
+}
+
+/* reply_recv's endpoint and window (R14, R15), read from the frame its
+ * entry saved. */
+ARCH_FAST u64 arch_fast_recv_ep(const struct tcb *t)
+{
+    return t->arch.frame.r14;
+}
+
+ARCH_FAST u64 arch_fast_recv_window(const struct tcb *t)
+{
+    return t->arch.frame.r15;
+}
+
+ARCH_FAST void arch_fast_syscall_to_recv(struct tcb *t, u64 ep, u64 window)
 {
     struct trap_frame *f = &t->arch.frame;
 
@@ -57,37 +81,40 @@ static inline __attribute__((always_inline)) void arch_fast_syscall_to_recv(stru
     f->rdx = window;
 }
 
-static inline __attribute__((always_inline)) bool arch_fast_can_run(const struct tcb *t)
+ARCH_FAST bool arch_fast_can_run(const struct tcb *t)
 {
     return t->vspace.cap.type == KEEL_OBJ_VSPACE;
 }
 
-static inline __attribute__((always_inline)) void arch_fast_fpu_save(struct tcb *t)
+ARCH_FAST void arch_fast_fpu_save(struct tcb *t)
 {
     __asm__ volatile("fxsave64 %0" : "=m"(t->arch.fpu));
 }
 
 /* Into user mode as t, the current thread of c: its saved-register area
  * for the next entry, its I/O ports, its address space and FPU state, then
- * entry.S restores its registers.  The objects lock goes before the
- * expensive privileged work (CR3, FPU state, the return): t stays ours,
- * because another CPU that wants it stopped (thread_stop, which also
- * precedes destroying its TCB or its address space) waits for this CPU's
- * acknowledgement, given only once we are back in the kernel with t's
- * registers saved (the IPI is taken as soon as user mode enables
- * interrupts).  A TLB flush request is claimed before flushing, so one made
- * from now on is served by its IPI after the return rather than cleared
- * unserved.  shared: the caller knows it holds the objects lock shared. */
+ * entry.S restores its registers (message words 1-5 from words' frame,
+ * which is t unless a fast path left a message in its sender's: see
+ * arch_fast_pass_words) and makes its RFLAGS safe.  The objects lock goes
+ * before the expensive privileged work (CR3, FPU state, the return): t
+ * stays ours, because another CPU that wants it stopped (thread_stop,
+ * which also precedes destroying its TCB or its address space) waits for
+ * this CPU's acknowledgement, given only once we are back in the kernel
+ * with t's registers saved (the IPI is taken as soon as user mode enables
+ * interrupts).  A TLB flush request is claimed before flushing, so one
+ * made from now on is served by its IPI after the return rather than
+ * cleared unserved.  shared: the caller knows it holds the objects lock
+ * shared. */
+__noreturn void arch_return_to_user_msg(struct trap_frame *f, const struct trap_frame *msg);
+
 static inline __attribute__((always_inline, noreturn)) void
-arch_fast_enter_user(struct cpu *c, struct tcb *t, bool shared)
+arch_fast_enter_user(struct cpu *c, struct tcb *t, bool shared, const struct tcb *words)
 {
-    u64 cr3 = x86_virt_to_phys((void *)t->vspace.cap.obj);
+    uptr pml4 = t->vspace.cap.obj;
 
     c->frame_top = (uptr)(&t->arch.frame + 1);
     c->arch.tss.rsp[0] = c->frame_top;
     ioport_switch(c, t);
-    /* Only user-changeable flags survive; interrupts stay on. */
-    t->arch.frame.rflags = (t->arch.frame.rflags & RFLAGS_USER) | RFLAGS_IF | 2;
     if (shared) /* known to hold the objects lock shared: kernel_leave's work */
         kernel_leave_shared(c);
     else
@@ -95,10 +122,11 @@ arch_fast_enter_user(struct cpu *c, struct tcb *t, bool shared)
     bool flush = READ_ONCE(c->tlb_request) &&
                  __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL);
     /* CR3 is remembered rather than read: where kernel code is emulated
-     * every privileged instruction is an expensive trip to the host. */
-    if (c->arch.cr3 != cr3) {
-        write_cr3(cr3);
-        c->arch.cr3 = cr3;
+     * every privileged instruction is an expensive trip to the host.  The
+     * table's kernel address stands for it (one compare, no conversion). */
+    if (c->arch.pml4 != pml4) {
+        write_cr3(x86_virt_to_phys((void *)pml4));
+        c->arch.pml4 = pml4;
     } else if (flush) {
         tlb_flush_local();
     }
@@ -106,7 +134,7 @@ arch_fast_enter_user(struct cpu *c, struct tcb *t, bool shared)
         fpu_restore(t);
         c->fpu_owner = t;
     }
-    arch_return_to_user(&t->arch.frame);
+    arch_return_to_user_msg(&t->arch.frame, &words->arch.frame);
 }
 
 #endif

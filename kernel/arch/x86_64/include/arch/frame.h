@@ -37,6 +37,13 @@
  * sysret; any other frame by iret) */
 #define VEC_SYSCALL 0x100
 
+/* The RFLAGS a thread leaves the kernel with (entry.S makes it so):
+ * only the flags user code may set (CF PF AF ZF SF DF OF), interrupts
+ * on, and bit 1 (always set). */
+#define RFLAGS_IF 0x200
+#define RFLAGS_USER 0xcd5
+#define RFLAGS_SAFE(r) (((r) & RFLAGS_USER) | RFLAGS_IF | 2)
+
 #ifndef __ASSEMBLY__
 #include <keel/types.h>
 
