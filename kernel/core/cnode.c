@@ -28,37 +28,12 @@ void cnode_destroy(struct kobj *o)
 }
 
 /* Copy and mint fill an empty slot: they may run with the objects lock
- * shared, under the capability lock (cap.c). */
+ * shared, under the capability lock (cap.c: slot_derive). */
 static long derive_locked(struct invocation *inv, bool mint)
 {
-    struct cap *cn = &inv->slot->cap;
-    struct slot *dst = cnode_slot(cn, inv->arg[0]);
-    struct slot *src = cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]);
-    u64 rights = inv->arg[3];
-
-    if (!dst)
-        return KEEL_E_INVALID_ARG;
-    if (!src || !src->cap.type)
-        return KEEL_E_INVALID_CAP;
-    if (!slot_is_free(dst)) /* retired: exclusive, it is free (grace.c) */
-        return dst->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
-    if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
-        return KEEL_E_INVALID_ARG;
-    if (mint && src->cap.badge)
-        return KEEL_E_INVALID_ARG; /* badges are set once */
-    if (mint && !(object_type_of(src->cap.type)->flags & OT_BADGED))
-        return KEEL_E_INVALID_ARG;
-
-    struct cap c = src->cap;
-    c.rights &= (u8)rights;
-    if (mint)
-        c.badge = inv->arg[4];
-    if (c.flags & CAP_MAPPED) { /* a mapping belongs to one capability */
-        c.flags &= (u8)~CAP_MAPPED;
-        c.a = c.b = 0;
-    }
-    slot_insert_child(src, dst, &c);
-    return KEEL_E_OK;
+    return slot_derive(cnode_slot(&inv->slot->cap, inv->arg[0]),
+                       cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]), inv->arg[3], mint,
+                       inv->arg[4]);
 }
 
 static long derive(struct invocation *inv, bool mint)

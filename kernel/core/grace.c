@@ -38,7 +38,6 @@
  */
 #include <keel/objtype.h>
 #include <keel/sched.h>
-#include <keel/string.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
  * read by kernel_enter), and the last stamp known past its grace period
@@ -68,18 +67,26 @@ bool slot_reclaim(struct slot *s)
 {
     if (kernel_shared() && !grace_elapsed(s->retired))
         return false;
-    memset(&s->cap, 0, sizeof(s->cap));
+    /* field by field: memset or a structure assignment is a call or a
+     * rep stos here (the type is 0 already) */
+    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
     s->retired = 0;
     return true;
 }
 
 /* Which capabilities may leave a slot shared: a derivable one with no
  * hook for its deletion or move, not embedded in an object. */
+static bool quiet(const struct object_type *ot, const struct slot *s)
+{
+    return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+}
+
 static bool quiet_type(const struct slot *s)
 {
-    const struct object_type *ot = object_type_of(s->cap.type);
-
-    return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+    return quiet(object_type_of(s->cap.type), s);
 }
 
 /* Would emptying s run its parent's children_deleted hook? */
@@ -99,15 +106,19 @@ static bool idle_untyped(const struct slot *s)
            (!s->parent || !s->parent->cap.b);
 }
 
-static void retire(struct slot *s, u64 stamp)
+/* s's capability, naming o (its object's header or NULL), leaves the tree. */
+static void retire_ref(struct slot *s, struct kobj *o, u64 stamp)
 {
-    struct kobj *o = cap_kobj(&s->cap);
-
     __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
     slot_unlink(s);
     if (o)
         o->refs--;
     s->retired = stamp;
+}
+
+static void retire(struct slot *s, u64 stamp)
+{
+    retire_ref(s, cap_kobj(&s->cap), stamp);
 }
 
 /* Published after the slots' types became 0 (the stamp's readers). */
@@ -116,23 +127,28 @@ static void grace_advance(u64 stamp)
     __atomic_store_n(&grace_epoch, stamp + 1, __ATOMIC_RELEASE);
 }
 
+/* The capability fast path's delete too (capfast.c): the slot's type and
+ * its type table entry are read once. */
 long slot_delete_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
 
-    caps_lock();
-    if (s->cap.type) { /* deleting an empty (or retired) slot does nothing */
-        struct kobj *o = cap_kobj(&s->cap);
-        if ((!quiet_type(s) || (o && o->refs < 2) || empties_hooked_parent(s)) &&
-            !idle_untyped(s)) {
-            err = KEEL_E_RETRY;
-        } else {
+    obj_lock(&caps_spinlock, LOCK_CAPS); /* caps_lock, inline */
+    u8 type = s->cap.type;
+    if (type) { /* deleting an empty (or retired) slot does nothing */
+        const struct object_type *ot = object_type_of(type);
+        struct kobj *o = ot->flags & OT_HEADER ? (struct kobj *)(s->cap.obj + ot->header) : NULL;
+        /* No object destroyed (another capability keeps it), no hook run. */
+        if ((quiet(ot, s) && (!o || o->refs >= 2) && !empties_hooked_parent(s)) ||
+            idle_untyped(s)) {
             u64 stamp = grace_epoch;
-            retire(s, stamp);
+            retire_ref(s, o, stamp);
             grace_advance(stamp);
+        } else {
+            err = KEEL_E_RETRY;
         }
     }
-    caps_unlock();
+    obj_unlock(&caps_spinlock, LOCK_CAPS);
     return err;
 }
 

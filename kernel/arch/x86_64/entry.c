@@ -63,8 +63,9 @@ void syscall_general(struct trap_frame *f, struct tcb *t)
     sched_exit_kernel();
 }
 
-/* The IPC fast paths (fastpath.c) enter the kernel themselves and go on
- * to syscall_general when they decline: no work here before them. */
+/* The IPC fast paths (fastpath.c) and the capability fast path
+ * (capfast.c) enter the kernel themselves and go on to syscall_general when
+ * they decline: no work here before them. */
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
@@ -74,6 +75,9 @@ void syscall_from_user(struct trap_frame *f)
         fastpath_call(c, f, f->rdi, f->rsi);
     if (nr == KEEL_SYS_REPLY_RECV)
         fastpath_reply_recv(c, f, f->rdi, f->rsi, f->r14, f->r15);
+    if (nr == KEEL_SYS_INVOKE &&
+        (f->rsi == KEEL_CALL_CNODE_COPY || f->rsi == KEEL_CALL_CNODE_DELETE))
+        fastpath_cnode(c, f, f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->r9);
     if (syscall_needs_exclusive(nr, f->rsi)) {
         c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();

@@ -212,6 +212,9 @@ static inline long slot_type_check(const struct slot *s, u8 want)
 }
 bool cap_is_derivable(const struct cap *c);
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
+/* Copy (mint: with badge) src into dst, rights masked; the slots looked
+ * up (NULL: out of range).  Under the capability lock, or exclusive. */
+long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 badge);
 void slot_move(struct slot *dst, struct slot *src);
 void slot_delete(struct slot *s);
 void slot_revoke(struct slot *s);
