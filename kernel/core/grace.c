@@ -127,8 +127,22 @@ static void grace_advance(u64 stamp)
     __atomic_store_n(&grace_epoch, stamp + 1, __ATOMIC_RELEASE);
 }
 
+/* A leaf leaves its siblings' list; its parent, if left without children,
+ * has no hook to run (the caller checked: empties_hooked_parent). */
+static void unlink_quiet_leaf(struct slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->parent)
+        s->parent->child = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->parent = s->next = s->prev = NULL;
+}
+
 /* The capability fast path's delete too (capfast.c): the slot's type and
- * its type table entry are read once. */
+ * its type table entry are read once; a leaf (a copy nothing was made
+ * from: the common case) leaves the tree without slot_unlink's walk. */
 long slot_delete_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
@@ -139,10 +153,18 @@ long slot_delete_shared(struct slot *s)
         const struct object_type *ot = object_type_of(type);
         struct kobj *o = ot->flags & OT_HEADER ? (struct kobj *)(s->cap.obj + ot->header) : NULL;
         /* No object destroyed (another capability keeps it), no hook run. */
-        if ((quiet(ot, s) && (!o || o->refs >= 2) && !empties_hooked_parent(s)) ||
-            idle_untyped(s)) {
+        bool keeps = quiet(ot, s) && (!o || o->refs >= 2) && !empties_hooked_parent(s);
+        if (keeps || idle_untyped(s)) {
             u64 stamp = grace_epoch;
-            retire_ref(s, o, stamp);
+            if (keeps && !s->child) {
+                __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
+                unlink_quiet_leaf(s);
+                if (o)
+                    o->refs--;
+                s->retired = stamp;
+            } else {
+                retire_ref(s, o, stamp);
+            }
             grace_advance(stamp);
         } else {
             err = KEEL_E_RETRY;
