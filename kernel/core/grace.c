@@ -33,8 +33,17 @@
  * returns KEEL_E_RETRY too, so no CPU ever waits for another while holding
  * the objects lock shared.
  *
- * Lock order (sched.h): objects lock shared, then the capability lock;
- * nothing else is taken here.
+ * A capability of a paging object or a frame (OT_MAPPED: its hook only
+ * undoes a mapping or a DMA window) that is mapped nowhere needs no hook:
+ * it is deleted shared - alone, or as the one descendant a revoke removes -
+ * holding its mapping lock, which a map holds while it checks the slot's
+ * type and marks the capability mapped (vspace.c).  So either the map
+ * comes first and the delete sees the mapping (and runs exclusive, where
+ * the hook removes it), or the delete does and the map finds the slot
+ * empty (KEEL_E_INVALID_CAP, as if looked up after the delete).
+ *
+ * Lock order (sched.h): objects lock shared, then that mapping lock, then
+ * the capability lock; nothing else is taken here.
  */
 #include <keel/objtype.h>
 #include <keel/sched.h>
@@ -82,6 +91,37 @@ bool slot_reclaim(struct slot *s)
 static bool quiet(const struct object_type *ot, const struct slot *s)
 {
     return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+}
+
+/* Or, its mapping lock held (ml_held), a paging or frame capability that
+ * is mapped nowhere: its hook would do nothing, and no map of it can begin
+ * until the lock is dropped, when it finds the slot's type 0 (vspace.c). */
+static bool quiet_unmapped(const struct object_type *ot, const struct slot *s, bool ml_held)
+{
+    if (quiet(ot, s))
+        return true;
+    return ml_held && (ot->flags & (OT_MAPPED | OT_DERIVABLE)) == (OT_MAPPED | OT_DERIVABLE) &&
+           !ot->cap_moved && !s->owner && !(s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS));
+}
+
+/* The mapping lock of s taken, when s (looked at without the capability
+ * lock: checked again under it) holds a capability with a mapping hook;
+ * else NULL.  Taken before the capability lock: sched.h's order. */
+static spinlock_t *mapping_lock_if_mapped_type(const struct slot *s)
+{
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+
+    if (!(object_type_of(type)->flags & OT_MAPPED))
+        return NULL;
+    spinlock_t *ml = cap_mapping_lock(&s->cap);
+    obj_lock(ml, LOCK_MAPPING);
+    return ml;
+}
+
+static void mapping_unlock(spinlock_t *ml)
+{
+    if (ml)
+        obj_unlock(ml, LOCK_MAPPING);
 }
 
 static bool quiet_type(const struct slot *s)
@@ -146,6 +186,7 @@ static void unlink_quiet_leaf(struct slot *s)
 long slot_delete_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
+    spinlock_t *ml = mapping_lock_if_mapped_type(s);
 
     obj_lock(&caps_spinlock, LOCK_CAPS); /* caps_lock, inline */
     u8 type = s->cap.type;
@@ -153,7 +194,8 @@ long slot_delete_shared(struct slot *s)
         const struct object_type *ot = object_type_of(type);
         struct kobj *o = ot->flags & OT_HEADER ? (struct kobj *)(s->cap.obj + ot->header) : NULL;
         /* No object destroyed (another capability keeps it), no hook run. */
-        bool keeps = quiet(ot, s) && (!o || o->refs >= 2) && !empties_hooked_parent(s);
+        bool keeps = quiet_unmapped(ot, s, ml) && (!o || o->refs >= 2) &&
+                     !empties_hooked_parent(s);
         if (keeps || idle_untyped(s)) {
             u64 stamp = grace_epoch;
             if (keeps && !s->child) {
@@ -171,6 +213,7 @@ long slot_delete_shared(struct slot *s)
         }
     }
     obj_unlock(&caps_spinlock, LOCK_CAPS);
+    mapping_unlock(ml);
     return err;
 }
 
@@ -226,8 +269,9 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
 }
 
 /* Every descendant names root's object (or no object with a header, so
- * no count reaches zero while root holds its reference) and is quiet. */
-static bool revoke_quiet(struct slot *root)
+ * no count reaches zero while root holds its reference) and is quiet, or
+ * is the one descendant, unmapped, whose mapping lock is held (locked). */
+static bool revoke_quiet(struct slot *root, const struct slot *locked)
 {
     struct kobj *keep = cap_kobj(&root->cap);
 
@@ -235,7 +279,8 @@ static bool revoke_quiet(struct slot *root)
         return false;
     for (struct slot *d = root->child; d; d = subtree_next(d, root)) {
         struct kobj *o = cap_kobj(&d->cap);
-        if (!quiet_type(d) || (o && o != keep))
+        bool only = d == locked && d == root->child && !d->next && !d->child;
+        if (!quiet_unmapped(object_type_of(d->cap.type), d, only) || (o && o != keep))
             return false;
     }
     return true;
@@ -244,13 +289,18 @@ static bool revoke_quiet(struct slot *root)
 long slot_revoke_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
+    /* A copy of a frame or paging object, the common case of a revoke
+     * with a hook: its mapping lock first (checked under the capability
+     * lock to be the only descendant still). */
+    struct slot *only = __atomic_load_n(&s->child, __ATOMIC_ACQUIRE);
+    spinlock_t *ml = only ? mapping_lock_if_mapped_type(only) : NULL;
 
     caps_lock();
     if (!s->cap.type) {
         err = KEEL_E_INVALID_CAP;
     } else if (!s->child) {
         ; /* nothing derived: nothing to do, whatever the type */
-    } else if (!revoke_quiet(s)) {
+    } else if (!revoke_quiet(s, ml ? only : NULL)) {
         err = KEEL_E_RETRY;
     } else {
         u64 stamp = grace_epoch;
@@ -263,6 +313,7 @@ long slot_revoke_shared(struct slot *s)
         grace_advance(stamp);
     }
     caps_unlock();
+    mapping_unlock(ml);
     return err;
 }
 

@@ -294,6 +294,8 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 bits, struct slot **dst
 
 /* vspace.c */
 struct vspace *vspace_of_id(u64 id);
+/* The lock of a paging or frame capability's mapping state (sched.h: 2). */
+spinlock_t *cap_mapping_lock(const struct cap *c);
 struct vspace *vspace_from_cap(const struct cap *c);
 u64 vspace_pml4_phys(struct vspace *vs);
 bool vspace_register(struct vspace *vs);
