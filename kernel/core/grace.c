@@ -186,12 +186,20 @@ static void unlink_quiet_leaf(struct slot *s)
 long slot_delete_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
-    spinlock_t *ml = mapping_lock_if_mapped_type(s);
+    spinlock_t *ml = NULL;
 
+again:
     obj_lock(&caps_spinlock, LOCK_CAPS); /* caps_lock, inline */
     u8 type = s->cap.type;
     if (type) { /* deleting an empty (or retired) slot does nothing */
         const struct object_type *ot = object_type_of(type);
+        if ((ot->flags & OT_MAPPED) && !ml) {
+            /* its mapping lock comes first (sched.h): take it, look again */
+            obj_unlock(&caps_spinlock, LOCK_CAPS);
+            ml = cap_mapping_lock(&s->cap);
+            obj_lock(ml, LOCK_MAPPING);
+            goto again;
+        }
         struct kobj *o = ot->flags & OT_HEADER ? (struct kobj *)(s->cap.obj + ot->header) : NULL;
         /* No object destroyed (another capability keeps it), no hook run. */
         bool keeps = quiet_unmapped(ot, s, ml) && (!o || o->refs >= 2) &&
