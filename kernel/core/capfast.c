@@ -16,7 +16,7 @@
  *
  * Locking: the objects lock shared (as the general path, these calls being
  * "shared" in calls.tbl), then the capability lock (sched.h's order). */
-#include <arch/fastpath.h>
+#include <arch/capfast.h>
 #include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
@@ -93,5 +93,5 @@ void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u6
     if (c->need_resched)
         sched_exit_kernel();
     WRITE_ONCE(c->in_kernel, 0);
-    arch_fast_enter_user(c, t, true); /* releases the objects lock */
+    arch_fast_return_same(c, t); /* releases the objects lock */
 }

@@ -35,16 +35,6 @@ static inline __attribute__((always_inline)) void arch_fast_pass_results(struct 
     f->r13 = g->r13;
 }
 
-/* A call's error and six result words 0 (arch_tcb_set_results with none):
- * the capability fast path's results (capfast.c). */
-static inline __attribute__((always_inline)) void arch_fast_set_error(struct tcb *t, long err)
-{
-    struct trap_frame *f = &t->arch.frame;
-
-    f->rax = (u64)err;
-    f->rdx = f->r10 = f->r8 = f->r9 = f->r12 = f->r13 = 0;
-}
-
 static inline __attribute__((always_inline)) void
 arch_fast_pass_msg(struct tcb *to, const struct tcb *from, u64 badge, u64 label, u64 info)
 {
