@@ -24,7 +24,7 @@
 #include <keel/string.h>
 
 u64 kernel_ids = 1;
-static struct kobj *zombies;
+struct kobj *zombies; /* keel/object.h: zombies_reap_pending */
 spinlock_t caps_spinlock = SPINLOCK_INIT;
 
 void caps_lock(void)

@@ -15,7 +15,8 @@
 
 struct tcb *root_task;
 
-/* One kernel call: an object's method, or a call to an endpoint's server. */
+/* One kernel call: an object's method, or a call to an endpoint's server.
+ * The words and results stay the caller's (res is zeroed). */
 static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *res, bool *blocked)
 {
     struct invocation inv;
@@ -24,105 +25,200 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
     /* Field by field: clearing the whole structure costs more than the call. */
     inv.caller = t;
     inv.label = label;
+    inv.arg = args;
+    inv.res = res;
     inv.blocked = false;
     inv.no_block = false;
-    _Pragma("GCC unroll 6") for (u32 i = 0; i < KEEL_MSG_WORDS; i++) {
-        inv.arg[i] = args[i];
-        inv.cap_arg[i] = NULL;
-        inv.res[i] = 0;
-    }
     inv.slot = tcb_lookup_slot(t, cap, &err);
     if (!inv.slot)
         return err;
-    if (inv.slot->cap.type == KEEL_OBJ_ENDPOINT)
+    u8 type = __atomic_load_n(&inv.slot->cap.type, __ATOMIC_ACQUIRE);
+    if (type == KEEL_OBJ_ENDPOINT)
         return endpoint_call(t, inv.slot, label, args, blocked);
-    err = invoke(&inv);
+    if (!type)
+        return KEEL_E_INVALID_CAP; /* emptied since its lookup (slot_type_check) */
+    err = invoke_described(&inv, call_describe(label), type, false);
     *blocked = inv.blocked;
-    _Pragma("GCC unroll 6") for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
-        res[i] = inv.res[i];
     return err;
 }
 
-/* One call of a batch: nothing may wait, so a call on an endpoint is a
- * send; the invocation comes filled in from the record. */
-static long batch_call(struct tcb *t, u64 cap, struct invocation *inv)
-{
-    long err = 0;
+/* -- batches ------------------------------------------------------------------ */
 
-    inv->slot = tcb_lookup_slot(t, cap, &err);
-    if (!inv->slot)
-        return err;
-    if (inv->slot->cap.type == KEEL_OBJ_ENDPOINT)
-        return endpoint_send(t, inv->slot, inv->label, inv->arg);
-    return invoke(inv);
+/* A vector of calls in one trap, run with the objects lock exclusive from
+ * entry to exit (syscall_needs_exclusive: records already run cannot be
+ * run again, so a batch never asks to be upgraded).  The records are read
+ * and written in place, through the kernel's view of the pages holding
+ * them, translated once per batch.  A record's words are copied once into
+ * kernel memory (a decoder may read a word twice, and another thread may
+ * be writing the record); its results are written straight into it, and
+ * a later record's reference reads them there.  So what a record costs is
+ * its lookup, decode and invoke; a failure that stops the batch ends the
+ * loop, and the records left are marked not run. */
+
+#define REC_SIZE sizeof(struct keel_call_rec)
+#define RESULTS_AT __builtin_offsetof(struct keel_call_rec, err) /* err, then res */
+#define BATCH_PAGES (KEEL_BATCH_MAX * REC_SIZE / KEEL_PAGE_SIZE + 1)
+
+/* A record's err and results when a failure stopped the batch before it. */
+static const u64 not_run[1 + KEEL_MSG_WORDS] = { KEEL_E_NOT_RUN };
+
+struct batch_view {
+    u64 first; /* the user address of the page holding the first record */
+    u64 gen;   /* tlb_generation when the pages were translated */
+    u8 *page[BATCH_PAGES];
+};
+
+/* Every page of the records mapped user-writable (the results go there),
+ * or the batch does not start. */
+static bool batch_view_map(struct tcb *t, struct batch_view *v, u64 uaddr, u64 len)
+{
+    if (uaddr >= KEEL_USER_TOP || len > KEEL_USER_TOP - uaddr)
+        return false;
+    v->gen = READ_ONCE(tlb_generation);
+    v->first = uaddr & ~(KEEL_PAGE_SIZE - 1);
+    for (u64 p = v->first, i = 0; p < uaddr + len; p += KEEL_PAGE_SIZE, i++)
+        if (!(v->page[i] = user_page_writable(t, p)))
+            return false;
+    return true;
 }
 
-/* A vector of calls in one trap.  The records come in and go out
- * BATCH_CHUNK at a time, one copy each way through the caller's page
- * tables (the inputs go back as they were read, beside the results), and
- * each record's words go straight into the invocation, so the work per
- * call is its decode and invoke.  A bad pointer ends the batch. */
-#define BATCH_CHUNK 8
+/* Copies len bytes between buf and user address at, inside the records,
+ * through the view: a record that straddles two pages (the uapi type is
+ * aligned so that none does, but a pointer may be anything), a reference
+ * to an earlier record's result. */
+static void batch_copy(const struct batch_view *v, u64 at, u8 *buf, u64 len, bool to_user)
+{
+    while (len) {
+        u64 off = at - v->first, in = off & (KEEL_PAGE_SIZE - 1);
+        u64 n = MIN(len, KEEL_PAGE_SIZE - in);
+        u8 *p = v->page[off / KEEL_PAGE_SIZE] + in;
+        if (to_user)
+            memcpy(p, buf, n);
+        else
+            memcpy(buf, p, n);
+        buf += n;
+        at += n;
+        len -= n;
+    }
+}
+
+/* Record i (at uaddr + i * REC_SIZE): in place, with *stop just past the
+ * last record from it on that lies whole in the same page; or, when it
+ * straddles two pages, copied into bounce, *stop 0 (the next record looks
+ * again). */
+static struct keel_call_rec *batch_window(const struct batch_view *v, u64 uaddr, u64 i,
+                                          uptr *stop, struct keel_call_rec *bounce)
+{
+    u64 off0 = uaddr - v->first, page = (off0 + i * REC_SIZE) / KEEL_PAGE_SIZE;
+    u64 lim = ((page + 1) * KEEL_PAGE_SIZE - off0) / REC_SIZE; /* first record past the page */
+    uptr base = (uptr)v->page[page] - page * KEEL_PAGE_SIZE + off0;
+
+    if (i < lim) {
+        *stop = base + lim * REC_SIZE;
+        return (struct keel_call_rec *)(base + i * REC_SIZE);
+    }
+    batch_copy(v, uaddr + i * REC_SIZE, (u8 *)bounce, REC_SIZE, false);
+    *stop = 0;
+    return bounce;
+}
+
+/* Arguments (bit a < KEEL_REF_CAP of refs) and the capability (bit
+ * KEEL_REF_CAP) that name a result of an earlier record (of i, at uaddr):
+ * the result as it is in that record now. */
+static long batch_refs(const struct batch_view *v, u64 uaddr, u64 i, u64 refs, u64 *cap, u64 *args)
+{
+    for (u32 a = 0; a <= KEEL_REF_CAP; a++) {
+        if (!(refs & (1ul << a)))
+            continue;
+        u64 *val = a == KEEL_REF_CAP ? cap : &args[a];
+        u64 call = *val >> 8, r = *val & 0xff;
+        if (call >= i || r >= KEEL_MSG_WORDS)
+            return KEEL_E_INVALID_ARG;
+        u64 at = uaddr + call * REC_SIZE + __builtin_offsetof(struct keel_call_rec, res[r]);
+        batch_copy(v, at, (u8 *)val, sizeof(u64), false);
+    }
+    return KEEL_E_OK;
+}
+
+/* One record: nothing may wait, so a call on an endpoint is a send.  The
+ * capability is looked up as tcb_lookup_slot does, inline. */
+static inline __attribute__((always_inline)) long batch_call(struct tcb *t, u64 cap,
+                                                             struct invocation *inv)
+{
+    const struct cap *cs = &t->cspace.cap;
+
+    /* cnode_slot's test: slot 0 and slots past the end are refused */
+    if (cs->type != KEEL_OBJ_CNODE || cap - 1 >= (1ul << cs->size_bits) - 1)
+        return KEEL_E_INVALID_CAP;
+    struct slot *s = (struct slot *)cs->obj + cap;
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+    if (!type)
+        return KEEL_E_INVALID_CAP;
+    if (type == KEEL_OBJ_ENDPOINT)
+        return endpoint_send(t, s, inv->label, inv->arg);
+    inv->slot = s;
+    return invoke_described(inv, call_describe(inv->label), type, true);
+}
 
 static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
 {
-    struct keel_call_rec recs[BATCH_CHUNK];
-    u64 results[KEEL_BATCH_MAX][KEEL_MSG_WORDS];
-    struct invocation inv = { .caller = t, .no_block = true };
+    u64 args[KEEL_MSG_WORDS];
+    struct keel_call_rec bounce;
+    struct batch_view view;
+    struct invocation inv = { .caller = t, .arg = args, .no_block = true };
     long first_err = KEEL_E_OK;
+    uptr next = 0, stop = 0; /* the records before stop are in place from next on */
+    u64 i;
 
     *done = 0;
     if (count > KEEL_BATCH_MAX || (flags & ~(u64)KEEL_BATCH_STOP))
         return KEEL_E_INVALID_ARG;
-    for (u64 base = 0; base < count; base += BATCH_CHUNK) {
-        u64 n = MIN(count - base, (u64)BATCH_CHUNK);
-        u64 at = uaddr + base * sizeof(recs[0]);
-        if (!user_copy_in(t, recs, at, n * sizeof(recs[0])))
-            return KEEL_E_BAD_ADDRESS;
-        for (u64 j = 0; j < n; j++) {
-            struct keel_call_rec *rec = &recs[j];
-            u64 i = base + j, cap = rec->cap;
-            long err = KEEL_E_OK;
-            inv.label = rec->label;
-            inv.blocked = false;
-            _Pragma("GCC unroll 6") for (u32 w = 0; w < KEEL_MSG_WORDS; w++) {
-                inv.arg[w] = rec->arg[w];
-                inv.cap_arg[w] = NULL;
-                inv.res[w] = 0;
-            }
-            if (first_err && (flags & KEEL_BATCH_STOP)) {
-                err = KEEL_E_NOT_RUN;
-            } else {
-                /* arguments that refer to earlier results */
-                for (u32 a = 0; rec->refs && a <= KEEL_REF_CAP && !err; a++) {
-                    if (!(rec->refs & (1ul << a)))
-                        continue;
-                    u64 *v = a == KEEL_REF_CAP ? &cap : &inv.arg[a];
-                    u64 call = *v >> 8, r = *v & 0xff;
-                    if (call >= i || r >= KEEL_MSG_WORDS)
-                        err = KEEL_E_INVALID_ARG;
-                    else
-                        *v = results[call][r];
-                }
-                if (!err)
-                    err = batch_call(t, cap, &inv);
-                zombies_reap();
-                if (t->hdr.type != KEEL_OBJ_TCB)
-                    return KEEL_E_OK; /* it deleted itself */
-            }
-            _Pragma("GCC unroll 6") for (u32 w = 0; w < KEEL_MSG_WORDS; w++) {
-                rec->res[w] = inv.res[w];
-                results[i][w] = inv.res[w];
-            }
-            rec->err = (u64)err;
-            if (err && !first_err)
-                first_err = err;
-            if (err != KEEL_E_NOT_RUN)
-                (*done)++;
+    if (count && !batch_view_map(t, &view, uaddr, count * REC_SIZE))
+        return KEEL_E_BAD_ADDRESS;
+    for (i = 0; i < count; i++) {
+        struct keel_call_rec *rec = (struct keel_call_rec *)next;
+        if (__builtin_expect(next >= stop, 0))
+            rec = batch_window(&view, uaddr, i, &stop, &bounce);
+        next = (uptr)(rec + 1);
+        u64 cap = READ_ONCE(rec->cap), refs = READ_ONCE(rec->refs);
+        _Pragma("GCC unroll 6") for (u32 w = 0; w < KEEL_MSG_WORDS; w++) {
+            args[w] = READ_ONCE(rec->arg[w]);
+            WRITE_ONCE(rec->res[w], 0);
         }
-        if (!user_copy_out(t, at, recs, n * sizeof(recs[0])))
-            return KEEL_E_BAD_ADDRESS;
+        long err = refs ? batch_refs(&view, uaddr, i, refs, &cap, args) : KEEL_E_OK;
+        if (!err) {
+            inv.label = READ_ONCE(rec->label);
+            inv.res = rec->res;
+            err = batch_call(t, cap, &inv);
+        }
+        zombies_reap_pending();
+        if (t->hdr.type != KEEL_OBJ_TCB)
+            return KEEL_E_OK; /* it deleted itself */
+        if (__builtin_expect(READ_ONCE(tlb_generation) != view.gen, 0)) {
+            /* A mapping went away: the record's page may have gone too. */
+            if (!batch_view_map(t, &view, uaddr, count * REC_SIZE)) {
+                *done = i + 1;
+                return KEEL_E_BAD_ADDRESS;
+            }
+            if (rec != &bounce)
+                next = (uptr)(batch_window(&view, uaddr, i, &stop, &bounce) + 1);
+            rec = (struct keel_call_rec *)next - 1;
+        }
+        WRITE_ONCE(rec->err, (u64)err);
+        if (__builtin_expect(rec == &bounce, 0))
+            batch_copy(&view, uaddr + i * REC_SIZE + RESULTS_AT, (u8 *)&bounce.err,
+                       REC_SIZE - RESULTS_AT, true);
+        if (__builtin_expect(err != KEEL_E_OK, 0)) {
+            if (!first_err)
+                first_err = err;
+            if (flags & KEEL_BATCH_STOP)
+                break;
+        }
     }
+    *done = i < count ? i + 1 : count;
+    /* Stopped: the records left are not run. */
+    for (u64 j = i + 1; j < count; j++)
+        batch_copy(&view, uaddr + j * REC_SIZE + RESULTS_AT, (u8 *)not_run, sizeof(not_run), true);
     return first_err;
 }
 

@@ -261,6 +261,18 @@ static bool user_copy(struct tcb *t, u64 uaddr, u8 *kbuf, u64 len, bool to_user)
     return true;
 }
 
+u8 *user_page_writable(struct tcb *t, u64 page)
+{
+    struct vspace *vs = t->vspace.cap.type ? vspace_from_cap(&t->vspace.cap) : NULL;
+    u64 phys;
+    u32 flags;
+
+    if (!vs || page >= KEEL_USER_TOP || !arch_lookup(vspace_root(vs), page, &phys, &flags) ||
+        !(flags & KEEL_MAP_WRITE))
+        return NULL;
+    return arch_phys_to_virt(phys);
+}
+
 bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len)
 {
     return user_copy(t, uaddr, dst, len, false);

@@ -81,11 +81,14 @@ void cpu_serve_requests(void)
  * comes after the change.  Besides saving an IPI, this spares waiting for
  * a halted vCPU the host may not be running.  Several CPUs may shoot down
  * at once: each waits for its own request's claim, serving others'. */
+u64 tlb_generation;
+
 void tlb_shootdown(void)
 {
     struct cpu *me = this_cpu();
     u64 asked[MAX_CPUS / 64] = { 0 };
 
+    __atomic_fetch_add(&tlb_generation, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     arch_flush_user_tlb();
     for (u32 i = 0; i < cpu_count; i++) {

@@ -14,7 +14,7 @@ static const struct {
     { cap_tests, &cap_tests_count },       { thread_tests, &thread_tests_count },
     { vspace_tests, &vspace_tests_count }, { msg_tests, &msg_tests_count },
     { batch_tests, &batch_tests_count },   { io_tests, &io_tests_count },
-    { fast_tests, &fast_tests_count },
+    { fast_tests, &fast_tests_count },     { batch_same_tests, &batch_same_tests_count },
 };
 
 #define VIRTIO_NET_DEVICE 1

@@ -86,11 +86,12 @@ long ep_send(keel_word_t ep, keel_word_t label, keel_word_t w0, keel_word_t w1, 
 long ep_recv(keel_word_t ep, keel_word_t flags, keel_word_t *badge, keel_word_t *label,
              keel_word_t *w0, keel_word_t *w1, keel_word_t *w2, keel_word_t *w3);
 /* The kernel's tests by topic (captests.c, threadtests.c, vspacetests.c,
- * msgtests.c, batchtests.c, iotests.c). */
+ * msgtests.c, batchtests.c, iotests.c, fasttests.c, batchsame.c). */
 extern const struct test cap_tests[], thread_tests[], vspace_tests[], msg_tests[],
-    batch_tests[], io_tests[], fast_tests[];
+    batch_tests[], io_tests[], fast_tests[], batch_same_tests[];
 extern const unsigned long cap_tests_count, thread_tests_count, vspace_tests_count,
-    msg_tests_count, batch_tests_count, io_tests_count, fast_tests_count;
+    msg_tests_count, batch_tests_count, io_tests_count, fast_tests_count,
+    batch_same_tests_count;
 /* drvtests.c: driver tests, run when the machine has what they need. */
 extern const struct test drv_tests[];
 extern const unsigned long drv_tests_count;

@@ -281,11 +281,11 @@ void host_world_destroy(void)
 
 long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
 {
-    struct invocation inv = { .caller = caller, .label = label };
+    struct invocation inv = { .caller = caller, .label = label, .arg = args, .res = res };
     long err = 0;
 
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        inv.arg[i] = args[i];
+        res[i] = 0;
     inv.slot = tcb_lookup_slot(caller, cap, &err);
     if (inv.slot)
         err = invoke(&inv);
@@ -293,8 +293,6 @@ long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
         zombies_reap();
         grace_exclusive(); /* the harness runs it with no CPU reading */
     }
-    for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        res[i] = inv.res[i];
     return err;
 }
 
@@ -450,13 +448,13 @@ void arch_irq_enable_line(u32 gsi, bool on)
  * looked up afresh. */
 long host_decode_held(u32 cpu, u64 index, u64 type, u64 label, const u64 *args, u64 *res)
 {
-    struct invocation inv = { .caller = caller, .label = label };
+    struct invocation inv = { .caller = caller, .label = label, .arg = args, .res = res };
     const struct call_desc *d = call_describe(label);
     long err = KEEL_E_OK;
 
     host_cpu = cpu;
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        inv.arg[i] = args[i];
+        res[i] = 0;
     inv.slot = (struct slot *)root + index;
     for (u32 i = 0; d && i < d->nargs && !err; i++) {
         if (d->args[i].type && !(inv.cap_arg[i] = tcb_lookup_slot(caller, inv.arg[i], &err)))
@@ -465,7 +463,5 @@ long host_decode_held(u32 cpu, u64 index, u64 type, u64 label, const u64 *args, 
     if (!err)
         err = object_types[type].decode(&inv);
     host_cpu = 0;
-    for (int i = 0; i < KEEL_MSG_WORDS; i++)
-        res[i] = inv.res[i];
     return err;
 }

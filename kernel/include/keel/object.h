@@ -241,6 +241,13 @@ static inline bool window_unready(struct tcb *t, u64 window)
 }
 void obj_ref(const struct cap *c);
 void zombies_reap(void);
+/* Objects whose last capability went away, to destroy (cap.c; exclusive). */
+extern struct kobj *zombies;
+static inline void zombies_reap_pending(void)
+{
+    if (zombies)
+        zombies_reap();
+}
 struct kobj *cap_kobj(const struct cap *c);
 
 /* The per-type hooks cap.c calls are in the operations table
@@ -303,5 +310,9 @@ bool vspace_register(struct vspace *vs);
 /* Copying to and from a thread's address space; false if any byte of the
  * range is not mapped with the access needed. */
 bool user_copy_in(struct tcb *t, void *dst, u64 uaddr, u64 len);
+/* The kernel's view of the page of t's address space at page (aligned) if
+ * it is mapped user-writable, else NULL; it stays this page's memory until
+ * a mapping goes away anywhere (tlb_generation moves, sched.h). */
+u8 *user_page_writable(struct tcb *t, u64 page);
 
 #endif

@@ -274,8 +274,13 @@ void sched_set_priority(struct tcb *t, u32 prio);
 /* Threads waiting in this CPU's run queue (lock-free read). */
 u32 sched_queued(u32 cpu);
 
-/* Flushes user TLB entries on every CPU that may hold some (not idle). */
+/* Flushes user TLB entries on every CPU that may hold some (not idle).
+ * Every user mapping that goes away (an unmap, a destroyed address space)
+ * is shot down, so tlb_generation, which each shootdown advances, tells a
+ * holder of kernel pointers into user pages (the batch loop, syscall.c)
+ * when to translate them again. */
 void tlb_shootdown(void);
+extern u64 tlb_generation;
 /* Called from interrupts and every lock spin: serve cross-CPU requests. */
 void cpu_serve_requests(void);
 

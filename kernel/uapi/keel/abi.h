@@ -48,8 +48,12 @@
 #define KEEL_LABEL_NOTIFY 0xfffe    /* a bound notification: badge = bits */
 
 /* Batches: an array of records, one call each.  Bit i of refs (i < 6) makes
- * arg[i] = result (arg[i] & 0xff) of record (arg[i] >> 8), an earlier one;
- * bit 6 does the same for cap.  A call on an endpoint is sent, not called. */
+ * arg[i] = result (arg[i] & 0xff) of record (arg[i] >> 8), an earlier one
+ * (as that record holds it when this one runs); bit 6 does the same for
+ * cap.  A call on an endpoint is sent, not called.  The kernel reads and
+ * writes the records in place: all of them must be mapped writable, or
+ * nothing runs (bad_address); if a record's call unmaps them, the batch
+ * ends after it (bad_address, done counting it). */
 #define KEEL_BATCH_STOP 1 /* stop at the first failure (the rest: not_run) */
 #define KEEL_BATCH_MAX 64
 #define KEEL_BATCH_REF(call, result) (((unsigned long)(call) << 8) | (result))
@@ -107,10 +111,13 @@
 #define KEEL_MAX_DEVICES 16
 
 #ifndef __ASSEMBLY__
+/* 128 bytes, aligned to 128 so that no record of an array straddles a
+ * page (the kernel reads and writes records in place; one that straddles
+ * costs it a copy each way). */
 struct keel_call_rec {
     unsigned long cap, label, refs, arg[6];
     unsigned long err, res[6];
-};
+} __attribute__((aligned(128)));
 
 struct keel_untyped_desc {
     unsigned long paddr;
