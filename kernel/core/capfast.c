@@ -4,7 +4,7 @@
  * Taken when: the invoked capability (and for a copy the source table's)
  * is a CNode capability in the caller's own table with the rights the call
  * needs, and the slots named are inside their tables.  Then the work is the
- * general path's own (cap.c: slot_derive; grace.c: slot_delete_shared),
+ * general path's own (cnode.c: slot_derive; grace.c: slot_delete_shared),
  * under the capability lock taken once, without the generic decoding (the
  * invocation record, the call table, the capability-argument loop, the
  * result arrays) and without the scheduler's exit path: the caller goes
