@@ -11,6 +11,7 @@ PVH entry state.  Nothing here runs the guest.
 
 from __future__ import annotations
 
+import _thread
 import os
 from collections.abc import Callable
 
@@ -104,7 +105,7 @@ def create_vm(
         addr = platform.place_initrd(cfg.memory, len(cfg.initrd), cfg.kernel.end)
         mem.write(addr, cfg.initrd)
         guest.modules.append((addr, len(cfg.initrd)))
-    timings.mark("memory (slots; kernel and initrd copied in)")
+    timings.mark("memory (kernel and initrd copied in)")
     tables = acpi.build_acpi(cfg.smp, com2=com2, virtio=virtio)
     mem.write(platform.ACPI_BASE, tables.blob)
     guest.rsdp_addr = tables.rsdp_addr
@@ -122,12 +123,65 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     closers.append(vm.close)
     vm.set_tss_addr(platform.KVM_TSS_ADDR)
     vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
+    # KVM waits for SRCU grace periods, asleep, when it takes the memory slots and
+    # when it makes the irqchip and the PIT (strace -T: 1-18 ms each under load).
+    # The slots go in from a second thread meanwhile, so the waits overlap.
+    slots = Background(_add_slots, vm, mem)
+    closers.append(slots.wait)  # before vm.close (closers run last first)
     vm.create_irqchip()
     vm.create_pit()
-    timings.mark("KVM set-up (system, VM, irqchip, PIT)")
+    # Destroying a VM whose PIT reinjects missed ticks waits for two SRCU grace
+    # periods (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end
+    # of every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
+    # without a PIT, docs/benchmarks.md).  Turned off now, in a thread, that wait
+    # overlaps the boot instead.  Keel's guests keep time with the LAPIC timer and
+    # the TSC, never by counting PIT interrupts; a tick missed while the host is
+    # busy is dropped, as with QEMU's lost_tick_policy=discard.
+    closers.append(Background(_pit_reinject_off, vm).wait)
+    slots.result()
+    timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
+    return GuestVm(system, vm, mem)
+
+
+class Background:
+    """``fn(*args)`` in a thread of its own, started without waiting for it to run
+    (``threading.Thread.start`` waits for the new thread's first time slice, which
+    takes milliseconds on a busy host); ``result`` waits and raises what it raised."""
+
+    def __init__(self, fn: Callable[..., None], *args: object) -> None:
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self._error: BaseException | None = None
+        _thread.start_new_thread(self._run, (fn, args))
+
+    def _run(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self._error = exc
+        finally:
+            self._done.release()
+
+    def wait(self) -> None:
+        with self._done:
+            pass
+
+    def result(self) -> None:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+
+
+def _add_slots(vm: Vm, mem: GuestMemory) -> None:
     for i, (gpa, size, *_rest) in enumerate(mem.slots):
         vm.set_memory_region(i, gpa, size, mem.host_address(i))
-    return GuestVm(system, vm, mem)
+
+
+def _pit_reinject_off(vm: Vm) -> None:
+    try:
+        vm.set_pit_reinject(False)
+    except KeelError:
+        pass  # a KVM without it: the wait stays at the end
 
 
 def finish_boot(

@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Any
 
 from vmm import session
 from vmm.devices.registry import KINDS
 from vmm.errors import ConfigError, KeelError
+
+TYPE_CHECKING = False  # `keel run` imports this module: argparse and typing cost ~10 ms
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
 def say(data: bytes) -> None:

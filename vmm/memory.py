@@ -9,10 +9,13 @@ touching host memory.
 from __future__ import annotations
 
 import mmap
-from typing import Any
 
 from vmm.errors import KeelError
 from vmm.kvm.ffi import ffi
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # MAP_NORESERVE: a large guest costs host memory only for pages it touches.
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)

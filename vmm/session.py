@@ -16,19 +16,23 @@ signals, daemon mode, the list of running VMs and the console client.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
-import signal
 import sys
 import termios
 import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from vmm.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    import signal
+    from typing import Any
+else:  # signal's wrappers (same functions, enum results) import enum: ~2 ms of each start
+    import _signal as signal
 
 ESCAPE = b"\x1d"  # Ctrl-]
 
@@ -172,6 +176,10 @@ def register(sock: str, kernel: str) -> Callable[[], None]:
     entry = os.path.join(directory, f"{os.getpid()}.json")
     info = {"pid": os.getpid(), "api_sock": os.path.abspath(sock), "kernel": kernel,
             "started": time.time()}  # fmt: skip
+    # Lazy: json (with re and enum) costs about 4 ms of start-up (python -X
+    # importtime) that a `keel run` without --api-sock need not pay.
+    import json
+
     with contextlib.suppress(OSError), open(entry, "w") as f:
         json.dump(info, f)
 
@@ -184,6 +192,8 @@ def register(sock: str, kernel: str) -> Callable[[], None]:
 
 def running() -> list[dict[str, Any]]:
     """Every registered VMM still alive (entries of dead ones are removed)."""
+    import json  # lazy: see register
+
     found = []
     directory = runtime_dir()
     with contextlib.suppress(OSError):

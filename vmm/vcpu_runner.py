@@ -16,12 +16,9 @@ and the owner's run state, so a state change and the matching kick are atomic.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from vmm.devices.bus import Bus
 from vmm.errors import KeelError
@@ -29,6 +26,14 @@ from vmm.kvm import exits
 from vmm.kvm.ffi import lib
 from vmm.kvm.vcpu import Vcpu
 from vmm.metrics import VcpuStats
+from vmm.records import record
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    import signal
+    from typing import Any
+else:  # signal's wrappers import enum: ~2 ms of each start (vmm/session.py)
+    import _signal as signal
 
 KICK_SIGNAL = signal.SIGRTMIN + 2  # interrupts KVM_RUN in a vCPU thread
 
@@ -42,7 +47,7 @@ DEBUG_LOCK_WAIT = 0.05  # seconds a stepping vCPU waits for another's exclusive 
 MP_STATES = {0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
 
 
-@dataclass
+@record
 class ExitResult:
     """How the guest ended.  ``status`` is what ``keel run`` exits with."""
 

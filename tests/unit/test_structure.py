@@ -443,14 +443,19 @@ def lazy_imports_without_comment(path: Path) -> list[str]:
 
 def late_module_imports(path: Path) -> list[str]:
     """Module-level imports after the first statement that is not an import (a
-    docstring, ``if TYPE_CHECKING:`` and a guarded ``try: import`` count as imports)."""
+    docstring, ``if TYPE_CHECKING:``, the ``TYPE_CHECKING = False`` before it (typing
+    itself is not imported at run time, see vmm/records.py) and a guarded
+    ``try: import`` count as imports)."""
     code_at = None
     bad = []
     for node in ast.parse(path.read_text()).body:
         is_import = isinstance(node, (ast.Import, ast.ImportFrom)) or (
             isinstance(node, (ast.If, ast.Try))
             and any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
-        ) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # fmt: skip
+        ) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) or (
+            isinstance(node, ast.Assign)
+            and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
+        )  # fmt: skip
         if not is_import and code_at is None:
             code_at = node.lineno
         elif is_import and code_at is not None and not isinstance(node, ast.Expr):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from vmm import platform
+from vmm.records import field, record
 
 OEM_ID = b"KEEL  "
 OEM_TABLE_ID = b"KEELVMM "
@@ -57,14 +57,14 @@ ALIGN = 16
 MAX_TABLE_LENGTH = platform.ACPI_SIZE
 
 
-@dataclass
+@record
 class AcpiTables:
     rsdp_addr: int
     blob: bytes  # to be written at platform.ACPI_BASE
     tables: dict[str, int] = field(default_factory=dict)  # signature -> guest address
 
 
-@dataclass
+@record
 class ParsedAcpi:
     tables: dict[str, int]  # signature -> address, including "RSDP"
     lapic_addr: int

@@ -15,16 +15,16 @@ Pure functions over ``CpuidEntry`` lists (tested without KVM), apart from
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 
 from vmm.errors import ConfigError
 from vmm.kvm.system import CpuidEntry
+from vmm.records import record, replace
 
 EAX, EBX, ECX, EDX = "eax", "ebx", "ecx", "edx"
 XSAVE_LEAF = 0xD
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Feature:
     function: int
     index: int
@@ -166,7 +166,7 @@ def _set(entries: list[CpuidEntry], name: str, on: bool) -> list[CpuidEntry]:
     return out
 
 
-@dataclass
+@record
 class Policy:
     """The guest's CPUID (before per-vCPU topology) and why it differs from KVM's."""
 

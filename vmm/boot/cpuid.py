@@ -8,9 +8,8 @@ are tested without KVM.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from vmm.kvm.system import CpuidEntry
+from vmm.records import replace
 
 HYPERVISOR_BIT = 1 << 31  # CPUID.1:ECX - "running under a hypervisor"
 HTT_BIT = 1 << 28  # CPUID.1:EDX - more than one logical processor per package

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from vmm import platform
 from vmm.errors import ConfigError
 from vmm.platform import MemoryRegion
+from vmm.records import field, record
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from vmm.kvm.vcpu import Vcpu
@@ -34,7 +37,7 @@ START_INFO_PAGE = 0x1000
 assert START_INFO.size == 56 and MODLIST_ENTRY.size == 32 and MEMMAP_ENTRY.size == 24
 
 
-@dataclass
+@record
 class StartInfo:
     cmdline: str
     rsdp_paddr: int

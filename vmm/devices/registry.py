@@ -11,11 +11,13 @@ model and a ``create`` factory) plus one entry here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from vmm.devices.virtio import blk, console, net, rng
 from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs ~4 ms of each start (vmm/records.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Plain classes, not dataclasses: every `keel run` imports this module, and the
 # three dataclasses cost about 3 ms of start-up (python -X importtime).
@@ -107,6 +109,20 @@ def split_disk_spec(spec: str) -> tuple[str, str]:
     return "".join(path), ""
 
 
+def _model(module: str, name: str) -> Callable[..., VirtioDevice]:
+    """The factory ``name`` of ``vmm.devices.virtio.<module>``, imported when the kind's
+    first device is made: every `keel run` imports this registry, and the four device
+    modules (with binascii) cost about 1 ms of its start-up (python -X importtime)."""
+
+    def create(**options: Any) -> VirtioDevice:
+        # Lazy: see above.
+        found = __import__(f"vmm.devices.virtio.{module}", fromlist=[name])
+        factory: Callable[..., VirtioDevice] = getattr(found, name)
+        return factory(**options)
+
+    return create
+
+
 def _disk_requests(specs: list[str]) -> list[dict[str, Any]]:
     requests = []
     for spec in specs:
@@ -124,7 +140,7 @@ KINDS: dict[str, DeviceKind] = {
     kind.name: kind
     for kind in (
         DeviceKind(
-            "disk", "a virtio-blk disk", blk.BlockDevice,
+            "disk", "a virtio-blk disk", _model("blk", "BlockDevice"),
             (Option("path", str, "the disk image file", required=True, positional=True,
                     metavar="image", path=True),
              Option("readonly", bool, "attach it read-only (default: writable)")),
@@ -134,7 +150,7 @@ KINDS: dict[str, DeviceKind] = {
                               "in IMAGE is written ',,'; default: none)")),
         ),
         DeviceKind(
-            "net", "a virtio-net device on a TAP interface", net.create,
+            "net", "a virtio-net device on a TAP interface", _model("net", "create"),
             (Option("tap", str, "the TAP interface (default: a new keeltapN, removed at exit)",
                     positional=True),
              Option("mac", str, "the device's MAC address (default: derived from the TAP "
@@ -145,12 +161,12 @@ KINDS: dict[str, DeviceKind] = {
                               "default: none)")),
         ),
         DeviceKind(
-            "rng", "a virtio-rng device", rng.RngDevice, (),
+            "rng", "a virtio-rng device", _model("rng", "RngDevice"), (),
             RunFlag("--rng", lambda on: [{}] if on else [],
                     dict(action="store_true", help="a virtio-rng device (default: none)")),
         ),
         DeviceKind(
-            "console", "a virtio-console device", console.create,
+            "console", "a virtio-console device", _model("console", "create"),
             (Option("output", str, help="append the console's output to FILE (default: "
                                         "kept in the transcript only)", path=True),),
             RunFlag("--virtio-console", lambda on: [{"output": "/dev/stdout"}] if on else [],

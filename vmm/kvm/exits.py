@@ -8,10 +8,10 @@ next ``run()``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vmm.records import record
 
 
-@dataclass(slots=True)
+@record
 class IoExit:
     """Port I/O: ``data`` holds ``size * count`` bytes (to write, or to fill)."""
 
@@ -22,7 +22,7 @@ class IoExit:
     data: memoryview
 
 
-@dataclass(slots=True)
+@record
 class MmioExit:
     """MMIO access of ``len(data)`` bytes at guest-physical ``addr``."""
 
@@ -31,17 +31,17 @@ class MmioExit:
     data: memoryview
 
 
-@dataclass(slots=True)
+@record
 class HltExit:
     """The guest executed HLT (only seen without an in-kernel irqchip)."""
 
 
-@dataclass(slots=True)
+@record
 class ShutdownExit:
     """The guest triple-faulted or otherwise asked for a shutdown."""
 
 
-@dataclass(slots=True)
+@record
 class SystemEventExit:
     """A system event (shutdown, reset, crash) with its KVM type."""
 
@@ -49,7 +49,7 @@ class SystemEventExit:
     data: tuple[int, ...]
 
 
-@dataclass(slots=True)
+@record
 class InternalErrorExit:
     """KVM could not handle the guest (for example an unemulatable instruction)."""
 
@@ -57,7 +57,7 @@ class InternalErrorExit:
     data: tuple[int, ...]
 
 
-@dataclass(slots=True)
+@record
 class FailEntryExit:
     """Hardware refused to enter the guest."""
 
@@ -65,12 +65,12 @@ class FailEntryExit:
     cpu: int
 
 
-@dataclass(slots=True)
+@record
 class InterruptedExit:
     """KVM_RUN returned early because of a signal or ``immediate_exit``."""
 
 
-@dataclass(slots=True)
+@record
 class DebugExit:
     """A guest-debugging event (single-step or breakpoint) at ``pc``; ``exception``
     is the vector (1 for #DB, 3 for #BP), ``dr6`` says which."""
@@ -80,7 +80,7 @@ class DebugExit:
     dr6: int
 
 
-@dataclass(slots=True)
+@record
 class UnknownExit:
     """An exit reason this VMM does not handle."""
 

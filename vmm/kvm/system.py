@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from vmm.errors import KvmError
 from vmm.kvm.ffi import ffi, ioctl, lib
 from vmm.kvm.vm import Vm
+from vmm.records import record
 
 KVM_DEVICE = "/dev/kvm"
 
@@ -23,7 +23,7 @@ REQUIRED_CAPS = {
 }
 
 
-@dataclass(slots=True)
+@record
 class CpuidEntry:
     """One ``kvm_cpuid_entry2``: leaf ``function``, subleaf ``index``."""
 

@@ -34,6 +34,14 @@ class Vm:
         config.flags = lib.KVM_PIT_SPEAKER_DUMMY
         ioctl(self.fd, lib.KVM_CREATE_PIT2, config, what="KVM_CREATE_PIT2")
 
+    def set_pit_reinject(self, on: bool) -> None:
+        """Whether the PIT delivers the ticks it missed late (KVM's default) or drops
+        them.  Turning it off waits for two SRCU grace periods (asleep, about 16 ms
+        on this host), as destroying a VM whose PIT reinjects does."""
+        control = ffi.new("struct kvm_reinject_control *")
+        control.pit_reinject = int(on)
+        ioctl(self.fd, lib.KVM_REINJECT_CONTROL, control, what="KVM_REINJECT_CONTROL")
+
     def set_memory_region(self, slot: int, guest_addr: int, size: int, host_addr: int) -> None:
         region = ffi.new("struct kvm_userspace_memory_region *")
         region.slot = slot
