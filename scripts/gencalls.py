@@ -46,7 +46,7 @@ HOOKS = {
 # Hooks that are not a column of the table but one NULL-terminated list
 # (<hook>_hooks[]), called all together by the one place that needs them.
 LISTED_HOOKS = ["notification_gone"]
-PROPERTIES = {"retype", "header", "derivable", "badged", "device", "exclusive"}
+PROPERTIES = {"retype", "header", "derivable", "badged", "device", "exclusive", "mapped"}
 
 
 @dataclass

@@ -83,8 +83,12 @@ static void obj_unref(const struct cap *c)
     }
 }
 
-/* Under the capability lock (or exclusive): see the top of this file. */
-void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
+/* child gets cap (its type last), as a child of parent, naming o (cap's
+ * object header, or NULL). */
+static inline __attribute__((always_inline)) void insert_child(struct slot *parent,
+                                                                struct slot *child,
+                                                                const struct cap *cap,
+                                                                struct kobj *o)
 {
     struct cap c = *cap;
 
@@ -103,8 +107,15 @@ void slot_insert_child(struct slot *parent, struct slot *child, const struct cap
         child->next->prev = child;
     if (parent)
         parent->child = child;
-    obj_ref(cap);
+    if (o)
+        o->refs++;
     __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
+}
+
+/* Under the capability lock (or exclusive): see the top of this file. */
+void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
+{
+    insert_child(parent, child, cap, cap_kobj(cap));
 }
 
 /* dst took a capability's place in the tree: its siblings and children

@@ -27,15 +27,11 @@ void cnode_destroy(struct kobj *o)
         slot_delete(&slots[i]);
 }
 
-/* Copy and mint fill an empty slot: they may run with the objects lock
- * shared, under the capability lock (cap.c). */
-static long derive_locked(struct invocation *inv, bool mint)
+/* Copy and mint (here, and the capability fast path, capfast.c, so both
+ * give the same results): dst and src come looked up (NULL: outside
+ * their tables).  The source's type table entry is read once. */
+long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 badge)
 {
-    struct cap *cn = &inv->slot->cap;
-    struct slot *dst = cnode_slot(cn, inv->arg[0]);
-    struct slot *src = cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]);
-    u64 rights = inv->arg[3];
-
     if (!dst)
         return KEEL_E_INVALID_ARG;
     if (!src || !src->cap.type)
@@ -44,21 +40,31 @@ static long derive_locked(struct invocation *inv, bool mint)
         return dst->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
     if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
         return KEEL_E_INVALID_ARG;
+    const struct object_type *ot = object_type_of(src->cap.type);
     if (mint && src->cap.badge)
         return KEEL_E_INVALID_ARG; /* badges are set once */
-    if (mint && !(object_type_of(src->cap.type)->flags & OT_BADGED))
+    if (mint && !(ot->flags & OT_BADGED))
         return KEEL_E_INVALID_ARG;
 
     struct cap c = src->cap;
     c.rights &= (u8)rights;
     if (mint)
-        c.badge = inv->arg[4];
+        c.badge = badge;
     if (c.flags & CAP_MAPPED) { /* a mapping belongs to one capability */
         c.flags &= (u8)~CAP_MAPPED;
         c.a = c.b = 0;
     }
     slot_insert_child(src, dst, &c);
     return KEEL_E_OK;
+}
+
+/* Copy and mint fill an empty slot: they may run with the objects lock
+ * shared, under the capability lock (cap.c). */
+static long derive_locked(struct invocation *inv, bool mint)
+{
+    return slot_derive(cnode_slot(&inv->slot->cap, inv->arg[0]),
+                       cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]), inv->arg[3], mint,
+                       inv->arg[4]);
 }
 
 static long derive(struct invocation *inv, bool mint)

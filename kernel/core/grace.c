@@ -33,12 +33,20 @@
  * returns KEEL_E_RETRY too, so no CPU ever waits for another while holding
  * the objects lock shared.
  *
- * Lock order (sched.h): objects lock shared, then the capability lock;
- * nothing else is taken here.
+ * A capability of a paging object or a frame (OT_MAPPED: its hook only
+ * undoes a mapping or a DMA window) that is mapped nowhere needs no hook:
+ * it is deleted shared - alone, or as the one descendant a revoke removes -
+ * holding its mapping lock, which a map holds while it checks the slot's
+ * type and marks the capability mapped (vspace.c).  So either the map
+ * comes first and the delete sees the mapping (and runs exclusive, where
+ * the hook removes it), or the delete does and the map finds the slot
+ * empty (KEEL_E_INVALID_CAP, as if looked up after the delete).
+ *
+ * Lock order (sched.h): objects lock shared, then that mapping lock, then
+ * the capability lock; nothing else is taken here.
  */
 #include <keel/objtype.h>
 #include <keel/sched.h>
-#include <keel/string.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
  * read by kernel_enter), and the last stamp known past its grace period
@@ -68,18 +76,57 @@ bool slot_reclaim(struct slot *s)
 {
     if (kernel_shared() && !grace_elapsed(s->retired))
         return false;
-    memset(&s->cap, 0, sizeof(s->cap));
+    /* field by field: memset or a structure assignment is a call or a
+     * rep stos here (the type is 0 already) */
+    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
     s->retired = 0;
     return true;
 }
 
 /* Which capabilities may leave a slot shared: a derivable one with no
  * hook for its deletion or move, not embedded in an object. */
+static bool quiet(const struct object_type *ot, const struct slot *s)
+{
+    return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+}
+
+/* Or, its mapping lock held (ml_held), a paging or frame capability that
+ * is mapped nowhere: its hook would do nothing, and no map of it can begin
+ * until the lock is dropped, when it finds the slot's type 0 (vspace.c). */
+static bool quiet_unmapped(const struct object_type *ot, const struct slot *s, bool ml_held)
+{
+    if (quiet(ot, s))
+        return true;
+    return ml_held && (ot->flags & (OT_MAPPED | OT_DERIVABLE)) == (OT_MAPPED | OT_DERIVABLE) &&
+           !ot->cap_moved && !s->owner && !(s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS));
+}
+
+/* The mapping lock of s taken, when s (looked at without the capability
+ * lock: checked again under it) holds a capability with a mapping hook;
+ * else NULL.  Taken before the capability lock: sched.h's order. */
+static spinlock_t *mapping_lock_if_mapped_type(const struct slot *s)
+{
+    u8 type = __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE);
+
+    if (!(object_type_of(type)->flags & OT_MAPPED))
+        return NULL;
+    spinlock_t *ml = cap_mapping_lock(&s->cap);
+    obj_lock(ml, LOCK_MAPPING);
+    return ml;
+}
+
+static void mapping_unlock(spinlock_t *ml)
+{
+    if (ml)
+        obj_unlock(ml, LOCK_MAPPING);
+}
+
 static bool quiet_type(const struct slot *s)
 {
-    const struct object_type *ot = object_type_of(s->cap.type);
-
-    return (ot->flags & OT_DERIVABLE) && !ot->cap_deleted && !ot->cap_moved && !s->owner;
+    return quiet(object_type_of(s->cap.type), s);
 }
 
 /* Would emptying s run its parent's children_deleted hook? */
@@ -99,15 +146,19 @@ static bool idle_untyped(const struct slot *s)
            (!s->parent || !s->parent->cap.b);
 }
 
-static void retire(struct slot *s, u64 stamp)
+/* s's capability, naming o (its object's header or NULL), leaves the tree. */
+static void retire_ref(struct slot *s, struct kobj *o, u64 stamp)
 {
-    struct kobj *o = cap_kobj(&s->cap);
-
     __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
     slot_unlink(s);
     if (o)
         o->refs--;
     s->retired = stamp;
+}
+
+static void retire(struct slot *s, u64 stamp)
+{
+    retire_ref(s, cap_kobj(&s->cap), stamp);
 }
 
 /* Published after the slots' types became 0 (the stamp's readers). */
@@ -116,23 +167,61 @@ static void grace_advance(u64 stamp)
     __atomic_store_n(&grace_epoch, stamp + 1, __ATOMIC_RELEASE);
 }
 
+/* A leaf leaves its siblings' list; its parent, if left without children,
+ * has no hook to run (the caller checked: empties_hooked_parent). */
+static void unlink_quiet_leaf(struct slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->parent)
+        s->parent->child = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->parent = s->next = s->prev = NULL;
+}
+
+/* The capability fast path's delete too (capfast.c): the slot's type and
+ * its type table entry are read once; a leaf (a copy nothing was made
+ * from: the common case) leaves the tree without slot_unlink's walk. */
 long slot_delete_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
+    spinlock_t *ml = NULL;
 
-    caps_lock();
-    if (s->cap.type) { /* deleting an empty (or retired) slot does nothing */
-        struct kobj *o = cap_kobj(&s->cap);
-        if ((!quiet_type(s) || (o && o->refs < 2) || empties_hooked_parent(s)) &&
-            !idle_untyped(s)) {
-            err = KEEL_E_RETRY;
-        } else {
+again:
+    obj_lock(&caps_spinlock, LOCK_CAPS); /* caps_lock, inline */
+    u8 type = s->cap.type;
+    if (type) { /* deleting an empty (or retired) slot does nothing */
+        const struct object_type *ot = object_type_of(type);
+        if ((ot->flags & OT_MAPPED) && !ml) {
+            /* its mapping lock comes first (sched.h): take it, look again */
+            obj_unlock(&caps_spinlock, LOCK_CAPS);
+            ml = cap_mapping_lock(&s->cap);
+            obj_lock(ml, LOCK_MAPPING);
+            goto again;
+        }
+        struct kobj *o = ot->flags & OT_HEADER ? (struct kobj *)(s->cap.obj + ot->header) : NULL;
+        /* No object destroyed (another capability keeps it), no hook run. */
+        bool keeps = quiet_unmapped(ot, s, ml) && (!o || o->refs >= 2) &&
+                     !empties_hooked_parent(s);
+        if (keeps || idle_untyped(s)) {
             u64 stamp = grace_epoch;
-            retire(s, stamp);
+            if (keeps && !s->child) {
+                __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
+                unlink_quiet_leaf(s);
+                if (o)
+                    o->refs--;
+                s->retired = stamp;
+            } else {
+                retire_ref(s, o, stamp);
+            }
             grace_advance(stamp);
+        } else {
+            err = KEEL_E_RETRY;
         }
     }
-    caps_unlock();
+    obj_unlock(&caps_spinlock, LOCK_CAPS);
+    mapping_unlock(ml);
     return err;
 }
 
@@ -188,8 +277,9 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
 }
 
 /* Every descendant names root's object (or no object with a header, so
- * no count reaches zero while root holds its reference) and is quiet. */
-static bool revoke_quiet(struct slot *root)
+ * no count reaches zero while root holds its reference) and is quiet, or
+ * is the one descendant, unmapped, whose mapping lock is held (locked). */
+static bool revoke_quiet(struct slot *root, const struct slot *locked)
 {
     struct kobj *keep = cap_kobj(&root->cap);
 
@@ -197,7 +287,8 @@ static bool revoke_quiet(struct slot *root)
         return false;
     for (struct slot *d = root->child; d; d = subtree_next(d, root)) {
         struct kobj *o = cap_kobj(&d->cap);
-        if (!quiet_type(d) || (o && o != keep))
+        bool only = d == locked && d == root->child && !d->next && !d->child;
+        if (!quiet_unmapped(object_type_of(d->cap.type), d, only) || (o && o != keep))
             return false;
     }
     return true;
@@ -206,13 +297,18 @@ static bool revoke_quiet(struct slot *root)
 long slot_revoke_shared(struct slot *s)
 {
     long err = KEEL_E_OK;
+    /* A copy of a frame or paging object, the common case of a revoke
+     * with a hook: its mapping lock first (checked under the capability
+     * lock to be the only descendant still). */
+    struct slot *only = __atomic_load_n(&s->child, __ATOMIC_ACQUIRE);
+    spinlock_t *ml = only ? mapping_lock_if_mapped_type(only) : NULL;
 
     caps_lock();
     if (!s->cap.type) {
         err = KEEL_E_INVALID_CAP;
     } else if (!s->child) {
         ; /* nothing derived: nothing to do, whatever the type */
-    } else if (!revoke_quiet(s)) {
+    } else if (!revoke_quiet(s, ml ? only : NULL)) {
         err = KEEL_E_RETRY;
     } else {
         u64 stamp = grace_epoch;
@@ -225,6 +321,7 @@ long slot_revoke_shared(struct slot *s)
         grace_advance(stamp);
     }
     caps_unlock();
+    mapping_unlock(ml);
     return err;
 }
 

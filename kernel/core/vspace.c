@@ -30,6 +30,14 @@ static spinlock_t *mapping_lock(const struct cap *c)
     return &mapping_locks[((uptr)c >> SLOT_BITS) % MAPPING_LOCKS];
 }
 
+/* For grace.c: an unmapped capability of a paging object or a frame is
+ * deleted shared under its mapping lock, so a map that looked the slot up
+ * before either finds it still there or sees its type 0 (map, unmap_cap). */
+spinlock_t *cap_mapping_lock(const struct cap *c)
+{
+    return mapping_lock(c);
+}
+
 /* A vspace object is its top-level page table, then struct vspace (the
  * header the type table points at). */
 struct vspace *vspace_from_cap(const struct cap *c)
@@ -102,8 +110,11 @@ static long unmap_cap(struct cap *c)
 
     obj_lock(ml, LOCK_MAPPING);
     if (!(c->flags & CAP_MAPPED)) {
+        /* deleted shared since its lookup (grace.c): as if looked up after */
+        long err = __atomic_load_n(&c->type, __ATOMIC_ACQUIRE) ? KEEL_E_NOT_MAPPED
+                                                                : KEEL_E_INVALID_CAP;
         obj_unlock(ml, LOCK_MAPPING);
-        return KEEL_E_NOT_MAPPED;
+        return err;
     }
     struct vspace *vs = vspace_of_id(c->b);
     if (vs) {
@@ -151,7 +162,9 @@ static long map(struct invocation *inv, struct cap *c, u32 rights)
          vaddr + arch_level_size(level) > KEEL_USER_TOP - KEEL_PAGE_SIZE))
         return c->flags & CAP_MAPPED ? KEEL_E_EXISTS : KEEL_E_INVALID_ARG;
     obj_lock(ml, LOCK_MAPPING);
-    if (c->flags & CAP_MAPPED) {
+    if (!__atomic_load_n(&c->type, __ATOMIC_ACQUIRE)) {
+        err = KEEL_E_INVALID_CAP; /* deleted shared since its lookup (grace.c) */
+    } else if (c->flags & CAP_MAPPED) {
         err = KEEL_E_EXISTS;
     } else {
         obj_lock(&vs->hdr.lock, LOCK_VSPACE);

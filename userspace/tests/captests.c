@@ -481,6 +481,50 @@ static int t_console_read_errors(void)
     return 0;
 }
 
+/* Copy and delete take the capability fast path (kernel/core/capfast.c)
+ * when the CNode capabilities are in the caller's table with their rights
+ * and the slots are inside their tables; every other case falls back to the
+ * general path, with the same results: these are the fallbacks. */
+static int t_copy_delete_fast_fallbacks(void)
+{
+    keel_word_t ep = make_obj(KEEL_OBJ_ENDPOINT, 0), n = make_obj(KEEL_OBJ_CNODE, 2);
+    keel_word_t nt = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    keel_word_t cn_ro = slot_alloc(), cn_wo = slot_alloc(), x = slot_alloc(), type, rights;
+    keel_word_t in[KEEL_MSG_WORDS] = { x, CN, ep, KEEL_RIGHT_ALL }, out[KEEL_MSG_WORDS];
+
+    OK(keel_cnode_copy(CN, cn_ro, CN, CN, KEEL_RIGHT_READ));
+    OK(keel_cnode_copy(CN, cn_wo, CN, CN, KEEL_RIGHT_WRITE));
+    EXPECT_ERR(keel_cnode_copy(cn_ro, x, CN, ep, KEEL_RIGHT_ALL), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_cnode_copy(CN, x, cn_wo, ep, KEEL_RIGHT_ALL), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_cnode_copy(CN, x, nt, ep, KEEL_RIGHT_ALL), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_cnode_copy(CN, x, slot_alloc(), ep, KEEL_RIGHT_ALL), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(keel_cnode_copy(CN, x, CN, 1ul << 40, KEEL_RIGHT_ALL), KEEL_E_INVALID_CAP);
+    EXPECT_ERR(keel_cnode_copy(nt, x, CN, ep, KEEL_RIGHT_ALL), KEEL_E_WRONG_TYPE);
+    EXPECT_ERR(keel_cnode_delete(cn_ro, x), KEEL_E_NO_RIGHTS);
+    EXPECT_ERR(keel_cnode_delete(nt, x), KEEL_E_WRONG_TYPE);
+    /* another table than the caller's, named by a capability in it */
+    OK(keel_cnode_copy(n, 3, CN, ep, KEEL_RIGHT_READ));
+    EXPECT_ERR(keel_cnode_copy(n, 4, CN, ep, KEEL_RIGHT_ALL), KEEL_E_INVALID_ARG);
+    OK(keel_cnode_copy(CN, x, n, 3, KEEL_RIGHT_ALL));
+    OK(keel_cnode_identify(CN, x, &type, &rights, 0));
+    EXPECT(type == KEEL_OBJ_ENDPOINT && rights == KEEL_RIGHT_READ);
+    OK(keel_cnode_delete(n, 3));
+    OK(keel_cnode_delete(CN, x));
+    /* the results: the error and six words 0, whichever path */
+    for (unsigned i = 0; i < KEEL_MSG_WORDS; i++)
+        out[i] = 0x5555;
+    OK(keel_invoke(CN, KEEL_CALL_CNODE_COPY, in, out));
+    for (unsigned i = 0; i < KEEL_MSG_WORDS; i++)
+        EXPECT(out[i] == 0);
+    /* the last capability to an object: its delete destroys it (exclusive) */
+    OK(keel_cnode_delete(CN, x));
+    OK(keel_cnode_delete(CN, ep));
+    OK(keel_cnode_identify(CN, ep, &type, 0, 0));
+    EXPECT(type == 0);
+    EXPECT_ERR(keel_cnode_copy(CN, x, CN, ep, KEEL_RIGHT_ALL), KEEL_E_INVALID_CAP);
+    return 0;
+}
+
 static int t_bad_syscall_number(void)
 {
     EXPECT_ERR(keel_syscall(77, 0, 0, 0, 0), KEEL_E_UNKNOWN_CALL);
@@ -516,7 +560,7 @@ const struct test cap_tests[] = {
     T(revoked_cap_unusable), T(delete_parent_keeps_children), T(emptied_slot_refills_at_once),
     T(identify_errors),
     T(invalid_slots), T(unknown_label), T(wrong_object_type), T(missing_rights),
-    T(console_read_errors), T(bad_syscall_number), T(registers_preserved),
+    T(console_read_errors), T(copy_delete_fast_fallbacks), T(bad_syscall_number), T(registers_preserved),
 #undef T
 };
 const unsigned long cap_tests_count = sizeof(cap_tests) / sizeof(cap_tests[0]);

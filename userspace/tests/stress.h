@@ -9,6 +9,7 @@
 #define STACK_VA 0x38000000ul /* worker stacks: one page table (2 MiB) */
 #define MAP_VA 0x38200000ul   /* map workload: pages that come and go */
 #define ALIAS_VA 0x38400000ul /* map workload: the same frames, always mapped */
+#define REV_VA 0x38600000ul   /* revoke workload: a page per user thread */
 #define STACK_PAGES 4
 #define MAX_WORKERS 64
 #define MAP_PAGES 16

@@ -13,6 +13,12 @@
  * into slots of their own, move those copies and delete them.  A receiver
  * takes every message.
  *
+ * Each round also copies a frame into a public slot F and revokes the
+ * frame, while the user threads map F (each at its own address) and unmap
+ * it: a copy mapped nowhere is revoked with the objects lock shared, one
+ * mapped goes exclusive and loses its mapping (kernel/core/grace.c), so
+ * after the revoke no user address maps the frame, whichever came first.
+ *
  * Invariants: every call returns success or the error its race explains
  * (the capability went: KEEL_E_INVALID_CAP; a full queue); a capability
  * seen is always whole - the endpoint's type, the rights it was given, a
@@ -28,6 +34,8 @@
 static keel_word_t rev_ep;                  /* the original: never revoked */
 static keel_word_t rev_pub[REV_PUBLIC];     /* copies of P, revoked each round */
 static volatile unsigned long rev_round;    /* badge of the current round */
+static keel_word_t rev_frame, rev_fpub;     /* a frame, and its copy users map */
+static volatile unsigned long rev_maps;     /* maps of rev_fpub that succeeded */
 static struct worker *rev_w[MAX_WORKERS], *rev_rx, *rev_revoker;
 static int rev_n;
 
@@ -53,6 +61,17 @@ static void revoker(struct worker *w)
             if (keel_cnode_identify(CN, rev_pub[j], &type, 0, 0) || type)
                 WFAIL(w, type, j); /* a copy outlived the revoke */
         }
+        if ((e = keel_cnode_copy(CN, rev_fpub, CN, rev_frame, REV_RIGHTS)))
+            WFAIL(w, e, r);
+        keel_yield();
+        pause_loop(500);
+        if ((e = keel_cnode_revoke(CN, rev_frame)))
+            WFAIL(w, e, r);
+        for (int i = 0; i < rev_n; i++) {
+            e = keel_vspace_lookup(VS, REV_VA + (keel_word_t)i * KEEL_PAGE_SIZE, 0, 0);
+            if (e != KEEL_E_NOT_MAPPED)
+                WFAIL(w, e, i); /* a mapping outlived its capability */
+        }
         w->count++;
     }
 }
@@ -72,7 +91,7 @@ static void rev_user(struct worker *w)
 
     while (!stopped() && !w->fail) {
         keel_word_t pub = rev_pub[rnd(&w->rng) % REV_PUBLIC];
-        switch (rnd(&w->rng) % 4) {
+        switch (rnd(&w->rng) % 5) {
         case 0:
             e = keel_cnode_identify(CN, pub, &type, &rights, &badge);
             if (e || (type && !rev_whole(type, rights, badge, REV_RIGHTS)))
@@ -104,6 +123,17 @@ static void rev_user(struct worker *w)
             w->count3++;
             break;
         }
+        case 3:
+            /* F may be revoked, mapped by another thread, or a new copy. */
+            e = keel_frame_map(rev_fpub, VS, w->c, KEEL_RIGHT_READ);
+            if (!e)
+                __atomic_fetch_add(&rev_maps, 1, __ATOMIC_RELAXED);
+            else if (e != KEEL_E_INVALID_CAP && e != KEEL_E_EXISTS)
+                WFAIL(w, e, w->c);
+            e = keel_frame_unmap(rev_fpub);
+            if (e && e != KEEL_E_INVALID_CAP && e != KEEL_E_NOT_MAPPED)
+                WFAIL(w, e, w->c);
+            break;
         default:
             keel_yield();
         }
@@ -141,6 +171,9 @@ static void rev_recv(struct worker *w)
 void revoke_setup(void)
 {
     rev_ep = new_obj(KEEL_OBJ_ENDPOINT, 0);
+    rev_frame = new_obj(KEEL_OBJ_FRAME, 0);
+    rev_fpub = slot_alloc();
+    setup_check(keel_pt_map(new_obj(KEEL_OBJ_PT, 0), VS, REV_VA), "pt map");
     for (int j = 0; j < REV_PUBLIC; j++)
         rev_pub[j] = slot_alloc();
     rev_n = (int)(ncpus < 2 ? 2 : ncpus);
@@ -152,6 +185,7 @@ void revoke_setup(void)
         struct worker *w = w_spawn(rev_user, i, 0);
         w->a = slot_alloc();
         w->b = slot_alloc();
+        w->c = REV_VA + (keel_word_t)i * KEEL_PAGE_SIZE;
         rev_w[i] = w;
     }
 }
@@ -198,13 +232,18 @@ int revoke_check(void)
             bad = 1;
         }
     }
+    if (keel_cnode_identify(CN, rev_fpub, &type, 0, 0) || type) {
+        printf("stress: revoke FAILED: the frame's public copy holds type %lu\n", type);
+        bad = 1;
+    }
     if (sent != rev_rx->count) {
         printf("stress: revoke FAILED: %lu sent, %lu received\n", sent, rev_rx->count);
         bad = 1;
     }
     if (!bad)
         printf("stress: revoke ok %lu rounds revoked while %d threads used them: %lu uses, "
-               "%lu copies moved and deleted, %lu sent = %lu received, every slot empty\n",
-               rev_revoker->count, rev_n, used, copies, sent, rev_rx->count);
+               "%lu copies moved and deleted, %lu sent = %lu received, %lu maps of a frame "
+               "copy revoked, every slot empty\n",
+               rev_revoker->count, rev_n, used, copies, sent, rev_rx->count, rev_maps);
     return bad;
 }

@@ -441,3 +441,27 @@ void arch_irq_enable_line(u32 gsi, bool on)
     (void)gsi;
     (void)on;
 }
+
+/* A call on the slot at index made by a CPU that looked it up, and passed
+ * invoke's checks, before another CPU emptied it (grace.c): the decode
+ * hook of type runs on the slot as it is now.  Capability arguments are
+ * looked up afresh. */
+long host_decode_held(u32 cpu, u64 index, u64 type, u64 label, const u64 *args, u64 *res)
+{
+    struct invocation inv = { .caller = caller, .label = label, .arg = args, .res = res };
+    const struct call_desc *d = call_describe(label);
+    long err = KEEL_E_OK;
+
+    host_cpu = cpu;
+    for (int i = 0; i < KEEL_MSG_WORDS; i++)
+        res[i] = 0;
+    inv.slot = (struct slot *)root + index;
+    for (u32 i = 0; d && i < d->nargs && !err; i++) {
+        if (d->args[i].type && !(inv.cap_arg[i] = tcb_lookup_slot(caller, inv.arg[i], &err)))
+            break;
+    }
+    if (!err)
+        err = object_types[type].decode(&inv);
+    host_cpu = 0;
+    return err;
+}

@@ -212,6 +212,9 @@ static inline long slot_type_check(const struct slot *s, u8 want)
 }
 bool cap_is_derivable(const struct cap *c);
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
+/* Copy (mint: with badge) src into dst, rights masked; the slots looked
+ * up (NULL: out of range).  Under the capability lock, or exclusive. */
+long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 badge);
 void slot_move(struct slot *dst, struct slot *src);
 void slot_delete(struct slot *s);
 void slot_revoke(struct slot *s);
@@ -298,6 +301,8 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 bits, struct slot **dst
 
 /* vspace.c */
 struct vspace *vspace_of_id(u64 id);
+/* The lock of a paging or frame capability's mapping state (sched.h: 2). */
+spinlock_t *cap_mapping_lock(const struct cap *c);
 struct vspace *vspace_from_cap(const struct cap *c);
 u64 vspace_pml4_phys(struct vspace *vs);
 bool vspace_register(struct vspace *vs);

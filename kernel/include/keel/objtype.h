@@ -19,6 +19,7 @@ struct invocation;
 #define OT_BADGED 8    /* may be minted with a badge */
 #define OT_DEVICE 16   /* may be made from device memory: holds no kernel data */
 #define OT_EXCLUSIVE 32 /* made with the objects lock exclusive only */
+#define OT_MAPPED 64   /* cap_deleted only undoes a mapping (CAP_MAPPED, CAP_IOMAPPED) */
 
 struct object_type {
     /* Hooks of the kernel call path first. */

@@ -33,7 +33,10 @@
  *                        capability given to a receiver), a reply empties
  *                        its reply capability's slot, and delete, move and
  *                        revoke run when they destroy nothing and need no
- *                        type's hook (grace.c): a slot they empty is
+ *                        type's hook, or only the mapping hook of a paging
+ *                        or frame capability mapped nowhere (grace.c); the
+ *                        copy and delete of the common case come straight
+ *                        from the entry (capfast.c): a slot they empty is
  *                        retired - its capability stays readable by CPUs
  *                        that looked it up - and is filled again only after
  *                        a grace period (every CPU left the kernel or
@@ -54,7 +57,10 @@
  *                        readers back.
  *   2. mapping lock      one of a small array hashed by slot address
  *                        (vspace.c): a paging capability's mapping state
- *                        (CAP_MAPPED, cap.a, cap.b).
+ *                        (CAP_MAPPED, cap.a, cap.b), and whether a map may
+ *                        still use the slot: map checks its type under it,
+ *                        and a shared delete or revoke of an unmapped one
+ *                        (grace.c) holds it around the capability lock.
  *   3. endpoint or       the object's own lock (kobj.lock): an endpoint's
  *      notification      queue and its receivers/senders/room lists; a
  *                        notification's word and waiters.  A thread on one

@@ -46,6 +46,10 @@ static inline __noreturn void fastpath_reply_recv(u64 reply, u64 err)
     fastpath_reply_recv_fn(reply, err);
     __builtin_unreachable();
 }
+/* The capability fast path (capfast.c): cnode_copy and cnode_delete
+ * (label), their arguments a0-a3; the same contract. */
+__noreturn void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u64 a0,
+                               u64 a1, u64 a2, u64 a3);
 __noreturn void syscall_general(struct trap_frame *f, struct tcb *t);
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 
