@@ -250,7 +250,8 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
         inv.res = rec->res;
         const struct call_fast *f = &call_fast[label];
         struct slot *s;
-        if (__builtin_expect(!READ_ONCE(rec->refs) && label < KEEL_NCALLS &&
+        /* refs is looked at once here (batch_record reads it again). */
+        if (__builtin_expect(!rec->refs && label < KEEL_NCALLS &&
                                  batch_fast(t, cap, f, &s),
                              1)) {
             /* Only the call's arguments: no decoder reads past them. */
