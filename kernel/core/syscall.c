@@ -175,7 +175,6 @@ static __attribute__((noinline)) long batch_record(struct tcb *t, const struct b
     u64 cap = READ_ONCE(rec->cap), refs = READ_ONCE(rec->refs);
 
     inv->label = READ_ONCE(rec->label);
-
     for (u32 w = 0; w < KEEL_MSG_WORDS; w++)
         args[w] = READ_ONCE(rec->arg[w]);
     if (refs) {
@@ -248,11 +247,11 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
         _Pragma("GCC unroll 6") for (u32 r = 0; r < KEEL_MSG_WORDS; r++)
             WRITE_ONCE(rec->res[r], 0);
         inv.res = rec->res;
-        const struct call_fast *f = &call_fast[label];
+        const struct call_fast *f;
         struct slot *s;
         /* refs is looked at once here (batch_record reads it again). */
         if (__builtin_expect(!rec->refs && label < KEEL_NCALLS &&
-                                 batch_fast(t, cap, f, &s),
+                                 batch_fast(t, cap, (f = &call_fast[label]), &s),
                              1)) {
             /* Only the call's arguments: no decoder reads past them. */
             switch (f->nargs) {
