@@ -35,9 +35,9 @@ MEASURED = {
     "floor": 18,
     "null": 28,
     "ipc_roundtrip": 449,
-    "batch1": 663,
-    "batch16": 1908,  # 2.88x a batch of one; 2541 (3.65x) before call_fast
-    "copy_delete": 592,  # the capability fast path (capfast.c), 2026-12-07; 1270 before
+    "batch1": 662,
+    "batch16": 1907,  # 2.88x a batch of one; 2540 (3.65x) before call_fast
+    "copy_delete": 555,  # the capability fast path (capfast.c), 2026-12-07; 1270 before, 592 through syscall_from_user
 }
 HEADROOM = 0.03
 BUDGET = {path: int(n * (1 + HEADROOM)) + 2 for path, n in MEASURED.items()}
