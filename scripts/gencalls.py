@@ -291,23 +291,25 @@ def gen_types_h(t: Table) -> str:
 
 
 def gen_call_fast(t: Table) -> list[str]:
-    """call_fast[label] (keel/objtype.h): a call's type and rights checks as
-    one compare of the capability's first two bytes, its argument count and
-    its type's decode hook, for the batch loop.  A call with capability
-    arguments, and label 0, never pass the compare (the generic checks)."""
+    """call_fast[label] and call_decode[label] (keel/objtype.h): a call's
+    type and rights checks as one compare of the capability's first two
+    bytes, its argument count, and its type's decode hook, for the batch
+    loop.  A call with capability arguments, and label 0, never pass the
+    compare (the generic checks)."""
     decoders = {ty.name: ty.module for ty in t.types}
-    out = ["", "const struct call_fast call_fast[KEEL_NCALLS] = {",
-           "    [0] = { 0, CALL_FAST_NEVER, 0, NULL },"]  # fmt: skip
+    fast = ["", "const struct call_fast call_fast[KEEL_NCALLS] = {",
+            "    [0] = { 0, CALL_FAST_NEVER, 0, { 0 } },"]  # fmt: skip
+    decode = ["", "long (*const call_decode[KEEL_NCALLS])(struct invocation *inv) = {"]
     for call in t.calls:
+        label = f"KEEL_CALL_{call.name.upper()}"
         rights = rights_expr(call.rights)
         never = " | CALL_FAST_NEVER" if any(a.cap_type for a in call.args) else ""
-        out.append(
-            f"    [KEEL_CALL_{call.name.upper()}] = {{ 0xff | ({rights}) << 8, "
-            f"KEEL_OBJ_{call.obj.upper()} | ({rights}) << 8{never}, {len(call.args)}, "
-            f"{decoders[call.obj]}_decode }},"
+        fast.append(
+            f"    [{label}] = {{ 0xff | ({rights}) << 8, "
+            f"KEEL_OBJ_{call.obj.upper()} | ({rights}) << 8{never}, {len(call.args)}, {{ 0 }} }},"
         )
-    out.append("};")
-    return out
+        decode.append(f"    [{label}] = {decoders[call.obj]}_decode,")
+    return [*fast, "};", *decode, "};"]
 
 
 ARG_REGS = ["rdx", "r10", "r8", "r9", "r12", "r13"]

@@ -216,7 +216,7 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
 {
     u64 args[KEEL_MSG_WORDS];
     struct batch_view view;
-    struct invocation inv = { .caller = t, .arg = args, .no_block = true };
+    struct invocation inv;
     long first_err = KEEL_E_OK, err;
     struct keel_call_rec *rec = NULL, *stop = NULL; /* in place (or bounce) up to stop */
     struct batch_window w;
@@ -231,6 +231,11 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
     if (!batch_view_map(t, &view, uaddr, count * REC_SIZE))
         return KEEL_E_BAD_ADDRESS;
     gen = view.gen;
+    /* Field by field (as call_one): the capability arguments need no clearing. */
+    inv.caller = t;
+    inv.arg = args;
+    inv.blocked = false;
+    inv.no_block = true;
     for (;;) {
         if (__builtin_expect(rec >= stop, 0)) {
             i = ((uptr)rec - base) / REC_SIZE;
@@ -268,7 +273,7 @@ static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
             }
             inv.label = label;
             inv.slot = s;
-            err = f->decode(&inv);
+            err = call_decode[label](&inv);
         } else {
             err = batch_record(t, &view, uaddr, ((uptr)rec - base) / REC_SIZE, rec, &inv);
         }

@@ -60,18 +60,22 @@ static inline const struct object_type *object_type_of(u32 type)
  * endpoint, a wrong type or missing rights do not; a call with capability
  * arguments and label 0 never do (want has a bit outside every mask): those
  * take the generic path (keel/invoke.h), which says which check failed.
- * decode is the call's type's decode hook, nargs its argument count. */
+ * nargs is the call's argument count, call_decode[label] its type's decode
+ * hook (two arrays of 8-byte entries: a label indexes both without a
+ * multiplication). */
 #define CALL_FAST_NEVER 0x8000
 struct call_fast {
     u16 mask;
     u16 want;
     u8 nargs;
-    long (*decode)(struct invocation *inv);
+    u8 unused[3];
 };
+_Static_assert(sizeof(struct call_fast) == 8, "call_fast is indexed by label * 8");
 _Static_assert(__builtin_offsetof(struct cap, type) == 0 &&
                    __builtin_offsetof(struct cap, rights) == 1,
                "call_fast reads a capability's type and rights as one u16");
 
 extern const struct call_fast call_fast[KEEL_NCALLS];
+extern long (*const call_decode[KEEL_NCALLS])(struct invocation *inv);
 
 #endif
