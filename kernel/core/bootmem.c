@@ -6,6 +6,7 @@
 static const struct boot_info *boot;
 static u32 region; /* index of the region being carved */
 static u64 next;   /* next free physical address in it */
+u64 bootmem_probes; /* candidate ranges examined (tests/unit/test_bootmem_host.py) */
 
 static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)
 {
@@ -67,6 +68,7 @@ u64 bootmem_alloc(u64 size, u64 align)
         while (ALIGN_UP(next, align) + size <= MIN(end, 0x100000000ul)) {
             u64 base = ALIGN_UP(next, align);
             u64 past = conflict_end(boot, base, size);
+            bootmem_probes++;
             if (!past) {
                 next = base + size;
                 return base;
