@@ -1,4 +1,5 @@
-"""The vCPU runner: one thread per vCPU, pinned to a host core, until the guest ends.
+"""The vCPU runner: one thread per vCPU, pinned to a host core once the guest has
+booted (``PIN_AFTER_NS``), until the guest ends.
 
 Each thread loops on ``KVM_RUN`` and serves exits through ``handle_exit``, a
 plain function of an exit and the two device buses (tested without KVM).  The
@@ -45,6 +46,13 @@ STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
 STATUS_INTERRUPTED = 130
 DEBUG_LOCK_WAIT = 0.05  # seconds a stepping vCPU waits for another's exclusive step
 
+# A vCPU thread pins itself to its host core at its first exit this long after it
+# started.  While the guest boots the threads float: the boot CPU halts while an
+# AP starts, and a pinned AP waited for its own core (busy with other work) while
+# the boot CPU's was free (2-vCPU boot at load 7: 177 ms pinned, 128 floating,
+# medians of 30 alternating runs; docs/benchmarks.md).
+PIN_AFTER_NS = 500_000_000
+
 MP_STATES = {0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
 
 
@@ -66,6 +74,7 @@ class VcpuSlot:
         self.vcpu = vcpu
         self.host_cpu = host_cpu
         self.ident: int | None = None  # the thread's, once started
+        self.tid = 0  # the thread's kernel id (for its affinity), once it runs
         self.parked = False
         # True from before the thread starts until it is about to return; only
         # changed under the runner's lock.  Kicks go only to live threads: a signal
@@ -126,6 +135,13 @@ def install_kick_handler() -> None:
     """A no-op handler for ``KICK_SIGNAL``, so the signal only interrupts KVM_RUN."""
     if lib.keel_install_kick_handler(KICK_SIGNAL) != 0:
         raise KeelError("cannot install the vCPU kick signal handler")
+
+
+def _pin(host_cpu: int) -> None:
+    try:
+        os.sched_setaffinity(0, {host_cpu})
+    except OSError:
+        pass  # pinning is an optimisation; a restricted cpuset must not stop the guest
 
 
 class VcpuRunner:
@@ -231,11 +247,8 @@ class VcpuRunner:
         self.lock.notify_all()
 
     def _vcpu_thread(self, slot: VcpuSlot) -> None:
+        slot.tid = threading.get_native_id()
         vcpu = slot.vcpu
-        try:
-            os.sched_setaffinity(0, {slot.host_cpu})
-        except OSError:
-            pass  # pinning is an optimisation; a restricted cpuset must not stop the guest
         pio, mmio, run = self.pio, self.mmio, vcpu.run
         stats = slot.stats
         ports, mmio_addrs, other = stats.ports, stats.mmio, stats.exits
@@ -243,7 +256,11 @@ class VcpuRunner:
         held = False  # debug_lock, while a watchpoint is armed
         try:
             now = clock()
+            pin_at = now + PIN_AFTER_NS  # 0 once pinned
             while not self.stop_requested:
+                if pin_at and now >= pin_at:
+                    pin_at = 0
+                    _pin(slot.host_cpu)
                 if self.pause_requested:
                     self._park(slot)
                     now = clock()  # time parked is neither the guest's nor the VMM's
