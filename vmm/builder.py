@@ -86,6 +86,9 @@ class GuestVm:
         self.rsdp_addr = 0
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
+        # Work for a thread of its own once vCPU 0 has first left the guest
+        # (vmm.machine; ``pit_reinject_off``).
+        self.once_running: list[Callable[[], None]] = []
 
 
 def create_vm(
@@ -124,7 +127,9 @@ def adopt_vm(cfg: BootConfig, closers: list[Callable[[], None]], begun: early.Ea
     assert begun.system is not None and begun.vm is not None and begun.mem is not None
     _check_smp(cfg, begun.system)
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
-    return GuestVm(begun.system, begun.vm, begun.mem)
+    guest = GuestVm(begun.system, begun.vm, begun.mem)
+    guest.once_running.append(lambda: pit_reinject_off(guest.vm))
+    return guest
 
 
 def _check_smp(cfg: BootConfig, system: System) -> None:
@@ -148,20 +153,27 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     closers.append(slots.wait)  # before vm.close (closers run last first)
     vm.create_irqchip()
     vm.create_pit()
-    # Destroying a VM whose PIT reinjects missed ticks waits for two SRCU grace
-    # periods (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end
-    # of every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
-    # without a PIT, docs/benchmarks.md).  Turned off now, in a thread, that wait
-    # overlaps the boot instead.  Keel's guests keep time with the LAPIC timer and
-    # the TSC, never by counting PIT interrupts; a tick missed while the host is
-    # busy is dropped, as with QEMU's lost_tick_policy=discard.
-    closers.append(Task(_pit_reinject_off, vm).wait)
     slots.result()
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
-    return GuestVm(system, vm, mem)
+    guest = GuestVm(system, vm, mem)
+    guest.once_running.append(lambda: pit_reinject_off(vm))
+    return guest
 
 
-def _pit_reinject_off(vm: Vm) -> None:
+def pit_reinject_off(vm: Vm) -> None:
+    """Make the PIT drop the ticks it missed instead of delivering them late.
+
+    Destroying a VM whose PIT reinjects waits for two SRCU grace periods
+    (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end of
+    every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
+    without a PIT, docs/benchmarks.md).  Turning it off waits for the same two,
+    which are short (0.1-5 ms) once the VM's set-up has stopped starting grace
+    periods and long (10-34 ms) right after the PIT is made, when vCPU 0's first
+    ``KVM_RUN`` waited for the end of it; so the machine calls this in a thread of
+    its own once vCPU 0 has first left the guest (``GuestVm.once_running``).
+    Keel's guests keep time with the LAPIC timer and the TSC, never by counting PIT
+    interrupts; a tick missed while the host is busy is dropped, as with QEMU's
+    lost_tick_policy=discard."""
     try:
         vm.set_pit_reinject(False)
     except KeelError:

@@ -1,13 +1,12 @@
 """A `keel run`'s VM, begun while Python imports the rest of Keel.
 
-KVM sleeps for grace periods when it takes a VM's memory slot (4-7 ms on this
-host, whatever the size) and when the PIT's reinjection is turned off (10-16
-ms; a vCPU's first ``KVM_RUN`` waited for the end of it), and importing
-``vmm.cli`` is about 15 ms of CPU.  Imported first by ``vmm.cli``, this module
-looks at the command line: for a plain ``keel run`` (not ``--daemon``, which
-forks, nor ``--help`` or ``--show-cpuid``) it makes the VM with its TSS and
-identity-map pages, irqchip and PIT (reinjection off) in one thread and the
-guest's RAM and memory slots in another, while the main thread goes on
+KVM sleeps for grace periods when it makes the irqchip and the PIT and when it
+takes a VM's memory slot (4-7 ms on this host, whatever the size; 8-11 ms of
+every `keel run` together), and importing ``vmm.cli`` is about 17 ms of CPU.
+Imported first by ``vmm.cli``, this module looks at the command line: for a
+plain ``keel run`` (not ``--daemon``, which forks, nor ``--help`` or
+``--show-cpuid``) it makes the VM with its TSS and identity-map pages, irqchip,
+PIT, RAM and memory slots in a thread of its own while the main thread goes on
 importing.  ``builder.create_vm`` takes them with ``take`` when they fit the
 checked configuration (the same memory size), or closes them and makes its
 own.  Nothing here reports an error: a failure closes what was made and
@@ -21,7 +20,6 @@ import os
 import sys
 
 from vmm import platform
-from vmm.errors import KeelError
 from vmm.kvm.system import System
 from vmm.kvm.vm import Vm
 from vmm.memory import GuestMemory
@@ -77,48 +75,32 @@ class EarlyVm:
         self.system: System | None = None
         self.vm: Vm | None = None
         self.mem: GuestMemory | None = None
-        self._slots: Task | None = None
-        self._ready = _thread.allocate_lock()  # released once the PIT exists
-        self._ready.acquire()
         self.ok = False
-        self.reinject = Task(self._make)  # its end: reinjection turned off
+        self._made = Task(self._make)
 
     def _make(self) -> None:
-        try:
-            self.system = System()
-            self.vm = vm = self.system.create_vm()
-            vm.set_tss_addr(platform.KVM_TSS_ADDR)
-            vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
-            # The irqchip and the PIT first: each waits for the memory slot's grace
-            # period when it comes later (kvm->slots_lock), while turning the PIT's
-            # reinjection off (a wait of its own) overlaps the slot's.
-            vm.create_irqchip()
-            vm.create_pit()
-            self.mem = GuestMemory(platform.ram_slots(self.memory))
-            self._slots = Task(add_slots, vm, self.mem)
-            self.ok = True
-        finally:
-            self._ready.release()
-        try:
-            vm.set_pit_reinject(False)
-        except KeelError:
-            pass  # a KVM without it: the wait stays at the VM's destruction
+        # A failure leaves ``ok`` false (``Task`` keeps the exception; the builder
+        # makes its own VM and reports what is wrong).
+        self.system = System()
+        self.vm = vm = self.system.create_vm()
+        vm.set_tss_addr(platform.KVM_TSS_ADDR)
+        vm.set_identity_map_addr(platform.KVM_IDENTITY_MAP_ADDR)
+        # The irqchip and the PIT before the slot: made after it, each waited for
+        # the slot's grace period (kvm->slots_lock) on top of its own.
+        vm.create_irqchip()
+        vm.create_pit()
+        self.mem = GuestMemory(platform.ram_slots(self.memory))
+        add_slots(vm, self.mem)
+        self.ok = True
 
     def ready(self) -> bool:
         """Wait for the VM, its irqchip, PIT and memory slots; True if all were made."""
-        with self._ready:
-            pass
-        if self._slots is not None:
-            try:
-                self._slots.result()
-            except Exception:
-                self.ok = False
+        self._made.wait()
         return self.ok
 
     def close(self) -> None:
-        """Release everything (after its threads are done)."""
-        self.ready()
-        self.reinject.wait()
+        """Release everything (once its thread is done)."""
+        self._made.wait()
         for closer in (self.vm, self.system, self.mem):
             if closer is not None:
                 try:

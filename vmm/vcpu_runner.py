@@ -164,6 +164,9 @@ class VcpuRunner:
         # followed by a change of a watched value is the one that made it.
         self.debug_exclusive: Callable[[VcpuSlot], bool] | None = None
         self.debug_lock = threading.Lock()
+        # Called once, by vCPU 0's thread, when the guest first left it (the owner's
+        # work that must not overlap the guest's first entry).
+        self.on_first_exit: Callable[[], None] | None = None
         # Set (under ``lock``) once start() has created every vCPU thread, or
         # never_start() said none will be: ``on_end`` waits for that and for the
         # last thread to end, and is called by whichever comes last.
@@ -254,6 +257,7 @@ class VcpuRunner:
         ports, mmio_addrs, other = stats.ports, stats.mmio, stats.exits
         clock = time.perf_counter_ns
         held = False  # debug_lock, while a watchpoint is armed
+        first_exit = self.on_first_exit if vcpu.index == 0 else None
         try:
             now = clock()
             pin_at = now + PIN_AFTER_NS  # 0 once pinned
@@ -272,6 +276,10 @@ class VcpuRunner:
                 raw = run()
                 now = clock()
                 stats.guest_ns += now - start
+                if first_exit is not None:
+                    call = first_exit
+                    first_exit = None
+                    call()
                 kind = type(raw)
                 if kind is exits.IoExit:
                     ports[raw.port] = ports.get(raw.port, 0) + 1  # type: ignore[union-attr]

@@ -4,10 +4,14 @@ closed when it does not, and leaves no file descriptor or thread behind."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import keel, requires_kvm
-from vmm import early
+from vmm import builder, early
+from vmm.machine import Machine
 from vmm.platform import MiB
 
 pytestmark = requires_kvm
@@ -59,3 +63,32 @@ def test_keel_run_boots_on_the_begun_vm(kernel: Path) -> None:
         assert "smp ready 2 cpus" in proc.stdout
         expect = "memory 127 MiB usable" if memory == "128M" else "memory 255 MiB usable"
         assert expect in proc.stdout
+
+
+def test_pit_reinjection_off_once_vcpu0_has_run(
+    kernel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turning the PIT's reinjection off waits for grace periods; right after the PIT
+    is made they were long and vCPU 0's first KVM_RUN waited for them, so the machine
+    does it once vCPU 0 has first left the guest, in a thread of its own, before the
+    VM is closed."""
+    calls: list[tuple[int, bool]] = []
+    machine: list[Machine] = []
+
+    def record(vm: object) -> None:
+        slot = machine[0].vcpu_slots()[0]
+        calls.append((threading.get_native_id(), slot.stats.guest_ns > 0))
+
+    monkeypatch.setattr(builder, "pit_reinject_off", record)
+    m = Machine(kernel, smp=2, cmdline="keel.test=boot", console=lambda _d: None)
+    machine.append(m)
+    try:
+        m.start()
+        result = m.wait(timeout=60)
+        assert result is not None and result.status == 0, m.console.text()
+    finally:
+        m.close()
+    vcpu_tids = {slot.tid for slot in m.vcpu_slots()}
+    assert len(calls) == 1
+    tid, vcpu0_ran = calls[0]
+    assert vcpu0_ran and tid not in vcpu_tids
