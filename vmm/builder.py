@@ -87,8 +87,14 @@ class GuestVm:
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
         # Work for a thread of its own once vCPU 0 has first left the guest
-        # (vmm.machine; ``pit_reinject_off``).
+        # (``start_once_running``; ``pit_reinject_off``).
         self.once_running: list[Callable[[], None]] = []
+
+    def start_once_running(self, closers: list[Callable[[], None]]) -> None:
+        """vCPU 0 has first left the guest (the machine's vCPU runner calls this):
+        each ``once_running`` work starts in a thread of its own, waited for by
+        ``closers`` before the VM is closed."""
+        closers.extend(Task(work).wait for work in self.once_running)
 
 
 def create_vm(

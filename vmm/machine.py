@@ -47,7 +47,6 @@ from vmm.devices.iommu import Iommu
 from vmm.devices.manager import AttachedDevice, DeviceManager
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.devices.virtio.device import VirtioDevice
-from vmm.early import Task
 from vmm.errors import ConfigError, DeviceTimeout, KeelError, StateError
 from vmm.memory import GuestMemory
 from vmm.vcpu_runner import (
@@ -550,17 +549,9 @@ class Machine:
         host_cpus = sorted(os.sched_getaffinity(0))
         for i, vcpu in enumerate(guest.vcpus):
             self._runner.add(vcpu, host_cpus[i % len(host_cpus)])
-        self._runner.on_first_exit = self._once_running
+        self._runner.on_first_exit = lambda: guest.start_once_running(self._closers)
         if plan is not None:
             self.load_platform_state(plan.platform_state())
-
-    def _once_running(self) -> None:
-        """vCPU 0 has first left the guest: the builder's ``once_running`` work
-        (turning the PIT's reinjection off) starts, each in a thread of its own,
-        waited for before the VM is closed."""
-        assert self._guest is not None
-        for work in self._guest.once_running:
-            self._closers.append(Task(work).wait)
 
     def _uart_irq(self, vm: Any, gsi: int) -> Callable[[int], None]:
         """Drives a UART's line; rising edges are counted (vmm.metrics)."""
