@@ -2,7 +2,9 @@
 in ``BlockDevice.service`` itself) against the general ``_request``: hypothesis
 sends the same three-buffer requests, well-formed or not, to two devices, one
 with the inline path turned off, and every observable result must be the same:
-status bytes, used lengths, error counts, guest memory and the image.  No KVM.
+status bytes, used lengths, error counts, guest memory and the image.  Some
+requests share one data buffer and sectors overlap: memory and image must end
+as requests served one after the other leave them.  No KVM.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from vmm.devices.virtio import blk, regs
 from vmm.devices.virtio.blk import BlockDevice
 from vmm.devices.virtio.mmio import MmioTransport
 
-SECTORS = 16
+SECTORS = 160
 TYPES = [blk.T_IN, blk.T_OUT, blk.T_FLUSH, blk.T_GET_ID, 99]
 
 # Layouts the device serves (a layout it refuses makes the whole queue need a
@@ -31,10 +33,11 @@ request = st.tuples(
     st.integers(0, SECTORS + 2),  # sector, past the end sometimes
     st.sampled_from([15, 16, 16, 16, 17]),  # header buffer length
     st.just(False),  # header writable
-    st.sampled_from([1, 511, 512, 1024, 4096]),  # data length
+    st.sampled_from([1, 511, 512, 4096, 32768, 65536]),  # data length
     st.booleans(),  # data writable
     st.sampled_from([1, 1, 1, 2]),  # status buffer length
     st.just(True),  # status writable
+    st.booleans(),  # its data in the buffer the other such requests share
 ).filter(lambda r: r[2] >= 16 or not r[5])  # the header alone must be readable
 
 
@@ -47,10 +50,13 @@ def serve(image: Path, readonly: bool, inline: bool, reqs: list[tuple]) -> tuple
     d = Driver(t, mem)
     d.init([64])
     start = d.heap
-    for i, (type_, sector, h_len, h_w, d_len, d_w, s_len, s_w) in enumerate(reqs):
-        hdr, buf, status = d.alloc(h_len), d.alloc(d_len, 512), d.alloc(s_len)
+    shared = d.alloc(65536, 4096)
+    for i, (type_, sector, h_len, h_w, d_len, d_w, s_len, s_w, share) in enumerate(reqs):
+        hdr, status = d.alloc(h_len), d.alloc(s_len)
+        buf = shared if share else d.alloc(d_len, 512)
         mem.write(hdr, struct.pack("<IIQ", type_, 0, sector)[:h_len].ljust(h_len, b"\x00"))
-        mem.write(buf, bytes([i + 1]) * d_len)
+        if not share:
+            mem.write(buf, bytes([i + 1]) * d_len)
         mem.write(status, b"\xee" * s_len)
         d.submit(0, [(hdr, h_len, h_w), (buf, d_len, d_w), (status, s_len, s_w)], kick=False)
     d.w32(0x50, 0)  # QueueNotify: served before the write returns
@@ -82,6 +88,6 @@ def test_a_writable_header_needs_reset_on_both_paths(tmp_path: Path) -> None:
     image.write_bytes(bytes(512 * SECTORS))
     for inline in (True, False):
         used, _, _, status, errors = serve(
-            image, False, inline, [(blk.T_IN, 0, 16, True, 512, True, 1, True)]
+            image, False, inline, [(blk.T_IN, 0, 16, True, 512, True, 1, True, False)]
         )
         assert not used and status & regs.DEVICE_NEEDS_RESET and errors == 1
