@@ -71,7 +71,9 @@ def serve(image: Path, readonly: bool, inline: bool, reqs: list[tuple]) -> tuple
 @settings(max_examples=150, deadline=None)
 @given(reqs=st.lists(request, min_size=1, max_size=12), readonly=st.booleans())
 def test_inline_path_serves_as_the_general_one(
-    tmp_path_factory, reqs: list[tuple], readonly: bool  # type: ignore[no-untyped-def,type-arg]
+    tmp_path_factory,
+    reqs: list[tuple],
+    readonly: bool,  # type: ignore[no-untyped-def,type-arg]
 ) -> None:
     results = []
     for inline in (True, False):

@@ -237,7 +237,16 @@ def read_chain(
         index = nxt
     if len(buffers) > queue_size:  # (direct descriptors, then an indirect table's)
         raise QueueError(f"descriptor chain from {head} is longer than the queue size")
-    if len(buffers) > 1:
+    n = len(buffers)
+    if n == 3:  # the usual request: its three pairs here, the message from the check
+        (a0, l0, _), (a1, l1, _), (a2, l2, _) = buffers
+        if (
+            (a0 < a1 + l1 and a1 < a0 + l0)
+            or (a0 < a2 + l2 and a2 < a0 + l0)
+            or (a1 < a2 + l2 and a2 < a1 + l1)
+        ):
+            _check_no_overlap(buffers, head)
+    elif n > 1:
         _check_no_overlap(buffers, head)
     if dma is not None:
         # One call for the chain's covers instead of one per buffer (a guard
