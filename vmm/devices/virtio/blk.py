@@ -120,10 +120,19 @@ class FastPath:
         self.dev = dev
         self._runs: object = None  # the DmaWindows runs the C arrays below copy
         self._arrays: list[object] = []
+        self._batch: tuple[Virtqueue | None, int, bool] = (None, 0, False)  # queue, batch, ok
 
     def begin(self, q: Virtqueue) -> bool:
-        """Point the C queue at this batch's rings and DMA runs; False when it
-        cannot serve this queue now."""
+        """Point the C queue at this batch's rings and DMA runs (once a batch: its
+        rounds share them); False when it cannot serve this queue now."""
+        last, batch, ok = self._batch
+        if last is q and batch == q.batches:
+            return ok
+        ok = self._begin(q)
+        self._batch = (q, q.batches, ok)
+        return ok
+
+    def _begin(self, q: Virtqueue) -> bool:
         hosts = q.ring_hosts()
         if hosts is None:
             return False
