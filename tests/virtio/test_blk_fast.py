@@ -44,7 +44,8 @@ corruption = st.tuples(
 
 
 def serve(image: Path, fast: bool, dma: str, reqs: list[tuple], corrupt: list[tuple],  # type: ignore[type-arg]
-          heads: list[int], unmapped: list[int]) -> tuple:  # type: ignore[type-arg]  # fmt: skip
+          heads: list[int], unmapped: list[int], avail_idx: int | None = None
+          ) -> tuple:  # type: ignore[type-arg]  # fmt: skip
     mem = make_ram()
     dev = BlockDevice(image)
     dev.fast = fast
@@ -87,6 +88,8 @@ def serve(image: Path, fast: bool, dma: str, reqs: list[tuple], corrupt: list[tu
         mem.write(at, struct.pack("<QIHH", addr, length, flags, nxt))
     for slot, head in enumerate(heads[: len(reqs)]):
         mem.write(q.avail + 4 + 2 * slot, struct.pack("<H", head))
+    if avail_idx is not None:
+        mem.write(q.avail + 2, struct.pack("<H", avail_idx))
     if iommu is not None and t.dma is not None:
         for page in range(q.desc & ~0xFFF, d.heap + 0x1000, 0x1000):
             if page // 0x1000 % 64 not in unmapped:
@@ -174,3 +177,17 @@ def test_a_buffer_that_wraps_the_address_space_is_left_to_python(tmp_path: Path)
         outs.append(serve(image, fast, "none", reqs, [(0, "addr", 9)], [0], []))
     assert outs[0] == outs[1]
     assert "outside guest RAM" in outs[0][5]
+
+
+def test_an_available_index_more_than_a_queue_ahead_is_left_to_python(tmp_path: Path) -> None:
+    """The driver's index a queue and one ahead (and half the index space):
+    C takes nothing (it would read past its array), Python refuses the queue."""
+    for avail_idx in (QSIZE + 1, 0x8000, 0xFFFF):
+        outs = []
+        for fast in (True, False):
+            image = tmp_path / f"disk{fast}.img"
+            image.write_bytes(bytes(512 * SECTORS))
+            reqs = [(blk.T_IN, 0, 512, True, False)]
+            outs.append(serve(image, fast, "none", reqs, [], [0], [], avail_idx))
+        assert outs[0] == outs[1]
+        assert not outs[0][0] and "ahead" in outs[0][5]

@@ -139,15 +139,20 @@ static int blk_parse_one(const struct keel_blk_queue *q, uint32_t head, struct k
     return 1;
 }
 
-/* Parses the chains published from q->next_avail on, at most pending of
- * them, into out[]: how many in a row are the usual request (the rest are
- * Python's).  Reads guest memory only. */
-static int keel_blk_parse(const struct keel_blk_queue *q, uint32_t pending,
-                          struct keel_blk_req *out)
+/* Parses the chains published from q->next_avail on into out[]: how many
+ * in a row are the usual request (the rest are Python's; none when the
+ * available index is more than a queue ahead, which Python reports).
+ * Reads guest memory only. */
+static int keel_blk_parse(const struct keel_blk_queue *q, struct keel_blk_req *out)
 {
     const unsigned char *avail = (const unsigned char *)(uintptr_t)q->avail;
-    uint32_t n = 0;
+    uint16_t idx;
+    uint32_t n = 0, pending;
 
+    memcpy(&idx, avail + 2, 2);
+    pending = (uint16_t)(idx - q->next_avail);
+    if (pending > q->size)
+        return 0;
     for (; n < pending; n++) {
         uint16_t head;
         memcpy(&head, avail + 4 + 2 * ((q->next_avail + n) % q->size), 2);

@@ -238,7 +238,7 @@ struct keel_blk_queue {
     uint64_t bytes;
     uint32_t requests, errors, wrote;
 };
-int keel_blk_parse(const struct keel_blk_queue *q, uint32_t pending, struct keel_blk_req *out);
+int keel_blk_parse(const struct keel_blk_queue *q, struct keel_blk_req *out);
 int keel_blk_serve(struct keel_blk_queue *q, const struct keel_blk_req *reqs, int from, int n);
 """
 

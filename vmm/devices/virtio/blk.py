@@ -25,7 +25,15 @@ import threading
 from collections.abc import Callable
 
 from vmm.devices.virtio.device import ID_BLOCK, VirtioDevice
-from vmm.devices.virtio.queue import Buffer, Chain, DmaGuard, GuestRam, QueueError, Virtqueue
+from vmm.devices.virtio.queue import (
+    Buffer,
+    Chain,
+    DmaGuard,
+    GuestRam,
+    QueueError,
+    Virtqueue,
+    ring_sizes,
+)
 from vmm.devices.virtio.queue import views as guest_views
 from vmm.errors import ConfigError
 from vmm.kvm.ffi import ffi, lib
@@ -133,13 +141,15 @@ class FastPath:
         return ok
 
     def _begin(self, q: Virtqueue) -> bool:
-        hosts = q.ring_hosts()
-        if hosts is None:
+        # The rings as wholes, as ``Virtqueue.begin`` checked them (in RAM: checked
+        # at set-up); C reads and writes them in place.
+        d_len, a_len, u_len = ring_sizes(q.size, q.event_idx)
+        rings = ((q.desc, d_len, False), (q.driver, a_len, False), (q.device, u_len, True))
+        dma, host, c = q.dma, self.mem.host, self.q  # type: ignore[attr-defined]
+        if dma is not None and not all(dma.allows(*ring) for ring in rings):
             return False
-        c = self.q
-        c.table, c.avail, c.used = hosts
+        c.table, c.avail, c.used = (host(a, n) for a, n, _ in rings)
         c.size = q.size
-        dma = q.dma
         if dma is None:
             c.nrd = c.nwr = -1
             return True
@@ -163,7 +173,7 @@ class FastPath:
         """How many chains from the queue's next one on C takes (consumed)."""
         c = self.q
         c.next_avail = q.next_avail
-        n: int = lib.keel_blk_parse(c, q.pending(), self.reqs)
+        n: int = lib.keel_blk_parse(c, self.reqs)
         q.next_avail = (q.next_avail + n) & 0xFFFF
         return n
 

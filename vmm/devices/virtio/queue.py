@@ -449,22 +449,6 @@ class Virtqueue:
         self.refused += 1
         return None
 
-    def ring_hosts(self) -> tuple[int, int, int] | None:
-        """Host addresses of the descriptor table, driver and device areas when
-        this batch checked all three as wholes (``begin``) and guest memory can
-        name host addresses (for C that reads them in place), else None."""
-        host = getattr(self.mem, "host", None)
-        if self._table is None or self._avail is None or self._used is None or host is None:
-            return None
-        (d, d_len, _), (a, a_len, _), (u, u_len, _) = self._areas
-        return host(d, d_len), host(a, a_len), host(u, u_len)
-
-    def pending(self) -> int:
-        """Chains published and not yet consumed (``begin``'s views; QueueError
-        when the driver's index is more than a queue ahead)."""
-        assert self._avail is not None
-        return _check_ahead(_U16.unpack_from(self._avail, 2)[0], self.next_avail, self.size)
-
     def pop_all(self) -> list[Chain]:
         """Every chain published since the last call, validated."""
         avail = self._avail
