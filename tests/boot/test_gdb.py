@@ -52,12 +52,14 @@ def _free_port() -> int:
         return port
 
 
-def _keel_gdb(kernel: Path, where: str, test: str = "boot") -> subprocess.Popen[str]:
+def _keel_gdb(kernel: Path, where: str, test: str | None = "boot") -> subprocess.Popen[str]:
+    """`keel run --gdb WHERE` on 2 vCPUs; with ``test`` None no test runs: the
+    kernel waits on its console (a pipe kept open) for ever."""
+    cmdline = [] if test is None else ["--cmdline", f"keel.test={test}"]
     return subprocess.Popen(
-        [*KEEL, "run", str(kernel), "--smp", "2", "--memory", "64M",
-         "--cmdline", f"keel.test={test}", "--gdb", where],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        [*KEEL, "run", str(kernel), "--smp", "2", "--memory", "64M", *cmdline, "--gdb", where],
+        cwd=ROOT, stdin=subprocess.DEVNULL if test else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -292,11 +294,7 @@ def test_gdb_sees_the_guest_end_when_it_ends_while_running(kernel: Path, tmp_pat
 def test_ctrl_c_stops_a_running_guest_and_kill_ends_it(kernel: Path, tmp_path: Path) -> None:
     """Without a test the kernel waits on its console for ever; Ctrl-C stops it."""
     path = tmp_path / "gdb.sock"
-    proc = subprocess.Popen(
-        [*KEEL, "run", str(kernel), "--smp", "2", "--memory", "64M", "--gdb", f"unix:{path}"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    proc = _keel_gdb(kernel, f"unix:{path}", test=None)
     try:
         _wait_listening(proc)
         r = Remote(path)
@@ -351,11 +349,7 @@ def test_an_idle_vcpu_ticks_on_after_a_stop_at_a_watchpoint(kernel: Path, tmp_pa
     sti = _hlt_in(kernel, "cpu_secondary_main") - 1
     entry, ticks = _symbol(kernel, "cpu_secondary_main"), _address(kernel, "&cpus[1].ticks")
     path = tmp_path / "gdb.sock"
-    proc = subprocess.Popen(
-        [*KEEL, "run", str(kernel), "--smp", "2", "--memory", "64M", "--gdb", f"unix:{path}"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    proc = _keel_gdb(kernel, f"unix:{path}", test=None)
     try:
         _wait_listening(proc)
         r = Remote(path)
