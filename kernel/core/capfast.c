@@ -87,7 +87,7 @@ void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u6
         sched_exit_kernel();
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
                                                : fast_delete(t, cptr, a0);
-    if (err == KEEL_E_RETRY)
+    if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */
         syscall_general(f, t);
     arch_fast_set_error(t, err);
     if (c->need_resched)

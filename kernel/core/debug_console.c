@@ -88,6 +88,7 @@ long console_decode(struct invocation *inv)
     case KEEL_CALL_CONSOLE_POWEROFF:
         if (inv->arg[0] > 0xff)
             return KEEL_E_INVALID_ARG;
+        lockstat_print(); /* measuring builds (keel/lockstat.h) */
         arch_exit((int)inv->arg[0]);
     }
     return KEEL_E_UNKNOWN_CALL;

@@ -74,8 +74,10 @@ static bool grace_elapsed(u64 stamp)
 
 bool slot_reclaim(struct slot *s)
 {
-    if (kernel_shared() && !grace_elapsed(s->retired))
+    if (kernel_shared() && !grace_elapsed(s->retired)) {
+        LOCKSTAT_COUNT(LS_GRACE_RETRY);
         return false;
+    }
     /* field by field: memset or a structure assignment is a call or a
      * rep stos here (the type is 0 already) */
     s->cap.rights = s->cap.size_bits = s->cap.flags = 0;

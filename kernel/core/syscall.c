@@ -294,9 +294,19 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         args = recv_args;
     }
     long err = syscall_one(t, nr, cap, label, args, res, &blocked);
-    if (err == KEEL_E_RETRY) {
+    /* Refused before changing anything (internal codes are negative, users'
+     * errors not): KEEL_E_GRACE, a slot to fill still in its grace period -
+     * wait for its end holding nothing (no CPU waits for another while
+     * holding the lock), then run again shared; KEEL_E_RETRY, or a slot
+     * retired again meanwhile - run again exclusive. */
+    for (u32 again = 0; __builtin_expect(err < 0, 0) && again < 2; again++) {
         c->call_pending = 1; /* nothing done yet */
-        kernel_upgrade();
+        if (err == KEEL_E_GRACE && !again) {
+            kernel_regrace();
+        } else {
+            LOCKSTAT_UPGRADE(nr == KEEL_SYS_INVOKE ? label : LOCKSTAT_LABELS - 1 - nr);
+            kernel_upgrade();
+        }
         /* Stopped by an exclusive holder while this CPU waited: rewound to
          * make the call again when it runs (cpu_serve_requests). */
         if (c->current != t)

@@ -71,7 +71,7 @@ static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64
         return KEEL_E_INVALID_CAP; /* deleted since the lookup (grace.c) */
     for (u32 i = 0; i < count; i++) {
         if (!slot_is_free(dst[i])) /* retired: exclusive, it is free (grace.c) */
-            return dst[i]->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
+            return dst[i]->retired ? KEEL_E_GRACE : KEEL_E_EXISTS;
     }
     if (!ut->child && !ut->cap.b)
         ut->cap.a = 0;

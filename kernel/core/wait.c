@@ -46,6 +46,63 @@ void obj_lock_spin(spinlock_t *l)
         kernel_spin_turn(&spins);
 }
 
+/* -- lock statistics (keel/lockstat.h; measuring builds only) --------------- */
+
+#ifdef KEEL_LOCK_STATS
+#include <keel/printk.h>
+
+struct lockstat lockstats[MAX_CPUS];
+
+struct lockstat *lockstat_mine(void)
+{
+    return &lockstats[this_cpu()->index];
+}
+
+void lockstat_lock(spinlock_t *l, u32 cls)
+{
+    struct lockstat *ls = lockstat_mine();
+    bool caps = cls == LOCK_CAPS;
+
+    if (caps)
+        ls->count[LS_CAPS_TAKEN]++;
+    if (!spin_trylock(l)) {
+        u64 t0 = lockstat_now();
+        obj_lock_spin(l);
+        ls->count[caps ? LS_CAPS_CONTENDED : LS_OTHER_CONTENDED]++;
+        ls->cycles[caps ? LC_CAPS_SPIN : LC_OTHER_SPIN] += lockstat_now() - t0;
+    }
+    if (caps)
+        ls->caps_since = lockstat_now();
+}
+
+static const char *const count_names[LS_NCOUNT] = {
+    "shared_entries", "excl_entries", "excl_upgrades", "caps_taken", "caps_contended",
+    "other_contended", "grace_retries", "tlb_shootdowns", "regraces",
+    "zero_objects", "zero_runs",
+};
+static const char *const cycle_names[LC_NCYCLES] = {
+    "excl_claim", "excl_drain", "reader_wait", "excl_held", "caps_spin", "caps_held",
+    "other_spin", "tlb_wait", "regrace_wait",
+};
+
+/* One line per CPU and counter, for scripts (lockstat: cpu N name value). */
+void lockstat_print(void)
+{
+    printk("lockstat: tsc %lu\n", lockstat_now());
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct lockstat *ls = &lockstats[i];
+        for (u32 k = 0; k < LS_NCOUNT; k++)
+            printk("lockstat: cpu %u %s %lu\n", i, count_names[k], ls->count[k]);
+        for (u32 k = 0; k < LC_NCYCLES; k++)
+            printk("lockstat: cpu %u cycles_%s %lu\n", i, cycle_names[k], ls->cycles[k]);
+        for (u32 k = 0; k < LOCKSTAT_LABELS; k++) {
+            if (ls->upgrade_by_label[k])
+                printk("lockstat: cpu %u upgrade_label_%u %lu\n", i, k, ls->upgrade_by_label[k]);
+        }
+    }
+}
+#endif
+
 /* -- cross-CPU requests -------------------------------------------------------- */
 
 /* A flush request is claimed before the flush, so one made after the claim
@@ -88,6 +145,7 @@ void tlb_shootdown(void)
     struct cpu *me = this_cpu();
     u64 asked[MAX_CPUS / 64] = { 0 };
 
+    LOCKSTAT_COUNT(LS_TLB_SHOOTDOWN);
     __atomic_fetch_add(&tlb_generation, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     arch_flush_user_tlb();
@@ -99,6 +157,7 @@ void tlb_shootdown(void)
         __atomic_store_n(&c->tlb_request, 1, __ATOMIC_RELEASE);
         arch_send_tlb_ipi(c);
     }
+    LOCKSTAT_T0(t0);
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
         if (!(asked[i / 64] & (1ul << (i % 64))))
@@ -107,4 +166,5 @@ void tlb_shootdown(void)
         while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE))
             kernel_spin_turn(&spins);
     }
+    LOCKSTAT_ADD(LC_TLB_WAIT, t0);
 }

@@ -104,6 +104,7 @@
 #define KEEL_SCHED_H
 
 #include <keel/cpu.h>
+#include <keel/lockstat.h>
 #include <keel/object.h>
 #include <keel/spinlock.h>
 
@@ -145,6 +146,11 @@ extern u64 grace_epoch;
 void grace_exclusive(void);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
+/* Returned, before changing anything, by a shared fill whose slot is still
+ * in its grace period (grace.c): the caller waits for the period to end
+ * without holding the objects lock (kernel_regrace) and runs the call again
+ * shared; never seen by users. */
+#define KEEL_E_GRACE (-2l)
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 
@@ -165,6 +171,7 @@ static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
+    LOCKSTAT_COUNT(LS_SHARED_ENTRY);
     if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
         kernel_enter_wait(c, call);
     /* After the announcement: slots retired before this epoch are not
@@ -193,6 +200,12 @@ void kernel_enter_exclusive(void);
  * between other CPUs may run exclusive operations: whatever was looked up
  * must be looked up again. */
 void kernel_upgrade(void);
+/* From shared to shared again, once every slot retired so far is past its
+ * grace period: drops the hold, waits (holding nothing) until every other
+ * CPU has left the kernel or entered it since, and takes the lock shared
+ * again.  Nothing but the objects lock may be held; whatever was looked up
+ * must be looked up again. */
+void kernel_regrace(void);
 
 /* Drops the objects lock, whichever way this CPU holds it: a plain store
  * (no atomic operation on the way out). */
@@ -200,8 +213,10 @@ static inline __attribute__((always_inline)) void kernel_leave(void)
 {
     struct cpu *c = this_cpu();
 
-    if (c->kmode == KMODE_EXCLUSIVE)
+    if (c->kmode == KMODE_EXCLUSIVE) {
+        LOCKSTAT_HELD(LC_EXCL_HELD, excl_since);
         __atomic_store_n(&objects_writer, 0, __ATOMIC_RELEASE);
+    }
     else if (c->kmode == KMODE_SHARED)
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
@@ -228,6 +243,9 @@ static inline bool kernel_shared(void)
 }
 
 void obj_lock_spin(spinlock_t *l);
+#ifdef KEEL_LOCK_STATS
+void lockstat_lock(spinlock_t *l, u32 cls); /* wait.c: obj_lock, counted */
+#endif
 /* One turn of any wait in the kernel (wait.c): serves requests from
  * other CPUs (the CPU waited for may be waiting for this one) and lets the
  * watchdog look. */
@@ -239,14 +257,20 @@ static inline __attribute__((always_inline)) void obj_lock(spinlock_t *l, u32 cl
     if (!kernel_shared() || cpu_count == 1)
         return;
     lock_check(cls);
+#ifdef KEEL_LOCK_STATS
+    lockstat_lock(l, cls);
+#else
     if (!spin_trylock(l))
         obj_lock_spin(l);
+#endif
 }
 
 static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
         return;
+    if (cls == LOCK_CAPS)
+        LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
     spin_unlock(l);
     lock_release(cls);
 }
