@@ -27,6 +27,11 @@ void console_input(const char *buf, size_t len)
     kernel_leave();
 }
 
+bool console_notification_used(const struct notification *n)
+{
+    return listener == n;
+}
+
 void console_notification_gone(struct notification *n)
 {
     if (listener == n)

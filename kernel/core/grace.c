@@ -54,9 +54,14 @@
 u64 grace_epoch = 1;
 static u64 grace_done;
 
+static u32 pending_regions; /* CPUs with a pending region revoke (below) */
+static void finish_all_pending(void);
+
 void grace_exclusive(void)
 {
     __atomic_store_n(&grace_done, grace_epoch - 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&pending_regions, __ATOMIC_RELAXED))
+        finish_all_pending();
 }
 
 static bool grace_elapsed(u64 stamp)
@@ -278,6 +283,192 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
     return NULL;
 }
 
+/* -- a region's revoke, shared ---------------------------------------------------
+ *
+ * Revoking an untyped region destroys what was made from it.  Shared, that
+ * runs in two steps when every descendant is an endpoint, a notification, a
+ * frame mapped nowhere or an untyped region with no retype from it under
+ * way, none is embedded in an object, and no retype from the region itself
+ * is under way (else KEEL_E_RETRY: exclusive, as before):
+ *
+ *  1. region_retire, under the capability lock: every descendant is retired
+ *     (leaves first, as slot_revoke; no children_deleted hook runs) and
+ *     noted in this CPU's pending list; the region's cap.b goes up, so its
+ *     watermark stays (reserve resets it only when cap.b is 0) and nothing
+ *     is made over the objects meanwhile.  KEEL_E_PENDING goes back to
+ *     syscall_handle.
+ *  2. syscall_handle waits for the grace period holding nothing
+ *     (kernel_regrace): no CPU reads a retired capability any more, and as
+ *     every capability of the objects is gone, nothing can reach them but
+ *     what already waits on them.  grace_finish then destroys them: an
+ *     endpoint with nothing queued and no thread waiting, a notification
+ *     no thread waits on or is bound to and no IRQ line or console listens
+ *     through, under its own lock, by marking it destroyed - all its destroy
+ *     hook would do.  Anything else (a waiting thread, a map or DMA window
+ *     that came first) upgrades to exclusive, where the types' hooks run.
+ *     Then cap.b goes down: the memory is free.
+ *
+ * An exclusive holder finishes every CPU's pending step 2 first
+ * (grace_exclusive): it is past every grace period, and no exclusive
+ * operation (deleting the region, say) may find objects half destroyed.
+ */
+#define PENDING_MAX 64
+
+struct pending {
+    struct slot *region;
+    u32 n;
+    u8 types[PENDING_MAX];
+    struct slot *slots[PENDING_MAX];
+};
+static struct pending pendings[MAX_CPUS];
+
+static bool region_member(const struct slot *d)
+{
+    u8 t = d->cap.type;
+
+    if (d->owner)
+        return false;
+    if (t == KEEL_OBJ_UNTYPED)
+        return !d->cap.b;
+    if (t == KEEL_OBJ_FRAME)
+        return !(d->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS));
+    return t == KEEL_OBJ_ENDPOINT || t == KEEL_OBJ_NOTIFICATION;
+}
+
+/* Step 1 (under the capability lock, shared). */
+static long region_retire(struct slot *r)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+    u32 n = 0;
+
+    if (p->region || r->cap.type != KEEL_OBJ_UNTYPED || r->cap.b || r->owner)
+        return KEEL_E_RETRY;
+    for (struct slot *d = r->child; d; d = subtree_next(d, r)) {
+        if (++n > PENDING_MAX || !region_member(d))
+            return KEEL_E_RETRY;
+    }
+    u64 stamp = grace_epoch;
+    p->n = 0;
+    while (r->child) {
+        struct slot *leaf = r->child;
+        while (leaf->child)
+            leaf = leaf->child;
+        struct kobj *o = cap_kobj(&leaf->cap);
+        p->types[p->n] = leaf->cap.type;
+        p->slots[p->n++] = leaf;
+        __atomic_store_n(&leaf->cap.type, 0, __ATOMIC_RELEASE);
+        unlink_quiet_leaf(leaf);
+        if (o)
+            o->refs--;
+        leaf->retired = stamp;
+    }
+    grace_advance(stamp);
+    r->cap.b++;
+    p->region = r;
+    __atomic_fetch_add(&pending_regions, 1, __ATOMIC_RELAXED);
+    return KEEL_E_PENDING;
+}
+
+/* The object a retired slot of type t named (its header), or NULL. */
+static struct kobj *pending_obj(const struct pending *p, u32 i)
+{
+    const struct object_type *ot = object_type_of(p->types[i]);
+
+    return ot->flags & OT_HEADER ? (struct kobj *)(p->slots[i]->cap.obj + ot->header) : NULL;
+}
+
+static bool mapped_somewhere(const struct slot *s)
+{
+    return s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS);
+}
+
+/* The objects are gone: the region's memory is free again, unless something
+ * was made from it meanwhile (under the capability lock, or exclusive). */
+static void region_release(struct pending *p)
+{
+    struct slot *r = p->region;
+
+    if (!--r->cap.b && !r->child)
+        object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
+    p->region = NULL;
+    __atomic_fetch_sub(&pending_regions, 1, __ATOMIC_RELAXED);
+}
+
+/* Step 2, exclusive: the types' own hooks. */
+static void finish_exclusive(struct pending *p)
+{
+    for (u32 i = 0; i < p->n; i++) {
+        const struct object_type *ot = object_type_of(p->types[i]);
+        struct kobj *o = pending_obj(p, i);
+        if (ot->cap_deleted && mapped_somewhere(p->slots[i]))
+            ot->cap_deleted(p->slots[i]); /* a map that came before step 1 ended */
+        if (o && !o->refs && o->type)
+            ot->destroy(o);
+    }
+    zombies_reap();
+    region_release(p);
+}
+
+static void finish_all_pending(void)
+{
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (pendings[i].region)
+            finish_exclusive(&pendings[i]);
+    }
+}
+
+/* An object nothing can reach any more whose destroy hook would only mark it
+ * destroyed: under its lock, marked so. */
+static bool destroy_idle(struct kobj *o, u8 type)
+{
+    bool idle;
+
+    obj_lock(&o->lock, LOCK_WAITQ);
+    if (type == KEEL_OBJ_ENDPOINT) {
+        struct endpoint *ep = (struct endpoint *)o;
+        idle = !ep->count && !ep->receivers && !ep->senders && !ep->room;
+    } else {
+        struct notification *n = (struct notification *)o;
+        idle = !n->waiters && !n->bound && !notification_referenced(n);
+    }
+    if (idle)
+        o->type = 0;
+    obj_unlock(&o->lock, LOCK_WAITQ);
+    return idle;
+}
+
+void grace_finish(void)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+
+    if (!p->region)
+        return; /* an exclusive holder finished it meanwhile */
+    if (!kernel_shared()) {
+        finish_exclusive(p);
+        return;
+    }
+    bool hooks = false;
+    for (u32 i = 0; i < p->n && !hooks; i++) {
+        struct kobj *o = pending_obj(p, i);
+        if (mapped_somewhere(p->slots[i]))
+            hooks = true;
+        if (!o)
+            continue;
+        caps_lock(); /* counts change under it; none can go up now */
+        u32 refs = o->refs;
+        caps_unlock();
+        if (!refs && o->type && !destroy_idle(o, p->types[i]))
+            hooks = true;
+    }
+    if (hooks) {
+        kernel_upgrade(); /* grace_exclusive finishes it */
+        return;
+    }
+    caps_lock();
+    region_release(p);
+    caps_unlock();
+}
+
 /* Every descendant names root's object (or no object with a header, so
  * no count reaches zero while root holds its reference) and is quiet, or
  * is the one descendant, unmapped, whose mapping lock is held (locked). */
@@ -311,7 +502,7 @@ long slot_revoke_shared(struct slot *s)
     } else if (!s->child) {
         ; /* nothing derived: nothing to do, whatever the type */
     } else if (!revoke_quiet(s, ml ? only : NULL)) {
-        err = KEEL_E_RETRY;
+        err = region_retire(s); /* a region's objects (below), else KEEL_E_RETRY */
     } else {
         u64 stamp = grace_epoch;
         while (s->child) { /* leaves first, as slot_revoke */

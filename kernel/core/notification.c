@@ -63,6 +63,11 @@ void notification_unbind(struct tcb *t)
     }
 }
 
+bool notification_referenced(const struct notification *n)
+{
+    return irq_notification_used(n) || console_notification_used(n);
+}
+
 void notification_destroy(struct kobj *o)
 {
     struct notification *n = (struct notification *)o;

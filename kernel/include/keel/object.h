@@ -228,6 +228,11 @@ void slot_relink(struct slot *dst);
 long slot_delete_shared(struct slot *s);
 long slot_move_shared(struct slot *dst, struct slot *src);
 long slot_revoke_shared(struct slot *s);
+/* Does kernel state of another type (an IRQ line, the console's listener)
+ * point at n?  Read-only: those change only exclusive (notification.c). */
+bool notification_referenced(const struct notification *n);
+bool irq_notification_used(const struct notification *n);
+bool console_notification_used(const struct notification *n);
 /* A receive window's slots are made free before a wait (endpoint.c,
  * fastpath.c): KEEL_E_RETRY when one is still in its grace period. */
 long window_reclaim(struct tcb *t, u64 window);

@@ -151,6 +151,12 @@ void grace_exclusive(void);
  * without holding the objects lock (kernel_regrace) and runs the call again
  * shared; never seen by users. */
 #define KEEL_E_GRACE (-2l)
+/* Returned by a shared revoke of an untyped region that retired what was
+ * made from it (grace.c: region_retire): the call is done once the caller
+ * has waited for the grace period holding nothing (kernel_regrace) and
+ * destroyed the objects (grace_finish); never seen by users. */
+#define KEEL_E_PENDING (-3l)
+void grace_finish(void);
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 
