@@ -34,11 +34,12 @@ kernel: $(BUILD)/kernel.elf
 $(BUILD)/kernel.elf: $(KERNEL_OBJS) kernel/arch/$(ARCH)/kernel.ld
 	$(KLD) $(KERNEL_LDFLAGS) -o $@ $(KERNEL_OBJS)
 
-# The IPC fast path's entry points are called only from the entry code and
-# never return (every way out restores a user frame), so its functions need
-# not preserve the C ABI's callee-saved registers: without them its hot
-# path saves none (calls out of it still treat them as clobbered).
-$(KBUILD)/kernel/core/fastpath.o: KERNEL_CFLAGS += -fcall-used-rbx -fcall-used-r12 \
+# The fast paths' entry points (IPC and capability) are called only from
+# the entry code and never return (every way out restores a user frame),
+# so their functions need not preserve the C ABI's callee-saved registers:
+# without them the hot paths save none (calls out of them still treat them
+# as clobbered).
+$(KBUILD)/kernel/core/fastpath.o $(KBUILD)/kernel/core/capfast.o: KERNEL_CFLAGS += -fcall-used-rbx -fcall-used-r12 \
 	-fcall-used-r13 -fcall-used-r14 -fcall-used-r15
 
 $(KBUILD)/%.o: %.c $(GEN_STAMP)

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "build" / "kernel.elf"
+INITRD = ROOT / "build" / "initrd.cpio"
 GUESTS = Path(__file__).resolve().parent / "guests"
 KEEL = [sys.executable, "-m", "vmm.cli"]
 
@@ -39,6 +40,14 @@ def kernel() -> Path:
     if not KERNEL.exists():
         pytest.fail(f"{KERNEL} is missing: run 'make' first")
     return KERNEL
+
+
+@pytest.fixture(scope="session")
+def initrd() -> Path:
+    """The user-space programs and in-guest tests (``make initrd``)."""
+    if not INITRD.exists():
+        pytest.fail(f"{INITRD} is missing: run 'make'")
+    return INITRD
 
 
 def build_guest(

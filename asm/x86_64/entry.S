@@ -56,8 +56,10 @@ syscall_entry:
      * label; reply capability and error) and the rest read from the frame
      * just saved: a call with a user label (fastpath_call_fn) and
      * reply_recv (fastpath_reply_recv_fn), each the body for this
-     * machine's number of CPUs.  Everything else, and kernel labels (which
-     * may need the objects lock exclusive), goes to syscall_from_user.
+     * machine's number of CPUs; cnode_copy and cnode_delete, all six
+     * arguments in registers, to the capability fast path (fastpath_cnode,
+     * capfast.c).  Everything else, and other kernel labels (which may
+     * need the objects lock exclusive), goes to syscall_from_user.
      * Nothing here preserves registers for C: every way out restores the
      * user's from a frame (arch_return_to_user). */
     movq %gs:CPU_OFFSET_STACK_TOP, %rsp
@@ -66,9 +68,15 @@ syscall_entry:
     testq %rax, %rax                /* KEEL_SYS_INVOKE */
     jnz 1f
     cmpq $ENTRY_LABEL_USER, %rsi
-    jb 1f
+    jb 3f
     call *fastpath_call_fn(%rip)
 2:  call *fastpath_reply_recv_fn(%rip)
+3:  cmpq $KEEL_CALL_CNODE_COPY, %rsi
+    je 4f
+    cmpq $KEEL_CALL_CNODE_DELETE, %rsi
+    jne 1f
+4:  movq %r10, %rcx                 /* the fourth argument, as C wants it */
+    call fastpath_cnode
 1:  movq %gs:CPU_OFFSET_FRAME_TOP, %rdi
     subq $FRAME_SIZE, %rdi
     call syscall_from_user

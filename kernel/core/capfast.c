@@ -17,6 +17,7 @@
  * Locking: the objects lock shared (as the general path, these calls being
  * "shared" in calls.tbl), then the capability lock (sched.h's order). */
 #include <arch/capfast.h>
+#include <arch/fastpath.h>
 #include <keel/cpu.h>
 #include <keel/invoke.h>
 #include <keel/sched.h>
@@ -78,9 +79,10 @@ FAST long fast_delete(struct tcb *t, u64 cptr, u64 slot)
     return slot_delete_shared(s);
 }
 
-void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u64 a0, u64 a1,
-                    u64 a2, u64 a3)
+void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
 {
+    struct cpu *c = this_cpu();
+
     kernel_enter_shared(c, true); /* kernel_enter_syscall */
     struct tcb *t = c->current;
     if (!t) /* stopped while waiting for the lock: the call is made again */
@@ -88,7 +90,7 @@ void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u6
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
                                                : fast_delete(t, cptr, a0);
     if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */
-        syscall_general(f, t);
+        syscall_general(arch_fast_frame(t), t);
     arch_fast_set_error(t, err);
     if (c->need_resched)
         sched_exit_kernel();

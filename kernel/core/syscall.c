@@ -294,25 +294,25 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         args = recv_args;
     }
     long err = syscall_one(t, nr, cap, label, args, res, &blocked);
-    if (err == KEEL_E_PENDING) {
-        /* A region's revoke, shared (grace.c): done once its objects are
-         * destroyed after the grace period.  A thread stopped meanwhile
-         * makes the call again, which then finds nothing to revoke. */
-        c->call_pending = 1;
-        kernel_regrace();
-        grace_finish();
-        if (c->current != t)
-            return;
-        c->call_pending = 0;
-        err = KEEL_E_OK;
-    }
-    /* Refused before changing anything (internal codes are negative, users'
-     * errors not): KEEL_E_GRACE, a slot to fill still in its grace period -
+    /* Internal codes are negative, users' errors not.  Refused before
+     * changing anything: KEEL_E_GRACE, a slot to fill still in its grace period -
      * wait for its end holding nothing (no CPU waits for another while
      * holding the lock), then run again shared; KEEL_E_RETRY, or a slot
      * retired again meanwhile - run again exclusive. */
     for (u32 again = 0; __builtin_expect(err < 0, 0) && again < 2; again++) {
         c->call_pending = 1; /* nothing done yet */
+        if (err == KEEL_E_PENDING) {
+            /* A region's revoke, shared (grace.c): done once its objects
+             * are destroyed after the grace period.  A thread stopped
+             * meanwhile makes the call again: nothing is left to revoke. */
+            kernel_regrace();
+            grace_finish();
+            if (c->current != t)
+                return;
+            c->call_pending = 0;
+            err = KEEL_E_OK;
+            break;
+        }
         if (err == KEEL_E_GRACE && !again) {
             kernel_regrace();
         } else {

@@ -19,7 +19,6 @@ import pytest
 
 from tests.conftest import ROOT, have_kvm, keel, requires_kvm, run_guest
 
-INITRD = ROOT / "build" / "initrd.cpio"
 TESTS_DIR = ROOT / "userspace" / "tests"
 
 
@@ -45,13 +44,6 @@ def kernel_test_names() -> list[str]:
 
 
 SERVICE_TESTS = 9  # svctests.c, besides the console test
-
-
-@pytest.fixture(scope="module")
-def initrd() -> Path:
-    if not INITRD.exists():
-        pytest.fail(f"{INITRD} is missing: run 'make'")
-    return INITRD
 
 
 NET_NOT_RUN = "ktest: no virtio-net: 1 net test not run"

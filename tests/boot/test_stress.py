@@ -15,15 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, keel, requires_kvm
 
-INITRD = ROOT / "build" / "initrd.cpio"
 WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke", "memory")
-
-
-@pytest.fixture(scope="module")
-def initrd() -> Path:
-    if not INITRD.exists():
-        pytest.fail(f"{INITRD} is missing: run 'make'")
-    return INITRD
 
 
 @requires_kvm

@@ -18,11 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import keel, requires_kvm, requires_qemu, run_guest
 
-from tests.conftest import ROOT, keel, requires_kvm, requires_qemu, run_guest
-
-INITRD = ROOT / "build" / "initrd.cpio"
 QEMU_PASS = 33  # isa-debug-exit: (0x10 << 1) | 1
 PASSED = "ktest: 2 passed, 0 failed"
 
@@ -33,13 +30,6 @@ def entry_cmdline(kernel: Path) -> str:
     addr = [line.split()[0] for line in out.splitlines() if line.endswith(" syscall_entry")]
     assert len(addr) == 1, "build/kernel.elf: no syscall_entry symbol"
     return f"keel.test=entry keel.syscall_entry=0x{addr[0]}"
-
-
-@pytest.fixture(scope="module")
-def initrd() -> Path:
-    if not INITRD.exists():
-        pytest.fail(f"{INITRD} is missing: run 'make'")
-    return INITRD
 
 
 @requires_kvm

@@ -138,6 +138,18 @@ KNOWN_TABLES = [
 ]  # fmt: skip
 
 
+def assert_sound_chain(ram: Ram, c) -> None:  # type: ignore[no-untyped-def]
+    """What any chain the queue accepts must be: every buffer non-empty and in
+    RAM, the readable ones before the writable ones, no two overlapping."""
+    seen_w = False
+    for b in c.buffers:
+        assert b.length > 0 and ram.contains(b.addr, b.length)
+        assert b.writable or not seen_w
+        seen_w = b.writable
+    spans = sorted((b.addr, b.addr + b.length) for b in c.buffers)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
 def _with_known_tables(f):  # type: ignore[no-untyped-def]
     for table, head, small in KNOWN_TABLES:
         f = example(table=table, head=head, small_addrs=small)(f)
@@ -167,13 +179,7 @@ def test_fuzz_descriptor_tables(table: bytes, head: int, small_addrs: bool) -> N
         return
     assert 1 <= len(c.buffers) <= 8
     assert all(b.addr < DECOY for b in c.buffers), "a descriptor past the table was used"
-    seen_w = False
-    for b in c.buffers:
-        assert b.length > 0 and ram.contains(b.addr, b.length)
-        assert b.writable or not seen_w
-        seen_w = b.writable
-    spans = sorted((b.addr, b.addr + b.length) for b in c.buffers)
-    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    assert_sound_chain(ram, c)
 
 
 @settings(max_examples=500, deadline=None)
@@ -355,10 +361,4 @@ def test_fuzz_indirect_tables(table: bytes, ring: bytes, small_addrs: bool, view
         return
     assert 1 <= len(c.buffers) <= 8
     assert all(b.addr < DECOY for b in c.buffers), "an entry past the table was used"
-    seen_w = False
-    for b in c.buffers:
-        assert b.length > 0 and ram.contains(b.addr, b.length)
-        assert b.writable or not seen_w
-        seen_w = b.writable
-    spans = sorted((b.addr, b.addr + b.length) for b in c.buffers)
-    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    assert_sound_chain(ram, c)

@@ -63,18 +63,15 @@ void syscall_general(struct trap_frame *f, struct tcb *t)
     sched_exit_kernel();
 }
 
-/* A system call the IPC fast paths (fastpath.c) do not take: each entry
- * (entry.S's syscall_entry, trap_from_user) sends those there first.  The
- * capability fast path (capfast.c) is tried here.  The fast paths enter the
+/* A system call the fast paths (fastpath.c for IPC, capfast.c for
+ * cnode_copy and cnode_delete) do not take: each entry (entry.S's
+ * syscall_entry, trap_from_user) sends those there first; they enter the
  * kernel themselves and go on to syscall_general when they decline. */
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
     u64 nr = f->rax;
 
-    if (nr == KEEL_SYS_INVOKE &&
-        (f->rsi == KEEL_CALL_CNODE_COPY || f->rsi == KEEL_CALL_CNODE_DELETE))
-        fastpath_cnode(c, f, f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->r9);
     if (syscall_needs_exclusive(nr, f->rsi)) {
         c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();
@@ -129,6 +126,9 @@ void trap_from_user(struct trap_frame *f)
             fastpath_call(f->rdi, f->rsi);
         if (nr == KEEL_SYS_REPLY_RECV)
             fastpath_reply_recv(f->rdi, f->rsi);
+        if (nr == KEEL_SYS_INVOKE &&
+            (f->rsi == KEEL_CALL_CNODE_COPY || f->rsi == KEEL_CALL_CNODE_DELETE))
+            fastpath_cnode(f->rdi, f->rsi, f->rdx, f->r10, f->r8, f->r9);
         syscall_from_user(f);
     }
     if (v == VEC_LAPIC_TIMER) {

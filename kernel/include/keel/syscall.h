@@ -47,9 +47,9 @@ static inline __noreturn void fastpath_reply_recv(u64 reply, u64 err)
     __builtin_unreachable();
 }
 /* The capability fast path (capfast.c): cnode_copy and cnode_delete
- * (label), their arguments a0-a3; the same contract. */
-__noreturn void fastpath_cnode(struct cpu *c, struct trap_frame *f, u64 cptr, u64 label, u64 a0,
-                               u64 a1, u64 a2, u64 a3);
+ * (label), their arguments a0-a3 straight from the caller's registers; the
+ * same contract, and capfast.c too preserves no register for its caller. */
+__noreturn void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3);
 __noreturn void syscall_general(struct trap_frame *f, struct tcb *t);
 void thread_fault(struct tcb *t, u64 vector, u64 addr, u64 error, u64 pc);
 
