@@ -27,7 +27,9 @@
  *                        thread bindings (cspace, vspace, fault endpoint,
  *                        bound notification) and the IRQ table stay as
  *                        they are, and every object it reaches lives on:
- *                        only an exclusive holder destroys an object.
+ *                        only an exclusive holder destroys an object, or a
+ *                        shared one once no capability names it and the
+ *                        grace period of the last has ended (grace.c).
  *                        Under the capability lock (4) shared holders fill
  *                        empty slots (copy, mint, retype, a reply
  *                        capability given to a receiver), a reply empties
@@ -40,7 +42,12 @@
  *                        retired - its capability stays readable by CPUs
  *                        that looked it up - and is filled again only after
  *                        a grace period (every CPU left the kernel or
- *                        entered after it).  So these run exclusive:
+ *                        entered after it; a fill waits for it holding
+ *                        nothing, kernel_regrace).  The revoke of an
+ *                        untyped region retires what was made from it and
+ *                        destroys the objects after the grace period
+ *                        (grace.c: region_retire, grace_finish).  So these
+ *                        run exclusive:
  *                        delete, revoke and move otherwise, retype of a
  *                        vspace, messages carrying capabilities or ending a
  *                        wait on a bound notification, thread operations,
