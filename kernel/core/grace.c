@@ -454,9 +454,10 @@ void grace_finish(void)
             hooks = true;
         if (!o)
             continue;
-        caps_lock(); /* counts change under it; none can go up now */
-        u32 refs = o->refs;
-        caps_unlock();
+        /* Read without the capability lock: no capability of it is left
+         * to copy, so a count of 0 stays 0; a shared delete never takes one
+         * to 0 (it needs 2), so a count above 0 stays above 0 too. */
+        u32 refs = __atomic_load_n(&o->refs, __ATOMIC_RELAXED);
         if (!refs && o->type && !destroy_idle(o, p->types[i]))
             hooks = true;
     }
