@@ -286,10 +286,11 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
 /* -- a region's revoke, shared ---------------------------------------------------
  *
  * Revoking an untyped region destroys what was made from it.  Shared, that
- * runs in two steps when every descendant is an endpoint, a notification, a
- * frame mapped nowhere or an untyped region with no retype from it under
- * way, none is embedded in an object, and no retype from the region itself
- * is under way (else KEEL_E_RETRY: exclusive, as before):
+ * runs in two steps when the types' table allows it for every descendant
+ * (region_member: e.g. endpoints, notifications, frames and page tables
+ * mapped nowhere, untyped regions with no retype from them under way),
+ * none is embedded in an object, and no retype from the region itself is
+ * under way (else KEEL_E_RETRY: exclusive, as before):
  *
  *  1. region_retire, under the capability lock: every descendant is retired
  *     (leaves first, as slot_revoke; no children_deleted hook runs) and
@@ -300,13 +301,14 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
  *  2. syscall_handle waits for the grace period holding nothing
  *     (kernel_regrace): no CPU reads a retired capability any more, and as
  *     every capability of the objects is gone, nothing can reach them but
- *     what already waits on them.  grace_finish then destroys them: an
- *     endpoint with nothing queued and no thread waiting, a notification
- *     no thread waits on or is bound to and no IRQ line or console listens
- *     through, under its own lock, by marking it destroyed - all its destroy
- *     hook would do.  Anything else (a waiting thread, a map or DMA window
- *     that came first) upgrades to exclusive, where the types' hooks run.
- *     Then cap.b goes down: the memory is free.
+ *     what already waits on them.  grace_finish then has each object's
+ *     destroy_idle hook destroy it under its own lock when nothing waits on
+ *     it (an endpoint with nothing queued and no thread waiting, a
+ *     notification no thread waits on or is bound to and no IRQ line or
+ *     console listens through).  Anything else (a waiting thread, a map or
+ *     DMA window that came first) upgrades to exclusive, where the types'
+ *     destroy and cap_deleted hooks run.  Then cap.b goes down: the memory
+ *     is free.
  *
  * An exclusive holder finishes every CPU's pending step 2 first
  * (grace_exclusive): it is past every grace period, and no exclusive
@@ -322,17 +324,24 @@ struct pending {
 };
 static struct pending pendings[MAX_CPUS];
 
+static bool mapped_somewhere(const struct slot *s)
+{
+    return s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS);
+}
+
+/* From the types' table: no hook for a move, none for a deletion but the
+ * mapping one of a capability mapped nowhere, an object (if it has a
+ * header) that can be destroyed when idle, and for a region (the type
+ * with children_deleted) no retype from it under way (cap.b). */
 static bool region_member(const struct slot *d)
 {
-    u8 t = d->cap.type;
+    const struct object_type *ot = object_type_of(d->cap.type);
 
-    if (d->owner)
+    if (d->owner || ot->cap_moved || (ot->children_deleted && d->cap.b))
         return false;
-    if (t == KEEL_OBJ_UNTYPED)
-        return !d->cap.b;
-    if (t == KEEL_OBJ_FRAME)
-        return !(d->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS));
-    return t == KEEL_OBJ_ENDPOINT || t == KEEL_OBJ_NOTIFICATION;
+    if (ot->cap_deleted && (!(ot->flags & OT_MAPPED) || mapped_somewhere(d)))
+        return false;
+    return !(ot->flags & OT_HEADER) || ot->destroy_idle;
 }
 
 /* Step 1 (under the capability lock, shared). */
@@ -377,11 +386,6 @@ static struct kobj *pending_obj(const struct pending *p, u32 i)
     return ot->flags & OT_HEADER ? (struct kobj *)(p->slots[i]->cap.obj + ot->header) : NULL;
 }
 
-static bool mapped_somewhere(const struct slot *s)
-{
-    return s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS);
-}
-
 /* The objects are gone: the region's memory is free again, unless something
  * was made from it meanwhile (under the capability lock, or exclusive). */
 static void region_release(struct pending *p)
@@ -417,26 +421,6 @@ static void finish_all_pending(void)
     }
 }
 
-/* An object nothing can reach any more whose destroy hook would only mark it
- * destroyed: under its lock, marked so. */
-static bool destroy_idle(struct kobj *o, u8 type)
-{
-    bool idle;
-
-    obj_lock(&o->lock, LOCK_WAITQ);
-    if (type == KEEL_OBJ_ENDPOINT) {
-        struct endpoint *ep = (struct endpoint *)o;
-        idle = !ep->count && !ep->receivers && !ep->senders && !ep->room;
-    } else {
-        struct notification *n = (struct notification *)o;
-        idle = !n->waiters && !n->bound && !notification_referenced(n);
-    }
-    if (idle)
-        o->type = 0;
-    obj_unlock(&o->lock, LOCK_WAITQ);
-    return idle;
-}
-
 void grace_finish(void)
 {
     struct pending *p = &pendings[this_cpu()->index];
@@ -458,7 +442,7 @@ void grace_finish(void)
          * to copy, so a count of 0 stays 0; a shared delete never takes one
          * to 0 (it needs 2), so a count above 0 stays above 0 too. */
         u32 refs = __atomic_load_n(&o->refs, __ATOMIC_RELAXED);
-        if (!refs && o->type && !destroy_idle(o, p->types[i]))
+        if (!refs && o->type && !object_type_of(p->types[i])->destroy_idle(o))
             hooks = true;
     }
     if (hooks) {

@@ -228,9 +228,8 @@ void slot_relink(struct slot *dst);
 long slot_delete_shared(struct slot *s);
 long slot_move_shared(struct slot *dst, struct slot *src);
 long slot_revoke_shared(struct slot *s);
-/* Does kernel state of another type (an IRQ line, the console's listener)
- * point at n?  Read-only: those change only exclusive (notification.c). */
-bool notification_referenced(const struct notification *n);
+/* Does the IRQ table or the console's listener point at n?  Read-only:
+ * those change only exclusive (notification.c: notification_destroy_idle). */
 bool irq_notification_used(const struct notification *n);
 bool console_notification_used(const struct notification *n);
 /* A receive window's slots are made free before a wait (endpoint.c,
