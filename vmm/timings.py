@@ -12,7 +12,8 @@ whole process, from its start to the report:
   process began) gives it when this module is first imported, the earliest
   point we see; start-up does not sleep (the files it reads are cached), so
   the two add up to its wall-clock time.  Without schedstat, the process's
-  CPU time stands in.
+  CPU time stands in.  (The wait is the scheduler's account: on a loaded
+  host it has read a few milliseconds more than the process had lived.)
 - After the report, only ``os._exit`` is left: the guest's memory, the VM and
   every device were closed in the last phase.
 """

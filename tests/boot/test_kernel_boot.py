@@ -62,7 +62,13 @@ def test_timings_break_the_run_down(kernel: Path) -> None:
     cpu = [float(ms) for _, _, ms in rows]
     assert abs(sum(wall[:-1]) - wall[-1]) < 1, proc.stderr
     assert abs(sum(cpu[:-1]) - cpu[-1]) < 1, proc.stderr
-    assert wall[-1] <= lived_ms + 1, (lived_ms, proc.stderr)
+    # The start-up row's wait for a CPU is the scheduler's own account
+    # (/proc/self/schedstat): on a loaded host it was seen 4 ms above what the
+    # process lived (CI, stop 22: 196.5 ms against 192.5).  What keel timed
+    # itself, and the start-up's time on a CPU, must fit in the process's life.
+    waiting = re.search(r"\(start-up: [\d.]+ ms on a CPU, ([\d.]+) ms waiting", proc.stderr)
+    assert waiting, proc.stderr
+    assert wall[-1] - float(waiting.group(1)) <= lived_ms + 1, (lived_ms, proc.stderr)
     assert "on a CPU" in proc.stderr and "keel: timings" not in proc.stdout
 
 
