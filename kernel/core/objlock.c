@@ -83,13 +83,6 @@ void kernel_upgrade(void)
     objects_lock_exclusive();
 }
 
-/* Spin turns before a grace-period wait halts until the next interrupt
- * instead: by then the CPU waited for is likely not running at all (its
- * vCPU preempted by the host, e.g. 4 vCPUs on 2 cores), and a halted vCPU
- * gives the host core to it.  Holding nothing, this CPU may take
- * interrupts (entry.c: trap_dispatch serves them as in the idle loop). */
-#define REGRACE_SPINS 256
-
 void kernel_regrace(void)
 {
     struct cpu *c = this_cpu();
@@ -112,12 +105,8 @@ void kernel_regrace(void)
         if (o == c)
             continue;
         while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
-               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target) {
-            if (spins < REGRACE_SPINS)
-                kernel_spin_turn(&spins);
-            else
-                arch_wait_interrupt();
-        }
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target)
+            kernel_spin_turn(&spins);
     }
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);
     kernel_enter_shared(c, true);

@@ -86,10 +86,6 @@ bool arch_thread_can_run(struct tcb *t);
 __noreturn void arch_enter_user(struct tcb *t);
 /* Idle until an interrupt (called without the objects lock). */
 void arch_idle_wait(void);
-/* Halts until the next interrupt (the timer's tick at the latest), in the
- * middle of a system call holding no lock (objlock.c: kernel_regrace),
- * and returns with interrupts disabled again. */
-void arch_wait_interrupt(void);
 /* This CPU stops using the address space of the thread it ran: the kernel's
  * own tables are loaded, so that address space can be destroyed and its
  * memory reused while this CPU runs kernel code. */

@@ -96,10 +96,6 @@ void arch_enter_user(struct tcb *t)
     abort();
 }
 
-void arch_wait_interrupt(void)
-{
-}
-
 void arch_idle_wait(void)
 {
 }

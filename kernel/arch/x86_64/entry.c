@@ -226,9 +226,8 @@ void trap_dispatch(struct trap_frame *f)
     } else if (v == VEC_IRQ_BASE + 4) {
         console_irq();
     } else if (v >= VEC_IRQ_BASE && v < VEC_IRQ_BASE + IRQ_LINES) {
-        /* A driver's interrupt while this CPU idles or waits for a grace
-         * period (objlock.c: kernel_regrace) - the only times kernel code
-         * runs with interrupts on, holding no lock: take it to deliver. */
+        /* A driver's interrupt while this CPU idles (the only time kernel
+         * code runs with interrupts on): take the lock to deliver it. */
         arch_irq_enable_line((u32)(v - VEC_IRQ_BASE), false);
         kernel_enter_exclusive();
         irq_deliver((u32)(v - VEC_IRQ_BASE));
@@ -250,12 +249,6 @@ void trap_dispatch(struct trap_frame *f)
 void arch_enter_user(struct tcb *t)
 {
     arch_fast_enter_user(this_cpu(), t, false, t); /* arch/fastpath.h */
-}
-
-void arch_wait_interrupt(void)
-{
-    arch_idle();
-    arch_irq_disable();
 }
 
 void arch_idle_wait(void)
