@@ -54,7 +54,7 @@ $(KBUILD)/%.o: %.S $(GEN_STAMP)
 
 # The portable core as a host shared library, for the Python tests.
 HOST_CORE_C := $(addprefix kernel/core/,cap.c grace.c cnode.c untyped.c invoke.c objtype.c tcb.c endpoint.c \
-	vspace.c sched.c objlock.c wait.c debug_console.c notification.c irq.c ioport.c iospace.c aml.c) \
+	vspace.c sched.c objlock.c wait.c debug_console.c notification.c irq.c ioport.c iospace.c aml.c bootmem.c) \
 	kernel/arch/host/host.c
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -fPIC -shared \
 	-nostdinc -ffreestanding -fno-builtin -Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include \

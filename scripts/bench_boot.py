@@ -9,7 +9,8 @@ line, on 1 and 2 vCPUs, alternating run by run so both see the same host load.
 With `--boot-against DIR`, a third column runs `keel` with the VMM sources of
 DIR (another checkout's tree: `vmm/` with its compiled bindings) first on the
 Python path, started as pip's console script starts it (with `site`, as
-before scripts/write_launcher.py): before and after a change, in the same run.  The
+before scripts/write_launcher.py), booting DIR/kernel.elf when there is one:
+before and after a change, in the same run.  The
 load average is printed with the table; the plot (docs/boot.png) shows every
 run, not only the medians.
 """
@@ -28,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "build" / "kernel.elf"
 
 
-def keel_cmd(smp: int) -> list[str]:
-    return [str(ROOT / ".venv" / "bin" / "keel"), "run", str(KERNEL), "--smp", str(smp),
+def keel_cmd(smp: int, kernel: Path = KERNEL) -> list[str]:
+    return [str(ROOT / ".venv" / "bin" / "keel"), "run", str(kernel), "--smp", str(smp),
             "--cmdline", "keel.test=boot"]  # fmt: skip
 
 
@@ -69,6 +70,9 @@ def samples(smp: int, runs: int, against: Path | None = None) -> dict[str, list[
     env, before = None, keel_cmd(smp)
     if against is not None:
         env = dict(os.environ, PYTHONPATH=str(against.resolve()))
+        # DIR/kernel.elf, when there, is the kernel of before (a guest-side change).
+        before = keel_cmd(smp, against / "kernel.elf" if (against / "kernel.elf").exists()
+                          else KERNEL)  # fmt: skip
         before[0] = str(pip_launcher())
     for _ in range(runs):
         out["keel"].append(wall(keel_cmd(smp), 0))

@@ -275,6 +275,7 @@ def gen_types_h(t: Table) -> str:
                 out.append(f"        .{hook} = {ty.module}_{hook},")
         out.append("    },")
     out.append("};")
+    out += gen_call_fast(t)
     for hook in LISTED_HOOKS:
         ret, params = HOOKS[hook]
         out.append("")
@@ -288,6 +289,28 @@ def gen_types_h(t: Table) -> str:
         out += ["    NULL,", "};"]
     out += ["#endif", "", "#endif", ""]
     return "\n".join(out)
+
+
+def gen_call_fast(t: Table) -> list[str]:
+    """call_fast[label] and call_decode[label] (keel/objtype.h): a call's
+    type and rights checks as one compare of the capability's first two
+    bytes, its argument count, and its type's decode hook, for the batch
+    loop.  A call with capability arguments, and label 0, never pass the
+    compare (the generic checks)."""
+    decoders = {ty.name: ty.module for ty in t.types}
+    fast = ["", "const struct call_fast call_fast[KEEL_NCALLS] = {",
+            "    [0] = { 0, CALL_FAST_NEVER, 0, { 0 } },"]  # fmt: skip
+    decode = ["", "long (*const call_decode[KEEL_NCALLS])(struct invocation *inv) = {"]
+    for call in t.calls:
+        label = f"KEEL_CALL_{call.name.upper()}"
+        rights = rights_expr(call.rights)
+        never = " | CALL_FAST_NEVER" if any(a.cap_type for a in call.args) else ""
+        fast.append(
+            f"    [{label}] = {{ 0xff | ({rights}) << 8, "
+            f"KEEL_OBJ_{call.obj.upper()} | ({rights}) << 8{never}, {len(call.args)}, {{ 0 }} }},"
+        )
+        decode.append(f"    [{label}] = {decoders[call.obj]}_decode,")
+    return [*fast, "};", *decode, "};"]
 
 
 ARG_REGS = ["rdx", "r10", "r8", "r9", "r12", "r13"]

@@ -11,15 +11,15 @@ PVH entry state.  Nothing here runs the guest.
 
 from __future__ import annotations
 
-import _thread
 import os
 from collections.abc import Callable
 
-from vmm import platform, timings
+from vmm import early, platform, timings
 from vmm.boot import acpi, elf, pvh
 from vmm.boot.cpu_features import describe, guest_cpuid, host_kind, parse_feature_list
 from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
+from vmm.early import Task, add_slots
 from vmm.errors import ConfigError, KeelError
 from vmm.kvm.system import System
 from vmm.kvm.vcpu import Vcpu
@@ -86,6 +86,15 @@ class GuestVm:
         self.rsdp_addr = 0
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
+        # Work for a thread of its own once vCPU 0 has first left the guest
+        # (``start_once_running``; ``pit_reinject_off``).
+        self.once_running: list[Callable[[], None]] = []
+
+    def start_once_running(self, closers: list[Callable[[], None]]) -> None:
+        """vCPU 0 has first left the guest (the machine's vCPU runner calls this):
+        each ``once_running`` work starts in a thread of its own, waited for by
+        ``closers`` before the VM is closed."""
+        closers.extend(Task(work).wait for work in self.once_running)
 
 
 def create_vm(
@@ -96,9 +105,14 @@ def create_vm(
 ) -> GuestVm:
     """The VM with its irqchip, PIT and memory, holding the kernel, initrd and ACPI
     (whose DSDT lists the virtio-mmio slots ``(base, size, gsi)`` of ``virtio``)."""
-    mem = GuestMemory(platform.ram_slots(cfg.memory))
-    closers.append(mem.close)
-    guest = new_vm(cfg, closers, mem)
+    begun = early.take(cfg.memory)
+    if begun is not None:  # made while vmm.cli was imported (vmm.early)
+        guest = adopt_vm(cfg, closers, begun)
+        mem = guest.mem
+    else:
+        mem = GuestMemory(platform.ram_slots(cfg.memory))
+        closers.append(mem.close)
+        guest = new_vm(cfg, closers, mem)
     for seg in cfg.kernel.segments:
         mem.write(seg.paddr, seg.data)  # fresh anonymous memory: the rest is zero
     if cfg.initrd is not None:
@@ -113,12 +127,27 @@ def create_vm(
     return guest
 
 
+def adopt_vm(cfg: BootConfig, closers: list[Callable[[], None]], begun: early.EarlyVm) -> GuestVm:
+    """The VM, irqchip, PIT and memory ``vmm.early`` made, as ``new_vm`` would have."""
+    closers.append(begun.close)
+    assert begun.system is not None and begun.vm is not None and begun.mem is not None
+    _check_smp(cfg, begun.system)
+    timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
+    guest = GuestVm(begun.system, begun.vm, begun.mem)
+    guest.once_running.append(lambda: pit_reinject_off(guest.vm))
+    return guest
+
+
+def _check_smp(cfg: BootConfig, system: System) -> None:
+    if cfg.smp > system.max_vcpus():
+        raise ConfigError(f"--smp {cfg.smp} exceeds this host's KVM limit {system.max_vcpus()}")
+
+
 def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory) -> GuestVm:
     """The VM with its irqchip, PIT and ``mem`` as its RAM (also for a restored snapshot)."""
     system = System()
     closers.append(system.close)
-    if cfg.smp > system.max_vcpus():
-        raise ConfigError(f"--smp {cfg.smp} exceeds this host's KVM limit {system.max_vcpus()}")
+    _check_smp(cfg, system)
     vm = system.create_vm()
     closers.append(vm.close)
     vm.set_tss_addr(platform.KVM_TSS_ADDR)
@@ -126,58 +155,31 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     # KVM waits for SRCU grace periods, asleep, when it takes the memory slots and
     # when it makes the irqchip and the PIT (strace -T: 1-18 ms each under load).
     # The slots go in from a second thread meanwhile, so the waits overlap.
-    slots = Background(_add_slots, vm, mem)
+    slots = Task(add_slots, vm, mem)
     closers.append(slots.wait)  # before vm.close (closers run last first)
     vm.create_irqchip()
     vm.create_pit()
-    # Destroying a VM whose PIT reinjects missed ticks waits for two SRCU grace
-    # periods (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end
-    # of every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
-    # without a PIT, docs/benchmarks.md).  Turned off now, in a thread, that wait
-    # overlaps the boot instead.  Keel's guests keep time with the LAPIC timer and
-    # the TSC, never by counting PIT interrupts; a tick missed while the host is
-    # busy is dropped, as with QEMU's lost_tick_policy=discard.
-    closers.append(Background(_pit_reinject_off, vm).wait)
     slots.result()
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
-    return GuestVm(system, vm, mem)
+    guest = GuestVm(system, vm, mem)
+    guest.once_running.append(lambda: pit_reinject_off(vm))
+    return guest
 
 
-class Background:
-    """``fn(*args)`` in a thread of its own, started without waiting for it to run
-    (``threading.Thread.start`` waits for the new thread's first time slice, which
-    takes milliseconds on a busy host); ``result`` waits and raises what it raised."""
+def pit_reinject_off(vm: Vm) -> None:
+    """Make the PIT drop the ticks it missed instead of delivering them late.
 
-    def __init__(self, fn: Callable[..., None], *args: object) -> None:
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        self._error: BaseException | None = None
-        _thread.start_new_thread(self._run, (fn, args))
-
-    def _run(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:  # handed to result(), in the caller's thread
-            self._error = exc
-        finally:
-            self._done.release()
-
-    def wait(self) -> None:
-        with self._done:
-            pass
-
-    def result(self) -> None:
-        self.wait()
-        if self._error is not None:
-            raise self._error
-
-
-def _add_slots(vm: Vm, mem: GuestMemory) -> None:
-    for i, (gpa, size, *_rest) in enumerate(mem.slots):
-        vm.set_memory_region(i, gpa, size, mem.host_address(i))
-
-
-def _pit_reinject_off(vm: Vm) -> None:
+    Destroying a VM whose PIT reinjects waits for two SRCU grace periods
+    (dropping the PIT's interrupt notifiers): about 16 ms asleep at the end of
+    every `keel run` (strace -T of close on the VM: 16-48 ms under load; 0.3 ms
+    without a PIT, docs/benchmarks.md).  Turning it off waits for the same two,
+    which are short (0.1-5 ms) once the VM's set-up has stopped starting grace
+    periods and long (10-34 ms) right after the PIT is made, when vCPU 0's first
+    ``KVM_RUN`` waited for the end of it; so the machine calls this in a thread of
+    its own once vCPU 0 has first left the guest (``GuestVm.once_running``).
+    Keel's guests keep time with the LAPIC timer and the TSC, never by counting PIT
+    interrupts; a tick missed while the host is busy is dropped, as with QEMU's
+    lost_tick_policy=discard."""
     try:
         vm.set_pit_reinject(False)
     except KeelError:

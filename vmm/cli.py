@@ -48,6 +48,11 @@ from vmm import timings  # first: its import time is where keel's own start-up b
 
 # isort: split
 
+# Second: for a plain `keel run`, begins the VM while the rest is imported (vmm.early).
+from vmm import early  # noqa: F401
+
+# isort: split
+
 import os
 import sys
 

@@ -549,6 +549,7 @@ class Machine:
         host_cpus = sorted(os.sched_getaffinity(0))
         for i, vcpu in enumerate(guest.vcpus):
             self._runner.add(vcpu, host_cpus[i % len(host_cpus)])
+        self._runner.on_first_exit = lambda: guest.start_once_running(self._closers)
         if plan is not None:
             self.load_platform_state(plan.platform_state())
 

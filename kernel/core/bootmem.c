@@ -6,32 +6,46 @@
 static const struct boot_info *boot;
 static u32 region; /* index of the region being carved */
 static u64 next;   /* next free physical address in it */
+u64 bootmem_probes; /* candidate ranges examined (tests/unit/test_bootmem_host.py) */
 
 static bool overlaps(u64 a, u64 alen, u64 b, u64 blen)
 {
     return a < b + blen && b < a + alen;
 }
 
-bool bootmem_range_free(const struct boot_info *bi, u64 base, u64 size)
+/* 0 when [base, base + size) is RAM the allocator may hand out; otherwise an
+ * address past the conflict (the end of the reserved range, the image or
+ * the module it overlaps) below which no candidate can be free either, so
+ * a search steps over an obstacle at once instead of a page at a time.
+ * (Page steps over the kernel image were 60 ms of a 2-vCPU boot where
+ * kernel code is emulated: about 100 instructions a step, 800 steps.) */
+static u64 conflict_end(const struct boot_info *bi, u64 base, u64 size)
 {
     bool in_ram = false;
 
     if (base < LOW_LIMIT)
-        return false;
+        return LOW_LIMIT;
     for (u32 i = 0; i < bi->nmem; i++) {
         const struct mem_region *r = &bi->mem[i];
         if (r->type == MEM_RAM && base >= r->base && base + size <= r->base + r->size)
             in_ram = true;
         else if (r->type != MEM_RAM && overlaps(base, size, r->base, r->size))
-            return false;
+            return r->base + r->size;
     }
-    if (!in_ram || overlaps(base, size, bi->kernel_start, bi->kernel_end - bi->kernel_start))
-        return false;
+    if (!in_ram)
+        return base + 4096;
+    if (overlaps(base, size, bi->kernel_start, bi->kernel_end - bi->kernel_start))
+        return bi->kernel_end;
     for (u32 i = 0; i < bi->nmodules; i++) {
         if (overlaps(base, size, bi->modules[i].base, bi->modules[i].size))
-            return false;
+            return bi->modules[i].base + bi->modules[i].size;
     }
-    return true;
+    return 0;
+}
+
+bool bootmem_range_free(const struct boot_info *bi, u64 base, u64 size)
+{
+    return conflict_end(bi, base, size) == 0;
 }
 
 void bootmem_init(const struct boot_info *bi)
@@ -53,11 +67,13 @@ u64 bootmem_alloc(u64 size, u64 align)
         /* The direct map covers only the first 4 GiB during boot. */
         while (ALIGN_UP(next, align) + size <= MIN(end, 0x100000000ul)) {
             u64 base = ALIGN_UP(next, align);
-            if (bootmem_range_free(boot, base, size)) {
+            u64 past = conflict_end(boot, base, size);
+            bootmem_probes++;
+            if (!past) {
                 next = base + size;
                 return base;
             }
-            next = base + 4096;
+            next = past; /* > base: every candidate below it overlaps the same range */
         }
     }
     return 0;

@@ -48,12 +48,20 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
  * entry to exit (syscall_needs_exclusive: records already run cannot be
  * run again, so a batch never asks to be upgraded).  The records are read
  * and written in place, through the kernel's view of the pages holding
- * them, translated once per batch.  A record's words are copied once into
+ * them, translated once per batch.  A record's words are read once into
  * kernel memory (a decoder may read a word twice, and another thread may
  * be writing the record); its results are written straight into it, and
- * a later record's reference reads them there.  So what a record costs is
- * its lookup, decode and invoke; a failure that stops the batch ends the
- * loop, and the records left are marked not run. */
+ * a later record's reference reads them there.
+ *
+ * What a record costs is its decode and invoke: the loop's common case
+ * (batch_fast: no references, the capability's type and rights right for
+ * the call, no capability arguments) checks the call with one compare
+ * (call_fast, keel/objtype.h) and copies only the call's arguments; the
+ * rest (batch_record) runs the generic checks, which say which failed.
+ * What a call may change under the loop is looked at once per record: an
+ * object to destroy, the caller gone, a mapping gone (tlb_generation).  A
+ * failure that stops the batch ends the loop, and the records left are
+ * marked not run. */
 
 #define REC_SIZE sizeof(struct keel_call_rec)
 #define RESULTS_AT __builtin_offsetof(struct keel_call_rec, err) /* err, then res */
@@ -61,6 +69,10 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
 
 /* A record's err and results when a failure stopped the batch before it. */
 static const u64 not_run[1 + KEEL_MSG_WORDS] = { KEEL_E_NOT_RUN };
+
+/* A record that straddles two pages, copied: one batch runs at a time
+ * (the objects lock is exclusive), so one copy serves them all. */
+static struct keel_call_rec bounce;
 
 struct batch_view {
     u64 first; /* the user address of the page holding the first record */
@@ -102,24 +114,34 @@ static void batch_copy(const struct batch_view *v, u64 at, u8 *buf, u64 len, boo
     }
 }
 
-/* Record i (at uaddr + i * REC_SIZE): in place, with *stop just past the
- * last record from it on that lies whole in the same page; or, when it
- * straddles two pages, copied into bounce, *stop 0 (the next record looks
- * again). */
-static struct keel_call_rec *batch_window(const struct batch_view *v, u64 uaddr, u64 i,
-                                          uptr *stop, struct keel_call_rec *bounce)
+/* Where the loop reads and writes records: up to stop (excluded), record
+ * i at base + i * REC_SIZE. */
+struct batch_window {
+    struct keel_call_rec *stop;
+    uptr base;
+};
+
+/* Record i (of count, at uaddr): in place, with w->stop just past the last
+ * record from it on that lies whole in the same page; or, when it
+ * straddles two pages, copied into bounce, w->stop just past bounce (so
+ * the loop looks again at the next record, after copying bounce's results
+ * back), w->base such that (&bounce - w->base) / REC_SIZE is i. */
+static struct keel_call_rec *batch_window(const struct batch_view *v, u64 uaddr, u64 count,
+                                          u64 i, struct batch_window *w)
 {
     u64 off0 = uaddr - v->first, page = (off0 + i * REC_SIZE) / KEEL_PAGE_SIZE;
     u64 lim = ((page + 1) * KEEL_PAGE_SIZE - off0) / REC_SIZE; /* first record past the page */
-    uptr base = (uptr)v->page[page] - page * KEEL_PAGE_SIZE + off0;
+    uptr b = (uptr)v->page[page] - page * KEEL_PAGE_SIZE + off0;
 
     if (i < lim) {
-        *stop = base + lim * REC_SIZE;
-        return (struct keel_call_rec *)(base + i * REC_SIZE);
+        w->stop = (struct keel_call_rec *)(b + MIN(lim, count) * REC_SIZE);
+        w->base = b;
+        return (struct keel_call_rec *)(b + i * REC_SIZE);
     }
-    batch_copy(v, uaddr + i * REC_SIZE, (u8 *)bounce, REC_SIZE, false);
-    *stop = 0;
-    return bounce;
+    batch_copy(v, uaddr + i * REC_SIZE, (u8 *)&bounce, REC_SIZE, false);
+    w->stop = &bounce + 1;
+    w->base = (uptr)&bounce - i * REC_SIZE;
+    return &bounce;
 }
 
 /* Arguments (bit a < KEEL_REF_CAP of refs) and the capability (bit
@@ -140,13 +162,27 @@ static long batch_refs(const struct batch_view *v, u64 uaddr, u64 i, u64 refs, u
     return KEEL_E_OK;
 }
 
-/* One record: nothing may wait, so a call on an endpoint is a send.  The
- * capability is looked up as tcb_lookup_slot does, inline. */
-static inline __attribute__((always_inline)) long batch_call(struct tcb *t, u64 cap,
-                                                             struct invocation *inv)
+/* Record i, rec, by the generic path: every argument, the references, the
+ * lookup as tcb_lookup_slot does it, and invoke_described's checks.  Its
+ * words are read again (the loop's look at them did nothing).  Nothing may
+ * wait, so a call on an endpoint is a send. */
+static __attribute__((noinline)) long batch_record(struct tcb *t, const struct batch_view *v,
+                                                   u64 uaddr, u64 i,
+                                                   const struct keel_call_rec *rec,
+                                                   struct invocation *inv)
 {
-    const struct cap *cs = &t->cspace.cap;
+    u64 *args = (u64 *)inv->arg;
+    u64 cap = READ_ONCE(rec->cap), refs = READ_ONCE(rec->refs);
 
+    inv->label = READ_ONCE(rec->label);
+    for (u32 w = 0; w < KEEL_MSG_WORDS; w++)
+        args[w] = READ_ONCE(rec->arg[w]);
+    if (refs) {
+        long err = batch_refs(v, uaddr, i, refs, &cap, args);
+        if (err)
+            return err;
+    }
+    const struct cap *cs = &t->cspace.cap;
     /* cnode_slot's test: slot 0 and slots past the end are refused */
     if (cs->type != KEEL_OBJ_CNODE || cap - 1 >= (1ul << cs->size_bits) - 1)
         return KEEL_E_INVALID_CAP;
@@ -155,68 +191,130 @@ static inline __attribute__((always_inline)) long batch_call(struct tcb *t, u64 
     if (!type)
         return KEEL_E_INVALID_CAP;
     if (type == KEEL_OBJ_ENDPOINT)
-        return endpoint_send(t, s, inv->label, inv->arg);
+        return endpoint_send(t, s, inv->label, args);
     inv->slot = s;
     return invoke_described(inv, call_describe(inv->label), type, true);
+}
+
+/* Whether cap names a slot (*s) whose type and rights are those the call
+ * f needs (and the call has no capability arguments). */
+static inline __attribute__((always_inline)) bool batch_fast(const struct tcb *t, u64 cap,
+                                                             const struct call_fast *f,
+                                                             struct slot **s)
+{
+    const struct cap *cs = &t->cspace.cap;
+
+    /* cnode_slot's test: slot 0 and slots past the end are refused */
+    if (cs->type != KEEL_OBJ_CNODE || !cap || cap >> cs->size_bits)
+        return false;
+    *s = (struct slot *)cs->obj + cap;
+    u16 type_rights = __atomic_load_n((const u16 *)&(*s)->cap, __ATOMIC_RELAXED);
+    return (type_rights & f->mask) == f->want;
 }
 
 static long batch(struct tcb *t, u64 uaddr, u64 count, u64 flags, u64 *done)
 {
     u64 args[KEEL_MSG_WORDS];
-    struct keel_call_rec bounce;
     struct batch_view view;
-    struct invocation inv = { .caller = t, .arg = args, .no_block = true };
-    long first_err = KEEL_E_OK;
-    uptr next = 0, stop = 0; /* the records before stop are in place from next on */
-    u64 i;
+    struct invocation inv;
+    long first_err = KEEL_E_OK, err;
+    struct keel_call_rec *rec = NULL, *stop = NULL; /* in place (or bounce) up to stop */
+    struct batch_window w;
+    uptr base = 0; /* record i is at base + i * REC_SIZE */
+    u64 gen, i;
 
     *done = 0;
     if (count > KEEL_BATCH_MAX || (flags & ~(u64)KEEL_BATCH_STOP))
         return KEEL_E_INVALID_ARG;
-    if (count && !batch_view_map(t, &view, uaddr, count * REC_SIZE))
+    if (!count)
+        return KEEL_E_OK;
+    if (!batch_view_map(t, &view, uaddr, count * REC_SIZE))
         return KEEL_E_BAD_ADDRESS;
-    for (i = 0; i < count; i++) {
-        struct keel_call_rec *rec = (struct keel_call_rec *)next;
-        if (__builtin_expect(next >= stop, 0))
-            rec = batch_window(&view, uaddr, i, &stop, &bounce);
-        next = (uptr)(rec + 1);
-        u64 cap = READ_ONCE(rec->cap), refs = READ_ONCE(rec->refs);
-        _Pragma("GCC unroll 6") for (u32 w = 0; w < KEEL_MSG_WORDS; w++) {
-            args[w] = READ_ONCE(rec->arg[w]);
-            WRITE_ONCE(rec->res[w], 0);
+    gen = view.gen;
+    /* Field by field (as call_one): the capability arguments need no clearing. */
+    inv.caller = t;
+    inv.arg = args;
+    inv.blocked = false;
+    inv.no_block = true;
+    for (;;) {
+        if (__builtin_expect(rec >= stop, 0)) {
+            i = ((uptr)rec - base) / REC_SIZE;
+            if (rec == &bounce + 1) /* record i - 1 straddled two pages */
+                batch_copy(&view, uaddr + (i - 1) * REC_SIZE + RESULTS_AT, (u8 *)&bounce.err,
+                           REC_SIZE - RESULTS_AT, true);
+            if (i == count)
+                break;
+            rec = batch_window(&view, uaddr, count, i, &w);
+            stop = w.stop;
+            base = w.base;
         }
-        long err = refs ? batch_refs(&view, uaddr, i, refs, &cap, args) : KEEL_E_OK;
-        if (!err) {
-            inv.label = READ_ONCE(rec->label);
-            inv.res = rec->res;
-            err = batch_call(t, cap, &inv);
+        u64 cap = READ_ONCE(rec->cap), label = READ_ONCE(rec->label);
+        _Pragma("GCC unroll 6") for (u32 r = 0; r < KEEL_MSG_WORDS; r++)
+            WRITE_ONCE(rec->res[r], 0);
+        inv.res = rec->res;
+        const struct call_fast *f;
+        struct slot *s;
+        /* refs is looked at once here (batch_record reads it again). */
+        if (__builtin_expect(!rec->refs && label < KEEL_NCALLS &&
+                                 batch_fast(t, cap, (f = &call_fast[label]), &s),
+                             1)) {
+            /* Only the call's arguments: no decoder reads past them. */
+            switch (f->nargs) {
+#define ARG(w)                                                                                     \
+    case (w) + 1:                                                                                  \
+        args[w] = READ_ONCE(rec->arg[w]);                                                          \
+        __attribute__((fallthrough))
+            ARG(5); ARG(4); ARG(3); ARG(2); ARG(1); ARG(0);
+#undef ARG
+            case 0:
+                break;
+            default:
+                __builtin_unreachable();
+            }
+            inv.label = label;
+            inv.slot = s;
+            err = call_decode[label](&inv);
+        } else {
+            err = batch_record(t, &view, uaddr, ((uptr)rec - base) / REC_SIZE, rec, &inv);
         }
         zombies_reap_pending();
-        if (t->hdr.type != KEEL_OBJ_TCB)
+        if (__builtin_expect(t->hdr.type != KEEL_OBJ_TCB, 0))
             return KEEL_E_OK; /* it deleted itself */
-        if (__builtin_expect(READ_ONCE(tlb_generation) != view.gen, 0)) {
+        /* A plain read, as one compare: nothing else runs while the batch
+         * holds the objects lock exclusive, and the call above is opaque. */
+        if (__builtin_expect(tlb_generation != gen, 0)) {
             /* A mapping went away: the record's page may have gone too. */
+            i = ((uptr)rec - base) / REC_SIZE;
             if (!batch_view_map(t, &view, uaddr, count * REC_SIZE)) {
                 *done = i + 1;
                 return KEEL_E_BAD_ADDRESS;
             }
-            if (rec != &bounce)
-                next = (uptr)(batch_window(&view, uaddr, i, &stop, &bounce) + 1);
-            rec = (struct keel_call_rec *)next - 1;
+            gen = view.gen;
+            if (rec != &bounce) { /* in place again, where the page is now */
+                rec = batch_window(&view, uaddr, count, i, &w);
+                stop = w.stop;
+                base = w.base;
+            }
         }
         WRITE_ONCE(rec->err, (u64)err);
-        if (__builtin_expect(rec == &bounce, 0))
-            batch_copy(&view, uaddr + i * REC_SIZE + RESULTS_AT, (u8 *)&bounce.err,
-                       REC_SIZE - RESULTS_AT, true);
         if (__builtin_expect(err != KEEL_E_OK, 0)) {
             if (!first_err)
                 first_err = err;
             if (flags & KEEL_BATCH_STOP)
-                break;
+                goto stopped;
         }
+        rec++;
     }
-    *done = i < count ? i + 1 : count;
-    /* Stopped: the records left are not run. */
+    *done = count;
+    return first_err;
+
+stopped:
+    i = ((uptr)rec - base) / REC_SIZE;
+    if (rec == &bounce)
+        batch_copy(&view, uaddr + i * REC_SIZE + RESULTS_AT, (u8 *)&bounce.err,
+                   REC_SIZE - RESULTS_AT, true);
+    *done = i + 1;
+    /* The records left are not run. */
     for (u64 j = i + 1; j < count; j++)
         batch_copy(&view, uaddr + j * REC_SIZE + RESULTS_AT, (u8 *)not_run, sizeof(not_run), true);
     return first_err;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import keel, requires_kvm
+from vmm import vcpu_runner
 from vmm.machine import STATUS_GUEST_CRASH, Machine
 
 pytestmark = requires_kvm
@@ -95,6 +97,24 @@ def test_serial_input_through_ioapic(kernel: Path) -> None:
         assert result is not None, m.console.text()
         assert result.status == 0, result.reason
         assert "keel: serial rx ping 42" in m.console.text()
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("pin_after", [0, 10**15])
+def test_vcpu_threads_pin_once_the_guest_has_booted(
+    kernel: Path, pin_after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vCPU thread floats until its first exit PIN_AFTER_NS after it started, then
+    keeps to its host core (with 0: from its first exit; with 10**15: never here)."""
+    monkeypatch.setattr(vcpu_runner, "PIN_AFTER_NS", pin_after)
+    m = Machine(kernel, smp=2, cmdline="keel.test=serial", console=lambda _d: None)
+    m.start()
+    try:
+        assert m.console.wait_for("keel: serial ready", timeout=60), m.console.text()
+        for slot in m.vcpu_slots():  # both printed a line: each made an exit
+            want = {slot.host_cpu} if pin_after == 0 else os.sched_getaffinity(0)
+            assert os.sched_getaffinity(slot.tid) == want
     finally:
         m.close()
 

@@ -305,12 +305,138 @@ static int t_batch_records_in_unmapped_memory(void)
     return 0;
 }
 
+/* -- the loop's shortcut and its fallbacks ----------------------------------------------------- */
+
+/* Words a call does not read or write, filled with junk: a batch zeroes the
+ * results a call leaves unset and reads only the arguments it has. */
+static void junk(struct keel_batch *b, unsigned long rec, int from_arg)
+{
+    for (int w = from_arg; w < KEEL_MSG_WORDS; w++)
+        b->rec[rec].arg[w] = 0xdead0000ul + (unsigned long)w;
+    for (int w = 0; w < KEEL_MSG_WORDS; w++)
+        b->rec[rec].res[w] = 0xbad0000ul + (unsigned long)w;
+    b->rec[rec].err = 0xbad;
+}
+
+/* A record of label on cap, no arguments. */
+static unsigned long raw(struct keel_batch *b, keel_word_t cap, keel_word_t label)
+{
+    struct keel_call_rec *r = keel_batch_next(b);
+
+    r->cap = cap;
+    r->label = label;
+    return b->n < b->max ? b->n++ : b->n;
+}
+
+/* Calls the shortcut runs (no references, type and rights right, no
+ * capability arguments: call_fast) beside every way a record misses it. */
+static unsigned long build_shortcut_fallbacks(struct keel_batch *b)
+{
+    keel_word_t n = make_obj(KEEL_OBJ_NOTIFICATION, 0), ro = slot_alloc(), dst = slot_alloc();
+    keel_word_t t = slot_alloc(), empty = slot_alloc(), cn_ro = slot_alloc();
+
+    keel_cnode_copy(CN, ro, CN, n, KEEL_RIGHT_READ);
+    keel_cnode_copy(CN, cn_ro, CN, CN, KEEL_RIGHT_WRITE); /* no read: identify refused */
+    keel_untyped_retype(suite_untyped, KEEL_OBJ_TCB, 0, CN, t, 1);
+    junk(b, keel_batch_cnode_identify(b, CN, n), 1);     /* the shortcut: 3 results */
+    junk(b, keel_batch_cnode_identify(b, CN, empty), 1); /* the shortcut: 1 result */
+    junk(b, keel_batch_notification_signal(b, n), 0);    /* no arguments */
+    junk(b, keel_batch_notification_poll(b, n), 0);
+    junk(b, keel_batch_tcb_write_regs(b, t, 0x1000, 0x2000, 7), 3);
+    junk(b, keel_batch_tcb_read_regs(b, t), 0);
+    junk(b, keel_batch_cnode_identify(b, cn_ro, n), 1);    /* no_rights */
+    junk(b, keel_batch_notification_signal(b, ro), 0);     /* no_rights */
+    junk(b, keel_batch_cnode_identify(b, n, n), 1);        /* wrong_type */
+    junk(b, keel_batch_notification_signal(b, empty), 0);  /* an empty slot */
+    junk(b, keel_batch_notification_signal(b, 0), 0);      /* slot 0 */
+    junk(b, keel_batch_notification_signal(b, 1ul << 40), 0); /* past the table */
+    junk(b, raw(b, CN, 0), 0);                             /* label 0 */
+    junk(b, raw(b, CN, KEEL_NCALLS), 0);                   /* past the last call */
+    junk(b, raw(b, n, ~0ul), 0);
+    junk(b, keel_batch_cnode_copy(b, CN, dst, CN, n, KEEL_RIGHT_ALL), 5); /* a capability argument */
+    junk(b, keel_batch_cnode_identify(b, CN, dst), 1);
+    junk(b, keel_batch_cnode_copy(b, CN, dst, n, n, KEEL_RIGHT_ALL), 5); /* ... of the wrong type */
+    unsigned long ref = keel_batch_cnode_identify(b, CN, 0);
+    keel_batch_ref(b, ref, 0, 0, 1); /* slot := record 0's rights: a reference */
+    junk(b, ref, 1);
+    junk(b, keel_batch_cnode_delete(b, CN, dst), 1);
+    junk(b, keel_batch_cnode_identify(b, CN, dst), 1);
+    junk(b, keel_batch_cnode_delete(b, CN, t), 1); /* destroys the thread */
+    junk(b, keel_batch_tcb_read_regs(b, t), 0);
+    /* A mapping goes away (not the records'): the loop translates their
+     * pages again and goes on in place. */
+    static unsigned long page = REC_VA + 8 * KEEL_PAGE_SIZE; /* a fresh one each build */
+    keel_word_t f = map_new_frame(page, KEEL_RIGHT_READ | KEEL_RIGHT_WRITE);
+    page += KEEL_PAGE_SIZE;
+    junk(b, keel_batch_frame_unmap(b, f), 0);
+    junk(b, keel_batch_cnode_identify(b, CN, n), 1);
+    return b->n;
+}
+
+static int t_batch_shortcut_and_its_fallbacks(void)
+{
+    long err;
+
+    OK(same_as_single_calls(build_shortcut_fallbacks, 0, 0, &err));
+    EXPECT(err == KEEL_E_NO_RIGHTS);
+    EXPECT(batched[0].res[0] == KEEL_OBJ_NOTIFICATION && batched[0].res[3] == 0);
+    EXPECT(batched[1].err == 0 && batched[1].res[0] == 0 && batched[1].res[1] == 0);
+    EXPECT(batched[3].res[0] == 1 && batched[5].res[0] == 0x1000 && batched[5].res[1] == 0x2000);
+    EXPECT(batched[6].err == KEEL_E_NO_RIGHTS && batched[8].err == KEEL_E_WRONG_TYPE);
+    EXPECT(batched[11].err == KEEL_E_INVALID_CAP && batched[12].err == KEEL_E_UNKNOWN_CALL);
+    EXPECT(batched[16].res[0] == KEEL_OBJ_NOTIFICATION && batched[17].err == KEEL_E_WRONG_TYPE);
+    EXPECT(batched[20].res[0] == 0 && batched[22].err == KEEL_E_INVALID_CAP);
+    EXPECT(batched[23].err == 0 && batched[24].res[0] == KEEL_OBJ_NOTIFICATION);
+    OK(same_as_single_calls(build_shortcut_fallbacks, KEEL_BATCH_STOP, 0, &err));
+    EXPECT(batched[6].err == KEEL_E_NO_RIGHTS && batched[7].err == KEEL_E_NOT_RUN);
+    return 0;
+}
+
+/* -- a batch that deletes its own thread ------------------------------------------------------ */
+
+static struct keel_call_rec self_recs[3];
+
+static void body_delete_self(struct thread *t)
+{
+    struct keel_batch b = { self_recs, 0, 3 };
+    keel_word_t done;
+
+    keel_batch_notification_signal(&b, t->a);
+    keel_batch_cnode_delete(&b, CN, t->tcb);
+    keel_batch_notification_signal(&b, t->b);
+    self_recs[1].err = self_recs[2].err = 0xdead;
+    keel_batch_run(&b, 0, &done);
+    t->done = 1; /* not reached: the batch ends the thread */
+}
+
+static int t_batch_deletes_its_own_thread(void)
+{
+    static struct thread th;
+    keel_word_t bits, type = 1;
+
+    th.a = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    th.b = make_obj(KEEL_OBJ_NOTIFICATION, 0);
+    OK(spawn(&th, body_delete_self, 0));
+    for (long i = 0; i < WAIT_LIMIT && type; i++) {
+        keel_yield();
+        OK(keel_cnode_identify(CN, th.tcb, &type, 0, 0));
+    }
+    EXPECT(type == 0 && !th.done);
+    OK(keel_notification_poll(th.a, &bits));
+    EXPECT(bits == 1);
+    OK(keel_notification_poll(th.b, &bits));
+    EXPECT(bits == 0);
+    EXPECT(self_recs[0].err == 0 && self_recs[1].err == 0xdead && self_recs[2].err == 0xdead);
+    return 0;
+}
+
 const struct test batch_same_tests[] = {
 #define T(name) { #name, t_##name }
     T(batch_failure_in_the_middle), T(batch_failure_in_the_middle_stops),
     T(batch_reference_to_a_failed_result), T(batch_mixes_shared_and_exclusive_calls),
     T(batch_longer_than_the_maximum_runs_nothing), T(batch_records_straddling_a_page),
-    T(batch_records_in_unmapped_memory),
+    T(batch_records_in_unmapped_memory), T(batch_shortcut_and_its_fallbacks),
+    T(batch_deletes_its_own_thread),
 #undef T
 };
 const unsigned long batch_same_tests_count = sizeof(batch_same_tests) / sizeof(batch_same_tests[0]);

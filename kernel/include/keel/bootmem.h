@@ -10,6 +10,9 @@
 void bootmem_init(const struct boot_info *bi);
 /* Returns a physical address, or 0 when nothing fits. */
 u64 bootmem_alloc(u64 size, u64 align);
+/* Candidate ranges bootmem_alloc examined so far: one per obstacle stepped
+ * over, not one per page (the host tests check it). */
+extern u64 bootmem_probes;
 /* Total bytes of RAM the memory map reports as usable. */
 u64 bootmem_ram_bytes(const struct boot_info *bi);
 /* Whether [base, base+size) is RAM and free of the image and modules. */

@@ -58,4 +58,29 @@ static inline const struct object_type *object_type_of(u32 type)
     return &object_types[type];
 }
 
+/* A call's checks for the batch loop (kernel/core/syscall.c), generated
+ * from the [calls] of calls.tbl beside the table above, indexed by label:
+ * a capability passes the call's type and rights checks when its first two
+ * bytes (type, rights) masked with mask equal want.  An empty slot, an
+ * endpoint, a wrong type or missing rights do not; a call with capability
+ * arguments and label 0 never do (want has a bit outside every mask): those
+ * take the generic path (keel/invoke.h), which says which check failed.
+ * nargs is the call's argument count, call_decode[label] its type's decode
+ * hook (two arrays of 8-byte entries: a label indexes both without a
+ * multiplication). */
+#define CALL_FAST_NEVER 0x8000
+struct call_fast {
+    u16 mask;
+    u16 want;
+    u8 nargs;
+    u8 unused[3];
+};
+_Static_assert(sizeof(struct call_fast) == 8, "call_fast is indexed by label * 8");
+_Static_assert(__builtin_offsetof(struct cap, type) == 0 &&
+                   __builtin_offsetof(struct cap, rights) == 1,
+               "call_fast reads a capability's type and rights as one u16");
+
+extern const struct call_fast call_fast[KEEL_NCALLS];
+extern long (*const call_decode[KEEL_NCALLS])(struct invocation *inv);
+
 #endif
