@@ -83,10 +83,7 @@ void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
 {
     struct cpu *c = this_cpu();
 
-    kernel_enter_shared(c, true); /* kernel_enter_syscall */
-    struct tcb *t = c->current;
-    if (!t) /* stopped while waiting for the lock: the call is made again */
-        sched_exit_kernel();
+    struct tcb *t = kernel_enter_call(c);
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
                                                : fast_delete(t, cptr, a0);
     if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */

@@ -262,24 +262,12 @@ unlock_ep:
     fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
 }
 
-/* The entry's part: the objects lock, shared, for the current thread's
- * call (a stop served while waiting for it takes the thread away: its
- * call is made again when it next runs). */
-FAST struct tcb *fast_enter(struct cpu *c)
-{
-    kernel_enter_shared(c, true); /* kernel_enter_syscall */
-    struct tcb *t = c->current;
-    if (!t)
-        sched_exit_kernel();
-    return t;
-}
-
 /* The entry points: one copy of each body per case, the one for this
  * machine chosen once at boot (fastpath_init) rather than on every call. */
 static __noreturn void call_one_cpu(u64 cptr, u64 label)
 {
     struct cpu *c = this_cpu();
-    struct tcb *t = fast_enter(c);
+    struct tcb *t = kernel_enter_call(c);
 
     fast_call(c, t, cptr, label, false);
     syscall_general(arch_fast_frame(t), t);
@@ -288,7 +276,7 @@ static __noreturn void call_one_cpu(u64 cptr, u64 label)
 static __noreturn void call_smp(u64 cptr, u64 label)
 {
     struct cpu *c = this_cpu();
-    struct tcb *t = fast_enter(c);
+    struct tcb *t = kernel_enter_call(c);
 
     fast_call(c, t, cptr, label, true);
     syscall_general(arch_fast_frame(t), t);
@@ -297,7 +285,7 @@ static __noreturn void call_smp(u64 cptr, u64 label)
 static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
 {
     struct cpu *c = this_cpu();
-    struct tcb *r = fast_enter(c);
+    struct tcb *r = kernel_enter_call(c);
 
     fast_reply_recv(c, r, reply, err, false);
     syscall_general(arch_fast_frame(r), r);
@@ -306,7 +294,7 @@ static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
 static __noreturn void reply_recv_smp(u64 reply, u64 err)
 {
     struct cpu *c = this_cpu();
-    struct tcb *r = fast_enter(c);
+    struct tcb *r = kernel_enter_call(c);
 
     fast_reply_recv(c, r, reply, err, true);
     syscall_general(arch_fast_frame(r), r);

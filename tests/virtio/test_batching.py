@@ -15,9 +15,13 @@ its rings again, so no driver waits for an interrupt lost in the snapshot.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,4 +189,49 @@ def test_requests_served_before_a_bad_chain_are_returned() -> None:
     assert d.used(0) == [(0, 4), (1, 4)]
     assert mem.read(buf, 4) == b"abcd" and mem.read(buf + 64, 4) == b"efgh"
     t.close()
+    mem.close()
+
+
+def test_blk_writes_start_write_out_and_a_flush_still_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of writes without a flush starts their write-out in the
+    background (nothing waits for it); the flush of a later batch still makes
+    them durable with its own fdatasync before it completes."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(512 * 8))
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
+    mem = make_ram()
+    dev = BlockDevice(image)
+    t = MmioTransport(dev, mem, mem.contains, Irqs(), lambda _m: None)
+    d = Driver(t, mem)
+    d.init([16])
+
+    def request(kind: int, sector: int) -> None:
+        hdr, data, status = d.alloc(16), d.alloc(512, 512), d.alloc(1)
+        mem.write(hdr, struct.pack("<IIQ", kind, 0, sector))
+        mem.write(data, bytes([0x50 + sector]) * 512)
+        bufs = [(hdr, 16, False)] + ([(data, 512, False)] if kind == blk.T_OUT else [])
+        d.submit(0, [*bufs, (status, 1, True)], kick=False)
+
+    assert dev.writeback is None  # no thread until something is written
+    for sector in range(3):
+        request(blk.T_OUT, sector)
+    t.service()
+    assert len(d.used(0)) == 3 and not syncs
+    assert dev.writeback is not None
+    deadline = time.monotonic() + 30
+    while dev.writeback.started < 1:
+        assert time.monotonic() < deadline, "the write-out was never started"
+        time.sleep(0.01)
+    request(blk.T_FLUSH, 0)
+    t.service()
+    assert d.used(0) == [(9, 1)] and syncs == [dev.fd]
+    assert image.read_bytes()[:1536] == b"\x50" * 512 + b"\x51" * 512 + b"\x52" * 512
+    t.close()
+    assert dev.writeback is None and not any(
+        th.name == "blk-writeback" for th in threading.enumerate()
+    )
     mem.close()

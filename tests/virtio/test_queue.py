@@ -362,3 +362,22 @@ def test_fuzz_indirect_tables(table: bytes, ring: bytes, small_addrs: bool, view
     assert 1 <= len(c.buffers) <= 8
     assert all(b.addr < DECOY for b in c.buffers), "an entry past the table was used"
     assert_sound_chain(ram, c)
+
+
+@pytest.mark.parametrize("pair", [(0, 1), (0, 2), (1, 2)])
+@pytest.mark.parametrize("size", [3, 5])
+def test_every_pair_of_a_chain_is_checked_for_overlap(pair: tuple[int, int], size: int) -> None:
+    """Three buffers (the usual request, checked inline) and five (sorted): any
+    two that share a byte refuse the chain."""
+    ram = Ram()
+    addrs = [0x4000 + 0x1000 * i for i in range(size)]
+    addrs[pair[1]] = addrs[pair[0]] + 0x7F  # inside the other's 0x80 bytes
+    for i, addr in enumerate(addrs):
+        last = i == size - 1
+        ram.desc(i, addr, 0x80, (0 if last else DESC_F_NEXT) | DESC_F_WRITE, i + 1)
+    with pytest.raises(QueueError, match="overlapping"):
+        chain(ram)
+    addrs[pair[1]] = addrs[pair[0]] + 0x80  # touching is not overlapping
+    flags = (0 if pair[1] == size - 1 else DESC_F_NEXT) | DESC_F_WRITE
+    ram.desc(pair[1], addrs[pair[1]], 0x80, flags, pair[1] + 1)
+    assert len(chain(ram).buffers) == size

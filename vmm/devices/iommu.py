@@ -128,6 +128,18 @@ class DmaWindows:
         i = bisect.bisect_right(starts, addr) - 1
         return i >= 0 and addr + length <= ends[i]
 
+    def covers(self) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]] | None:
+        """None when every access is allowed (not enforcing), else the merged runs
+        (starts, ends) readable and writable, which ``allows`` searches: a
+        caller checking several accesses (a descriptor chain's buffers) makes
+        one call.  The runs are swapped whole on a change, never changed in
+        place; a removal waits for ``barrier``, which the device holds while it
+        serves, so they stay valid for the request in hand."""
+        if not self.enforcing:
+            return None
+        cover = self._cover
+        return cover[ACCESS_READ], cover[ACCESS_WRITE]
+
     def _rebuild(self) -> None:
         """Caller holds _lock (or is the constructor)."""
         cover: dict[int, tuple[list[int], list[int]]] = {}

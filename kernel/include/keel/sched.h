@@ -290,6 +290,19 @@ static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 
 /* Leaves the kernel on this CPU: runs the current thread if it may go on,
  * else the next runnable one, else idles.  Never returns. */
 __noreturn void sched_exit_kernel(void);
+
+/* The fast paths' entry (fastpath.c, capfast.c) for a system call of c's
+ * current thread: the objects lock, shared, then that thread - or, when a
+ * stop served while waiting for the lock took it away, out (its call is
+ * made again when it next runs). */
+static inline __attribute__((always_inline)) struct tcb *kernel_enter_call(struct cpu *c)
+{
+    kernel_enter_shared(c, true); /* kernel_enter_syscall */
+    struct tcb *t = c->current;
+    if (!t)
+        sched_exit_kernel();
+    return t;
+}
 /* The per-CPU idle loop, entered once at boot on every CPU. */
 __noreturn void sched_idle(void);
 
