@@ -54,7 +54,7 @@
 u64 grace_epoch = 1;
 static u64 grace_done;
 
-static u32 pending_regions; /* CPUs with a pending region revoke (below) */
+u32 pending_regions; /* CPUs with a pending region revoke (below) */
 static void finish_all_pending(void);
 
 void grace_exclusive(void)
@@ -79,6 +79,8 @@ static bool grace_elapsed(u64 stamp)
 
 bool slot_reclaim(struct slot *s)
 {
+    if (s->cap.flags & CAP_PENDING)
+        return false; /* a pending revoke still reads it (below) */
     if (kernel_shared() && !grace_elapsed(s->retired)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
         return false;
@@ -298,17 +300,27 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
  *     watermark stays (reserve resets it only when cap.b is 0) and nothing
  *     is made over the objects meanwhile.  KEEL_E_PENDING goes back to
  *     syscall_handle.
- *  2. syscall_handle waits for the grace period holding nothing
- *     (kernel_regrace): no CPU reads a retired capability any more, and as
- *     every capability of the objects is gone, nothing can reach them but
- *     what already waits on them.  grace_finish then has each object's
+ *     The call is done: syscall_handle returns to the caller at once.
+ *  2. Once the grace period is over no CPU reads a retired capability any
+ *     more, and as every capability of the objects is gone, nothing can
+ *     reach them but what already waits on them.  This CPU finds it over on
+ *     a way out of the kernel (sched.c calls grace_finish_due), or waits for
+ *     it holding nothing (kernel_regrace) before it idles, and when a call
+ *     needs the region's memory or its pending list (KEEL_E_FINISH: a
+ *     retype that would not fit otherwise, another region's revoke).  A
+ *     timer tick brings it into the kernel to look.  grace_finish then has
+ *     each object's
  *     destroy_idle hook destroy it under its own lock when nothing waits on
  *     it (an endpoint with nothing queued and no thread waiting, a
  *     notification no thread waits on or is bound to and no IRQ line or
  *     console listens through).  Anything else (a waiting thread, a map or
  *     DMA window that came first) upgrades to exclusive, where the types'
  *     destroy and cap_deleted hooks run.  Then cap.b goes down: the memory
- *     is free.
+ *     is free.  Until then the retired slots stay as they are (CAP_PENDING:
+ *     slot_reclaim refuses them), for step 2 reads them.  So a revoke
+ *     waits for no other CPU, and a thread that waited on one of the
+ *     objects is woken (by the exclusive destroy) at step 2, at the latest
+ *     a timer tick after the grace period ended.
  *
  * An exclusive holder finishes every CPU's pending step 2 first
  * (grace_exclusive): it is past every grace period, and no exclusive
@@ -318,6 +330,7 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
 
 struct pending {
     struct slot *region;
+    u64 stamp; /* the slots' grace epoch */
     u32 n;
     u8 types[PENDING_MAX];
     struct slot *slots[PENDING_MAX];
@@ -350,7 +363,9 @@ static long region_retire(struct slot *r)
     struct pending *p = &pendings[this_cpu()->index];
     u32 n = 0;
 
-    if (p->region || r->cap.type != KEEL_OBJ_UNTYPED || r->cap.b || r->owner)
+    if (p->region)
+        return KEEL_E_FINISH; /* this CPU's earlier one first */
+    if (r->cap.type != KEEL_OBJ_UNTYPED || r->cap.b || r->owner)
         return KEEL_E_RETRY;
     for (struct slot *d = r->child; d; d = subtree_next(d, r)) {
         if (++n > PENDING_MAX || !region_member(d))
@@ -370,9 +385,11 @@ static long region_retire(struct slot *r)
         if (o)
             o->refs--;
         leaf->retired = stamp;
+        leaf->cap.flags |= CAP_PENDING;
     }
     grace_advance(stamp);
     r->cap.b++;
+    p->stamp = stamp;
     p->region = r;
     __atomic_fetch_add(&pending_regions, 1, __ATOMIC_RELAXED);
     return KEEL_E_PENDING;
@@ -392,6 +409,8 @@ static void region_release(struct pending *p)
 {
     struct slot *r = p->region;
 
+    for (u32 i = 0; i < p->n; i++)
+        p->slots[i]->cap.flags &= (u8)~CAP_PENDING;
     if (!--r->cap.b && !r->child)
         object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
     p->region = NULL;
@@ -419,6 +438,47 @@ static void finish_all_pending(void)
         if (pendings[i].region)
             finish_exclusive(&pendings[i]);
     }
+}
+
+/* Has every other CPU left the kernel, or entered it after the stamp,
+ * since p's slots were retired?  (This CPU's own calls since read none.) */
+static bool pending_elapsed(const struct pending *p)
+{
+    if (p->stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+        return true;
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (c != this_cpu() && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= p->stamp)
+            return false;
+    }
+    return true;
+}
+
+bool grace_pending_here(void)
+{
+    return pendings[this_cpu()->index].region != NULL;
+}
+
+void grace_finish_due(void)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+
+    if (p->region && pending_elapsed(p)) {
+        LOCKSTAT_COUNT(LS_FINISH_DUE);
+        grace_finish();
+    }
+}
+
+/* A retype from r that does not fit: does a pending revoke hold r's memory?
+ * Under the capability lock (which region_retire and region_release hold). */
+long grace_region_pending(const struct slot *r)
+{
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (pendings[i].region == r)
+            return &pendings[i] == &pendings[this_cpu()->index] ? KEEL_E_FINISH : KEEL_E_RETRY;
+    }
+    return KEEL_E_OK;
 }
 
 void grace_finish(void)

@@ -24,6 +24,7 @@ void kernel_enter_wait(struct cpu *c, bool call)
     c->call_pending = call;
     do {
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
+        kernel_wake_waiters(); /* the writer may have halted draining */
         while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
             kernel_spin_turn(&spins);
         __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
@@ -80,6 +81,7 @@ void kernel_upgrade(void)
 #endif
     __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
+    kernel_wake_waiters(); /* a writer may have halted draining */
     objects_lock_exclusive();
 }
 

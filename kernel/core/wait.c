@@ -28,14 +28,59 @@ void lock_release(u32 cls)
 
 /* -- waiting ---------------------------------------------------------------- */
 
+/* Halted waits (sched.h).  About 16 turns of a wait are 150-200 us of
+ * emulated kernel code on kvm_pvm: longer than most capability-lock holds
+ * and most calls a grace period waits for, when the CPU waited for runs;
+ * shorter than a host time slice, when it does not. */
+#define WAIT_SPINS_BEFORE_HALT 16
+
+volatile u64 wait_halted;
+u32 wait_spins_before_halt = WAIT_SPINS_BEFORE_HALT;
+
+/* Every halted waiter but this CPU gets a kick; all bits are cleared, so a
+ * waiter that goes on waiting sets its own again before it halts again. */
+void kernel_kick_waiters(void)
+{
+    u64 w = __atomic_exchange_n(&wait_halted, 0, __ATOMIC_ACQ_REL);
+
+    w &= ~(1ul << this_cpu()->index);
+    while (w) {
+        u32 i = (u32)__builtin_ctzl(w);
+        w &= w - 1;
+        LOCKSTAT_COUNT(LS_KICKS);
+        arch_kick_cpu(&cpus[i]);
+    }
+}
+
+/* The first turn past the threshold sets this CPU's bit and returns, so the
+ * caller looks at its condition after that; a later turn that finds the bit
+ * still set - no kick since the look, nor since an earlier wait's (which
+ * looked too) - halts.  A release after the look kicks (its kick is taken
+ * at once by the halt), a release before it ended the wait. */
+static void wait_halt(struct cpu *c)
+{
+    u64 bit = 1ul << c->index;
+
+    if (!(__atomic_load_n(&wait_halted, __ATOMIC_RELAXED) & bit)) {
+        __atomic_fetch_or(&wait_halted, bit, __ATOMIC_SEQ_CST);
+        return;
+    }
+    LOCKSTAT_COUNT(LS_WAIT_HALTS);
+    arch_wait_halt();
+}
+
 /* One turn of any wait in the kernel: serve requests from other CPUs (the
- * CPU we wait for may be waiting for us) and let the watchdog look. */
+ * CPU we wait for may be waiting for us), let the watchdog look, and after
+ * a while halt until kicked. */
 void kernel_spin_turn(u32 *spins)
 {
     cpu_serve_requests();
     arch_cpu_relax();
-    if (!(++*spins & 255) && watchdog_poll)
+    u32 n = ++*spins;
+    if (!(n & 255) && watchdog_poll)
         watchdog_poll();
+    if (n >= wait_spins_before_halt && wait_spins_before_halt)
+        wait_halt(this_cpu());
 }
 
 void obj_lock_spin(spinlock_t *l)
@@ -78,7 +123,8 @@ void lockstat_lock(spinlock_t *l, u32 cls)
 static const char *const count_names[LS_NCOUNT] = {
     "shared_entries", "excl_entries", "excl_upgrades", "caps_taken", "caps_contended",
     "other_contended", "grace_retries", "tlb_shootdowns", "regraces",
-    "zero_objects", "zero_runs",
+    "zero_objects", "zero_runs", "wait_halts", "kicks",
+    "finish_due", "finish_wait",
 };
 static const char *const cycle_names[LC_NCYCLES] = {
     "excl_claim", "excl_drain", "reader_wait", "excl_held", "caps_spin", "caps_held",
@@ -112,8 +158,10 @@ void cpu_serve_requests(void)
 {
     struct cpu *c = this_cpu();
 
-    if (READ_ONCE(c->tlb_request) && __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL))
+    if (READ_ONCE(c->tlb_request) && __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL)) {
         arch_flush_user_tlb();
+        kernel_wake_waiters(); /* the shooter may have halted */
+    }
     if (READ_ONCE(c->stop_request) && !READ_ONCE(c->stop_ack)) {
         if (c->current && c->fpu_owner == c->current)
             arch_fpu_save(c->current);
@@ -126,6 +174,7 @@ void cpu_serve_requests(void)
          * reuse its memory while this CPU still waits in the kernel. */
         arch_leave_user_space();
         __atomic_store_n(&c->stop_ack, 1, __ATOMIC_RELEASE);
+        kernel_wake_waiters(); /* the stopper may have halted */
     }
 }
 

@@ -118,6 +118,15 @@ void arch_wake_cpu(struct cpu *c)
     (void)c;
 }
 
+void arch_wait_halt(void)
+{
+}
+
+void arch_kick_cpu(struct cpu *c)
+{
+    (void)c;
+}
+
 void arch_exit(int code)
 {
     (void)code;

@@ -22,6 +22,10 @@ enum lockstat_count {
     LS_REGRACE,        /* ... that waited for it outside the lock (kernel_regrace) */
     LS_ZERO_OBJECTS,   /* objects zeroed (arch_zero_object) */
     LS_ZERO_RUNS,      /* ... runs of words written there (the rest was zero) */
+    LS_WAIT_HALTS,     /* waits that halted (wait.c) */
+    LS_KICKS,          /* kicks sent to halted waiters */
+    LS_FINISH_DUE,     /* pending region revokes finished on the way out (grace.c) */
+    LS_FINISH_WAIT,    /* ... finished by a call that needed them (KEEL_E_FINISH) */
     LS_NCOUNT,
 };
 

@@ -44,6 +44,9 @@ struct cap {
 #define CAP_IO_READ 16 /* which the device may read */
 #define CAP_IO_WRITE 32 /* and/or write */
 #define CAP_IO_FLAGS (CAP_IOMAPPED | CAP_IO_READ | CAP_IO_WRITE)
+#define CAP_PENDING 64 /* on a retired slot: its object waits in a region revoke's
+                        * pending list (grace.c), which reads the slot until
+                        * the revoke is finished: not reclaimed before */
 
 struct slot {
     struct cap cap;

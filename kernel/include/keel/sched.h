@@ -159,11 +159,30 @@ void grace_exclusive(void);
  * shared; never seen by users. */
 #define KEEL_E_GRACE (-2l)
 /* Returned by a shared revoke of an untyped region that retired what was
- * made from it (grace.c: region_retire): the call is done once the caller
- * has waited for the grace period holding nothing (kernel_regrace) and
- * destroyed the objects (grace_finish); never seen by users. */
+ * made from it (grace.c: region_retire): the call is done; the objects are
+ * destroyed after the grace period (grace_finish) by this CPU - at its
+ * first way out of the kernel that finds the period over
+ * (grace_finish_due), before it idles, or when a call needs the region's
+ * memory (KEEL_E_FINISH) - or by any exclusive holder; never seen by
+ * users. */
 #define KEEL_E_PENDING (-3l)
+/* Returned, before changing anything, by a call that needs this CPU's
+ * pending region revoke finished (a retype that would not fit in the
+ * region otherwise, another region's revoke): the caller waits for the
+ * grace period holding nothing (kernel_regrace), runs grace_finish and the
+ * call again; never seen by users. */
+#define KEEL_E_FINISH (-4l)
 void grace_finish(void);
+/* CPUs with a pending region revoke (grace.c), and this CPU's: */
+extern u32 pending_regions;
+bool grace_pending_here(void);
+/* grace_finish if this CPU has a pending region revoke whose grace period
+ * is over (objects lock shared, nothing else held). */
+void grace_finish_due(void);
+/* A retype from region r that does not fit: KEEL_E_FINISH if this CPU's
+ * pending revoke holds r's memory, KEEL_E_RETRY if another CPU's does
+ * (exclusive finishes it), else KEEL_E_OK.  Under the capability lock. */
+long grace_region_pending(const struct slot *r);
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 
@@ -220,6 +239,27 @@ void kernel_upgrade(void);
  * must be looked up again. */
 void kernel_regrace(void);
 
+/* Halted waits (wait.c).  A wait that has spun wait_spins_before_halt
+ * turns sets this CPU's bit in wait_halted, looks at its condition once
+ * more, and halts (arch_wait_halt) until kicked: with more vCPUs than host
+ * cores the CPU waited for may be one the host does not run, and a
+ * spinning waiter keeps the host core from it.  Whoever ends a wait - a
+ * CPU releasing the objects lock or a per-object lock, acknowledging a
+ * request - then finds wait_halted non-zero and kicks every CPU in it
+ * (kernel_kick_waiters): one load and a branch on each of those paths.
+ * A kick lost between a release and its load of the mask (the load may
+ * pass the store on x86) costs a halted waiter one timer tick, which a
+ * halted wait still takes. */
+extern volatile u64 wait_halted;
+extern u32 wait_spins_before_halt; /* keel.waitspin=N; 0: spin only */
+void kernel_kick_waiters(void);
+
+static inline __attribute__((always_inline)) void kernel_wake_waiters(void)
+{
+    if (__builtin_expect(__atomic_load_n(&wait_halted, __ATOMIC_RELAXED) != 0, 0))
+        kernel_kick_waiters();
+}
+
 /* Drops the objects lock, whichever way this CPU holds it: a plain store
  * (no atomic operation on the way out). */
 static inline __attribute__((always_inline)) void kernel_leave(void)
@@ -234,6 +274,7 @@ static inline __attribute__((always_inline)) void kernel_leave(void)
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
+    kernel_wake_waiters();
 }
 
 /* kernel_leave for a CPU known to hold the objects lock shared. */
@@ -242,6 +283,7 @@ static inline __attribute__((always_inline)) void kernel_leave_shared(struct cpu
     __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
+    kernel_wake_waiters();
 }
 
 /* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
@@ -260,8 +302,8 @@ void obj_lock_spin(spinlock_t *l);
 void lockstat_lock(spinlock_t *l, u32 cls); /* wait.c: obj_lock, counted */
 #endif
 /* One turn of any wait in the kernel (wait.c): serves requests from
- * other CPUs (the CPU waited for may be waiting for this one) and lets the
- * watchdog look. */
+ * other CPUs (the CPU waited for may be waiting for this one), lets the
+ * watchdog look, and after a while halts until kicked (above). */
 void kernel_spin_turn(u32 *spins);
 
 /* One CPU: nothing to exclude (kernel code runs with interrupts off). */
@@ -286,6 +328,7 @@ static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 
         LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
     spin_unlock(l);
     lock_release(cls);
+    kernel_wake_waiters();
 }
 /* Leaves the kernel on this CPU: runs the current thread if it may go on,
  * else the next runnable one, else idles.  Never returns. */
