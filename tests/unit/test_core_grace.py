@@ -57,7 +57,8 @@ long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t labe
 NCPUS = 3
 RETRY = -1  # KEEL_E_RETRY: never seen by users, so not in the ABI's error list
 GRACE = -2  # KEEL_E_GRACE: likewise
-PENDING = -3  # KEEL_E_PENDING: a region's revoke waits for its grace period to destroy
+PENDING = -3  # KEEL_E_PENDING: a region's revoke destroys after the grace period
+FINISH = -4  # KEEL_E_FINISH: a call that needs this CPU's pending revoke finished first
 
 
 class SharedWorld(World):
@@ -129,6 +130,16 @@ class SharedWorld(World):
             self.lib.host_grace_finish(self.cpu)
             self.check_held()
             err = 0
+        if err == FINISH:
+            # kernel_regrace, grace_finish, then the call again shared
+            for cpu in list(self.held):
+                self.leave(cpu)
+            self.lib.host_grace_finish(self.cpu)
+            res = self.ffi.new("uint64_t[6]")
+            self.lib.host_enter(self.cpu)
+            err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
+            self.lib.host_leave(self.cpu)
+            self.check_held()
         if err == GRACE:
             # kernel_regrace: holding nothing, the caller waits for every CPU
             # in the kernel to leave it, then runs the call again shared
@@ -412,5 +423,44 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     assert w.body(B, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
     assert w.call(CNODE_SLOT, "cnode_delete", FIRST_FREE + 50)[0] == 0
     assert w.call(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    check_invariants(w)
+
+
+def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
+    shared: SharedWorld,
+) -> None:
+    """A region's revoke returns without waiting for its grace period
+    (KEEL_E_PENDING); until the objects are destroyed (grace_finish) the retired
+    slots stay as they are, even once no CPU reads them - a fill into one is
+    refused (KEEL_E_GRACE) - and a retype that needs the region's memory asks
+    for the revoke to be finished first (KEEL_E_FINISH); afterwards both run."""
+    w = shared
+    w.reset()
+    w.cpu = 0
+    region = FIRST_FREE + 40
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
+    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+
+    def raw(cap: int, name: str, *args: int) -> int:
+        argv = w.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
+        res = w.ffi.new("uint64_t[6]")
+        w.lib.host_enter(0)
+        err = w.lib.host_invoke_on(0, cap, w.abi.CALLS[name][0], argv, res)
+        w.lib.host_leave(0)
+        return int(err)
+
+    assert raw(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    assert not {A, B} & set(w.slots())
+    assert w.body(A, w.T["endpoint"])[6] != 0, "destroyed before grace_finish"
+    # No CPU is in the kernel: the grace period is over, the revoke is not.
+    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == GRACE
+    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == FINISH
+    w.lib.host_grace_finish(0)
+    assert w.body(A, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
+    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     check_invariants(w)

@@ -89,7 +89,10 @@ void lapic_send_ipi(u32 apic_id, u32 low)
 }
 
 /* sti; hlt with the task priority at TPR_WAIT (layout.h), so that only the
- * interrupts trap_dispatch serves without any lock can end the halt. */
+ * interrupts trap_dispatch serves without any lock can end the halt.  No
+ * caller serves an interrupt it has not acknowledged yet but a device's
+ * (entry.c): an IPI or the timer in service would hold back the kicks and
+ * requests that end the wait. */
 void arch_wait_halt(void)
 {
     lapic_write(LAPIC_TPR, TPR_WAIT);

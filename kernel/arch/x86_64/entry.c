@@ -149,10 +149,13 @@ void trap_from_user(struct trap_frame *f)
         sched_exit_kernel();
     }
     if (v == VEC_IPI_WAKEUP) {
+        /* Acknowledged first: kernel_enter may wait, and a wait that halts
+         * (wait.c) must take the IPIs, which a vector in service of the
+         * same class would hold back. */
+        lapic_eoi();
         kernel_enter();
         c->need_resched = 1;
         cpu_serve_requests();
-        lapic_eoi();
         sched_exit_kernel();
     }
     if (v == VEC_IRQ_BASE + 4) {

@@ -105,7 +105,10 @@
  * objects lock; a TLB shootdown is made by shared holders too, holding a
  * mapping and a vspace lock.  So every wait for a lock except a runqueue
  * lock (whose holders never wait for anything), and every wait for another
- * CPU's acknowledgement, serves this CPU's pending requests while it spins.
+ * CPU's acknowledgement, serves this CPU's pending requests while it spins,
+ * and halts after a while until kicked (below: wait_halted); a halted
+ * waiter takes the IPIs and the timer tick, and no device interrupt, which
+ * would want the objects lock.
  */
 #ifndef KEEL_SCHED_H
 #define KEEL_SCHED_H
