@@ -28,11 +28,13 @@ void lock_release(u32 cls)
 
 /* -- waiting ---------------------------------------------------------------- */
 
-/* Halted waits (sched.h).  About 16 turns of a wait are 150-200 us of
- * emulated kernel code on kvm_pvm: longer than most capability-lock holds
- * and most calls a grace period waits for, when the CPU waited for runs;
- * shorter than a host time slice, when it does not. */
-#define WAIT_SPINS_BEFORE_HALT 16
+/* Halted waits (sched.h).  4 turns of a wait are some 40-50 us of
+ * emulated kernel code on kvm_pvm, far shorter than a host time slice (the
+ * wait when the CPU waited for is not run).  Alternating boot by boot with
+ * 4 vCPUs on 2 host cores, the storm made more objects per second with 4
+ * than with 16 or 64 turns, and with 16 than spinning only
+ * (docs/benchmarks.md); with 2 vCPUs they were alike. */
+#define WAIT_SPINS_BEFORE_HALT 4
 
 volatile u64 wait_halted;
 u32 wait_spins_before_halt = WAIT_SPINS_BEFORE_HALT;
