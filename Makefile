@@ -35,7 +35,7 @@ venv: $(VENV)/.stamp $(VENV)/.launcher
 
 # The KVM bindings are compiled against the system's <linux/kvm.h>.
 FFI_STAMP := $(BUILD)/ffi/.stamp
-$(FFI_STAMP): vmm/kvm/ffi_build.py vmm/kvm/ffi_state.py /usr/include/linux/kvm.h $(VENV)/.stamp
+$(FFI_STAMP): vmm/kvm/ffi_build.py vmm/kvm/ffi_state.py vmm/kvm/blkfast.c /usr/include/linux/kvm.h $(VENV)/.stamp
 	$(PY) -m vmm.kvm.ffi_build
 	@touch $@
 

@@ -353,6 +353,13 @@ def _build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = _join_dash_values(sys.argv[1:] if argv is None else argv)
+    for arg in argv:
+        if arg.startswith("--") and arg.endswith("=--"):
+            # argparse reads `--opt=--` as an empty list, past the option's type
+            # check (`--hang-timeout=--` would be a list, not seconds)
+            print(f"keel: error: {arg}: '--' is not a value (see 'keel --help')",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     args: Any = runargs.parse(argv)
     if args is None:
         args = _build_parser().parse_args(argv)

@@ -34,6 +34,7 @@ class GuestMemory:
         # would be RAM that ``contains`` denies (a restored snapshot's rings).
         self._ranges: list[tuple[int, int]] = []
         self._views: list[tuple[int, int, memoryview]] = []  # (first, end, view), for ``view``
+        self._hosts: list[tuple[int, int, int]] = []  # (first, end, host address), for ``host``
         for gpa, size in slots:
             mm = mmap.mmap(
                 -1,
@@ -47,6 +48,7 @@ class GuestMemory:
         self.slots.append((gpa, size, mm, memoryview(mm), ffi.from_buffer(mm)))
         self._ranges.append((gpa, gpa + size))
         self._views.append((gpa, gpa + size, self.slots[-1][3]))
+        self._hosts.append((gpa, gpa + size, int(ffi.cast("uintptr_t", self.slots[-1][4]))))
 
     @classmethod
     def from_file(cls, slots: list[tuple[int, int, int]], fd: int) -> GuestMemory:
@@ -78,6 +80,21 @@ class GuestMemory:
                 return view[gpa - base : end - base]
         raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is outside guest RAM")
 
+    def host(self, gpa: int, length: int) -> int:
+        """The host address of ``[gpa, gpa + length)``, which must lie in one slot
+        (for C code that moves data in place; valid while the memory is open)."""
+        if gpa < 0 or length < 0:
+            raise GuestMemoryError(f"bad guest range {gpa:#x}+{length:#x}")
+        end = gpa + length
+        for base, last, host in self._hosts:
+            if base <= gpa and end <= last:
+                return host + gpa - base
+        raise GuestMemoryError(f"guest range {gpa:#x}+{length:#x} is outside guest RAM")
+
+    def host_ranges(self) -> list[tuple[int, int, int]]:
+        """(first, end, host address) of every slot: what ``host`` and ``contains`` use."""
+        return list(self._hosts)
+
     def contains(self, gpa: int, length: int) -> bool:
         """True when ``[gpa, gpa + length)`` lies inside one RAM slot."""
         if gpa < 0 or length < 0:
@@ -102,3 +119,4 @@ class GuestMemory:
         self.slots.clear()
         self._ranges.clear()
         self._views.clear()
+        self._hosts.clear()

@@ -112,6 +112,8 @@ def parse(argv: Sequence[str]) -> SimpleNamespace | None:
                 return None
             value = argv[i]
             i += 1
+        if value == "--":
+            return None  # argparse reads it as an empty list; vmm.cli refuses it
         if name in APPENDS:
             seen = out[APPENDS[name]]
             assert isinstance(seen, list)

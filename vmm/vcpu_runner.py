@@ -159,6 +159,11 @@ class VcpuRunner:
         self.result: ExitResult | None = None
         # Serves KVM_EXIT_DEBUG in the vCPU's thread while a debugger is attached.
         self.debug_hook: Callable[[VcpuSlot, exits.DebugExit], None] | None = None
+        # While set (the debugger single-steps the continuing vCPUs), called in a
+        # vCPU's thread before each of its steps: the debugger may execute the
+        # vCPU's next instruction itself (a HLT, which the host's KVM must not
+        # single-step: vmm/gdb/target.py).
+        self.debug_prepare: Callable[[VcpuSlot], None] | None = None
         # While set (a watchpoint armed), a vCPU for which it answers True takes
         # debug_lock around its step and the hook, so the vCPU whose step is
         # followed by a change of a watched value is the one that made it.
@@ -271,6 +276,8 @@ class VcpuRunner:
                     continue
                 start = clock()
                 stats.vmm_ns += start - now
+                if self.debug_prepare is not None:
+                    self.debug_prepare(slot)
                 if self.debug_exclusive is not None:
                     held = self._debug_acquire(slot)
                 raw = run()
@@ -292,7 +299,7 @@ class VcpuRunner:
                 ex = handle_exit(raw, pio, mmio)
                 if type(ex) is exits.DebugExit and self.debug_hook is not None:
                     if not held and self.debug_exclusive is not None:
-                        # a step that ran beside the others (a hlt): its check
+                        # a step that ran beside the others (a halted vCPU's): its check
                         # still must not interleave with another vCPU's step
                         held = self.debug_lock.acquire(timeout=DEBUG_LOCK_WAIT)
                     self.debug_hook(slot, ex)  # the gdb stub (vmm.gdb)

@@ -105,6 +105,13 @@ static u32 start_secondaries(void)
     u64 deadline = arch_time_us() + AP_BOOT_TIMEOUT_US;
     u32 online;
     for (;;) {
+        /* The boot CPU halts between looks instead of spinning: each AP sends it
+         * a wake-up when it is online (cpu_secondary_main), the timer at the
+         * latest a tick later.  A spinning vCPU kept its host core busy while
+         * the APs waited for theirs, and lost its place to other work on the
+         * host by the time they were done.  Interrupts are off from the look to
+         * the halt (sti takes effect with hlt), so no wake-up is missed. */
+        arch_irq_disable();
         online = 0;
         bool waiting = false;
         for (u32 i = 0; i < cpu_count; i++) {
@@ -123,8 +130,9 @@ static u32 start_secondaries(void)
             }
             deadline = ~0ul; /* CPUs already booting get to finish */
         }
-        arch_cpu_relax();
+        arch_idle();
     }
+    arch_irq_enable();
     return online;
 }
 
@@ -255,6 +263,7 @@ __noreturn void cpu_secondary_main(void)
 
     printk("keel: cpu %u online (apic %u)\n", c->index, c->hw_id);
     __atomic_store_n(&c->state, CPU_ONLINE, __ATOMIC_RELEASE);
+    arch_wake_cpu(&cpus[0]); /* the boot CPU halts until its APs are up */
     for (;;) {
         arch_irq_disable();
         if (READ_ONCE(sched_started))

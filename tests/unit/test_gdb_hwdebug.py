@@ -137,12 +137,30 @@ class _Vcpu:
     def __init__(self, index: int) -> None:
         self.index = index
         self.debug: tuple[int, tuple[int, ...]] | None = None
+        self.rip = 0x1000
+        self.shadow = 0  # an STI's interrupt shadow
+        self.mp = int(lib.KVM_MP_STATE_RUNNABLE)
 
     def set_guest_debug(self, control: int, debugreg: tuple[int, ...] = ()) -> None:
         self.debug = (control, debugreg)
 
     def mp_state(self) -> int:
-        return int(lib.KVM_MP_STATE_RUNNABLE)
+        return self.mp
+
+    def set_mp_state(self, mp_state: int) -> None:
+        self.mp = mp_state
+
+    def get_regs(self) -> dict[str, int]:
+        return {"rip": self.rip}
+
+    def set_regs(self, rip: int) -> None:
+        self.rip = rip
+
+    def get_sregs(self) -> SimpleNamespace:
+        return SimpleNamespace(cs=SimpleNamespace(selector=0x8))
+
+    def clear_interrupt_shadow(self) -> None:
+        self.shadow = 0
 
 
 class _Ram:
@@ -162,11 +180,12 @@ def _target(hw_bps: int) -> tuple[object, list[_Vcpu], _Ram, list[str]]:
     vcpus = [_Vcpu(0), _Vcpu(1)]
     events: list[str] = []
     runner = SimpleNamespace(slots=[SimpleNamespace(vcpu=v) for v in vcpus], debug_hook=None,
-                             debug_exclusive=None,
+                             debug_exclusive=None, debug_prepare=None,
                              request_pause=lambda: events.append("pause"))  # fmt: skip
     ram = _Ram()
     system = SimpleNamespace(check_extension=lambda cap: hw_bps)
-    machine = SimpleNamespace(runner=runner, kernel=SimpleNamespace(segments=(), end=0),
+    kernel = SimpleNamespace(segments=(SimpleNamespace(paddr=0x1000),), end=0x2000)
+    machine = SimpleNamespace(runner=runner, kernel=kernel,
                               guest=SimpleNamespace(system=system), guest_memory=ram,
                               state=State.RUNNING, result=None)  # fmt: skip
     target = DebugTarget(machine)  # type: ignore[arg-type]
@@ -210,3 +229,37 @@ def test_debug_target_keeps_single_step_without_hardware_breakpoints(
     t.resume()
     want = lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP
     assert all(v.debug == (want, ()) for v in vcpus) and t.runner.debug_hook == t._on_debug
+
+
+def test_the_stub_executes_a_hlt_instead_of_single_stepping_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A HLT single-stepped by kvm_pvm leaves the vCPU running with the halt
+    still pending (it halted later, anywhere): the stub executes it itself."""
+    monkeypatch.delenv("KEEL_GDB_BREAKPOINTS", raising=False)
+    target, vcpus, ram, _ = _target(0)
+    t: Any = target
+    slots = t.runner.slots
+    ram.data[0x1234] = 0xF4  # hlt
+    vcpus[0].rip, vcpus[0].shadow = 0x1234, 1  # after an sti
+    vcpus[1].rip = 0x1300
+    t.insert(2, 0x1800, 8, 1)  # a watchpoint: the continue single-steps
+    t.resume()
+    assert t.runner.debug_prepare == t._prepare_step
+    for slot in slots:
+        t.runner.debug_prepare(slot)
+    halted = int(lib.KVM_MP_STATE_HALTED)
+    assert (vcpus[0].rip, vcpus[0].shadow, vcpus[0].mp) == (0x1235, 0, halted)
+    assert (vcpus[1].rip, vcpus[1].mp) == (0x1300, int(lib.KVM_MP_STATE_RUNNABLE))
+    # a halted vCPU's step lasts until an interrupt: it steps beside the others
+    assert not t._exclusive(slots[0]) and t._exclusive(slots[1])
+    t.runner.debug_prepare(slots[0])  # still halted: nothing more to execute
+    assert vcpus[0].rip == 0x1235
+    t._on_debug(slots[0], DebugExit(hwdebug.DB_VECTOR, 0x1100, 0))  # woken: its handler
+    assert t._exclusive(slots[0])
+    # gdb's stepi over a hlt: executed the same way, without entering the guest
+    vcpus[1].rip = 0x1234
+    assert t.step(2).thread == 2
+    assert (vcpus[1].rip, vcpus[1].mp) == (0x1235, halted)
+    t.detach()
+    assert t.runner.debug_prepare is None

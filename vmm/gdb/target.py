@@ -13,14 +13,25 @@ breakpoints or watchpoints armed single-steps every vCPU in its own thread
 and stops all of them when one is about to execute a breakpoint's address,
 or when a watched range changed value.  While a watchpoint is armed, each
 vCPU's step and the check after it run alone (the runner's ``debug_lock``),
-so the vCPU reported is the one whose instruction changed the value (a vCPU
-about to ``hlt`` or not yet started steps beside the others, as its step
-lasts until an interrupt, but checks alone).  That covers kernel code only: in
+so the vCPU reported is the one whose instruction changed the value (a halted
+vCPU or one not yet started steps beside the others, as its step lasts until
+an interrupt, but checks alone).  That covers kernel code only: in
 guest user mode a single-step trap goes to the guest, not to the VMM, so
 breakpoints in user space are refused with a message, as are read and
 access watchpoints (they need debug registers).  Where the host offers
 hardware breakpoints, ``vmm.gdb.hwdebug`` serves them through KVM instead
 (``strategy``: "kvm" or "single-step", probed when gdb connects).
+
+A ``hlt`` is never single-stepped by KVM: the stub executes it itself (the
+vCPU's pc past it, out of an ``sti``'s interrupt shadow, halted until an
+interrupt: ``_execute_hlt``), in a step as in a stepping continue.  The host's
+KVM (kvm_pvm, whose emulator runs guest supervisor code) ends a single step
+over a ``hlt`` before it halts the vCPU and keeps the halt pending: the vCPU
+does not halt there, and halts after the first instruction it executes
+without single-stepping, wherever that is - in an interrupt handler, with
+interrupts off, it never woke again (tests/boot/test_gdb.py, the idle vCPU
+tests; the boot CPU waiting for its APs with ``sti; hlt`` hung half of the
+gdb sessions of that test).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from vmm.gdb import hwdebug, regs
 from vmm.gdb.paging import translate
 from vmm.kvm import exits
 from vmm.kvm.ffi import lib
+from vmm.kvm.vcpu import Vcpu
 from vmm.machine import Machine, State
 from vmm.memory import GuestMemoryError
 from vmm.vcpu_runner import (
@@ -83,8 +95,10 @@ class DebugTarget:
         self.last = Stop(1)
         self._stop: Stop | None = None
         self._stopped = threading.Event()
-        # While watching: each started vCPU's next pc, and kernel pages translated
+        # While stepping: each started vCPU's next pc, the vCPUs halted (their
+        # next step lasts until an interrupt), and kernel pages translated
         self._next_pc: dict[int, int] = {}
+        self._halted: set[int] = set()
         self._code_pages: dict[int, int | None] = {}
         image = machine.kernel
         low = min((s.paddr for s in image.segments), default=0)
@@ -138,13 +152,20 @@ class DebugTarget:
         if self.kvm is not None:
             control, debugreg = self.kvm.arm()
         self._next_pc.clear()
+        self._halted.clear()
         self._code_pages.clear()
         for slot in self.runner.slots:
             slot.vcpu.set_guest_debug(control, debugreg)
-            if self.watchpoints and slot.vcpu.mp_state() not in NOT_STARTED:
+            if not stepping:
+                continue
+            mp_state = slot.vcpu.mp_state()
+            if mp_state not in NOT_STARTED:
                 self._next_pc[slot.vcpu.index] = slot.vcpu.get_regs()["rip"]
+            if mp_state == lib.KVM_MP_STATE_HALTED:
+                self._halted.add(slot.vcpu.index)
         hook = self._on_kvm_debug if self.kvm is not None else self._on_debug
         self.runner.debug_hook = hook if control else None
+        self.runner.debug_prepare = self._prepare_step if stepping else None
         self.runner.debug_exclusive = self._exclusive if self.watchpoints else None
         if self.machine.state is State.PAUSED:
             self.machine.resume()
@@ -169,6 +190,9 @@ class DebugTarget:
         self.last = Stop(vcpu.index + 1)
         if vcpu.mp_state() in NOT_STARTED:
             return self.last  # nothing to step before the guest starts this vCPU
+        if self._at_hlt(vcpu.index + 1, vcpu.get_regs()["rip"]):
+            _execute_hlt(vcpu)  # the step is done: the vCPU halted past the hlt
+            return self.last
         me = threading.get_ident()
         timer = threading.Timer(STEP_TIMEOUT, _kick, (vcpu, me))
         vcpu.set_guest_debug(lib.KVM_GUESTDBG_ENABLE | lib.KVM_GUESTDBG_SINGLESTEP)
@@ -213,26 +237,44 @@ class DebugTarget:
             self.halt()
             self.detach()
 
-    def _exclusive(self, slot: VcpuSlot) -> bool:
-        """Whether this vCPU's next step runs alone (the runner's debug_lock): yes,
-        unless it has not started (its first step waits for a startup IPI) or is
-        about to halt (its step lasts until an interrupt).  So the vCPU after
-        whose step a watched value changed is the vCPU that changed it."""
-        pc = self._next_pc.get(slot.vcpu.index)
-        if pc is None:
+    def _prepare_step(self, slot: VcpuSlot) -> None:
+        """Before a continuing vCPU's step (its own thread): a hlt is executed here,
+        never single-stepped by KVM (the module's docstring says why)."""
+        index = slot.vcpu.index
+        pc = self._next_pc.get(index)
+        if pc is None or index in self._halted:
+            return
+        if self._at_hlt(index + 1, pc):
+            _execute_hlt(slot.vcpu)
+            self._halted.add(index)
+
+    def _at_hlt(self, thread: int, pc: int) -> bool:
+        """Whether the vCPU's next instruction, at pc, is a hlt in kernel code."""
+        if not self._kernel_code(pc):
             return False
         page = pc & ~0xFFF
         base = self._code_pages.get(page, -1)
         if base == -1:
-            base = self._translate(slot.vcpu.index + 1, page)
+            base = self._translate(thread, page)
             if page >= KERNEL_HALF:  # the same in every address space: kept till resume
                 self._code_pages[page] = base
-        return base is None or self._read_phys(base | (pc & 0xFFF), 1) != HLT
+        if base is None or self._read_phys(base | (pc & 0xFFF), 1) != HLT:
+            return False
+        return not self.slot(thread).vcpu.get_sregs().cs.selector & 3  # CPL 0
+
+    def _exclusive(self, slot: VcpuSlot) -> bool:
+        """Whether this vCPU's next step runs alone (the runner's debug_lock): yes,
+        unless it has not started (its first step waits for a startup IPI) or is
+        halted (its step lasts until an interrupt).  So the vCPU after whose step
+        a watched value changed is the vCPU that changed it."""
+        index = slot.vcpu.index
+        return index in self._next_pc and index not in self._halted
 
     def _on_debug(self, slot: VcpuSlot, ex: exits.DebugExit) -> None:
         """A step of a continuing vCPU (its own thread): stop at a breakpoint or
         when a watched range changed."""
         self._next_pc[slot.vcpu.index] = ex.pc
+        self._halted.discard(slot.vcpu.index)  # it ran an instruction: it woke
         if ex.pc in self.breakpoints:
             self._report(Stop(slot.vcpu.index + 1, SIGTRAP, "swbreak:;"))
             return
@@ -358,6 +400,15 @@ class DebugTarget:
             self.breakpoints.discard(addr)
         elif kind == 2:
             self.watchpoints.pop((addr, length), None)
+
+
+def _execute_hlt(vcpu: Vcpu) -> None:
+    """Execute the hlt at the vCPU's pc as the processor does: its pc past it,
+    out of the interrupt shadow of an ``sti`` just before (the hlt ends it, so
+    ``sti; hlt`` wakes at the next interrupt), halted until an interrupt."""
+    vcpu.set_regs(rip=vcpu.get_regs()["rip"] + len(HLT))
+    vcpu.clear_interrupt_shadow()
+    vcpu.set_mp_state(lib.KVM_MP_STATE_HALTED)
 
 
 def _kick(vcpu: object, thread_ident: int) -> None:

@@ -171,6 +171,22 @@ class Vcpu:
         ioctl(self.fd, lib.KVM_GET_MP_STATE, state, what="KVM_GET_MP_STATE")
         return int(state.mp_state)
 
+    def set_mp_state(self, mp_state: int) -> None:
+        """KVM_SET_MP_STATE (KVM_MP_STATE_*)."""
+        state = ffi.new("struct kvm_mp_state *")
+        state.mp_state = mp_state
+        ioctl(self.fd, lib.KVM_SET_MP_STATE, state, what="KVM_SET_MP_STATE")
+
+    def clear_interrupt_shadow(self) -> None:
+        """End the one-instruction interrupt shadow of an STI or MOV SS, if any
+        (KVM_GET/SET_VCPU_EVENTS; everything else is written back as read)."""
+        events = ffi.new("struct kvm_vcpu_events *")
+        ioctl(self.fd, lib.KVM_GET_VCPU_EVENTS, events, what="KVM_GET_VCPU_EVENTS")
+        if events.interrupt.shadow:
+            events.interrupt.shadow = 0
+            events.flags |= lib.KVM_VCPUEVENT_VALID_SHADOW
+            ioctl(self.fd, lib.KVM_SET_VCPU_EVENTS, events, what="KVM_SET_VCPU_EVENTS")
+
     def close(self) -> None:
         if self.fd >= 0:
             self._page.release()

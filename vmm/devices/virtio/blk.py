@@ -22,12 +22,21 @@ import os
 import stat
 import struct
 import threading
+from collections.abc import Callable
 
 from vmm.devices.virtio.device import ID_BLOCK, VirtioDevice
-from vmm.devices.virtio.queue import Buffer, Chain, DmaGuard, QueueError, Virtqueue
+from vmm.devices.virtio.queue import (
+    Buffer,
+    Chain,
+    DmaGuard,
+    GuestRam,
+    QueueError,
+    Virtqueue,
+    ring_sizes,
+)
 from vmm.devices.virtio.queue import views as guest_views
 from vmm.errors import ConfigError
-from vmm.kvm.ffi import lib
+from vmm.kvm.ffi import ffi, lib
 
 SECTOR = 512
 F_SEG_MAX = 1 << 2
@@ -100,6 +109,103 @@ class Writeback:
         os.close(self._wake)
 
 
+class FastPath:
+    """virtio-blk's usual request served in C (vmm/kvm/blkfast.c): ``parse`` takes
+    the chains at the head of the available ring that ``read_chain`` would accept
+    as header, data and status with the DMA windows allowing each buffer;
+    ``serve`` serves them in order as ``BlockDevice._serve_chain`` would, handing
+    it back any whose header asks for something else.  Python validates and
+    serves everything after the first chain C does not take, as before."""
+
+    def __init__(self, dev: BlockDevice, mem: GuestRam) -> None:
+        self.mem = mem
+        self.q = ffi.new("struct keel_blk_queue *")
+        self.reqs = ffi.new("struct keel_blk_req[]", dev.queue_max)
+        ranges = mem.host_ranges()  # type: ignore[attr-defined]
+        self.ram = ffi.new("uint64_t[]", [v for r in ranges for v in r])
+        self.q.ram, self.q.nram = self.ram, len(ranges)
+        self.q.fd, self.q.readonly, self.q.capacity = dev.fd, dev.readonly, dev.capacity
+        self.dev = dev
+        self._runs: object = None  # the DmaWindows runs the C arrays below copy
+        self._arrays: list[object] = []
+        self._batch: tuple[Virtqueue | None, int, bool] = (None, 0, False)  # queue, batch, ok
+
+    def begin(self, q: Virtqueue) -> bool:
+        """Point the C queue at this batch's rings and DMA runs (once a batch: its
+        rounds share them); False when it cannot serve this queue now."""
+        last, batch, ok = self._batch
+        if last is q and batch == q.batches:
+            return ok
+        ok = self._begin(q)
+        self._batch = (q, q.batches, ok)
+        return ok
+
+    def _begin(self, q: Virtqueue) -> bool:
+        # The rings as wholes, as ``Virtqueue.begin`` checked them (in RAM: checked
+        # at set-up); C reads and writes them in place.
+        d_len, a_len, u_len = ring_sizes(q.size, q.event_idx)
+        rings = ((q.desc, d_len, False), (q.driver, a_len, False), (q.device, u_len, True))
+        dma, host, c = q.dma, self.mem.host, self.q  # type: ignore[attr-defined]
+        if dma is not None and not all(dma.allows(*ring) for ring in rings):
+            return False
+        c.table, c.avail, c.used = (host(a, n) for a, n, _ in rings)
+        c.size = q.size
+        if dma is None:
+            c.nrd = c.nwr = -1
+            return True
+        covers_of = getattr(dma, "covers", None)
+        if covers_of is None:
+            return False  # a guard asked access by access (``allows``)
+        covers = covers_of()
+        if covers is None:
+            c.nrd = c.nwr = -1
+            return True
+        (rs, re), (ws, we) = covers
+        if self._runs is not rs or self._arrays[4] is not ws:  # swapped whole on a change
+            self._arrays = [ffi.new("uint64_t[]", v or [0]) for v in (rs, re, ws, we)]
+            self._arrays.append(ws)
+            self._runs = rs
+        c.rd_starts, c.rd_ends, c.wr_starts, c.wr_ends = self._arrays[:4]
+        c.nrd, c.nwr = len(rs), len(ws)
+        return True
+
+    def parse(self, q: Virtqueue) -> int:
+        """How many chains from the queue's next one on C takes (consumed)."""
+        c = self.q
+        c.next_avail = q.next_avail
+        n: int = lib.keel_blk_parse(c, self.reqs)
+        q.next_avail = (q.next_avail + n) & 0xFFFF
+        return n
+
+    def serve(self, q: Virtqueue, n: int, serve_chain: ServeChain, flushes: list[tuple[int, int]]
+              ) -> None:  # fmt: skip
+        """Serve the ``n`` parsed chains, in order."""
+        c, reqs, dev = self.q, self.reqs, self.dev
+        k = 0
+        while k < n:
+            c.used_idx = q.used_idx
+            c.bytes = c.requests = c.errors = c.wrote = 0
+            k = lib.keel_blk_serve(c, reqs, k, n)
+            q.used_idx = c.used_idx
+            q.requests += c.requests
+            q.bytes += c.bytes
+            dev.errors += c.errors
+            if c.wrote:
+                dev.wrote = True
+            if k < n:  # a request C leaves to Python
+                r = reqs[k]
+                buffers = (
+                    Buffer(r.hdr, HEADER.size, False),
+                    Buffer(r.data, r.data_len, bool(r.data_write)),
+                    Buffer(r.status, 1, True),
+                )
+                serve_chain(q, r.head, buffers, flushes)
+                k += 1
+
+
+ServeChain = Callable[[Virtqueue, int, tuple[Buffer, ...], list[tuple[int, int]]], None]
+
+
 class BlockDevice(VirtioDevice):
     device_id = ID_BLOCK
     kind = "disk"
@@ -107,6 +213,7 @@ class BlockDevice(VirtioDevice):
     queue_max = 256
     serve_on_notify = True  # (vmm.devices.virtio.mmio; docs/benchmarks.md measures why)
     inline = True  # serve the usual request layout in ``service`` (False: tests compare)
+    fast = True  # ... in C when it can (vmm/kvm/blkfast.c; False: tests compare)
 
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
         super().__init__(os.fspath(path))
@@ -131,6 +238,7 @@ class BlockDevice(VirtioDevice):
             raise
         self.capacity = size // SECTOR  # a partial last sector is not addressable
         self.writeback: Writeback | None = None  # started at the first write
+        self._fast: FastPath | None = None  # made at the first batch
         self.wrote = False  # a write completed in this batch
         self.serial = os.path.basename(self.backing).encode()[:ID_BYTES]
 
@@ -145,43 +253,17 @@ class BlockDevice(VirtioDevice):
         q = queues[0]
         if q is None:
             return False
-        chains = q.pop_all()
         flushes: list[tuple[int, int]] = []
-        request, push, view, fd = self._request, q.push, self.mem.view, self.fd
-        capacity, inline = self.capacity, self.inline
+        fast = self._fast_path(q) if self.inline else None
+        # The usual requests at the head of the ring, parsed in C (the rest below,
+        # as before; a chain C does not take ends its prefix).
+        parsed = fast.parse(q) if fast is not None else 0
+        chains = q.pop_all()
+        if parsed:
+            assert fast is not None
+            fast.serve(q, parsed, self._serve_chain, flushes)
         for head, buffers, _, _ in chains:
-            # The usual request inline: a 16-byte header, one data buffer, a status
-            # byte (what _request serves, without its general layout handling).
-            if len(buffers) == 3 and inline:
-                (h_addr, h_len, h_write), (d_addr, d_len, d_write), (s_addr, s_len, s_write) = (
-                    buffers
-                )
-                if h_len == HEADER.size and not h_write and s_len == 1 and s_write:
-                    type_, _, sector = HEADER.unpack_from(view(h_addr, HEADER.size))
-                    if type_ == T_IN and d_write:
-                        fast = os.preadv
-                    elif type_ == T_OUT and not d_write and not self.readonly:
-                        fast = os.pwritev
-                    else:
-                        fast = None
-                    if fast is not None:
-                        status = S_IOERR
-                        if not d_len % SECTOR and sector + d_len // SECTOR <= capacity:
-                            try:
-                                if fast(fd, (view(d_addr, d_len),), sector * SECTOR) == d_len:
-                                    status = S_OK
-                            except OSError:
-                                pass
-                        if status != S_OK:
-                            self.errors += 1
-                        elif not d_write:
-                            self.wrote = True
-                        view(s_addr, 1)[0] = status
-                        push(head, d_len + 1 if status == S_OK and d_write else 1)
-                        continue
-            written = request(buffers, head, flushes)
-            if written:
-                push(head, written)
+            self._serve_chain(q, head, buffers, flushes)
         if flushes:  # one fdatasync for every flush of the batch, which then completes
             try:
                 os.fdatasync(self.fd)
@@ -193,10 +275,58 @@ class BlockDevice(VirtioDevice):
                 q.push(head, 1)
         elif self.wrote:  # start writing this batch's data out while the guest goes on
             if self.writeback is None:
-                self.writeback = Writeback(fd)
+                self.writeback = Writeback(self.fd)
             self.writeback.poke()
         self.wrote = False
-        return bool(chains)
+        return bool(chains) or bool(parsed)
+
+    def _serve_chain(
+        self, q: Virtqueue, head: int, buffers: tuple[Buffer, ...], flushes: list[tuple[int, int]]
+    ) -> None:
+        view = self.mem.view
+        # The usual request inline: a 16-byte header, one data buffer, a status
+        # byte (what _request serves, without its general layout handling).
+        if len(buffers) == 3 and self.inline:
+            (h_addr, h_len, h_write), (d_addr, d_len, d_write), (s_addr, s_len, s_write) = buffers
+            if h_len == HEADER.size and not h_write and s_len == 1 and s_write:
+                type_, _, sector = HEADER.unpack_from(view(h_addr, HEADER.size))
+                if type_ == T_IN and d_write:
+                    fast = os.preadv
+                elif type_ == T_OUT and not d_write and not self.readonly:
+                    fast = os.pwritev
+                else:
+                    fast = None
+                if fast is not None:
+                    status = S_IOERR
+                    if not d_len % SECTOR and sector + d_len // SECTOR <= self.capacity:
+                        try:
+                            if fast(self.fd, (view(d_addr, d_len),), sector * SECTOR) == d_len:
+                                status = S_OK
+                        except OSError:
+                            pass
+                    if status != S_OK:
+                        self.errors += 1
+                    elif not d_write:
+                        self.wrote = True
+                    view(s_addr, 1)[0] = status
+                    q.push(head, d_len + 1 if status == S_OK and d_write else 1)
+                    return
+        written = self._request(buffers, head, flushes)
+        if written:
+            q.push(head, written)
+
+    def _fast_path(self, q: Virtqueue) -> FastPath | None:
+        """The C path for this queue's batch, or None when it cannot be used: it is
+        off (``fast``), the queue checks its rings piece by piece this batch, or
+        memory, RAM check or DMA guard are not the ones it reproduces."""
+        if not self.fast or q.in_ram != getattr(self.mem, "contains", None):
+            return None
+        fp = self._fast
+        if fp is None or fp.mem is not self.mem:
+            if getattr(self.mem, "host_ranges", None) is None:
+                return None
+            fp = self._fast = FastPath(self, self.mem)
+        return fp if fp.begin(q) else None
 
     def _request(
         self, buffers: tuple[Buffer, ...], head: int, flushes: list[tuple[int, int]]

@@ -397,10 +397,12 @@ class Virtqueue:
         self._table: memoryview | None = None
         self._avail: memoryview | None = None
         self._used: memoryview | None = None
+        self.batches = 0  # ``begin`` calls: what a device set up for one batch is good for it
 
     def begin(self) -> None:
         """Start a batch: check each ring area as a whole against the DMA windows
         and take a view of each area allowed (guest RAM: checked at set-up)."""
+        self.batches += 1
         views: list[memoryview | None] = []
         for addr, length, write in self._areas:
             if self.dma is not None and not self.dma.allows(addr, length, write):
