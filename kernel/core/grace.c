@@ -307,7 +307,7 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
  *     a way out of the kernel (sched.c calls grace_finish_due), or waits for
  *     it holding nothing (kernel_regrace) before it idles, and when a call
  *     needs the region's memory or its pending list (KEEL_E_FINISH: a
- *     retype that would not fit otherwise, another region's revoke).  A
+ *     retype from the region, another region's revoke).  A
  *     timer tick brings it into the kernel to look.  grace_finish then has
  *     each object's
  *     destroy_idle hook destroy it under its own lock when nothing waits on
@@ -470,7 +470,7 @@ void grace_finish_due(void)
     }
 }
 
-/* A retype from r that does not fit: does a pending revoke hold r's memory?
+/* A retype from r: does a pending revoke hold r's memory?
  * Under the capability lock (which region_retire and region_release hold). */
 long grace_region_pending(const struct slot *r)
 {

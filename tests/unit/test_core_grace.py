@@ -391,8 +391,8 @@ def test_a_storm_round_runs_shared(shared: SharedWorld) -> None:
 def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorld) -> None:
     """A region's revoke, shared: step 1 retires every capability made from the
     region (KEEL_E_PENDING); a CPU that looked one up still reads it and its
-    object lives on, and a retype from the region meanwhile does not reuse the
-    objects' memory; step 2 (grace_finish, after every CPU left) destroys
+    object lives on, and a retype from the region meanwhile waits for step 2
+    (KEEL_E_FINISH), so it never reuses the objects' memory early; step 2 (grace_finish, after every CPU left) destroys
     them, and the whole region is free again."""
     w = shared
     w.reset()
@@ -413,15 +413,17 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     assert not {A, B, C} & set(w.slots())
     w.check_held()  # CPU 1 still reads B, and the endpoint is not destroyed
     assert w.body(B, w.T["endpoint"])[6] != 0
-    # A retype from the region meanwhile goes above the objects.
-    assert w.call(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT,
-                  FIRST_FREE + 50, 1)[0] == 0  # fmt: skip
-    assert w.body(FIRST_FREE + 50, 0)[3] >= ep + (1 << 14) + (1 << 12)
+    # A retype from the region meanwhile waits for the revoke to finish.
+    argv = w.ffi.new("uint64_t[6]", [w.T["notification"], 0, CNODE_SLOT, FIRST_FREE + 50, 1, 0])
+    w.lib.host_enter(0)
+    err = w.lib.host_invoke_on(0, region, w.abi.CALLS["untyped_retype"][0], argv, res)
+    w.lib.host_leave(0)
+    assert err == FINISH
+    assert ep != 0 and FIRST_FREE + 50 not in w.slots()
     assert 1 in w.held
     w.leave(1)
     w.lib.host_grace_finish(0)
     assert w.body(B, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
-    assert w.call(CNODE_SLOT, "cnode_delete", FIRST_FREE + 50)[0] == 0
     assert w.call(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, A, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     check_invariants(w)
@@ -433,8 +435,9 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     """A region's revoke returns without waiting for its grace period
     (KEEL_E_PENDING); until the objects are destroyed (grace_finish) the retired
     slots stay as they are, even once no CPU reads them - a fill into one is
-    refused (KEEL_E_GRACE) - and a retype that needs the region's memory asks
-    for the revoke to be finished first (KEEL_E_FINISH); afterwards both run."""
+    refused (KEEL_E_GRACE) - and a retype from the region asks for the revoke
+    to be finished first (KEEL_E_FINISH), so it finds the whole region free;
+    afterwards both run."""
     w = shared
     w.reset()
     w.cpu = 0

@@ -170,8 +170,8 @@ void grace_exclusive(void);
  * users. */
 #define KEEL_E_PENDING (-3l)
 /* Returned, before changing anything, by a call that needs this CPU's
- * pending region revoke finished (a retype that would not fit in the
- * region otherwise, another region's revoke): the caller waits for the
+ * pending region revoke finished (a retype from that region, another
+ * region's revoke): the caller waits for the
  * grace period holding nothing (kernel_regrace), runs grace_finish and the
  * call again; never seen by users. */
 #define KEEL_E_FINISH (-4l)
@@ -182,9 +182,9 @@ bool grace_pending_here(void);
 /* grace_finish if this CPU has a pending region revoke whose grace period
  * is over (objects lock shared, nothing else held). */
 void grace_finish_due(void);
-/* A retype from region r that does not fit: KEEL_E_FINISH if this CPU's
- * pending revoke holds r's memory, KEEL_E_RETRY if another CPU's does
- * (exclusive finishes it), else KEEL_E_OK.  Under the capability lock. */
+/* A retype from region r: KEEL_E_FINISH if this CPU's pending revoke holds
+ * r's memory, KEEL_E_RETRY if another CPU's does (exclusive finishes it),
+ * else KEEL_E_OK.  Under the capability lock. */
 long grace_region_pending(const struct slot *r);
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
