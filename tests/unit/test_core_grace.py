@@ -392,8 +392,9 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     """A region's revoke, shared: step 1 retires every capability made from the
     region (KEEL_E_PENDING); a CPU that looked one up still reads it and its
     object lives on, and a retype from the region meanwhile waits for step 2
-    (KEEL_E_FINISH), so it never reuses the objects' memory early; step 2 (grace_finish, after every CPU left) destroys
-    them, and the whole region is free again."""
+    (KEEL_E_FINISH), so it never reuses the objects' memory early; step 2
+    (grace_finish, after every CPU left) destroys them, and the whole region
+    is free again."""
     w = shared
     w.reset()
     w.cpu = 0
