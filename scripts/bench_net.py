@@ -155,7 +155,8 @@ def inside(runs: int, frames: int, qemu: bool, one: bool) -> None:
 def net_figures(runs: int, frames: int, one: bool = False) -> dict[str, Any]:
     """The runs' figures ({"keel": [...], "qemu": [...]}), measured in a network
     namespace made for them and removed after."""
-    ns = f"keelbench-{uuid.uuid4().hex[:8]}"
+    # the pid first: a test finds its own run's namespace among concurrent runs'
+    ns = f"keelbench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         args = [sys.executable, str(ROOT / "scripts" / "bench"), "--net-inside", "--runs",

@@ -37,6 +37,7 @@ HOOKS = {
     "init": ("bool", "struct cap *c, u32 user_bits"),
     "decode": ("long", "struct invocation *inv"),
     "destroy": ("void", "struct kobj *o"),
+    "destroy_idle": ("bool", "struct kobj *o"),
     "cap_deleted": ("void", "struct slot *s"),
     "cap_moved": ("void", "struct slot *s"),
     "children_deleted": ("void", "struct slot *s"),

@@ -86,7 +86,7 @@ void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
     struct tcb *t = kernel_enter_call(c);
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
                                                : fast_delete(t, cptr, a0);
-    if (err == KEEL_E_RETRY)
+    if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */
         syscall_general(arch_fast_frame(t), t);
     arch_fast_set_error(t, err);
     if (c->need_resched)

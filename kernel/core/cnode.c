@@ -37,7 +37,7 @@ long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 
     if (!src || !src->cap.type)
         return KEEL_E_INVALID_CAP;
     if (!slot_is_free(dst)) /* retired: exclusive, it is free (grace.c) */
-        return dst->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
+        return dst->retired ? KEEL_E_GRACE : KEEL_E_EXISTS;
     if (!cap_is_derivable(&src->cap) || rights > KEEL_RIGHT_ALL)
         return KEEL_E_INVALID_ARG;
     const struct object_type *ot = object_type_of(src->cap.type);

@@ -27,6 +27,11 @@ void console_input(const char *buf, size_t len)
     kernel_leave();
 }
 
+bool console_notification_used(const struct notification *n)
+{
+    return listener == n;
+}
+
 void console_notification_gone(struct notification *n)
 {
     if (listener == n)
@@ -88,6 +93,7 @@ long console_decode(struct invocation *inv)
     case KEEL_CALL_CONSOLE_POWEROFF:
         if (inv->arg[0] > 0xff)
             return KEEL_E_INVALID_ARG;
+        lockstat_print(); /* measuring builds (keel/lockstat.h) */
         arch_exit((int)inv->arg[0]);
     }
     return KEEL_E_UNKNOWN_CALL;

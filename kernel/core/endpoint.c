@@ -471,6 +471,18 @@ void endpoint_cancel_wait(struct tcb *t)
     t->wait_kind = WAIT_NONE;
 }
 
+bool endpoint_destroy_idle(struct kobj *o)
+{
+    struct endpoint *ep = (struct endpoint *)o;
+
+    ep_lock(ep);
+    bool idle = !ep->count && !ep->receivers && !ep->senders && !ep->room;
+    if (idle)
+        ep->hdr.type = 0;
+    ep_unlock(ep);
+    return idle;
+}
+
 void endpoint_destroy(struct kobj *o)
 {
     struct endpoint *ep = (struct endpoint *)o;

@@ -54,9 +54,14 @@
 u64 grace_epoch = 1;
 static u64 grace_done;
 
+u32 pending_regions; /* CPUs with a pending region revoke (below) */
+static void finish_all_pending(void);
+
 void grace_exclusive(void)
 {
     __atomic_store_n(&grace_done, grace_epoch - 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&pending_regions, __ATOMIC_RELAXED))
+        finish_all_pending();
 }
 
 static bool grace_elapsed(u64 stamp)
@@ -74,8 +79,12 @@ static bool grace_elapsed(u64 stamp)
 
 bool slot_reclaim(struct slot *s)
 {
-    if (kernel_shared() && !grace_elapsed(s->retired))
+    if (s->cap.flags & CAP_PENDING)
+        return false; /* a pending revoke still reads it (below) */
+    if (kernel_shared() && !grace_elapsed(s->retired)) {
+        LOCKSTAT_COUNT(LS_GRACE_RETRY);
         return false;
+    }
     /* field by field: memset or a structure assignment is a call or a
      * rep stos here (the type is 0 already) */
     s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
@@ -276,6 +285,235 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
     return NULL;
 }
 
+/* -- a region's revoke, shared ---------------------------------------------------
+ *
+ * Revoking an untyped region destroys what was made from it.  Shared, that
+ * runs in two steps when the types' table allows it for every descendant
+ * (region_member: e.g. endpoints, notifications, frames and page tables
+ * mapped nowhere, untyped regions with no retype from them under way),
+ * none is embedded in an object, and no retype from the region itself is
+ * under way (else KEEL_E_RETRY: exclusive, as before):
+ *
+ *  1. region_retire, under the capability lock: every descendant is retired
+ *     (leaves first, as slot_revoke; no children_deleted hook runs) and
+ *     noted in this CPU's pending list; the region's cap.b goes up, so its
+ *     watermark stays (reserve resets it only when cap.b is 0) and nothing
+ *     is made over the objects meanwhile.  KEEL_E_PENDING goes back to
+ *     syscall_handle.
+ *     The call is done: syscall_handle returns to the caller at once.
+ *  2. Once the grace period is over no CPU reads a retired capability any
+ *     more, and as every capability of the objects is gone, nothing can
+ *     reach them but what already waits on them.  This CPU finds it over on
+ *     a way out of the kernel (sched.c calls grace_finish_due), or waits for
+ *     it holding nothing (kernel_regrace) before it idles, and when a call
+ *     needs the region's memory or its pending list (KEEL_E_FINISH: a
+ *     retype from the region, another region's revoke).  A
+ *     timer tick brings it into the kernel to look.  grace_finish then has
+ *     each object's
+ *     destroy_idle hook destroy it under its own lock when nothing waits on
+ *     it (an endpoint with nothing queued and no thread waiting, a
+ *     notification no thread waits on or is bound to and no IRQ line or
+ *     console listens through).  Anything else (a waiting thread, a map or
+ *     DMA window that came first) upgrades to exclusive, where the types'
+ *     destroy and cap_deleted hooks run.  Then cap.b goes down: the memory
+ *     is free.  Until then the retired slots stay as they are (CAP_PENDING:
+ *     slot_reclaim refuses them), for step 2 reads them.  So a revoke
+ *     waits for no other CPU, and a thread that waited on one of the
+ *     objects is woken (by the exclusive destroy) at step 2, at the latest
+ *     a timer tick after the grace period ended.
+ *
+ * An exclusive holder finishes every CPU's pending step 2 first
+ * (grace_exclusive): it is past every grace period, and no exclusive
+ * operation (deleting the region, say) may find objects half destroyed.
+ */
+#define PENDING_MAX 64
+
+struct pending {
+    struct slot *region;
+    u64 stamp; /* the slots' grace epoch */
+    u32 n;
+    u8 types[PENDING_MAX];
+    struct slot *slots[PENDING_MAX];
+};
+static struct pending pendings[MAX_CPUS];
+
+static bool mapped_somewhere(const struct slot *s)
+{
+    return s->cap.flags & (CAP_MAPPED | CAP_IO_FLAGS);
+}
+
+/* From the types' table: no hook for a move, none for a deletion but the
+ * mapping one of a capability mapped nowhere, an object (if it has a
+ * header) that can be destroyed when idle, and for a region (the type
+ * with children_deleted) no retype from it under way (cap.b). */
+static bool region_member(const struct slot *d)
+{
+    const struct object_type *ot = object_type_of(d->cap.type);
+
+    if (d->owner || ot->cap_moved || (ot->children_deleted && d->cap.b))
+        return false;
+    if (ot->cap_deleted && (!(ot->flags & OT_MAPPED) || mapped_somewhere(d)))
+        return false;
+    return !(ot->flags & OT_HEADER) || ot->destroy_idle;
+}
+
+/* Step 1 (under the capability lock, shared). */
+static long region_retire(struct slot *r)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+    u32 n = 0;
+
+    if (p->region)
+        return KEEL_E_FINISH; /* this CPU's earlier one first */
+    if (r->cap.type != KEEL_OBJ_UNTYPED || r->cap.b || r->owner)
+        return KEEL_E_RETRY;
+    for (struct slot *d = r->child; d; d = subtree_next(d, r)) {
+        if (++n > PENDING_MAX || !region_member(d))
+            return KEEL_E_RETRY;
+    }
+    u64 stamp = grace_epoch;
+    p->n = 0;
+    while (r->child) {
+        struct slot *leaf = r->child;
+        while (leaf->child)
+            leaf = leaf->child;
+        struct kobj *o = cap_kobj(&leaf->cap);
+        p->types[p->n] = leaf->cap.type;
+        p->slots[p->n++] = leaf;
+        __atomic_store_n(&leaf->cap.type, 0, __ATOMIC_RELEASE);
+        unlink_quiet_leaf(leaf);
+        if (o)
+            o->refs--;
+        leaf->retired = stamp;
+        leaf->cap.flags |= CAP_PENDING;
+    }
+    grace_advance(stamp);
+    r->cap.b++;
+    p->stamp = stamp;
+    p->region = r;
+    __atomic_fetch_add(&pending_regions, 1, __ATOMIC_RELAXED);
+    return KEEL_E_PENDING;
+}
+
+/* The object a retired slot of type t named (its header), or NULL. */
+static struct kobj *pending_obj(const struct pending *p, u32 i)
+{
+    const struct object_type *ot = object_type_of(p->types[i]);
+
+    return ot->flags & OT_HEADER ? (struct kobj *)(p->slots[i]->cap.obj + ot->header) : NULL;
+}
+
+/* The objects are gone: the region's memory is free again, unless something
+ * was made from it meanwhile (under the capability lock, or exclusive). */
+static void region_release(struct pending *p)
+{
+    struct slot *r = p->region;
+
+    for (u32 i = 0; i < p->n; i++)
+        p->slots[i]->cap.flags &= (u8)~CAP_PENDING;
+    if (!--r->cap.b && !r->child)
+        object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
+    p->region = NULL;
+    __atomic_fetch_sub(&pending_regions, 1, __ATOMIC_RELAXED);
+}
+
+/* Step 2, exclusive: the types' own hooks. */
+static void finish_exclusive(struct pending *p)
+{
+    for (u32 i = 0; i < p->n; i++) {
+        const struct object_type *ot = object_type_of(p->types[i]);
+        struct kobj *o = pending_obj(p, i);
+        if (ot->cap_deleted && mapped_somewhere(p->slots[i]))
+            ot->cap_deleted(p->slots[i]); /* a map that came before step 1 ended */
+        if (o && !o->refs && o->type)
+            ot->destroy(o);
+    }
+    zombies_reap();
+    region_release(p);
+}
+
+static void finish_all_pending(void)
+{
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (pendings[i].region)
+            finish_exclusive(&pendings[i]);
+    }
+}
+
+/* Has every other CPU left the kernel, or entered it after the stamp,
+ * since p's slots were retired?  (This CPU's own calls since read none.) */
+static bool pending_elapsed(const struct pending *p)
+{
+    if (p->stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+        return true;
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (c != this_cpu() && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= p->stamp)
+            return false;
+    }
+    return true;
+}
+
+bool grace_pending_here(void)
+{
+    return pendings[this_cpu()->index].region != NULL;
+}
+
+void grace_finish_due(void)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+
+    if (p->region && pending_elapsed(p)) {
+        LOCKSTAT_COUNT(LS_FINISH_DUE);
+        grace_finish();
+    }
+}
+
+/* A retype from r: does a pending revoke hold r's memory?
+ * Under the capability lock (which region_retire and region_release hold). */
+long grace_region_pending(const struct slot *r)
+{
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (pendings[i].region == r)
+            return &pendings[i] == &pendings[this_cpu()->index] ? KEEL_E_FINISH : KEEL_E_RETRY;
+    }
+    return KEEL_E_OK;
+}
+
+void grace_finish(void)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+
+    if (!p->region)
+        return; /* an exclusive holder finished it meanwhile */
+    if (!kernel_shared()) {
+        finish_exclusive(p);
+        return;
+    }
+    bool hooks = false;
+    for (u32 i = 0; i < p->n && !hooks; i++) {
+        struct kobj *o = pending_obj(p, i);
+        if (mapped_somewhere(p->slots[i]))
+            hooks = true;
+        if (!o)
+            continue;
+        /* Read without the capability lock: no capability of it is left
+         * to copy, so a count of 0 stays 0; a shared delete never takes one
+         * to 0 (it needs 2), so a count above 0 stays above 0 too. */
+        u32 refs = __atomic_load_n(&o->refs, __ATOMIC_RELAXED);
+        if (!refs && o->type && !object_type_of(p->types[i])->destroy_idle(o))
+            hooks = true;
+    }
+    if (hooks) {
+        kernel_upgrade(); /* grace_exclusive finishes it */
+        return;
+    }
+    caps_lock();
+    region_release(p);
+    caps_unlock();
+}
+
 /* Every descendant names root's object (or no object with a header, so
  * no count reaches zero while root holds its reference) and is quiet, or
  * is the one descendant, unmapped, whose mapping lock is held (locked). */
@@ -309,7 +547,7 @@ long slot_revoke_shared(struct slot *s)
     } else if (!s->child) {
         ; /* nothing derived: nothing to do, whatever the type */
     } else if (!revoke_quiet(s, ml ? only : NULL)) {
-        err = KEEL_E_RETRY;
+        err = region_retire(s); /* a region's objects (below), else KEEL_E_RETRY */
     } else {
         u64 stamp = grace_epoch;
         while (s->child) { /* leaves first, as slot_revoke */

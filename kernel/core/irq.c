@@ -22,6 +22,15 @@ void irq_deliver(u32 gsi)
         notification_raise(lines[gsi].ntfn, lines[gsi].bits);
 }
 
+bool irq_notification_used(const struct notification *n)
+{
+    for (u32 i = 0; i < IRQ_LINES; i++) {
+        if (lines[i].ntfn == n)
+            return true;
+    }
+    return false;
+}
+
 void irq_notification_gone(struct notification *n)
 {
     for (u32 i = 0; i < IRQ_LINES; i++) {

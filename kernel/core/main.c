@@ -48,6 +48,20 @@ static void iommu_setup(void)
         printk("keel: iommu: no Keel IOMMU at 0x%lx (bad magic): DMA is not confined\n", base);
 }
 
+/* keel.waitspin=N: turns a wait in the kernel spins before it halts until
+ * kicked (wait.c); 0, never.  For measuring (docs/benchmarks.md). */
+static void waitspin_setup(void)
+{
+    char val[12];
+    u32 n = 0;
+
+    if (!cmdline_get(boot_info.cmdline, "keel.waitspin", val, sizeof(val)))
+        return;
+    for (const char *p = val; *p >= '0' && *p <= '9' && n < 100000000; p++)
+        n = n * 10 + (u32)(*p - '0');
+    wait_spins_before_halt = n;
+}
+
 /* The first console line: the command line, its device announcements
  * (one per virtio-mmio slot the VMM offers) counted rather than echoed.
  * Every byte on the serial console costs here (a port write the VMM
@@ -218,6 +232,7 @@ __noreturn void kmain(struct hvm_start_info *si)
     if (!have_test || !is_kernel_test(test)) {
         /* Everything else is user space's: init reads the command line. */
         iommu_setup();
+        waitspin_setup();
         if (root_task_create())
             sched_start_all();
         if (!have_test)

@@ -63,6 +63,25 @@ void notification_unbind(struct tcb *t)
     }
 }
 
+/* Does kernel state of another type (an IRQ line, the console's listener)
+ * point at n?  Read-only: those change only exclusive. */
+static bool notification_referenced(const struct notification *n)
+{
+    return irq_notification_used(n) || console_notification_used(n);
+}
+
+bool notification_destroy_idle(struct kobj *o)
+{
+    struct notification *n = (struct notification *)o;
+
+    obj_lock(&n->hdr.lock, LOCK_WAITQ);
+    bool idle = !n->waiters && !n->bound && !notification_referenced(n);
+    if (idle)
+        n->hdr.type = 0;
+    obj_unlock(&n->hdr.lock, LOCK_WAITQ);
+    return idle;
+}
+
 void notification_destroy(struct kobj *o)
 {
     struct notification *n = (struct notification *)o;

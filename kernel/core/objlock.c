@@ -19,22 +19,27 @@ volatile u32 objects_writer;
 void kernel_enter_wait(struct cpu *c, bool call)
 {
     u32 spins = 0;
+    LOCKSTAT_T0(t0);
 
     c->call_pending = call;
     do {
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
+        kernel_wake_waiters(); /* the writer may have halted draining */
         while (__atomic_load_n(&objects_writer, __ATOMIC_RELAXED))
             kernel_spin_turn(&spins);
         __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
     } while (__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE));
     c->call_pending = 0;
+    LOCKSTAT_ADD(LC_READER_WAIT, t0);
 }
 
 static void objects_lock_exclusive(void)
 {
     struct cpu *me = this_cpu();
     u32 spins = 0;
+    LOCKSTAT_T0(t0);
 
+    LOCKSTAT_COUNT(LS_EXCL_ENTRY);
     for (;;) {
         u32 none = 0;
         if (!__atomic_load_n(&objects_writer, __ATOMIC_RELAXED) &&
@@ -43,12 +48,16 @@ static void objects_lock_exclusive(void)
             break;
         kernel_spin_turn(&spins);
     }
+    LOCKSTAT_ADD(LC_EXCL_CLAIM, t0);
+    LOCKSTAT_T0(t1);
     for (u32 i = 0; i < cpu_count; i++) {
         if (i == me->index)
             continue;
         while (__atomic_load_n(&cpus[i].reading, __ATOMIC_ACQUIRE))
             kernel_spin_turn(&spins);
     }
+    LOCKSTAT_ADD(LC_EXCL_DRAIN, t1);
+    LOCKSTAT_MARK(excl_since);
     me->kmode = KMODE_EXCLUSIVE;
     grace_exclusive(); /* no reader is left: every retired slot is past its grace */
 }
@@ -72,7 +81,37 @@ void kernel_upgrade(void)
 #endif
     __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
+    kernel_wake_waiters(); /* a writer may have halted draining */
     objects_lock_exclusive();
+}
+
+void kernel_regrace(void)
+{
+    struct cpu *c = this_cpu();
+    /* Every stamp so far is below it (grace.c: grace_advance). */
+    u64 target = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
+    u32 spins = 0;
+    LOCKSTAT_T0(t0);
+
+#ifdef KEEL_DEBUG_LOCKS
+    if (c->locks_held != 1u << LOCK_OBJECTS)
+        panic("lock order: cpu %u waits for a grace period holding 0x%x", c->index,
+              c->locks_held);
+#endif
+    LOCKSTAT_COUNT(LS_REGRACE);
+    kernel_leave_shared(c);
+    /* As grace.c's grace_elapsed: a CPU in the kernel since an epoch past
+     * every stamp, or out of it once, can no longer read a retired slot. */
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *o = &cpus[i];
+        if (o == c)
+            continue;
+        while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target)
+            kernel_spin_turn(&spins);
+    }
+    LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);
+    kernel_enter_shared(c, true);
 }
 
 u32 objects_lock_writer(void)

@@ -321,7 +321,8 @@ bool sched_timer_tick(void)
         if (best > (int)t->prio || (!t->slice && best >= (int)t->prio))
             c->need_resched = 1;
     }
-    return READ_ONCE(c->need_resched) || balance_due(c);
+    /* a pending region revoke of this CPU: the exit path finishes it */
+    return READ_ONCE(c->need_resched) || balance_due(c) || grace_pending_here();
 }
 
 void sched_timer_balance(void)
@@ -367,6 +368,10 @@ __noreturn void sched_exit_kernel(void)
     struct cpu *c = this_cpu();
 
     for (;;) {
+        /* A region's revoke left pending by this CPU (grace.c): its objects
+         * are destroyed on the first way out after the grace period. */
+        if (__builtin_expect(__atomic_load_n(&pending_regions, __ATOMIC_RELAXED) != 0, 0))
+            grace_finish_due();
         struct tcb *t = c->current;
         /* A runnable current thread is no one else's to wake; one that
          * blocked may be woken by another CPU at any moment: the decision
@@ -422,6 +427,13 @@ __noreturn void sched_exit_kernel(void)
             c->current->state = THREAD_INACTIVE;
             c->current->cpu = -1;
             c->current = NULL;
+            continue;
+        }
+        if (grace_pending_here()) {
+            /* Not before idling: the objects may be waited on, their
+             * memory wanted.  kernel_regrace waits holding nothing. */
+            kernel_regrace();
+            grace_finish();
             continue;
         }
         WRITE_ONCE(c->idle, 1);

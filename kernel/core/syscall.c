@@ -392,9 +392,29 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         args = recv_args;
     }
     long err = syscall_one(t, nr, cap, label, args, res, &blocked);
-    if (err == KEEL_E_RETRY) {
+    /* Internal codes are negative, users' errors not.  KEEL_E_PENDING: a
+     * region's revoke, shared, is done; its objects are destroyed after the
+     * grace period (grace.c), without this call waiting.  Refused before
+     * changing anything: KEEL_E_GRACE, a slot to fill still in its grace
+     * period - wait for its end holding nothing (no CPU waits for another
+     * while holding the lock), then run again shared; KEEL_E_FINISH, this
+     * CPU's pending region revoke must end first - the same wait, then
+     * grace_finish; KEEL_E_RETRY, or a slot retired again meanwhile - run
+     * again exclusive. */
+    if (err == KEEL_E_PENDING)
+        err = KEEL_E_OK;
+    for (u32 again = 0; __builtin_expect(err < 0, 0) && again < 2; again++) {
         c->call_pending = 1; /* nothing done yet */
-        kernel_upgrade();
+        if (err == KEEL_E_FINISH && !again) {
+            LOCKSTAT_COUNT(LS_FINISH_WAIT);
+            kernel_regrace();
+            grace_finish();
+        } else if (err == KEEL_E_GRACE && !again) {
+            kernel_regrace();
+        } else {
+            LOCKSTAT_UPGRADE(nr == KEEL_SYS_INVOKE ? label : LOCKSTAT_LABELS - 1 - nr);
+            kernel_upgrade();
+        }
         /* Stopped by an exclusive holder while this CPU waited: rewound to
          * make the call again when it runs (cpu_serve_requests). */
         if (c->current != t)
@@ -404,6 +424,8 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         for (u32 i = 0; i < KEEL_MSG_WORDS; i++)
             res[i] = 0;
         err = syscall_one(t, nr, cap, label, args, res, &blocked);
+        if (err == KEEL_E_PENDING)
+            err = KEEL_E_OK;
     }
     if (!kernel_shared())
         zombies_reap(); /* only exclusive holders delete capabilities */

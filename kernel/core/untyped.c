@@ -71,8 +71,13 @@ static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64
         return KEEL_E_INVALID_CAP; /* deleted since the lookup (grace.c) */
     for (u32 i = 0; i < count; i++) {
         if (!slot_is_free(dst[i])) /* retired: exclusive, it is free (grace.c) */
-            return dst[i]->retired ? KEEL_E_RETRY : KEEL_E_EXISTS;
+            return dst[i]->retired ? KEEL_E_GRACE : KEEL_E_EXISTS;
     }
+    /* A revoke of the region whose objects are not destroyed yet (grace.c)
+     * is finished first: after a revoke the whole region is free. */
+    long pending = ut->cap.b ? grace_region_pending(ut) : KEEL_E_OK;
+    if (pending)
+        return pending;
     if (!ut->child && !ut->cap.b)
         ut->cap.a = 0;
     *start = ALIGN_UP(ut->cap.a, 1ul << bits);

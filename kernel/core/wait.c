@@ -28,14 +28,61 @@ void lock_release(u32 cls)
 
 /* -- waiting ---------------------------------------------------------------- */
 
+/* Halted waits (sched.h).  4 turns of a wait are some 40-50 us of
+ * emulated kernel code on kvm_pvm, far shorter than a host time slice (the
+ * wait when the CPU waited for is not run).  Alternating boot by boot with
+ * 4 vCPUs on 2 host cores, the storm made more objects per second with 4
+ * than with 16 or 64 turns, and with 16 than spinning only
+ * (docs/benchmarks.md); with 2 vCPUs they were alike. */
+#define WAIT_SPINS_BEFORE_HALT 4
+
+volatile u64 wait_halted;
+u32 wait_spins_before_halt = WAIT_SPINS_BEFORE_HALT;
+
+/* Every halted waiter but this CPU gets a kick; all bits are cleared, so a
+ * waiter that goes on waiting sets its own again before it halts again. */
+void kernel_kick_waiters(void)
+{
+    u64 w = __atomic_exchange_n(&wait_halted, 0, __ATOMIC_ACQ_REL);
+
+    w &= ~(1ul << this_cpu()->index);
+    while (w) {
+        u32 i = (u32)__builtin_ctzl(w);
+        w &= w - 1;
+        LOCKSTAT_COUNT(LS_KICKS);
+        arch_kick_cpu(&cpus[i]);
+    }
+}
+
+/* The first turn past the threshold sets this CPU's bit and returns, so the
+ * caller looks at its condition after that; a later turn that finds the bit
+ * still set - no kick since the look, nor since an earlier wait's (which
+ * looked too) - halts.  A release after the look kicks (its kick is taken
+ * at once by the halt), a release before it ended the wait. */
+static void wait_halt(struct cpu *c)
+{
+    u64 bit = 1ul << c->index;
+
+    if (!(__atomic_load_n(&wait_halted, __ATOMIC_RELAXED) & bit)) {
+        __atomic_fetch_or(&wait_halted, bit, __ATOMIC_SEQ_CST);
+        return;
+    }
+    LOCKSTAT_COUNT(LS_WAIT_HALTS);
+    arch_wait_halt();
+}
+
 /* One turn of any wait in the kernel: serve requests from other CPUs (the
- * CPU we wait for may be waiting for us) and let the watchdog look. */
+ * CPU we wait for may be waiting for us), let the watchdog look, and after
+ * a while halt until kicked. */
 void kernel_spin_turn(u32 *spins)
 {
     cpu_serve_requests();
     arch_cpu_relax();
-    if (!(++*spins & 255) && watchdog_poll)
+    u32 n = ++*spins;
+    if (!(n & 255) && watchdog_poll)
         watchdog_poll();
+    if (n >= wait_spins_before_halt && wait_spins_before_halt)
+        wait_halt(this_cpu());
 }
 
 void obj_lock_spin(spinlock_t *l)
@@ -46,6 +93,64 @@ void obj_lock_spin(spinlock_t *l)
         kernel_spin_turn(&spins);
 }
 
+/* -- lock statistics (keel/lockstat.h; measuring builds only) --------------- */
+
+#ifdef KEEL_LOCK_STATS
+#include <keel/printk.h>
+
+struct lockstat lockstats[MAX_CPUS];
+
+struct lockstat *lockstat_mine(void)
+{
+    return &lockstats[this_cpu()->index];
+}
+
+void lockstat_lock(spinlock_t *l, u32 cls)
+{
+    struct lockstat *ls = lockstat_mine();
+    bool caps = cls == LOCK_CAPS;
+
+    if (caps)
+        ls->count[LS_CAPS_TAKEN]++;
+    if (!spin_trylock(l)) {
+        u64 t0 = lockstat_now();
+        obj_lock_spin(l);
+        ls->count[caps ? LS_CAPS_CONTENDED : LS_OTHER_CONTENDED]++;
+        ls->cycles[caps ? LC_CAPS_SPIN : LC_OTHER_SPIN] += lockstat_now() - t0;
+    }
+    if (caps)
+        ls->caps_since = lockstat_now();
+}
+
+static const char *const count_names[LS_NCOUNT] = {
+    "shared_entries", "excl_entries", "excl_upgrades", "caps_taken", "caps_contended",
+    "other_contended", "grace_retries", "tlb_shootdowns", "regraces",
+    "zero_objects", "zero_runs", "wait_halts", "kicks",
+    "finish_due", "finish_wait",
+};
+static const char *const cycle_names[LC_NCYCLES] = {
+    "excl_claim", "excl_drain", "reader_wait", "excl_held", "caps_spin", "caps_held",
+    "other_spin", "tlb_wait", "regrace_wait",
+};
+
+/* One line per CPU and counter, for scripts (lockstat: cpu N name value). */
+void lockstat_print(void)
+{
+    printk("lockstat: tsc %lu\n", lockstat_now());
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct lockstat *ls = &lockstats[i];
+        for (u32 k = 0; k < LS_NCOUNT; k++)
+            printk("lockstat: cpu %u %s %lu\n", i, count_names[k], ls->count[k]);
+        for (u32 k = 0; k < LC_NCYCLES; k++)
+            printk("lockstat: cpu %u cycles_%s %lu\n", i, cycle_names[k], ls->cycles[k]);
+        for (u32 k = 0; k < LOCKSTAT_LABELS; k++) {
+            if (ls->upgrade_by_label[k])
+                printk("lockstat: cpu %u upgrade_label_%u %lu\n", i, k, ls->upgrade_by_label[k]);
+        }
+    }
+}
+#endif
+
 /* -- cross-CPU requests -------------------------------------------------------- */
 
 /* A flush request is claimed before the flush, so one made after the claim
@@ -55,8 +160,10 @@ void cpu_serve_requests(void)
 {
     struct cpu *c = this_cpu();
 
-    if (READ_ONCE(c->tlb_request) && __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL))
+    if (READ_ONCE(c->tlb_request) && __atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL)) {
         arch_flush_user_tlb();
+        kernel_wake_waiters(); /* the shooter may have halted */
+    }
     if (READ_ONCE(c->stop_request) && !READ_ONCE(c->stop_ack)) {
         if (c->current && c->fpu_owner == c->current)
             arch_fpu_save(c->current);
@@ -69,6 +176,7 @@ void cpu_serve_requests(void)
          * reuse its memory while this CPU still waits in the kernel. */
         arch_leave_user_space();
         __atomic_store_n(&c->stop_ack, 1, __ATOMIC_RELEASE);
+        kernel_wake_waiters(); /* the stopper may have halted */
     }
 }
 
@@ -88,6 +196,7 @@ void tlb_shootdown(void)
     struct cpu *me = this_cpu();
     u64 asked[MAX_CPUS / 64] = { 0 };
 
+    LOCKSTAT_COUNT(LS_TLB_SHOOTDOWN);
     __atomic_fetch_add(&tlb_generation, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     arch_flush_user_tlb();
@@ -99,6 +208,7 @@ void tlb_shootdown(void)
         __atomic_store_n(&c->tlb_request, 1, __ATOMIC_RELEASE);
         arch_send_tlb_ipi(c);
     }
+    LOCKSTAT_T0(t0);
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
         if (!(asked[i / 64] & (1ul << (i % 64))))
@@ -107,4 +217,5 @@ void tlb_shootdown(void)
         while (__atomic_load_n(&c->tlb_request, __ATOMIC_ACQUIRE))
             kernel_spin_turn(&spins);
     }
+    LOCKSTAT_ADD(LC_TLB_WAIT, t0);
 }

@@ -37,6 +37,14 @@ u32 arch_firmware_virtio_devices(struct arch_fw_device *out, u32 max);
 void arch_start_secondaries(void);
 /* Wakes a CPU halted in arch_idle(). */
 void arch_wake_cpu(struct cpu *c);
+/* A wait in the kernel that has spun a while (wait.c): halts this CPU until
+ * an interrupt that can be served wherever a wait spins - a kick, a
+ * cross-CPU request, the timer tick - and returns with interrupts disabled
+ * again; device interrupts stay pending until the CPU leaves the kernel or
+ * idles (they take the objects lock, which the waiter may hold). */
+void arch_wait_halt(void);
+/* Ends c's arch_wait_halt (wait.c: kernel_kick_waiters). */
+void arch_kick_cpu(struct cpu *c);
 
 /* Monotonic microseconds since an arbitrary origin (after calibration). */
 u64 arch_time_us(void);

@@ -5,7 +5,9 @@ A CPU in the middle of a system call has looked slots up without a lock and
 still reads them; the others delete, move, revoke, copy and retype meanwhile,
 holding the objects lock shared as the kernel does (a call the shared path
 refuses with KEEL_E_RETRY runs again exclusive, once every CPU has left, as
-kernel_upgrade waits for the readers).  Hypothesis interleaves the calls and
+kernel_upgrade waits for the readers; one refused with KEEL_E_GRACE, a fill
+whose slot is still in its grace period, runs again shared once every CPU in
+the kernel has left it, as kernel_regrace waits).  Hypothesis interleaves the calls and
 the lookups; after every step:
 
 - a slot a CPU looked up is not reused while that CPU is in the kernel: the
@@ -47,12 +49,16 @@ void host_leave(uint32_t cpu);
 long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *args,
                     uint64_t *res);
 void host_slot_body(uint64_t index, uint64_t type, uint64_t *out);
+void host_grace_finish(uint32_t cpu);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
                       const uint64_t *args, uint64_t *res);
 """
 
 NCPUS = 3
 RETRY = -1  # KEEL_E_RETRY: never seen by users, so not in the ABI's error list
+GRACE = -2  # KEEL_E_GRACE: likewise
+PENDING = -3  # KEEL_E_PENDING: a region's revoke destroys after the grace period
+FINISH = -4  # KEEL_E_FINISH: a call that needs this CPU's pending revoke finished first
 
 
 class SharedWorld(World):
@@ -64,6 +70,8 @@ class SharedWorld(World):
         self.cpu = 0
         self.held: dict[int, dict[int, tuple[int, ...]]] = {}
         self.retries = 0
+        self.graces = 0
+        self.pendings = 0
 
     def reset(self) -> None:
         for cpu in list(self.held):
@@ -72,7 +80,7 @@ class SharedWorld(World):
         super().reset()
 
     def body(self, index: int, type_: int) -> tuple[int, ...]:
-        out = self.ffi.new("uint64_t[6]")
+        out = self.ffi.new("uint64_t[7]")
         self.lib.host_slot_body(index, type_, out)
         return tuple(out)
 
@@ -95,13 +103,13 @@ class SharedWorld(World):
 
     def check_held(self) -> None:
         for cpu, slots in self.held.items():
-            for index, (type_, rights, badge, obj, _retired, _refs) in slots.items():
+            for index, (type_, rights, badge, obj, _retired, _refs, _live) in slots.items():
                 now = self.body(index, type_)
                 assert now[1:4] == (rights, badge, obj), (
                     f"slot {index} reused while CPU {cpu} reads it: {now} was {type_, obj}"
                 )
                 assert now[0] in (0, type_)
-                assert now[5] != 0, f"the object of slot {index} destroyed under CPU {cpu}"
+                assert now[6] != 0, f"the object of slot {index} destroyed under CPU {cpu}"
 
     def call(self, cap: int, name: str, *args: int) -> tuple[int, list[int]]:
         # A call is a system call of its own: the acting CPU's earlier one ended.
@@ -114,6 +122,37 @@ class SharedWorld(World):
         err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
         self.lib.host_leave(self.cpu)
         self.check_held()
+        if err == PENDING:
+            # kernel_regrace, then grace_finish destroys the region's objects
+            self.pendings += 1
+            for cpu in list(self.held):
+                self.leave(cpu)
+            self.lib.host_grace_finish(self.cpu)
+            self.check_held()
+            err = 0
+        if err == FINISH:
+            # kernel_regrace, grace_finish, then the call again shared
+            for cpu in list(self.held):
+                self.leave(cpu)
+            self.lib.host_grace_finish(self.cpu)
+            res = self.ffi.new("uint64_t[6]")
+            self.lib.host_enter(self.cpu)
+            err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
+            self.lib.host_leave(self.cpu)
+            self.check_held()
+        if err == GRACE:
+            # kernel_regrace: holding nothing, the caller waits for every CPU
+            # in the kernel to leave it, then runs the call again shared
+            self.graces += 1
+            for cpu in list(self.held):
+                self.leave(cpu)
+            res = self.ffi.new("uint64_t[6]")
+            self.lib.host_enter(self.cpu)
+            err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
+            self.lib.host_leave(self.cpu)
+            self.check_held()
+            if err == GRACE:
+                err = RETRY
         if err == RETRY:
             # kernel_upgrade: the exclusive holder waits for every reader to leave
             self.retries += 1
@@ -204,41 +243,42 @@ def test_interleaved_calls_never_reuse_what_a_cpu_reads(
 
 def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> None:
     """Deleting, moving and revoking copies runs shared; a slot refilled before
-    its grace period ends, or a delete that destroys an object, runs exclusive."""
+    its grace period ends waits for its end (holding nothing) and runs shared
+    again; a delete that destroys an object runs exclusive."""
     w = shared
     w.reset()
     w.cpu = 0
     assert w.call(UT_SLOT, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
     for dest in (B, C):
         assert w.call(CNODE_SLOT, "cnode_copy", dest, CNODE_SLOT, A, 15)[0] == 0
-    w.retries = 0
+    w.retries = w.graces = 0
     w.hold(1, B)
     assert w.call(CNODE_SLOT, "cnode_delete", B)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_move", FIRST_FREE + 5, CNODE_SLOT, C)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_revoke", A)[0] == 0
     assert w.retries == 0, "delete, move and revoke of copies ran exclusive"
     assert w.body(B, 0)[4], "slot B is not retired"
-    # CPU 1 still reads B: filling it waits for the exclusive lock.
+    # CPU 1 still reads B: filling it waits for CPU 1 to leave, then runs shared.
     assert w.call(CNODE_SLOT, "cnode_copy", B, CNODE_SLOT, A, 1)[0] == 0
-    assert w.retries == 1 and 1 not in w.held
+    assert (w.retries, w.graces) == (0, 1) and 1 not in w.held
     # Nobody reads C (moved away): after a CPU's quiescent state it is filled shared.
     w.cpu = 2
     assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
-    assert w.retries == 1
+    assert (w.retries, w.graces) == (0, 1)
     # The last capability to the endpoint: its destruction runs exclusive.
     for s in (B, C):
         assert w.call(CNODE_SLOT, "cnode_delete", s)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
-    assert w.retries == 2
+    assert w.retries == 1
     # An untyped region with nothing in it is deleted shared, and its memory
     # is free again; with an object in it, the delete runs exclusive.
     assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 12, CNODE_SLOT, A, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
-    assert w.retries == 2 and w.slots()[UT_SLOT].used == 0
+    assert w.retries == 1 and w.slots()[UT_SLOT].used == 0
     assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 12, CNODE_SLOT, A, 1)[0] == 0
     assert w.call(A, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, B, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
-    assert w.retries == 3
+    assert w.retries == 2
     check_invariants(w)
 
 
@@ -304,12 +344,14 @@ def test_unmapped_frames_leave_shared_and_a_late_map_finds_them_gone(shared: Sha
     check_invariants(w)
 
 
-def test_a_storm_round_goes_exclusive_only_to_destroy(shared: SharedWorld) -> None:
+def test_a_storm_round_runs_shared(shared: SharedWorld) -> None:
     """One round of `keel stress`'s capability storm (userspace/tests/stress_mem.c
     caps_storm), call for call: of its 16 calls, the kernel before the grace
-    periods ran 7 exclusive (every delete and revoke); now only the revoke of
-    a frame with copies (a mapping hook) and the revoke of the thread's region
-    (it destroys the objects) do - in every round, the refilled slots included."""
+    periods ran 7 exclusive (every delete and revoke), then 2 (the revoke of a
+    frame with copies and the revoke of the thread's region), then 1 (the
+    region's, which destroys the objects); now none: the region's revoke
+    retires everything shared and destroys the objects after the grace
+    period (KEEL_E_PENDING) - in every round, the refilled slots included."""
     w = shared
     w.reset()
     w.cpu = 0
@@ -342,5 +384,87 @@ def test_a_storm_round_goes_exclusive_only_to_destroy(shared: SharedWorld) -> No
         assert w.call(CNODE_SLOT, "cnode_delete", base)[0] == 0
         assert w.call(CNODE_SLOT, "cnode_delete", base + 24)[0] == 0
         calls += 1 + len(kinds) + 1 + 1 + 2
-        assert (calls, w.retries) == (16, 1), f"round {round_}: {w.retries} exclusive of {calls}"
+        assert (calls, w.retries) == (16, 0), f"round {round_}: {w.retries} exclusive of {calls}"
         check_invariants(w)
+
+
+def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorld) -> None:
+    """A region's revoke, shared: step 1 retires every capability made from the
+    region (KEEL_E_PENDING); a CPU that looked one up still reads it and its
+    object lives on, and a retype from the region meanwhile waits for step 2
+    (KEEL_E_FINISH), so it never reuses the objects' memory early; step 2
+    (grace_finish, after every CPU left) destroys them, and the whole region
+    is free again."""
+    w = shared
+    w.reset()
+    w.cpu = 0
+    region = FIRST_FREE + 40
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
+    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+    assert w.call(region, "untyped_retype", w.T["frame"], 0, CNODE_SLOT, C, 1)[0] == 0
+    ep = w.body(A, 0)[3]
+    w.hold(1, B)
+    argv = w.ffi.new("uint64_t[6]", [region, 0, 0, 0, 0, 0])
+    res = w.ffi.new("uint64_t[6]")
+    w.lib.host_enter(0)
+    err = w.lib.host_invoke_on(0, CNODE_SLOT, w.abi.CALLS["cnode_revoke"][0], argv, res)
+    w.lib.host_leave(0)
+    assert err == PENDING
+    assert not {A, B, C} & set(w.slots())
+    w.check_held()  # CPU 1 still reads B, and the endpoint is not destroyed
+    assert w.body(B, w.T["endpoint"])[6] != 0
+    # A retype from the region meanwhile waits for the revoke to finish.
+    argv = w.ffi.new("uint64_t[6]", [w.T["notification"], 0, CNODE_SLOT, FIRST_FREE + 50, 1, 0])
+    w.lib.host_enter(0)
+    err = w.lib.host_invoke_on(0, region, w.abi.CALLS["untyped_retype"][0], argv, res)
+    w.lib.host_leave(0)
+    assert err == FINISH
+    assert ep != 0 and FIRST_FREE + 50 not in w.slots()
+    assert 1 in w.held
+    w.leave(1)
+    w.lib.host_grace_finish(0)
+    assert w.body(B, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
+    assert w.call(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    check_invariants(w)
+
+
+def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
+    shared: SharedWorld,
+) -> None:
+    """A region's revoke returns without waiting for its grace period
+    (KEEL_E_PENDING); until the objects are destroyed (grace_finish) the retired
+    slots stay as they are, even once no CPU reads them - a fill into one is
+    refused (KEEL_E_GRACE) - and a retype from the region asks for the revoke
+    to be finished first (KEEL_E_FINISH), so it finds the whole region free;
+    afterwards both run."""
+    w = shared
+    w.reset()
+    w.cpu = 0
+    region = FIRST_FREE + 40
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
+    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+
+    def raw(cap: int, name: str, *args: int) -> int:
+        argv = w.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
+        res = w.ffi.new("uint64_t[6]")
+        w.lib.host_enter(0)
+        err = w.lib.host_invoke_on(0, cap, w.abi.CALLS[name][0], argv, res)
+        w.lib.host_leave(0)
+        return int(err)
+
+    assert raw(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    assert not {A, B} & set(w.slots())
+    assert w.body(A, w.T["endpoint"])[6] != 0, "destroyed before grace_finish"
+    # No CPU is in the kernel: the grace period is over, the revoke is not.
+    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == GRACE
+    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == FINISH
+    w.lib.host_grace_finish(0)
+    assert w.body(A, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
+    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
+    assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    check_invariants(w)

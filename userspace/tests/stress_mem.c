@@ -9,6 +9,23 @@ keel_word_t caps_shared; /* an endpoint every storm thread copies; revoked now a
 static struct worker *caps_w[MAX_WORKERS];
 static int caps_n;
 
+/* Where a storm round's time goes (user-mode rdtsc around each call, which
+ * is native and costs next to nothing beside a kernel call): cycles and
+ * calls per phase, per thread; printed by caps_check. */
+enum caps_phase { CP_RETYPE, CP_DERIVE, CP_IDENTIFY, CP_SHARED_COPY, CP_REVOKE_COPY,
+                  CP_REVOKE_REGION, CP_RETYPE_REGION, CP_DELETE, CP_N };
+static const char *const caps_phase_names[CP_N] = {
+    "retype", "copy/mint", "identify", "shared copy", "revoke original",
+    "revoke region", "retype region", "delete",
+};
+static unsigned long caps_cycles[MAX_WORKERS][CP_N], caps_calls[MAX_WORKERS][CP_N];
+
+static inline void caps_time(struct worker *w, enum caps_phase p, unsigned long t0)
+{
+    caps_cycles[w->id][p] += rdtsc() - t0;
+    caps_calls[w->id][p]++;
+}
+
 /* a: this thread's untyped (2^18); b: the table its slots are in; c: the
  * first of its CAP_SLOTS slots there; d: caps_shared's table (CN). */
 static void caps_storm(struct worker *w)
@@ -21,10 +38,13 @@ static void caps_storm(struct worker *w)
 
     while (!stopped() && !w->fail) {
         unsigned k = 1 + (unsigned)(rnd(&w->rng) % 8);
+        unsigned long t0;
         for (unsigned j = 0; j < k; j++) {
             made[j] = kinds[rnd(&w->rng) % 4];
+            t0 = rdtsc();
             e = keel_untyped_retype(w->a, made[j], made[j] == KEEL_OBJ_UNTYPED ? 12 : 0, tbl,
                                     base + j, 1);
+            caps_time(w, CP_RETYPE, t0);
             if (e)
                 WFAIL(w, e, j);
         }
@@ -34,38 +54,56 @@ static void caps_storm(struct worker *w)
             keel_word_t want_badge = mint ? ((unsigned long)w->id << 16 | j) + 1 : 0;
             if (made[j] == KEEL_OBJ_UNTYPED)
                 continue; /* untyped capabilities are not copied */
+            t0 = rdtsc();
             e = mint ? keel_cnode_mint(tbl, copy, tbl, base + j, r, want_badge)
                      : keel_cnode_copy(tbl, copy, tbl, base + j, r);
+            caps_time(w, CP_DERIVE, t0);
             if (e)
                 WFAIL(w, e, j);
+            t0 = rdtsc();
             e = keel_cnode_identify(tbl, copy, &type, &rights, &badge);
+            caps_time(w, CP_IDENTIFY, t0);
             if (e || type != made[j] || rights != r || badge != want_badge)
                 WFAIL(w, type, made[j]);
             w->count2++;
         }
         /* The shared endpoint: a copy may vanish at any time (main revokes). */
+        t0 = rdtsc();
         if (!keel_cnode_copy(tbl, base + 24, w->d, caps_shared, KEEL_RIGHT_READ))
             w->count3++;
+        caps_time(w, CP_SHARED_COPY, t0);
         /* Revoke half the originals: their copies must go with them. */
         for (unsigned j = 0; j < k; j++) {
             if (rnd(&w->rng) & 1)
                 continue;
-            if ((e = keel_cnode_revoke(tbl, base + j)))
+            t0 = rdtsc();
+            e = keel_cnode_revoke(tbl, base + j);
+            caps_time(w, CP_REVOKE_COPY, t0);
+            if (e)
                 WFAIL(w, e, j);
             if (keel_cnode_identify(tbl, base + 8 + j, &type, 0, 0) || type)
                 WFAIL(w, type, j);
         }
         /* Everything else goes with the untyped; then all of it is free. */
-        if ((e = keel_cnode_revoke(CN, w->a)))
+        t0 = rdtsc();
+        e = keel_cnode_revoke(CN, w->a);
+        caps_time(w, CP_REVOKE_REGION, t0);
+        if (e)
             WFAIL(w, e, 0);
         for (unsigned j = 0; j < 16; j++) {
             if (keel_cnode_identify(tbl, base + j, &type, 0, 0) || type)
                 WFAIL(w, type, j);
         }
-        if ((e = keel_untyped_retype(w->a, KEEL_OBJ_UNTYPED, 18, tbl, base, 1)))
+        t0 = rdtsc();
+        e = keel_untyped_retype(w->a, KEEL_OBJ_UNTYPED, 18, tbl, base, 1);
+        caps_time(w, CP_RETYPE_REGION, t0);
+        if (e)
             WFAIL(w, e, 16); /* memory not returned */
+        t0 = rdtsc();
         keel_cnode_delete(tbl, base);
         keel_cnode_delete(tbl, base + 24);
+        caps_time(w, CP_DELETE, t0);
+        caps_calls[w->id][CP_DELETE]++;
         w->count += k;
     }
 }
@@ -124,6 +162,16 @@ int caps_check(unsigned long ms)
         made += w->count;
         copies += w->count2;
         shared += w->count3;
+    }
+    for (int p = 0; p < CP_N; p++) {
+        unsigned long cyc = 0, calls = 0;
+        for (int i = 0; i < caps_n; i++) {
+            cyc += caps_cycles[caps_w[i]->id][p];
+            calls += caps_calls[caps_w[i]->id][p];
+        }
+        printf("stress: caps time %s: %lu calls, %lu us each, %lu ms in all\n",
+               caps_phase_names[p], calls, calls ? cyc * 1000 / tsc_khz / calls : 0,
+               cyc / tsc_khz);
     }
     if (!bad)
         printf("stress: caps ok %d threads (%s), %lu objects made and freed (%lu per s), %lu "

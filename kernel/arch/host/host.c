@@ -118,6 +118,15 @@ void arch_wake_cpu(struct cpu *c)
     (void)c;
 }
 
+void arch_wait_halt(void)
+{
+}
+
+void arch_kick_cpu(struct cpu *c)
+{
+    (void)c;
+}
+
 void arch_exit(int code)
 {
     (void)code;
@@ -323,6 +332,19 @@ void host_leave(u32 cpu)
     cpus[cpu].kmode = KMODE_NONE;
 }
 
+/* Step 2 of a region's revoke (grace.c), as syscall_handle runs it after
+ * kernel_regrace: the harness has let every CPU in the kernel leave. */
+void host_grace_finish(u32 cpu)
+{
+    host_enter(cpu);
+    host_cpu = cpu;
+    grace_finish();
+    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
+        objects_writer = 0;
+    host_cpu = 0;
+    host_leave(cpu);
+}
+
 long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 {
     host_cpu = cpu;
@@ -332,8 +354,9 @@ long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 }
 
 /* The capability in a slot as a CPU that looked it up still reads it,
- * whatever its type now, and the reference count of the object it names
- * (-1: no header). */
+ * whatever its type now, the reference count of the object it names
+ * (-1: no header) and that object's type (0: destroyed; a region's revoke
+ * drops counts to 0 before the grace period, the destruction after it). */
 void host_slot_body(u64 index, u64 type, u64 *out)
 {
     struct slot *s = (struct slot *)root + index;
@@ -347,6 +370,7 @@ void host_slot_body(u64 index, u64 type, u64 *out)
     c.type = (u8)type;
     struct kobj *o = type ? cap_kobj(&c) : NULL;
     out[5] = o ? o->refs : (u64)-1;
+    out[6] = o ? o->type : (u64)-1;
 }
 
 struct host_slot {

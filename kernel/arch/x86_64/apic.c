@@ -2,6 +2,7 @@
  * for good) and time: the LAPIC timer and the TSC, both calibrated against
  * the 8254 PIT. */
 #include <arch.h>
+#include <keel/cpu.h>
 #include <keel/printk.h>
 
 #include "x86.h"
@@ -85,6 +86,24 @@ void lapic_send_ipi(u32 apic_id, u32 low)
         arch_cpu_relax();
     lapic_write(LAPIC_ICR_HIGH, apic_id << 24);
     lapic_write(LAPIC_ICR_LOW, low);
+}
+
+/* sti; hlt with the task priority at TPR_WAIT (layout.h), so that only the
+ * interrupts trap_dispatch serves without any lock can end the halt.  No
+ * caller serves an interrupt it has not acknowledged yet but a device's
+ * (entry.c): an IPI or the timer in service would hold back the kicks and
+ * requests that end the wait. */
+void arch_wait_halt(void)
+{
+    lapic_write(LAPIC_TPR, TPR_WAIT);
+    arch_idle();
+    arch_irq_disable();
+    lapic_write(LAPIC_TPR, 0);
+}
+
+void arch_kick_cpu(struct cpu *c)
+{
+    lapic_send_ipi(c->hw_id, VEC_IPI_KICK);
 }
 
 static u16 pit_read(void)

@@ -40,6 +40,7 @@ void idt_init(void)
 {
     for (u32 v = 0; v < 0x80; v++)
         set_gate(v, trap_stub_table[v], 0);
+    set_gate(VEC_LAPIC_TIMER, trap_stub_table[VEC_LAPIC_TIMER], 0);
     for (u32 v = VEC_IPI_WAKEUP; v < 256; v++)
         set_gate(v, trap_stub_table[v], 0);
     set_gate(2, trap_stub_table[2], IST_NMI);

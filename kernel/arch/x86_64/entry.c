@@ -97,6 +97,12 @@ void trap_from_user(struct trap_frame *f)
          * before the flush (see cpu_serve_requests). */
         if (__atomic_exchange_n(&c->tlb_request, 0, __ATOMIC_ACQ_REL))
             tlb_flush_local();
+        kernel_wake_waiters(); /* the shooter may have halted (wait.c) */
+        lapic_eoi();
+        arch_return_to_user(f);
+    }
+    if (v == VEC_IPI_KICK) {
+        /* A kick meant for a wait this CPU has left (wait.c). */
         lapic_eoi();
         arch_return_to_user(f);
     }
@@ -143,10 +149,13 @@ void trap_from_user(struct trap_frame *f)
         sched_exit_kernel();
     }
     if (v == VEC_IPI_WAKEUP) {
+        /* Acknowledged first: kernel_enter may wait, and a wait that halts
+         * (wait.c) must take the IPIs, which a vector in service of the
+         * same class would hold back. */
+        lapic_eoi();
         kernel_enter();
         c->need_resched = 1;
         cpu_serve_requests();
-        lapic_eoi();
         sched_exit_kernel();
     }
     if (v == VEC_IRQ_BASE + 4) {
@@ -233,8 +242,9 @@ void trap_dispatch(struct trap_frame *f)
         irq_deliver((u32)(v - VEC_IRQ_BASE));
         kernel_leave();
         lapic_eoi();
-    } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP) {
-        /* An idle CPU runs no user code: a flush request is just acked. */
+    } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP || v == VEC_IPI_KICK) {
+        /* An idle CPU, or one halted in a wait (wait.c), runs no user code:
+         * a flush request is just acked, a stop request served. */
         cpu_serve_requests();
         lapic_eoi();
     } else if (v == VEC_SPURIOUS || (v >= 0x70 && v < 0x80)) {

@@ -44,6 +44,9 @@ struct cap {
 #define CAP_IO_READ 16 /* which the device may read */
 #define CAP_IO_WRITE 32 /* and/or write */
 #define CAP_IO_FLAGS (CAP_IOMAPPED | CAP_IO_READ | CAP_IO_WRITE)
+#define CAP_PENDING 64 /* on a retired slot: its object waits in a region revoke's
+                        * pending list (grace.c), which reads the slot until
+                        * the revoke is finished: not reclaimed before */
 
 struct slot {
     struct cap cap;
@@ -228,6 +231,10 @@ void slot_relink(struct slot *dst);
 long slot_delete_shared(struct slot *s);
 long slot_move_shared(struct slot *dst, struct slot *src);
 long slot_revoke_shared(struct slot *s);
+/* Does the IRQ table or the console's listener point at n?  Read-only:
+ * those change only exclusive (notification.c: notification_destroy_idle). */
+bool irq_notification_used(const struct notification *n);
+bool console_notification_used(const struct notification *n);
 /* A receive window's slots are made free before a wait (endpoint.c,
  * fastpath.c): KEEL_E_RETRY when one is still in its grace period. */
 long window_reclaim(struct tcb *t, u64 window);

@@ -29,6 +29,11 @@ struct object_type {
     void (*children_deleted)(struct slot *s);   /* nothing derived from s is left */
     void (*binding_deleted)(struct slot *s);    /* a slot embedded in it (s->owner) */
     void (*destroy)(struct kobj *o);            /* its last capability went */
+    /* ... and the grace period of every capability that named it ended
+     * (grace.c: a region's revoke), so nothing new can reach it: destroys
+     * it under its own lock if nothing waits on it (then destroy would
+     * only mark it destroyed), else false and destroy runs exclusive. */
+    bool (*destroy_idle)(struct kobj *o);
     /* Retype: size (caller-sized types; else size_bits) and set-up of a
      * new object in zeroed memory; false when the type refuses. */
     u32 (*bits)(u32 user_bits);

@@ -27,7 +27,9 @@
  *                        thread bindings (cspace, vspace, fault endpoint,
  *                        bound notification) and the IRQ table stay as
  *                        they are, and every object it reaches lives on:
- *                        only an exclusive holder destroys an object.
+ *                        only an exclusive holder destroys an object, or a
+ *                        shared one once no capability names it and the
+ *                        grace period of the last has ended (grace.c).
  *                        Under the capability lock (4) shared holders fill
  *                        empty slots (copy, mint, retype, a reply
  *                        capability given to a receiver), a reply empties
@@ -40,7 +42,12 @@
  *                        retired - its capability stays readable by CPUs
  *                        that looked it up - and is filled again only after
  *                        a grace period (every CPU left the kernel or
- *                        entered after it).  So these run exclusive:
+ *                        entered after it; a fill waits for it holding
+ *                        nothing, kernel_regrace).  The revoke of an
+ *                        untyped region retires what was made from it and
+ *                        destroys the objects after the grace period
+ *                        (grace.c: region_retire, grace_finish).  So these
+ *                        run exclusive:
  *                        delete, revoke and move otherwise, retype of a
  *                        vspace, messages carrying capabilities or ending a
  *                        wait on a bound notification, thread operations,
@@ -98,12 +105,16 @@
  * objects lock; a TLB shootdown is made by shared holders too, holding a
  * mapping and a vspace lock.  So every wait for a lock except a runqueue
  * lock (whose holders never wait for anything), and every wait for another
- * CPU's acknowledgement, serves this CPU's pending requests while it spins.
+ * CPU's acknowledgement, serves this CPU's pending requests while it spins,
+ * and halts after a while until kicked (below: wait_halted); a halted
+ * waiter takes the IPIs and the timer tick, and no device interrupt, which
+ * would want the objects lock.
  */
 #ifndef KEEL_SCHED_H
 #define KEEL_SCHED_H
 
 #include <keel/cpu.h>
+#include <keel/lockstat.h>
 #include <keel/object.h>
 #include <keel/spinlock.h>
 
@@ -145,6 +156,36 @@ extern u64 grace_epoch;
 void grace_exclusive(void);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
+/* Returned, before changing anything, by a shared fill whose slot is still
+ * in its grace period (grace.c): the caller waits for the period to end
+ * without holding the objects lock (kernel_regrace) and runs the call again
+ * shared; never seen by users. */
+#define KEEL_E_GRACE (-2l)
+/* Returned by a shared revoke of an untyped region that retired what was
+ * made from it (grace.c: region_retire): the call is done; the objects are
+ * destroyed after the grace period (grace_finish) by this CPU - at its
+ * first way out of the kernel that finds the period over
+ * (grace_finish_due), before it idles, or when a call needs the region's
+ * memory (KEEL_E_FINISH) - or by any exclusive holder; never seen by
+ * users. */
+#define KEEL_E_PENDING (-3l)
+/* Returned, before changing anything, by a call that needs this CPU's
+ * pending region revoke finished (a retype from that region, another
+ * region's revoke): the caller waits for the
+ * grace period holding nothing (kernel_regrace), runs grace_finish and the
+ * call again; never seen by users. */
+#define KEEL_E_FINISH (-4l)
+void grace_finish(void);
+/* CPUs with a pending region revoke (grace.c), and this CPU's: */
+extern u32 pending_regions;
+bool grace_pending_here(void);
+/* grace_finish if this CPU has a pending region revoke whose grace period
+ * is over (objects lock shared, nothing else held). */
+void grace_finish_due(void);
+/* A retype from region r: KEEL_E_FINISH if this CPU's pending revoke holds
+ * r's memory, KEEL_E_RETRY if another CPU's does (exclusive finishes it),
+ * else KEEL_E_OK.  Under the capability lock. */
+long grace_region_pending(const struct slot *r);
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
 
@@ -165,6 +206,7 @@ static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
+    LOCKSTAT_COUNT(LS_SHARED_ENTRY);
     if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
         kernel_enter_wait(c, call);
     /* After the announcement: slots retired before this epoch are not
@@ -193,6 +235,33 @@ void kernel_enter_exclusive(void);
  * between other CPUs may run exclusive operations: whatever was looked up
  * must be looked up again. */
 void kernel_upgrade(void);
+/* From shared to shared again, once every slot retired so far is past its
+ * grace period: drops the hold, waits (holding nothing) until every other
+ * CPU has left the kernel or entered it since, and takes the lock shared
+ * again.  Nothing but the objects lock may be held; whatever was looked up
+ * must be looked up again. */
+void kernel_regrace(void);
+
+/* Halted waits (wait.c).  A wait that has spun wait_spins_before_halt
+ * turns sets this CPU's bit in wait_halted, looks at its condition once
+ * more, and halts (arch_wait_halt) until kicked: with more vCPUs than host
+ * cores the CPU waited for may be one the host does not run, and a
+ * spinning waiter keeps the host core from it.  Whoever ends a wait - a
+ * CPU releasing the objects lock or a per-object lock, acknowledging a
+ * request - then finds wait_halted non-zero and kicks every CPU in it
+ * (kernel_kick_waiters): one load and a branch on each of those paths.
+ * A kick lost between a release and its load of the mask (the load may
+ * pass the store on x86) costs a halted waiter one timer tick, which a
+ * halted wait still takes. */
+extern volatile u64 wait_halted;
+extern u32 wait_spins_before_halt; /* keel.waitspin=N; 0: spin only */
+void kernel_kick_waiters(void);
+
+static inline __attribute__((always_inline)) void kernel_wake_waiters(void)
+{
+    if (__builtin_expect(__atomic_load_n(&wait_halted, __ATOMIC_RELAXED) != 0, 0))
+        kernel_kick_waiters();
+}
 
 /* Drops the objects lock, whichever way this CPU holds it: a plain store
  * (no atomic operation on the way out). */
@@ -200,12 +269,15 @@ static inline __attribute__((always_inline)) void kernel_leave(void)
 {
     struct cpu *c = this_cpu();
 
-    if (c->kmode == KMODE_EXCLUSIVE)
+    if (c->kmode == KMODE_EXCLUSIVE) {
+        LOCKSTAT_HELD(LC_EXCL_HELD, excl_since);
         __atomic_store_n(&objects_writer, 0, __ATOMIC_RELEASE);
+    }
     else if (c->kmode == KMODE_SHARED)
         __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
+    kernel_wake_waiters();
 }
 
 /* kernel_leave for a CPU known to hold the objects lock shared. */
@@ -214,6 +286,7 @@ static inline __attribute__((always_inline)) void kernel_leave_shared(struct cpu
     __atomic_store_n(&c->reading, 0, __ATOMIC_RELEASE);
     c->kmode = KMODE_NONE;
     lock_release(LOCK_OBJECTS);
+    kernel_wake_waiters();
 }
 
 /* The objects lock's writer (CPU index + 1, 0: none), for the watchdog. */
@@ -228,9 +301,12 @@ static inline bool kernel_shared(void)
 }
 
 void obj_lock_spin(spinlock_t *l);
+#ifdef KEEL_LOCK_STATS
+void lockstat_lock(spinlock_t *l, u32 cls); /* wait.c: obj_lock, counted */
+#endif
 /* One turn of any wait in the kernel (wait.c): serves requests from
- * other CPUs (the CPU waited for may be waiting for this one) and lets the
- * watchdog look. */
+ * other CPUs (the CPU waited for may be waiting for this one), lets the
+ * watchdog look, and after a while halts until kicked (above). */
 void kernel_spin_turn(u32 *spins);
 
 /* One CPU: nothing to exclude (kernel code runs with interrupts off). */
@@ -239,16 +315,23 @@ static inline __attribute__((always_inline)) void obj_lock(spinlock_t *l, u32 cl
     if (!kernel_shared() || cpu_count == 1)
         return;
     lock_check(cls);
+#ifdef KEEL_LOCK_STATS
+    lockstat_lock(l, cls);
+#else
     if (!spin_trylock(l))
         obj_lock_spin(l);
+#endif
 }
 
 static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
         return;
+    if (cls == LOCK_CAPS)
+        LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
     spin_unlock(l);
     lock_release(cls);
+    kernel_wake_waiters();
 }
 /* Leaves the kernel on this CPU: runs the current thread if it may go on,
  * else the next runnable one, else idles.  Never returns. */

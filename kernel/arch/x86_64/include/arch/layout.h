@@ -37,12 +37,17 @@
 #define IST_MC 3
 #define IST_COUNT 3
 
-/* Interrupt vectors. */
-#define VEC_LAPIC_TIMER 0x20
+/* Interrupt vectors.  Their priority classes (vector >> 4) matter to a
+ * wait that halts (apic.c: arch_wait_halt): it raises the task priority to
+ * TPR_WAIT, holding back every device interrupt (classes 3-6) but letting
+ * the timer and the IPIs through. */
+#define VEC_LAPIC_TIMER 0xe0
 #define VEC_IRQ_BASE 0x30 /* + GSI */
 #define VEC_IRQ_COUNT 64
 #define VEC_IPI_WAKEUP 0xf0 /* wake an idle CPU or make one reschedule */
 #define VEC_IPI_TLB 0xf1    /* flush user TLB entries */
+#define VEC_IPI_KICK 0xf2   /* end a halted wait in the kernel (wait.c) */
+#define TPR_WAIT 0xd0       /* classes 0-13 held back */
 #define VEC_SPURIOUS 0xff
 
 #define MSR_EFER 0xc0000080
