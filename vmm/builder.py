@@ -21,7 +21,6 @@ from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
 from vmm.early import Task, add_slots
 from vmm.errors import ConfigError, KeelError
-from vmm.kvm.ffi import lib
 from vmm.kvm.system import System
 from vmm.kvm.vcpu import Vcpu
 from vmm.kvm.vm import Vm
@@ -160,8 +159,6 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     closers.append(slots.wait)  # before vm.close (closers run last first)
     vm.create_irqchip()
     vm.create_pit()
-    if "KEEL_HALT_POLL_NS" in os.environ and system.check_extension(lib.KVM_CAP_HALT_POLL):
-        vm.set_halt_poll_ns(int(os.environ["KEEL_HALT_POLL_NS"]))
     slots.result()
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
     guest = GuestVm(system, vm, mem)

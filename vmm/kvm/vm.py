@@ -24,14 +24,6 @@ class Vm:
         value = ffi.new("uint64_t *", addr)
         ioctl(self.fd, lib.KVM_SET_IDENTITY_MAP_ADDR, value, what="KVM_SET_IDENTITY_MAP_ADDR")
 
-    def set_halt_poll_ns(self, ns: int) -> None:
-        """How long a halted vCPU of this VM spins in the host before it sleeps
-        (KVM_CAP_HALT_POLL; the host module's halt_poll_ns stays as it is)."""
-        cap = ffi.new("struct kvm_enable_cap *")
-        cap.cap = lib.KVM_CAP_HALT_POLL
-        cap.args[0] = ns
-        ioctl(self.fd, lib.KVM_ENABLE_CAP, cap, what="KVM_ENABLE_CAP KVM_CAP_HALT_POLL")
-
     def create_irqchip(self) -> None:
         """In-kernel LAPICs, IOAPIC and PIC: interrupts never go through Python."""
         ioctl(self.fd, lib.KVM_CREATE_IRQCHIP, 0, what="KVM_CREATE_IRQCHIP")
