@@ -29,9 +29,10 @@
  * a retype from it is under way), returns KEEL_E_RETRY before changing
  * anything and runs exclusive, where
  * the object's destruction waits for no reader by construction.  Nor does
- * a fill wait for a grace period: one that finds its slot still retired
- * returns KEEL_E_RETRY too, so no CPU ever waits for another while holding
- * the objects lock shared.
+ * a fill wait for a grace period holding the lock: one that finds its slot
+ * still retired returns KEEL_E_GRACE, and syscall_handle waits for the
+ * grace period's end holding nothing, then runs the call again shared, so
+ * no CPU ever waits for another while holding the objects lock shared.
  *
  * A capability of a paging object or a frame (OT_MAPPED: its hook only
  * undoes a mapping or a DMA window) that is mapped nowhere needs no hook:
