@@ -111,53 +111,55 @@ class SharedWorld(World):
                 assert now[0] in (0, type_)
                 assert now[6] != 0, f"the object of slot {index} destroyed under CPU {cpu}"
 
+    def leave_all(self) -> None:
+        for cpu in list(self.held):
+            self.leave(cpu)
+
+    def shared_call(self, cap: int, label: int, argv: Any) -> tuple[int, Any]:
+        """The call on the acting CPU with the objects lock shared, as an entry."""
+        res = self.ffi.new("uint64_t[6]")
+        self.lib.host_enter(self.cpu)
+        err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
+        self.lib.host_leave(self.cpu)
+        self.check_held()
+        return err, res
+
+    def once(self, cap: int, name: str, *args: int) -> int:
+        """One entry's result, KEEL_E_PENDING, _GRACE, _FINISH and _RETRY as they are."""
+        argv = self.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
+        return int(self.shared_call(cap, self.abi.CALLS[name][0], argv)[0])
+
     def call(self, cap: int, name: str, *args: int) -> tuple[int, list[int]]:
         # A call is a system call of its own: the acting CPU's earlier one ended.
         if self.cpu in self.held:
             self.leave(self.cpu)
         label = self.abi.CALLS[name][0]
         argv = self.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
-        res = self.ffi.new("uint64_t[6]")
-        self.lib.host_enter(self.cpu)
-        err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
-        self.lib.host_leave(self.cpu)
-        self.check_held()
+        err, res = self.shared_call(cap, label, argv)
         if err == PENDING:
             # kernel_regrace, then grace_finish destroys the region's objects
             self.pendings += 1
-            for cpu in list(self.held):
-                self.leave(cpu)
+            self.leave_all()
             self.lib.host_grace_finish(self.cpu)
             self.check_held()
             err = 0
         if err == FINISH:
             # kernel_regrace, grace_finish, then the call again shared
-            for cpu in list(self.held):
-                self.leave(cpu)
+            self.leave_all()
             self.lib.host_grace_finish(self.cpu)
-            res = self.ffi.new("uint64_t[6]")
-            self.lib.host_enter(self.cpu)
-            err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
-            self.lib.host_leave(self.cpu)
-            self.check_held()
+            err, res = self.shared_call(cap, label, argv)
         if err == GRACE:
             # kernel_regrace: holding nothing, the caller waits for every CPU
             # in the kernel to leave it, then runs the call again shared
             self.graces += 1
-            for cpu in list(self.held):
-                self.leave(cpu)
-            res = self.ffi.new("uint64_t[6]")
-            self.lib.host_enter(self.cpu)
-            err = self.lib.host_invoke_on(self.cpu, cap, label, argv, res)
-            self.lib.host_leave(self.cpu)
-            self.check_held()
+            self.leave_all()
+            err, res = self.shared_call(cap, label, argv)
             if err == GRACE:
                 err = RETRY
         if err == RETRY:
             # kernel_upgrade: the exclusive holder waits for every reader to leave
             self.retries += 1
-            for cpu in list(self.held):
-                self.leave(cpu)
+            self.leave_all()
             err = self.lib.host_invoke(cap, label, argv, res)
         assert err != RETRY
         return err, list(res)
@@ -176,8 +178,7 @@ def shared() -> Iterator[SharedWorld]:
     try:
         yield world
     finally:
-        for cpu in list(world.held):
-            world.leave(cpu)
+        world.leave_all()
         lib.host_cpus(1)
 
 
@@ -405,22 +406,14 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     assert w.call(region, "untyped_retype", w.T["frame"], 0, CNODE_SLOT, C, 1)[0] == 0
     ep = w.body(A, 0)[3]
     w.hold(1, B)
-    argv = w.ffi.new("uint64_t[6]", [region, 0, 0, 0, 0, 0])
-    res = w.ffi.new("uint64_t[6]")
-    w.lib.host_enter(0)
-    err = w.lib.host_invoke_on(0, CNODE_SLOT, w.abi.CALLS["cnode_revoke"][0], argv, res)
-    w.lib.host_leave(0)
-    assert err == PENDING
+    assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     assert not {A, B, C} & set(w.slots())
     w.check_held()  # CPU 1 still reads B, and the endpoint is not destroyed
     assert w.body(B, w.T["endpoint"])[6] != 0
     # A retype from the region meanwhile waits for the revoke to finish.
-    argv = w.ffi.new("uint64_t[6]", [w.T["notification"], 0, CNODE_SLOT, FIRST_FREE + 50, 1, 0])
-    w.lib.host_enter(0)
-    err = w.lib.host_invoke_on(0, region, w.abi.CALLS["untyped_retype"][0], argv, res)
-    w.lib.host_leave(0)
-    assert err == FINISH
-    assert ep != 0 and FIRST_FREE + 50 not in w.slots()
+    late = FIRST_FREE + 50
+    assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, late, 1) == FINISH
+    assert ep != 0 and late not in w.slots()
     assert 1 in w.held
     w.leave(1)
     w.lib.host_grace_finish(0)
@@ -447,24 +440,16 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
 
-    def raw(cap: int, name: str, *args: int) -> int:
-        argv = w.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
-        res = w.ffi.new("uint64_t[6]")
-        w.lib.host_enter(0)
-        err = w.lib.host_invoke_on(0, cap, w.abi.CALLS[name][0], argv, res)
-        w.lib.host_leave(0)
-        return int(err)
-
-    assert raw(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     assert not {A, B} & set(w.slots())
     assert w.body(A, w.T["endpoint"])[6] != 0, "destroyed before grace_finish"
     # No CPU is in the kernel: the grace period is over, the revoke is not.
-    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == GRACE
-    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == FINISH
+    assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == GRACE
+    assert w.once(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == FINISH
     w.lib.host_grace_finish(0)
     assert w.body(A, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
-    assert raw(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == 0
+    assert w.once(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
-    assert raw(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
+    assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     check_invariants(w)
