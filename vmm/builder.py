@@ -74,6 +74,11 @@ class BootConfig:
         data = None
         if initrd is not None:
             data = _read_file(initrd, "initrd")
+            if not data.startswith((b"070701", b"070702")):
+                # the kernel reads a cpio archive (newc, as `make initrd` writes);
+                # anything else would boot to "the initrd has no init program"
+                what = "is empty" if not data else "is not a cpio archive (newc format)"
+                raise ConfigError(f"initrd {os.fspath(initrd)!r} {what}")
             platform.place_initrd(size, len(data), image.end)
         return cls(image, smp, size, data, features)
 

@@ -98,6 +98,20 @@ def test_unreadable_initrd(tiny_guest: Callable[..., Path], tmp_path: Path) -> N
     assert_clean_error(proc, "missing.cpio")
 
 
+def test_an_initrd_that_is_not_a_cpio_archive(
+    tiny_guest: Callable[..., Path], tmp_path: Path
+) -> None:
+    """An empty file or any other file given as the initrd was booted, and the
+    guest said only that its initrd had no init program."""
+    cases = [("empty.cpio", b"", "is empty"),
+             ("notes.txt", b"# notes\n" * 100, "is not a cpio archive")]  # fmt: skip
+    for name, data, needle in cases:
+        (tmp_path / name).write_bytes(data)
+        proc = keel("run", str(tiny_guest("HELLO")), "--initrd", str(tmp_path / name))
+        assert_clean_error(proc, needle)
+        assert name in proc.stderr
+
+
 def test_unwritable_serial2(tiny_guest: Callable[..., Path], tmp_path: Path) -> None:
     proc = keel("run", str(tiny_guest("HELLO")), "--serial2", str(tmp_path / "no" / "com2.log"))
     assert_clean_error(proc, "com2.log")
