@@ -389,6 +389,18 @@ def test_a_storm_round_runs_shared(shared: SharedWorld) -> None:
         check_invariants(w)
 
 
+def _region_with_an_endpoint(w: SharedWorld) -> int:
+    """From a fresh world, on CPU 0: a 64 KiB untyped region, an endpoint made
+    from it in slot A and a minted copy of it in B; the region's slot."""
+    w.reset()
+    w.cpu = 0
+    region = FIRST_FREE + 40
+    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
+    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+    return region
+
+
 def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorld) -> None:
     """A region's revoke, shared: step 1 retires every capability made from the
     region (KEEL_E_PENDING); a CPU that looked one up still reads it and its
@@ -397,12 +409,7 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     (grace_finish, after every CPU left) destroys them, and the whole region
     is free again."""
     w = shared
-    w.reset()
-    w.cpu = 0
-    region = FIRST_FREE + 40
-    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
-    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
-    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+    region = _region_with_an_endpoint(w)
     assert w.call(region, "untyped_retype", w.T["frame"], 0, CNODE_SLOT, C, 1)[0] == 0
     ep = w.body(A, 0)[3]
     w.hold(1, B)
@@ -433,12 +440,7 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     to be finished first (KEEL_E_FINISH), so it finds the whole region free;
     afterwards both run."""
     w = shared
-    w.reset()
-    w.cpu = 0
-    region = FIRST_FREE + 40
-    assert w.call(UT_SLOT, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, region, 1)[0] == 0
-    assert w.call(region, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
-    assert w.call(CNODE_SLOT, "cnode_mint", B, CNODE_SLOT, A, 3, 7)[0] == 0
+    region = _region_with_an_endpoint(w)
 
     assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     assert not {A, B} & set(w.slots())
