@@ -126,7 +126,7 @@ class FastPath:
         self.q.ram, self.q.nram = self.ram, len(ranges)
         self.q.fd, self.q.readonly, self.q.capacity = dev.fd, dev.readonly, dev.capacity
         self.dev = dev
-        self._runs: object = None  # the DmaWindows runs the C arrays below copy
+        self._source: tuple[object, object] = (None, None)  # the runs ``_arrays`` copy
         self._arrays: list[object] = []
         self._batch: tuple[Virtqueue | None, int, bool] = (None, 0, False)  # queue, batch, ok
 
@@ -161,11 +161,10 @@ class FastPath:
             c.nrd = c.nwr = -1
             return True
         (rs, re), (ws, we) = covers
-        if self._runs is not rs or self._arrays[4] is not ws:  # swapped whole on a change
+        if self._source[0] is not rs or self._source[1] is not ws:  # swapped whole on a change
             self._arrays = [ffi.new("uint64_t[]", v or [0]) for v in (rs, re, ws, we)]
-            self._arrays.append(ws)
-            self._runs = rs
-        c.rd_starts, c.rd_ends, c.wr_starts, c.wr_ends = self._arrays[:4]
+            self._source = (rs, ws)
+        c.rd_starts, c.rd_ends, c.wr_starts, c.wr_ends = self._arrays
         c.nrd, c.nwr = len(rs), len(ws)
         return True
 
