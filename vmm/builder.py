@@ -92,8 +92,8 @@ class GuestVm:
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
         # Work for a thread of its own once vCPU 0 has first left the guest
-        # (``start_once_running``; ``pit_reinject_off``).
-        self.once_running: list[Callable[[], None]] = []
+        # (``start_once_running``; ``pit_reinject_off`` says why it waits).
+        self.once_running: list[Callable[[], None]] = [lambda: pit_reinject_off(vm)]
 
     def start_once_running(self, closers: list[Callable[[], None]]) -> None:
         """vCPU 0 has first left the guest (the machine's vCPU runner calls this):
@@ -138,9 +138,7 @@ def adopt_vm(cfg: BootConfig, closers: list[Callable[[], None]], begun: early.Ea
     assert begun.system is not None and begun.vm is not None and begun.mem is not None
     _check_smp(cfg, begun.system)
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
-    guest = GuestVm(begun.system, begun.vm, begun.mem)
-    guest.once_running.append(lambda: pit_reinject_off(guest.vm))
-    return guest
+    return GuestVm(begun.system, begun.vm, begun.mem)
 
 
 def _check_smp(cfg: BootConfig, system: System) -> None:
@@ -166,9 +164,7 @@ def new_vm(cfg: BootConfig, closers: list[Callable[[], None]], mem: GuestMemory)
     vm.create_pit()
     slots.result()
     timings.mark("KVM set-up (system, VM, irqchip, PIT, memory slots)")
-    guest = GuestVm(system, vm, mem)
-    guest.once_running.append(lambda: pit_reinject_off(vm))
-    return guest
+    return GuestVm(system, vm, mem)
 
 
 def pit_reinject_off(vm: Vm) -> None:
