@@ -3,6 +3,7 @@
  * main.c's (cpu_secondary_main, sched_start_all). */
 #include <arch.h>
 #include <keel/cpu.h>
+#include <keel/printk.h>
 #include <keel/sched.h>
 
 struct cpu cpus[MAX_CPUS];
@@ -12,8 +13,22 @@ void cpu_timer_tick(void)
 {
     struct cpu *c = this_cpu();
 
-    c->ticks++;
+    c->ticks += c->tick_slow ? SCHED_SLOW_TICKS : 1;
+    c->timer_irqs++;
     watchdog_poll();
+    sched_tick_rate(c);
+}
+
+bool cpu_tick_stats;
+
+void cpu_tick_stats_print(void)
+{
+    if (!cpu_tick_stats)
+        return;
+    for (u32 i = 0; i < cpu_count; i++) {
+        printk("keel: cpu %u timer: %lu interrupts in %lu periods\n", i,
+               READ_ONCE(cpus[i].timer_irqs), READ_ONCE(cpus[i].ticks));
+    }
 }
 
 u32 cpus_timer_ok(void)

@@ -94,6 +94,7 @@ long console_decode(struct invocation *inv)
         if (inv->arg[0] > 0xff)
             return KEEL_E_INVALID_ARG;
         lockstat_print(); /* measuring builds (keel/lockstat.h) */
+        cpu_tick_stats_print(); /* keel.tickstats */
         arch_exit((int)inv->arg[0]);
     }
     return KEEL_E_UNKNOWN_CALL;

@@ -233,6 +233,8 @@ __noreturn void kmain(struct hvm_start_info *si)
         /* Everything else is user space's: init reads the command line. */
         iommu_setup();
         waitspin_setup();
+        char flag[4];
+        cpu_tick_stats = cmdline_get(boot_info.cmdline, "keel.tickstats", flag, sizeof(flag));
         if (root_task_create())
             sched_start_all();
         if (!have_test)

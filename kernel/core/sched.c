@@ -73,6 +73,34 @@ static void rq_remove(struct tcb *t)
     rq_unlock(rq);
 }
 
+/* -- the timer's rate --------------------------------------------------------- */
+
+void sched_tick_rate(struct cpu *c)
+{
+    u32 slow = c->tick_may_slow && !READ_ONCE(rq_of(c->index)->nr);
+
+    if (slow == c->tick_slow)
+        return;
+    if (slow) /* every slow tick is then a balancing one (balance_due) */
+        c->ticks += (SCHED_SLOW_TICKS - c->ticks % SCHED_SLOW_TICKS) % SCHED_SLOW_TICKS;
+    WRITE_ONCE(c->tick_slow, slow);
+    arch_timer_every(slow ? SCHED_SLOW_TICKS : 1);
+}
+
+/* A thread was queued on cpu, whose timer may be slow: back to the normal
+ * rate, so that the threads there share it.  Another CPU is sent a wake-up
+ * (its handler calls sched_tick_rate).  One that was just turning slow and
+ * missed this thread finds it at its next tick. */
+static void tick_queued(u32 cpu)
+{
+    struct cpu *c = &cpus[cpu];
+
+    if (c == this_cpu())
+        sched_tick_rate(c);
+    else
+        arch_wake_cpu(c);
+}
+
 static void rq_push(u32 cpu, struct tcb *t, bool front)
 {
     struct runqueue *rq = rq_of(cpu);
@@ -81,6 +109,8 @@ static void rq_push(u32 cpu, struct tcb *t, bool front)
     if (!t->queued)
         rq_insert(rq, cpu, t, front);
     rq_unlock(rq);
+    if (__builtin_expect(READ_ONCE(cpus[cpu].tick_slow), 0))
+        tick_queued(cpu);
 }
 
 static struct tcb *rq_pop(u32 cpu)
@@ -447,6 +477,7 @@ __noreturn void sched_exit_kernel(void)
 
 __noreturn void sched_idle(void)
 {
+    this_cpu()->tick_may_slow = 1;
     kernel_enter();
     sched_exit_kernel();
 }

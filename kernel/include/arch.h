@@ -43,6 +43,9 @@ void arch_wake_cpu(struct cpu *c);
  * again; device interrupts stay pending until the CPU leaves the kernel or
  * idles (they take the objects lock, which the waiter may hold). */
 void arch_wait_halt(void);
+/* This CPU's periodic timer fires once every n periods of its normal rate
+ * (n = 1: the normal rate), from now. */
+void arch_timer_every(u32 n);
 /* Ends c's arch_wait_halt (wait.c: kernel_kick_waiters). */
 void arch_kick_cpu(struct cpu *c);
 

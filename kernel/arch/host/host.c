@@ -122,6 +122,15 @@ void arch_wait_halt(void)
 {
 }
 
+void arch_timer_every(u32 n)
+{
+    (void)n;
+}
+
+void cpu_tick_stats_print(void)
+{
+}
+
 void arch_kick_cpu(struct cpu *c)
 {
     (void)c;

@@ -178,6 +178,13 @@ void lapic_timer_start(u32 hz)
     lapic_write(LAPIC_TIMER_INIT, (u32)MAX(lapic_hz / hz, 1ul));
 }
 
+void arch_timer_every(u32 n)
+{
+    u64 count = MAX(lapic_hz / timer_hz, 1ul) * n;
+
+    lapic_write(LAPIC_TIMER_INIT, (u32)MIN(count, 0xfffffffful));
+}
+
 u32 lapic_timer_hz(void)
 {
     return timer_hz;

@@ -153,6 +153,7 @@ void trap_from_user(struct trap_frame *f)
          * (wait.c) must take the IPIs, which a vector in service of the
          * same class would hold back. */
         lapic_eoi();
+        sched_tick_rate(c); /* a thread may have been queued here (sched.c) */
         kernel_enter();
         c->need_resched = 1;
         cpu_serve_requests();
@@ -245,6 +246,8 @@ void trap_dispatch(struct trap_frame *f)
     } else if (v == VEC_IPI_TLB || v == VEC_IPI_WAKEUP || v == VEC_IPI_KICK) {
         /* An idle CPU, or one halted in a wait (wait.c), runs no user code:
          * a flush request is just acked, a stop request served. */
+        if (v == VEC_IPI_WAKEUP)
+            sched_tick_rate(this_cpu());
         cpu_serve_requests();
         lapic_eoi();
     } else if (v == VEC_SPURIOUS || (v >= 0x70 && v < 0x80)) {

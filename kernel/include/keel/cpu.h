@@ -41,7 +41,7 @@ struct cpu {
     u32 state;
     u32 locks_held; /* debug builds: lock classes this CPU holds (wait.c) */
     u32 kmode;      /* enum kernel_mode: how this CPU holds the objects lock */
-    volatile u64 ticks; /* timer interrupts taken; written only by this CPU */
+    volatile u64 ticks; /* timer periods elapsed (sched.h: SCHED_SLOW_TICKS); this CPU's */
     /* Scheduling: written by this CPU (and current/fpu_owner by an
      * exclusive holder stopping its thread), read lock-free by others. */
     struct tcb *current;   /* thread in user mode on this CPU, or NULL */
@@ -50,6 +50,9 @@ struct cpu {
     volatile u32 idle;      /* halted in the idle loop (read without the lock) */
     volatile u32 in_kernel; /* not running user code (read without the lock) */
     u32 call_pending;       /* current's system call waits for the objects lock */
+    u32 tick_slow;          /* its timer ticks SCHED_SLOW_TICKS times slower (sched.c) */
+    u32 tick_may_slow;      /* it schedules threads: the slow rate may be used */
+    u64 timer_irqs;         /* timer interrupts taken */
     volatile u32 reading;   /* holds the objects lock shared (objlock.c) */
     volatile u64 epoch;     /* grace_epoch when it last took it shared (grace.c) */
     /* Requests from other CPUs, set and polled with atomics. */
@@ -77,6 +80,11 @@ static inline struct cpu *this_cpu(void)
 
 /* Called by the timer interrupt on the CPU that took it. */
 void cpu_timer_tick(void);
+/* keel.tickstats: at power-off, every CPU's timer interrupts and the
+ * periods they stood for (sched.h: SCHED_SLOW_TICKS), for tests. */
+extern bool cpu_tick_stats;
+void cpu_tick_stats_print(void);
+
 /* Number of CPUs whose own timer has ticked at least TIMER_TEST_TICKS. */
 #define TIMER_TEST_TICKS 10
 u32 cpus_timer_ok(void);

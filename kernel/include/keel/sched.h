@@ -122,6 +122,12 @@
 #define SCHED_PRIO_DEFAULT 128
 #define SCHED_SLICE_TICKS 2    /* 20 ms at 100 Hz */
 #define SCHED_BALANCE_TICKS 5  /* 50 ms at 100 Hz */
+/* A CPU with no thread waiting in its queue needs no tick to share itself
+ * out: its timer then ticks this many times slower (one tick per balance,
+ * each counted as this many; sched.c: sched_tick_rate).  On kvm_pvm a tick
+ * costs the vCPU some 0.3 ms of emulated kernel code and exits, and with
+ * more vCPUs than host cores each core pays for all of its vCPUs' ticks. */
+#define SCHED_SLOW_TICKS SCHED_BALANCE_TICKS
 
 
 /* Lock classes, in the order above (debug builds check it). */
@@ -361,6 +367,9 @@ void thread_stop(struct tcb *t);
  * better thread or an imbalance.  True when the kernel must be entered;
  * then sched_timer_balance runs (objects lock shared) before the exit path. */
 bool sched_timer_tick(void);
+/* The timer's rate on c: slow while nothing waits in its queue, else the
+ * normal rate.  At every tick and wake-up IPI; lock-free. */
+void sched_tick_rate(struct cpu *c);
 void sched_timer_balance(void);
 void sched_yield(void);
 /* Thread parameters (tcb.c checks the arguments): affinity -1 or an online
