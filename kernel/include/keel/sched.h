@@ -124,9 +124,10 @@
 #define SCHED_BALANCE_TICKS 5  /* 50 ms at 100 Hz */
 /* A CPU with no thread waiting in its queue needs no tick to share itself
  * out: its timer then ticks this many times slower (one tick per balance,
- * each counted as this many; sched.c: sched_tick_rate).  On kvm_pvm a tick
- * costs the vCPU some 0.3 ms of emulated kernel code and exits, and with
- * more vCPUs than host cores each core pays for all of its vCPUs' ticks. */
+ * each counted as this many; sched.c: sched_tick_rate).  Each tick is an
+ * exit, an injected interrupt and emulated kernel code on kvm_pvm: an idle
+ * 4-vCPU guest took 10.7% of a host core at 100 Hz, 2.6% at this rate
+ * (docs/benchmarks.md). */
 #define SCHED_SLOW_TICKS SCHED_BALANCE_TICKS
 
 
