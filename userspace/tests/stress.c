@@ -1,7 +1,8 @@
 /* keel.test=stress: SMP stress workloads with invariant checks.
  *
  * Command line: keel.duration=SECONDS (default 5), keel.seed=N (default 1),
- * keel.stress=ipc,storm,caps,map,churn,rpc,revoke (default: all), keel.pairs=N
+ * keel.stress=ipc,storm,caps,map,churn,rpc,revoke (default: all; also calls,
+ * kernel calls on nothing shared, stress_mem.c), keel.pairs=N
  * (IPC pairs and RPC servers, default one per two CPUs),
  * keel.pin=spread|local (spread: each IPC pair across two CPUs, each RPC
  * server and its two clients on three, and the capability storms on the
@@ -90,13 +91,15 @@ int stress_run(struct keel_bootinfo *bi)
     int do_ipc = selected(list, "ipc"), do_storm = selected(list, "storm");
     int do_caps = selected(list, "caps"), do_map = selected(list, "map");
     int do_churn = selected(list, "churn"), do_rpc = selected(list, "rpc");
-    int do_revoke = selected(list, "revoke");
+    int do_revoke = selected(list, "revoke"), do_calls = selected(list, "calls");
     if (do_ipc)
         ipc_setup(pairs);
     if (do_rpc)
         rpc_setup(pairs);
     if (do_storm)
         storm_setup();
+    if (do_calls)
+        calls_setup();
     if (do_caps)
         caps_setup();
     if (do_map)
@@ -129,6 +132,8 @@ int stress_run(struct keel_bootinfo *bi)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " storm %lu", storm_progress());
             if (do_caps)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " caps %lu", caps_progress());
+            if (do_calls)
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " calls %lu", calls_progress());
             if (do_map)
                 n += snprintf(line + n, sizeof(line) - (size_t)n, " map %lu", map_progress());
             if (do_churn)
@@ -183,6 +188,10 @@ int stress_run(struct keel_bootinfo *bi)
     if (do_caps) {
         total++;
         failed += caps_check(ran_ms);
+    }
+    if (do_calls) {
+        total++;
+        failed += calls_check(ran_ms);
     }
     if (do_map) {
         total++;

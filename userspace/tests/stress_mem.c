@@ -181,6 +181,69 @@ int caps_check(unsigned long ms)
     return bad;
 }
 
+/* -- kernel calls on nothing shared ------------------------------------------------ */
+
+/* Each thread identifies a capability in a table of its own (keel.pin=local;
+ * else the shared root table) over and over: a kernel call per turn that
+ * takes no lock but the objects lock shared, so its scaling is the most any
+ * kernel-bound workload can get from the host (`scripts/bench --scaling`).
+ * Not in the default list. */
+static struct worker *calls_w[MAX_WORKERS];
+static int calls_n;
+
+static void calls_loop(struct worker *w)
+{
+    keel_word_t type = 0;
+
+    while (!stopped() && !w->fail) {
+        for (int i = 0; i < 64; i++) {
+            long e = keel_cnode_identify(w->b, w->c, &type, 0, 0);
+            if (e || type != KEEL_OBJ_ENDPOINT)
+                WFAIL(w, e, type);
+        }
+        w->count += 64;
+    }
+}
+
+void calls_setup(void)
+{
+    calls_n = (int)ncpus;
+    for (int i = 0; i < calls_n; i++) {
+        struct worker *w = w_spawn(calls_loop, pin_local ? i : -1, 0);
+        w->b = pin_local ? new_obj(KEEL_OBJ_CNODE, 2) : CN;
+        w->c = pin_local ? 1 : slot_alloc();
+        setup_check(keel_untyped_retype(stress_ut, KEEL_OBJ_ENDPOINT, 0, w->b, w->c, 1),
+                    "calls endpoint");
+        calls_w[i] = w;
+    }
+}
+
+unsigned long calls_progress(void)
+{
+    unsigned long n = 0;
+
+    for (int i = 0; i < calls_n; i++)
+        n += calls_w[i]->count;
+    return n;
+}
+
+int calls_check(unsigned long ms)
+{
+    unsigned long n = calls_progress();
+
+    for (int i = 0; i < calls_n; i++) {
+        struct worker *w = calls_w[i];
+        if (w->fail) {
+            printf("stress: calls FAILED: thread %d check at line %ld (%lu vs %lu)\n", i, w->fail,
+                   w->fail_a, w->fail_b);
+            return 1;
+        }
+    }
+    printf("stress: calls ok %d threads (%s), %lu identify calls (%lu per s)\n", calls_n,
+           pin_local ? "own tables" : "shared table", n, n * 1000 / (ms ? ms : 1));
+    return 0;
+}
+
 /* -- map/unmap with concurrent access ---------------------------------------------- */
 
 static keel_word_t map_copy[MAP_PAGES]; /* mapped at MAP_VA, unmapped and remapped */
