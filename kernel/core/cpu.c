@@ -16,7 +16,6 @@ void cpu_timer_tick(void)
     c->ticks += c->tick_slow ? SCHED_SLOW_TICKS : 1;
     c->timer_irqs++;
     watchdog_poll();
-    sched_tick_rate(c);
 }
 
 bool cpu_tick_stats;

@@ -140,6 +140,7 @@ void trap_from_user(struct trap_frame *f)
     if (v == VEC_LAPIC_TIMER) {
         /* Most ticks change nothing: they are served without the lock. */
         cpu_timer_tick();
+        sched_tick_rate(c);
         bool enter = sched_timer_tick();
         lapic_eoi();
         if (!enter)
@@ -232,6 +233,7 @@ void trap_dispatch(struct trap_frame *f)
         exception(f);
     } else if (v == VEC_LAPIC_TIMER) {
         cpu_timer_tick();
+        sched_tick_rate(this_cpu());
         lapic_eoi();
     } else if (v == VEC_IRQ_BASE + 4) {
         console_irq();
