@@ -77,7 +77,9 @@ timings.mark("imports (vmm.cli and what it imports)")
 
 STATUS_ERROR = 1  # bad input or usage: one `keel: error:` line
 STATUS_USAGE = STATUS_ERROR
-STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke")
+# The guest's workloads; "calls" (kernel calls on nothing shared, a scaling
+# reference) runs only when named.
+STRESS_WORKLOADS = ("ipc", "storm", "caps", "map", "churn", "rpc", "revoke", "calls")
 
 def _console_sink(path: str | None, what: str = "console file") -> Callable[[bytes], None]:
     if path is None:

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--seed", type=int, default=1, help="seed of the guest's PRNG (default 1)")
     stress.add_argument("--workloads", default=None, metavar="LIST",
                         help=f"comma-separated subset of {','.join(STRESS_WORKLOADS)} "
-                             "(default: all)")  # fmt: skip
+                             "(default: all but calls)")  # fmt: skip
     stress.add_argument("--memory", "-m", default="256M", help="guest RAM (default: 256M)")
     stress.add_argument("--kernel", default=None, help="kernel ELF (default: build/kernel.elf)")
     stress.add_argument("--initrd", default=None,
