@@ -13,7 +13,11 @@ void cpu_timer_tick(void)
 {
     struct cpu *c = this_cpu();
 
-    c->ticks += c->tick_slow ? SCHED_SLOW_TICKS : 1;
+    u64 before = c->ticks;
+
+    c->ticks = before + (c->tick_slow ? SCHED_SLOW_TICKS : 1);
+    /* a balancing period ended with this tick (sched.c: balance_due) */
+    c->balance_tick = before / SCHED_BALANCE_TICKS != c->ticks / SCHED_BALANCE_TICKS;
     c->timer_irqs++;
     watchdog_poll();
 }

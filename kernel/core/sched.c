@@ -81,8 +81,6 @@ void sched_tick_rate(struct cpu *c)
 
     if (slow == c->tick_slow)
         return;
-    if (slow) /* every slow tick is then a balancing one (balance_due) */
-        c->ticks += (SCHED_SLOW_TICKS - c->ticks % SCHED_SLOW_TICKS) % SCHED_SLOW_TICKS;
     WRITE_ONCE(c->tick_slow, slow);
     arch_timer_every(slow ? SCHED_SLOW_TICKS : 1);
 }
@@ -335,7 +333,7 @@ static bool balance(struct cpu *c, u32 margin)
 
 static bool balance_due(struct cpu *c)
 {
-    return cpu_count > 1 && !(c->ticks % SCHED_BALANCE_TICKS) &&
+    return cpu_count > 1 && c->balance_tick &&
            busiest_cpu(c, 2) != c->index;
 }
 

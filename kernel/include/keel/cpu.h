@@ -52,6 +52,7 @@ struct cpu {
     u32 call_pending;       /* current's system call waits for the objects lock */
     u32 tick_slow;          /* its timer ticks SCHED_SLOW_TICKS times slower (sched.c) */
     u32 tick_may_slow;      /* it schedules threads: the slow rate may be used */
+    u32 balance_tick;       /* the last tick ended a balancing period */
     u64 timer_irqs;         /* timer interrupts taken */
     volatile u32 reading;   /* holds the objects lock shared (objlock.c) */
     volatile u64 epoch;     /* grace_epoch when it last took it shared (grace.c) */
