@@ -64,6 +64,7 @@ keel_word_t new_obj(keel_word_t type, keel_word_t bits); /* from stress_ut */
 void setup_check(long err, const char *what);
 keel_word_t new_stack(unsigned pages);
 struct worker *w_spawn(void (*fn)(struct worker *), long cpu, keel_word_t fault_ep);
+unsigned long workers_count(struct worker *const *w, int n); /* the sum of their counts */
 
 /* Each workload: threads made (not started), progress so far, and its
  * invariants checked when time is up (0: they hold). */

@@ -131,11 +131,7 @@ void caps_setup(void)
 
 unsigned long caps_progress(void)
 {
-    unsigned long n = 0;
-
-    for (int i = 0; i < caps_n; i++)
-        n += caps_w[i]->count;
-    return n;
+    return workers_count(caps_w, caps_n);
 }
 
 int caps_check(unsigned long ms)
@@ -220,11 +216,7 @@ void calls_setup(void)
 
 unsigned long calls_progress(void)
 {
-    unsigned long n = 0;
-
-    for (int i = 0; i < calls_n; i++)
-        n += calls_w[i]->count;
-    return n;
+    return workers_count(calls_w, calls_n);
 }
 
 int calls_check(unsigned long ms)
@@ -476,11 +468,7 @@ void churn_setup(void)
 
 unsigned long churn_progress(void)
 {
-    unsigned long n = 0;
-
-    for (int i = 0; i < churn_n; i++)
-        n += churn_w[i]->count;
-    return n;
+    return workers_count(churn_w, churn_n);
 }
 
 int churn_check(void)

@@ -116,3 +116,12 @@ struct worker *w_spawn(void (*fn)(struct worker *), long cpu, keel_word_t fault_
     setup_check(keel_tcb_set_affinity(w->tcb, (keel_word_t)w->cpu), "set_affinity");
     return w;
 }
+
+unsigned long workers_count(struct worker *const *w, int n)
+{
+    unsigned long sum = 0;
+
+    for (int i = 0; i < n; i++)
+        sum += w[i]->count;
+    return sum;
+}
