@@ -42,6 +42,21 @@ def test_stress_passes(kernel: Path, initrd: Path, smp: int) -> None:
 
 
 @requires_kvm
+def test_the_calls_reference_runs_only_when_named(kernel: Path, initrd: Path) -> None:
+    # Not among the default workloads (test_stress_passes: 8 of them); named,
+    # one thread per vCPU identifies its own capability over and over.
+    proc = keel(
+        "stress", "--smp", "2", "--duration", "1", "--workloads", "calls",
+        "--kernel", str(kernel), "--initrd", str(initrd), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = re.search(r"^stress: calls ok 2 threads \(\w+ table\), (\d+) identify calls",
+                      proc.stdout, re.MULTILINE)  # fmt: skip
+    assert found and int(found.group(1)) > 0, proc.stdout[-3000:]
+    assert re.search(r"^stress: summary 2 workloads, 0 failed$", proc.stdout, re.MULTILINE)
+
+
+@requires_kvm
 def test_broken_invariant_fails_the_run(kernel: Path, initrd: Path) -> None:
     proc = keel(
         "run", str(kernel), "--smp", "2", "--initrd", str(initrd),
