@@ -85,20 +85,6 @@ void sched_tick_rate(struct cpu *c)
     arch_timer_every(slow ? SCHED_SLOW_TICKS : 1);
 }
 
-/* A thread was queued on cpu, whose timer may be slow: back to the normal
- * rate, so that the threads there share it.  Another CPU is sent a wake-up
- * (its handler calls sched_tick_rate).  One that was just turning slow and
- * missed this thread finds it at its next tick. */
-static void tick_queued(u32 cpu)
-{
-    struct cpu *c = &cpus[cpu];
-
-    if (c == this_cpu())
-        sched_tick_rate(c);
-    else
-        arch_wake_cpu(c);
-}
-
 static void rq_push(u32 cpu, struct tcb *t, bool front)
 {
     struct runqueue *rq = rq_of(cpu);
@@ -107,8 +93,10 @@ static void rq_push(u32 cpu, struct tcb *t, bool front)
     if (!t->queued)
         rq_insert(rq, cpu, t, front);
     rq_unlock(rq);
-    if (__builtin_expect(READ_ONCE(cpus[cpu].tick_slow), 0))
-        tick_queued(cpu);
+    /* This CPU's timer back to the normal rate, so that the threads here
+     * share it; another CPU's is brought back by kick_cpu's wake-up. */
+    if (__builtin_expect(READ_ONCE(cpus[cpu].tick_slow), 0) && cpu == this_cpu()->index)
+        sched_tick_rate(&cpus[cpu]);
 }
 
 static struct tcb *rq_pop(u32 cpu)
@@ -210,6 +198,10 @@ static void kick_cpu(u32 cpu, struct tcb *t)
         arch_wake_cpu(c);
     } else if (cur && t->prio > cur->prio) {
         WRITE_ONCE(c->need_resched, 1);
+        arch_wake_cpu(c);
+    } else if (READ_ONCE(c->tick_slow)) {
+        /* Its handler brings its timer back to the normal rate (sched_tick_rate).
+         * One that was just turning slow and missed t finds it at its next tick. */
         arch_wake_cpu(c);
     }
 }
