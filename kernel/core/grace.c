@@ -65,13 +65,15 @@ void grace_exclusive(void)
         finish_all_pending();
 }
 
-static bool grace_elapsed(u64 stamp)
+/* Has every CPU but `self` (NULL: none) left the kernel, or entered it
+ * after the stamp, since the slots stamped with it were retired? */
+static bool grace_elapsed(u64 stamp, const struct cpu *self)
 {
     if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
         return true;
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+        if (c != self && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
             __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp)
             return false;
     }
@@ -82,7 +84,7 @@ bool slot_reclaim(struct slot *s)
 {
     if (s->cap.flags & CAP_PENDING)
         return false; /* a pending revoke still reads it (below) */
-    if (kernel_shared() && !grace_elapsed(s->retired)) {
+    if (kernel_shared() && !grace_elapsed(s->retired, NULL)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
         return false;
     }
@@ -441,21 +443,6 @@ static void finish_all_pending(void)
     }
 }
 
-/* Has every other CPU left the kernel, or entered it after the stamp,
- * since p's slots were retired?  (This CPU's own calls since read none.) */
-static bool pending_elapsed(const struct pending *p)
-{
-    if (p->stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
-        return true;
-    for (u32 i = 0; i < cpu_count; i++) {
-        struct cpu *c = &cpus[i];
-        if (c != this_cpu() && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
-            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= p->stamp)
-            return false;
-    }
-    return true;
-}
-
 bool grace_pending_here(void)
 {
     return pendings[this_cpu()->index].region != NULL;
@@ -465,7 +452,8 @@ void grace_finish_due(void)
 {
     struct pending *p = &pendings[this_cpu()->index];
 
-    if (p->region && pending_elapsed(p)) {
+    /* This CPU's own calls since the retirement read none of p's slots. */
+    if (p->region && grace_elapsed(p->stamp, this_cpu())) {
         LOCKSTAT_COUNT(LS_FINISH_DUE);
         grace_finish();
     }
