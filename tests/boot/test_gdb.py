@@ -116,14 +116,17 @@ def test_gdb_breaks_steps_reads_per_cpu_data_and_watches(kernel: Path, tmp_path:
     assert "exited normally" in out
 
 
-TICKS_SCRIPT = """
+# Both vCPUs started: vCPU 1 has reached cpu_secondary_main.
+AT_CPU1_START = """
 set pagination off
 set confirm off
 target remote {target}
 break cpu_secondary_main
 continue
 delete
-watch cpus[1].ticks
+"""
+
+TICKS_SCRIPT = AT_CPU1_START + """watch cpus[1].ticks
 continue
 continue
 continue
@@ -149,14 +152,7 @@ def test_a_watchpoint_names_the_vcpu_that_wrote(kernel: Path, tmp_path: Path) ->
 
 # keel.test=timer passes once every CPU's own timer has ticked 10 times (20 s
 # at most); vCPU 1 idles in cpu_secondary_main's `sti; hlt` loop meanwhile.
-STEP_HLT_SCRIPT = """
-set pagination off
-set confirm off
-target remote {target}
-break cpu_secondary_main
-continue
-delete
-break *{hlt:#x}
+STEP_HLT_SCRIPT = AT_CPU1_START + """break *{hlt:#x}
 continue
 delete
 stepi
