@@ -26,13 +26,15 @@
 #define FAST static inline __attribute__((always_inline))
 
 /* cnode_slot for a capability known to name a CNode: the slot at index i,
- * or NULL.  (A capability emptied meanwhile by another CPU stays readable
- * until this CPU leaves the kernel: grace.c.) */
+ * listed as read, or NULL.  (A capability emptied meanwhile by another CPU
+ * stays readable until this CPU leaves the kernel: grace.c.) */
 FAST struct slot *fast_slot(const struct cap *cnode, u64 i)
 {
     if (i - 1 >= (1ul << cnode->size_bits) - 1) /* slot 0 is the header */
         return NULL;
-    return (struct slot *)cnode->obj + i;
+    struct slot *s = (struct slot *)cnode->obj + i;
+    slot_listed(s);
+    return s;
 }
 
 /* A CNode capability of t's table with every right wanted, or NULL: the
@@ -84,10 +86,12 @@ void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
     struct cpu *c = this_cpu();
 
     struct tcb *t = kernel_enter_call(c);
+    c->reads_n = 0; /* both calls list what they read (grace.c) */
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
                                                : fast_delete(t, cptr, a0);
     if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */
         syscall_general(arch_fast_frame(t), t);
+    reads_any(c); /* the way out is not listed */
     arch_fast_set_error(t, err);
     if (c->need_resched)
         sched_exit_kernel();

@@ -80,12 +80,49 @@ static bool grace_elapsed(u64 stamp, const struct cpu *self)
     return true;
 }
 
+bool cpu_may_read(const struct cpu *c, const struct slot *s)
+{
+    u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
+
+    if (n > READS_MAX)
+        return true;
+    for (u32 i = 0; i < n; i++) {
+        if (c->reads[i] == s)
+            return true;
+    }
+    return false;
+}
+
+/* grace_elapsed for the one slot s: the CPUs whose calls list what they
+ * read and did not list s are past s's grace period too. */
+static bool slot_grace_elapsed(const struct slot *s)
+{
+    u64 stamp = s->retired;
+
+    if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+        return true;
+    /* s's type became 0 before (under the capability lock, or on this CPU
+     * just now): the lists are read after that store, as a call lists a
+     * slot before it reads its type. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp && cpu_may_read(c, s))
+            return false;
+    }
+    return true;
+}
+
 bool slot_reclaim(struct slot *s)
 {
-    if (s->cap.flags & CAP_PENDING)
+    if (s->cap.flags & CAP_PENDING) {
+        this_cpu()->grace_slot = NULL; /* kernel_regrace: a whole grace period */
         return false; /* a pending revoke still reads it (below) */
-    if (kernel_shared() && !grace_elapsed(s->retired, NULL)) {
+    }
+    if (kernel_shared() && !slot_grace_elapsed(s)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
+        this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
         return false;
     }
     /* field by field: memset or a structure assignment is a call or a
@@ -528,6 +565,8 @@ long slot_revoke_shared(struct slot *s)
      * with a hook: its mapping lock first (checked under the capability
      * lock to be the only descendant still). */
     struct slot *only = __atomic_load_n(&s->child, __ATOMIC_ACQUIRE);
+    if (only)
+        slot_listed(only); /* reached by a link, read without the lock */
     spinlock_t *ml = only ? mapping_lock_if_mapped_type(only) : NULL;
 
     caps_lock();

@@ -85,7 +85,7 @@ void kernel_upgrade(void)
     objects_lock_exclusive();
 }
 
-void kernel_regrace(void)
+void kernel_regrace(const struct slot *s)
 {
     struct cpu *c = this_cpu();
     /* Every stamp so far is below it (grace.c: grace_advance). */
@@ -101,13 +101,15 @@ void kernel_regrace(void)
     LOCKSTAT_COUNT(LS_REGRACE);
     kernel_leave_shared(c);
     /* As grace.c's grace_elapsed: a CPU in the kernel since an epoch past
-     * every stamp, or out of it once, can no longer read a retired slot. */
+     * every stamp, or out of it once, can no longer read a retired slot;
+     * nor can one whose call lists what it reads, s not among them (the
+     * call made again looks once more, under the capability lock). */
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *o = &cpus[i];
         if (o == c)
             continue;
         while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
-               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target)
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && (!s || cpu_may_read(o, s)))
             kernel_spin_turn(&spins);
     }
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);

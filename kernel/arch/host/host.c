@@ -304,9 +304,11 @@ long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
 
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
         res[i] = 0;
+    reads_begin(this_cpu(), call_describe(label)); /* as syscall.c's call_one */
     inv.slot = tcb_lookup_slot(caller, cap, &err);
     if (inv.slot)
         err = invoke(&inv);
+    reads_any(this_cpu());
     if (!kernel_shared()) {
         zombies_reap();
         grace_exclusive(); /* the harness runs it with no CPU reading */
@@ -330,9 +332,24 @@ void host_cpus(u32 n)
 
 void host_enter(u32 cpu)
 {
+    cpus[cpu].reads_n = READS_FRESH;
     cpus[cpu].reading = 1;
     cpus[cpu].epoch = grace_epoch;
     cpus[cpu].kmode = KMODE_SHARED;
+}
+
+/* CPU cpu, in the kernel, looks slot index up: as a call that lists what
+ * it reads (grace.c: the first thing its hold does, or after other listed
+ * reads), or as one that does not (from then on it reads any slot). */
+void host_hold(u32 cpu, u64 index, bool listed)
+{
+    host_cpu = cpu;
+    if (!listed)
+        reads_any(&cpus[cpu]);
+    else if (cpus[cpu].reads_n == READS_FRESH)
+        cpus[cpu].reads_n = 0;
+    slot_listed((struct slot *)root + index);
+    host_cpu = 0;
 }
 
 void host_leave(u32 cpu)
