@@ -13,6 +13,11 @@
  * fill finds it) only once every CPU that could have looked it up has
  * left the kernel - its grace period.
  *
+ * Calls that list what they read ("shared listed" in calls.tbl) narrow
+ * "could have looked it up": a fill does not wait for a CPU whose list
+ * (cpu.reads) lacks its slot - docs/architecture.md, "Calls that list
+ * what they read".
+ *
  * Quiescent states per CPU: a CPU taking the objects lock shared records
  * the grace epoch after announcing itself (objlock.c: kernel_enter, after
  * the exchange on cpu.reading).  A retired slot's stamp s is past its grace
@@ -27,8 +32,7 @@
  * reference count to zero, or needs a type's hook (a mapping, a DMA
  * window, a reply, a thread's binding, an untyped region's watermark while
  * a retype from it is under way), returns KEEL_E_RETRY before changing
- * anything and runs exclusive, where
- * the object's destruction waits for no reader by construction.  Nor does
+ * anything and runs exclusive, where destruction waits for no reader.  Nor does
  * a fill wait for a grace period holding the lock: one that finds its slot
  * still retired returns KEEL_E_GRACE, and syscall_handle waits for the
  * grace period's end holding nothing, then runs the call again shared, so
@@ -43,15 +47,13 @@
  * the hook removes it), or the delete does and the map finds the slot
  * empty (KEEL_E_INVALID_CAP, as if looked up after the delete).
  *
- * Lock order (sched.h): objects lock shared, then that mapping lock, then
- * the capability lock; nothing else is taken here.
- */
+ * Lock order (sched.h): objects lock shared, that mapping lock, the
+ * capability lock; nothing else is taken here. */
 #include <keel/objtype.h>
 #include <keel/sched.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
- * read by kernel_enter), and the last stamp known past its grace period
- * (written exclusive). */
+ * read by kernel_enter), the last stamp known past (written exclusive). */
 u64 grace_epoch = 1;
 static u64 grace_done;
 
@@ -80,30 +82,16 @@ static bool grace_elapsed(u64 stamp, const struct cpu *self)
     return true;
 }
 
-bool cpu_may_read(const struct cpu *c, const struct slot *s)
-{
-    u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
-
-    if (n > READS_MAX)
-        return true;
-    for (u32 i = 0; i < n; i++) {
-        if (c->reads[i] == s)
-            return true;
-    }
-    return false;
-}
-
-/* grace_elapsed for the one slot s: the CPUs whose calls list what they
- * read and did not list s are past s's grace period too. */
+/* grace_elapsed for slot s, skipping CPUs whose calls list what they
+ * read and did not list s. */
 static bool slot_grace_elapsed(const struct slot *s)
 {
     u64 stamp = s->retired;
 
     if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
         return true;
-    /* s's type became 0 before (under the capability lock, or on this CPU
-     * just now): the lists are read after that store, as a call lists a
-     * slot before it reads its type. */
+    /* The lists are read after s's type became 0 (a call lists a slot
+     * before reading its type). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
@@ -243,7 +231,9 @@ again:
     if (type) { /* deleting an empty (or retired) slot does nothing */
         const struct object_type *ot = object_type_of(type);
         if ((ot->flags & OT_MAPPED) && !ml) {
-            /* its mapping lock comes first (sched.h): take it, look again */
+            /* its mapping lock comes first (sched.h): take it, look again;
+             * s is read without the lock meanwhile, so listed first */
+            slot_listed(s);
             obj_unlock(&caps_spinlock, LOCK_CAPS);
             ml = cap_mapping_lock(&s->cap);
             obj_lock(ml, LOCK_MAPPING);

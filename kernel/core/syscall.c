@@ -431,7 +431,9 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         if (err == KEEL_E_PENDING)
             err = KEEL_E_OK;
     }
-    reads_any(c); /* the way out is not listed */
+    /* A listed call's list stands until this CPU leaves the kernel: the way
+     * out (sched.c) reads no slot but a pending region revoke's, which no
+     * fill reclaims before the revoke is finished (CAP_PENDING). */
     if (!kernel_shared())
         zombies_reap(); /* only exclusive holders delete capabilities */
     /* The caller may have deleted itself; a blocked caller gets its
