@@ -401,7 +401,9 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
      * grace period (grace.c), without this call waiting.  Refused before
      * changing anything: KEEL_E_GRACE, a slot to fill still in its grace
      * period - wait for its end holding nothing (no CPU waits for another
-     * while holding the lock), then run again shared; KEEL_E_FINISH, this
+     * while holding the lock), then run again shared (a slot held by a
+     * pending region revoke: a whole grace period, then grace_finish, as
+     * for KEEL_E_FINISH, should the revoke be this CPU's); KEEL_E_FINISH, this
      * CPU's pending region revoke must end first - the same wait, then
      * grace_finish; KEEL_E_RETRY, or a slot retired again meanwhile - run
      * again exclusive. */
@@ -414,7 +416,10 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
             kernel_regrace(NULL);
             grace_finish();
         } else if (err == KEEL_E_GRACE && !again) {
-            kernel_regrace(c->grace_slot);
+            const struct slot *s = c->grace_slot;
+            kernel_regrace(s);
+            if (!s)
+                grace_finish();
         } else {
             LOCKSTAT_UPGRADE(nr == KEEL_SYS_INVOKE ? label : LOCKSTAT_LABELS - 1 - nr);
             kernel_upgrade();
