@@ -51,6 +51,7 @@ long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *
                     uint64_t *res);
 void host_slot_body(uint64_t index, uint64_t type, uint64_t *out);
 void host_grace_finish(uint32_t cpu);
+uint64_t host_grace_slot(uint32_t cpu);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
                       const uint64_t *args, uint64_t *res);
 """
@@ -154,9 +155,13 @@ class SharedWorld(World):
             err, res = self.shared_call(cap, label, argv)
         if err == GRACE:
             # kernel_regrace: holding nothing, the caller waits for every CPU
-            # in the kernel to leave it, then runs the call again shared
+            # in the kernel to leave it, then runs the call again shared; for
+            # a slot a pending region revoke holds, grace_finish first
             self.graces += 1
+            pending_slot = self.lib.host_grace_slot(self.cpu) == 0
             self.leave_all()
+            if pending_slot:
+                self.lib.host_grace_finish(self.cpu)
             err, res = self.shared_call(cap, label, argv)
             if err == GRACE:
                 err = RETRY
@@ -502,4 +507,23 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    check_invariants(w)
+
+
+def test_a_fill_into_a_slot_of_its_own_pending_revoke_finishes_it_shared(
+    shared: SharedWorld,
+) -> None:
+    """A fill that finds its slot held by this CPU's pending region revoke
+    (KEEL_E_GRACE with no slot to wait for) waits a whole grace period, has the
+    revoke finished and runs again shared: it never needs the exclusive lock."""
+    w = shared
+    region = _region_with_an_endpoint(w)
+    assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    w.retries = w.graces = 0
+    # A copy of the table's own capability into A, which the revoke retired
+    assert w.call(CNODE_SLOT, "cnode_copy", A, CNODE_SLOT, CNODE_SLOT, 15)[0] == 0
+    assert (w.graces, w.retries) == (1, 0), "the fill ran exclusive"
+    assert w.body(B, w.T["endpoint"])[6] == 0, "the revoke was not finished"
+    for s in (A, region):
+        assert w.call(CNODE_SLOT, "cnode_delete", s)[0] == 0
     check_invariants(w)

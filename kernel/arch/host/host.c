@@ -371,6 +371,14 @@ void host_grace_finish(u32 cpu)
     host_leave(cpu);
 }
 
+/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
+ * pending region revoke holds it (syscall_handle then waits a whole grace
+ * period and runs grace_finish). */
+u64 host_grace_slot(u32 cpu)
+{
+    return (u64)cpus[cpu].grace_slot;
+}
+
 long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 {
     host_cpu = cpu;
