@@ -228,10 +228,11 @@ def gen_calls_h(t: Table) -> str:
             for a in call.args
         )
         cap_end = max((i + 1 for i, a in enumerate(call.args) if a.cap_type), default=0)
+        shared = int(call.shared) + int(call.listed)  # 2: CALL_LISTED (keel/invoke.h)
         out.append(
             f"    [KEEL_CALL_{call.name.upper()}] = {{ \"{call.name}\", "
             f"KEEL_OBJ_{call.obj.upper()}, {rights_expr(call.rights)}, "
-            f"{len(call.args)}, {len(call.results)}, {int(call.shared) + int(call.listed)}, {cap_end}, "
+            f"{len(call.args)}, {len(call.results)}, {shared}, {cap_end}, "
             f"{{ {caps} }} }},"
         )
     out += ["};", ""]
