@@ -343,12 +343,14 @@ void host_enter(u32 cpu)
  * reads), or as one that does not (from then on it reads any slot). */
 void host_hold(u32 cpu, u64 index, bool listed)
 {
+    long err;
+
     host_cpu = cpu;
     if (!listed)
         reads_any(&cpus[cpu]);
     else if (cpus[cpu].reads_n == READS_FRESH)
         cpus[cpu].reads_n = 0;
-    slot_listed((struct slot *)root + index);
+    tcb_lookup_slot(caller, index, &err); /* as a call looks it up: listed */
     host_cpu = 0;
 }
 
