@@ -59,6 +59,7 @@ static void objects_lock_exclusive(void)
     LOCKSTAT_ADD(LC_EXCL_DRAIN, t1);
     LOCKSTAT_MARK(excl_since);
     me->kmode = KMODE_EXCLUSIVE;
+    me->reads_n = READS_ANY; /* no fill runs meanwhile: nothing to list */
     grace_exclusive(); /* no reader is left: every retired slot is past its grace */
 }
 
