@@ -67,6 +67,7 @@ class Call:
     method: str
     rights: str
     shared: bool = False  # may run with the objects lock shared
+    listed: bool = False  # shared, and lists every slot it reads (grace.c)
     args: list[Arg] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
 
@@ -115,6 +116,8 @@ def parse(text: str) -> Table:
             rest = words[3:]
             if rest and rest[0] == "shared":
                 call.shared, rest = True, rest[1:]
+                if rest and rest[0] == "listed":
+                    call.listed, rest = True, rest[1:]
             if "->" in rest:
                 i = rest.index("->")
                 rest, call.results = rest[:i], rest[i + 1 :]
@@ -225,10 +228,11 @@ def gen_calls_h(t: Table) -> str:
             for a in call.args
         )
         cap_end = max((i + 1 for i, a in enumerate(call.args) if a.cap_type), default=0)
+        shared = int(call.shared) + int(call.listed)  # 2: CALL_LISTED (keel/invoke.h)
         out.append(
             f"    [KEEL_CALL_{call.name.upper()}] = {{ \"{call.name}\", "
             f"KEEL_OBJ_{call.obj.upper()}, {rights_expr(call.rights)}, "
-            f"{len(call.args)}, {len(call.results)}, {int(call.shared)}, {cap_end}, "
+            f"{len(call.args)}, {len(call.results)}, {shared}, {cap_end}, "
             f"{{ {caps} }} }},"
         )
     out += ["};", ""]

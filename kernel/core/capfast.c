@@ -26,8 +26,8 @@
 #define FAST static inline __attribute__((always_inline))
 
 /* cnode_slot for a capability known to name a CNode: the slot at index i,
- * or NULL.  (A capability emptied meanwhile by another CPU stays readable
- * until this CPU leaves the kernel: grace.c.) */
+ * or NULL; not listed (grace.c), for it is read only under the capability
+ * lock (slot_derive, slot_delete_shared). */
 FAST struct slot *fast_slot(const struct cap *cnode, u64 i)
 {
     if (i - 1 >= (1ul << cnode->size_bits) - 1) /* slot 0 is the header */
@@ -36,13 +36,24 @@ FAST struct slot *fast_slot(const struct cap *cnode, u64 i)
 }
 
 /* A CNode capability of t's table with every right wanted, or NULL: the
- * slot's type read once (a delete on another CPU may empty it: grace.c). */
-FAST struct slot *fast_cnode_cap(const struct cap *table, u64 i, u8 rights)
+ * slot is listed (it is read without the lock), then its type read once (a
+ * delete on another CPU may empty it: grace.c).  first: the call's first
+ * read since c entered (cpu.reads_n is READS_FRESH), which starts the list. */
+FAST struct slot *fast_cnode_cap(struct cpu *c, const struct cap *table, u64 i, u8 rights,
+                                 bool first)
 {
     if (table->type != KEEL_OBJ_CNODE)
         return NULL;
     struct slot *s = fast_slot(table, i);
-    if (!s || __atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE) != KEEL_OBJ_CNODE ||
+    if (!s)
+        return NULL;
+    if (first) { /* slot_listed on an empty list */
+        c->reads[0] = s;
+        __atomic_exchange_n(&c->reads_n, 1, __ATOMIC_SEQ_CST);
+    } else {
+        slot_listed(s);
+    }
+    if (__atomic_load_n(&s->cap.type, __ATOMIC_ACQUIRE) != KEEL_OBJ_CNODE ||
         (s->cap.rights & rights) != rights)
         return NULL;
     return s;
@@ -50,14 +61,15 @@ FAST struct slot *fast_cnode_cap(const struct cap *table, u64 i, u8 rights)
 
 /* dest, src_cnode, src, rights (calls.tbl); the source table is most often
  * the invoked one. */
-FAST long fast_copy(struct tcb *t, u64 cptr, u64 dest, u64 src_cnode, u64 src, u64 rights)
+FAST long fast_copy(struct cpu *c, struct tcb *t, u64 cptr, u64 dest, u64 src_cnode, u64 src,
+                    u64 rights)
 {
-    struct slot *cn = fast_cnode_cap(&t->cspace.cap, cptr, KEEL_RIGHT_WRITE);
+    struct slot *cn = fast_cnode_cap(c, &t->cspace.cap, cptr, KEEL_RIGHT_WRITE, true);
 
     if (!cn)
         return KEEL_E_RETRY;
     struct slot *scn =
-        src_cnode == cptr ? cn : fast_cnode_cap(&t->cspace.cap, src_cnode, KEEL_RIGHT_READ);
+        src_cnode == cptr ? cn : fast_cnode_cap(c, &t->cspace.cap, src_cnode, KEEL_RIGHT_READ, false);
     if (!scn || !(scn->cap.rights & KEEL_RIGHT_READ))
         return KEEL_E_RETRY;
     struct slot *d = fast_slot(&cn->cap, dest), *s = fast_slot(&scn->cap, src);
@@ -69,9 +81,9 @@ FAST long fast_copy(struct tcb *t, u64 cptr, u64 dest, u64 src_cnode, u64 src, u
     return err;
 }
 
-FAST long fast_delete(struct tcb *t, u64 cptr, u64 slot)
+FAST long fast_delete(struct cpu *c, struct tcb *t, u64 cptr, u64 slot)
 {
-    struct slot *cn = fast_cnode_cap(&t->cspace.cap, cptr, KEEL_RIGHT_WRITE);
+    struct slot *cn = fast_cnode_cap(c, &t->cspace.cap, cptr, KEEL_RIGHT_WRITE, true);
     struct slot *s = cn ? fast_slot(&cn->cap, slot) : NULL;
 
     if (!s)
@@ -84,13 +96,14 @@ void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
     struct cpu *c = this_cpu();
 
     struct tcb *t = kernel_enter_call(c);
-    long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(t, cptr, a0, a1, a2, a3)
-                                               : fast_delete(t, cptr, a0);
+    /* Both calls list what they read without the lock (grace.c). */
+    long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(c, t, cptr, a0, a1, a2, a3)
+                                               : fast_delete(c, t, cptr, a0);
     if (err < 0) /* KEEL_E_RETRY or KEEL_E_GRACE: users' errors are >= 0 */
         syscall_general(arch_fast_frame(t), t);
     arch_fast_set_error(t, err);
     if (c->need_resched)
-        sched_exit_kernel();
+        sched_exit_kernel(); /* it reads no slot: syscall_handle */
     WRITE_ONCE(c->in_kernel, 0);
     arch_fast_return_same(c, t); /* releases the objects lock */
 }

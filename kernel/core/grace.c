@@ -13,6 +13,11 @@
  * fill finds it) only once every CPU that could have looked it up has
  * left the kernel - its grace period.
  *
+ * Calls that list what they read ("shared listed" in calls.tbl) narrow
+ * "could have looked it up": a fill does not wait for a CPU whose list
+ * (cpu.reads) lacks its slot - docs/architecture.md, "Calls that list
+ * what they read".
+ *
  * Quiescent states per CPU: a CPU taking the objects lock shared records
  * the grace epoch after announcing itself (objlock.c: kernel_enter, after
  * the exchange on cpu.reading).  A retired slot's stamp s is past its grace
@@ -27,8 +32,7 @@
  * reference count to zero, or needs a type's hook (a mapping, a DMA
  * window, a reply, a thread's binding, an untyped region's watermark while
  * a retype from it is under way), returns KEEL_E_RETRY before changing
- * anything and runs exclusive, where
- * the object's destruction waits for no reader by construction.  Nor does
+ * anything and runs exclusive, where destruction waits for no reader.  Nor does
  * a fill wait for a grace period holding the lock: one that finds its slot
  * still retired returns KEEL_E_GRACE, and syscall_handle waits for the
  * grace period's end holding nothing, then runs the call again shared, so
@@ -43,15 +47,13 @@
  * the hook removes it), or the delete does and the map finds the slot
  * empty (KEEL_E_INVALID_CAP, as if looked up after the delete).
  *
- * Lock order (sched.h): objects lock shared, then that mapping lock, then
- * the capability lock; nothing else is taken here.
- */
+ * Lock order (sched.h): objects lock shared, that mapping lock, the
+ * capability lock; nothing else is taken here. */
 #include <keel/objtype.h>
 #include <keel/sched.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
- * read by kernel_enter), and the last stamp known past its grace period
- * (written exclusive). */
+ * read by kernel_enter), the last stamp known past (written exclusive). */
 u64 grace_epoch = 1;
 static u64 grace_done;
 
@@ -80,12 +82,35 @@ static bool grace_elapsed(u64 stamp, const struct cpu *self)
     return true;
 }
 
+/* grace_elapsed for slot s, skipping CPUs whose calls list what they
+ * read and did not list s. */
+static bool slot_grace_elapsed(const struct slot *s)
+{
+    u64 stamp = s->retired;
+
+    if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+        return true;
+    /* The lists are read after s's type became 0 (a call lists a slot
+     * before reading its type). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp && cpu_may_read(c, s))
+            return false;
+    }
+    return true;
+}
+
 bool slot_reclaim(struct slot *s)
 {
-    if (s->cap.flags & CAP_PENDING)
+    if (s->cap.flags & CAP_PENDING) {
+        this_cpu()->grace_slot = NULL; /* kernel_regrace: a whole grace period */
         return false; /* a pending revoke still reads it (below) */
-    if (kernel_shared() && !grace_elapsed(s->retired, NULL)) {
+    }
+    if (kernel_shared() && !slot_grace_elapsed(s)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
+        this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
         return false;
     }
     /* field by field: memset or a structure assignment is a call or a
@@ -206,7 +231,9 @@ again:
     if (type) { /* deleting an empty (or retired) slot does nothing */
         const struct object_type *ot = object_type_of(type);
         if ((ot->flags & OT_MAPPED) && !ml) {
-            /* its mapping lock comes first (sched.h): take it, look again */
+            /* its mapping lock comes first (sched.h): take it, look again;
+             * s is read without the lock meanwhile, so listed first */
+            slot_listed(s);
             obj_unlock(&caps_spinlock, LOCK_CAPS);
             ml = cap_mapping_lock(&s->cap);
             obj_lock(ml, LOCK_MAPPING);
@@ -528,6 +555,8 @@ long slot_revoke_shared(struct slot *s)
      * with a hook: its mapping lock first (checked under the capability
      * lock to be the only descendant still). */
     struct slot *only = __atomic_load_n(&s->child, __ATOMIC_ACQUIRE);
+    if (only)
+        slot_listed(only); /* reached by a link, read without the lock */
     spinlock_t *ml = only ? mapping_lock_if_mapped_type(only) : NULL;
 
     caps_lock();

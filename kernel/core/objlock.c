@@ -59,6 +59,7 @@ static void objects_lock_exclusive(void)
     LOCKSTAT_ADD(LC_EXCL_DRAIN, t1);
     LOCKSTAT_MARK(excl_since);
     me->kmode = KMODE_EXCLUSIVE;
+    me->reads_n = READS_ANY; /* no fill runs meanwhile: nothing to list */
     grace_exclusive(); /* no reader is left: every retired slot is past its grace */
 }
 
@@ -85,7 +86,20 @@ void kernel_upgrade(void)
     objects_lock_exclusive();
 }
 
-void kernel_regrace(void)
+bool cpu_may_read(const struct cpu *c, const struct slot *s)
+{
+    u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
+
+    if (n > READS_MAX)
+        return true;
+    for (u32 i = 0; i < n; i++) {
+        if (c->reads[i] == s)
+            return true;
+    }
+    return false;
+}
+
+void kernel_regrace(const struct slot *s)
 {
     struct cpu *c = this_cpu();
     /* Every stamp so far is below it (grace.c: grace_advance). */
@@ -101,13 +115,15 @@ void kernel_regrace(void)
     LOCKSTAT_COUNT(LS_REGRACE);
     kernel_leave_shared(c);
     /* As grace.c's grace_elapsed: a CPU in the kernel since an epoch past
-     * every stamp, or out of it once, can no longer read a retired slot. */
+     * every stamp, or out of it once, can no longer read a retired slot;
+     * nor can one whose call lists what it reads, s not among them (the
+     * call made again looks once more, under the capability lock). */
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *o = &cpus[i];
         if (o == c)
             continue;
         while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
-               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target)
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && (!s || cpu_may_read(o, s)))
             kernel_spin_turn(&spins);
     }
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);

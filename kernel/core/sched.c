@@ -452,7 +452,7 @@ __noreturn void sched_exit_kernel(void)
         if (grace_pending_here()) {
             /* Not before idling: the objects may be waited on, their
              * memory wanted.  kernel_regrace waits holding nothing. */
-            kernel_regrace();
+            kernel_regrace(NULL);
             grace_finish();
             continue;
         }

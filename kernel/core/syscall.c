@@ -29,15 +29,19 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
     inv.res = res;
     inv.blocked = false;
     inv.no_block = false;
+    const struct call_desc *d = call_describe(label);
+    reads_begin(this_cpu(), d);
     inv.slot = tcb_lookup_slot(t, cap, &err);
     if (!inv.slot)
         return err;
     u8 type = __atomic_load_n(&inv.slot->cap.type, __ATOMIC_ACQUIRE);
-    if (type == KEEL_OBJ_ENDPOINT)
+    if (type == KEEL_OBJ_ENDPOINT) {
+        reads_any(this_cpu()); /* a message: what it reads is not listed */
         return endpoint_call(t, inv.slot, label, args, blocked);
+    }
     if (!type)
         return KEEL_E_INVALID_CAP; /* emptied since its lookup (slot_type_check) */
-    err = invoke_described(&inv, call_describe(label), type, false);
+    err = invoke_described(&inv, d, type, false);
     *blocked = inv.blocked;
     return err;
 }
@@ -397,7 +401,9 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
      * grace period (grace.c), without this call waiting.  Refused before
      * changing anything: KEEL_E_GRACE, a slot to fill still in its grace
      * period - wait for its end holding nothing (no CPU waits for another
-     * while holding the lock), then run again shared; KEEL_E_FINISH, this
+     * while holding the lock), then run again shared (a slot held by a
+     * pending region revoke: a whole grace period, then grace_finish, as
+     * for KEEL_E_FINISH, should the revoke be this CPU's); KEEL_E_FINISH, this
      * CPU's pending region revoke must end first - the same wait, then
      * grace_finish; KEEL_E_RETRY, or a slot retired again meanwhile - run
      * again exclusive. */
@@ -407,10 +413,13 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         c->call_pending = 1; /* nothing done yet */
         if (err == KEEL_E_FINISH && !again) {
             LOCKSTAT_COUNT(LS_FINISH_WAIT);
-            kernel_regrace();
+            kernel_regrace(NULL);
             grace_finish();
         } else if (err == KEEL_E_GRACE && !again) {
-            kernel_regrace();
+            const struct slot *s = c->grace_slot;
+            kernel_regrace(s);
+            if (!s)
+                grace_finish();
         } else {
             LOCKSTAT_UPGRADE(nr == KEEL_SYS_INVOKE ? label : LOCKSTAT_LABELS - 1 - nr);
             kernel_upgrade();
@@ -427,6 +436,9 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         if (err == KEEL_E_PENDING)
             err = KEEL_E_OK;
     }
+    /* A listed call's list stands until this CPU leaves the kernel: the way
+     * out (sched.c) reads no slot but a pending region revoke's, which no
+     * fill reclaims before the revoke is finished (CAP_PENDING). */
     if (!kernel_shared())
         zombies_reap(); /* only exclusive holders delete capabilities */
     /* The caller may have deleted itself; a blocked caller gets its

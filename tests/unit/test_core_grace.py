@@ -45,11 +45,13 @@ from tests.unit.test_core_host import (
 GRACE_CDEF = """
 void host_cpus(uint32_t n);
 void host_enter(uint32_t cpu);
+void host_hold(uint32_t cpu, uint64_t index, bool listed);
 void host_leave(uint32_t cpu);
 long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *args,
                     uint64_t *res);
 void host_slot_body(uint64_t index, uint64_t type, uint64_t *out);
 void host_grace_finish(uint32_t cpu);
+uint64_t host_grace_slot(uint32_t cpu);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
                       const uint64_t *args, uint64_t *res);
 """
@@ -94,9 +96,12 @@ class SharedWorld(World):
         self.lib.host_leave(cpu)
         del self.held[cpu]
 
-    def hold(self, cpu: int, index: int) -> None:
-        """CPU `cpu` looks up slot `index` (a live one) and keeps reading it."""
+    def hold(self, cpu: int, index: int, listed: bool = False) -> None:
+        """CPU `cpu` looks up slot `index` (a live one) and keeps reading it;
+        listed: as a call that lists the slots it reads (grace.c), else as
+        one that does not (the CPU then counts as reading any slot)."""
         self.enter(cpu)
+        self.lib.host_hold(cpu, index, listed)
         read = self.body(index, 0)
         if read[0]:
             self.held[cpu][index] = read
@@ -150,9 +155,13 @@ class SharedWorld(World):
             err, res = self.shared_call(cap, label, argv)
         if err == GRACE:
             # kernel_regrace: holding nothing, the caller waits for every CPU
-            # in the kernel to leave it, then runs the call again shared
+            # in the kernel to leave it, then runs the call again shared; for
+            # a slot a pending region revoke holds, grace_finish first
             self.graces += 1
+            pending_slot = self.lib.host_grace_slot(self.cpu) == 0
             self.leave_all()
+            if pending_slot:
+                self.lib.host_grace_finish(self.cpu)
             err, res = self.shared_call(cap, label, argv)
             if err == GRACE:
                 err = RETRY
@@ -185,7 +194,7 @@ def shared() -> Iterator[SharedWorld]:
 CPUS = st.integers(0, NCPUS - 1)
 step = st.one_of(
     st.tuples(st.just("on"), CPUS, op),
-    st.tuples(st.just("hold"), CPUS, st.one_of(SLOTS, st.just(UT_SLOT))),
+    st.tuples(st.just("hold"), CPUS, st.one_of(SLOTS, st.just(UT_SLOT)), st.booleans()),
     st.tuples(st.just("leave"), CPUS),
 )
 
@@ -198,7 +207,7 @@ def run(w: SharedWorld, steps: list[tuple[Any, ...]]) -> None:
             w.cpu = s[1]
             apply(w, s[2])
         elif s[0] == "hold":
-            w.hold(s[1], s[2])
+            w.hold(s[1], s[2], *s[3:])
         elif s[1] in w.held:
             w.leave(s[1])
         w.check_held()
@@ -224,6 +233,12 @@ KNOWN = [
     [("on", 0, ("retype", "untyped", A, 2)), ("hold", 1, A), ("on", 0, ("delete", A)),
      ("on", 2, ("retype", "frame", C, 1)), ("on", 0, ("delete", B)),
      ("on", 2, ("revoke", C)), ("on", 0, ("delete", C))],
+    # CPUs whose calls list what they read (grace.c): one reads B, another
+    # read C before it was moved away; the fills wait only for them
+    [("on", 0, ("retype", "endpoint", A, 1)), ("on", 0, ("copy", B, A, 15)),
+     ("on", 0, ("copy", C, A, 7)), ("hold", 1, B, True), ("hold", 2, C, True),
+     ("on", 0, ("delete", B)), ("on", 0, ("move", FIRST_FREE + 5, C)),
+     ("on", 0, ("copy", C, A, 3)), ("on", 0, ("copy", B, A, 1)), ("leave", 2)],
 ]  # fmt: skip
 
 
@@ -236,6 +251,7 @@ KNOWN = [
 @example(KNOWN[2])
 @example(KNOWN[3])
 @example(KNOWN[4])
+@example(KNOWN[5])
 def test_interleaved_calls_never_reuse_what_a_cpu_reads(
     shared: SharedWorld, steps: list[tuple[Any, ...]]
 ) -> None:
@@ -280,6 +296,43 @@ def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> Non
     assert w.call(A, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, B, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     assert w.retries == 2
+    check_invariants(w)
+
+
+def test_a_fill_waits_only_for_the_cpus_whose_calls_may_read_its_slot(
+    shared: SharedWorld,
+) -> None:
+    """A CPU whose call lists the slots it reads (grace.c) holds back the fill
+    of a retired slot only if the slot is on its list; one that does not list
+    them holds back every fill, as before."""
+    w = shared
+    w.reset()
+    w.cpu = 0
+    assert w.call(UT_SLOT, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
+    for dest in (B, C):
+        assert w.call(CNODE_SLOT, "cnode_copy", dest, CNODE_SLOT, A, 15)[0] == 0
+    w.graces = w.retries = 0
+    w.hold(1, B, listed=True)
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    w.cpu = 2
+    assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
+    assert (w.graces, w.retries) == (0, 0), "a fill waited for a CPU that does not read its slot"
+    assert 1 in w.held
+    # CPU 1 reads B: its fill waits for CPU 1 to leave.
+    assert w.call(CNODE_SLOT, "cnode_delete", B)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_copy", B, CNODE_SLOT, A, 1)[0] == 0
+    assert (w.graces, w.retries) == (1, 0) and 1 not in w.held
+    # A CPU that lists nothing may read any slot: every fill waits for it.
+    w.hold(1, B)
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
+    assert (w.graces, w.retries) == (2, 0) and 1 not in w.held
+    # Nor does a list that overflows name every slot read: it reads any.
+    for _ in range(9):
+        w.hold(1, A, listed=True)
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
+    assert (w.graces, w.retries) == (3, 0)
     check_invariants(w)
 
 
@@ -454,4 +507,23 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+    check_invariants(w)
+
+
+def test_a_fill_into_a_slot_of_its_own_pending_revoke_finishes_it_shared(
+    shared: SharedWorld,
+) -> None:
+    """A fill that finds its slot held by this CPU's pending region revoke
+    (KEEL_E_GRACE with no slot to wait for) waits a whole grace period, has the
+    revoke finished and runs again shared: it never needs the exclusive lock."""
+    w = shared
+    region = _region_with_an_endpoint(w)
+    assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    w.retries = w.graces = 0
+    # A copy of the table's own capability into A, which the revoke retired
+    assert w.call(CNODE_SLOT, "cnode_copy", A, CNODE_SLOT, CNODE_SLOT, 15)[0] == 0
+    assert (w.graces, w.retries) == (1, 0), "the fill ran exclusive"
+    assert w.body(B, w.T["endpoint"])[6] == 0, "the revoke was not finished"
+    for s in (A, region):
+        assert w.call(CNODE_SLOT, "cnode_delete", s)[0] == 0
     check_invariants(w)

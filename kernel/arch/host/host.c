@@ -304,9 +304,11 @@ long host_invoke(u64 cap, u64 label, const u64 *args, u64 *res)
 
     for (int i = 0; i < KEEL_MSG_WORDS; i++)
         res[i] = 0;
+    reads_begin(this_cpu(), call_describe(label)); /* as syscall.c's call_one */
     inv.slot = tcb_lookup_slot(caller, cap, &err);
     if (inv.slot)
         err = invoke(&inv);
+    reads_any(this_cpu());
     if (!kernel_shared()) {
         zombies_reap();
         grace_exclusive(); /* the harness runs it with no CPU reading */
@@ -330,9 +332,26 @@ void host_cpus(u32 n)
 
 void host_enter(u32 cpu)
 {
+    cpus[cpu].reads_n = READS_FRESH;
     cpus[cpu].reading = 1;
     cpus[cpu].epoch = grace_epoch;
     cpus[cpu].kmode = KMODE_SHARED;
+}
+
+/* CPU cpu, in the kernel, looks slot index up: as a call that lists what
+ * it reads (grace.c: the first thing its hold does, or after other listed
+ * reads), or as one that does not (from then on it reads any slot). */
+void host_hold(u32 cpu, u64 index, bool listed)
+{
+    long err;
+
+    host_cpu = cpu;
+    if (!listed)
+        reads_any(&cpus[cpu]);
+    else if (cpus[cpu].reads_n == READS_FRESH)
+        cpus[cpu].reads_n = 0;
+    tcb_lookup_slot(caller, index, &err); /* as a call looks it up: listed */
+    host_cpu = 0;
 }
 
 void host_leave(u32 cpu)
@@ -352,6 +371,14 @@ void host_grace_finish(u32 cpu)
         objects_writer = 0;
     host_cpu = 0;
     host_leave(cpu);
+}
+
+/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
+ * pending region revoke holds it (syscall_handle then waits a whole grace
+ * period and runs grace_finish). */
+u64 host_grace_slot(u32 cpu)
+{
+    return (u64)cpus[cpu].grace_slot;
 }
 
 long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)

@@ -26,6 +26,15 @@ enum cpu_state {
 };
 
 struct tcb;
+struct slot;
+
+/* cpu.reads_n (grace.c: the slots a call reads): up to READS_MAX slots
+ * listed in cpu.reads, or one of two values meaning "any slot": this hold
+ * of the objects lock lists nothing (yet), or it read more or other than
+ * it lists. */
+#define READS_MAX 8
+#define READS_FRESH 0xfffffffeu /* from kernel_enter_shared until a listing call starts */
+#define READS_ANY 0xffffffffu
 
 struct cpu {
     struct cpu *self;  /* must be first: this_cpu() loads it from the base */
@@ -56,6 +65,9 @@ struct cpu {
     u64 timer_irqs;         /* timer interrupts taken */
     volatile u32 reading;   /* holds the objects lock shared (objlock.c) */
     volatile u64 epoch;     /* grace_epoch when it last took it shared (grace.c) */
+    volatile u32 reads_n;   /* how many of reads[] its current call read, or READS_* */
+    struct slot *volatile reads[READS_MAX]; /* grace.c: published before they are read */
+    struct slot *grace_slot; /* the slot a fill found in its grace period (kernel_regrace) */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;
     volatile u32 stop_request;

@@ -10,13 +10,16 @@
 #include <keel/sched.h>
 #include <keel/types_gen.h>
 
+#define CALL_LISTED 2
+
 struct call_desc {
     const char *name;
     u8 type;
     u8 rights;
     u8 nargs;
     u8 nresults;
-    u8 shared; /* may run with the objects lock shared (calls.tbl) */
+    u8 shared; /* may run with the objects lock shared (calls.tbl): 1, or
+                * CALL_LISTED if it also lists every slot it reads (grace.c) */
     u8 cap_end; /* 1 + the index of the last capability argument (0: none) */
     struct {
         u8 type; /* 0: a plain word */
@@ -49,6 +52,28 @@ static inline const struct call_desc *call_describe(u64 label)
     if (label - 1 >= KEEL_NCALLS - 1)
         return NULL;
     return &call_table[label];
+}
+
+/* The listing of what a call reads (grace.c): a listed call starts it if
+ * nothing else was read since the objects lock was taken shared
+ * (READS_FRESH), and keeps one the capability fast path started; any other
+ * call reads "any slot".  reads_any: from here on, this hold reads any
+ * slot (the exchange orders it before whatever is read next). */
+static inline __attribute__((always_inline)) void reads_any(struct cpu *c)
+{
+    if (c->reads_n <= READS_MAX)
+        __atomic_exchange_n(&c->reads_n, READS_ANY, __ATOMIC_SEQ_CST);
+}
+
+static inline __attribute__((always_inline)) void reads_begin(struct cpu *c,
+                                                              const struct call_desc *d)
+{
+    if (d && d->shared == CALL_LISTED) {
+        if (c->reads_n == READS_FRESH)
+            c->reads_n = 0;
+    } else {
+        reads_any(c);
+    }
 }
 
 /* The generic checks of a call described by d (NULL: no such call) on

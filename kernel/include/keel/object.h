@@ -20,6 +20,7 @@
 
 #include <arch.h>
 #include <keel/abi.h>
+#include <keel/cpu.h>
 #include <keel/spinlock.h>
 #include <keel/types.h>
 
@@ -193,13 +194,38 @@ static inline bool slot_is_free(struct slot *s)
 {
     return !s->cap.type && !(s->cap.flags & CAP_RESERVED) && (!s->retired || slot_reclaim(s));
 }
-/* The slot at index of a capability table, or NULL (inline: every call
- * looks up its capability). */
-static inline struct slot *cnode_slot(const struct cap *cnode, u64 index)
+/* A slot this CPU is about to read (grace.c: the slots a call reads).
+ * While its call lists what it reads, the slot joins cpu.reads; the
+ * exchange that publishes it is a full barrier, so the slot's type is read
+ * after a fill looking at the list could see it there.  One slot more than
+ * the list holds, and the call reads "any slot". */
+static inline __attribute__((always_inline)) void slot_listed(struct slot *s)
+{
+    struct cpu *c = this_cpu();
+    u32 n = c->reads_n;
+
+    if (n > READS_MAX)
+        return; /* not listing: any slot counts as read */
+    if (n < READS_MAX)
+        c->reads[n] = s;
+    __atomic_exchange_n(&c->reads_n, n < READS_MAX ? n + 1 : READS_ANY, __ATOMIC_SEQ_CST);
+}
+/* The slot at index of a capability table, or NULL; not listed. */
+static inline struct slot *cnode_slot_unlisted(const struct cap *cnode, u64 index)
 {
     if (cnode->type != KEEL_OBJ_CNODE || index == 0 || index >= (1ul << cnode->size_bits))
         return NULL;
     return (struct slot *)cnode->obj + index;
+}
+/* The slot at index of a capability table, or NULL, listed as read
+ * (inline: every call looks up its capability). */
+static inline struct slot *cnode_slot(const struct cap *cnode, u64 index)
+{
+    struct slot *s = cnode_slot_unlisted(cnode, index);
+
+    if (s)
+        slot_listed(s);
+    return s;
 }
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err);
 /* Whether a looked-up slot holds a capability of type want: KEEL_E_OK, or
@@ -241,9 +267,9 @@ long window_reclaim(struct tcb *t, u64 window);
 /* The fast path's look: a window out of range, or a slot of it retired. */
 static inline bool window_unready(struct tcb *t, u64 window)
 {
-    struct slot *w = cnode_slot(&t->cspace.cap, window);
+    struct slot *w = cnode_slot_unlisted(&t->cspace.cap, window);
 
-    return !w || !cnode_slot(&t->cspace.cap, window + MSG_CAPS) ||
+    return !w || !cnode_slot_unlisted(&t->cspace.cap, window + MSG_CAPS) ||
            (w[0].retired | w[1].retired | w[2].retired | w[3].retired);
 }
 void obj_ref(const struct cap *c);

@@ -161,6 +161,9 @@ static inline void lock_release(u32 cls)
  * with, and the exclusive holder's note that every earlier one is past. */
 extern u64 grace_epoch;
 void grace_exclusive(void);
+/* Could c's current hold of the objects lock read slot s?  Yes unless its
+ * call lists what it reads (cpu.reads) and s is not among them. */
+bool cpu_may_read(const struct cpu *c, const struct slot *s);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
 /* Returned, before changing anything, by a shared fill whose slot is still
@@ -212,6 +215,7 @@ static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu
 {
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
+    c->reads_n = READS_FRESH; /* before the announcement: grace.c */
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
     LOCKSTAT_COUNT(LS_SHARED_ENTRY);
     if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
@@ -245,9 +249,11 @@ void kernel_upgrade(void);
 /* From shared to shared again, once every slot retired so far is past its
  * grace period: drops the hold, waits (holding nothing) until every other
  * CPU has left the kernel or entered it since, and takes the lock shared
- * again.  Nothing but the objects lock may be held; whatever was looked up
- * must be looked up again. */
-void kernel_regrace(void);
+ * again.  For a fill waiting for its slot s (non-NULL: the grace_slot a
+ * KEEL_E_GRACE leaves), only the CPUs that may read s are waited for.
+ * Nothing but the objects lock may be held; whatever was looked up must be
+ * looked up again. */
+void kernel_regrace(const struct slot *s);
 
 /* Halted waits (wait.c).  A wait that has spun wait_spins_before_halt
  * turns sets this CPU's bit in wait_halted, looks at its condition once
