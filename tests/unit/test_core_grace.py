@@ -258,17 +258,22 @@ def test_interleaved_calls_never_reuse_what_a_cpu_reads(
     run(shared, steps)
 
 
-def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> None:
-    """Deleting, moving and revoking copies runs shared; a slot refilled before
-    its grace period ends waits for its end (holding nothing) and runs shared
-    again; a delete that destroys an object runs exclusive."""
-    w = shared
+def _endpoint_and_two_copies(w: SharedWorld) -> SharedWorld:
+    """A fresh world on CPU 0: an endpoint in A, copies of it in B and C."""
     w.reset()
     w.cpu = 0
     assert w.call(UT_SLOT, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
     for dest in (B, C):
         assert w.call(CNODE_SLOT, "cnode_copy", dest, CNODE_SLOT, A, 15)[0] == 0
     w.retries = w.graces = 0
+    return w
+
+
+def test_shared_paths_run_without_the_exclusive_lock(shared: SharedWorld) -> None:
+    """Deleting, moving and revoking copies runs shared; a slot refilled before
+    its grace period ends waits for its end (holding nothing) and runs shared
+    again; a delete that destroys an object runs exclusive."""
+    w = _endpoint_and_two_copies(shared)
     w.hold(1, B)
     assert w.call(CNODE_SLOT, "cnode_delete", B)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_move", FIRST_FREE + 5, CNODE_SLOT, C)[0] == 0
@@ -305,13 +310,7 @@ def test_a_fill_waits_only_for_the_cpus_whose_calls_may_read_its_slot(
     """A CPU whose call lists the slots it reads (grace.c) holds back the fill
     of a retired slot only if the slot is on its list; one that does not list
     them holds back every fill, as before."""
-    w = shared
-    w.reset()
-    w.cpu = 0
-    assert w.call(UT_SLOT, "untyped_retype", w.T["endpoint"], 0, CNODE_SLOT, A, 1)[0] == 0
-    for dest in (B, C):
-        assert w.call(CNODE_SLOT, "cnode_copy", dest, CNODE_SLOT, A, 15)[0] == 0
-    w.graces = w.retries = 0
+    w = _endpoint_and_two_copies(shared)
     w.hold(1, B, listed=True)
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     w.cpu = 2
