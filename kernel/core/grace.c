@@ -68,34 +68,19 @@ void grace_exclusive(void)
 }
 
 /* Has every CPU but `self` (NULL: none) left the kernel, or entered it
- * after the stamp, since the slots stamped with it were retired? */
-static bool grace_elapsed(u64 stamp, const struct cpu *self)
+ * after the stamp, since the slots stamped with it were retired?  For one
+ * slot s (NULL: any), a CPU whose call lists what it reads and did not
+ * list s is past too (cpu_may_read). */
+static bool grace_elapsed(u64 stamp, const struct cpu *self, const struct slot *s)
 {
     if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
         return true;
+    if (s) /* the lists are read after s's type became 0 (a call lists a
+            * slot before reading its type) */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
         if (c != self && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
-            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp)
-            return false;
-    }
-    return true;
-}
-
-/* grace_elapsed for slot s, skipping CPUs whose calls list what they
- * read and did not list s. */
-static bool slot_grace_elapsed(const struct slot *s)
-{
-    u64 stamp = s->retired;
-
-    if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
-        return true;
-    /* The lists are read after s's type became 0 (a call lists a slot
-     * before reading its type). */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    for (u32 i = 0; i < cpu_count; i++) {
-        struct cpu *c = &cpus[i];
-        if (__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
             __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp && cpu_may_read(c, s))
             return false;
     }
@@ -108,7 +93,7 @@ bool slot_reclaim(struct slot *s)
         this_cpu()->grace_slot = NULL; /* kernel_regrace: a whole grace period */
         return false; /* a pending revoke still reads it (below) */
     }
-    if (kernel_shared() && !slot_grace_elapsed(s)) {
+    if (kernel_shared() && !grace_elapsed(s->retired, NULL, s)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
         this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
         return false;
@@ -480,7 +465,7 @@ void grace_finish_due(void)
     struct pending *p = &pendings[this_cpu()->index];
 
     /* This CPU's own calls since the retirement read none of p's slots. */
-    if (p->region && grace_elapsed(p->stamp, this_cpu())) {
+    if (p->region && grace_elapsed(p->stamp, this_cpu(), NULL)) {
         LOCKSTAT_COUNT(LS_FINISH_DUE);
         grace_finish();
     }

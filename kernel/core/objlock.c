@@ -88,8 +88,9 @@ void kernel_upgrade(void)
 
 bool cpu_may_read(const struct cpu *c, const struct slot *s)
 {
+    if (!s)
+        return true;
     u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
-
     if (n > READS_MAX)
         return true;
     for (u32 i = 0; i < n; i++) {
@@ -123,7 +124,7 @@ void kernel_regrace(const struct slot *s)
         if (o == c)
             continue;
         while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
-               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && (!s || cpu_may_read(o, s)))
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && cpu_may_read(o, s))
             kernel_spin_turn(&spins);
     }
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);

@@ -161,8 +161,8 @@ static inline void lock_release(u32 cls)
  * with, and the exclusive holder's note that every earlier one is past. */
 extern u64 grace_epoch;
 void grace_exclusive(void);
-/* Could c's current hold of the objects lock read slot s?  Yes unless its
- * call lists what it reads (cpu.reads) and s is not among them. */
+/* Could c's current hold of the objects lock read slot s (NULL: any)?  Yes
+ * unless its call lists what it reads (cpu.reads) and s is not among them. */
 bool cpu_may_read(const struct cpu *c, const struct slot *s);
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
