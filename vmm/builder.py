@@ -21,6 +21,7 @@ from vmm.boot.cpuid import vcpu_cpuid
 from vmm.boot.elf import KernelImage
 from vmm.early import Task, add_slots
 from vmm.errors import ConfigError, KeelError
+from vmm.kvm import stats as kvm_stats
 from vmm.kvm.system import System
 from vmm.kvm.vcpu import Vcpu
 from vmm.kvm.vm import Vm
@@ -91,6 +92,9 @@ class GuestVm:
         self.rsdp_addr = 0
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
+        # KVM's statistics files of the VM and each vCPU (vmm.kvm.stats).
+        self.stats_fds: list[int] = []
+        self.stats_parsed: list[kvm_stats.KvmStats] = []
         # Work for a thread of its own once vCPU 0 has first left the guest
         # (``start_once_running``; ``pit_reinject_off`` says why it waits).
         self.once_running: list[Callable[[], None]] = [lambda: pit_reinject_off(vm)]
@@ -209,11 +213,20 @@ def finish_boot(
 def create_vcpus(cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], None]]) -> None:
     """Every vCPU with its CPUID (in their reset state)."""
     policy = guest_cpuid(guest.system.supported_cpuid(), host_kind(), cfg.cpu_features)
+    _stats_file(guest, guest.vm.fd, closers)
     for i in range(cfg.smp):
         vcpu = guest.vm.create_vcpu(i)
         closers.append(vcpu.close)
+        _stats_file(guest, vcpu.fd, closers)
         vcpu.set_cpuid(vcpu_cpuid(policy.entries, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
+
+
+def _stats_file(guest: GuestVm, fd: int, closers: list[Callable[[], None]]) -> None:
+    stats = kvm_stats.open_stats(fd)
+    guest.stats_fds.append(stats)
+    if stats >= 0:
+        closers.append(lambda: os.close(stats))
 
 
 def guest_tsc_khz() -> int:

@@ -53,9 +53,9 @@
 #include <keel/sched.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
- * read by kernel_enter), the last stamp known past (written exclusive). */
+ * read by kernel_enter), the last stamp known past (grace_elapsed). */
 u64 grace_epoch = 1;
-static u64 grace_done;
+u64 grace_done;
 
 u32 pending_regions; /* CPUs with a pending region revoke (below) */
 static void finish_all_pending(void);
@@ -70,21 +70,33 @@ void grace_exclusive(void)
 /* Has every CPU but `self` (NULL: none) left the kernel, or entered it
  * after the stamp, since the slots stamped with it were retired?  For one
  * slot s (NULL: any), a CPU whose call lists what it reads and did not
- * list s is past too (cpu_may_read). */
+ * list s is past too (cpu_may_read).  A look at every CPU also raises
+ * grace_done to the stamp before the lowest epoch of a CPU in the kernel
+ * (or the epoch read before the look, none being in it): every slot
+ * stamped up to there is past for good, and later fills of such slots
+ * look at no CPU.  Two looks may race and lower it; lower is only later. */
 static bool grace_elapsed(u64 stamp, const struct cpu *self, const struct slot *s)
 {
-    if (stamp <= __atomic_load_n(&grace_done, __ATOMIC_RELAXED))
+    u64 done = __atomic_load_n(&grace_done, __ATOMIC_RELAXED);
+    if (stamp <= done)
         return true;
+    u64 low = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
     if (s) /* the lists are read after s's type became 0 (a call lists a
             * slot before reading its type) */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    bool past = true;
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *c = &cpus[i];
-        if (c != self && __atomic_load_n(&c->reading, __ATOMIC_ACQUIRE) &&
-            __atomic_load_n(&c->epoch, __ATOMIC_RELAXED) <= stamp && cpu_may_read(c, s))
-            return false;
+        if (!__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE))
+            continue;
+        u64 e = __atomic_load_n(&c->epoch, __ATOMIC_RELAXED);
+        low = e < low ? e : low;
+        if (e <= stamp && c != self && cpu_may_read(c, s))
+            past = false;
     }
-    return true;
+    if (low > done + 1)
+        __atomic_store_n(&grace_done, low - 1, __ATOMIC_RELAXED);
+    return past;
 }
 
 bool slot_reclaim(struct slot *s)

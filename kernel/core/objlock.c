@@ -86,20 +86,6 @@ void kernel_upgrade(void)
     objects_lock_exclusive();
 }
 
-bool cpu_may_read(const struct cpu *c, const struct slot *s)
-{
-    if (!s)
-        return true;
-    u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
-    if (n > READS_MAX)
-        return true;
-    for (u32 i = 0; i < n; i++) {
-        if (c->reads[i] == s)
-            return true;
-    }
-    return false;
-}
-
 void kernel_regrace(const struct slot *s)
 {
     struct cpu *c = this_cpu();

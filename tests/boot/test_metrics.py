@@ -5,6 +5,7 @@ control socket, ``keel metrics`` (table, ``--json``, ``--watch``) and
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -100,3 +101,27 @@ def test_metrics_through_the_cli(kernel: Path, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_kvm_statistics_read_from_a_vcpu_thread_while_the_others_run(kernel: Path) -> None:
+    """KVM's own counters (``Machine.kvm_stats``) of the VM and each vCPU, read
+    where a console callback runs - in a vCPU thread, while the other vCPUs
+    are in the guest - many times over."""
+    line = bytearray()
+    seen: list[dict[str, int]] = []
+
+    def console(data: bytes) -> None:
+        line.extend(data)
+        while b"\n" in line:
+            del line[: line.index(b"\n") + 1]
+            stats = m.kvm_stats()
+            assert len(stats["vcpus"]) == 2
+            seen.append({k: sum(v[k] for v in stats["vcpus"]) for k in ("exits", "halt_exits")})
+
+    m = Machine(kernel, smp=2, initrd=INITRD, console=console, hang_timeout=60,
+                cmdline="keel.test=stress keel.stress=caps keel.duration=2")  # fmt: skip
+    result = m.run()
+    assert result.status == 0, f"{result.reason}: {m.console.text()[-2000:]}"
+    assert len(seen) > 5
+    assert seen[-1]["exits"] > seen[0]["exits"] > 0
+    assert all(a["halt_exits"] <= b["halt_exits"] for a, b in itertools.pairwise(seen))

@@ -52,6 +52,7 @@ long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *
 void host_slot_body(uint64_t index, uint64_t type, uint64_t *out);
 void host_grace_finish(uint32_t cpu);
 uint64_t host_grace_slot(uint32_t cpu);
+void host_grace_epochs(uint32_t cpu, uint64_t *out);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
                       const uint64_t *args, uint64_t *res);
 """
@@ -332,6 +333,40 @@ def test_a_fill_waits_only_for_the_cpus_whose_calls_may_read_its_slot(
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
     assert (w.graces, w.retries) == (3, 0)
+    check_invariants(w)
+
+
+def _epochs(w: SharedWorld, cpu: int) -> tuple[int, int, int]:
+    """grace.c's (epoch, last stamp known past, CPU cpu's epoch)."""
+    out = w.ffi.new("uint64_t[3]")
+    w.lib.host_grace_epochs(cpu, out)
+    return out[0], out[1], out[2]
+
+
+def test_a_look_at_every_cpu_marks_the_stamps_past_for_good(shared: SharedWorld) -> None:
+    """A fill that looks at every CPU also notes the last stamp all of them are
+    past: the one before the oldest epoch of a CPU in the kernel, or before the
+    epoch itself when none is.  Never a stamp a CPU in the kernel may still
+    read, however many fills look; later fills of older slots look at no CPU."""
+    w = _endpoint_and_two_copies(shared)
+    w.hold(1, A)  # in the kernel since this epoch, reading any slot
+    entered = _epochs(w, 1)[2]
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    stamp = _epochs(w, 0)[0] - 1
+    w.hold(2, B, listed=True)  # entered after the delete
+    w.cpu = 3 if NCPUS > 3 else 0
+    err = w.once(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)
+    assert err == GRACE, "a fill did not wait for a CPU that may read its slot"
+    done = _epochs(w, 0)[1]
+    assert done == entered - 1, f"past up to {done}: CPU 1 entered at {entered}, stamp {stamp}"
+    w.leave(1)
+    assert w.once(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1) == 0
+    done = _epochs(w, 0)[1]
+    assert stamp <= done < _epochs(w, 2)[2], "CPU 2, still in the kernel, is past no later stamp"
+    w.leave_all()
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
+    assert _epochs(w, 0)[1] == _epochs(w, 0)[0] - 1, "no CPU in the kernel: every stamp is past"
     check_invariants(w)
 
 

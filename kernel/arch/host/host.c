@@ -381,6 +381,14 @@ u64 host_grace_slot(u32 cpu)
     return (u64)cpus[cpu].grace_slot;
 }
 
+/* grace.c's epoch and the last stamp known past, and a CPU's epoch. */
+void host_grace_epochs(u32 cpu, u64 *out)
+{
+    out[0] = grace_epoch;
+    out[1] = grace_done;
+    out[2] = cpus[cpu].epoch;
+}
+
 long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 {
     host_cpu = cpu;

@@ -158,12 +158,25 @@ static inline void lock_release(u32 cls)
 #endif
 
 /* Grace periods (grace.c): the epoch a slot emptied shared is stamped
- * with, and the exclusive holder's note that every earlier one is past. */
-extern u64 grace_epoch;
+ * with, and the last stamp known past (raised by exclusive holders and by
+ * every look at all CPUs). */
+extern u64 grace_epoch, grace_done;
 void grace_exclusive(void);
 /* Could c's current hold of the objects lock read slot s (NULL: any)?  Yes
  * unless its call lists what it reads (cpu.reads) and s is not among them. */
-bool cpu_may_read(const struct cpu *c, const struct slot *s);
+static inline bool cpu_may_read(const struct cpu *c, const struct slot *s)
+{
+    if (!s)
+        return true;
+    u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
+    if (n > READS_MAX)
+        return true;
+    for (u32 i = 0; i < n; i++) {
+        if (c->reads[i] == s)
+            return true;
+    }
+    return false;
+}
 /* Returned by an operation that must run exclusive; never seen by users. */
 #define KEEL_E_RETRY (-1l)
 /* Returned, before changing anything, by a shared fill whose slot is still
