@@ -95,7 +95,7 @@ void fastpath_cnode(u64 cptr, u64 label, u64 a0, u64 a1, u64 a2, u64 a3)
 {
     struct cpu *c = this_cpu();
 
-    struct tcb *t = kernel_enter_call(c);
+    struct tcb *t = kernel_enter_call(c, 0); /* both calls are listed */
     /* Both calls list what they read without the lock (grace.c). */
     long err = label == KEEL_CALL_CNODE_COPY ? fast_copy(c, t, cptr, a0, a1, a2, a3)
                                                : fast_delete(c, t, cptr, a0);

@@ -267,7 +267,7 @@ unlock_ep:
 static __noreturn void call_one_cpu(u64 cptr, u64 label)
 {
     struct cpu *c = this_cpu();
-    struct tcb *t = kernel_enter_call(c);
+    struct tcb *t = kernel_enter_call(c, READS_FRESH);
 
     fast_call(c, t, cptr, label, false);
     syscall_general(arch_fast_frame(t), t);
@@ -276,7 +276,7 @@ static __noreturn void call_one_cpu(u64 cptr, u64 label)
 static __noreturn void call_smp(u64 cptr, u64 label)
 {
     struct cpu *c = this_cpu();
-    struct tcb *t = kernel_enter_call(c);
+    struct tcb *t = kernel_enter_call(c, READS_FRESH);
 
     fast_call(c, t, cptr, label, true);
     syscall_general(arch_fast_frame(t), t);
@@ -285,7 +285,7 @@ static __noreturn void call_smp(u64 cptr, u64 label)
 static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
 {
     struct cpu *c = this_cpu();
-    struct tcb *r = kernel_enter_call(c);
+    struct tcb *r = kernel_enter_call(c, READS_FRESH);
 
     fast_reply_recv(c, r, reply, err, false);
     syscall_general(arch_fast_frame(r), r);
@@ -294,7 +294,7 @@ static __noreturn void reply_recv_one_cpu(u64 reply, u64 err)
 static __noreturn void reply_recv_smp(u64 reply, u64 err)
 {
     struct cpu *c = this_cpu();
-    struct tcb *r = kernel_enter_call(c);
+    struct tcb *r = kernel_enter_call(c, READS_FRESH);
 
     fast_reply_recv(c, r, reply, err, true);
     syscall_general(arch_fast_frame(r), r);

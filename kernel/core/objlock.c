@@ -114,7 +114,7 @@ void kernel_regrace(const struct slot *s)
             kernel_spin_turn(&spins);
     }
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);
-    kernel_enter_shared(c, true);
+    kernel_enter_shared(c, true, READS_FRESH);
 }
 
 u32 objects_lock_writer(void)

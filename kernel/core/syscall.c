@@ -49,7 +49,7 @@ static long call_one(struct tcb *t, u64 cap, u64 label, const u64 *args, u64 *re
 /* -- batches ------------------------------------------------------------------ */
 
 /* A vector of calls in one trap, run with the objects lock exclusive from
- * entry to exit (syscall_needs_exclusive: records already run cannot be
+ * entry to exit (syscall_entry_reads: records already run cannot be
  * run again, so a batch never asks to be upgraded).  The records are read
  * and written in place, through the kernel's view of the pages holding
  * them, translated once per batch.  A record's words are read once into
@@ -324,11 +324,13 @@ stopped:
     return first_err;
 }
 
-bool syscall_label_exclusive(u64 label)
+u32 syscall_label_reads(u64 label)
 {
     const struct call_desc *d = call_describe(label);
 
-    return d && !d->shared;
+    if (!d)
+        return READS_FRESH;
+    return !d->shared ? READS_ANY : d->shared == CALL_LISTED ? 0 : READS_FRESH;
 }
 
 static inline __attribute__((always_inline)) long syscall_one(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args, u64 *res,

@@ -45,6 +45,7 @@ from tests.unit.test_core_host import (
 GRACE_CDEF = """
 void host_cpus(uint32_t n);
 void host_enter(uint32_t cpu);
+void host_enter_as(uint32_t cpu, uint32_t reads);
 void host_hold(uint32_t cpu, uint64_t index, bool listed);
 void host_leave(uint32_t cpu);
 long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *args,
@@ -333,6 +334,29 @@ def test_a_fill_waits_only_for_the_cpus_whose_calls_may_read_its_slot(
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1)[0] == 0
     assert (w.graces, w.retries) == (3, 0)
+    check_invariants(w)
+
+
+READS_FRESH = 0xFFFFFFFE  # keel/cpu.h: any slot, until call_one starts a list
+
+
+def test_an_entry_that_has_read_nothing_yet_holds_back_no_fill(shared: SharedWorld) -> None:
+    """A CPU that entered for a listed call (syscall_entry_reads) or for an
+    interrupt starts with an empty list: until it looks a slot up, no fill
+    waits for it, even if the host keeps it there for a while.  A CPU that
+    entered for any other call may read any slot: every fill waits."""
+    w = _endpoint_and_two_copies(shared)
+    w.lib.host_enter_as(1, 0)
+    w.held[1] = {}
+    w.lib.host_enter_as(2, READS_FRESH)
+    w.held[2] = {}
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert w.once(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1) == GRACE
+    w.leave(2)
+    assert w.once(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1) == 0, (
+        "a fill waited for a CPU that has read nothing"
+    )
+    w.leave_all()
     check_invariants(w)
 
 

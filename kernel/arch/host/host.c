@@ -330,12 +330,20 @@ void host_cpus(u32 n)
     }
 }
 
-void host_enter(u32 cpu)
+/* CPU cpu enters the kernel, its hold reading `reads` from the start
+ * (kernel_enter_shared): READS_FRESH for a call until call_one looks at
+ * it, 0 for a listed call (syscall_entry_reads) or an interrupt. */
+void host_enter_as(u32 cpu, u32 reads)
 {
-    cpus[cpu].reads_n = READS_FRESH;
+    cpus[cpu].reads_n = reads;
     cpus[cpu].reading = 1;
     cpus[cpu].epoch = grace_epoch;
     cpus[cpu].kmode = KMODE_SHARED;
+}
+
+void host_enter(u32 cpu)
+{
+    host_enter_as(cpu, READS_FRESH);
 }
 
 /* CPU cpu, in the kernel, looks slot index up: as a call that lists what

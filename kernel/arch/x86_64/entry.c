@@ -70,14 +70,14 @@ void syscall_general(struct trap_frame *f, struct tcb *t)
 void syscall_from_user(struct trap_frame *f)
 {
     struct cpu *c = this_cpu();
-    u64 nr = f->rax;
+    u32 reads = syscall_entry_reads(f->rax, f->rsi);
 
-    if (syscall_needs_exclusive(nr, f->rsi)) {
+    if (reads == READS_ANY) {
         c->call_pending = 1; /* until served (wait.c: cpu_serve_requests) */
         kernel_enter_exclusive();
         c->call_pending = 0;
     } else {
-        kernel_enter_syscall(); /* the same, inside its wait for a writer */
+        kernel_enter_syscall(reads); /* the same, inside its wait for a writer */
     }
     /* A stop served while waiting took the thread away (its call is made
      * again when it next runs). */

@@ -53,7 +53,7 @@
  *                        wait on a bound notification, thread operations,
  *                        faults, interrupts, batches.  A system call
  *                        whose label says so enters exclusive
- *                        (syscall_needs_exclusive); a shared operation
+ *                        (syscall_entry_reads); a shared operation
  *                        that finds it needs more returns KEEL_E_RETRY
  *                        before changing anything; the caller upgrades
  *                        (drops the shared hold, waits for the exclusive
@@ -224,11 +224,17 @@ void kernel_enter_wait(struct cpu *c, bool call);
  * full barrier), then looks for a writer: none, it holds the lock; one, it
  * steps back and waits (kernel_enter_wait).  Inline: on the path of every
  * system call, where one atomic operation is all it should cost. */
-static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu *c, bool call)
+static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu *c, bool call,
+                                                                     u32 reads)
 {
     WRITE_ONCE(c->in_kernel, 1);
     lock_check(LOCK_OBJECTS);
-    c->reads_n = READS_FRESH; /* before the announcement: grace.c */
+    /* Before the announcement (grace.c): what this hold reads - READS_FRESH
+     * (any slot until call_one starts a listed call's list), or 0 (nothing
+     * yet) for an entry known to read no slot before its list starts: an
+     * interrupt or an idle CPU's return, which only take the way out
+     * (sched_exit_kernel); a listed call (syscall.h: syscall_entry_reads). */
+    c->reads_n = reads;
     __atomic_exchange_n(&c->reading, 1, __ATOMIC_SEQ_CST);
     LOCKSTAT_COUNT(LS_SHARED_ENTRY);
     if (__builtin_expect(__atomic_load_n(&objects_writer, __ATOMIC_ACQUIRE) != 0, 0))
@@ -239,18 +245,20 @@ static inline __attribute__((always_inline)) void kernel_enter_shared(struct cpu
     c->kmode = KMODE_SHARED;
 }
 
-/* Entry from user mode (interrupts disabled): the objects lock, shared. */
+/* Entry from user mode (interrupts disabled): the objects lock, shared,
+ * for an entry that reads no slot - an interrupt's, an idle CPU's, which
+ * only take the way out (sched_exit_kernel). */
 static inline __attribute__((always_inline)) void kernel_enter(void)
 {
-    kernel_enter_shared(this_cpu(), false);
+    kernel_enter_shared(this_cpu(), false, 0);
 }
 
 /* The same for a system call of the current thread: only a wait for the
  * lock can see a stop request (an exclusive holder's), and then the call
  * is made again when the thread next runs (cpu_serve_requests). */
-static inline __attribute__((always_inline)) void kernel_enter_syscall(void)
+static inline __attribute__((always_inline)) void kernel_enter_syscall(u32 reads)
 {
-    kernel_enter_shared(this_cpu(), true);
+    kernel_enter_shared(this_cpu(), true, reads);
 }
 
 /* The same, exclusive (faults, interrupts for user drivers). */
@@ -367,9 +375,10 @@ __noreturn void sched_exit_kernel(void);
  * current thread: the objects lock, shared, then that thread - or, when a
  * stop served while waiting for the lock took it away, out (its call is
  * made again when it next runs). */
-static inline __attribute__((always_inline)) struct tcb *kernel_enter_call(struct cpu *c)
+static inline __attribute__((always_inline)) struct tcb *kernel_enter_call(struct cpu *c,
+                                                                          u32 reads)
 {
-    kernel_enter_shared(c, true); /* kernel_enter_syscall */
+    kernel_enter_shared(c, true, reads); /* kernel_enter_syscall */
     struct tcb *t = c->current;
     if (!t)
         sched_exit_kernel();

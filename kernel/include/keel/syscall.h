@@ -7,19 +7,25 @@
  * which upgrade when they must) or exclusive (faults).  args: the six
  * words, then (KEEL_SYS_REPLY_RECV only) the endpoint and the window. */
 void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args);
-/* Calls known to need the objects lock exclusive take it so from the
- * start, rather than failing shared and running again: batches, and kernel
- * object calls that delete, move or destroy (decided by the label; an
- * endpoint invoked with such a label just runs exclusive too).  Inline:
- * every entry asks. */
-bool syscall_label_exclusive(u64 label);
+/* How a system call takes the objects lock, and what its hold reads from
+ * the entry on (grace.c, kernel_enter_shared) - one look at the call table
+ * on every entry.  READS_ANY: exclusive from the start, rather than
+ * failing shared and running again - batches, and kernel object calls that
+ * delete, move or destroy (decided by the label; an endpoint invoked with
+ * such a label just runs exclusive too).  Else shared: 0 (nothing read
+ * yet) for a call marked "shared listed" in calls.tbl, whose list call_one
+ * starts - nothing on the way from the entry to it reads a slot - and
+ * READS_FRESH (any slot) for the rest. */
+u32 syscall_label_reads(u64 label);
 
-static inline bool syscall_needs_exclusive(u64 nr, u64 label)
+static inline u32 syscall_entry_reads(u64 nr, u64 label)
 {
     if (nr == KEEL_SYS_BATCH)
-        return true;
-    return nr == KEEL_SYS_INVOKE && label < KEEL_LABEL_USER && syscall_label_exclusive(label);
+        return READS_ANY;
+    return nr == KEEL_SYS_INVOKE && label < KEEL_LABEL_USER ? syscall_label_reads(label)
+                                                           : READS_FRESH;
 }
+
 /* The IPC fast path (fastpath.c) for a system call of this CPU's current
  * thread, whose registers are saved in its frame (the call's first two
  * arguments come as C's, straight from the registers; reply_recv's
