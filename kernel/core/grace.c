@@ -53,7 +53,7 @@
 #include <keel/sched.h>
 
 /* The epoch retired slots are stamped with (under the capability lock;
- * read by kernel_enter), the last stamp known past (grace_elapsed). */
+ * read by kernel_enter), the last stamp known past (objlock.c: grace_blocker). */
 u64 grace_epoch = 1;
 u64 grace_done;
 
@@ -67,45 +67,13 @@ void grace_exclusive(void)
         finish_all_pending();
 }
 
-/* Has every CPU but `self` (NULL: none) left the kernel, or entered it
- * after the stamp, since the slots stamped with it were retired?  For one
- * slot s (NULL: any), a CPU whose call lists what it reads and did not
- * list s is past too (cpu_may_read).  A look at every CPU also raises
- * grace_done to the stamp before the lowest epoch of a CPU in the kernel
- * (or the epoch read before the look, none being in it): every slot
- * stamped up to there is past for good, and later fills of such slots
- * look at no CPU.  Two looks may race and lower it; lower is only later. */
-static bool grace_elapsed(u64 stamp, const struct cpu *self, const struct slot *s)
-{
-    u64 done = __atomic_load_n(&grace_done, __ATOMIC_RELAXED);
-    if (stamp <= done)
-        return true;
-    u64 low = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
-    if (s) /* the lists are read after s's type became 0 (a call lists a
-            * slot before reading its type) */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    bool past = true;
-    for (u32 i = 0; i < cpu_count; i++) {
-        struct cpu *c = &cpus[i];
-        if (!__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE))
-            continue;
-        u64 e = __atomic_load_n(&c->epoch, __ATOMIC_RELAXED);
-        low = e < low ? e : low;
-        if (e <= stamp && c != self && cpu_may_read(c, s))
-            past = false;
-    }
-    if (low > done + 1)
-        __atomic_store_n(&grace_done, low - 1, __ATOMIC_RELAXED);
-    return past;
-}
-
 bool slot_reclaim(struct slot *s)
 {
     if (s->cap.flags & CAP_PENDING) {
         this_cpu()->grace_slot = NULL; /* kernel_regrace: a whole grace period */
         return false; /* a pending revoke still reads it (below) */
     }
-    if (kernel_shared() && !grace_elapsed(s->retired, NULL, s)) {
+    if (kernel_shared() && grace_blocker(s->retired, NULL, s)) {
         LOCKSTAT_COUNT(LS_GRACE_RETRY);
         this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
         return false;
@@ -358,6 +326,7 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
 struct pending {
     struct slot *region;
     u64 stamp; /* the slots' grace epoch */
+    u32 blocker; /* index + 1 of a CPU in its grace period at the last look */
     u32 n;
     u8 types[PENDING_MAX];
     struct slot *slots[PENDING_MAX];
@@ -417,7 +386,9 @@ static long region_retire(struct slot *r)
     grace_advance(stamp);
     r->cap.b++;
     p->stamp = stamp;
+    p->blocker = 0;
     p->region = r;
+    this_cpu()->region_pending = 1;
     __atomic_fetch_add(&pending_regions, 1, __ATOMIC_RELAXED);
     return KEEL_E_PENDING;
 }
@@ -441,6 +412,7 @@ static void region_release(struct pending *p)
     if (!--r->cap.b && !r->child)
         object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
     p->region = NULL;
+    cpus[p - pendings].region_pending = 0;
     __atomic_fetch_sub(&pending_regions, 1, __ATOMIC_RELAXED);
 }
 
@@ -469,15 +441,28 @@ static void finish_all_pending(void)
 
 bool grace_pending_here(void)
 {
-    return pendings[this_cpu()->index].region != NULL;
+    return READ_ONCE(this_cpu()->region_pending);
 }
 
 void grace_finish_due(void)
 {
-    struct pending *p = &pendings[this_cpu()->index];
+    struct cpu *c = this_cpu();
+    struct pending *p = &pendings[c->index];
 
-    /* This CPU's own calls since the retirement read none of p's slots. */
-    if (p->region && grace_elapsed(p->stamp, this_cpu(), NULL)) {
+    if (!p->region)
+        return;
+    /* The CPU that held the period open at the last look, if it still
+     * does, answers for all: a look at one CPU on most ways out, not at
+     * every CPU.  This CPU's own calls since the retirement read none of
+     * p's slots. */
+    if (p->blocker) {
+        struct cpu *b = &cpus[p->blocker - 1];
+        if (__atomic_load_n(&b->reading, __ATOMIC_ACQUIRE) &&
+            __atomic_load_n(&b->epoch, __ATOMIC_RELAXED) <= p->stamp)
+            return;
+    }
+    p->blocker = grace_blocker(p->stamp, c, NULL);
+    if (!p->blocker) {
         LOCKSTAT_COUNT(LS_FINISH_DUE);
         grace_finish();
     }

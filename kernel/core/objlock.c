@@ -86,6 +86,35 @@ void kernel_upgrade(void)
     objects_lock_exclusive();
 }
 
+/* sched.h.  A look at every CPU also raises grace_done (grace.c) to the
+ * stamp before the lowest epoch of a CPU in the kernel (or the epoch read
+ * before the look, none being in it): every slot stamped up to there is
+ * past for good, and later fills of such slots look at no CPU.  Two looks
+ * may race and lower it; lower is only later. */
+u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s)
+{
+    u64 done = __atomic_load_n(&grace_done, __ATOMIC_RELAXED);
+    if (stamp <= done)
+        return 0;
+    u64 low = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
+    if (s) /* the lists are read after s's type became 0 (a call lists a
+            * slot before reading its type) */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    u32 blocker = 0;
+    for (u32 i = 0; i < cpu_count; i++) {
+        struct cpu *c = &cpus[i];
+        if (!__atomic_load_n(&c->reading, __ATOMIC_ACQUIRE))
+            continue;
+        u64 e = __atomic_load_n(&c->epoch, __ATOMIC_RELAXED);
+        low = e < low ? e : low;
+        if (!blocker && e <= stamp && c != self && cpu_may_read(c, s))
+            blocker = i + 1;
+    }
+    if (low > done + 1)
+        __atomic_store_n(&grace_done, low - 1, __ATOMIC_RELAXED);
+    return blocker;
+}
+
 void kernel_regrace(const struct slot *s)
 {
     struct cpu *c = this_cpu();

@@ -390,7 +390,7 @@ __noreturn void sched_exit_kernel(void)
     for (;;) {
         /* A region's revoke left pending by this CPU (grace.c): its objects
          * are destroyed on the first way out after the grace period. */
-        if (__builtin_expect(__atomic_load_n(&pending_regions, __ATOMIC_RELAXED) != 0, 0))
+        if (__builtin_expect(READ_ONCE(c->region_pending), 0))
             grace_finish_due();
         struct tcb *t = c->current;
         /* A runnable current thread is no one else's to wake; one that

@@ -161,6 +161,12 @@ static inline void lock_release(u32 cls)
  * with, and the last stamp known past (raised by exclusive holders and by
  * every look at all CPUs). */
 extern u64 grace_epoch, grace_done;
+/* Has every CPU but self (NULL: none) left the kernel, or entered it after
+ * the stamp, since the slots stamped with it were retired?  0 if so, else
+ * the index + 1 of a CPU that has not.  For one slot s (NULL: any), a CPU
+ * whose call lists what it reads and did not list s is past too
+ * (cpu_may_read).  objlock.c. */
+u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s);
 void grace_exclusive(void);
 /* Could c's current hold of the objects lock read slot s (NULL: any)?  Yes
  * unless its call lists what it reads (cpu.reads) and s is not among them. */
