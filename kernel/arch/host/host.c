@@ -381,9 +381,6 @@ void host_grace_finish(u32 cpu)
     host_leave(cpu);
 }
 
-/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
- * pending region revoke holds it (syscall_handle then waits a whole grace
- * period and runs grace_finish). */
 /* CPU cpu on its way out of the kernel (sched.c): finishes its pending
  * region revoke if the grace period is over. */
 void host_grace_finish_due(u32 cpu)
@@ -393,6 +390,9 @@ void host_grace_finish_due(u32 cpu)
     host_cpu = 0;
 }
 
+/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
+ * pending region revoke holds it (syscall_handle then waits a whole grace
+ * period and runs grace_finish). */
 u64 host_grace_slot(u32 cpu)
 {
     return (u64)cpus[cpu].grace_slot;
