@@ -92,9 +92,7 @@ class GuestVm:
         self.rsdp_addr = 0
         self.modules: list[tuple[int, int]] = []
         self.vcpus: list[Vcpu] = []
-        # KVM's statistics files of the VM and each vCPU (vmm.kvm.stats).
-        self.stats_fds: list[int] = []
-        self.stats_parsed: list[kvm_stats.KvmStats] = []
+        self.stats = kvm_stats.GuestStats()  # KVM's own counters (Machine.kvm_stats)
         # Work for a thread of its own once vCPU 0 has first left the guest
         # (``start_once_running``; ``pit_reinject_off`` says why it waits).
         self.once_running: list[Callable[[], None]] = [lambda: pit_reinject_off(vm)]
@@ -213,20 +211,15 @@ def finish_boot(
 def create_vcpus(cfg: BootConfig, guest: GuestVm, closers: list[Callable[[], None]]) -> None:
     """Every vCPU with its CPUID (in their reset state)."""
     policy = guest_cpuid(guest.system.supported_cpuid(), host_kind(), cfg.cpu_features)
-    _stats_file(guest, guest.vm.fd, closers)
+    # KVM's statistics files, opened before any vCPU runs (vmm.kvm.stats).
+    guest.stats.add(guest.vm.fd)
+    closers.append(guest.stats.close)
     for i in range(cfg.smp):
         vcpu = guest.vm.create_vcpu(i)
         closers.append(vcpu.close)
-        _stats_file(guest, vcpu.fd, closers)
+        guest.stats.add(vcpu.fd)
         vcpu.set_cpuid(vcpu_cpuid(policy.entries, i, cfg.smp, vcpu.tsc_khz()))
         guest.vcpus.append(vcpu)
-
-
-def _stats_file(guest: GuestVm, fd: int, closers: list[Callable[[], None]]) -> None:
-    stats = kvm_stats.open_stats(fd)
-    guest.stats_fds.append(stats)
-    if stats >= 0:
-        closers.append(lambda: os.close(stats))
 
 
 def guest_tsc_khz() -> int:

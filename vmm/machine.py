@@ -48,7 +48,6 @@ from vmm.devices.manager import AttachedDevice, DeviceManager
 from vmm.devices.uart import COM1_BASE, COM1_IRQ, COM2_BASE, COM2_IRQ, Uart16550
 from vmm.devices.virtio.device import VirtioDevice
 from vmm.errors import ConfigError, DeviceTimeout, KeelError, StateError
-from vmm.kvm import stats as kvm_stats
 from vmm.memory import GuestMemory
 from vmm.vcpu_runner import (
     STATUS_GUEST_CRASH,
@@ -320,7 +319,7 @@ class Machine:
 
     def kvm_stats(self) -> dict[str, Any]:
         """KVM's own counters of the VM and of each vCPU (vmm.kvm.stats)."""
-        return kvm_stats.read_guest(self.guest.stats_fds, self.guest.stats_parsed)
+        return self.guest.stats.read()
 
     def vcpu_slots(self) -> list[VcpuSlot]:
         return list(self._runner.slots)

@@ -11,8 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import KEEL, ROOT, keel, requires_kvm
 from vmm.api import request
+from vmm.errors import StateError
 from vmm.machine import Machine
 
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -106,7 +109,8 @@ def test_metrics_through_the_cli(kernel: Path, tmp_path: Path) -> None:
 def test_kvm_statistics_read_from_a_vcpu_thread_while_the_others_run(kernel: Path) -> None:
     """KVM's own counters (``Machine.kvm_stats``) of the VM and each vCPU, read
     where a console callback runs - in a vCPU thread, while the other vCPUs
-    are in the guest - many times over."""
+    are in the guest - many times over; after the machine stopped and closed
+    its files, their last reading."""
     line = bytearray()
     seen: list[dict[str, int]] = []
 
@@ -120,8 +124,14 @@ def test_kvm_statistics_read_from_a_vcpu_thread_while_the_others_run(kernel: Pat
 
     m = Machine(kernel, smp=2, initrd=INITRD, console=console, hang_timeout=60,
                 cmdline="keel.test=stress keel.stress=caps keel.duration=2")  # fmt: skip
+    with pytest.raises(StateError):
+        m.kvm_stats()  # nothing to count before the machine is built
     result = m.run()
     assert result.status == 0, f"{result.reason}: {m.console.text()[-2000:]}"
+    m.close()
+    final = m.kvm_stats()
+    assert sum(v["exits"] for v in final["vcpus"]) >= seen[-1]["exits"]
+    assert final["vm"], "the VM's own counters"
     assert len(seen) > 5
     assert seen[-1]["exits"] > seen[0]["exits"] > 0
     assert all(a["halt_exits"] <= b["halt_exits"] for a, b in itertools.pairwise(seen))

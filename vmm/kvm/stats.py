@@ -71,13 +71,37 @@ class KvmStats:
         return out
 
 
-def read_guest(fds: list[int], parsed: list[KvmStats]) -> dict[str, Any]:
-    """{"vm": {name: value}, "vcpus": [{name: value}, ...]} from the files
-    ``open_stats`` gave for a VM and its vCPUs, in that order (``parsed``
-    keeps their layouts from the first call); empty where the host has none."""
-    if not parsed:
-        if min(fds, default=-1) < 0:
+class GuestStats:
+    """The statistics files of a VM and of each of its vCPUs (``add``: the VM's
+    first), read by name.  Closing keeps their last reading, so the counters
+    of a machine that stopped stay readable."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self._parsed: list[KvmStats] = []
+        self._final: dict[str, Any] | None = None
+
+    def add(self, owner_fd: int) -> None:
+        self.fds.append(open_stats(owner_fd))
+
+    def read(self) -> dict[str, Any]:
+        """{"vm": {name: value}, "vcpus": [{name: value}, ...]}; empty where
+        the host has no statistics."""
+        if self._final is not None:
+            return self._final
+        if min(self.fds, default=-1) < 0:
             return {"vm": {}, "vcpus": []}
-        parsed.extend(KvmStats(fd) for fd in fds)
-    vm, *vcpus = (f.read() for f in parsed)
-    return {"vm": vm, "vcpus": vcpus}
+        if not self._parsed:
+            self._parsed = [KvmStats(fd) for fd in self.fds]
+        vm, *vcpus = (f.read() for f in self._parsed)
+        return {"vm": vm, "vcpus": vcpus}
+
+    def close(self) -> None:
+        try:
+            self._final = self.read()
+        except OSError:
+            self._final = {"vm": {}, "vcpus": []}
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.fds = []
