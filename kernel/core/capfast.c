@@ -38,7 +38,9 @@ FAST struct slot *fast_slot(const struct cap *cnode, u64 i)
 /* A CNode capability of t's table with every right wanted, or NULL: the
  * slot is listed (it is read without the lock), then its type read once (a
  * delete on another CPU may empty it: grace.c).  first: the call's first
- * read since c entered (cpu.reads_n is READS_FRESH), which starts the list. */
+ * read since c entered, whose list fastpath_cnode's entry left empty
+ * (kernel_enter_call(c, 0)): the slot goes in at 0 without slot_listed's
+ * look at the count. */
 FAST struct slot *fast_cnode_cap(struct cpu *c, const struct cap *table, u64 i, u8 rights,
                                  bool first)
 {

@@ -130,7 +130,7 @@ void kernel_regrace(const struct slot *s)
 #endif
     LOCKSTAT_COUNT(LS_REGRACE);
     kernel_leave_shared(c);
-    /* As grace.c's grace_elapsed: a CPU in the kernel since an epoch past
+    /* As grace_blocker above: a CPU in the kernel since an epoch past
      * every stamp, or out of it once, can no longer read a retired slot;
      * nor can one whose call lists what it reads, s not among them (the
      * call made again looks once more, under the capability lock). */

@@ -64,6 +64,7 @@ RETRY = -1  # KEEL_E_RETRY: never seen by users, so not in the ABI's error list
 GRACE = -2  # KEEL_E_GRACE: likewise
 PENDING = -3  # KEEL_E_PENDING: a region's revoke destroys after the grace period
 FINISH = -4  # KEEL_E_FINISH: a call that needs this CPU's pending revoke finished first
+READS_FRESH = 0xFFFFFFFE  # keel/cpu.h: any slot, until call_one starts a list
 
 
 class SharedWorld(World):
@@ -89,9 +90,11 @@ class SharedWorld(World):
         self.lib.host_slot_body(index, type_, out)
         return tuple(out)
 
-    def enter(self, cpu: int) -> None:
+    def enter(self, cpu: int, reads: int = READS_FRESH) -> None:
+        """CPU `cpu` enters the kernel, its hold reading `reads` from the start
+        (kernel_enter_shared): any slot until a call starts its list, or 0."""
         if cpu not in self.held:
-            self.lib.host_enter(cpu)
+            self.lib.host_enter_as(cpu, reads)
             self.held[cpu] = {}
 
     def leave(self, cpu: int) -> None:
@@ -338,19 +341,14 @@ def test_a_fill_waits_only_for_the_cpus_whose_calls_may_read_its_slot(
     check_invariants(w)
 
 
-READS_FRESH = 0xFFFFFFFE  # keel/cpu.h: any slot, until call_one starts a list
-
-
 def test_an_entry_that_has_read_nothing_yet_holds_back_no_fill(shared: SharedWorld) -> None:
     """A CPU that entered for a listed call (syscall_entry_reads) or for an
     interrupt starts with an empty list: until it looks a slot up, no fill
     waits for it, even if the host keeps it there for a while.  A CPU that
     entered for any other call may read any slot: every fill waits."""
     w = _endpoint_and_two_copies(shared)
-    w.lib.host_enter_as(1, 0)
-    w.held[1] = {}
-    w.lib.host_enter_as(2, READS_FRESH)
-    w.held[2] = {}
+    w.enter(1, 0)
+    w.enter(2)
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.once(CNODE_SLOT, "cnode_copy", C, CNODE_SLOT, A, 1) == GRACE
     w.leave(2)

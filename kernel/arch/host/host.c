@@ -354,10 +354,10 @@ void host_hold(u32 cpu, u64 index, bool listed)
     long err;
 
     host_cpu = cpu;
-    if (!listed)
+    if (listed)
+        reads_listed(&cpus[cpu]);
+    else
         reads_any(&cpus[cpu]);
-    else if (cpus[cpu].reads_n == READS_FRESH)
-        cpus[cpu].reads_n = 0;
     tcb_lookup_slot(caller, index, &err); /* as a call looks it up: listed */
     host_cpu = 0;
 }

@@ -56,24 +56,29 @@ static inline const struct call_desc *call_describe(u64 label)
 
 /* The listing of what a call reads (grace.c): a listed call starts it if
  * nothing else was read since the objects lock was taken shared
- * (READS_FRESH), and keeps one the capability fast path started; any other
- * call reads "any slot".  reads_any: from here on, this hold reads any
- * slot (the exchange orders it before whatever is read next). */
+ * (READS_FRESH), and keeps one the entry or the capability fast path
+ * started; any other call reads "any slot".  reads_any: from here on, this
+ * hold reads any slot (the exchange orders it before whatever is read
+ * next).  reads_listed: from here on it lists what it reads. */
 static inline __attribute__((always_inline)) void reads_any(struct cpu *c)
 {
     if (c->reads_n <= READS_MAX)
         __atomic_exchange_n(&c->reads_n, READS_ANY, __ATOMIC_SEQ_CST);
 }
 
+static inline __attribute__((always_inline)) void reads_listed(struct cpu *c)
+{
+    if (c->reads_n == READS_FRESH)
+        c->reads_n = 0;
+}
+
 static inline __attribute__((always_inline)) void reads_begin(struct cpu *c,
                                                               const struct call_desc *d)
 {
-    if (d && d->shared == CALL_LISTED) {
-        if (c->reads_n == READS_FRESH)
-            c->reads_n = 0;
-    } else {
+    if (d && d->shared == CALL_LISTED)
+        reads_listed(c);
+    else
         reads_any(c);
-    }
 }
 
 /* The generic checks of a call described by d (NULL: no such call) on
