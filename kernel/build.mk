@@ -55,12 +55,12 @@ $(KBUILD)/%.o: %.S $(GEN_STAMP)
 # The portable core as a host shared library, for the Python tests.
 HOST_CORE_C := $(addprefix kernel/core/,cap.c grace.c cnode.c untyped.c invoke.c objtype.c tcb.c endpoint.c \
 	vspace.c sched.c objlock.c wait.c debug_console.c notification.c irq.c ioport.c iospace.c aml.c bootmem.c) \
-	kernel/arch/host/host.c
+	kernel/arch/host/host.c kernel/arch/host/host_grace.c
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -fPIC -shared \
 	-nostdinc -ffreestanding -fno-builtin -Ikernel/include -Ikernel/uapi -I$(BUILD)/gen/include \
 	-Ikernel/arch/host/include -fsanitize=undefined -fno-sanitize-recover=all
 
-$(BUILD)/host/libkeelcore.so: $(HOST_CORE_C) $(GEN_STAMP) $(wildcard kernel/include/keel/*.h)
+$(BUILD)/host/libkeelcore.so: $(HOST_CORE_C) $(GEN_STAMP) $(wildcard kernel/include/keel/*.h) kernel/arch/host/harness.h
 	@mkdir -p $(dir $@)
 	$(KCC) $(HOST_CFLAGS) -o $@ $(HOST_CORE_C)
 

@@ -13,10 +13,9 @@
  * fill finds it) only once every CPU that could have looked it up has
  * left the kernel - its grace period.
  *
- * Calls that list what they read ("shared listed" in calls.tbl) narrow
- * "could have looked it up": a fill does not wait for a CPU whose list
- * (cpu.reads) lacks its slot - docs/architecture.md, "Calls that list
- * what they read".
+ * Calls that list what they read ("shared listed", calls.tbl) narrow that:
+ * a fill does not wait for a CPU whose list (cpu.reads) lacks its slot
+ * (docs/architecture.md, "Calls that list what they read").
  *
  * Quiescent states per CPU: a CPU taking the objects lock shared records
  * the grace epoch after announcing itself (objlock.c: kernel_enter, after
@@ -67,24 +66,30 @@ void grace_exclusive(void)
         finish_all_pending();
 }
 
-bool slot_reclaim(struct slot *s)
+/* A retired slot past its grace period becomes free (type 0 already; no
+ * memset or structure assignment: a call or a rep stos here). */
+static void slot_clear(struct slot *s)
 {
-    if (s->cap.flags & CAP_PENDING) {
-        this_cpu()->grace_slot = NULL; /* kernel_regrace: a whole grace period */
-        return false; /* a pending revoke still reads it (below) */
-    }
-    if (kernel_shared() && grace_blocker(s->retired, NULL, s)) {
-        LOCKSTAT_COUNT(LS_GRACE_RETRY);
-        this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
-        return false;
-    }
-    /* field by field: memset or a structure assignment is a call or a
-     * rep stos here (the type is 0 already) */
     s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
     s->cap.io = 0;
     s->cap.obj = 0;
     s->cap.badge = s->cap.a = s->cap.b = 0;
     s->retired = 0;
+}
+
+bool slot_reclaim(struct slot *s)
+{
+    if (s->cap.flags & CAP_PENDING) {
+        this_cpu()->grace_slot = NULL; /* syscall_handle: grace_wait_finish */
+        return false; /* a pending revoke still reads it (below) */
+    }
+    struct slot_set one = { &s, 1, s, s };
+    if (kernel_shared() && grace_blocker(s->retired, NULL, &one)) {
+        LOCKSTAT_COUNT(LS_GRACE_RETRY);
+        this_cpu()->grace_slot = s; /* what kernel_regrace waits for */
+        return false;
+    }
+    slot_clear(s);
     return true;
 }
 
@@ -124,11 +129,6 @@ static void mapping_unlock(spinlock_t *ml)
 {
     if (ml)
         obj_unlock(ml, LOCK_MAPPING);
-}
-
-static bool quiet_type(const struct slot *s)
-{
-    return quiet(object_type_of(s->cap.type), s);
 }
 
 /* Would emptying s run its parent's children_deleted hook? */
@@ -238,7 +238,7 @@ static long move_locked(struct slot *dst, struct slot *src)
         return KEEL_E_OK;
     if (dst->cap.type)
         return KEEL_E_EXISTS;
-    if (!quiet_type(src) || dst->owner || !slot_is_free(dst))
+    if (!quiet(object_type_of(src->cap.type), src) || dst->owner || !slot_is_free(dst))
         return KEEL_E_RETRY;
     /* dst gets a copy; src keeps its capability for those who looked it up
      * until its grace period ends, and the object its one reference. */
@@ -293,29 +293,31 @@ static struct slot *subtree_next(struct slot *d, const struct slot *root)
  *     (leaves first, as slot_revoke; no children_deleted hook runs) and
  *     noted in this CPU's pending list; the region's cap.b goes up, so its
  *     watermark stays (reserve resets it only when cap.b is 0) and nothing
- *     is made over the objects meanwhile.  KEEL_E_PENDING goes back to
- *     syscall_handle.
- *     The call is done: syscall_handle returns to the caller at once.
+ *     is made over the objects meanwhile.  KEEL_E_PENDING: the call is
+ *     done, and syscall_handle returns to the caller at once.
  *  2. Once the grace period is over no CPU reads a retired capability any
  *     more, and as every capability of the objects is gone, nothing can
- *     reach them but what already waits on them.  This CPU finds it over on
- *     a way out of the kernel (sched.c calls grace_finish_due), or waits for
- *     it holding nothing (kernel_regrace) before it idles, and when a call
+ *     reach them but what already waits on them.  Only a CPU that may read
+ *     a retired slot holds the period open: not one whose call lists what
+ *     it reads, none of them in the list (it read none of them and reached
+ *     none of the objects; cpu_may_read on the pending list).  This CPU
+ *     finds the period over on a way out of the kernel (sched.c calls
+ *     grace_finish_due; a timer tick brings it there), or waits for it
+ *     holding nothing (grace_wait_finish) before it idles and when a call
  *     needs the region's memory or its pending list (KEEL_E_FINISH: a
- *     retype from the region, another region's revoke).  A
- *     timer tick brings it into the kernel to look.  grace_finish then has
- *     each object's
- *     destroy_idle hook destroy it under its own lock when nothing waits on
- *     it (an endpoint with nothing queued and no thread waiting, a
- *     notification no thread waits on or is bound to and no IRQ line or
- *     console listens through).  Anything else (a waiting thread, a map or
- *     DMA window that came first) upgrades to exclusive, where the types'
- *     destroy and cap_deleted hooks run.  Then cap.b goes down: the memory
- *     is free.  Until then the retired slots stay as they are (CAP_PENDING:
- *     slot_reclaim refuses them), for step 2 reads them.  So a revoke
- *     waits for no other CPU, and a thread that waited on one of the
- *     objects is woken (by the exclusive destroy) at step 2, at the latest
- *     a timer tick after the grace period ended.
+ *     retype from the region, another region's revoke).  grace_finish then
+ *     has each object's destroy_idle hook destroy it under its own lock
+ *     when nothing waits on it (an endpoint with nothing queued and no
+ *     thread waiting, a notification no thread waits on or is bound to and
+ *     no IRQ line or console listens through).  Anything else (a waiting
+ *     thread, a map or DMA window that came first) upgrades to exclusive,
+ *     where the types' destroy and cap_deleted hooks run.  Then cap.b goes
+ *     down, the memory is free, and so are the slots (slot_clear: past
+ *     their grace period, later fills look at no CPU); until then they stay
+ *     as they are (CAP_PENDING: slot_reclaim refuses them), for step 2
+ *     reads them.  So a revoke waits for no other CPU, and a thread that
+ *     waited on one of the objects is woken (by the exclusive destroy) at
+ *     step 2, at the latest a timer tick after the grace period ended.
  *
  * An exclusive holder finishes every CPU's pending step 2 first
  * (grace_exclusive): it is past every grace period, and no exclusive
@@ -330,6 +332,7 @@ struct pending {
     u32 n;
     u8 types[PENDING_MAX];
     struct slot *slots[PENDING_MAX];
+    const struct slot *lo, *hi; /* the slots' bounds (struct slot_set) */
 };
 static struct pending pendings[MAX_CPUS];
 
@@ -369,6 +372,7 @@ static long region_retire(struct slot *r)
     }
     u64 stamp = grace_epoch;
     p->n = 0;
+    p->lo = p->hi = r->child;
     while (r->child) {
         struct slot *leaf = r->child;
         while (leaf->child)
@@ -376,6 +380,8 @@ static long region_retire(struct slot *r)
         struct kobj *o = cap_kobj(&leaf->cap);
         p->types[p->n] = leaf->cap.type;
         p->slots[p->n++] = leaf;
+        p->lo = leaf < p->lo ? leaf : p->lo;
+        p->hi = leaf > p->hi ? leaf : p->hi;
         __atomic_store_n(&leaf->cap.type, 0, __ATOMIC_RELEASE);
         unlink_quiet_leaf(leaf);
         if (o)
@@ -408,7 +414,7 @@ static void region_release(struct pending *p)
     struct slot *r = p->region;
 
     for (u32 i = 0; i < p->n; i++)
-        p->slots[i]->cap.flags &= (u8)~CAP_PENDING;
+        slot_clear(p->slots[i]); /* past its grace period, as the revoke */
     if (!--r->cap.b && !r->child)
         object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
     p->region = NULL;
@@ -451,21 +457,31 @@ void grace_finish_due(void)
 
     if (!p->region)
         return;
-    /* The CPU that held the period open at the last look, if it still
-     * does, answers for all: a look at one CPU on most ways out, not at
-     * every CPU.  This CPU's own calls since the retirement read none of
-     * p's slots. */
+    /* The CPU that held the period open at the last look, if still in the
+     * same stay (its list only grows), answers for all: a look at one CPU
+     * on most ways out.  This CPU's calls since read none of p's slots. */
     if (p->blocker) {
         struct cpu *b = &cpus[p->blocker - 1];
         if (__atomic_load_n(&b->reading, __ATOMIC_ACQUIRE) &&
             __atomic_load_n(&b->epoch, __ATOMIC_RELAXED) <= p->stamp)
             return;
     }
-    p->blocker = grace_blocker(p->stamp, c, NULL);
+    struct slot_set set = { p->slots, p->n, p->lo, p->hi };
+    p->blocker = grace_blocker(p->stamp, c, &set);
     if (!p->blocker) {
         LOCKSTAT_COUNT(LS_FINISH_DUE);
         grace_finish();
     }
+}
+
+void grace_wait_finish(void)
+{
+    struct pending *p = &pendings[this_cpu()->index];
+    struct slot_set set = { p->slots, p->n, p->lo, p->hi };
+
+    if (p->region)
+        kernel_regrace(p->stamp + 1, &set);
+    grace_finish();
 }
 
 /* A retype from r: does a pending revoke hold r's memory?

@@ -91,14 +91,15 @@ void kernel_upgrade(void)
  * before the look, none being in it): every slot stamped up to there is
  * past for good, and later fills of such slots look at no CPU.  Two looks
  * may race and lower it; lower is only later. */
-u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s)
+u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot_set *set)
 {
     u64 done = __atomic_load_n(&grace_done, __ATOMIC_RELAXED);
     if (stamp <= done)
         return 0;
+    LOCKSTAT_COUNT(LS_GRACE_LOOKS);
     u64 low = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
-    if (s) /* the lists are read after s's type became 0 (a call lists a
-            * slot before reading its type) */
+    if (set) /* the lists are read after the set's types became 0 (a call
+              * lists a slot before reading its type) */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
     u32 blocker = 0;
     for (u32 i = 0; i < cpu_count; i++) {
@@ -107,7 +108,7 @@ u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s)
             continue;
         u64 e = __atomic_load_n(&c->epoch, __ATOMIC_RELAXED);
         low = e < low ? e : low;
-        if (!blocker && e <= stamp && c != self && cpu_may_read(c, s))
+        if (!blocker && e <= stamp && c != self && cpu_may_read(c, set))
             blocker = i + 1;
     }
     if (low > done + 1)
@@ -115,11 +116,9 @@ u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s)
     return blocker;
 }
 
-void kernel_regrace(const struct slot *s)
+void kernel_regrace(u64 target, const struct slot_set *set)
 {
     struct cpu *c = this_cpu();
-    /* Every stamp so far is below it (grace.c: grace_advance). */
-    u64 target = __atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE);
     u32 spins = 0;
     LOCKSTAT_T0(t0);
 
@@ -130,18 +129,21 @@ void kernel_regrace(const struct slot *s)
 #endif
     LOCKSTAT_COUNT(LS_REGRACE);
     kernel_leave_shared(c);
-    /* As grace_blocker above: a CPU in the kernel since an epoch past
-     * every stamp, or out of it once, can no longer read a retired slot;
-     * nor can one whose call lists what it reads, s not among them (the
-     * call made again looks once more, under the capability lock). */
+    /* As grace_blocker above: a CPU in the kernel since an epoch at or
+     * past target, or out of it once, can no longer read a slot retired
+     * before; nor can one whose call lists what it reads, none of set's
+     * slots among them (the call made again looks once more, under the
+     * capability lock). */
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *o = &cpus[i];
         if (o == c)
             continue;
+        WRITE_ONCE(c->grace_wait, i + 1);
         while (__atomic_load_n(&o->reading, __ATOMIC_ACQUIRE) &&
-               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && cpu_may_read(o, s))
+               __atomic_load_n(&o->epoch, __ATOMIC_RELAXED) < target && cpu_may_read(o, set))
             kernel_spin_turn(&spins);
     }
+    WRITE_ONCE(c->grace_wait, 0);
     LOCKSTAT_ADD(LC_REGRACE_WAIT, t0);
     kernel_enter_shared(c, true, READS_FRESH);
 }

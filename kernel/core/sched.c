@@ -451,9 +451,8 @@ __noreturn void sched_exit_kernel(void)
         }
         if (grace_pending_here()) {
             /* Not before idling: the objects may be waited on, their
-             * memory wanted.  kernel_regrace waits holding nothing. */
-            kernel_regrace(NULL);
-            grace_finish();
+             * memory wanted.  The wait holds nothing. */
+            grace_wait_finish();
             continue;
         }
         WRITE_ONCE(c->idle, 1);

@@ -404,9 +404,9 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
      * changing anything: KEEL_E_GRACE, a slot to fill still in its grace
      * period - wait for its end holding nothing (no CPU waits for another
      * while holding the lock), then run again shared (a slot held by a
-     * pending region revoke: a whole grace period, then grace_finish, as
-     * for KEEL_E_FINISH, should the revoke be this CPU's); KEEL_E_FINISH, this
-     * CPU's pending region revoke must end first - the same wait, then
+     * pending region revoke: as for KEEL_E_FINISH, should the revoke be
+     * this CPU's); KEEL_E_FINISH, this CPU's pending region revoke must end
+     * first - grace_wait_finish, the same wait for its slots, then
      * grace_finish; KEEL_E_RETRY, or a slot retired again meanwhile - run
      * again exclusive. */
     if (err == KEEL_E_PENDING)
@@ -415,13 +415,13 @@ void syscall_handle(struct tcb *t, u64 nr, u64 cap, u64 label, const u64 *args)
         c->call_pending = 1; /* nothing done yet */
         if (err == KEEL_E_FINISH && !again) {
             LOCKSTAT_COUNT(LS_FINISH_WAIT);
-            kernel_regrace(NULL);
-            grace_finish();
+            grace_wait_finish();
+        } else if (err == KEEL_E_GRACE && !again && !c->grace_slot) {
+            grace_wait_finish();
         } else if (err == KEEL_E_GRACE && !again) {
-            const struct slot *s = c->grace_slot;
-            kernel_regrace(s);
-            if (!s)
-                grace_finish();
+            struct slot *s = c->grace_slot;
+            struct slot_set one = { &s, 1, s, s };
+            kernel_regrace(__atomic_load_n(&grace_epoch, __ATOMIC_ACQUIRE), &one);
         } else {
             LOCKSTAT_UPGRADE(nr == KEEL_SYS_INVOKE ? label : LOCKSTAT_LABELS - 1 - nr);
             kernel_upgrade();

@@ -76,6 +76,7 @@ static void wait_halt(struct cpu *c)
  * a while halt until kicked. */
 void kernel_spin_turn(u32 *spins)
 {
+    LOCKSTAT_COUNT(LS_SPIN_TURNS);
     cpu_serve_requests();
     arch_cpu_relax();
     u32 n = ++*spins;
@@ -126,7 +127,7 @@ static const char *const count_names[LS_NCOUNT] = {
     "shared_entries", "excl_entries", "excl_upgrades", "caps_taken", "caps_contended",
     "other_contended", "grace_retries", "tlb_shootdowns", "regraces",
     "zero_objects", "zero_runs", "wait_halts", "kicks",
-    "finish_due", "finish_wait",
+    "finish_due", "finish_wait", "grace_looks", "spin_turns",
 };
 static const char *const cycle_names[LC_NCYCLES] = {
     "excl_claim", "excl_drain", "reader_wait", "excl_held", "caps_spin", "caps_held",

@@ -32,11 +32,12 @@ static void report(u32 stalled, u64 now)
         if (t)
             arch_tcb_get_regs(t, &pc, &sp, &ret);
         printk("keel: watchdog: cpu %u state %u ticks %lu idle %u in_kernel %u mode %u/%u queued %u "
-               "thread %ld user rip 0x%lx stop %u/%u tlb %u%s\n",
+               "thread %ld user rip 0x%lx stop %u/%u tlb %u grace-wait %d%s\n",
                i, READ_ONCE(c->state), READ_ONCE(c->ticks), READ_ONCE(c->idle),
                READ_ONCE(c->in_kernel), READ_ONCE(c->kmode), READ_ONCE(c->reading),
                sched_queued(i), t ? (long)t->id : -1l, pc,
                READ_ONCE(c->stop_request), READ_ONCE(c->stop_ack), READ_ONCE(c->tlb_request),
+               (int)READ_ONCE(c->grace_wait) - 1,
                now - seen_at_us[i] >= WATCHDOG_STALL_US ? " STALLED" : "");
     }
     u32 w = objects_lock_writer();

@@ -51,8 +51,10 @@ void host_leave(uint32_t cpu);
 long host_invoke_on(uint32_t cpu, uint64_t cap, uint64_t label, const uint64_t *args,
                     uint64_t *res);
 void host_slot_body(uint64_t index, uint64_t type, uint64_t *out);
+void host_object_type(uint64_t obj, uint64_t type, uint64_t *out);
 void host_grace_finish(uint32_t cpu);
 void host_grace_finish_due(uint32_t cpu);
+uint32_t host_grace_wait_finish(uint32_t cpu);
 uint64_t host_grace_slot(uint32_t cpu);
 void host_grace_epochs(uint32_t cpu, uint64_t *out);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
@@ -89,6 +91,20 @@ class SharedWorld(World):
         out = self.ffi.new("uint64_t[7]")
         self.lib.host_slot_body(index, type_, out)
         return tuple(out)
+
+    def object_type(self, obj: int, type_: int) -> int:
+        """The type in the header of the object at `obj` (0: destroyed)."""
+        out = self.ffi.new("uint64_t[2]")
+        self.lib.host_object_type(obj, type_, out)
+        return int(out[0])
+
+    def wait_finish(self, cpu: int) -> set[int]:
+        """grace_wait_finish on `cpu`: the CPUs its wait let leave first."""
+        waited = int(self.lib.host_grace_wait_finish(cpu))
+        left = {i for i in self.held if waited >> i & 1}
+        for i in left:
+            del self.held[i]  # left before the finish: nothing of theirs to check
+        return left
 
     def enter(self, cpu: int, reads: int = READS_FRESH) -> None:
         """CPU `cpu` enters the kernel, its hold reading `reads` from the start
@@ -148,26 +164,25 @@ class SharedWorld(World):
         argv = self.ffi.new("uint64_t[6]", list(args) + [0] * (6 - len(args)))
         err, res = self.shared_call(cap, label, argv)
         if err == PENDING:
-            # kernel_regrace, then grace_finish destroys the region's objects
+            # grace_wait_finish: it waits only for the CPUs that may read a
+            # retired slot, then grace_finish destroys the region's objects
+            # and frees the slots (check_held: none under a CPU still in)
             self.pendings += 1
-            self.leave_all()
-            self.lib.host_grace_finish(self.cpu)
+            self.wait_finish(self.cpu)
             self.check_held()
             err = 0
         if err == FINISH:
-            # kernel_regrace, grace_finish, then the call again shared
-            self.leave_all()
-            self.lib.host_grace_finish(self.cpu)
+            # grace_wait_finish, then the call again shared
+            self.wait_finish(self.cpu)
             err, res = self.shared_call(cap, label, argv)
         if err == GRACE:
             # kernel_regrace: holding nothing, the caller waits for every CPU
             # in the kernel to leave it, then runs the call again shared; for
             # a slot a pending region revoke holds, grace_finish first
             self.graces += 1
-            pending_slot = self.lib.host_grace_slot(self.cpu) == 0
+            if self.lib.host_grace_slot(self.cpu) == 0:
+                self.wait_finish(self.cpu)
             self.leave_all()
-            if pending_slot:
-                self.lib.host_grace_finish(self.cpu)
             err, res = self.shared_call(cap, label, argv)
             if err == GRACE:
                 err = RETRY

@@ -35,7 +35,7 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     assert not {A, B, C} & set(w.slots())
     w.check_held()  # CPU 1 still reads B, and the endpoint is not destroyed
-    assert w.body(B, w.T["endpoint"])[6] != 0
+    assert w.object_type(ep, w.T["endpoint"]) != 0
     # A retype from the region meanwhile waits for the revoke to finish.
     late = FIRST_FREE + 50
     assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, late, 1) == FINISH
@@ -43,7 +43,7 @@ def test_a_region_revoke_destroys_only_after_the_grace_period(shared: SharedWorl
     assert 1 in w.held
     w.leave(1)
     w.lib.host_grace_finish(0)
-    assert w.body(B, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
+    assert w.object_type(ep, w.T["endpoint"]) == 0, "the endpoint was not destroyed"
     assert w.call(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, A, 1)[0] == 0
     assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
     check_invariants(w)
@@ -58,18 +58,17 @@ def test_a_pending_revoke_is_finished_on_the_way_out_once_every_cpu_is_past(
     retirement has left it, whichever leaves last."""
     w = shared
     region = _region_with_an_endpoint(w)
+    ep = w.body(A, 0)[3]
     w.hold(1, B)
     w.hold(2, A)
     assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
-    alive = w.body(B, w.T["endpoint"])[6]
-    assert alive != 0
     for leaving in (1, 2):  # each in turn is the one looked at first
         for _ in range(2):  # a full look, then one at the CPU it found
             w.lib.host_grace_finish_due(0)
-            assert w.body(B, w.T["endpoint"])[6] == alive, f"destroyed while CPU {leaving} reads"
+            assert w.object_type(ep, w.T["endpoint"]) != 0, f"destroyed while CPU {leaving} reads"
         w.leave(leaving)
     w.lib.host_grace_finish_due(0)
-    assert w.body(B, w.T["endpoint"])[6] == 0, "every CPU left, and the revoke is not finished"
+    assert w.object_type(ep, w.T["endpoint"]) == 0, "every CPU left, and it is not finished"
     check_invariants(w)
 
 
@@ -84,15 +83,15 @@ def test_a_region_revoke_is_finished_by_the_call_that_needs_its_memory(
     afterwards both run."""
     w = shared
     region = _region_with_an_endpoint(w)
-
+    ep = w.body(A, 0)[3]
     assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     assert not {A, B} & set(w.slots())
-    assert w.body(A, w.T["endpoint"])[6] != 0, "destroyed before grace_finish"
+    assert w.object_type(ep, w.T["endpoint"]) != 0, "destroyed before grace_finish"
     # No CPU is in the kernel: the grace period is over, the revoke is not.
     assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == GRACE
     assert w.once(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == FINISH
     w.lib.host_grace_finish(0)
-    assert w.body(A, w.T["endpoint"])[6] == 0, "the endpoint was not destroyed"
+    assert w.object_type(ep, w.T["endpoint"]) == 0, "the endpoint was not destroyed"
     assert w.once(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, C, 1) == 0
     assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
     assert w.once(region, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, A, 1) == 0
@@ -108,12 +107,56 @@ def test_a_fill_into_a_slot_of_its_own_pending_revoke_finishes_it_shared(
     revoke finished and runs again shared: it never needs the exclusive lock."""
     w = shared
     region = _region_with_an_endpoint(w)
+    ep = w.body(A, 0)[3]
     assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
     w.retries = w.graces = 0
     # A copy of the table's own capability into A, which the revoke retired
     assert w.call(CNODE_SLOT, "cnode_copy", A, CNODE_SLOT, CNODE_SLOT, 15)[0] == 0
     assert (w.graces, w.retries) == (1, 0), "the fill ran exclusive"
-    assert w.body(B, w.T["endpoint"])[6] == 0, "the revoke was not finished"
+    assert w.object_type(ep, w.T["endpoint"]) == 0, "the revoke was not finished"
     for s in (A, region):
         assert w.call(CNODE_SLOT, "cnode_delete", s)[0] == 0
+    check_invariants(w)
+
+
+def test_a_pending_revoke_waits_only_for_cpus_that_may_read_its_slots(
+    shared: SharedWorld,
+) -> None:
+    """Only a CPU that may read a retired slot holds a region's revoke back: not
+    one whose call lists what it reads and listed none of them. On the way out
+    (grace_finish_due) the revoke is finished once the CPU that read the
+    endpoint through a copy has left, the other still in the kernel; a call
+    that needs it finished (grace_wait_finish) waits for the first only. The
+    finish frees the slots too: a fill into one runs at once. A CPU whose call
+    reads any slot holds the revoke back whatever it read."""
+    w = shared
+    for way in ("out", "wait"):
+        region = _region_with_an_endpoint(w)
+        ep = w.body(A, 0)[3]
+        w.hold(1, CNODE_SLOT, listed=True)  # reads the table's own capability only
+        w.hold(2, B, listed=True)  # reads the endpoint's minted copy
+        assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
+        w.lib.host_grace_finish_due(0)
+        assert w.object_type(ep, w.T["endpoint"]) != 0, "destroyed while CPU 2 reads it"
+        if way == "out":
+            w.leave(2)
+            w.lib.host_grace_finish_due(0)
+        else:
+            assert w.wait_finish(0) == {2}, "waited for a CPU that read none of the slots"
+        assert w.object_type(ep, w.T["endpoint"]) == 0, f"not finished ({way})"
+        assert (w.body(A, 0)[4], w.body(B, 0)[4]) == (0, 0), "the finish left its slots retired"
+        assert w.once(CNODE_SLOT, "cnode_copy", A, CNODE_SLOT, CNODE_SLOT, 15) == 0
+        w.check_held()
+        w.leave(1)
+        assert w.call(CNODE_SLOT, "cnode_delete", A)[0] == 0
+        check_invariants(w)
+
+    region = _region_with_an_endpoint(w)
+    ep = w.body(A, 0)[3]
+    w.hold(1, CNODE_SLOT, listed=False)
+    assert w.once(CNODE_SLOT, "cnode_revoke", region) == PENDING
+    w.lib.host_grace_finish_due(0)
+    assert w.object_type(ep, w.T["endpoint"]) != 0, "destroyed while CPU 1 may read any slot"
+    assert w.wait_finish(0) == {1}, "no wait for a CPU that may read any slot"
+    assert w.object_type(ep, w.T["endpoint"]) == 0
     check_invariants(w)

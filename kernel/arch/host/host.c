@@ -8,13 +8,15 @@
 #include <keel/sched.h>
 #include <keel/string.h>
 
+#include "harness.h"
+
 void *aligned_alloc(size_t align, size_t size);
 void free(void *p);
 __noreturn void abort(void);
 
 struct cpu cpus[MAX_CPUS];
 u32 cpu_count = 1;
-static u32 host_cpu; /* the CPU the harness runs a call as (host_invoke_on) */
+u32 host_cpu; /* the CPU the harness runs a call as (host_invoke_on; harness.h) */
 
 void *host_cpu_self(void)
 {
@@ -368,44 +370,6 @@ void host_leave(u32 cpu)
     cpus[cpu].kmode = KMODE_NONE;
 }
 
-/* Step 2 of a region's revoke (grace.c), as syscall_handle runs it after
- * kernel_regrace: the harness has let every CPU in the kernel leave. */
-void host_grace_finish(u32 cpu)
-{
-    host_enter(cpu);
-    host_cpu = cpu;
-    grace_finish();
-    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
-        objects_writer = 0;
-    host_cpu = 0;
-    host_leave(cpu);
-}
-
-/* CPU cpu on its way out of the kernel (sched.c): finishes its pending
- * region revoke if the grace period is over. */
-void host_grace_finish_due(u32 cpu)
-{
-    host_cpu = cpu;
-    grace_finish_due();
-    host_cpu = 0;
-}
-
-/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
- * pending region revoke holds it (syscall_handle then waits a whole grace
- * period and runs grace_finish). */
-u64 host_grace_slot(u32 cpu)
-{
-    return (u64)cpus[cpu].grace_slot;
-}
-
-/* grace.c's epoch and the last stamp known past, and a CPU's epoch. */
-void host_grace_epochs(u32 cpu, u64 *out)
-{
-    out[0] = grace_epoch;
-    out[1] = grace_done;
-    out[2] = cpus[cpu].epoch;
-}
-
 long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 {
     host_cpu = cpu;
@@ -432,6 +396,17 @@ void host_slot_body(u64 index, u64 type, u64 *out)
     struct kobj *o = type ? cap_kobj(&c) : NULL;
     out[5] = o ? o->refs : (u64)-1;
     out[6] = o ? o->type : (u64)-1;
+}
+
+/* The type of the object at obj made as a type (0: destroyed), its
+ * reference count in out[1] (-1 and -1: the type has no header). */
+void host_object_type(u64 obj, u64 type, u64 *out)
+{
+    struct cap c = { .type = (u8)type, .obj = obj };
+    struct kobj *o = cap_kobj(&c);
+
+    out[0] = o ? o->type : (u64)-1;
+    out[1] = o ? o->refs : (u64)-1;
 }
 
 struct host_slot {

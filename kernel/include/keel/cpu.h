@@ -68,6 +68,7 @@ struct cpu {
     volatile u32 reads_n;   /* how many of reads[] its current call read, or READS_* */
     struct slot *volatile reads[READS_MAX]; /* grace.c: published before they are read */
     struct slot *grace_slot; /* the slot a fill found in its grace period (kernel_regrace) */
+    volatile u32 grace_wait; /* kernel_regrace waits for CPU index + 1 (0: not); watchdog */
     u32 region_pending;      /* it has a pending region revoke (grace.c) */
     /* Requests from other CPUs, set and polled with atomics. */
     volatile u32 tlb_request;

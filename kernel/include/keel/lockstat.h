@@ -26,6 +26,8 @@ enum lockstat_count {
     LS_KICKS,          /* kicks sent to halted waiters */
     LS_FINISH_DUE,     /* pending region revokes finished on the way out (grace.c) */
     LS_FINISH_WAIT,    /* ... finished by a call that needed them (KEEL_E_FINISH) */
+    LS_GRACE_LOOKS,    /* looks at every CPU for a grace period (objlock.c: grace_blocker) */
+    LS_SPIN_TURNS,     /* turns of a wait in the kernel (wait.c: kernel_spin_turn) */
     LS_NCOUNT,
 };
 

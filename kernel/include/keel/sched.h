@@ -161,25 +161,39 @@ static inline void lock_release(u32 cls)
  * with, and the last stamp known past (raised by exclusive holders and by
  * every look at all CPUs). */
 extern u64 grace_epoch, grace_done;
+/* The slots a look at the CPUs asks about: one a fill waits for, or a
+ * pending region revoke's (grace.c); lo and hi bound their addresses, so a
+ * listed slot outside them is passed over in two comparisons. */
+struct slot_set {
+    struct slot *const *v;
+    u32 n;
+    const struct slot *lo, *hi;
+};
 /* Has every CPU but self (NULL: none) left the kernel, or entered it after
  * the stamp, since the slots stamped with it were retired?  0 if so, else
- * the index + 1 of a CPU that has not.  For one slot s (NULL: any), a CPU
- * whose call lists what it reads and did not list s is past too
- * (cpu_may_read).  objlock.c. */
-u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot *s);
+ * the index + 1 of a CPU that has not.  For the slots of set (NULL: any
+ * slot), a CPU whose call lists what it reads and listed none of them is
+ * past too (cpu_may_read).  objlock.c. */
+u32 grace_blocker(u64 stamp, const struct cpu *self, const struct slot_set *set);
 void grace_exclusive(void);
-/* Could c's current hold of the objects lock read slot s (NULL: any)?  Yes
- * unless its call lists what it reads (cpu.reads) and s is not among them. */
-static inline bool cpu_may_read(const struct cpu *c, const struct slot *s)
+/* Could c's current hold of the objects lock read a slot of set (NULL: any
+ * slot)?  Yes unless its call lists what it reads (cpu.reads) and none of
+ * them is in set. */
+static inline bool cpu_may_read(const struct cpu *c, const struct slot_set *set)
 {
-    if (!s)
+    if (!set)
         return true;
     u32 n = __atomic_load_n(&c->reads_n, __ATOMIC_ACQUIRE);
     if (n > READS_MAX)
         return true;
     for (u32 i = 0; i < n; i++) {
-        if (c->reads[i] == s)
-            return true;
+        const struct slot *r = c->reads[i];
+        if (r < set->lo || r > set->hi)
+            continue;
+        for (u32 j = 0; j < set->n; j++) {
+            if (set->v[j] == r)
+                return true;
+        }
     }
     return false;
 }
@@ -200,9 +214,8 @@ static inline bool cpu_may_read(const struct cpu *c, const struct slot *s)
 #define KEEL_E_PENDING (-3l)
 /* Returned, before changing anything, by a call that needs this CPU's
  * pending region revoke finished (a retype from that region, another
- * region's revoke): the caller waits for the
- * grace period holding nothing (kernel_regrace), runs grace_finish and the
- * call again; never seen by users. */
+ * region's revoke): the caller has it finished (grace_wait_finish) and
+ * runs the call again; never seen by users. */
 #define KEEL_E_FINISH (-4l)
 void grace_finish(void);
 /* CPUs with a pending region revoke (grace.c), and this CPU's: */
@@ -211,6 +224,10 @@ bool grace_pending_here(void);
 /* grace_finish if this CPU has a pending region revoke whose grace period
  * is over (objects lock shared, nothing else held). */
 void grace_finish_due(void);
+/* This CPU's pending region revoke, if any, finished: its grace period
+ * waited for holding nothing (kernel_regrace), then grace_finish - before
+ * a call that needs it finished (KEEL_E_FINISH) and before idling. */
+void grace_wait_finish(void);
 /* A retype from region r: KEEL_E_FINISH if this CPU's pending revoke holds
  * r's memory, KEEL_E_RETRY if another CPU's does (exclusive finishes it),
  * else KEEL_E_OK.  Under the capability lock. */
@@ -273,14 +290,15 @@ void kernel_enter_exclusive(void);
  * between other CPUs may run exclusive operations: whatever was looked up
  * must be looked up again. */
 void kernel_upgrade(void);
-/* From shared to shared again, once every slot retired so far is past its
- * grace period: drops the hold, waits (holding nothing) until every other
- * CPU has left the kernel or entered it since, and takes the lock shared
- * again.  For a fill waiting for its slot s (non-NULL: the grace_slot a
- * KEEL_E_GRACE leaves), only the CPUs that may read s are waited for.
+/* From shared to shared again, once every CPU is past a stamp below
+ * target: drops the hold, waits (holding nothing) until every other CPU
+ * has left the kernel or entered it at target or later, and takes the lock
+ * shared again.  Only the CPUs that may read a slot of set (NULL: any
+ * slot) are waited for: the slot a fill waits for (the grace_slot a
+ * KEEL_E_GRACE leaves), a pending region revoke's (grace_wait_finish).
  * Nothing but the objects lock may be held; whatever was looked up must be
  * looked up again. */
-void kernel_regrace(const struct slot *s);
+void kernel_regrace(u64 target, const struct slot_set *set);
 
 /* Halted waits (wait.c).  A wait that has spun wait_spins_before_halt
  * turns sets this CPU's bit in wait_halted, looks at its condition once

@@ -1,0 +1,89 @@
+/* The host harness's grace periods (grace.c) on simulated CPUs: a region's
+ * revoke finished on a way out of the kernel, after a wait, or as
+ * syscall_handle runs it; what a CPU's fill waits for; the epochs. */
+#include <keel/cpu.h>
+#include <keel/sched.h>
+
+#include "harness.h"
+
+/* Step 2 of a region's revoke (grace.c), as syscall_handle runs it after
+ * kernel_regrace: the harness has let every CPU in the kernel leave. */
+void host_grace_finish(u32 cpu)
+{
+    host_enter(cpu);
+    host_cpu = cpu;
+    grace_finish();
+    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
+        objects_writer = 0;
+    host_cpu = 0;
+    host_leave(cpu);
+}
+
+/* CPU cpu on its way out of the kernel (sched.c): finishes its pending
+ * region revoke if the grace period is over, whoever else is in the kernel
+ * (the harness's CPUs hold nothing that needs the finish to upgrade: no
+ * thread waits on an object, and a mapped capability is no region's). */
+void host_grace_finish_due(u32 cpu)
+{
+    host_enter(cpu);
+    host_cpu = cpu;
+    grace_finish_due();
+    host_cpu = 0;
+    host_leave(cpu);
+}
+
+/* A wait in the kernel polls the watchdog every 256 turns (wait.c); in the
+ * harness no other CPU moves while one waits, so the poll during
+ * host_grace_wait_finish lets the CPU waited for leave, as the wait lasts
+ * until it does, and notes it: the one kernel_regrace names (grace_wait),
+ * else (an upgrade draining the readers) every CPU in the kernel. */
+static bool host_waiting;
+static u32 host_waited;
+
+void watchdog_poll(void)
+{
+    u32 named = cpus[host_cpu].grace_wait;
+
+    if (!host_waiting)
+        return;
+    for (u32 i = 0; i < cpu_count; i++) {
+        if (i != host_cpu && cpus[i].reading && (!named || i == named - 1)) {
+            host_waited |= 1u << i;
+            host_leave(i);
+        }
+    }
+}
+
+/* grace_wait_finish on cpu (syscall_handle's KEEL_E_FINISH): the CPUs its
+ * wait had to let leave, as a bit mask (0: it waited for none). */
+u32 host_grace_wait_finish(u32 cpu)
+{
+    host_enter(cpu);
+    host_cpu = cpu;
+    host_waiting = true;
+    host_waited = 0;
+    grace_wait_finish();
+    host_waiting = false;
+    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
+        objects_writer = 0;
+    host_cpu = 0;
+    host_leave(cpu);
+    return host_waited;
+}
+
+/* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
+ * pending region revoke holds it (syscall_handle then waits a whole grace
+ * period and runs grace_finish). */
+u64 host_grace_slot(u32 cpu)
+{
+    return (u64)cpus[cpu].grace_slot;
+}
+
+/* grace.c's epoch and the last stamp known past, and a CPU's epoch. */
+void host_grace_epochs(u32 cpu, u64 *out)
+{
+    out[0] = grace_epoch;
+    out[1] = grace_done;
+    out[2] = cpus[cpu].epoch;
+}
+
