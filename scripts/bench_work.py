@@ -103,30 +103,36 @@ QEMU_PASS = 33  # isa-debug-exit: (0x10 << 1) | 1
 TCG_SECONDS = 2
 
 
-def qemu_stress(smp: int, build: Path | None, workload: str, icount: bool,
-                plugin: str | None = None) -> float:  # fmt: skip
-    """The workload's rate (per guest second) under TCG, with icount or multi-threaded."""
+def qemu_guest(smp: int, build: Path | None, append: str, icount: bool,
+               plugin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """A guest of build's kernel and initrd (this tree's by default) under TCG,
+    with icount or multi-threaded; QEMU_PASS is its success."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise SystemExit("--tcg needs qemu-system-x86_64")
     kernel, initrd = ((build or ROOT / "build") / f for f in ("kernel.elf", "initrd.cpio"))
-    cmd = [qemu, "-M", "microvm", "-cpu", "max", "-smp", str(smp), "-m", "256M", "-nographic",
-           "-no-reboot", "-nodefaults", "-serial", "stdio", "-kernel", str(kernel), "-initrd",
-           str(initrd), "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-append",
-           f"keel.test=stress keel.stress={workload} keel.pin=local keel.duration={TCG_SECONDS}"]
-    cmd[3:3] = ["-accel", "tcg", "-icount", "shift=0"] if icount else ["-accel", "tcg,thread=multi"]
     # With icount the time stamp counter counts instructions, 10^9 a guest
     # second; multi-threaded it is the host's, at the rate KVM gives guests.
-    cmd[-1] += f" keel.tsc_khz={1000000 if icount else _host_tsc_khz()}"
+    append += f" keel.tsc_khz={1000000 if icount else _host_tsc_khz()}"
+    cmd = [qemu, "-M", "microvm", "-cpu", "max", "-smp", str(smp), "-m", "256M", "-nographic",
+           "-no-reboot", "-nodefaults", "-serial", "stdio", "-kernel", str(kernel), "-initrd",
+           str(initrd), "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-append", append]
+    cmd[3:3] = ["-accel", "tcg", "-icount", "shift=0"] if icount else ["-accel", "tcg,thread=multi"]
     if plugin:
         cmd += ["-plugin", plugin]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def qemu_stress(smp: int, build: Path | None, workload: str, icount: bool,
+                plugin: str | None = None) -> float:  # fmt: skip
+    """The workload's rate (per guest second) under TCG, with icount or multi-threaded."""
+    append = f"keel.test=stress keel.stress={workload} keel.pin=local keel.duration={TCG_SECONDS}"
+    proc = qemu_guest(smp, build, append, icount, plugin)
     found = OK_LINE.search(proc.stdout)
     if proc.returncode != QEMU_PASS or not found:
         raise SystemExit(f"{workload} under TCG ({proc.returncode}):\n{proc.stdout[-2000:]}")
     return float(found.group(2))
-
 
 
 def storm_tcg(runs: int, other: Path | None) -> list[tuple[str, str, str, str]]:
