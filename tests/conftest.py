@@ -25,6 +25,20 @@ KEEL = [sys.executable, "-m", "vmm.cli"]
 os.environ.setdefault("KEEL_CACHE_DIR", str(ROOT / "build" / "test-cache"))
 
 
+def load_module(name: str, path: Path) -> Any:
+    """A Python file as a module, by path: scripts (`scripts/icount` has no
+    .py suffix) and generated files that are not packages."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 def have_kvm() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 

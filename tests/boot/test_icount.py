@@ -10,14 +10,12 @@ record).
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.conftest import load_module, requires_qemu
 
 ROOT = Path(__file__).resolve().parents[2]
 INITRD = ROOT / "build" / "initrd.cpio"
@@ -46,13 +44,7 @@ BUDGET = {path: int(n * (1 + HEADROOM)) + 2 for path, n in MEASURED.items()}
 
 
 def _icount() -> Any:
-    path = ROOT / "scripts" / "icount"
-    loader = importlib.machinery.SourceFileLoader("keel_icount", str(path))
-    spec = importlib.util.spec_from_loader("keel_icount", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_module("keel_icount", ROOT / "scripts" / "icount")
 
 
 @requires_qemu

@@ -13,14 +13,13 @@ same on every run - a budget, not a time.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import requires_qemu
+from tests.conftest import load_module, requires_qemu
 
 ROOT = Path(__file__).resolve().parents[2]
 QEMU_PASS = 33
@@ -35,18 +34,9 @@ QEMU_PASS = 33
 STORM_4_OVER_2 = 1.05
 
 
-def _bench_work() -> Any:
-    path = ROOT / "scripts" / "bench_work.py"
-    spec = importlib.util.spec_from_file_location("keel_bench_work", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench_work(kernel: Path, initrd: Path) -> Any:
-    return _bench_work()
+    return load_module("keel_bench_work", ROOT / "scripts" / "bench_work.py")
 
 
 @requires_qemu

@@ -9,7 +9,6 @@ memory is free again exactly when nothing derived from it remains.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from tests.conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "build" / "host" / "libkeelcore.so"
@@ -58,11 +59,7 @@ CAP_IOMAPPED = int(_IOMAPPED.group(1))
 
 
 def _load_abi() -> Any:
-    spec = importlib.util.spec_from_file_location("keel_abi", ABI)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("keel_abi", ABI)
 
 
 @pytest.fixture(scope="module")
