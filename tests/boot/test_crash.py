@@ -95,7 +95,9 @@ def one_kill(image: Path, rng: random.Random) -> int:
     try:
         for line in proc.stdout:
             lines.append(line)
-            m = re.match(rb"blkw: flushed (\d+)", line)
+            # Only a whole line: the kill can cut the last one short
+            # ("blkw: flushed 2" of "... 234").
+            m = re.match(rb"blkw: flushed (\d+)\r?\n", line)
             if m:
                 flushed = int(m.group(1))
                 if flushed >= target:
