@@ -29,14 +29,15 @@ where 4 vCPUs' instructions per object differ from 2's.
 
 from __future__ import annotations
 
-import bisect
 import functools
+import importlib.machinery
 import re
-import shutil
 import statistics
 import subprocess
+import types
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 4
@@ -99,25 +100,30 @@ def storm_work(runs: int, other: Path | None) -> list[tuple[str, str, str, str]]
 # -- under QEMU's TCG --------------------------------------------------------------------------
 
 OK_LINE = re.compile(r"^stress: (\w+) ok .*?(\d+) per s", re.MULTILINE)
-QEMU_PASS = 33  # isa-debug-exit: (0x10 << 1) | 1
 TCG_SECONDS = 2
+
+
+@functools.cache
+def icount_script() -> Any:
+    """scripts/icount (no .py suffix) as a module: its QEMU command line, its
+    symbol tables."""
+    path = ROOT / "scripts" / "icount"
+    loader = importlib.machinery.SourceFileLoader("keel_icount", str(path))
+    module = types.ModuleType(loader.name)
+    module.__file__ = str(path)
+    loader.exec_module(module)
+    return module
 
 
 def qemu_guest(smp: int, build: Path | None, append: str, icount: bool,
                plugin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """A guest of build's kernel and initrd (this tree's by default) under TCG,
-    with icount or multi-threaded; QEMU_PASS is its success."""
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        raise SystemExit("--tcg needs qemu-system-x86_64")
+    with icount or multi-threaded; icount_script().QEMU_PASS is its success."""
     kernel, initrd = ((build or ROOT / "build") / f for f in ("kernel.elf", "initrd.cpio"))
     # With icount the time stamp counter counts instructions, 10^9 a guest
     # second; multi-threaded it is the host's, at the rate KVM gives guests.
     append += f" keel.tsc_khz={1000000 if icount else _host_tsc_khz()}"
-    cmd = [qemu, "-M", "microvm", "-cpu", "max", "-smp", str(smp), "-m", "256M", "-nographic",
-           "-no-reboot", "-nodefaults", "-serial", "stdio", "-kernel", str(kernel), "-initrd",
-           str(initrd), "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-append", append]
-    cmd[3:3] = ["-accel", "tcg", "-icount", "shift=0"] if icount else ["-accel", "tcg,thread=multi"]
+    cmd = icount_script().qemu_command(kernel, initrd, smp, append, icount)
     if plugin:
         cmd += ["-plugin", plugin]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
@@ -130,7 +136,7 @@ def qemu_stress(smp: int, build: Path | None, workload: str, icount: bool,
     append = f"keel.test=stress keel.stress={workload} keel.pin=local keel.duration={TCG_SECONDS}"
     proc = qemu_guest(smp, build, append, icount, plugin)
     found = OK_LINE.search(proc.stdout)
-    if proc.returncode != QEMU_PASS or not found:
+    if proc.returncode != icount_script().QEMU_PASS or not found:
         raise SystemExit(f"{workload} under TCG ({proc.returncode}):\n{proc.stdout[-2000:]}")
     return float(found.group(2))
 
@@ -174,18 +180,6 @@ def _builds(other: Path | None) -> list[tuple[str, Path | None]]:
     return builds
 
 
-def _symbols(elf: Path) -> tuple[list[int], list[str]]:
-    out = subprocess.run(["nm", "-n", "--defined-only", str(elf)], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
-    addrs, names = [], []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1] in "tTwW":
-            addrs.append(int(parts[0], 16))
-            names.append(parts[2])
-    return addrs, names
-
-
 def storm_profile(build: Path | None, top: int = 12) -> list[tuple[str, str, str, str]]:
     """Kernel instructions per object by function, 4 vCPUs against 2 (icount, plugin)."""
     out_dir = ROOT / "build" / "bench"
@@ -194,8 +188,7 @@ def storm_profile(build: Path | None, top: int = 12) -> list[tuple[str, str, str
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra",
                     "-Werror", "-o", str(plugin), str(ROOT / "scripts" / "tcgcount.c")],
                    check=True)  # fmt: skip
-    kernel = (build or ROOT / "build") / "kernel.elf"
-    addrs, names = _symbols(kernel)
+    symbols = icount_script().Symbols((build or ROOT / "build") / "kernel.elf")
     per: dict[int, Counter[str]] = {}
     for smp in (2, 4):
         counts = out_dir / f"tcgcount{smp}.txt"
@@ -204,9 +197,8 @@ def storm_profile(build: Path | None, top: int = 12) -> list[tuple[str, str, str
         by_fn: Counter[str] = Counter()
         for line in counts.read_text().splitlines():
             va, n = (int(x, 16 if i == 0 else 10) for i, x in enumerate(line.split()))
-            i = bisect.bisect_right(addrs, va) - 1
-            if va >> 63 and i >= 0:  # the kernel's half of the address space
-                by_fn[names[i]] += n
+            if va >> 63:  # the kernel's half of the address space
+                by_fn[symbols.name(va)] += n
         per[smp] = Counter({k: v / objects for k, v in by_fn.items()})
     two, four = sum(per[2].values()), sum(per[4].values())
     rows = [("storm under TCG -icount: kernel instructions per object, 4 vCPUs", f"{four:.0f}",

@@ -96,7 +96,7 @@ class SharedWorld(World):
         """The type in the header of the object at `obj` (0: destroyed)."""
         out = self.ffi.new("uint64_t[2]")
         self.lib.host_object_type(obj, type_, out)
-        return int(out[0])
+        return int(out[1])
 
     def wait_finish(self, cpu: int) -> set[int]:
         """grace_wait_finish on `cpu`: the CPUs its wait let leave first."""

@@ -378,6 +378,17 @@ long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
     return err;
 }
 
+/* The object at obj made as a type: its reference count and its type (0:
+ * destroyed); -1 and -1 when the type has no header (or is 0). */
+void host_object_type(u64 obj, u64 type, u64 *out)
+{
+    struct cap c = { .type = (u8)type, .obj = obj };
+    struct kobj *o = type ? cap_kobj(&c) : NULL;
+
+    out[0] = o ? o->refs : (u64)-1;
+    out[1] = o ? o->type : (u64)-1;
+}
+
 /* The capability in a slot as a CPU that looked it up still reads it,
  * whatever its type now, the reference count of the object it names
  * (-1: no header) and that object's type (0: destroyed; a region's revoke
@@ -385,28 +396,13 @@ long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
 void host_slot_body(u64 index, u64 type, u64 *out)
 {
     struct slot *s = (struct slot *)root + index;
-    struct cap c = s->cap;
 
     out[0] = s->cap.type;
     out[1] = s->cap.rights;
     out[2] = s->cap.badge;
     out[3] = s->cap.obj;
     out[4] = s->retired;
-    c.type = (u8)type;
-    struct kobj *o = type ? cap_kobj(&c) : NULL;
-    out[5] = o ? o->refs : (u64)-1;
-    out[6] = o ? o->type : (u64)-1;
-}
-
-/* The type of the object at obj made as a type (0: destroyed), its
- * reference count in out[1] (-1 and -1: the type has no header). */
-void host_object_type(u64 obj, u64 type, u64 *out)
-{
-    struct cap c = { .type = (u8)type, .obj = obj };
-    struct kobj *o = cap_kobj(&c);
-
-    out[0] = o ? o->type : (u64)-1;
-    out[1] = o ? o->refs : (u64)-1;
+    host_object_type(s->cap.obj, type, out + 5);
 }
 
 struct host_slot {

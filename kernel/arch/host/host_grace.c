@@ -6,17 +6,25 @@
 
 #include "harness.h"
 
-/* Step 2 of a region's revoke (grace.c), as syscall_handle runs it after
- * kernel_regrace: the harness has let every CPU in the kernel leave. */
-void host_grace_finish(u32 cpu)
+/* fn as CPU cpu in the kernel, shared; if it upgraded (grace_finish does
+ * when a type's hook must run: grace_exclusive finished the revoke), the
+ * exclusive hold ends with it. */
+static void as_cpu(u32 cpu, void (*fn)(void))
 {
     host_enter(cpu);
     host_cpu = cpu;
-    grace_finish();
-    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
+    fn();
+    if (cpus[cpu].kmode == KMODE_EXCLUSIVE)
         objects_writer = 0;
     host_cpu = 0;
     host_leave(cpu);
+}
+
+/* Step 2 of a region's revoke (grace.c), as syscall_handle runs it after
+ * its wait: the harness has let every CPU in the kernel leave. */
+void host_grace_finish(u32 cpu)
+{
+    as_cpu(cpu, grace_finish);
 }
 
 /* CPU cpu on its way out of the kernel (sched.c): finishes its pending
@@ -25,11 +33,7 @@ void host_grace_finish(u32 cpu)
  * thread waits on an object, and a mapped capability is no region's). */
 void host_grace_finish_due(u32 cpu)
 {
-    host_enter(cpu);
-    host_cpu = cpu;
-    grace_finish_due();
-    host_cpu = 0;
-    host_leave(cpu);
+    as_cpu(cpu, grace_finish_due);
 }
 
 /* A wait in the kernel polls the watchdog every 256 turns (wait.c); in the
@@ -58,22 +62,16 @@ void watchdog_poll(void)
  * wait had to let leave, as a bit mask (0: it waited for none). */
 u32 host_grace_wait_finish(u32 cpu)
 {
-    host_enter(cpu);
-    host_cpu = cpu;
     host_waiting = true;
     host_waited = 0;
-    grace_wait_finish();
+    as_cpu(cpu, grace_wait_finish);
     host_waiting = false;
-    if (cpus[cpu].kmode == KMODE_EXCLUSIVE) /* upgraded: grace_exclusive finished it */
-        objects_writer = 0;
-    host_cpu = 0;
-    host_leave(cpu);
     return host_waited;
 }
 
 /* After a KEEL_E_GRACE on cpu: the slot its fill waits for, or 0 when a
- * pending region revoke holds it (syscall_handle then waits a whole grace
- * period and runs grace_finish). */
+ * pending region revoke holds it (syscall_handle then has this CPU's
+ * finished: grace_wait_finish). */
 u64 host_grace_slot(u32 cpu)
 {
     return (u64)cpus[cpu].grace_slot;
