@@ -53,7 +53,7 @@ $(KBUILD)/%.o: %.S $(GEN_STAMP)
 -include $(KERNEL_OBJS:.o=.d)
 
 # The portable core as a host shared library, for the Python tests.
-HOST_CORE_C := $(addprefix kernel/core/,cap.c grace.c cnode.c untyped.c invoke.c objtype.c tcb.c endpoint.c \
+HOST_CORE_C := $(addprefix kernel/core/,cap.c grace.c region.c cnode.c untyped.c invoke.c objtype.c tcb.c endpoint.c \
 	vspace.c sched.c objlock.c wait.c debug_console.c notification.c irq.c ioport.c iospace.c aml.c bootmem.c) \
 	kernel/arch/host/host.c kernel/arch/host/host_grace.c
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -fPIC -shared \

@@ -7,12 +7,14 @@
  *    untyped region);
  *  - an object with a header has refs == the number of slots naming it.
  * Locking (sched.h): filling an empty slot (slot_insert_child) may run
- * with the objects lock shared, under the capability lock: the type is
- * written last, and a lookup reads it first (tcb_lookup_slot), so it sees
- * an empty slot or a whole capability.  Deleting, moving and revoking run
- * here exclusive; grace.c runs the common cases of the three shared,
- * under the capability lock, where no object is destroyed: reference
- * counts go up and down under that lock and reach zero only exclusive.
+ * with the objects lock shared, under the capability locks of the slot and
+ * of its parent's family: the type is written last, and a lookup reads it
+ * first (tcb_lookup_slot), so it sees an empty slot or a whole capability.
+ * Deleting, moving and revoking run here exclusive; grace.c runs the
+ * common cases of the three shared, under their families' capability
+ * locks, where no object is destroyed: reference counts go up and down
+ * under the lock of the family all of the object's capabilities are in,
+ * and reach zero only exclusive.
  *
  * This file knows no object type: what differs between types (which have a
  * header, which may be derived, what deleting or moving a capability or
@@ -25,16 +27,30 @@
 
 u64 kernel_ids = 1;
 struct kobj *zombies; /* keel/object.h: zombies_reap_pending */
-spinlock_t caps_spinlock = SPINLOCK_INIT;
+spinlock_t caps_stripes[CAPS_STRIPES];
 
-void caps_lock(void)
+void caps_hold_lock(const struct caps_hold *h)
 {
-    obj_lock(&caps_spinlock, LOCK_CAPS);
+    if (!caps_locking())
+        return;
+    lock_check(LOCK_CAPS);
+    for (u32 w = 0; w < CAPS_STRIPES / 64; w++) {
+        for (u64 b = h->bits[w]; b; b &= b - 1)
+            caps_stripe_lock(w * 64 + (u32)__builtin_ctzl(b));
+    }
 }
 
-void caps_unlock(void)
+void caps_hold_unlock(const struct caps_hold *h)
 {
-    obj_unlock(&caps_spinlock, LOCK_CAPS);
+    if (!caps_locking())
+        return;
+    LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
+    for (u32 w = 0; w < CAPS_STRIPES / 64; w++) {
+        for (u64 b = h->bits[w]; b; b &= b - 1)
+            spin_unlock(&caps_stripes[w * 64 + (u32)__builtin_ctzl(b)]);
+    }
+    lock_release(LOCK_CAPS);
+    kernel_wake_waiters();
 }
 
 struct slot *tcb_lookup_slot(struct tcb *t, u64 cptr, long *err)
@@ -102,6 +118,7 @@ static inline __attribute__((always_inline)) void insert_child(struct slot *pare
     child->child = NULL;
     child->prev = NULL;
     child->retired = 0; /* a retired slot is filled only past its grace period */
+    child->family = parent ? children_family(parent) : FAMILY_ROOT;
     child->next = parent ? parent->child : NULL;
     if (child->next)
         child->next->prev = child;
@@ -112,7 +129,7 @@ static inline __attribute__((always_inline)) void insert_child(struct slot *pare
     __atomic_store_n(&child->cap.type, cap->type, __ATOMIC_RELEASE);
 }
 
-/* Under the capability lock (or exclusive): see the top of this file. */
+/* Under the capability locks (or exclusive): see the top of this file. */
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap)
 {
     insert_child(parent, child, cap, cap_kobj(cap));
@@ -131,7 +148,7 @@ void slot_relink(struct slot *dst)
 }
 
 /* Exclusive, or shared for a reply capability leaving a queued message
- * (endpoint.c) under the capability lock: dst's type goes in last. */
+ * (endpoint.c) under both slots' capability locks: dst's type goes in last. */
 void slot_move(struct slot *dst, struct slot *src)
 {
     struct slot moved = *src;
@@ -151,9 +168,32 @@ void slot_move(struct slot *dst, struct slot *src)
 
 /* Unlinks s from the tree; its children move up to its parent (or become
  * roots), keeping every other derivation relation. */
+/* An untyped capability leaves with children (exclusive only): the family
+ * it headed joins the one it is in. */
+static void family_merge(struct slot *s)
+{
+    u64 from = s->cap.obj;
+
+    for (struct slot *d = s->child; d;) {
+        bool descend = d->family == from && d->cap.type != KEEL_OBJ_UNTYPED && d->child;
+        if (d->family == from)
+            d->family = s->family;
+        if (descend) {
+            d = d->child;
+            continue;
+        }
+        while (d != s && !d->next)
+            d = d->parent;
+        d = d == s ? NULL : d->next;
+    }
+}
+
 void slot_unlink(struct slot *s)
 {
     struct slot *c = s->child;
+
+    if (c && s->cap.type == KEEL_OBJ_UNTYPED)
+        family_merge(s);
 
     while (c) {
         struct slot *next = c->next;

@@ -5,7 +5,7 @@
  * is a CNode capability in the caller's own table with the rights the call
  * needs, and the slots named are inside their tables.  Then the work is the
  * general path's own (cnode.c: slot_derive; grace.c: slot_delete_shared),
- * under the capability lock taken once, without the generic decoding (the
+ * under the same capability locks, without the generic decoding (the
  * invocation record, the call table, the capability-argument loop, the
  * result arrays) and without the scheduler's exit path: the caller goes
  * on running, straight back to user mode.  Anything else - a check that
@@ -15,7 +15,7 @@
  * anything, and the general path serves the call.
  *
  * Locking: the objects lock shared (as the general path, these calls being
- * "shared" in calls.tbl), then the capability lock (sched.h's order). */
+ * "shared" in calls.tbl), then the capability locks (sched.h's order). */
 #include <arch/capfast.h>
 #include <arch/fastpath.h>
 #include <keel/cpu.h>
@@ -27,7 +27,7 @@
 
 /* cnode_slot for a capability known to name a CNode: the slot at index i,
  * or NULL; not listed (grace.c), for it is read only under the capability
- * lock (slot_derive, slot_delete_shared). */
+ * locks (slot_derive_shared, slot_delete_shared). */
 FAST struct slot *fast_slot(const struct cap *cnode, u64 i)
 {
     if (i - 1 >= (1ul << cnode->size_bits) - 1) /* slot 0 is the header */
@@ -77,10 +77,7 @@ FAST long fast_copy(struct cpu *c, struct tcb *t, u64 cptr, u64 dest, u64 src_cn
     struct slot *d = fast_slot(&cn->cap, dest), *s = fast_slot(&scn->cap, src);
     if (!d || !s)
         return KEEL_E_RETRY;
-    obj_lock(&caps_spinlock, LOCK_CAPS); /* caps_lock, inline */
-    long err = slot_derive(d, s, rights, false, 0);
-    obj_unlock(&caps_spinlock, LOCK_CAPS);
-    return err;
+    return slot_derive_shared(d, s, rights, false, 0);
 }
 
 FAST long fast_delete(struct cpu *c, struct tcb *t, u64 cptr, u64 slot)

@@ -59,20 +59,12 @@ long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 
 }
 
 /* Copy and mint fill an empty slot: they may run with the objects lock
- * shared, under the capability lock (cap.c). */
-static long derive_locked(struct invocation *inv, bool mint)
-{
-    return slot_derive(cnode_slot(&inv->slot->cap, inv->arg[0]),
-                       cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]), inv->arg[3], mint,
-                       inv->arg[4]);
-}
-
+ * shared, under the capability locks (slot_derive_shared). */
 static long derive(struct invocation *inv, bool mint)
 {
-    caps_lock();
-    long err = derive_locked(inv, mint);
-    caps_unlock();
-    return err;
+    return slot_derive_shared(cnode_slot(&inv->slot->cap, inv->arg[0]),
+                              cnode_slot(&inv->cap_arg[1]->cap, inv->arg[2]), inv->arg[3], mint,
+                              inv->arg[4]);
 }
 
 static long move(struct invocation *inv)

@@ -18,7 +18,7 @@
  * Locking: with the objects lock shared, messages without capabilities
  * move under the endpoint's lock, calls and replies included: a reply
  * capability is put into a receiver's slot, and taken out by the reply,
- * under the capability lock (sched.h).  Anything else (capabilities, a
+ * under the capability locks (sched.h).  Anything else (capabilities, a
  * waiting fault or room request, a receiver with a bound notification)
  * returns KEEL_E_RETRY before changing anything and runs exclusive.
  */
@@ -113,7 +113,7 @@ void make_reply_cap(struct slot *dst, struct tcb *caller)
     caller->reply_slot = dst;
 }
 
-/* Under the capability lock when shared. */
+/* Under its slot's capability lock when shared. */
 struct slot *window_slot(struct tcb *r, u64 window, u32 i)
 {
     struct slot *s = window ? cnode_slot(&r->cspace.cap, window + i) : NULL;
@@ -132,7 +132,10 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
 
     memcpy(w, words, sizeof(w));
     if (caller || (src_msg && src_msg->has_reply && src_msg->reply.cap.type)) {
-        caps_lock();
+        /* A reply capability has no links: the locks of its two slots. */
+        struct slot *w0 = window ? cnode_slot(&r->cspace.cap, window) : NULL;
+        u32 da = caps_stripe((u64)w0), rb = src_msg ? caps_stripe((u64)&src_msg->reply) : da;
+        caps_lock_pair(da, rb);
         struct slot *dst = window_slot(r, window, 0);
         if (dst && src_msg) {
             slot_move(dst, &src_msg->reply); /* slot_move repoints the caller */
@@ -147,7 +150,7 @@ static void deliver(struct tcb *r, u64 window, u64 badge, u64 label, const u64 *
             else
                 caller_revoke_wait(caller);
         }
-        caps_unlock();
+        caps_unlock_pair(da, rb);
     }
     for (u32 i = 0; i < ncaps; i++) {
         struct slot *dst = window_slot(r, window, 1 + i);
@@ -384,8 +387,8 @@ void reply_cap_moved(struct slot *s)
     ((struct tcb *)s->cap.obj)->reply_slot = s;
 }
 
-/* Shared holders may run this: the capability lock makes taking the reply
- * capability one step, so of two replies through the same slot (two
+/* Shared holders may run this: the slot's capability lock makes taking the
+ * reply capability one step, so of two replies through the same slot (two
  * threads sharing a table) only one wakes the caller.  Whoever empties the
  * slot owns the caller's wake-up: every other way to end the wait runs
  * exclusive. */
@@ -397,15 +400,16 @@ long reply_invoke(struct tcb *t, struct slot *s, u64 err, const u64 *res)
         return type_err;
     if (err >= KEEL_NERRORS)
         return KEEL_E_INVALID_ARG;
-    caps_lock();
+    u32 st = caps_stripe((u64)s); /* a reply capability has no links */
+    caps_lock_pair(st, st);
     if (s->cap.type != KEEL_OBJ_REPLY) {
-        caps_unlock();
+        caps_unlock_pair(st, st);
         return KEEL_E_INVALID_CAP; /* the other reply won */
     }
     struct tcb *caller = (struct tcb *)s->cap.obj;
     caller->reply_slot = NULL; /* consumed: deleting the slot must not revoke */
     slot_delete(s);
-    caps_unlock();
+    caps_unlock_pair(st, st);
     arch_tcb_set_results(caller, (long)err, res);
     sched_make_runnable(caller);
     return KEEL_E_OK;

@@ -87,8 +87,9 @@ FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
  * is written: an empty, unreserved slot past its grace period holds an
  * all-zero capability and no links (every way of emptying a slot -
  * slot_delete, slot_move, slot_reclaim, and fast_reply_cap_delete for the
- * words a reply capability uses - leaves it so).  Under the capability
- * lock. */
+ * words a reply capability uses - leaves it so).  Under the slot's
+ * capability lock, which alone guards a capability with no links: its
+ * family field is not read (nothing derives from it or moves it shared). */
 FAST void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
 {
     /* type (still 0), rights, size_bits, flags and io are one word */
@@ -179,10 +180,11 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
     if (!fast_index_ok(rcs, window)) /* 0 (no window) too */
         goto fall_back;
     struct slot *dst = rcs.slots + window;
-    fast_lock(smp, &caps_spinlock, LOCK_CAPS);
+    spinlock_t *dl = &caps_stripes[caps_stripe((u64)dst)]; /* its slot's */
+    fast_lock(smp, dl, LOCK_CAPS);
     if (dst->cap.type || (dst->cap.flags & CAP_RESERVED) || (dst->retired && !slot_reclaim(dst))) {
         /* slot_is_free, inline */
-        fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+        fast_unlock(smp, dl, LOCK_CAPS);
         goto fall_back;
     }
     /* Committed: r is ours (we pop it under its endpoint's lock), and its
@@ -197,7 +199,7 @@ FAST void fast_call(struct cpu *c, struct tcb *t, u64 cptr, u64 label, bool smp)
     t->wait_kind = WAIT_REPLY;
     t->blocked_on = NULL;
     fast_reply_cap_make(dst, t);
-    fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+    fast_unlock(smp, dl, LOCK_CAPS);
     ep->receivers = r->rq_next; /* list_pop */
     r->rq_next = NULL;
     fast_unlock(smp, &ep->hdr.lock, LOCK_WAITQ);
@@ -234,16 +236,17 @@ FAST void fast_reply_recv(struct cpu *c, struct tcb *r, u64 reply, u64 err, bool
     fast_lock(smp, &ep->hdr.lock, LOCK_WAITQ);
     if (ep->count) /* a message waits: the general recv takes it */
         goto unlock_ep;
-    fast_lock(smp, &caps_spinlock, LOCK_CAPS);
+    spinlock_t *sl = &caps_stripes[caps_stripe((u64)s)]; /* its slot's: no links */
+    fast_lock(smp, sl, LOCK_CAPS);
     if (smp && (s->cap.type != KEEL_OBJ_REPLY || (struct tcb *)s->cap.obj != t)) {
         /* another CPU's reply won (with one CPU nothing changed since the
          * lookup: kernel code is not preempted) */
-        fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+        fast_unlock(smp, sl, LOCK_CAPS);
         goto unlock_ep;
     }
     t->reply_slot = NULL; /* consumed: deleting the slot must not revoke */
     fast_reply_cap_delete(s);
-    fast_unlock(smp, &caps_spinlock, LOCK_CAPS);
+    fast_unlock(smp, sl, LOCK_CAPS);
     /* Whoever empties the reply slot owns the caller's wake-up.  r's
      * registers are read and rewritten (as the general path leaves them)
      * before r is on the receivers list, where a sender may fill them

@@ -133,7 +133,7 @@ void kernel_regrace(u64 target, const struct slot_set *set)
      * past target, or out of it once, can no longer read a slot retired
      * before; nor can one whose call lists what it reads, none of set's
      * slots among them (the call made again looks once more, under the
-     * capability lock). */
+     * capability locks). */
     for (u32 i = 0; i < cpu_count; i++) {
         struct cpu *o = &cpus[i];
         if (o == c)

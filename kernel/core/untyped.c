@@ -5,7 +5,7 @@
  * revoking returns memory.
  *
  * Retype may run with the objects lock shared (sched.h).  Under the
- * capability lock it checks the target slots, reserves them (CAP_RESERVED)
+ * capability locks it checks the target slots, reserves them (CAP_RESERVED)
  * and moves the watermark past the new objects; it zeroes and initialises
  * them without the lock; under it again it fills the slots.  cap.b of an
  * untyped capability counts retypes between the two steps: the watermark
@@ -62,7 +62,7 @@ static bool init_object(u32 type, u32 user_bits, uptr p, struct cap *c)
     return true;
 }
 
-/* Step one, under the capability lock: the region's start, or an error. */
+/* Step one, under the capability locks: the region's start, or an error. */
 static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64 *start)
 {
     u64 size = 1ul << ut->cap.size_bits;
@@ -102,9 +102,16 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     bool device = ut->cap.flags & CAP_DEVICE;
     if (device && !(object_type_of(type)->flags & OT_DEVICE))
         return KEEL_E_INVALID_ARG; /* device memory holds no kernel object */
-    caps_lock();
-    long err = reserve(ut, bits, dst, count, &start);
-    caps_unlock();
+    /* The family ut heads (its watermark, its children's links) and the
+     * slots to fill (sched.h: the capability locks). */
+    struct caps_hold h = { { 0 } };
+    caps_hold_add(&h, base);
+    for (u32 i = 0; i < count; i++)
+        caps_hold_add(&h, (u64)dst[i]);
+    caps_hold_lock(&h);
+    long err = ut->cap.type && ut->cap.obj != base ? KEEL_E_RETRY /* another since */
+                                                     : reserve(ut, bits, dst, count, &start);
+    caps_hold_unlock(&h);
     if (err)
         return err;
     u32 made = 0;
@@ -118,7 +125,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
             break; /* only the vspace registry can refuse */
     }
     c.flags |= device ? CAP_DEVICE : 0;
-    caps_lock();
+    caps_hold_lock(&h);
     for (u32 i = 0; i < count; i++) {
         dst[i]->cap.flags &= (u8)~CAP_RESERVED;
         c.obj = base + start + ((u64)i << bits);
@@ -128,7 +135,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     ut->cap.b--;
     /* Objects made so far stay; the rest of the region is free again at
      * the next reset of the watermark. */
-    caps_unlock();
+    caps_hold_unlock(&h);
     return made ? KEEL_E_OK : KEEL_E_NO_MEMORY;
 }
 

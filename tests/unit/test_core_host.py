@@ -366,3 +366,27 @@ def test_errors_are_specific(core: World) -> None:
         core.call(UT_SLOT, "untyped_retype", T["untyped"], 30, CNODE_SLOT, 3, 1)[0]
         == E["no_memory"]
     )
+
+
+def test_a_region_deleted_with_children_hands_its_family_to_its_parent(core: World) -> None:
+    """The capabilities made from an untyped region are one derivation family,
+    under one of the capability locks (sched.h); deleted with children, the
+    region's children and their copies move up and join the family its
+    parent heads (cap.c: family_merge) - host_slot_check's family check."""
+    core.reset()
+    T = core.T
+    first, sub, ep, copy, inner, frame = range(FIRST_FREE, FIRST_FREE + 6)
+    # a frame first: the region starts past the parent's (two families, two keys)
+    assert core.call(UT_SLOT, "untyped_retype", T["frame"], 0, CNODE_SLOT, first, 1)[0] == 0
+    assert core.call(UT_SLOT, "untyped_retype", T["untyped"], 15, CNODE_SLOT, sub, 1)[0] == 0
+    assert core.slots()[sub].obj != core.slots()[UT_SLOT].obj
+    assert core.call(sub, "untyped_retype", T["endpoint"], 0, CNODE_SLOT, ep, 1)[0] == 0
+    assert core.call(CNODE_SLOT, "cnode_copy", copy, CNODE_SLOT, ep, 15)[0] == 0
+    assert core.call(sub, "untyped_retype", T["untyped"], 12, CNODE_SLOT, inner, 1)[0] == 0
+    assert core.call(inner, "untyped_retype", T["frame"], 0, CNODE_SLOT, frame, 1)[0] == 0
+    check_invariants(core)
+    assert core.call(CNODE_SLOT, "cnode_delete", sub)[0] == 0
+    slots = core.slots()
+    assert slots[ep].parent == UT_SLOT and slots[copy].parent == ep
+    assert slots[inner].parent == UT_SLOT and slots[frame].parent == inner
+    check_invariants(core)

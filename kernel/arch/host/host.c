@@ -447,6 +447,10 @@ int host_slot_check(u64 index)
         if (c->parent != s)
             return 5;
     }
+    /* its family's lock guards it (sched.h): the one its parent heads */
+    if (s->cap.type != KEEL_OBJ_REPLY &&
+        s->family != (s->parent ? children_family(s->parent) : FAMILY_ROOT))
+        return 6;
     return 0;
 }
 

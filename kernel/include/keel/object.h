@@ -60,7 +60,11 @@ struct slot {
     /* Emptied with the objects lock shared (grace.c): the grace epoch it
      * was emptied in, until it may be filled again; else 0. */
     u64 retired;
-    u64 pad[5];
+    /* The derivation family whose lock guards the slot's links (sched.h:
+     * the capability locks): the region (cap.obj) of the nearest untyped
+     * capability above it, FAMILY_ROOT if none; written when it is filled. */
+    u64 family;
+    u64 pad[4];
 };
 
 _Static_assert(sizeof(struct slot) == 128, "slot size");
@@ -181,14 +185,28 @@ struct vspace {
 
 /* cap.c */
 extern u64 kernel_ids;
-/* The capability lock (sched.h): taken only by shared holders.  The lock
- * word itself is for the IPC fast path, which takes it inline. */
-extern spinlock_t caps_spinlock;
-void caps_lock(void);
-void caps_unlock(void);
+/* The capability locks (sched.h): CAPS_STRIPES spinlocks, a family's or a
+ * slot's chosen by hashing its key (caps_stripe), taken only by shared
+ * holders, several in ascending order (caps_lock_pair, struct caps_hold). */
+#define CAPS_STRIPES 256
+#define FAMILY_ROOT 0ul
+extern spinlock_t caps_stripes[CAPS_STRIPES];
+static inline u32 caps_stripe(u64 key)
+{
+    return (u32)((key * 0x9e3779b97f4a7c15ul) >> 56);
+}
+/* The family of the capabilities derived from s: an untyped capability
+ * heads one (its region), any other's children are in its own. */
+static inline u64 children_family(const struct slot *s)
+{
+    return s->cap.type == KEEL_OBJ_UNTYPED ? s->cap.obj : s->family;
+}
+/* A slot being emptied shared (grace.c), until its grace epoch is known:
+ * nothing may fill it. */
+#define SLOT_RETIRING (~0ul)
 /* Empty, not reserved, and past its grace period if it was emptied with
  * the objects lock shared: then reclaimed here (grace.c).  Under the
- * capability lock, or exclusive. */
+ * capability locks, or exclusive. */
 bool slot_reclaim(struct slot *s);
 static inline bool slot_is_free(struct slot *s)
 {
@@ -242,7 +260,7 @@ static inline long slot_type_check(const struct slot *s, u8 want)
 bool cap_is_derivable(const struct cap *c);
 void slot_insert_child(struct slot *parent, struct slot *child, const struct cap *cap);
 /* Copy (mint: with badge) src into dst, rights masked; the slots looked
- * up (NULL: out of range).  Under the capability lock, or exclusive. */
+ * up (NULL: out of range).  Under the capability locks, or exclusive. */
 long slot_derive(struct slot *dst, struct slot *src, u64 rights, bool mint, u64 badge);
 void slot_move(struct slot *dst, struct slot *src);
 void slot_delete(struct slot *s);
@@ -252,7 +270,7 @@ void slot_revoke(struct slot *s);
 void slot_unlink(struct slot *s);
 void slot_relink(struct slot *dst);
 /* grace.c: delete, move and revoke with the objects lock shared, under the
- * capability lock; KEEL_E_RETRY (nothing changed) when the operation may
+ * capability locks; KEEL_E_RETRY (nothing changed) when the operation may
  * destroy an object or needs a type's hook: then it runs exclusive. */
 long slot_delete_shared(struct slot *s);
 long slot_move_shared(struct slot *dst, struct slot *src);
@@ -290,7 +308,7 @@ struct kobj *cap_kobj(const struct cap *c);
 void endpoint_cancel_wait(struct tcb *t);
 /* endpoint.c, for the IPC fast path (fastpath.c) too: a reply capability
  * for caller in dst, and a receiver's free window slot (NULL if none);
- * both under the capability lock when shared. */
+ * both under the capability locks when shared. */
 void make_reply_cap(struct slot *dst, struct tcb *caller);
 struct slot *window_slot(struct tcb *r, u64 window, u32 i);
 void notification_cancel_wait(struct tcb *t);

@@ -30,7 +30,7 @@
  *                        only an exclusive holder destroys an object, or a
  *                        shared one once no capability names it and the
  *                        grace period of the last has ended (grace.c).
- *                        Under the capability lock (4) shared holders fill
+ *                        Under the capability locks (4) shared holders fill
  *                        empty slots (copy, mint, retype, a reply
  *                        capability given to a receiver), a reply empties
  *                        its reply capability's slot, and delete, move and
@@ -67,22 +67,37 @@
  *                        (CAP_MAPPED, cap.a, cap.b), and whether a map may
  *                        still use the slot: map checks its type under it,
  *                        and a shared delete or revoke of an unmapped one
- *                        (grace.c) holds it around the capability lock.
+ *                        (grace.c) holds it around the capability locks.
  *   3. endpoint or       the object's own lock (kobj.lock): an endpoint's
  *      notification      queue and its receivers/senders/room lists; a
  *                        notification's word and waiters.  A thread on one
  *                        of these lists is the list owner's: the CPU that
  *                        pops it under the lock may write its registers.
- *   4. capability lock   one global spinlock (cap.c), short: filling an
- *                        empty slot (checked empty under it, published with
- *                        its type written last, so a lock-free lookup sees
- *                        an empty slot or a whole capability), emptying one
- *                        shared (its type written 0 first; grace.c), the
- *                        derivation links and reference counts that go with
- *                        them, an untyped capability's watermark, the grace
- *                        epoch.  Retype
- *                        zeroes and initialises objects outside it: the
- *                        memory and the target slots are reserved first.
+ *   4. capability locks  CAPS_STRIPES spinlocks (object.h), short, one
+ *                        chosen by hashing a key (caps_stripe): a
+ *                        derivation family's - the capabilities made from
+ *                        one untyped region and everything derived from
+ *                        them, keyed by the region (slot.family; FAMILY_ROOT
+ *                        above every region) - guards its derivation links,
+ *                        the reference counts of its objects (all of an
+ *                        object's capabilities are in one family) and, for
+ *                        the family a region heads, the region's watermark
+ *                        and retypes (cap.b); a slot's own (keyed by its
+ *                        address) guards filling it (checked empty under
+ *                        it, published with its type written last, so a
+ *                        lock-free lookup sees an empty slot or a whole
+ *                        capability) and a reply capability, which has no
+ *                        links.  Emptying a slot shared takes its family's
+ *                        (its type written 0 first; SLOT_RETIRING until its
+ *                        stamp: grace.c).  So the capability storms of
+ *                        threads with regions of their own share no lock.
+ *                        A holder of several (a fill: its source's family
+ *                        and its slot; a revoke: every family in the
+ *                        subtree) takes them at once in ascending order,
+ *                        and nothing else meanwhile.  A family changes only
+ *                        exclusive (cap.c: family_merge).  Retype zeroes
+ *                        and initialises objects outside them: the memory
+ *                        and the target slots are reserved first.
  *   5. vspace lock       kobj.lock of a vspace: its page tables.  Readers
  *                        (user_copy, lookup) walk them without it: no table
  *                        is freed while the objects lock is held shared.
@@ -230,7 +245,7 @@ void grace_finish_due(void);
 void grace_wait_finish(void);
 /* A retype from region r: KEEL_E_FINISH if this CPU's pending revoke holds
  * r's memory, KEEL_E_RETRY if another CPU's does (exclusive finishes it),
- * else KEEL_E_OK.  Under the capability lock. */
+ * else KEEL_E_OK.  Under the capability locks. */
 long grace_region_pending(const struct slot *r);
 
 enum kernel_mode { KMODE_NONE = 0, KMODE_SHARED, KMODE_EXCLUSIVE };
@@ -391,6 +406,92 @@ static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 
     lock_release(cls);
     kernel_wake_waiters();
 }
+/* The capability locks (object.h: caps_stripes), taken as obj_lock takes
+ * one: only shared, on more than one CPU.  A holder of several took them
+ * in ascending order, all at once, and takes no other before it drops
+ * them: so no two holders wait for each other. */
+static inline __attribute__((always_inline)) bool caps_locking(void)
+{
+    return kernel_shared() && cpu_count > 1;
+}
+
+static inline __attribute__((always_inline)) void caps_stripe_lock(u32 i)
+{
+#ifdef KEEL_LOCK_STATS
+    lockstat_lock(&caps_stripes[i], LOCK_CAPS);
+#else
+    if (!spin_trylock(&caps_stripes[i]))
+        obj_lock_spin(&caps_stripes[i]);
+#endif
+}
+
+/* Stripes a and b: one, or two in ascending order. */
+static inline __attribute__((always_inline)) void caps_lock_pair(u32 a, u32 b)
+{
+    if (!caps_locking())
+        return;
+    lock_check(LOCK_CAPS);
+    caps_stripe_lock(a < b ? a : b);
+    if (a != b)
+        caps_stripe_lock(a < b ? b : a);
+}
+
+static inline __attribute__((always_inline)) void caps_unlock_pair(u32 a, u32 b)
+{
+    if (!caps_locking())
+        return;
+    LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
+    spin_unlock(&caps_stripes[a]);
+    if (a != b)
+        spin_unlock(&caps_stripes[b]);
+    lock_release(LOCK_CAPS);
+    kernel_wake_waiters();
+}
+
+/* Any set of stripes (cap.c locks them in ascending order). */
+struct caps_hold {
+    u64 bits[CAPS_STRIPES / 64];
+};
+
+static inline void caps_hold_add(struct caps_hold *h, u64 key)
+{
+    u32 i = caps_stripe(key);
+
+    h->bits[i / 64] |= 1ul << (i % 64);
+}
+
+static inline bool caps_hold_has(const struct caps_hold *h, u64 key)
+{
+    u32 i = caps_stripe(key);
+
+    return h->bits[i / 64] & (1ul << (i % 64));
+}
+
+void caps_hold_lock(const struct caps_hold *h);
+void caps_hold_unlock(const struct caps_hold *h);
+
+/* Copy and mint (cnode.c, capfast.c): slot_derive under the lock of src's
+ * family (its links, its object's count: read without a lock, so checked
+ * again under it) and dst's own (a fill's). */
+static inline __attribute__((always_inline)) long slot_derive_shared(struct slot *dst,
+                                                                    struct slot *src, u64 rights,
+                                                                    bool mint, u64 badge)
+{
+    if (!caps_locking())
+        return slot_derive(dst, src, rights, mint, badge);
+    for (;;) {
+        u64 fam = src ? src->family : FAMILY_ROOT;
+        u32 fa = caps_stripe(fam), db = caps_stripe((u64)dst);
+        caps_lock_pair(fa, db);
+        if (!src || !src->cap.type || src->family == fam) {
+            long err = slot_derive(dst, src, rights, mint, badge);
+            caps_unlock_pair(fa, db);
+            return err;
+        }
+        caps_unlock_pair(fa, db);
+    }
+}
+
 /* Leaves the kernel on this CPU: runs the current thread if it may go on,
  * else the next runnable one, else idles.  Never returns. */
 __noreturn void sched_exit_kernel(void);

@@ -1,0 +1,74 @@
+/* The steps of a retire that grace.c (delete, move, revoke shared) and
+ * region.c (a region's revoke, shared) share. */
+#ifndef KEEL_CORE_GRACE_H
+#define KEEL_CORE_GRACE_H
+
+#include <keel/objtype.h>
+#include <keel/sched.h>
+
+/* A retired slot past its grace period becomes free (type 0 already; no
+ * memset or structure assignment: a call or a rep stos here). */
+static inline void slot_clear(struct slot *s)
+{
+    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
+    s->retired = 0;
+}
+
+/* A retire begins: nothing fills s until its stamp is known (slot_reclaim
+ * refuses SLOT_RETIRING), and new lookups fail. */
+static inline void retire_begin(struct slot *s)
+{
+    s->retired = SLOT_RETIRING;
+    __atomic_store_n(&s->cap.type, 0, __ATOMIC_RELEASE);
+}
+
+/* After the slots' types became 0: their stamp, and the epoch moves past
+ * it.  Retires of other families run at once, so the stamp is read after
+ * the types' stores (a locked operation orders them): a CPU whose lookup
+ * could still see one of them took an epoch at or before it. */
+static inline u64 grace_stamp(void)
+{
+    return __atomic_fetch_add(&grace_epoch, 1, __ATOMIC_SEQ_CST);
+}
+
+/* The retire ends: s's last write (a fill may come after it). */
+static inline void retire_end(struct slot *s, u64 stamp)
+{
+    __atomic_store_n(&s->retired, stamp, __ATOMIC_RELEASE);
+}
+
+/* A leaf leaves its siblings' list; its parent, if left without children,
+ * has no hook to run (the caller checked: empties_hooked_parent). */
+static inline void unlink_quiet_leaf(struct slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->parent)
+        s->parent->child = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->parent = s->next = s->prev = NULL;
+}
+
+/* The next slot of root's subtree after d, depth first. */
+static inline struct slot *subtree_next(struct slot *d, const struct slot *root)
+{
+    if (d->child)
+        return d->child;
+    while (d != root) {
+        if (d->next)
+            return d->next;
+        d = d->parent;
+    }
+    return NULL;
+}
+
+/* region.c */
+extern u32 pending_regions; /* CPUs with a pending region revoke */
+long region_retire(struct slot *r);
+void finish_all_pending(void);
+
+#endif
