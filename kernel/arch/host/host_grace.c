@@ -44,10 +44,44 @@ void host_grace_finish_due(u32 cpu)
 static bool host_waiting;
 static u32 host_waited;
 
+/* A capability lock (sched.h) another CPU holds: host_hold_caps_lock takes
+ * the one a key hashes to; a wait for it is noted and lets it go, as its
+ * holder would (no other CPU moves while one waits). */
+static s32 host_caps_held = -1;
+static bool host_caps_waited;
+
+void host_hold_caps_lock(u64 key)
+{
+    host_caps_held = (s32)caps_stripe(key);
+    spin_trylock(&caps_stripes[host_caps_held]);
+    host_caps_waited = false;
+}
+
+/* Did a call wait for it since?  It is held again for the next. */
+bool host_caps_lock_waited(void)
+{
+    bool waited = host_caps_waited;
+
+    spin_trylock(&caps_stripes[host_caps_held]);
+    host_caps_waited = false;
+    return waited;
+}
+
+void host_release_caps_lock(void)
+{
+    if (host_caps_held >= 0)
+        spin_unlock(&caps_stripes[host_caps_held]);
+    host_caps_held = -1;
+}
+
 void watchdog_poll(void)
 {
     u32 named = cpus[host_cpu].grace_wait;
 
+    if (host_caps_held >= 0 && caps_stripes[host_caps_held].locked) {
+        host_caps_waited = true;
+        spin_unlock(&caps_stripes[host_caps_held]);
+    }
     if (!host_waiting)
         return;
     for (u32 i = 0; i < cpu_count; i++) {
