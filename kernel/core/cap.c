@@ -34,10 +34,8 @@ void caps_hold_lock(const struct caps_hold *h)
     if (!caps_locking())
         return;
     lock_check(LOCK_CAPS);
-    for (u32 w = 0; w < CAPS_STRIPES / 64; w++) {
-        for (u64 b = h->bits[w]; b; b &= b - 1)
-            caps_stripe_lock(w * 64 + (u32)__builtin_ctzl(b));
-    }
+    for (u32 j = 0; j < h->n; j++)
+        caps_stripe_lock(h->s[j]);
 }
 
 void caps_hold_unlock(const struct caps_hold *h)
@@ -45,10 +43,8 @@ void caps_hold_unlock(const struct caps_hold *h)
     if (!caps_locking())
         return;
     LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
-    for (u32 w = 0; w < CAPS_STRIPES / 64; w++) {
-        for (u64 b = h->bits[w]; b; b &= b - 1)
-            spin_unlock(&caps_stripes[w * 64 + (u32)__builtin_ctzl(b)]);
-    }
+    for (u32 j = 0; j < h->n; j++)
+        spin_unlock(&caps_stripes[h->s[j]]);
     lock_release(LOCK_CAPS);
     kernel_wake_waiters();
 }

@@ -275,80 +275,75 @@ static bool revoke_quiet(struct slot *root, const struct slot *locked)
     return true;
 }
 
-/* Adds to want the families headed by untyped descendants of s that want
- * lacks; true if there were none.  Under the locks of want: the walk
- * enters no family whose lock it lacks. */
-static bool revoke_covered(struct slot *s, struct caps_hold *want)
+/* Under the locks of s's family and, for a region, of every family in its
+ * subtree (h; NULL: no locks needed). */
+static long revoke_locked(struct slot *s, struct slot *only, spinlock_t *ml,
+                          const struct caps_hold *h, u64 *miss, u32 *missing)
 {
-    bool covered = true;
-
-    for (struct slot *d = s->child; d;) {
-        bool enter = d->child;
-        if (d->cap.type == KEEL_OBJ_UNTYPED && !caps_hold_has(want, d->cap.obj)) {
-            caps_hold_add(want, d->cap.obj);
-            covered = enter = false;
-        }
-        if (enter) {
-            d = d->child;
-            continue;
-        }
-        while (d != s && !d->next)
-            d = d->parent;
-        d = d == s ? NULL : d->next;
+    if (!s->cap.type)
+        return KEEL_E_INVALID_CAP;
+    if (!s->child)
+        return KEEL_E_OK; /* nothing derived: nothing to do, whatever the type */
+    if (!revoke_quiet(s, ml ? only : NULL))
+        return region_retire(s, h, miss, missing); /* its objects, else KEEL_E_RETRY */
+    while (s->child) { /* leaves first, as slot_revoke */
+        struct slot *leaf = s->child;
+        while (leaf->child)
+            leaf = leaf->child;
+        retire_ref(leaf, cap_kobj(&leaf->cap));
     }
-    return covered;
-}
-
-/* The locks of every family in s's subtree, held (true), or none (false:
- * s changed under the tries, KEEL_E_RETRY).  Read without a lock first:
- * the family s heads; then, under the locks, the untyped descendants'. */
-static bool revoke_lock(struct slot *s, struct caps_hold *h)
-{
-    for (u32 tries = 0; tries < 4; tries++) {
-        u64 heads = children_family(s);
-        struct caps_hold want = *h;
-        caps_hold_add(&want, heads);
-        *h = want;
-        caps_hold_lock(h);
-        if (!s->cap.type || (children_family(s) == heads && revoke_covered(s, &want)))
-            return true;
-        caps_hold_unlock(h);
-        *h = want;
-    }
-    return false;
+    return KEEL_E_OK;
 }
 
 long slot_revoke_shared(struct slot *s)
 {
-    long err = KEEL_E_OK;
+    long err = KEEL_E_RETRY;
     /* A copy of a frame or paging object, the common case of a revoke
      * with a hook: its mapping lock first (checked under the capability
-     * lock to be the only descendant still). */
+     * locks to be the only descendant still). */
     struct slot *only = __atomic_load_n(&s->child, __ATOMIC_ACQUIRE);
     if (only)
         slot_listed(only); /* reached by a link, read without the lock */
     spinlock_t *ml = only ? mapping_lock_if_mapped_type(only) : NULL;
 
-    struct caps_hold h = { { 0 } };
-    if (!revoke_lock(s, &h)) {
+    if (!caps_locking()) {
+        err = revoke_locked(s, only, ml, NULL, NULL, NULL);
         mapping_unlock(ml);
-        return KEEL_E_RETRY;
+        return err;
     }
-    if (!s->cap.type) {
-        err = KEEL_E_INVALID_CAP;
-    } else if (!s->child) {
-        ; /* nothing derived: nothing to do, whatever the type */
-    } else if (!revoke_quiet(s, ml ? only : NULL)) {
-        err = region_retire(s); /* a region's objects (below), else KEEL_E_RETRY */
-    } else {
-        while (s->child) { /* leaves first, as slot_revoke */
-            struct slot *leaf = s->child;
-            while (leaf->child)
-                leaf = leaf->child;
-            retire_ref(leaf, cap_kobj(&leaf->cap));
+    /* The family s heads (read without a lock, so checked again under it),
+     * then the ones regions inside it head, added as the walk finds them. */
+    struct caps_hold h;
+    h.n = 0; /* not an initializer: that would zero the whole set */
+    u64 miss[REGION_MISS_MAX];
+    u32 missing = 0;
+    /* A region's revoke: its regions at the top, guessed without a lock
+     * (the walk under the locks checks), spare it a try in most cases. */
+    if (__atomic_load_n(&s->cap.type, __ATOMIC_RELAXED) == KEEL_OBJ_UNTYPED) {
+        struct slot *d = __atomic_load_n(&s->child, __ATOMIC_RELAXED);
+        for (u32 n = 0; d && n < PENDING_MAX; n++) {
+            if (__atomic_load_n(&d->cap.type, __ATOMIC_RELAXED) == KEEL_OBJ_UNTYPED &&
+                missing < REGION_MISS_MAX)
+                miss[missing++] = __atomic_load_n(&d->cap.obj, __ATOMIC_RELAXED);
+            d = __atomic_load_n(&d->next, __ATOMIC_RELAXED);
         }
     }
-    caps_hold_unlock(&h);
+    for (u32 tries = 0; tries < 8; tries++) {
+        caps_hold_add(&h, children_family(s));
+        for (u32 i = 0; i < missing; i++)
+            caps_hold_add(&h, miss[i]);
+        missing = 0;
+        caps_hold_lock(&h);
+        if (!s->cap.type || caps_hold_has(&h, children_family(s))) {
+            err = revoke_locked(s, only, ml, &h, miss, &missing);
+            if (err != KEEL_E_LOCKS) {
+                caps_hold_unlock(&h);
+                break;
+            }
+        }
+        caps_hold_unlock(&h);
+        err = KEEL_E_RETRY; /* s changes under every try: exclusive */
+    }
     mapping_unlock(ml);
     return err;
 }

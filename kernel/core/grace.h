@@ -68,7 +68,14 @@ static inline struct slot *subtree_next(struct slot *d, const struct slot *root)
 
 /* region.c */
 extern u32 pending_regions; /* CPUs with a pending region revoke */
-long region_retire(struct slot *r);
+/* Step 1 of a region's revoke under h's locks (NULL: none needed); or
+ * KEEL_E_LOCKS, nothing done, when regions inside head families whose
+ * locks h lacks (the keys of up to REGION_MISS_MAX of them in miss,
+ * their number in missing). */
+#define KEEL_E_LOCKS (-100l)
+#define PENDING_MAX 64 /* the most capabilities a region revoke retires shared */
+#define REGION_MISS_MAX 8
+long region_retire(struct slot *r, const struct caps_hold *h, u64 *miss, u32 *missing);
 void finish_all_pending(void);
 
 #endif

@@ -47,7 +47,6 @@ u32 pending_regions;
  * (grace_exclusive): it is past every grace period, and no exclusive
  * operation (deleting the region, say) may find objects half destroyed.
  */
-#define PENDING_MAX 64
 
 struct pending {
     struct slot *region;
@@ -81,7 +80,7 @@ static bool region_member(const struct slot *d)
 }
 
 /* Step 1 (under the capability locks, shared). */
-long region_retire(struct slot *r)
+long region_retire(struct slot *r, const struct caps_hold *h, u64 *miss, u32 *missing)
 {
     struct pending *p = &pendings[this_cpu()->index];
     u32 n = 0;
@@ -90,10 +89,23 @@ long region_retire(struct slot *r)
         return KEEL_E_FINISH; /* this CPU's earlier one first */
     if (r->cap.type != KEEL_OBJ_UNTYPED || r->cap.b || r->owner)
         return KEEL_E_RETRY;
-    for (struct slot *d = r->child; d; d = subtree_next(d, r)) {
+    for (struct slot *d = r->child; d;) {
         if (++n > PENDING_MAX || !region_member(d))
             return KEEL_E_RETRY;
+        /* a region inside: the lock of the family it heads, before the
+         * walk goes into it (no retype from it meanwhile) */
+        if (d->cap.type == KEEL_OBJ_UNTYPED && h && !caps_hold_has(h, d->cap.obj)) {
+            if (*missing < REGION_MISS_MAX)
+                miss[(*missing)++] = d->cap.obj;
+            while (d != r && !d->next) /* its next, not its children */
+                d = d->parent;
+            d = d == r ? NULL : d->next;
+            continue;
+        }
+        d = subtree_next(d, r);
     }
+    if (h && *missing)
+        return KEEL_E_LOCKS;
     p->n = 0;
     p->lo = p->hi = r->child;
     while (r->child) {
@@ -131,14 +143,31 @@ static struct kobj *pending_obj(const struct pending *p, u32 i)
     return ot->flags & OT_HEADER ? (struct kobj *)(p->slots[i]->cap.obj + ot->header) : NULL;
 }
 
+/* A pending slot past its grace period becomes free (slot_clear, as the
+ * revoke did), without its slot's lock: a fill takes it only once
+ * CAP_PENDING is gone, the last of its fields cleared; its stamp goes to 0
+ * (later fills look at no CPU) unless a fill came first - stamps are never
+ * reused, so a slot filled and retired since holds another. */
+static void slot_release(struct slot *s, u64 stamp)
+{
+    s->cap.rights = s->cap.size_bits = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
+    __atomic_store_n(&s->cap.flags, 0, __ATOMIC_RELEASE);
+    __atomic_compare_exchange_n(&s->retired, &stamp, 0, false, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+}
+
 /* The objects are gone: the region's memory is free again, unless something
- * was made from it meanwhile (under the capability locks, or exclusive). */
+ * was made from it meanwhile (under the lock of the family the region
+ * heads, or exclusive). */
 static void region_release(struct pending *p)
 {
     struct slot *r = p->region;
 
     for (u32 i = 0; i < p->n; i++)
-        slot_clear(p->slots[i]); /* past its grace period, as the revoke */
+        slot_release(p->slots[i], p->stamp); /* past its grace period */
     if (!--r->cap.b && !r->child)
         object_type_of(KEEL_OBJ_UNTYPED)->children_deleted(r);
     p->region = NULL;
@@ -247,12 +276,8 @@ void grace_finish(void)
         kernel_upgrade(); /* grace_exclusive finishes it */
         return;
     }
-    /* The region's family (its watermark) and the slots (fills look at them). */
-    struct caps_hold h = { { 0 } };
-    caps_hold_add(&h, p->region->cap.obj);
-    for (u32 i = 0; i < p->n; i++)
-        caps_hold_add(&h, (u64)p->slots[i]);
-    caps_hold_lock(&h);
+    u32 heads = caps_stripe(p->region->cap.obj); /* its watermark, cap.b */
+    caps_lock_pair(heads, heads);
     region_release(p);
-    caps_hold_unlock(&h);
+    caps_unlock_pair(heads, heads);
 }

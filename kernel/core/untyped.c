@@ -90,11 +90,27 @@ static long reserve(struct slot *ut, u32 bits, struct slot **dst, u32 count, u64
     return KEEL_E_OK;
 }
 
+static inline void retype_lock(const struct caps_hold *h, u32 ua, u32 da)
+{
+    if (h->n)
+        caps_hold_lock(h);
+    else
+        caps_lock_pair(ua, da);
+}
+
+static inline void retype_unlock(const struct caps_hold *h, u32 ua, u32 da)
+{
+    if (h->n)
+        caps_hold_unlock(h);
+    else
+        caps_unlock_pair(ua, da);
+}
+
 long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot **dst, u32 count)
 {
     u32 bits = object_bits(type, user_bits);
     uptr base = ut->cap.obj;
-    u64 start;
+    u64 start = 0;
     struct cap c; /* the same for every object but for c.obj */
 
     if (!bits || count == 0 || count > RETYPE_MAX_COUNT)
@@ -103,15 +119,19 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     if (device && !(object_type_of(type)->flags & OT_DEVICE))
         return KEEL_E_INVALID_ARG; /* device memory holds no kernel object */
     /* The family ut heads (its watermark, its children's links) and the
-     * slots to fill (sched.h: the capability locks). */
-    struct caps_hold h = { { 0 } };
-    caps_hold_add(&h, base);
-    for (u32 i = 0; i < count; i++)
-        caps_hold_add(&h, (u64)dst[i]);
-    caps_hold_lock(&h);
+     * slots to fill (sched.h: the capability locks): a pair for one slot. */
+    u32 ua = caps_stripe(base), da = caps_stripe((u64)dst[0]);
+    struct caps_hold h;
+    h.n = 0; /* not an initializer: that would zero the whole set */
+    if (count > 1) {
+        caps_hold_add(&h, base);
+        for (u32 i = 0; i < count; i++)
+            caps_hold_add(&h, (u64)dst[i]);
+    }
+    retype_lock(&h, ua, da);
     long err = ut->cap.type && ut->cap.obj != base ? KEEL_E_RETRY /* another since */
                                                      : reserve(ut, bits, dst, count, &start);
-    caps_hold_unlock(&h);
+    retype_unlock(&h, ua, da);
     if (err)
         return err;
     u32 made = 0;
@@ -125,7 +145,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
             break; /* only the vspace registry can refuse */
     }
     c.flags |= device ? CAP_DEVICE : 0;
-    caps_hold_lock(&h);
+    retype_lock(&h, ua, da);
     for (u32 i = 0; i < count; i++) {
         dst[i]->cap.flags &= (u8)~CAP_RESERVED;
         c.obj = base + start + ((u64)i << bits);
@@ -135,7 +155,7 @@ long untyped_make_objects(struct slot *ut, u32 type, u32 user_bits, struct slot 
     ut->cap.b--;
     /* Objects made so far stay; the rest of the region is free again at
      * the next reset of the watermark. */
-    caps_hold_unlock(&h);
+    retype_unlock(&h, ua, da);
     return made ? KEEL_E_OK : KEEL_E_NO_MEMORY;
 }
 

@@ -425,21 +425,17 @@ static inline __attribute__((always_inline)) void caps_stripe_lock(u32 i)
 #endif
 }
 
-/* Stripes a and b: one, or two in ascending order. */
-static inline __attribute__((always_inline)) void caps_lock_pair(u32 a, u32 b)
+/* Stripes a and b: one, or two in ascending order (caps_locking known). */
+static inline __attribute__((always_inline)) void caps_stripes_lock(u32 a, u32 b)
 {
-    if (!caps_locking())
-        return;
     lock_check(LOCK_CAPS);
     caps_stripe_lock(a < b ? a : b);
     if (a != b)
         caps_stripe_lock(a < b ? b : a);
 }
 
-static inline __attribute__((always_inline)) void caps_unlock_pair(u32 a, u32 b)
+static inline __attribute__((always_inline)) void caps_stripes_unlock(u32 a, u32 b)
 {
-    if (!caps_locking())
-        return;
     LOCKSTAT_HELD(LC_CAPS_HELD, caps_since);
     spin_unlock(&caps_stripes[a]);
     if (a != b)
@@ -448,23 +444,49 @@ static inline __attribute__((always_inline)) void caps_unlock_pair(u32 a, u32 b)
     kernel_wake_waiters();
 }
 
-/* Any set of stripes (cap.c locks them in ascending order). */
+static inline __attribute__((always_inline)) void caps_lock_pair(u32 a, u32 b)
+{
+    if (caps_locking())
+        caps_stripes_lock(a, b);
+}
+
+static inline __attribute__((always_inline)) void caps_unlock_pair(u32 a, u32 b)
+{
+    if (caps_locking())
+        caps_stripes_unlock(a, b);
+}
+
+/* Any set of stripes, ascending and distinct (cap.c locks them in order);
+ * n is set to 0 first (the rest is not read). */
 struct caps_hold {
-    u64 bits[CAPS_STRIPES / 64];
+    u32 n;
+    u8 s[CAPS_STRIPES];
 };
 
 static inline void caps_hold_add(struct caps_hold *h, u64 key)
 {
-    u32 i = caps_stripe(key);
+    u8 i = (u8)caps_stripe(key);
+    u32 j = h->n;
 
-    h->bits[i / 64] |= 1ul << (i % 64);
+    while (j && h->s[j - 1] > i)
+        j--;
+    if (j && h->s[j - 1] == i)
+        return;
+    for (u32 k = h->n; k > j; k--)
+        h->s[k] = h->s[k - 1];
+    h->s[j] = i;
+    h->n++;
 }
 
 static inline bool caps_hold_has(const struct caps_hold *h, u64 key)
 {
-    u32 i = caps_stripe(key);
+    u8 i = (u8)caps_stripe(key);
 
-    return h->bits[i / 64] & (1ul << (i % 64));
+    for (u32 j = 0; j < h->n; j++) {
+        if (h->s[j] == i)
+            return true;
+    }
+    return false;
 }
 
 void caps_hold_lock(const struct caps_hold *h);
@@ -482,13 +504,13 @@ static inline __attribute__((always_inline)) long slot_derive_shared(struct slot
     for (;;) {
         u64 fam = src ? src->family : FAMILY_ROOT;
         u32 fa = caps_stripe(fam), db = caps_stripe((u64)dst);
-        caps_lock_pair(fa, db);
+        caps_stripes_lock(fa, db);
         if (!src || !src->cap.type || src->family == fam) {
             long err = slot_derive(dst, src, rights, mint, badge);
-            caps_unlock_pair(fa, db);
+            caps_stripes_unlock(fa, db);
             return err;
         }
-        caps_unlock_pair(fa, db);
+        caps_stripes_unlock(fa, db);
     }
 }
 
