@@ -13,16 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_core_grace import GRACE_CDEF, SharedWorld
-from tests.unit.test_core_host import ABI, CDEF, CNODE_SLOT, FIRST_FREE, LIB, UT_SLOT, _load_abi
-from tests.unit.test_core_host import check_invariants
+from tests.unit.test_core_grace import SharedWorld, shared_world
+from tests.unit.test_core_host import (
+    CNODE_SLOT,
+    FIRST_FREE,
+    UT_SLOT,
+    check_invariants,
+)
 
 LOCKS_CDEF = """
 void host_hold_caps_lock(uint64_t key);
 bool host_caps_lock_waited(void);
 void host_release_caps_lock(void);
 """
-STRIPES = 256  # object.h: CAPS_STRIPES
 
 
 def stripe(key: int) -> int:
@@ -32,20 +35,7 @@ def stripe(key: int) -> int:
 
 @pytest.fixture(scope="module")
 def locks() -> Iterator[SharedWorld]:
-    if not LIB.exists() or not ABI.exists():
-        pytest.fail(f"{LIB} is missing: run 'make host-lib'")
-    import cffi
-
-    ffi = cffi.FFI()
-    ffi.cdef(CDEF + GRACE_CDEF + LOCKS_CDEF)
-    lib = ffi.dlopen(str(LIB))
-    world = SharedWorld(ffi, lib, _load_abi())
-    try:
-        yield world
-    finally:
-        lib.host_release_caps_lock()
-        world.leave_all()
-        lib.host_cpus(1)
+    yield from shared_world(LOCKS_CDEF)
 
 
 def _two_regions(w: SharedWorld) -> tuple[int, int]:

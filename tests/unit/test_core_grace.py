@@ -195,14 +195,15 @@ class SharedWorld(World):
         return err, list(res)
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[SharedWorld]:
+def shared_world(extra_cdef: str = "") -> Iterator[SharedWorld]:
+    """A SharedWorld on the host build of the core (with extra_cdef's
+    functions declared too), back to one CPU afterwards."""
     if not LIB.exists() or not ABI.exists():
         pytest.fail(f"{LIB} is missing: run 'make host-lib'")
     import cffi
 
     ffi = cffi.FFI()
-    ffi.cdef(CDEF + GRACE_CDEF)
+    ffi.cdef(CDEF + GRACE_CDEF + extra_cdef)
     lib = ffi.dlopen(str(LIB))
     world = SharedWorld(ffi, lib, _load_abi())
     try:
@@ -210,6 +211,11 @@ def shared() -> Iterator[SharedWorld]:
     finally:
         world.leave_all()
         lib.host_cpus(1)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[SharedWorld]:
+    yield from shared_world()
 
 
 CPUS = st.integers(0, NCPUS - 1)
