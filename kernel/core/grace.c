@@ -71,6 +71,17 @@ void grace_exclusive(void)
         finish_all_pending();
 }
 
+/* A retired slot past its grace period becomes free (type 0 already; no
+ * memset or structure assignment: a call or a rep stos here). */
+static void slot_clear(struct slot *s)
+{
+    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
+    s->retired = 0;
+}
+
 bool slot_reclaim(struct slot *s)
 {
     if (s->cap.flags & CAP_PENDING) {

@@ -6,17 +6,6 @@
 #include <keel/objtype.h>
 #include <keel/sched.h>
 
-/* A retired slot past its grace period becomes free (type 0 already; no
- * memset or structure assignment: a call or a rep stos here). */
-static inline void slot_clear(struct slot *s)
-{
-    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
-    s->cap.io = 0;
-    s->cap.obj = 0;
-    s->cap.badge = s->cap.a = s->cap.b = 0;
-    s->retired = 0;
-}
-
 /* A retire begins: nothing fills s until its stamp is known (slot_reclaim
  * refuses SLOT_RETIRING), and new lookups fail. */
 static inline void retire_begin(struct slot *s)

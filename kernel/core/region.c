@@ -13,7 +13,10 @@ u32 pending_regions;
  * none is embedded in an object, and no retype from the region itself is
  * under way (else KEEL_E_RETRY: exclusive, as before):
  *
- *  1. region_retire, under the capability locks: every descendant is retired
+ *  1. region_retire, under the capability locks of every family in the
+ *     region (the region's own, and each one a region inside it heads:
+ *     KEEL_E_LOCKS names those missing, and slot_revoke_shared takes them
+ *     and tries again): every descendant is retired
  *     (leaves first, as slot_revoke; no children_deleted hook runs) and
  *     noted in this CPU's pending list; the region's cap.b goes up, so its
  *     watermark stays (reserve resets it only when cap.b is 0) and nothing
@@ -36,8 +39,9 @@ u32 pending_regions;
  *     no IRQ line or console listens through).  Anything else (a waiting
  *     thread, a map or DMA window that came first) upgrades to exclusive,
  *     where the types' destroy and cap_deleted hooks run.  Then cap.b goes
- *     down, the memory is free, and so are the slots (slot_clear: past
- *     their grace period, later fills look at no CPU); until then they stay
+ *     down, under the region's family lock, the memory is free, and so are
+ *     the slots (slot_release: past their grace period, later fills look at
+ *     no CPU); until then they stay
  *     as they are (CAP_PENDING: slot_reclaim refuses them), for step 2
  *     reads them.  So a revoke waits for no other CPU, and a thread that
  *     waited on one of the objects is woken (by the exclusive destroy) at
