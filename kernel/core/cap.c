@@ -162,8 +162,6 @@ void slot_move(struct slot *dst, struct slot *src)
         cap_moved(dst);
 }
 
-/* Unlinks s from the tree; its children move up to its parent (or become
- * roots), keeping every other derivation relation. */
 /* An untyped capability leaves with children (exclusive only): the family
  * it headed joins the one it is in. */
 static void family_merge(struct slot *s)
@@ -184,6 +182,8 @@ static void family_merge(struct slot *s)
     }
 }
 
+/* Unlinks s from the tree; its children move up to its parent (or become
+ * roots), keeping every other derivation relation. */
 void slot_unlink(struct slot *s)
 {
     struct slot *c = s->child;

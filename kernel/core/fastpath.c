@@ -89,7 +89,9 @@ FAST bool fast_cap_ok(const struct slot *s, u8 type, u8 right)
  * slot_delete, slot_move, slot_reclaim, and fast_reply_cap_delete for the
  * words a reply capability uses - leaves it so).  Under the slot's
  * capability lock, which alone guards a capability with no links: its
- * family field is not read (nothing derives from it or moves it shared). */
+ * family field is not kept (nothing relies on it for a reply: none is
+ * derived from, and a shared move or delete of one holds its slots' locks
+ * or runs exclusive). */
 FAST void fast_reply_cap_make(struct slot *dst, struct tcb *caller)
 {
     /* type (still 0), rights, size_bits, flags and io are one word */

@@ -58,11 +58,10 @@
  * capability locks; nothing else is taken here. */
 #include "grace.h"
 
-/* The epoch retired slots are stamped with (under the capability locks;
- * read by kernel_enter), the last stamp known past (objlock.c: grace_blocker). */
+/* The epoch retired slots are stamped with (grace_stamp; read by
+ * kernel_enter), the last stamp known past (objlock.c: grace_blocker). */
 u64 grace_epoch = 1;
 u64 grace_done;
-
 
 void grace_exclusive(void)
 {
@@ -71,14 +70,11 @@ void grace_exclusive(void)
         finish_all_pending();
 }
 
-/* A retired slot past its grace period becomes free (type 0 already; no
- * memset or structure assignment: a call or a rep stos here). */
+/* A retired slot past its grace period becomes free (type 0 already). */
 static void slot_clear(struct slot *s)
 {
-    s->cap.rights = s->cap.size_bits = s->cap.flags = 0;
-    s->cap.io = 0;
-    s->cap.obj = 0;
-    s->cap.badge = s->cap.a = s->cap.b = 0;
+    slot_clear_fields(s);
+    s->cap.flags = 0;
     s->retired = 0;
 }
 

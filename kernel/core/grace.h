@@ -29,6 +29,18 @@ static inline void retire_end(struct slot *s, u64 stamp)
     __atomic_store_n(&s->retired, stamp, __ATOMIC_RELEASE);
 }
 
+/* A retired slot's capability but its type (0 already), flags and stamp,
+ * cleared field by field: no memset or structure assignment, a call or a
+ * rep stos here.  slot_clear (grace.c) and slot_release (region.c) clear
+ * the flags and the stamp each in its own order. */
+static inline void slot_clear_fields(struct slot *s)
+{
+    s->cap.rights = s->cap.size_bits = 0;
+    s->cap.io = 0;
+    s->cap.obj = 0;
+    s->cap.badge = s->cap.a = s->cap.b = 0;
+}
+
 /* A leaf leaves its siblings' list; its parent, if left without children,
  * has no hook to run (the caller checked: empties_hooked_parent). */
 static inline void unlink_quiet_leaf(struct slot *s)

@@ -154,10 +154,7 @@ static struct kobj *pending_obj(const struct pending *p, u32 i)
  * reused, so a slot filled and retired since holds another. */
 static void slot_release(struct slot *s, u64 stamp)
 {
-    s->cap.rights = s->cap.size_bits = 0;
-    s->cap.io = 0;
-    s->cap.obj = 0;
-    s->cap.badge = s->cap.a = s->cap.b = 0;
+    slot_clear_fields(s);
     __atomic_store_n(&s->cap.flags, 0, __ATOMIC_RELEASE);
     __atomic_compare_exchange_n(&s->retired, &stamp, 0, false, __ATOMIC_RELAXED,
                                 __ATOMIC_RELAXED);

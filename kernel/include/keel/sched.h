@@ -383,17 +383,25 @@ void lockstat_lock(spinlock_t *l, u32 cls); /* wait.c: obj_lock, counted */
 void kernel_spin_turn(u32 *spins);
 
 /* One CPU: nothing to exclude (kernel code runs with interrupts off). */
+/* The acquisition itself, counted in measuring builds (the capability
+ * locks' too: caps_stripe_lock). */
+static inline __attribute__((always_inline)) void obj_lock_take(spinlock_t *l, u32 cls)
+{
+#ifdef KEEL_LOCK_STATS
+    lockstat_lock(l, cls);
+#else
+    (void)cls;
+    if (!spin_trylock(l))
+        obj_lock_spin(l);
+#endif
+}
+
 static inline __attribute__((always_inline)) void obj_lock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
         return;
     lock_check(cls);
-#ifdef KEEL_LOCK_STATS
-    lockstat_lock(l, cls);
-#else
-    if (!spin_trylock(l))
-        obj_lock_spin(l);
-#endif
+    obj_lock_take(l, cls);
 }
 
 static inline __attribute__((always_inline)) void obj_unlock(spinlock_t *l, u32 cls)
@@ -417,12 +425,7 @@ static inline __attribute__((always_inline)) bool caps_locking(void)
 
 static inline __attribute__((always_inline)) void caps_stripe_lock(u32 i)
 {
-#ifdef KEEL_LOCK_STATS
-    lockstat_lock(&caps_stripes[i], LOCK_CAPS);
-#else
-    if (!spin_trylock(&caps_stripes[i]))
-        obj_lock_spin(&caps_stripes[i]);
-#endif
+    obj_lock_take(&caps_stripes[i], LOCK_CAPS);
 }
 
 /* Stripes a and b: one, or two in ascending order (caps_locking known). */
