@@ -1,5 +1,5 @@
 """The vCPU runner: one thread per vCPU, pinned to a host core once the guest has
-booted (``PIN_AFTER_NS``), until the guest ends.
+booted (``PIN_AFTER_NS``, by a thread of its own), until the guest ends.
 
 Each thread loops on ``KVM_RUN`` and serves exits through ``handle_exit``, a
 plain function of an exit and the two device buses (tested without KVM).  The
@@ -46,11 +46,11 @@ STATUS_HANG = 4  # the hang watchdog (``hang_timeout``) stopped a silent guest
 STATUS_INTERRUPTED = 130
 DEBUG_LOCK_WAIT = 0.05  # seconds a stepping vCPU waits for another's exclusive step
 
-# A vCPU thread pins itself to its host core at its first exit this long after it
-# started.  While the guest boots the threads float: the boot CPU halts while an
-# AP starts, and a pinned AP waited for its own core (busy with other work) while
-# the boot CPU's was free (2-vCPU boot at load 7: 177 ms pinned, 128 floating,
-# medians of 30 alternating runs; docs/benchmarks.md).
+# The vCPU threads are pinned to their host cores this long after the start
+# (``VcpuRunner._pin_when_booted``).  While the guest boots the threads float: the
+# boot CPU halts while an AP starts, and a pinned AP waited for its own core (busy
+# with other work) while the boot CPU's was free (2-vCPU boot at load 7: 177 ms
+# pinned, 128 floating, medians of 30 alternating runs; docs/benchmarks.md).
 PIN_AFTER_NS = 500_000_000
 
 MP_STATES = {0: "runnable", 1: "uninitialized", 2: "init-received", 3: "halted", 4: "sipi-received"}
@@ -137,9 +137,9 @@ def install_kick_handler() -> None:
         raise KeelError("cannot install the vCPU kick signal handler")
 
 
-def _pin(host_cpu: int) -> None:
+def _pin(tid: int, host_cpu: int) -> None:
     try:
-        os.sched_setaffinity(0, {host_cpu})
+        os.sched_setaffinity(tid, {host_cpu})
     except OSError:
         pass  # pinning is an optimisation; a restricted cpuset must not stop the guest
 
@@ -177,6 +177,7 @@ class VcpuRunner:
         # last thread to end, and is called by whichever comes last.
         self._threads_created = False
         self._ended = False
+        self._pin_due = False  # PIN_AFTER_NS has passed: a thread starting now pins itself
 
     def add(self, vcpu: Vcpu, host_cpu: int) -> None:
         self.slots.append(VcpuSlot(vcpu, host_cpu))
@@ -189,7 +190,24 @@ class VcpuRunner:
             with self.lock:
                 slot.alive = True
                 slot.ident = _thread.start_new_thread(self._vcpu_thread, (slot,))
+        _thread.start_new_thread(self._pin_when_booted, ())
         self._all_created()
+
+    def _pin_when_booted(self) -> None:
+        """Pin every vCPU thread to its host core PIN_AFTER_NS after the start.  From
+        a thread of its own, not at a vCPU's exit: a vCPU may make none for as long
+        as the guest runs - a halted AP (KVM serves its timer and its wake-ups) or
+        one busy in the guest's own code, as the capability storm's are."""
+        deadline = time.monotonic() + PIN_AFTER_NS / 1e9
+        with self.lock:
+            while not self.stop_requested and (left := deadline - time.monotonic()) > 0:
+                self.lock.wait(left)
+            if self.stop_requested:
+                return
+            self._pin_due = True
+            for slot in self.slots:
+                if slot.alive and slot.tid:  # alive: its tid is not yet another thread's
+                    _pin(slot.tid, slot.host_cpu)
 
     def never_start(self) -> None:
         """No thread will be created (the machine stopped before or while building)."""
@@ -255,7 +273,10 @@ class VcpuRunner:
         self.lock.notify_all()
 
     def _vcpu_thread(self, slot: VcpuSlot) -> None:
-        slot.tid = threading.get_native_id()
+        with self.lock:
+            slot.tid = threading.get_native_id()
+            if self._pin_due:  # started after the others were pinned
+                _pin(0, slot.host_cpu)
         vcpu = slot.vcpu
         pio, mmio, run = self.pio, self.mmio, vcpu.run
         stats = slot.stats
@@ -265,11 +286,7 @@ class VcpuRunner:
         first_exit = self.on_first_exit if vcpu.index == 0 else None
         try:
             now = clock()
-            pin_at = now + PIN_AFTER_NS  # 0 once pinned
             while not self.stop_requested:
-                if pin_at and now >= pin_at:
-                    pin_at = 0
-                    _pin(slot.host_cpu)
                 if self.pause_requested:
                     self._park(slot)
                     now = clock()  # time parked is neither the guest's nor the VMM's
