@@ -50,7 +50,8 @@
  *
  * The capability locks (sched.h): a delete takes its slot's family's and,
  * for an untyped capability, the family's it heads; a move, its source's
- * family's and its destination slot's; a revoke, every family in the
+ * family's (a reply capability's: its source slot's) and its destination
+ * slot's; a revoke, every family in the
  * subtree (revoke_lock); a fill, its source's family's and its slot's.
  * Each is read without a lock first and checked again under it.
  *
@@ -220,8 +221,11 @@ again:;
     return err;
 }
 
-/* The same checks and order of errors as cnode.c's exclusive move. */
-static long move_locked(struct slot *dst, struct slot *src)
+/* The same checks and order of errors as cnode.c's exclusive move.  A
+ * reply capability (reply: under both slots' own locks, which every shared
+ * use of it takes - endpoint.c, fastpath.c) has no links, and its move hook
+ * only repoints its caller at dst. */
+static long move_locked(struct slot *dst, struct slot *src, bool reply)
 {
     if (!src->cap.type)
         return KEEL_E_INVALID_CAP;
@@ -229,8 +233,12 @@ static long move_locked(struct slot *dst, struct slot *src)
         return KEEL_E_OK;
     if (dst->cap.type)
         return KEEL_E_EXISTS;
-    if (!quiet(object_type_of(src->cap.type), src) || dst->owner || !slot_is_free(dst))
+    const struct object_type *ot = object_type_of(src->cap.type);
+    bool movable = reply ? !src->owner : quiet(ot, src);
+    if (!movable || dst->owner)
         return KEEL_E_RETRY;
+    if (!slot_is_free(dst)) /* as a fill's (cnode.c: slot_derive) */
+        return dst->retired ? KEEL_E_GRACE : KEEL_E_RETRY;
     /* dst gets a copy; src keeps its capability for those who looked it up
      * until its grace period ends, and the object its one reference. */
     struct slot moved = *src;
@@ -241,6 +249,8 @@ static long move_locked(struct slot *dst, struct slot *src)
     if (dst->parent && dst->parent->child == src)
         dst->parent->child = dst;
     slot_relink(dst);
+    if (reply)
+        ot->cap_moved(dst);
     __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
     retire_begin(src);
     src->parent = src->child = src->next = src->prev = NULL;
@@ -248,15 +258,17 @@ static long move_locked(struct slot *dst, struct slot *src)
     return KEEL_E_OK;
 }
 
-/* src's family (its place in the tree goes to dst) and dst's slot. */
+/* src's family (its place in the tree goes to dst) and dst's slot; for a
+ * reply capability, src's slot and dst's. */
 long slot_move_shared(struct slot *dst, struct slot *src)
 {
     for (;;) {
-        u64 fam = src->family;
-        u32 fa = caps_stripe(fam), db = caps_stripe((u64)dst);
+        bool reply = __atomic_load_n(&src->cap.type, __ATOMIC_ACQUIRE) == KEEL_OBJ_REPLY;
+        u64 key = reply ? (u64)src : src->family;
+        u32 fa = caps_stripe(key), db = caps_stripe((u64)dst);
         caps_lock_pair(fa, db);
-        if (!src->cap.type || src->family == fam) {
-            long err = move_locked(dst, src);
+        if (!src->cap.type || (reply ? src->cap.type == KEEL_OBJ_REPLY : src->family == key)) {
+            long err = move_locked(dst, src, reply);
             caps_unlock_pair(fa, db);
             return err;
         }
@@ -368,7 +380,7 @@ long window_reclaim(struct tcb *t, u64 window)
         u32 st = caps_stripe((u64)s); /* the slot's own lock: a fill's */
         caps_lock_pair(st, st);
         if (s->retired && !s->cap.type && !slot_reclaim(s))
-            err = KEEL_E_RETRY;
+            err = KEEL_E_GRACE; /* as a fill's: wait holding nothing, again shared */
         caps_unlock_pair(st, st);
     }
     return err;

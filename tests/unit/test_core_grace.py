@@ -57,6 +57,8 @@ void host_grace_finish_due(uint32_t cpu);
 uint32_t host_grace_wait_finish(uint32_t cpu);
 uint64_t host_grace_slot(uint32_t cpu);
 void host_grace_epochs(uint32_t cpu, uint64_t *out);
+void host_reply_cap(uint64_t index);
+uint64_t host_reply_slot(void);
 long host_decode_held(uint32_t cpu, uint64_t index, uint64_t type, uint64_t label,
                       const uint64_t *args, uint64_t *res);
 """
@@ -518,3 +520,33 @@ def test_a_storm_round_runs_shared(shared: SharedWorld) -> None:
         calls += 1 + len(kinds) + 1 + 1 + 2
         assert (calls, w.retries) == (16, 0), f"round {round_}: {w.retries} exclusive of {calls}"
         check_invariants(w)
+
+
+def test_a_reply_capability_moves_shared(shared: SharedWorld) -> None:
+    """A server keeps a caller's reply capability to answer later by moving it
+    to a slot of its own (the device servers' deferred requests: serve.c,
+    devmgr.c).  The move runs shared, under the two slots' own locks; the
+    caller's reply is the new slot, and the old one is retired: a CPU that
+    looked it up still reads the capability it found.  A move into a slot
+    still in its grace period waits for its end holding nothing and runs
+    shared, as a fill does."""
+    w = shared
+    w.reset()
+    w.cpu, w.retries, w.graces = 0, 0, 0
+    w.lib.host_reply_cap(A)
+    assert w.lib.host_reply_slot() == A
+    w.hold(1, A, True)
+    assert w.call(CNODE_SLOT, "cnode_move", B, CNODE_SLOT, A)[0] == 0
+    assert w.retries == 0, "the move of a reply capability ran exclusive"
+    assert w.lib.host_reply_slot() == B
+    assert w.body(A, 0)[0] == 0 and w.body(A, 0)[4], "slot A is not retired"
+    w.cpu = 2  # back into A, which CPU 1 still reads
+    assert w.call(CNODE_SLOT, "cnode_move", A, CNODE_SLOT, B)[0] == 0
+    assert (w.retries, w.graces) == (0, 1) and 1 not in w.held
+    assert w.call(CNODE_SLOT, "cnode_move", C, CNODE_SLOT, A)[0] == 0
+    assert w.call(CNODE_SLOT, "cnode_move", C, CNODE_SLOT, A)[0] == w.E["invalid_cap"]
+    assert (w.retries, w.lib.host_reply_slot()) == (0, C)
+    # Deleting it still runs its hook exclusive: the caller has no reply left.
+    assert w.call(CNODE_SLOT, "cnode_delete", C)[0] == 0
+    assert (w.retries, w.lib.host_reply_slot()) == (1, 0)
+    check_invariants(w)

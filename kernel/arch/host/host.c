@@ -378,6 +378,21 @@ long host_invoke_on(u32 cpu, u64 cap, u64 label, const u64 *args, u64 *res)
     return err;
 }
 
+/* The harness's thread calls and waits: a reply capability naming it in
+ * slot index, as a receive makes one (endpoint.c). */
+void host_reply_cap(u64 index)
+{
+    make_reply_cap((struct slot *)root + index, caller);
+}
+
+/* The slot the harness's thread's reply capability is in (0: none). */
+u64 host_reply_slot(void)
+{
+    struct slot *s = caller->reply_slot;
+
+    return s ? (u64)(s - (struct slot *)root) : 0;
+}
+
 /* The object at obj made as a type: its reference count and its type (0:
  * destroyed); -1 and -1 when the type has no header (or is 0). */
 void host_object_type(u64 obj, u64 type, u64 *out)

@@ -280,7 +280,7 @@ long slot_revoke_shared(struct slot *s);
 bool irq_notification_used(const struct notification *n);
 bool console_notification_used(const struct notification *n);
 /* A receive window's slots are made free before a wait (endpoint.c,
- * fastpath.c): KEEL_E_RETRY when one is still in its grace period. */
+ * fastpath.c): KEEL_E_GRACE when one is still in its grace period. */
 long window_reclaim(struct tcb *t, u64 window);
 /* The fast path's look: a window out of range, or a slot of it retired. */
 static inline bool window_unready(struct tcb *t, u64 window)

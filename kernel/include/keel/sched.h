@@ -33,7 +33,8 @@
  *                        Under the capability locks (4) shared holders fill
  *                        empty slots (copy, mint, retype, a reply
  *                        capability given to a receiver), a reply empties
- *                        its reply capability's slot, and delete, move and
+ *                        its reply capability's slot, a move moves one,
+ *                        and delete, move and
  *                        revoke run when they destroy nothing and need no
  *                        type's hook, or only the mapping hook of a paging
  *                        or frame capability mapped nowhere (grace.c); the
