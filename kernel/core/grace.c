@@ -50,9 +50,10 @@
  *
  * The capability locks (sched.h): a delete takes its slot's family's and,
  * for an untyped capability, the family's it heads; a move, its source's
- * family's (a reply capability's: its source slot's) and its destination
- * slot's; a revoke, every family in the
- * subtree (revoke_lock); a fill, its source's family's and its slot's.
+ * family's (a reply capability's: its source slot's; an untyped one's: the
+ * family's it heads too) and its destination slot's; a revoke, every
+ * family in the subtree (revoke_lock); a fill, its source's family's and
+ * its slot's.
  * Each is read without a lock first and checked again under it.
  *
  * Lock order (sched.h): objects lock shared, that mapping lock, the
@@ -221,11 +222,13 @@ again:;
     return err;
 }
 
-/* The same checks and order of errors as cnode.c's exclusive move.  A
- * reply capability (reply: under both slots' own locks, which every shared
- * use of it takes - endpoint.c, fastpath.c) has no links, and its move hook
- * only repoints its caller at dst. */
-static long move_locked(struct slot *dst, struct slot *src, bool reply)
+/* The same checks and order of errors as cnode.c's exclusive move, under
+ * the locks slot_move_shared took for a capability of type locked (read
+ * without a lock: src's may be another by now).  A reply capability has
+ * no links, and its move hook only repoints its caller at dst.  An untyped
+ * one moves with no retype from it under way and no revoke of it pending
+ * (cap.b): its children's links then change under its family's lock only. */
+static long move_locked(struct slot *dst, struct slot *src, u8 locked)
 {
     if (!src->cap.type)
         return KEEL_E_INVALID_CAP;
@@ -234,7 +237,9 @@ static long move_locked(struct slot *dst, struct slot *src, bool reply)
     if (dst->cap.type)
         return KEEL_E_EXISTS;
     const struct object_type *ot = object_type_of(src->cap.type);
-    bool movable = reply ? !src->owner : quiet(ot, src);
+    bool movable = locked == KEEL_OBJ_REPLY     ? !src->owner
+                   : locked == KEEL_OBJ_UNTYPED ? !src->owner && !src->cap.b
+                                                : quiet(ot, src);
     if (!movable || dst->owner)
         return KEEL_E_RETRY;
     if (!slot_is_free(dst)) /* as a fill's (cnode.c: slot_derive) */
@@ -249,7 +254,7 @@ static long move_locked(struct slot *dst, struct slot *src, bool reply)
     if (dst->parent && dst->parent->child == src)
         dst->parent->child = dst;
     slot_relink(dst);
-    if (reply)
+    if (locked == KEEL_OBJ_REPLY)
         ot->cap_moved(dst);
     __atomic_store_n(&dst->cap.type, type, __ATOMIC_RELEASE);
     retire_begin(src);
@@ -258,17 +263,44 @@ static long move_locked(struct slot *dst, struct slot *src, bool reply)
     return KEEL_E_OK;
 }
 
+/* An untyped capability: its family (its place in the tree), the family
+ * it heads (its children's links to it, its retypes) and dst's slot. */
+static long move_untyped_shared(struct slot *dst, struct slot *src)
+{
+    for (;;) {
+        u64 fam = src->family, heads = src->cap.obj;
+        struct caps_hold h;
+        h.n = 0; /* not an initializer: that would zero the whole set */
+        caps_hold_add(&h, fam);
+        caps_hold_add(&h, heads);
+        caps_hold_add(&h, (u64)dst);
+        caps_hold_lock(&h);
+        u8 type = src->cap.type;
+        if (!type || (type == KEEL_OBJ_UNTYPED && src->family == fam && src->cap.obj == heads)) {
+            long err = move_locked(dst, src, KEEL_OBJ_UNTYPED);
+            caps_hold_unlock(&h);
+            return err;
+        }
+        caps_hold_unlock(&h);
+        if (type != KEEL_OBJ_UNTYPED)
+            return KEEL_E_RETRY; /* another capability since the lookup */
+    }
+}
+
 /* src's family (its place in the tree goes to dst) and dst's slot; for a
  * reply capability, src's slot and dst's. */
 long slot_move_shared(struct slot *dst, struct slot *src)
 {
     for (;;) {
-        bool reply = __atomic_load_n(&src->cap.type, __ATOMIC_ACQUIRE) == KEEL_OBJ_REPLY;
+        u8 locked = __atomic_load_n(&src->cap.type, __ATOMIC_ACQUIRE);
+        if (locked == KEEL_OBJ_UNTYPED)
+            return move_untyped_shared(dst, src);
+        bool reply = locked == KEEL_OBJ_REPLY;
         u64 key = reply ? (u64)src : src->family;
         u32 fa = caps_stripe(key), db = caps_stripe((u64)dst);
         caps_lock_pair(fa, db);
         if (!src->cap.type || (reply ? src->cap.type == KEEL_OBJ_REPLY : src->family == key)) {
-            long err = move_locked(dst, src, reply);
+            long err = move_locked(dst, src, reply ? KEEL_OBJ_REPLY : 0);
             caps_unlock_pair(fa, db);
             return err;
         }

@@ -4,7 +4,7 @@ build of the core with simulated CPUs: test_core_grace.py's harness."""
 
 from __future__ import annotations
 
-from tests.unit.test_core_grace import FINISH, GRACE, PENDING, A, B, C, SharedWorld
+from tests.unit.test_core_grace import FINISH, GRACE, PENDING, RETRY, A, B, C, SharedWorld
 from tests.unit.test_core_host import CNODE_SLOT, FIRST_FREE, UT_SLOT, check_invariants
 
 
@@ -159,4 +159,35 @@ def test_a_pending_revoke_waits_only_for_cpus_that_may_read_its_slots(
     assert w.object_type(ep, w.T["endpoint"]) != 0, "destroyed while CPU 1 may read any slot"
     assert w.wait_finish(0) == {1}, "no wait for a CPU that may read any slot"
     assert w.object_type(ep, w.T["endpoint"]) == 0
+    check_invariants(w)
+
+
+def test_a_region_moves_shared_with_what_was_made_from_it(shared: SharedWorld) -> None:
+    """Moving an untyped capability - the spawner hands a new process its
+    memory so (userspace/lib/spawn.c) - runs shared, under its family's lock,
+    the lock of the family it heads and the destination slot's: what was made
+    from it follows it (a revoke of the new slot reaches the endpoint, a
+    retype from it keeps clear of the endpoint's memory), and a CPU that
+    looked the old slot up still reads it there.  While a revoke of it is
+    pending (or a retype from it under way: cap.b), the move runs exclusive."""
+    w = shared
+    region = _region_with_an_endpoint(w)
+    moved = FIRST_FREE + 41
+    w.retries = w.graces = 0
+    w.hold(1, region, True)
+    assert w.call(CNODE_SLOT, "cnode_move", moved, CNODE_SLOT, region)[0] == 0
+    assert w.retries == 0, "the move of a region ran exclusive"
+    assert region not in w.slots() and w.body(region, 0)[4], "the old slot is not retired"
+    assert w.call(moved, "untyped_retype", w.T["notification"], 0, CNODE_SLOT, C, 1)[0] == 0
+    check_invariants(w)  # the endpoint's and the notification's parent is the new slot
+    w.leave(1)
+    w.hold(2, B)
+    assert w.once(CNODE_SLOT, "cnode_revoke", moved) == PENDING
+    assert w.once(CNODE_SLOT, "cnode_move", region, CNODE_SLOT, moved) == RETRY
+    w.leave(2)
+    w.lib.host_grace_finish(0)
+    assert not {A, B, C} & set(w.slots())
+    assert w.call(CNODE_SLOT, "cnode_move", region, CNODE_SLOT, moved)[0] == 0
+    assert w.retries == 0
+    assert w.call(region, "untyped_retype", w.T["untyped"], 16, CNODE_SLOT, A, 1)[0] == 0
     check_invariants(w)
