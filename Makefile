@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SMP ?=
 RUN_ARGS ?=
 
-.PHONY: all kernel initrd host-lib deps venv ffi run test lint pytest bench mutation clean
+.PHONY: all kernel initrd host-lib host-count-lib deps venv ffi run test lint pytest bench mutation clean
 
 all: kernel initrd
 
@@ -52,7 +52,7 @@ lint: venv ffi
 	$(VENV)/bin/ruff check vmm tests scripts
 	$(VENV)/bin/mypy vmm
 
-pytest: venv ffi kernel initrd host-lib
+pytest: venv ffi kernel initrd host-lib host-count-lib
 	$(VENV)/bin/pytest -ra tests
 
 test: deps venv ffi kernel initrd lint pytest

@@ -65,3 +65,12 @@ $(BUILD)/host/libkeelcore.so: $(HOST_CORE_C) $(GEN_STAMP) $(wildcard kernel/incl
 	$(KCC) $(HOST_CFLAGS) -o $@ $(HOST_CORE_C)
 
 host-lib: $(BUILD)/host/libkeelcore.so
+
+# The same core at the kernel's optimisation, without the sanitizer, for
+# counting its instructions under valgrind (scripts/corecount).
+HOST_COUNT_CFLAGS := $(filter-out -O1 -fsanitize=undefined -fno-sanitize-recover=all,$(HOST_CFLAGS)) -O2
+$(BUILD)/host/libkeelcore-count.so: $(HOST_CORE_C) $(GEN_STAMP) $(wildcard kernel/include/keel/*.h) kernel/arch/host/harness.h
+	@mkdir -p $(dir $@)
+	$(KCC) $(HOST_COUNT_CFLAGS) -o $@ $(HOST_CORE_C)
+
+host-count-lib: $(BUILD)/host/libkeelcore-count.so
