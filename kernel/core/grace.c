@@ -268,7 +268,7 @@ static long move_locked(struct slot *dst, struct slot *src, u8 locked)
 static long move_untyped_shared(struct slot *dst, struct slot *src)
 {
     for (;;) {
-        u64 fam = src->family, heads = src->cap.obj;
+        u64 fam = src->family, heads = children_family(src);
         struct caps_hold h;
         h.n = 0; /* not an initializer: that would zero the whole set */
         caps_hold_add(&h, fam);
@@ -276,7 +276,8 @@ static long move_untyped_shared(struct slot *dst, struct slot *src)
         caps_hold_add(&h, (u64)dst);
         caps_hold_lock(&h);
         u8 type = src->cap.type;
-        if (!type || (type == KEEL_OBJ_UNTYPED && src->family == fam && src->cap.obj == heads)) {
+        if (!type || (type == KEEL_OBJ_UNTYPED && src->family == fam &&
+                      children_family(src) == heads)) {
             long err = move_locked(dst, src, KEEL_OBJ_UNTYPED);
             caps_hold_unlock(&h);
             return err;

@@ -383,7 +383,6 @@ void lockstat_lock(spinlock_t *l, u32 cls); /* wait.c: obj_lock, counted */
  * watchdog look, and after a while halts until kicked (above). */
 void kernel_spin_turn(u32 *spins);
 
-/* One CPU: nothing to exclude (kernel code runs with interrupts off). */
 /* The acquisition itself, counted in measuring builds (the capability
  * locks' too: caps_stripe_lock). */
 static inline __attribute__((always_inline)) void obj_lock_take(spinlock_t *l, u32 cls)
@@ -397,6 +396,7 @@ static inline __attribute__((always_inline)) void obj_lock_take(spinlock_t *l, u
 #endif
 }
 
+/* One CPU: nothing to exclude (kernel code runs with interrupts off). */
 static inline __attribute__((always_inline)) void obj_lock(spinlock_t *l, u32 cls)
 {
     if (!kernel_shared() || cpu_count == 1)
